@@ -1,0 +1,344 @@
+"""The pipeline: build every variant of a recipe from the baseline, measure each, and write the results."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core import measure
+from core.data import Dataset, load_data
+from core.errors import BadInputError, FeatherweightError
+from core.models import Model, export_onnx, load_model, task_of
+from core.recipe import Recipe, slugify
+from core.techniques import Cancelled, Candidate, StepContext, apply_step
+
+RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
+                 "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
+                 "artifact", "notes", "info", "build_s")
+
+
+@dataclass
+class ProgressEvent:
+    """One progress update: which variant and step, a message, and the run's overall fraction done."""
+
+    kind: str  # "start" | "step" | "variant_done" | "done"
+    variant: str | None
+    variant_index: int
+    variant_count: int
+    message: str
+    fraction: float
+    elapsed_s: float
+    result: dict | None = None  # the VariantResult as a dict, on "variant_done"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class VariantResult:
+    """What one variant measured (fields as in results.json)."""
+
+    name: str
+    status: str = "ok"  # "ok" | "failed" | "cancelled"
+    error: str | None = None
+    steps: list = field(default_factory=list)
+    size_bytes: int | None = None
+    compressed_bytes: int | None = None
+    params: int | None = None
+    accuracy: float | None = None
+    agreement: float | None = None
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    max_abs_error: float | None = None
+    latency_ms: dict = field(default_factory=dict)
+    throughput: dict = field(default_factory=dict)
+    artifact: str | None = None
+    notes: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    build_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in RESULT_FIELDS}
+
+
+@dataclass
+class RunResult:
+    """A whole run: what was optimized, where it was measured, and every variant's result."""
+
+    model: str
+    data: str | None
+    recipe: dict
+    environment: dict
+    variants: list = field(default_factory=list)
+    status: str = "running"  # "running" | "completed" | "cancelled" | "failed"
+    started_at: str = ""
+    duration_s: float | None = None
+    task: str = "classification"
+    dataset: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data": self.data, "environment": self.environment,
+                "variants": [v.to_dict() for v in self.variants], "status": self.status,
+                "started_at": self.started_at, "duration_s": self.duration_s, "task": self.task,
+                "dataset": self.dataset, "recipe": self.recipe}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunResult":
+        variants = [VariantResult(**{k: v for k, v in item.items() if k in RESULT_FIELDS})
+                    for item in data.get("variants", [])]
+        return cls(model=data.get("model"), data=data.get("data"), recipe=data.get("recipe") or {},
+                   environment=data.get("environment") or {}, variants=variants,
+                   status=data.get("status", "completed"), started_at=data.get("started_at", ""),
+                   duration_s=data.get("duration_s"), task=data.get("task", "classification"),
+                   dataset=data.get("dataset") or {})
+
+    def to_frame(self):
+        """The results table (pandas), with ratios to the baseline."""
+        from core.results import results_frame
+
+        return results_frame(self.to_dict())
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside `path`, then rename over it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_results(run: RunResult, out_dir: Path) -> None:
+    """results.json, results.csv and recipe.yaml into `out_dir` (atomically, results.json last)."""
+    out_dir = Path(out_dir)
+    frame = run.to_frame()
+    write_atomic(out_dir / "results.csv", frame.to_csv(index=False))
+    write_atomic(out_dir / "recipe.yaml", Recipe.from_dict(run.recipe).to_yaml())
+    write_atomic(out_dir / "results.json", json.dumps(run.to_dict(), indent=2, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value)}")
+
+
+def export_candidate(candidate: Candidate, baseline: Model, dataset: Dataset) -> Candidate:
+    """Export the candidate's torch module to ONNX with the baseline's input and output names."""
+    import torch
+
+    example = torch.from_numpy(np.ascontiguousarray(dataset.eval.first[:1]))
+    proto = export_onnx(candidate.torch_module, example, input_name=baseline.inputs[0].name,
+                        output_name=baseline.outputs[0].name)
+    return dataclasses.replace(candidate, onnx_model=proto)
+
+
+class _Progress:
+    """Turns step-level reports into ProgressEvents with an overall fraction."""
+
+    def __init__(self, callback: Callable[[ProgressEvent], None] | None, count: int):
+        self.callback = callback
+        self.count = count
+        self.start = time.perf_counter()
+        self.index = 0
+        self.variant: str | None = None
+
+    def emit(self, kind: str, message: str, within: float = 0.0, result: dict | None = None) -> None:
+        if self.callback is None:
+            return
+        fraction = min(1.0, (self.index + max(0.0, min(1.0, within))) / max(1, self.count))
+        self.callback(ProgressEvent(kind, self.variant, self.index, self.count, message, fraction,
+                                    time.perf_counter() - self.start, result))
+
+
+def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, recipe: Recipe, out_dir: Path,
+             should_stop) -> tuple[VariantResult, list]:
+    model_bytes = proto.SerializeToString()
+    artifact = Path("variants") / name / "model.onnx"
+    write_atomic(out_dir / artifact, model_bytes)
+    session = measure.make_session(model_bytes, recipe.benchmark.threads)
+    outputs = measure.run_batched(session, dataset.eval.x)
+    fid = measure.fidelity(outputs, baseline_outputs, dataset.eval.y, task)
+    bench = recipe.benchmark
+    timing = measure.benchmark(model_bytes, _input_specs(proto), dataset.eval.x, bench.batch_sizes,
+                               threads=bench.threads, warmup=bench.warmup, runs=bench.runs,
+                               max_seconds=bench.max_seconds, should_stop=should_stop)
+    result = VariantResult(
+        name=name, size_bytes=measure.size_bytes(model_bytes), compressed_bytes=measure.compressed_bytes(model_bytes),
+        params=measure.logical_params(proto), accuracy=fid.accuracy, agreement=fid.agreement,
+        cosine_mean=fid.cosine_mean, cosine_min=fid.cosine_min, max_abs_error=fid.max_abs_error,
+        latency_ms=timing["latency_ms"], throughput=timing["throughput"], artifact=artifact.as_posix())
+    if timing["note"]:
+        result.notes.append(timing["note"])
+    return result, outputs
+
+
+def _input_specs(proto):
+    from core.models import graph_inputs
+
+    return graph_inputs(proto)
+
+
+def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+    """Build and measure the baseline and every variant of `recipe`; write results and artifacts to `out_dir`.
+
+    A variant that fails is recorded with ``status: failed`` and its error, and the run goes on. Cancelling
+    (``should_stop()`` turning true) marks the variants not yet built ``cancelled``.
+
+    Returns:
+        The RunResult (also written as results.json / results.csv / recipe.yaml in `out_dir`).
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    task = task_of(model)
+    recipe_dict = recipe.replace(model=recipe.model or model.source,
+                                 data=recipe.data if recipe.data is not None else dataset.source).to_dict()
+    result = RunResult(model=model.source, data=dataset.source, recipe=recipe_dict,
+                       environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
+                       started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
+                       dataset=dataset.summary())
+    progress = _Progress(on_progress, len(recipe.variants) + 1)
+    progress.variant = "baseline"
+    progress.emit("start", "measuring the baseline")
+    torch.manual_seed(recipe.seed)
+    baseline, baseline_outputs = _measure("baseline", model.onnx_model, dataset, None, task, recipe, out_dir,
+                                          should_stop)
+    baseline.agreement = 1.0 if task == "classification" else None
+    if task != "classification":
+        baseline.cosine_mean, baseline.cosine_min = 1.0, 1.0
+    baseline.max_abs_error = 0.0
+    baseline.notes.extend(model.notes)
+    result.variants.append(baseline)
+    progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
+    write_results(result, out_dir)
+
+    context = StepContext(dataset=dataset, baseline=model, seed=recipe.seed,
+                          sequence_length=recipe.benchmark.sequence_length, should_stop=should_stop)
+    queue = list(recipe.variants)
+    cancelled = False
+    for index, variant in enumerate(queue, start=1):
+        progress.index, progress.variant = index, variant.name
+        if cancelled or should_stop():
+            cancelled = True
+            result.variants.append(VariantResult(variant.name, status="cancelled", error="cancelled by the user",
+                                                 steps=[s.to_dict() for s in variant.steps]))
+            continue
+        progress.emit("step", f"building {variant.name}")
+        built_at = time.perf_counter()
+        context.extra_variants = []
+        try:
+            torch.manual_seed(recipe.seed)
+            candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
+                                  torch_module=copy.deepcopy(model.torch_module), architecture=model.architecture,
+                                  notes=[])
+            for step_index, step in enumerate(variant.steps):
+                share = 0.8 / max(1, len(variant.steps))
+
+                def report(message, fraction, _base=step_index * share, _step=step):
+                    progress.emit("step", f"{_step.technique}: {message}", _base + share * fraction)
+
+                context.report = report
+                context.check_stop()
+                if step.stage == "onnx" and candidate.onnx_model is None:
+                    candidate = export_candidate(candidate, model, dataset)
+                progress.emit("step", f"{step.technique} ({step_index + 1}/{len(variant.steps)})",
+                              step_index * share)
+                candidate = apply_step(step, candidate, context)
+            if candidate.onnx_model is None:
+                candidate = export_candidate(candidate, model, dataset)
+            context.check_stop()
+            progress.emit("step", "measuring", 0.85)
+            measured, _ = _measure(variant.slug, candidate.onnx_model, dataset, baseline_outputs, task, recipe,
+                                   out_dir, should_stop)
+            measured.name = variant.name
+            measured.notes = candidate.notes + measured.notes
+            measured.info = candidate.info
+        except Cancelled:
+            cancelled = True
+            measured = VariantResult(variant.name, status="cancelled", error="cancelled by the user")
+        except FeatherweightError as exc:
+            measured = VariantResult(variant.name, status="failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            measured = VariantResult(variant.name, status="failed", error=f"{exc.__class__.__name__}: {first}")
+        measured.steps = [s.to_dict() for s in variant.steps]
+        measured.build_s = round(time.perf_counter() - built_at, 3)
+        result.variants.append(measured)
+        progress.emit("variant_done", f"{variant.name}: {measured.status}", 1.0, measured.to_dict())
+        for extra_name, extra_candidate, extra_steps in context.extra_variants:
+            try:
+                extra, _ = _measure(slugify(extra_name), _exported(extra_candidate, model, dataset).onnx_model, dataset,
+                                    baseline_outputs, task, recipe, out_dir, should_stop)
+                extra.name = extra_name
+                extra.notes = extra_candidate.notes + extra.notes
+                extra.info = extra_candidate.info
+            except FeatherweightError as exc:
+                extra = VariantResult(extra_name, status="failed", error=str(exc))
+            extra.steps = extra_steps
+            result.variants.append(extra)
+            progress.emit("variant_done", f"{extra_name}: {extra.status}", 1.0, extra.to_dict())
+        write_results(result, out_dir)
+
+    result.status = "cancelled" if cancelled else "completed"
+    result.duration_s = round(time.perf_counter() - started, 3)
+    write_results(result, out_dir)
+    progress.index = progress.count
+    progress.variant = None
+    progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
+    return result
+
+
+def _exported(candidate: Candidate, model: Model, dataset: Dataset) -> Candidate:
+    return candidate if candidate.onnx_model is not None else export_candidate(candidate, model, dataset)
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = None, data_spec: str | None = None,
+               on_progress: Callable[[ProgressEvent], None] | None = None,
+               should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+    """Load the recipe's model and data (or the overrides), check they fit, and run it.
+
+    Raises:
+        BadInputError: no model, a rejected model file, or data that does not fit the model.
+    """
+    model_spec = model_spec or recipe.model
+    if not model_spec:
+        raise BadInputError("the recipe names no model; add 'model:' or pass --model")
+    data_spec = data_spec if data_spec is not None else recipe.data
+    model = load_model(model_spec)
+    dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
+    measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
+    recipe = recipe.replace(model=model_spec, data=data_spec)
+    return run(model, dataset, recipe, out_dir, on_progress=on_progress, should_stop=should_stop)
+
+
+def load_results(out_dir: str | Path) -> RunResult:
+    """Read a run's results.json back."""
+    path = Path(out_dir) / "results.json"
+    try:
+        return RunResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"cannot read {path}: {exc}") from None
+
+
+__all__ = ["ProgressEvent", "RunResult", "VariantResult", "run", "run_recipe", "load_results", "write_results",
+           "write_atomic"]

@@ -1,0 +1,402 @@
+"""Recipes: plain, validated data describing which variants to build and how to measure them.
+
+A recipe round-trips exactly through YAML/JSON. Example::
+
+    model: sample:digits-cnn
+    data: sample:digits
+    seed: 0
+    benchmark: {batch_sizes: [1, 256], threads: 1, warmup: 20, runs: 200}
+    variants:
+      - name: int8-static
+        steps:
+          - {technique: quantize, mode: static, per_channel: true, calibration: minmax, samples: 128}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from core.errors import BadInputError
+
+RECIPE_VERSION = 1
+
+
+def _option(default: Any, help: str, choices: tuple | None = None, **extra: Any):
+    """A dataclass field that carries its help text and allowed values, so forms can render it."""
+    meta = {"help": help, "choices": choices, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise BadInputError(f"{name}={value!r} is not supported; allowed: {allowed}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, *, low_open=False, high_open=False,
+                 integer=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise BadInputError(f"{name}={value!r} must be {kind}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise BadInputError(f"{name}={value!r} is out of range; allowed: {lo}{low}, {high}{hi}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise BadInputError(f"{name}={value!r} must be true or false")
+
+
+def slugify(name: str) -> str:
+    """A file-system-safe directory name for a variant's artifacts."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """Base of every technique's config; `technique` names it in a recipe."""
+
+    technique: ClassVar[str] = ""
+    stage: ClassVar[str] = ""  # "torch" steps run before ONNX export, "onnx" steps after
+
+    def to_dict(self) -> dict:
+        out = {"technique": self.technique}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(StepConfig):
+    """Quantize the ONNX graph with onnxruntime's quantization tools."""
+
+    technique: ClassVar[str] = "quantize"
+    stage: ClassVar[str] = "onnx"
+    MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4")
+    CALIBRATIONS: ClassVar[tuple] = ("minmax", "entropy", "percentile")
+
+    mode: str = _option("static", "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
+                        "static: int8 weights and activations from calibration (QDQ); fp16: half-precision "
+                        "weights; int4: 4-bit weight-only MatMul (MatMulNBits)", MODES)
+    per_channel: bool = _option(True, "One scale per output channel instead of one per tensor (more accurate).")
+    calibration: str = _option("minmax", "How static quantization picks activation ranges.", CALIBRATIONS)
+    samples: int = _option(128, "Calibration inputs drawn from the calibration split.", minimum=1, maximum=100000)
+    exclude: tuple = _option((), "Node names kept in float.")
+    quantize_conv: bool = _option(False, "Dynamic mode only: also quantize Conv (usually several times slower "
+                                  "on CPUs, since ConvInteger has no fast kernel).")
+    block_size: int = _option(32, "int4 only: weights per quantization block (a power of two >= 16).")
+
+    def __post_init__(self):
+        _check_choice("quantize.mode", self.mode, self.MODES)
+        _check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
+        _check_bool("quantize.per_channel", self.per_channel)
+        _check_bool("quantize.quantize_conv", self.quantize_conv)
+        _check_range("quantize.samples", self.samples, 1, 100000, integer=True)
+        _check_range("quantize.block_size", self.block_size, 16, 4096, integer=True)
+        if self.block_size & (self.block_size - 1):
+            raise BadInputError(f"quantize.block_size={self.block_size} must be a power of two")
+        exclude = self.exclude
+        if isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude):
+            raise BadInputError(f"quantize.exclude={exclude!r} must be a list of node names")
+        object.__setattr__(self, "exclude", tuple(exclude))
+
+
+@dataclass(frozen=True)
+class PruneConfig(StepConfig):
+    """Prune weights of the torch model, then optionally fine-tune on the train split."""
+
+    technique: ClassVar[str] = "prune"
+    stage: ClassVar[str] = "torch"
+    METHODS: ClassVar[tuple] = ("unstructured", "structured", "2:4")
+    SCOPES: ClassVar[tuple] = ("global", "layer")
+    IMPORTANCES: ClassVar[tuple] = ("l1", "l2")
+
+    method: str = _option("structured", "structured: remove whole channels/neurons (really smaller and faster); "
+                          "unstructured: zero single weights (compresses, dense kernels run no faster); "
+                          "2:4: two of every four weights zero (GPU sparse kernels only).", METHODS)
+    amount: float = _option(0.5, "Fraction of weights (unstructured) or channels (structured) to remove.",
+                            minimum=0.0, maximum=1.0)
+    scope: str = _option("global", "global: rank weights across all layers; layer: the same amount in each layer.",
+                         SCOPES)
+    importance: str = _option("l1", "Norm used to rank weights or channels.", IMPORTANCES)
+    finetune_epochs: int = _option(0, "Epochs of fine-tuning on the train split after pruning.",
+                                   minimum=0, maximum=1000)
+    lr: float = _option(1e-3, "Fine-tuning learning rate (Adam).", minimum=0.0, maximum=1.0)
+
+    def __post_init__(self):
+        _check_choice("prune.method", self.method, self.METHODS)
+        _check_choice("prune.scope", self.scope, self.SCOPES)
+        _check_choice("prune.importance", self.importance, self.IMPORTANCES)
+        _check_range("prune.amount", self.amount, 0.0, 1.0, low_open=True, high_open=True)
+        _check_range("prune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        _check_range("prune.lr", self.lr, 0.0, 1.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class DistillConfig(StepConfig):
+    """Train a smaller student to imitate the model (the teacher)."""
+
+    technique: ClassVar[str] = "distill"
+    stage: ClassVar[str] = "torch"
+
+    width: float = _option(0.25, "Student width as a fraction of the teacher's channels/neurons.",
+                           minimum=0.0, maximum=1.0)
+    temperature: float = _option(4.0, "Softmax temperature for soft targets (higher = softer).",
+                                 minimum=0.0, maximum=100.0)
+    alpha: float = _option(0.7, "Weight of the distillation loss; 1 - alpha weights the label loss.",
+                           minimum=0.0, maximum=1.0)
+    epochs: int = _option(60, "Training epochs for the student.", minimum=1, maximum=10000)
+    lr: float = _option(3e-3, "Student learning rate (Adam).", minimum=0.0, maximum=1.0)
+    batch_size: int = _option(64, "Training batch size.", minimum=1, maximum=65536)
+    control: bool = _option(False, "Also train the same student without the teacher, as its own variant.")
+
+    def __post_init__(self):
+        _check_range("distill.width", self.width, 0.0, 1.0, low_open=True)
+        _check_range("distill.temperature", self.temperature, 0.0, 100.0, low_open=True)
+        _check_range("distill.alpha", self.alpha, 0.0, 1.0)
+        _check_range("distill.epochs", self.epochs, 1, 10000, integer=True)
+        _check_range("distill.lr", self.lr, 0.0, 1.0, low_open=True)
+        _check_range("distill.batch_size", self.batch_size, 1, 65536, integer=True)
+        _check_bool("distill.control", self.control)
+
+
+STEP_TYPES: dict[str, type[StepConfig]] = {
+    cls.technique: cls for cls in (QuantizeConfig, PruneConfig, DistillConfig)
+}
+
+
+def step_from_dict(data: Any) -> StepConfig:
+    """Build a step config from a mapping such as ``{technique: quantize, mode: static}``.
+
+    Raises:
+        BadInputError: unknown technique or key, or a bad value (the message names the allowed ones).
+    """
+    if not isinstance(data, dict):
+        raise BadInputError(f"a step must be a mapping with a 'technique' key, got {data!r}")
+    data = dict(data)
+    technique = data.pop("technique", None)
+    if technique not in STEP_TYPES:
+        raise BadInputError(f"technique={technique!r} is not supported; allowed: {', '.join(STEP_TYPES)}")
+    cls = STEP_TYPES[technique]
+    return _build(cls, data, technique)
+
+
+def _build(cls, data: dict, where: str):
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(allowed)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a value of a type the dataclass cannot even hold
+        raise BadInputError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """How latency is measured: batch sizes, onnxruntime threads, warm-up and timed runs."""
+
+    batch_sizes: tuple = _option((1, 256), "Batch sizes to time.")
+    threads: int = _option(1, "onnxruntime intra-op threads (fixed so numbers compare).", minimum=1, maximum=256)
+    warmup: int = _option(20, "Untimed runs before timing.", minimum=0, maximum=100000)
+    runs: int = _option(200, "Timed runs per batch size (capped by max_seconds).", minimum=1, maximum=1000000)
+    max_seconds: float = _option(10.0, "Stop timing a batch size after this long (at least 10 runs).",
+                                 minimum=0.0, maximum=3600.0)
+    sequence_length: int = _option(128, "Token count for sequence inputs with a symbolic length.",
+                                   minimum=1, maximum=65536)
+
+    def __post_init__(self):
+        sizes = self.batch_sizes
+        if isinstance(sizes, int):
+            sizes = (sizes,)
+        if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 65536 for b in sizes):
+            raise BadInputError(f"benchmark.batch_sizes={self.batch_sizes!r} must be integers in [1, 65536]")
+        object.__setattr__(self, "batch_sizes", tuple(sorted(set(sizes))))
+        _check_range("benchmark.threads", self.threads, 1, 256, integer=True)
+        _check_range("benchmark.warmup", self.warmup, 0, 100000, integer=True)
+        _check_range("benchmark.runs", self.runs, 1, 1000000, integer=True)
+        _check_range("benchmark.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
+        _check_range("benchmark.sequence_length", self.sequence_length, 1, 65536, integer=True)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["batch_sizes"] = list(self.batch_sizes)
+        return out
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One optimized model to build: a name and an ordered list of steps."""
+
+    name: str
+    steps: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise BadInputError(f"variant name {self.name!r} must be a non-empty string")
+        if self.name == "baseline" and self.steps:
+            raise BadInputError("the name 'baseline' is reserved for the unmodified model")
+        bad = set(self.name) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=,[]+ ")
+        if bad or self.name.startswith("."):
+            raise BadInputError(f"variant name {self.name!r} may use letters, digits, spaces and -_.=,[]+ only")
+        steps = tuple(self.steps)
+        object.__setattr__(self, "steps", steps)
+        seen_onnx = False
+        for step in steps:
+            if not isinstance(step, StepConfig):
+                raise BadInputError(f"variant {self.name!r}: step {step!r} is not a step config")
+            if step.stage == "onnx":
+                seen_onnx = True
+            elif seen_onnx:
+                raise BadInputError(f"variant {self.name!r}: {step.technique} must come before quantize "
+                                    "(torch steps run before ONNX steps)")
+        if sum(isinstance(s, DistillConfig) for s in steps) > 1:
+            raise BadInputError(f"variant {self.name!r}: at most one distill step")
+        if sum(isinstance(s, QuantizeConfig) for s in steps) > 1:
+            raise BadInputError(f"variant {self.name!r}: at most one quantize step")
+
+    @property
+    def slug(self) -> str:
+        """A file-system-safe directory name for this variant's artifacts."""
+        return slugify(self.name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Variant":
+        if not isinstance(data, dict):
+            raise BadInputError(f"a variant must be a mapping with 'name' and 'steps', got {data!r}")
+        unknown = sorted(set(data) - {"name", "steps"})
+        if unknown:
+            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in variant; allowed: name, steps")
+        steps = data.get("steps") or []
+        if not isinstance(steps, list):
+            raise BadInputError(f"variant {data.get('name')!r}: steps must be a list")
+        return cls(name=data.get("name"), steps=tuple(step_from_dict(s) for s in steps))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The whole experiment: model, data, seed, how to benchmark, and the variants."""
+
+    model: str | None = None
+    data: str | None = None
+    seed: int = 0
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    variants: tuple = ()
+
+    def __post_init__(self):
+        _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
+        for key in ("model", "data"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise BadInputError(f"{key}={value!r} must be a path or sample:NAME")
+        variants = tuple(self.variants)
+        object.__setattr__(self, "variants", variants)
+        names = [v.name for v in variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise BadInputError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        if "baseline" in names:
+            raise BadInputError("'baseline' is measured automatically; name your variants otherwise")
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            out["model"] = self.model
+        if self.data is not None:
+            out["data"] = self.data
+        out["seed"] = self.seed
+        out["benchmark"] = self.benchmark.to_dict()
+        out["variants"] = [v.to_dict() for v in self.variants]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Recipe":
+        """Validate and build a recipe from plain data (as parsed from YAML or JSON)."""
+        if not isinstance(data, dict):
+            raise BadInputError("a recipe must be a mapping with keys model, data, seed, benchmark, variants")
+        allowed = ("model", "data", "seed", "benchmark", "variants")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in recipe; allowed: {', '.join(allowed)}")
+        bench = data.get("benchmark") or {}
+        if not isinstance(bench, dict):
+            raise BadInputError("benchmark must be a mapping")
+        if isinstance(bench.get("batch_sizes"), list):
+            bench = {**bench, "batch_sizes": tuple(bench["batch_sizes"])}
+        variants = data.get("variants") or []
+        if not isinstance(variants, list):
+            raise BadInputError("variants must be a list")
+        return cls(model=data.get("model"), data=data.get("data"), seed=data.get("seed", 0),
+                   benchmark=_build(BenchmarkConfig, bench, "benchmark"),
+                   variants=tuple(Variant.from_dict(v) for v in variants))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_text(cls, text: str) -> "Recipe":
+        """Parse YAML or JSON text (JSON is YAML) with a safe loader."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise BadInputError(f"recipe is not valid YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        """Read a recipe file (.yaml, .yml or .json)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"cannot read recipe {path}: {exc.__class__.__name__}: {exc}") from None
+        return cls.from_text(text)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.write_text(self.to_json() if path.suffix == ".json" else self.to_yaml(), encoding="utf-8")
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+
+def default_recipe(model: str = "sample:digits-cnn", data: str | None = "sample:digits") -> Recipe:
+    """The recipe the dashboard and `make bench` start from: the common quantization variants."""
+    return Recipe(model=model, data=data, seed=0, variants=(
+        Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),)),
+        Variant("int8-static", (QuantizeConfig(mode="static"),)),
+        Variant("fp16", (QuantizeConfig(mode="fp16"),)),
+    ))

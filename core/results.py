@@ -1,0 +1,66 @@
+"""Results as tables: one row per variant with ratios to the same-run baseline."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def batch_sizes_of(results: dict) -> list[int]:
+    """Every batch size timed in the run, ascending."""
+    sizes = set()
+    for v in results.get("variants", []):
+        sizes.update(int(b) for b in (v.get("latency_ms") or {}))
+    return sorted(sizes)
+
+
+def results_frame(results: dict) -> pd.DataFrame:
+    """One row per variant: status, size, params, accuracy/fidelity, latency per batch size and ratios.
+
+    Ratios are to the baseline of the same run: ``x_smaller`` = baseline size / size, ``speedup_bs{N}`` =
+    baseline p50 / p50, ``accuracy_drop_pt`` = (baseline accuracy - accuracy) x 100.
+    """
+    variants = results.get("variants", [])
+    base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
+    sizes = batch_sizes_of(results)
+    rows = []
+    for v in variants:
+        row = {"name": v.get("name"), "status": v.get("status"),
+               "technique": " + ".join(_step_label(s) for s in v.get("steps") or []) or "none",
+               "size_bytes": v.get("size_bytes"), "compressed_bytes": v.get("compressed_bytes"),
+               "params": v.get("params"), "accuracy": v.get("accuracy"), "agreement": v.get("agreement"),
+               "cosine_mean": v.get("cosine_mean"), "cosine_min": v.get("cosine_min")}
+        row["x_smaller"] = _ratio(base.get("size_bytes"), v.get("size_bytes"))
+        row["x_smaller_compressed"] = _ratio(base.get("compressed_bytes"), v.get("compressed_bytes"))
+        row["x_fewer_params"] = _ratio(base.get("params"), v.get("params"))
+        if base.get("accuracy") is not None and v.get("accuracy") is not None:
+            row["accuracy_drop_pt"] = round((base["accuracy"] - v["accuracy"]) * 100, 4)
+        else:
+            row["accuracy_drop_pt"] = None
+        for bs in sizes:
+            lat = (v.get("latency_ms") or {}).get(str(bs)) or {}
+            base_lat = (base.get("latency_ms") or {}).get(str(bs)) or {}
+            row[f"p50_ms_bs{bs}"] = lat.get("p50")
+            row[f"p99_ms_bs{bs}"] = lat.get("p99")
+            row[f"throughput_bs{bs}"] = (v.get("throughput") or {}).get(str(bs))
+            row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
+        row["error"] = v.get("error")
+        row["notes"] = " ".join(v.get("notes") or [])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ratio(numerator, denominator):
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 4)
+
+
+def _step_label(step: dict) -> str:
+    technique = step.get("technique")
+    if technique == "quantize":
+        return f"quantize {step.get('mode')}"
+    if technique == "prune":
+        return f"prune {step.get('method')} {step.get('amount')}"
+    if technique == "distill":
+        return f"distill w{step.get('width')}"
+    return str(technique)

@@ -1,0 +1,207 @@
+"""Quantization through onnxruntime's tools: dynamic int8, static int8 (QDQ), fp16 and int4 weight-only."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UnsupportedModelError
+from core.models import ensure_opset
+from core.recipe import QuantizeConfig
+from core.techniques import Candidate, StepContext, register
+
+# Ops dynamic quantization touches by default: ConvInteger has no fast CPU kernel (measured several times slower
+# than fp32 Conv here), so Conv is left in float unless quantize_conv is set.
+DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
+CALIBRATION_BATCH = 32
+
+
+def gemm_to_matmul(proto):
+    """Rewrite Gemm nodes with a constant 2-D weight as MatMul (+ Add for the bias).
+
+    onnxruntime's dynamic (MatMulInteger) and int4 (MatMulNBits) quantizers only handle MatMul, and
+    torch.nn.Linear exports as Gemm. The rewrite is exact: Y = A @ W^T + C.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    new_nodes = []
+    changed = False
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or len(node.input) < 2 or node.input[1] not in inits
+                or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            new_nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if weight.ndim != 2:
+            new_nodes.append(node)
+            continue
+        if attrs.get("transB", 0):
+            weight = weight.T
+        name = node.name or node.output[0]
+        weight_name = f"{node.input[1]}_matmul"
+        proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), weight_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        matmul_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], weight_name], [matmul_out], name=name))
+        if has_bias:
+            new_nodes.append(helper.make_node("Add", [matmul_out, node.input[2]], [node.output[0]],
+                                              name=f"{name}_bias"))
+        changed = True
+    if changed:
+        del proto.graph.node[:]
+        proto.graph.node.extend(new_nodes)
+        used = {i for n in proto.graph.node for i in n.input}
+        keep = [i for i in proto.graph.initializer if i.name in used]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(keep)
+        onnx.checker.check_model(proto)
+    return proto
+
+
+def preprocess(proto, workdir: Path):
+    """onnxruntime's quant_pre_process (optimize + shape inference), falling back to simpler passes where the
+    symbolic shape inference fails (common on transformers)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = workdir / "pre_in.onnx"
+    target = workdir / "pre_out.onnx"
+    onnx.save(proto, source)
+    attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
+    for options in attempts:
+        try:
+            quant_pre_process(str(source), str(target), **options)
+            return onnx.load(str(target)), options
+        except Exception:  # noqa: BLE001 - fall through to the next, simpler pre-processing
+            continue
+    return proto, {"skipped": True}
+
+
+class _CalibrationReader:
+    """Feeds calibration batches to onnxruntime's calibrators (the CalibrationDataReader protocol)."""
+
+    def __init__(self, inputs: dict, count: int):
+        self.batches = []
+        n = min(count, len(next(iter(inputs.values()))))
+        for start in range(0, n, CALIBRATION_BATCH):
+            self.batches.append({k: v[start:min(n, start + CALIBRATION_BATCH)] for k, v in inputs.items()})
+        self._iter = iter(self.batches)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    def rewind(self):
+        self._iter = iter(self.batches)
+
+
+def _quantized_node_names(proto) -> list[str]:
+    kinds = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "MatMulNBits", "QLinearConv", "QLinearMatMul")
+    return [n.name for n in proto.graph.node if n.op_type in kinds]
+
+
+@register(QuantizeConfig)
+def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext) -> Candidate:
+    """Quantize the candidate's ONNX graph as the config says; records quantized nodes and caveats.
+
+    Raises:
+        UnsupportedModelError: nothing in the graph can be quantized in this mode (e.g. int4 without MatMul).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, \
+        quantize_static
+
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    proto = ensure_opset(candidate.onnx_model)
+    ops_before = {n.op_type for n in proto.graph.node}
+    notes = list(candidate.notes)
+    info = dict(candidate.info)
+    with tempfile.TemporaryDirectory(prefix="fw-quant-") as tmp:
+        workdir = Path(tmp)
+        out = workdir / "quantized.onnx"
+        if config.mode in ("dynamic", "int4"):
+            proto = gemm_to_matmul(proto)
+        context.report(f"pre-processing the graph for {config.mode}", 0.1)
+        if config.mode in ("static", "dynamic"):
+            proto, pre = preprocess(proto, workdir)
+            info["preprocess"] = "ok" if not pre else ", ".join(k for k in pre)
+        context.check_stop()
+        if config.mode == "dynamic":
+            op_types = DYNAMIC_OPS + (["Conv"] if config.quantize_conv else [])
+            quantizable = {"MatMul", "Gather", "Attention", "LSTM", "GRU"} | ({"Conv"} if config.quantize_conv
+                                                                              else set())
+            if not ops_before & (quantizable | {"Gemm"}):
+                raise UnsupportedModelError("dynamic int8 found no MatMul/Gemm to quantize"
+                                            + ("; this model is Conv-only: use static quantization"
+                                               if "Conv" in ops_before else ""))
+            context.report("quantizing weights (dynamic int8)", 0.4)
+            quantize_dynamic(proto, str(out), op_types_to_quantize=op_types, per_channel=config.per_channel,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=list(config.exclude),
+                             extra_options={"MatMulConstBOnly": True})
+            if "Conv" in ops_before and not config.quantize_conv:
+                notes.append("Conv layers stay in float under dynamic quantization (ConvInteger is slow on "
+                             "CPUs); use static quantization for Conv speed-ups.")
+            if config.quantize_conv and "Conv" in ops_before:
+                notes.append("Conv layers run as ConvInteger, which is several times slower than float Conv "
+                             "on CPUs; use static quantization instead.")
+        elif config.mode == "static":
+            calib = context.dataset.calib
+            if len(calib) < config.samples:  # borrow from train when the calibration split is short
+                inputs = {k: np.concatenate([v, context.dataset.train.x[k]])[:config.samples]
+                          for k, v in calib.x.items()}
+            else:
+                inputs = calib.take(config.samples).x
+            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                      "percentile": CalibrationMethod.Percentile}[config.calibration]
+            used = min(config.samples, len(next(iter(inputs.values()))))
+            context.report(f"calibrating on {used} samples ({config.calibration})", 0.3)
+            quantize_static(proto, str(out), _CalibrationReader(inputs, config.samples),
+                            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(config.exclude), calibrate_method=method,
+                            extra_options={"CalibMovingAverage": False})
+            info["calibration_samples"] = used
+        elif config.mode == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            context.report("converting weights to fp16", 0.4)
+            converted = convert_float_to_float16(proto, keep_io_types=True,
+                                                 node_block_list=list(config.exclude) or None)
+            import onnx
+
+            onnx.save(converted, str(out))
+            notes.append("fp16 halves the size, but most CPUs have no fast fp16 kernels: expect no speed-up "
+                         "(often a slow-down from casts).")
+        elif config.mode == "int4":
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            inits = {i.name for i in proto.graph.initializer}
+            targets = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in inits
+                       and n.name not in config.exclude]
+            if not targets:
+                raise UnsupportedModelError("int4 weight-only quantization needs MatMul/Gemm layers with constant "
+                                            "weights; this model has none (try static int8)")
+            context.report(f"packing {len(targets)} MatMul weights to 4 bits", 0.4)
+            quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=config.block_size, is_symmetric=True,
+                                             nodes_to_exclude=list(config.exclude))
+            quantizer.process()
+            import onnx
+
+            onnx.save(quantizer.model.model, str(out))
+            if "Conv" in ops_before:
+                notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
+        import onnx
+
+        result = onnx.load(str(out))
+    info["quantized_nodes"] = _quantized_node_names(result)
+    info["excluded_nodes"] = list(config.exclude)
+    if not info["quantized_nodes"] and config.mode in ("static", "dynamic", "int4"):
+        notes.append("no node was quantized: the variant is the float model")
+    return Candidate(onnx_model=result, torch_module=None, architecture=candidate.architecture, info=info,
+                     notes=notes)
