@@ -88,7 +88,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     dist = np.hypot(px[None] - (ax + t * abx), py[None] - (ay + t * aby))  # (n, segments, H, W)
     present = rng.random((n, n_segments)) < 0.7
     width = rng.uniform(0.6, 1.6, (n, n_segments)).astype(np.float32)
-    bright = (rng.uniform(0.25, 0.75, (n, n_segments)) * present).astype(np.float32)
+    bright = (rng.uniform(0.2, 0.6, (n, n_segments)) * present).astype(np.float32)
     lines = np.clip(width[..., None, None] - dist + 0.5, 0, 1) * bright[..., None, None]
     image = np.maximum(image, lines.max(axis=1))
 
@@ -101,12 +101,12 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     image = np.maximum(image, blobs.max(axis=1))
 
     # The shape: random radius (pixels), centre, rotation, brightness; anti-aliased over one pixel.
-    radius = rng.uniform(4.0, 11.0, n).astype(np.float32)
+    radius = rng.uniform(5.0, 11.0, n).astype(np.float32)
     cx = rng.uniform(radius + 1, size - radius - 1).astype(np.float32)
     cy = rng.uniform(radius + 1, size - radius - 1).astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     aspect = rng.uniform(0.45, 0.7, n).astype(np.float32)
-    fore = rng.uniform(0.5, 1.0, n).astype(np.float32)
+    fore = (level[:, 0, 0] + rng.uniform(0.35, 0.65, n)).astype(np.float32)
     cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
     dx, dy = px - cx[:, None, None], py - cy[:, None, None]
     r = radius[:, None, None]
@@ -118,7 +118,7 @@ def _render_chunk(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
         alpha[rows] = np.clip(0.5 - sdf * r[rows], 0, 1)  # signed distance in pixels -> coverage
     image = image * (1 - alpha) + fore[:, None, None] * alpha
 
-    noise = rng.uniform(0.05, 0.2, n).astype(np.float32)[:, None, None]
+    noise = rng.uniform(0.03, 0.15, n).astype(np.float32)[:, None, None]
     image += rng.standard_normal((n, size, size), dtype=np.float32) * noise
     return np.clip(image, 0, 1)
 
