@@ -118,7 +118,11 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
-    proto = ensure_opset(candidate.onnx_model)
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(candidate.onnx_model)  # the rewrites below work in place; never touch the caller's graph
+    proto = ensure_opset(proto)
     ops_before = {n.op_type for n in proto.graph.node}
     notes = list(candidate.notes)
     info = dict(candidate.info)
@@ -173,8 +177,6 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             context.report("converting weights to fp16", 0.4)
             converted = convert_float_to_float16(proto, keep_io_types=True,
                                                  node_block_list=list(config.exclude) or None)
-            import onnx
-
             onnx.save(converted, str(out))
             notes.append("fp16 halves the size, but most CPUs have no fast fp16 kernels: expect no speed-up "
                          "(often a slow-down from casts).")
@@ -191,13 +193,9 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=config.block_size, is_symmetric=True,
                                              nodes_to_exclude=list(config.exclude))
             quantizer.process()
-            import onnx
-
             onnx.save(quantizer.model.model, str(out))
             if "Conv" in ops_before:
                 notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
-        import onnx
-
         result = onnx.load(str(out))
     info["quantized_nodes"] = _quantized_node_names(result)
     info["excluded_nodes"] = list(config.exclude)

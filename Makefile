@@ -1,0 +1,38 @@
+# Featherweight: `make run` starts the dashboard, `make test` runs every test, `make bench` checks the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+STAMP := $(VENV)/.featherweight-installed
+
+.PHONY: setup run test test-fast bench samples chromium clean
+
+setup: $(STAMP)
+
+# torch is installed first, pinned, so pip takes the CPU wheel and never a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,text,ray]'
+	touch $(STAMP)
+
+run: setup
+	@echo "Featherweight dashboard: http://localhost:$(PORT)"
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: setup chromium
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not e2e"
+
+bench: setup
+	$(PY) -m benchmarks.harness
+
+samples: setup
+	$(PY) -m sample_models.train
+
+clean:
+	rm -rf $(VENV) .featherweight .pytest_cache

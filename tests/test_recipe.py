@@ -1,0 +1,99 @@
+"""Recipe parsing, validation and round trips."""
+
+import json
+
+import pytest
+
+from core.errors import BadInputError
+from core.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant,
+                         default_recipe, step_from_dict)
+
+DESIGN_EXAMPLE = """
+model: sample:digits-cnn          # path or sample:NAME
+data: sample:digits
+seed: 0
+benchmark: {batch_sizes: [1, 256], threads: 1, warmup: 20, runs: 200}
+variants:
+  - name: int8-static
+    steps:
+      - {technique: quantize, mode: static, per_channel: true, calibration: minmax, samples: 128}
+  - name: pruned-int8
+    steps:
+      - {technique: prune, method: structured, amount: 0.5, finetune_epochs: 10}
+      - {technique: quantize, mode: static}
+  - name: student
+    steps:
+      - {technique: distill, width: 0.25, temperature: 4, alpha: 0.7, epochs: 60}
+"""
+
+
+def test_design_example_parses_into_typed_steps():
+    """The DESIGN.md example recipe parses into the right config types and values."""
+    recipe = Recipe.from_text(DESIGN_EXAMPLE)
+    assert recipe.model == "sample:digits-cnn" and recipe.data == "sample:digits"
+    assert recipe.benchmark.batch_sizes == (1, 256)
+    assert [v.name for v in recipe.variants] == ["int8-static", "pruned-int8", "student"]
+    assert recipe.variants[0].steps[0] == QuantizeConfig(mode="static", per_channel=True, calibration="minmax",
+                                                         samples=128)
+    assert isinstance(recipe.variants[1].steps[0], PruneConfig) and recipe.variants[1].steps[0].amount == 0.5
+    assert recipe.variants[2].steps[0] == DistillConfig(width=0.25, temperature=4.0, alpha=0.7, epochs=60)
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_round_trip_is_exact(fmt, tmp_path):
+    """Saving and loading a recipe as YAML or JSON gives back an equal recipe."""
+    recipe = Recipe.from_text(DESIGN_EXAMPLE).replace(
+        variants=Recipe.from_text(DESIGN_EXAMPLE).variants + (
+            Variant("excl", (QuantizeConfig(mode="dynamic", exclude=("a", "b")),)),))
+    path = tmp_path / f"r.{fmt}"
+    recipe.save(path)
+    assert Recipe.load(path) == recipe
+    if fmt == "json":
+        assert json.loads(path.read_text())["variants"][3]["steps"][0]["exclude"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("variants: [{name: a, steps: [{technique: quantize, mode: int2}]}]", ["int2", "dynamic", "static", "fp16"]),
+    ("variants: [{name: a, steps: [{technique: quantize, colour: red}]}]", ["colour", "mode", "per_channel"]),
+    ("variants: [{name: a, steps: [{technique: shrink}]}]", ["shrink", "quantize", "prune", "distill"]),
+    ("variants: [{name: a, steps: [{technique: prune, amount: 1.5}]}]", ["1.5", "(0.0, 1.0)"]),
+    ("variants: [{name: a, steps: [{technique: prune, amount: 0}]}]", ["amount=0"]),
+    ("variants: [{name: a, steps: [{technique: prune, method: random}]}]", ["random", "structured", "2:4"]),
+    ("variants: [{name: a, steps: [{technique: quantize, calibration: mse}]}]", ["mse", "entropy", "percentile"]),
+    ("modle: x", ["modle", "model", "variants"]),
+    ("variants: [{name: a}, {name: a}]", ["unique", "a"]),
+    ("variants: [{name: a, steps: [{technique: quantize}, {technique: prune}]}]", ["prune", "before"]),
+    ("benchmark: {batch_sizes: [0]}", ["batch_sizes"]),
+    ("benchmark: {threads: two}", ["threads", "two"]),
+    ("variants: [{name: baseline, steps: [{technique: quantize}]}]", ["baseline"]),
+    ("variants: [{name: '../x', steps: []}]", ["../x"]),
+    ("{{{", ["not valid YAML"]),
+    ("- just a list", ["mapping"]),
+])
+def test_bad_recipes_name_the_problem_and_the_allowed_values(text, words):
+    """Every validation error names the bad value and what is allowed."""
+    with pytest.raises(BadInputError) as info:
+        Recipe.from_text(text)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_step_from_dict_coerces_ints_to_floats_and_lists_to_tuples():
+    """Numbers written as ints in YAML become floats where the option is a float."""
+    step = step_from_dict({"technique": "distill", "temperature": 2, "alpha": 1})
+    assert step.temperature == 2.0 and isinstance(step.temperature, float)
+    assert step_from_dict({"technique": "quantize", "exclude": ["n1"]}).exclude == ("n1",)
+
+
+def test_benchmark_batch_sizes_are_sorted_and_unique():
+    """Batch sizes are normalised so results keys are stable."""
+    assert BenchmarkConfig(batch_sizes=(256, 1, 1)).batch_sizes == (1, 256)
+
+
+def test_default_recipe_round_trips():
+    """The dashboard's default recipe survives YAML."""
+    recipe = default_recipe()
+    assert Recipe.from_text(recipe.to_yaml()) == recipe
+    assert [v.name for v in recipe.variants] == ["int8-dynamic", "int8-static", "fp16"]
