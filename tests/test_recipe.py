@@ -97,3 +97,43 @@ def test_default_recipe_round_trips():
     recipe = default_recipe()
     assert Recipe.from_text(recipe.to_yaml()) == recipe
     assert [v.name for v in recipe.variants] == ["int8-dynamic", "int8-static", "fp16"]
+
+
+SWEEP = """
+model: sample:digits-cnn
+variants:
+  - name: plain
+    steps: [{technique: quantize, mode: fp16}]
+sweep:
+  name: grid
+  steps:
+    - {technique: prune, method: structured, amount: [0.25, 0.5, 0.75], finetune_epochs: 5}
+    - {technique: quantize, mode: [dynamic, static], exclude: [conv1]}
+"""
+
+
+def test_sweep_expands_to_named_cartesian_product():
+    """Each list-valued option is an axis; variants are named grid[key=value,...] after the explicit ones."""
+    recipe = Recipe.from_text(SWEEP)
+    names = [v.name for v in recipe.variants]
+    assert names[0] == "plain" and len(names) == 7
+    assert names[1:3] == ["grid[amount=0.25,mode=dynamic]", "grid[amount=0.25,mode=static]"]
+    last = recipe.variants[-1]
+    assert last.steps[0].amount == 0.75 and last.steps[0].finetune_epochs == 5
+    assert last.steps[1].mode == "static" and last.steps[1].exclude == ("conv1",)
+    assert Recipe.from_text(recipe.to_yaml()) == recipe
+
+
+@pytest.mark.parametrize("sweep, words", [
+    ("{name: g, steps: []}", "non-empty"),
+    ("{name: g, steps: [{technique: quantize, mode: []}]}", "no values"),
+    ("{name: g, steps: [{technique: quantize, mode: [int3]}]}", "int3"),
+    ("{name: g, steps: [{technique: nope}]}", "technique"),
+    ("{name: g, steps: [{technique: prune, amount: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}, "
+     "{technique: quantize, samples: [1, 2, 3, 4, 5, 6, 7, 8], calibration: [minmax, entropy, percentile]}]}",
+     "limit"),
+])
+def test_bad_sweeps_are_explained(sweep, words):
+    """A malformed or oversized sweep is a one-line error."""
+    with pytest.raises(BadInputError, match=words):
+        Recipe.from_text(f"sweep: {sweep}")
