@@ -130,7 +130,7 @@ def test_sweep_expands_to_named_cartesian_product():
     ("{name: g, steps: [{technique: quantize, mode: [int3]}]}", "int3"),
     ("{name: g, steps: [{technique: nope}]}", "technique"),
     ("{name: g, steps: [{technique: prune, amount: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}, "
-     "{technique: quantize, samples: [1, 2, 3, 4, 5, 6, 7, 8], calibration: [minmax, entropy, percentile]}]}",
+     "{technique: quantize, samples: [1, 2, 3, 4, 5, 6, 7, 8], calibration: [minmax, entropy, percentile], per_channel: [true, false]}]}",
      "limit"),
 ])
 def test_bad_sweeps_are_explained(sweep, words):
