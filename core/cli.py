@@ -40,7 +40,8 @@ def cmd_run(args) -> int:
     from core.recipe import Recipe
 
     recipe = Recipe.load(args.recipe)
-    result = run_recipe(recipe, args.out, model_spec=args.model, data_spec=args.data, on_progress=_progress_bar())
+    result = run_recipe(recipe, args.out, model_spec=args.model, data_spec=args.data, on_progress=_progress_bar(),
+                        executor=args.executor, ray_address=args.ray_address)
     failed = [v.name for v in result.variants if v.status == "failed"]
     print(f"wrote {os.path.join(args.out, 'results.json')} ({len(result.variants)} variants"
           + (f", failed: {', '.join(failed)}" if failed else "") + ")")
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--model", help="model override: a file path or sample:NAME")
     run.add_argument("--data", help="data override: a file path or sample:NAME")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local (default): variants one after another here; ray: each variant a Ray task")
+    run.add_argument("--ray-address", help="Ray cluster address (else FEATHERWEIGHT_RAY_ADDRESS, else a local "
+                                           "Ray runtime is started)")
     run.set_defaults(func=cmd_run)
     inspect = sub.add_parser("inspect", help="print a model's card as JSON")
     inspect.add_argument("model", help="a file path or sample:NAME")

@@ -196,11 +196,13 @@ def _input_specs(proto):
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
         on_progress: Callable[[ProgressEvent], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+        should_stop: Callable[[], bool] = lambda: False, executor: str = "local",
+        ray_address: str | None = None) -> RunResult:
     """Build and measure the baseline and every variant of `recipe`; write results and artifacts to `out_dir`.
 
     A variant that fails is recorded with ``status: failed`` and its error, and the run goes on. Cancelling
-    (``should_stop()`` turning true) marks the variants not yet built ``cancelled``.
+    (``should_stop()`` turning true) marks the variants not yet built ``cancelled``. With ``executor="ray"``
+    each variant is a Ray task (the baseline is measured once, here, and shared).
 
     Returns:
         The RunResult (also written as results.json / results.csv / recipe.yaml in `out_dir`).
@@ -232,72 +234,28 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
     write_results(result, out_dir)
 
-    context = StepContext(dataset=dataset, baseline=model, seed=recipe.seed,
-                          sequence_length=recipe.benchmark.sequence_length, should_stop=should_stop)
-    queue = list(recipe.variants)
-    cancelled = False
-    for index, variant in enumerate(queue, start=1):
-        progress.index, progress.variant = index, variant.name
-        if cancelled or should_stop():
-            cancelled = True
-            result.variants.append(VariantResult(variant.name, status="cancelled", error="cancelled by the user",
-                                                 steps=[s.to_dict() for s in variant.steps]))
-            continue
-        progress.emit("step", f"building {variant.name}")
-        built_at = time.perf_counter()
-        context.extra_variants = []
-        try:
-            torch.manual_seed(recipe.seed)
-            candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
-                                  torch_module=copy.deepcopy(model.torch_module), architecture=model.architecture,
-                                  notes=[])
-            for step_index, step in enumerate(variant.steps):
-                share = 0.8 / max(1, len(variant.steps))
+    if executor == "ray":
+        from core.executors import run_variants_ray
 
-                def report(message, fraction, _base=step_index * share, _step=step):
-                    progress.emit("step", f"{_step.technique}: {message}", _base + share * fraction)
-
-                context.report = report
-                context.check_stop()
-                if step.stage == "onnx" and candidate.onnx_model is None:
-                    candidate = export_candidate(candidate, model, dataset)
-                progress.emit("step", f"{step.technique} ({step_index + 1}/{len(variant.steps)})",
-                              step_index * share)
-                candidate = apply_step(step, candidate, context)
-            if candidate.onnx_model is None:
-                candidate = export_candidate(candidate, model, dataset)
-            context.check_stop()
-            progress.emit("step", "measuring", 0.85)
-            measured, _ = _measure(variant.slug, candidate.onnx_model, dataset, baseline_outputs, task, recipe,
-                                   out_dir, should_stop)
-            measured.name = variant.name
-            measured.notes = candidate.notes + measured.notes
-            measured.info = candidate.info
-        except Cancelled:
-            cancelled = True
-            measured = VariantResult(variant.name, status="cancelled", error="cancelled by the user")
-        except FeatherweightError as exc:
-            measured = VariantResult(variant.name, status="failed", error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            measured = VariantResult(variant.name, status="failed", error=f"{exc.__class__.__name__}: {first}")
-        measured.steps = [s.to_dict() for s in variant.steps]
-        measured.build_s = round(time.perf_counter() - built_at, 3)
-        result.variants.append(measured)
-        progress.emit("variant_done", f"{variant.name}: {measured.status}", 1.0, measured.to_dict())
-        for extra_name, extra_candidate, extra_steps in context.extra_variants:
-            try:
-                extra, _ = _measure(slugify(extra_name), _exported(extra_candidate, model, dataset).onnx_model, dataset,
-                                    baseline_outputs, task, recipe, out_dir, should_stop)
-                extra.name = extra_name
-                extra.notes = extra_candidate.notes + extra.notes
-                extra.info = extra_candidate.info
-            except FeatherweightError as exc:
-                extra = VariantResult(extra_name, status="failed", error=str(exc))
-            extra.steps = extra_steps
-            result.variants.append(extra)
-            progress.emit("variant_done", f"{extra_name}: {extra.status}", 1.0, extra.to_dict())
-        write_results(result, out_dir)
+        result.environment["executor"] = "ray"
+        cancelled = run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir, result, progress,
+                                     should_stop, address=ray_address)
+    else:
+        cancelled = False
+        for index, variant in enumerate(recipe.variants, start=1):
+            progress.index, progress.variant = index, variant.name
+            if cancelled or should_stop():
+                cancelled = True
+                result.variants.append(VariantResult(variant.name, status="cancelled",
+                                                     error="cancelled by the user",
+                                                     steps=[s.to_dict() for s in variant.steps]))
+                continue
+            for measured in build_variant(model, dataset, variant, recipe, baseline_outputs, task, out_dir,
+                                          should_stop, progress.emit):
+                cancelled = cancelled or measured.status == "cancelled"
+                result.variants.append(measured)
+                progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
+            write_results(result, out_dir)
 
     result.status = "cancelled" if cancelled else "completed"
     result.duration_s = round(time.perf_counter() - started, 3)
@@ -308,13 +266,80 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     return result
 
 
+def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, baseline_outputs, task: str,
+                  out_dir: Path, should_stop: Callable[[], bool] = lambda: False,
+                  emit: Callable[..., None] = lambda *args, **kwargs: None) -> list[VariantResult]:
+    """Build one variant from a copy of the baseline, measure it, and write its artifact under `out_dir`.
+
+    Returns:
+        The variant's result, followed by any extra variants its steps added (the distillation control).
+        Failures and cancellation are results (status failed / cancelled), never exceptions.
+    """
+    import torch
+
+    built_at = time.perf_counter()
+    context = StepContext(dataset=dataset, baseline=model, seed=recipe.seed,
+                          sequence_length=recipe.benchmark.sequence_length, should_stop=should_stop,
+                          variant_name=variant.name)
+    emit("step", f"building {variant.name}")
+    try:
+        torch.manual_seed(recipe.seed)
+        candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
+                              torch_module=copy.deepcopy(model.torch_module), architecture=model.architecture,
+                              notes=[])
+        for step_index, step in enumerate(variant.steps):
+            share = 0.8 / max(1, len(variant.steps))
+
+            def report(message, fraction, _base=step_index * share, _step=step):
+                emit("step", f"{_step.technique}: {message}", _base + share * fraction)
+
+            context.report = report
+            context.check_stop()
+            if step.stage == "onnx" and candidate.onnx_model is None:
+                candidate = export_candidate(candidate, model, dataset)
+            emit("step", f"{step.technique} ({step_index + 1}/{len(variant.steps)})", step_index * share)
+            candidate = apply_step(step, candidate, context)
+        if candidate.onnx_model is None:
+            candidate = export_candidate(candidate, model, dataset)
+        context.check_stop()
+        emit("step", "measuring", 0.85)
+        measured, _ = _measure(variant.slug, candidate.onnx_model, dataset, baseline_outputs, task, recipe,
+                               out_dir, should_stop)
+        measured.name = variant.name
+        measured.notes = candidate.notes + measured.notes
+        measured.info = candidate.info
+    except Cancelled:
+        measured = VariantResult(variant.name, status="cancelled", error="cancelled by the user")
+    except FeatherweightError as exc:
+        measured = VariantResult(variant.name, status="failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        measured = VariantResult(variant.name, status="failed", error=f"{exc.__class__.__name__}: {first}")
+    measured.steps = [s.to_dict() for s in variant.steps]
+    measured.build_s = round(time.perf_counter() - built_at, 3)
+    results = [measured]
+    for extra_name, extra_candidate, extra_steps in context.extra_variants:
+        try:
+            extra, _ = _measure(slugify(extra_name), _exported(extra_candidate, model, dataset).onnx_model,
+                                dataset, baseline_outputs, task, recipe, out_dir, should_stop)
+            extra.name = extra_name
+            extra.notes = extra_candidate.notes + extra.notes
+            extra.info = extra_candidate.info
+        except FeatherweightError as exc:
+            extra = VariantResult(extra_name, status="failed", error=str(exc))
+        extra.steps = extra_steps
+        results.append(extra)
+    return results
+
+
 def _exported(candidate: Candidate, model: Model, dataset: Dataset) -> Candidate:
     return candidate if candidate.onnx_model is not None else export_candidate(candidate, model, dataset)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = None, data_spec: str | None = None,
                on_progress: Callable[[ProgressEvent], None] | None = None,
-               should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+               should_stop: Callable[[], bool] = lambda: False, executor: str = "local",
+               ray_address: str | None = None) -> RunResult:
     """Load the recipe's model and data (or the overrides), check they fit, and run it.
 
     Raises:
@@ -328,7 +353,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
     dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
     measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     recipe = recipe.replace(model=model_spec, data=data_spec)
-    return run(model, dataset, recipe, out_dir, on_progress=on_progress, should_stop=should_stop)
+    return run(model, dataset, recipe, out_dir, on_progress=on_progress, should_stop=should_stop,
+               executor=executor, ray_address=ray_address)
 
 
 def load_results(out_dir: str | Path) -> RunResult:

@@ -41,6 +41,7 @@ class StepContext:
     should_stop: Callable[[], bool] = lambda: False
     # (name, Candidate, steps as dicts) a step adds as variants of their own (the distillation control)
     extra_variants: list = field(default_factory=list)
+    variant_name: str = ""  # the variant being built (names the distillation control)
 
     def check_stop(self) -> None:
         if self.should_stop():

@@ -1,0 +1,92 @@
+"""The Ray executor: each variant of a run is a Ray task; results and artifacts come back to the driver.
+
+The baseline is measured once by the driver and its outputs are shared with every task through Ray's object
+store. Each result records the host that measured it, since latency from different machines does not compare.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from core.pipeline import VariantResult, build_variant, write_atomic, write_results
+
+RAY_ADDRESS_ENV = "FEATHERWEIGHT_RAY_ADDRESS"
+
+
+def _build_remote(model, dataset, variant, recipe, baseline_outputs, task):
+    """Body of a Ray task: build and measure one variant in a scratch directory; return results and files."""
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="fw-ray-") as tmp:
+        results = build_variant(model, dataset, variant, recipe, baseline_outputs, task, Path(tmp))
+        files = {}
+        for result in results:
+            if result.artifact:
+                files[result.artifact] = (Path(tmp) / result.artifact).read_bytes()
+            result.info = {**result.info, "host": platform.node(), "pid": os.getpid()}
+    return results, files
+
+
+def ray_init(address: str | None = None):
+    """Connect to Ray: `address`, else FEATHERWEIGHT_RAY_ADDRESS, else start a local runtime."""
+    try:
+        import ray
+    except ImportError:
+        from core.errors import BadInputError
+
+        raise BadInputError("the ray executor needs Ray: pip install -e '.[ray]'") from None
+    address = address or os.environ.get(RAY_ADDRESS_ENV)
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+    return ray
+
+
+def run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir: Path, result, progress, should_stop,
+                     address: str | None = None) -> bool:
+    """Run every variant as a Ray task, appending results (in recipe order) as they finish.
+
+    Returns:
+        True when the run was cancelled.
+    """
+    ray = ray_init(address)
+    remote = ray.remote(num_cpus=1)(_build_remote)
+    shared = [ray.put(x) for x in (model, dataset, recipe, baseline_outputs)]
+    pending = {remote.remote(shared[0], shared[1], variant, shared[2], shared[3], task): (i, variant)
+               for i, variant in enumerate(recipe.variants)}
+    finished: dict[int, list[VariantResult]] = {}
+    cancelled = False
+    while pending:
+        if should_stop():
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            for i, variant in pending.values():
+                finished[i] = [VariantResult(variant.name, status="cancelled", error="cancelled by the user",
+                                             steps=[s.to_dict() for s in variant.steps])]
+            cancelled = True
+            break
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        for ref in done:
+            index, variant = pending.pop(ref)
+            try:
+                results, files = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a task that died is a failed variant
+                results, files = [VariantResult(variant.name, status="failed",
+                                                error=f"Ray task failed: {str(exc).splitlines()[0][:200]}",
+                                                steps=[s.to_dict() for s in variant.steps])], {}
+            for relative, content in files.items():
+                write_atomic(out_dir / relative, content)
+            finished[index] = results
+            progress.index, progress.variant = len(finished), variant.name
+            for measured in results:
+                progress.emit("variant_done", f"{measured.name}: {measured.status} (ray)", 1.0, measured.to_dict())
+    result.variants.extend(r for i in sorted(finished) for r in finished[i])
+    write_results(result, out_dir)
+    return cancelled
