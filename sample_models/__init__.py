@@ -25,6 +25,9 @@ class SampleModel:
     input_shape: tuple  # per-sample shape, without the batch axis
     description: str
     extra: str | None = None  # pip extra that must be installed to use it
+    load_model: Callable | None = None  # () -> core.models.Model, for samples with their own loader
+    train: Callable | None = None  # () -> None: rebuild the shipped weights (python -m sample_models.train)
+    probe: Callable | None = None  # () -> bool: whether the extra is installed
 
     @property
     def weights_path(self) -> Path:

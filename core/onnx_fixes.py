@@ -1,0 +1,190 @@
+"""Repairs for ONNX files from the wild: fixed batch axes, initializers listed as inputs, old IR versions.
+
+Every repair is checked: a graph whose batch axis is made symbolic must give the same outputs, row by row, as
+the original in onnxruntime, or it is kept as it was. Nothing here changes what the model computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SYMBOLIC_BATCH = "batch"
+
+
+def fixed_batch_size(proto) -> int | None:
+    """The batch size the graph's real inputs fix on axis 0, or None when axis 0 is symbolic (or absent)."""
+    from core.models import graph_inputs
+
+    fixed = {s.shape[0] for s in graph_inputs(proto) if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    return min(fixed) if fixed else None
+
+
+def drop_initializer_inputs(proto):
+    """Remove graph inputs that are initializers (old exporters list every weight as an input, as IR < 4 had to).
+
+    Graph rewrites (Gemm -> MatMul) and quantizers replace such weights with new initializers and leave the old
+    input behind, now a required input, so the graph would ask for the float weights at run time. Works in place; raises the IR version to 4, the
+    first that allows initializers outside the inputs. Returns the proto.
+    """
+    inits = {i.name for i in proto.graph.initializer}
+    if not any(v.name in inits for v in proto.graph.input):
+        return proto
+    keep = [v for v in proto.graph.input if v.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    proto.ir_version = max(int(proto.ir_version), 4)
+    return proto
+
+
+def raise_ir_version(proto):
+    """Raise the IR version to the lowest one that the model's opsets need (the version converter leaves an IR 3
+    header on an opset 13 graph). Works in place; returns the proto."""
+    from onnx import helper
+
+    try:
+        needed = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    except Exception:  # noqa: BLE001 - an opset newer than this onnx knows: leave the header alone
+        return proto
+    if proto.ir_version < needed:
+        drop_initializer_inputs(proto)
+        proto.ir_version = needed
+    return proto
+
+
+def _set_batch_dim(value, batch: int, name: str) -> bool:
+    tensor_type = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not len(tensor_type.shape.dim):
+        return False
+    first = tensor_type.shape.dim[0]
+    if first.HasField("dim_value") and first.dim_value == batch:
+        first.Clear()
+        first.dim_param = name
+        return True
+    return False
+
+
+def _free_reshape_batch(proto, batch: int) -> int:
+    """Rewrite constant Reshape targets that spell out the batch (``[1, 16]``) to infer it (``[-1, 16]``).
+
+    Only shapes whose first entry is the batch and that have no other -1 are touched, and only initializers that
+    nothing but Reshape reads. Returns how many were rewritten.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    readers: dict[str, set] = {}
+    for node in proto.graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, set()).add((node.op_type, position))
+    changed = 0
+    for name, uses in readers.items():
+        if name not in inits or uses != {("Reshape", 1)}:
+            continue
+        shape = numpy_helper.to_array(inits[name])
+        if shape.ndim != 1 or len(shape) < 1 or shape[0] != batch or (shape[1:] == -1).any():
+            continue
+        shape = shape.copy()
+        shape[0] = -1
+        inits[name].CopyFrom(numpy_helper.from_array(shape, name))
+        changed += 1
+    return changed
+
+
+def _outputs_match(original, candidate, batch: int) -> bool:
+    """Run `candidate` on 2 x batch samples at once and `original` on them in two runs; compare row by row."""
+    from core.data import synthetic_inputs
+    from core.measure import make_session
+    from core.models import Model
+
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a graph that cannot take the new batch is an expected answer, not an error
+    try:
+        feed = synthetic_inputs(Model("check", original), 2 * batch, seed=1234, sequence_length=8)
+        reference = make_session(original.SerializeToString())
+        halves = [reference.run(None, {k: v[i * batch:(i + 1) * batch] for k, v in feed.items()}, quiet)
+                  for i in (0, 1)]
+        together = make_session(candidate.SerializeToString()).run(None, feed, quiet)
+    except Exception:  # noqa: BLE001 - onnxruntime refusing the graph is the answer we test for
+        return False
+    for index, out in enumerate(together):
+        expected = np.concatenate([halves[0][index], halves[1][index]])
+        if out.shape != expected.shape:
+            return False
+        if out.dtype.kind in "fc":
+            scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+            if not np.allclose(out, expected, rtol=1e-3, atol=1e-4 * scale, equal_nan=True):
+                return False
+        elif not np.array_equal(out, expected):
+            return False
+    return True
+
+
+def make_batch_symbolic(proto):
+    """A copy of the model with a symbolic batch axis, or None when the graph does not allow one.
+
+    Sets ``dim_param`` on axis 0 of the inputs and outputs that fix it, clears stale ``value_info`` shapes, and
+    checks in onnxruntime that a doubled batch gives the same outputs as two single batches. If that fails and
+    the graph reshapes to a constant shape that spells out the batch, a second try lets Reshape infer it.
+
+    Args:
+        proto: an ``onnx.ModelProto`` whose inputs fix the batch axis.
+
+    Returns:
+        The new ``ModelProto``, or None when the batch is already symbolic or cannot be freed.
+    """
+    import onnx
+
+    batch = fixed_batch_size(proto)
+    if batch is None:
+        return None
+    inits = {i.name for i in proto.graph.initializer}
+    for attempt in ("dims", "reshape"):
+        candidate = onnx.ModelProto()
+        candidate.CopyFrom(proto)
+        inputs_changed = [_set_batch_dim(v, batch, SYMBOLIC_BATCH) for v in candidate.graph.input
+                          if v.name not in inits]
+        if not any(inputs_changed):
+            return None
+        for value in candidate.graph.output:
+            _set_batch_dim(value, batch, SYMBOLIC_BATCH)
+        del candidate.graph.value_info[:]
+        if attempt == "reshape" and not _free_reshape_batch(candidate, batch):
+            return None
+        if _outputs_match(proto, candidate, batch):
+            return candidate
+    return None
+
+
+def prepare_baseline(model, batch_sizes):
+    """The model the pipeline measures: with its batch axis made symbolic where that is needed and possible.
+
+    Args:
+        model: the loaded ``Model``.
+        batch_sizes: the batch sizes the recipe times.
+
+    Returns:
+        ``(model, notes)``: the same model when nothing had to change, else a new ``Model`` with the freed graph;
+        `notes` are the plain-language lines that say what was done or why it could not be.
+    """
+    from core.models import Model
+
+    batch = fixed_batch_size(model.onnx_model)
+    if batch is None:
+        return model, []
+    freed = make_batch_symbolic(model.onnx_model)
+    if freed is None:
+        others = sorted(set(batch_sizes) - {batch})
+        note = (f"The model fixes its batch axis at {batch} and the graph does not run with other batch sizes "
+                f"(it spells the batch out inside), so only batch {batch} can be timed"
+                + (f"; batch size(s) {others} were skipped." if others else "."))
+        return model, [note]
+    note = (f"The model fixed its batch axis at {batch}; Featherweight made it symbolic (checked in onnxruntime: "
+            f"a batch of {2 * batch} gives the same outputs) so other batch sizes can be timed.")
+    fixed = Model(model.source, freed, model.torch_module, model.architecture, list(model.notes))
+    return fixed, [note]
+
+
+__all__ = ["drop_initializer_inputs", "fixed_batch_size", "make_batch_symbolic", "prepare_baseline",
+           "raise_ir_version"]
