@@ -1,4 +1,5 @@
-"""The `featherweight` command: run recipes, inspect models, list samples (also `python -m core`)."""
+"""The `featherweight` command: run recipes, inspect models, list samples, scan layer sensitivity and tune
+(also `python -m core`)."""
 
 from __future__ import annotations
 
@@ -36,23 +37,71 @@ def _progress_bar():
 
 
 def cmd_run(args) -> int:
-    from core.pipeline import run_recipe
-    from core.recipe import Recipe
+    from core.jobs import run_recipe_isolated
 
-    recipe = Recipe.load(args.recipe)
-    result = run_recipe(recipe, args.out, model_spec=args.model, data_spec=args.data, on_progress=_progress_bar(),
-                        executor=args.executor, ray_address=args.ray_address)
-    failed = [v.name for v in result.variants if v.status == "failed"]
-    print(f"wrote {os.path.join(args.out, 'results.json')} ({len(result.variants)} variants"
+    # The recipe, model and data are read, and the run executes, in a worker process with resource limits
+    # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
+    result = run_recipe_isolated(args.recipe, args.out, model=args.model, data=args.data, executor=args.executor,
+                                 ray_address=args.ray_address, on_progress=_progress_bar())
+    failed = result.get("failed") or []
+    _print_cost_summary(args.out)
+    print(f"wrote {os.path.join(args.out, 'results.json')} ({result.get('variants')} variants"
           + (f", failed: {', '.join(failed)}" if failed else "") + ")")
     return 0
 
 
-def cmd_inspect(args) -> int:
-    from core.models import load_model, model_card
+def _print_cost_summary(out_dir: str) -> None:
+    """Cost per million, energy per inference and monthly saving per variant (core.cost, default assumptions)."""
+    from core.cost import summary_lines
 
-    card = model_card(load_model(args.model))
+    try:
+        with open(os.path.join(out_dir, "results.json"), encoding="utf-8") as fh:
+            results = json.load(fh)
+    except (OSError, ValueError):
+        return
+    for line in summary_lines(results):
+        print(line)
+
+
+def cmd_inspect(args) -> int:
+    from core.jobs import inspect_isolated
+
+    card = inspect_isolated(args.model)  # parsed in a worker with resource limits (FEATHERWEIGHT_INSPECT_*)
     print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from core.insight import run_isolated_job
+    from core.sensitivity import SensitivityConfig
+
+    config = SensitivityConfig(technique=args.technique, mode=args.mode, per_channel=not args.per_tensor,
+                               calibration=args.calibration, samples=args.samples, amount=args.amount,
+                               amounts=tuple(args.amounts or ()), max_samples=args.max_samples)
+    summary = run_isolated_job("sensitivity", args.model, args.data, config.to_dict(), args.out,
+                               on_progress=_progress_bar())
+    print(f"most sensitive first ({summary.get('metric')}):")
+    for layer in summary.get("layers", [])[:10]:
+        sqnr = "identical" if layer["sqnr_db"] is None else f"SQNR {layer['sqnr_db']:.1f} dB"
+        drop = "failed" if layer["drop"] is None else f"{layer['drop']:+.2f} pt"
+        print(f"  {drop:>10}  {sqnr:<16} {layer['name']}")
+    print(f"wrote {os.path.join(args.out, 'sensitivity.json')}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from core.insight import run_isolated_job
+    from core.tuner import TuneConfig
+
+    config = TuneConfig(max_drop_pt=args.max_drop, objective=args.objective, batch_size=args.batch_size,
+                        budget_s=args.budget_s, threads=args.threads, allow_prune=not args.no_prune,
+                        finetune_epochs=args.finetune_epochs, seed=args.seed)
+    summary = run_isolated_job("tune", args.model, args.data, config.to_dict(), args.out,
+                               on_progress=_progress_bar())
+    for line in summary.get("summary", []):
+        print(line)
+    print(f"wrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'best.yaml')} "
+          f"(best: {summary.get('best')}, {summary.get('elapsed_s', 0):.0f} s)")
     return 0
 
 
@@ -97,13 +146,59 @@ def build_parser() -> argparse.ArgumentParser:
     samples = sub.add_parser("samples", help="list the sample models and datasets")
     samples.add_argument("--json", action="store_true", help="print JSON")
     samples.set_defaults(func=cmd_samples)
+    sens = sub.add_parser("sensitivity", help="quantize or prune one layer at a time and rank the layers by the "
+                                               "damage; writes DIR/sensitivity.json")
+    sens.add_argument("model", help="a file path or sample:NAME")
+    sens.add_argument("--data", help="a file path or sample:NAME (omitted: synthetic inputs, fidelity only)")
+    sens.add_argument("--technique", choices=("quantize", "prune"), default="quantize")
+    sens.add_argument("--out", required=True, help="output directory")
+    sens.add_argument("--mode", default="static", help="quantize mode: static (default), dynamic, fp16, int4")
+    sens.add_argument("--per-tensor", action="store_true", help="quantize: one scale per tensor, not per channel")
+    sens.add_argument("--calibration", default="minmax", help="quantize static: minmax, entropy or percentile")
+    sens.add_argument("--samples", type=int, default=128, help="quantize static: calibration samples")
+    sens.add_argument("--amount", type=float, default=0.5, help="prune: share of each layer's weights zeroed")
+    sens.add_argument("--amounts", type=float, nargs="*", help="prune: more amounts to measure (heatmap)")
+    sens.add_argument("--max-samples", type=int, help="score on the first N eval samples only (faster)")
+    sens.set_defaults(func=cmd_sensitivity)
+    tune = sub.add_parser("tune", help="search for the fastest (or smallest) variant within a quality drop and a "
+                                       "time budget; writes results.json, tune.json and best.yaml")
+    tune.add_argument("model", help="a file path or sample:NAME")
+    tune.add_argument("--data", help="a file path or sample:NAME (omitted: synthetic inputs, fidelity only)")
+    tune.add_argument("--out", required=True, help="output directory")
+    tune.add_argument("--max-drop", type=float, default=0.5, help="quality drop allowed, in points (default 0.5)")
+    tune.add_argument("--objective", choices=("latency", "size"), default="latency")
+    tune.add_argument("--batch-size", type=int, default=256, help="batch size the latency objective uses")
+    tune.add_argument("--budget-s", type=float, default=120.0, help="time budget in seconds (default 120)")
+    tune.add_argument("--threads", type=int, default=1, help="onnxruntime threads for timing")
+    tune.add_argument("--no-prune", action="store_true", help="do not try structured pruning")
+    tune.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs after pruning")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.set_defaults(func=cmd_tune)
     return parser
+
+
+def _quiet_logs() -> None:
+    """The contract is one `error: ...` line: worker logs (stderr tails) are shown only with
+    FEATHERWEIGHT_LOG_LEVEL (e.g. INFO), else dropped instead of going to Python's last-resort handler."""
+    import logging
+
+    log = logging.getLogger("featherweight")
+    level = os.environ.get("FEATHERWEIGHT_LOG_LEVEL", "").upper()
+    if level and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
+    elif not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input with one `error: ...` line on stderr)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_logs()
     try:
         return args.func(args)
     except FeatherweightError as exc:

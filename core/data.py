@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import BadInputError
+from core.errors import BadInputError, FeatherweightError
 from core.models import LoadLimits, Model, TensorSpec, read_capped
 
 SPLIT_FRACTIONS = {"train": 0.6, "calib": 0.1, "eval": 0.3}  # for uploads that come as one array
@@ -28,12 +28,15 @@ class Split:
 
     x: dict
     y: np.ndarray | None = None
+    pairs: np.ndarray | None = None  # (P, 2) row indices of paraphrase pairs, for retrieval accuracy
 
     def __len__(self) -> int:
         return len(next(iter(self.x.values())))
 
     def take(self, count: int) -> "Split":
-        return Split({k: v[:count] for k, v in self.x.items()}, None if self.y is None else self.y[:count])
+        pairs = None if self.pairs is None else self.pairs[(self.pairs < count).all(axis=1)]
+        return Split({k: v[:count] for k, v in self.x.items()}, None if self.y is None else self.y[:count],
+                     pairs if pairs is None or len(pairs) else None)
 
     @property
     def first(self) -> np.ndarray:
@@ -83,8 +86,9 @@ def fit_to_input(array: np.ndarray, spec: TensorSpec, what: str) -> np.ndarray:
             raise BadInputError(f"{what} has per-sample shape {_shape_text(got)} but the model input "
                                 f"{spec.name!r} expects {_shape_text(want)} (full shape {_shape_text(spec.shape)})")
     if spec.dtype.startswith("float"):
-        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-            raise BadInputError(f"{what} has dtype {array.dtype}, not numbers")
+        if (not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_) or \
+                np.issubdtype(array.dtype, np.complexfloating):
+            raise BadInputError(f"{what} has dtype {array.dtype}, not real numbers")
         array = array.astype(spec.dtype, copy=False)
         if not np.isfinite(array).all():
             raise BadInputError(f"{what} contains NaN or infinite values")
@@ -151,15 +155,58 @@ def _split(arrays: dict, y, model: Model, what: str, seed: int) -> dict:
             for name, idx in parts.items()}
 
 
-def _read_npz(data: bytes, name: str, limits: LoadLimits) -> dict:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        total = sum(info.file_size for info in archive.infolist())
-    except zipfile.BadZipFile:
-        raise BadInputError(f"{name} is not an NPZ archive") from None
+MAX_NPZ_ARRAYS = 64  # an upload holds x / y or a few named inputs; thousands of members is a zip bomb shape
+
+
+def _npz_members(archive: zipfile.ZipFile, name: str, limits: LoadLimits) -> None:
+    """Read each member's .npy header (a literal dict, parsed without eval) and refuse object arrays and
+    declared sizes that the member cannot hold, before numpy allocates anything."""
+    from numpy.lib import format as npy
+
+    infos = archive.infolist()
+    if len(infos) > MAX_NPZ_ARRAYS:
+        raise BadInputError(f"{name} holds {len(infos)} arrays; the limit is {MAX_NPZ_ARRAYS}")
+    total = sum(info.file_size for info in infos)
     if total > limits.max_initializer_bytes:
         raise BadInputError(f"{name} unpacks to {total / 2**20:,.0f} MiB; the limit is "
                             f"{limits.max_initializer_bytes / 2**20:,.0f} MiB")
+    for info in infos:
+        member = info.filename
+        if not member.endswith(".npy"):
+            raise BadInputError(f"{name}: member {member[:80]!r} is not a .npy array; not an NPZ archive")
+        try:
+            with archive.open(info) as fh:
+                version = npy.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = npy.read_array_header_1_0(fh)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = npy.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+                header_bytes = fh.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError) as exc:
+            raise BadInputError(f"{name}: array {member[:80]!r} is not a readable .npy array: "
+                                f"{str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__}") from None
+        if dtype.hasobject:
+            raise BadInputError(f"{name} holds Python objects (pickled arrays) in {member[:80]!r}, which are "
+                                "refused; store plain numeric arrays")
+        count = 1
+        for d in shape:
+            count *= int(d)
+        declared = count * dtype.itemsize
+        if declared > info.file_size - header_bytes or declared > limits.max_initializer_bytes:
+            raise BadInputError(f"{name}: array {member[:80]!r} declares shape {_shape_text(shape)} "
+                                f"({declared / 2**20:,.1f} MiB) but holds {info.file_size / 2**20:,.1f} MiB")
+
+
+def _read_npz(data: bytes, name: str, limits: LoadLimits) -> dict:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        _npz_members(archive, name, limits)
+    except zipfile.BadZipFile:
+        raise BadInputError(f"{name} is not an NPZ archive") from None
+    except (ValueError, OSError, EOFError, NotImplementedError) as exc:
+        raise BadInputError(f"{name} is not a readable NPZ archive: {exc}") from None
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -168,24 +215,44 @@ def _read_npz(data: bytes, name: str, limits: LoadLimits) -> dict:
             raise BadInputError(f"{name} holds Python objects (pickled arrays), which are refused; "
                                 "store plain numeric arrays") from None
         raise BadInputError(f"{name} is not a readable NPZ archive: {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
         raise BadInputError(f"{name} is not a readable NPZ archive: {exc}") from None
 
 
 def _read_csv(data: bytes, name: str) -> dict:
+    """Numeric feature columns and an optional 'label' column; every problem named with its row or column."""
     import pandas as pd
 
     try:
         frame = pd.read_csv(io.BytesIO(data))
+    except pd.errors.ParserError as exc:
+        text = str(exc)
+        import re
+
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+        if found:
+            want, line, got = found.groups()
+            raise BadInputError(f"{name}: line {line} has {got} fields but the header has {want}; every row needs "
+                                "the same columns as the header") from None
+        raise BadInputError(f"{name} is not a readable CSV file: {text.splitlines()[0][:200] if text else ''}") \
+            from None
     except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
-        raise BadInputError(f"{name} is not a readable CSV file: {str(exc).splitlines()[0][:200]}") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+        raise BadInputError(f"{name} is not a readable CSV file: {first}") from None
     if frame.empty:
         raise BadInputError(f"{name} holds no rows")
+    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
+    if unnamed:
+        raise BadInputError(f"{name}: {len(unnamed)} column(s) have no name in the header (extra separators?); "
+                            "name every column")
     label = frame.pop("label") if "label" in frame.columns else None
-    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if frame.shape[1] == 0:
+        raise BadInputError(f"{name} has a 'label' column but no feature columns")
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or
+           pd.api.types.is_complex_dtype(frame[c])]
     if bad:
-        raise BadInputError(f"{name}: column(s) {bad[:5]} are not numeric; a CSV holds numeric feature "
-                            "columns and an optional 'label' column")
+        raise BadInputError(f"{name}: column(s) {[str(c)[:40] for c in bad[:5]]} are not numeric; a CSV holds "
+                            "numeric feature columns and an optional 'label' column")
     values = frame.to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         rows = np.where(~np.isfinite(values).all(axis=1))[0]
@@ -193,9 +260,25 @@ def _read_csv(data: bytes, name: str) -> dict:
     out = {"x": values.astype(np.float32)}
     if label is not None:
         if label.isna().any():
-            raise BadInputError(f"{name}: the 'label' column has empty cells")
+            raise BadInputError(f"{name}: the 'label' column has empty cells (first at data row "
+                                f"{int(np.where(label.isna().to_numpy())[0][0]) + 1})")
         out["y"] = label.to_numpy()
     return out
+
+
+def _check_csv_columns(arrays: dict, model: Model, name: str) -> None:
+    """A CSV row is one flat sample: name the column counts when they cannot fill the model's input."""
+    inputs = model.inputs
+    if len(inputs) != 1:
+        raise BadInputError(f"{name}: a CSV can feed a single-input model; this model has inputs "
+                            f"{[s.name for s in inputs]}; use an NPZ with one array per input")
+    dims = inputs[0].shape[1:]
+    if all(isinstance(d, int) and d > 0 for d in dims):
+        want = int(np.prod(dims)) if dims else 1
+        got = arrays["x"].shape[1]
+        if got != want:
+            raise BadInputError(f"{name} has {got} feature column(s) but the model input {inputs[0].name!r} "
+                                f"expects {want} values per sample (shape {_shape_text(inputs[0].shape)})")
 
 
 def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
@@ -204,22 +287,43 @@ def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
 
     NPZ: ``x`` (or one array per model input name) and optional ``y``; or explicit splits ``x_train``,
     ``y_train``, ``x_eval``, ``y_eval`` (calibration then comes from train). CSV: numeric feature columns and an
-    optional ``label`` column. Arrays are never unpickled.
+    optional ``label`` column. Arrays are never unpickled. Any bytes give either a Dataset or a
+    FeatherweightError with one line saying why, never another exception.
+
+    Raises:
+        BadInputError: unreadable, unsafe, over a cap, or data that does not fit the model.
     """
     limits = limits or LoadLimits.from_env()
     name = Path(filename).name
+    try:
+        return _load_data_bytes(data, filename, model, seed, limits)
+    except FeatherweightError:
+        raise
+    except MemoryError:
+        raise BadInputError(f"{name} needs more memory to load than this process may use") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes must give our error, never a traceback
+        first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+        raise BadInputError(f"{name} could not be read ({exc.__class__.__name__}: {first})") from None
+
+
+def _load_data_bytes(data: bytes, filename: str, model: Model, seed: int, limits: LoadLimits) -> Dataset:
+    name = Path(filename).name
     suffix = Path(filename).suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise BadInputError(f"{name}: unsupported data file type {suffix or '(none)'!r}; "
+                            f"allowed: {', '.join(DATA_SUFFIXES)}")
     if not data:
         raise BadInputError(f"{name} is empty")
     if len(data) > limits.max_file_bytes:
         raise BadInputError(f"{name} is over the {limits.max_file_bytes / 2**20:,.0f} MiB limit")
     if suffix == ".npz":
         arrays = _read_npz(data, name, limits)
-    elif suffix == ".csv":
-        arrays = _read_csv(data, name)
     else:
-        raise BadInputError(f"{name}: unsupported data file type {suffix or '(none)'!r}; "
-                            f"allowed: {', '.join(DATA_SUFFIXES)}")
+        arrays = _read_csv(data, name)
+        _check_csv_columns(arrays, model, name)
+    for key, array in arrays.items():
+        if array.ndim == 0:
+            raise BadInputError(f"{name}: array {key!r} is a single value; arrays need a sample axis first")
     if "x_train" in arrays and "x_eval" in arrays:
         train = _bind({"x": arrays["x_train"]}, arrays.get("y_train"), model, f"{name} x_train")
         evaluation = _bind({"x": arrays["x_eval"]}, arrays.get("y_eval"), model, f"{name} x_eval")
@@ -236,9 +340,13 @@ def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
 def _vocab_size(model: Model, input_name: str) -> int | None:
     """For token-id inputs: the row count of the embedding table they index (Gather on an initializer)."""
     inits = {i.name: i for i in model.onnx_model.graph.initializer}
-    for node in model.onnx_model.graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == input_name \
-                and node.input[0] in inits:
+    names = {input_name}  # the ids and what they become through shape-only ops (Cast, Unsqueeze, ...)
+    passthrough = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity")
+    for node in model.onnx_model.graph.node:  # nodes are topologically sorted
+        if node.op_type in passthrough and node.input and node.input[0] in names:
+            names.update(node.output)
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in names \
+                and node.input[0] in inits and len(inits[node.input[0]].dims):
             return int(inits[node.input[0]].dims[0])
     return None
 
@@ -251,16 +359,18 @@ def synthetic_inputs(model: Model, count: int, *, seed: int = 0, sequence_length
     for spec in model.inputs:
         shape = (count, *[d if isinstance(d, int) and d > 0 else sequence_length for d in spec.shape[1:]])
         lowered = spec.name.lower()
-        if spec.dtype.startswith("float"):
-            out[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            out[spec.name] = np.ones(shape, dtype=bool)
-        elif "mask" in lowered:
+        if spec.dtype == "object" or spec.dtype.startswith("onnx:"):
+            raise BadInputError(f"input {spec.name!r} has type {spec.dtype}; synthetic inputs are numeric only, "
+                                "so upload data for this model")
+        if spec.dtype == "bool" or "mask" in lowered:  # masks (int, float or bool): every position attended
             out[spec.name] = np.ones(shape, dtype=spec.dtype)
+        elif spec.dtype.startswith("float"):
+            out[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
         elif "type" in lowered or "segment" in lowered:
             out[spec.name] = np.zeros(shape, dtype=spec.dtype)
         else:
-            high = _vocab_size(model, spec.name) or 1000
+            # token ids index an embedding table; without one, small non-negative integers the dtype can hold
+            high = min(_vocab_size(model, spec.name) or 1000, int(np.iinfo(spec.dtype).max) + 1)
             out[spec.name] = rng.integers(0, high, size=shape).astype(spec.dtype)
     return out
 
@@ -272,17 +382,33 @@ def synthetic_dataset(model: Model, *, seed: int = 0, sequence_length: int = 128
     return Dataset(None, splits["train"], splits["calib"], splits["eval"], synthetic=True)
 
 
-def load_sample_dataset(name: str, model: Model) -> Dataset:
+def _pairs(pairs, n: int, what: str) -> np.ndarray | None:
+    if pairs is None:
+        return None
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
+        raise BadInputError(f"{what}: pair indices must be rows in [0, {n})")
+    return pairs
+
+
+def load_sample_dataset(name: str, model: Model, *, sequence_length: int = 128) -> Dataset:
+    """A bundled dataset bound to the model. Loaders return split -> (x, y) or (x, y, pairs); x may be a dict of
+    arrays by input name; loaders that take `sequence_length` (tokenized text) get the benchmark's."""
+    import inspect
+
     from sample_models import SAMPLE_DATASETS
 
     if name not in SAMPLE_DATASETS:
         raise BadInputError(f"unknown sample dataset {name!r}; available: {', '.join(sorted(SAMPLE_DATASETS))}")
     sample = SAMPLE_DATASETS[name]
-    splits = sample.load()
+    takes_length = "sequence_length" in inspect.signature(sample.load).parameters
+    splits = sample.load(sequence_length=sequence_length) if takes_length else sample.load()
     bound = {}
-    for split_name, (x, y) in splits.items():
+    for split_name, (x, y, *rest) in splits.items():
         arrays = x if isinstance(x, dict) else {"x": x}
-        bound[split_name] = _bind(arrays, y, model, f"sample:{name} ({split_name})")
+        what = f"sample:{name} ({split_name})"
+        bound[split_name] = _bind(arrays, y, model, what)
+        bound[split_name].pairs = _pairs(rest[0] if rest else None, len(bound[split_name]), what)
     return Dataset(f"sample:{name}", bound["train"], bound["calib"], bound["eval"])
 
 
@@ -296,7 +422,7 @@ def load_data(spec: str | None, model: Model, *, seed: int = 0, sequence_length:
     if spec is None or spec == "":
         return synthetic_dataset(model, seed=seed, sequence_length=sequence_length)
     if spec.startswith("sample:"):
-        return load_sample_dataset(spec.split(":", 1)[1], model)
+        return load_sample_dataset(spec.split(":", 1)[1], model, sequence_length=sequence_length)
     limits = limits or LoadLimits.from_env()
     path = Path(spec)
     if path.suffix.lower() not in DATA_SUFFIXES:

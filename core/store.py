@@ -8,9 +8,12 @@ Layout under the store root::
     runs/<id>/progress.json       the latest progress event and the variants finished so far
     runs/<id>/variants/<name>/    artifacts
     runs/<id>/results.json        results (rewritten atomically as variants finish)
-    runs/<id>/manifest.json       written last: the run is complete when this exists
+    runs/<id>/manifest.json       written last: the run is final when this exists
 
-A run whose worker died mid-way (server restart, kill) is shown as ``interrupted``; earlier runs are intact.
+Every file is written to a temporary name beside it and ``os.replace``d, so a reader never sees half a file and
+a process killed mid-write leaves the previous version. A run whose worker died mid-way (server restart, kill)
+is shown as ``interrupted`` after `recover`; earlier runs are never touched. One server (one `JobRunner`) owns a
+store at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sqlite3
 import threading
 import time
@@ -26,10 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
-from core.pipeline import write_atomic
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
+STATUSES = ACTIVE + FINAL
+MANIFEST = "manifest.json"
+# Put on every worker's command line, so that recovery can tell our workers from a reused process id.
+WORKER_MARKER = "featherweight-worker"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, label TEXT, model TEXT, data TEXT,
@@ -37,11 +44,40 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_owner ON runs(owner, created_at);
 """
+_RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")
 
 
 def default_root() -> Path:
     """FEATHERWEIGHT_HOME, else ~/.featherweight."""
     return Path(os.environ.get("FEATHERWEIGHT_HOME") or Path.home() / ".featherweight")
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a uniquely named temporary file beside `path`, fsync it, then rename it over `path`.
+
+    Safe against concurrent writers of the same path (threads or processes): each has its own temporary file
+    and the last rename wins whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -64,7 +100,7 @@ class RunRecord:
 
 
 class RunStore:
-    """Runs on disk. Safe to share between threads; each call opens its own SQLite connection."""
+    """Runs on disk. Safe to share between threads and processes; each call opens its own SQLite connection."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else default_root()
@@ -84,16 +120,26 @@ class RunStore:
             db.close()
 
     def run_dir(self, run_id: str) -> Path:
-        if not run_id or any(c not in "0123456789abcdefghijklmnopqrstuvwxyz-" for c in run_id):
+        if not isinstance(run_id, str) or not run_id or set(run_id) - _RUN_ID_CHARS:
             raise BadInputError(f"invalid run id {run_id!r}")
         return self.root / "runs" / run_id
 
     def create(self, owner: str, recipe_yaml: str, *, label: str = "", model: str = "",
                data: str | None = None) -> RunRecord:
         """Register a new queued run and write its recipe."""
-        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
-        directory = self.run_dir(run_id)
-        (directory / "inputs").mkdir(parents=True)
+        if not isinstance(owner, str) or not owner:
+            raise BadInputError("a run needs an owner")
+        for _ in range(16):
+            run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+            directory = self.run_dir(run_id)
+            try:
+                directory.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 16 collisions of 32 random bits in one second
+            raise BadInputError("could not allocate a run id; try again")
+        (directory / "inputs").mkdir()
         write_atomic(directory / "recipe.yaml", recipe_yaml)
         now = time.time()
         with self._lock, self._connect() as db:
@@ -101,10 +147,11 @@ class RunStore:
                        (run_id, owner, label or model, model, data, "queued", None, now, now, None))
         return self.get(run_id)
 
-    def get(self, run_id: str) -> RunRecord:
+    def get(self, run_id: str, owner: str | None = None) -> RunRecord:
+        """The run's record; with `owner`, only if it is that owner's (else "no run", as if it did not exist)."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row["owner"] != owner):
             raise BadInputError(f"no run {run_id!r}")
         return RunRecord(**dict(row))
 
@@ -118,24 +165,57 @@ class RunStore:
                                   (owner, limit)).fetchall()
         return [RunRecord(**dict(r)) for r in rows]
 
-    def set_status(self, run_id: str, status: str, error: str | None = None, pid: int | None = None) -> None:
-        with self._lock, self._connect() as db:
-            db.execute("UPDATE runs SET status=?, error=?, updated_at=?, pid=COALESCE(?, pid) WHERE id=?",
-                       (status, error, time.time(), pid, run_id))
-        if status in FINAL:
-            self._write_manifest(run_id, status, error)
+    def set_status(self, run_id: str, status: str, error: str | None = None, pid: int | None = None, *,
+                   force: bool = False) -> bool:
+        """Move a run to `status`; a final status writes manifest.json first, then the index.
+
+        A run that is already final keeps its status (a late reaper cannot turn a completed run into a failed
+        one) unless `force`.
+
+        Returns:
+            Whether the status changed.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(STATUSES)}")
+        with self._lock:
+            if not force:
+                current = self.get(run_id).status
+                if current in FINAL:
+                    return False
+            if status in FINAL:
+                self._write_manifest(run_id, status, error)
+            with self._connect() as db:
+                db.execute("UPDATE runs SET status=?, error=?, updated_at=?, pid=COALESCE(?, pid) WHERE id=?",
+                           (status, error, time.time(), pid, run_id))
+        return True
 
     def _write_manifest(self, run_id: str, status: str, error: str | None) -> None:
         directory = self.run_dir(run_id)
         files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
-                       if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json")
-        write_atomic(directory / "manifest.json",
+                       if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST)
+        write_atomic(directory / MANIFEST,
                      json.dumps({"id": run_id, "status": status, "error": error, "files": files,
                                  "finished_at": time.time()}, indent=2))
 
-    def delete(self, run_id: str) -> None:
+    def manifest(self, run_id: str) -> dict | None:
+        """The run's manifest.json (present once the run is final), or None."""
+        try:
+            data = json.loads((self.run_dir(run_id) / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def delete(self, run_id: str, owner: str | None = None) -> None:
+        """Delete a final run (with `owner`, only that owner's).
+
+        Raises:
+            BadInputError: no such run (of this owner), or it is still queued or running.
+        """
         import shutil
 
+        record = self.get(run_id, owner)
+        if record.status in ACTIVE:
+            raise BadInputError(f"run {run_id} is still {record.status}; cancel it first")
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
@@ -159,16 +239,47 @@ class RunStore:
         write_atomic(self.run_dir(run_id) / "progress.json", json.dumps(event, default=str))
 
     def recover(self) -> list[str]:
-        """Mark runs left queued/running by a dead server or worker as interrupted; return their ids."""
-        interrupted = []
-        for record in self.list(limit=100000):
-            if record.status in ACTIVE and not _alive(record.pid):
+        """After a restart: settle runs a dead server or worker left queued or running; return their ids.
+
+        A run whose manifest says it finished takes that status (the server died between the manifest and the
+        index). Otherwise it becomes ``interrupted``. A worker still alive from a dead server (adopted by init,
+        so nobody will collect its result) is killed first. Leftover temporary files are removed. Runs that are
+        already final are not touched.
+        """
+        settled = []
+        for record in self.list(limit=1_000_000):
+            if record.status not in ACTIVE:
+                continue
+            if _alive(record.pid):
+                if not _orphaned(record.pid):
+                    continue  # another live server's worker
+                try:
+                    os.kill(record.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            manifest = self.manifest(record.id)
+            if manifest and manifest.get("status") in FINAL:
+                self.set_status(record.id, manifest["status"], manifest.get("error"))
+            elif record.status == "queued":
+                self.set_status(record.id, "interrupted", "the server stopped before this run started")
+            else:
                 self.set_status(record.id, "interrupted", "the server stopped before this run finished")
-                interrupted.append(record.id)
-        return interrupted
+            for tmp in self.run_dir(record.id).rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            settled.append(record.id)
+        return settled
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether `pid` is one of our workers, still running (a zombie or a reused id of another program is not)."""
     if not pid:
         return False
     try:
@@ -176,9 +287,24 @@ def _alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        return False  # another user's process: a reused id, not our worker
+    cmdline = _cmdline(pid)
+    if cmdline is None:
+        return True  # no /proc: trust the signal check
+    if not cmdline:
+        return False  # a zombie has an empty command line
+    return WORKER_MARKER.encode() in cmdline
+
+
+def _orphaned(pid: int) -> bool:
+    """Whether a live worker's parent (the server that started it) is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    if ppid in (0, 1):
         return True
-    try:  # a zombie or a reused pid of another program is not our worker
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"python" in fh.read()
-    except OSError:
-        return True
+    parent = _cmdline(ppid)  # a subreaper (tini, systemd --user) adopted it: not a Python server
+    return parent is not None and b"python" not in parent
