@@ -32,14 +32,30 @@ def make_session(model_bytes: bytes, threads: int = 1):
     return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def session_fixed_batch(session) -> int | None:
+    """The batch size a session's inputs fix on axis 0, or None when it is symbolic."""
+    fixed = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    return min(fixed) if fixed else None
+
+
 def run_batched(session, inputs: dict, batch: int = EVAL_BATCH) -> list[np.ndarray]:
-    """Run all samples through the session in batches; return every output, concatenated."""
+    """Run all samples through the session in batches; return every output, concatenated.
+
+    A graph with a fixed batch axis gets batches of exactly that size (the last one padded, the padding's
+    outputs dropped)."""
     n = len(next(iter(inputs.values())))
     names = [i.name for i in session.get_inputs()]
+    fixed = session_fixed_batch(session)
+    batch = fixed or batch
     chunks: list[list[np.ndarray]] = []
     for start in range(0, n, batch):
         feed = {k: inputs[k][start:start + batch] for k in names}
-        chunks.append(session.run(None, feed))
+        real = len(next(iter(feed.values())))
+        if fixed and real < fixed:
+            feed = {k: np.resize(v, (fixed, *v.shape[1:])) for k, v in feed.items()}
+            chunks.append([o[:real] if o.ndim and o.shape[0] == fixed else o for o in session.run(None, feed)])
+        else:
+            chunks.append(session.run(None, feed))
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
@@ -88,6 +104,7 @@ class Fidelity:
     cosine_mean: float | None
     cosine_min: float | None
     max_abs_error: float | None
+    per_output: list | None = None  # models with several outputs: {name, cosine_mean, cosine_min, relative_error}
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,9 +114,18 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
 
 
+def _relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+    """||output - reference|| / ||reference|| over the whole output (0 when both are zero)."""
+    reference = reference.astype(np.float64)
+    norm = float(np.linalg.norm(reference))
+    diff = float(np.linalg.norm(output.astype(np.float64) - reference))
+    return diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
+
+
 def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | None, labels: np.ndarray | None,
-             task: str) -> Fidelity:
-    """Accuracy (labels), top-1 agreement (classifiers) and cosine to the baseline (other outputs)."""
+             task: str, output_names: list[str] | None = None) -> Fidelity:
+    """Accuracy (labels), top-1 agreement (classifiers) and cosine to the baseline (other outputs); models with
+    several outputs also get cosine and relative error per output."""
     first = outputs[0]
     accuracy = agreement = cos_mean = cos_min = max_err = None
     if task == "classification":
@@ -112,8 +138,35 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
         if task != "classification":
             cos = np.concatenate([_cosines(o, b) for o, b in zip(outputs, baseline_outputs)])
             cos_mean, cos_min = float(cos.mean()), float(cos.min())
-        max_err = float(max(np.max(np.abs(o.astype(np.float64) - b)) for o, b in zip(outputs, baseline_outputs)))
-    return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err)
+        max_err = float(max(np.max(np.abs(o.astype(np.float64) - b)) if o.size else 0.0
+                            for o, b in zip(outputs, baseline_outputs)))
+    per_output = None
+    if baseline_outputs is not None and len(outputs) > 1:
+        names = output_names or [f"output {i}" for i in range(len(outputs))]
+        per_output = []
+        for name, o, b in zip(names, outputs, baseline_outputs):
+            cos = _cosines(o, b) if o.size else np.ones(1)
+            per_output.append({"name": name, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+                               "relative_error": _relative_error(o, b)})
+    return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output)
+
+
+def retrieval_accuracy(embeddings: np.ndarray, pairs: np.ndarray) -> float:
+    """Paraphrase retrieval: for each pair (i, j), is j the nearest neighbour (cosine) of i among all other rows,
+    and i of j? The fraction of those 2 x len(pairs) queries answered right.
+
+    Args:
+        embeddings: (N, D) sentence embeddings (any scale; rows are normalized here).
+        pairs: (P, 2) integer row indices of paraphrase pairs.
+    """
+    flat = embeddings.reshape(len(embeddings), -1).astype(np.float64)
+    flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    queries = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    answers = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    similarity = flat[queries] @ flat.T
+    similarity[np.arange(len(queries)), queries] = -np.inf  # a sentence is not its own neighbour
+    return float((similarity.argmax(axis=1) == answers).mean())
 
 
 def batch_inputs(inputs: dict, input_specs, batch: int) -> dict:
@@ -138,24 +191,35 @@ def possible_batch_sizes(input_specs, wanted) -> tuple[list[int], str | None]:
 
 
 def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, threads: int = 1, warmup: int = 20,
-              runs: int = 200, max_seconds: float = 10.0, should_stop=lambda: False) -> dict:
+              runs: int = 200, max_seconds: float = 10.0, should_stop=lambda: False, energy_counter=None) -> dict:
     """Time single-session inference per batch size.
 
     Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
+    Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
+    (`core.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
+    size, so the overhead is negligible.
 
     Returns:
-        ``{"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s}, "note": str|None}``
-        with batch sizes as strings (JSON keys).
+        ``{"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s}, "note": str|None,
+        "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample": {bs: J}, "source": str|None,
+        "note": str|None}}`` with batch sizes as strings (JSON keys).
     """
+    from core.cost import EnergyCounter
+
     session = make_session(model_bytes, threads)
     sizes, note = possible_batch_sizes(input_specs, batch_sizes)
+    counter = energy_counter if energy_counter is not None else EnergyCounter()
     latency: dict[str, dict] = {}
     throughput: dict[str, float] = {}
+    cpu_ms: dict[str, float] = {}
+    joules: dict[str, float] = {}
     for batch in sizes:
         feed = batch_inputs(inputs, input_specs, batch)
         for _ in range(warmup):
             session.run(None, feed)
         times = []
+        energy_before = counter.read() if counter.available else None
+        cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
         deadline = time.perf_counter() + max_seconds
         while len(times) < runs and (len(times) < 10 or time.perf_counter() < deadline):
             start = time.perf_counter()
@@ -163,11 +227,34 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
             times.append(time.perf_counter() - start)
             if should_stop():
                 break
+        cpu_s, wall_s = _cpu_seconds() - cpu_before, time.perf_counter() - wall_before
+        energy_after = counter.read() if energy_before is not None else None
+        samples = batch * len(times)
         ms = np.array(times) * 1000.0
         latency[str(batch)] = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
                                "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "runs": len(ms)}
         throughput[str(batch)] = float(batch / (ms.mean() / 1000.0))
-    return {"latency_ms": latency, "throughput": throughput, "note": note}
+        cpu_ms[str(batch)] = cpu_s * 1000.0 / samples
+        used = counter.joules(energy_before, energy_after, wall_s)
+        if used is not None:
+            joules[str(batch)] = used / samples
+    energy_note = counter.reason if not counter.available else (
+        None if len(joules) == len(sizes) else "some timing windows were too short for the energy counters")
+    return {"latency_ms": latency, "throughput": throughput, "note": note, "cpu_ms_per_sample": cpu_ms,
+            "energy": {"joules_per_sample": joules, "source": counter.source if joules else None,
+                       "note": energy_note}}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used by this process, all threads. getrusage, not time.process_time(): once a CPU-time limit
+    (RLIMIT_CPU, set in job workers) arms the kernel's process timer, process_time() only advances per scheduler
+    tick (4 ms measured here), while getrusage stays at microseconds."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return time.process_time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu_info() -> tuple[str, set]:
@@ -209,10 +296,11 @@ def check_runs(model_bytes: bytes, inputs: dict) -> None:
     """Load the model in onnxruntime and run one sample, turning failures into one-line errors."""
     try:
         session = make_session(model_bytes)
-        session.run(None, {k: v[:1] for k, v in inputs.items()})
+        count = session_fixed_batch(session) or 1
+        session.run(None, {k: np.resize(v[:count], (count, *v.shape[1:])) for k, v in inputs.items()})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several exception types
         raise BadInputError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0][:300]}") from None
 
 
 __all__ = ["benchmark", "environment", "fidelity", "logical_params", "make_session", "run_batched",
-           "size_bytes", "compressed_bytes", "onnx_opset", "check_runs"]
+           "size_bytes", "compressed_bytes", "onnx_opset", "check_runs", "retrieval_accuracy", "session_fixed_batch"]

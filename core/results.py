@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.cost import results_columns
+
 
 def batch_sizes_of(results: dict) -> list[int]:
     """Every batch size timed in the run, ascending."""
@@ -22,6 +24,7 @@ def results_frame(results: dict) -> pd.DataFrame:
     variants = results.get("variants", [])
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
     sizes = batch_sizes_of(results)
+    threads = int((results.get("environment") or {}).get("threads") or 1)
     rows = []
     for v in variants:
         row = {"name": v.get("name"), "status": v.get("status"),
@@ -43,6 +46,9 @@ def results_frame(results: dict) -> pd.DataFrame:
             row[f"p99_ms_bs{bs}"] = lat.get("p99")
             row[f"throughput_bs{bs}"] = (v.get("throughput") or {}).get(str(bs))
             row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
+        # Cost per million, monthly saving vs baseline, energy (mJ) and CO2 per batch size under the assumptions
+        # stored with the run, plus MACs / weight / peak activation bytes (core.cost).
+        row.update(results_columns(v, base, sizes, threads))
         row["error"] = v.get("error")
         row["notes"] = " ".join(v.get("notes") or [])
         rows.append(row)

@@ -1,0 +1,250 @@
+"""Cost page: what each variant costs per million inferences and per month, its energy per inference (measured
+or estimated) and CO2, and which target devices it fits — all under assumptions the user can edit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from core import cost
+from core.errors import FeatherweightError
+from core.session import RUN_KEY
+from ui import services
+from ui.shell import ensure_app_shell
+
+ensure_app_shell()
+
+DEVICE_EDITOR_KEY = "cost_device_editor"
+RESET_ASSUMPTIONS_KEY = "cost_reset_assumptions"
+RESET_DEVICES_KEY = "cost_reset_devices"
+ALL_VARIANTS = "All variants"
+DEFAULTS = {
+    cost.COST_PRICING_KEY: cost.PRICING_MODES[0],
+    cost.COST_PRICE_KEY: cost.DEFAULT_PRICE_PER_CORE_HOUR_USD,
+    cost.COST_INSTANCE_PRICE_KEY: cost.DEFAULT_INSTANCE_PRICE_USD,
+    cost.COST_CORES_KEY: cost.DEFAULT_INSTANCE_CORES,
+    cost.COST_WATTS_KEY: cost.DEFAULT_WATTS_PER_CORE,
+    cost.COST_GRID_KEY: cost.DEFAULT_GRID_G_PER_KWH,
+    cost.COST_RPS_KEY: cost.DEFAULT_REQUESTS_PER_SECOND,
+}
+
+
+def _reset_assumptions() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state[key] = value
+
+
+def _reset_devices() -> None:
+    st.session_state[cost.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    st.session_state.pop(DEVICE_EDITOR_KEY, None)
+
+
+def _on_run_pick() -> None:
+    services.open_run(st.session_state[cost.COST_RUN_KEY])
+
+
+def run_picker_ui(records) -> str:
+    """Choose a run (the session's open run first, shared with the Compare page); returns its id."""
+    ids = [r.id for r in records]
+    current = st.session_state.get(RUN_KEY)
+    if current not in ids:
+        current = ids[0]
+        services.open_run(current)
+    if st.session_state.get(cost.COST_RUN_KEY) != current:
+        st.session_state[cost.COST_RUN_KEY] = current
+    by_id = {r.id: r for r in records}
+
+    def label(run_id: str) -> str:
+        record = by_id[run_id]
+        when = dt.datetime.fromtimestamp(record.created_at).strftime("%d %b %H:%M")
+        return f"{record.label} · {record.status} · {when}"
+
+    return st.selectbox("Run", ids, key=cost.COST_RUN_KEY, format_func=label, on_change=_on_run_pick)
+
+
+def assumptions_ui() -> cost.CostAssumptions | None:
+    """The editable prices, power, grid intensity and traffic; None (with the error shown) when invalid."""
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    st.markdown("##### Assumptions")
+    st.caption("These are assumptions, not measurements: the defaults are public figures (sources in each "
+               "field's help and in the README). Edit them to your own prices and power.")
+    mode = st.radio("Price", cost.PRICING_MODES, key=cost.COST_PRICING_KEY, horizontal=True,
+                    help="Price a core-hour directly, or an instance-hour divided by the instance's cores.")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    if mode == cost.PRICING_MODES[0]:
+        price = c1.number_input("USD per core-hour", min_value=0.0, step=0.005, format="%.4f",
+                                key=cost.COST_PRICE_KEY, help=cost.SOURCES["price_per_core_hour_usd"])
+        cores = int(st.session_state[cost.COST_CORES_KEY])
+    else:
+        instance = c1.number_input("USD per instance-hour", min_value=0.0, step=0.01, format="%.4f",
+                                   key=cost.COST_INSTANCE_PRICE_KEY,
+                                   help="Default: AWS EC2 on-demand c7i.large (2 vCPU), us-east-1, Linux, "
+                                        "$0.08925/h (list price; an assumption).")
+        cores = int(c2.number_input("Cores per instance", min_value=1, step=1, key=cost.COST_CORES_KEY,
+                                    help="vCPUs of the instance: its price is divided by this to price one "
+                                         "core-hour."))
+        price = instance / cores
+        c1.caption(f"= ${price:.4f} per core-hour")
+    watts = c3.number_input("Watts per busy core", min_value=0.0, step=0.5, format="%.2f", key=cost.COST_WATTS_KEY,
+                            help=cost.SOURCES["watts_per_core"])
+    grid = c4.number_input("Grid gCO2/kWh", min_value=0.0, step=25.0, format="%.0f",
+                           key=cost.COST_GRID_KEY, help=cost.SOURCES["grid_g_per_kwh"])
+    rps = c5.number_input("Requests per second", min_value=0.0, step=10.0, format="%.1f", key=cost.COST_RPS_KEY,
+                          help=cost.SOURCES["requests_per_second"] + "; a month is " + cost.SOURCES["hours_per_month"])
+    st.button("Reset assumptions to defaults", on_click=_reset_assumptions, icon=":material/restart_alt:",
+              key=RESET_ASSUMPTIONS_KEY)
+    try:
+        return cost.CostAssumptions(price_per_core_hour_usd=float(price), cores=cores, watts_per_core=float(watts),
+                                    grid_g_per_kwh=float(grid), requests_per_second=float(rps))
+    except FeatherweightError as exc:
+        st.error(str(exc))
+        return None
+
+
+def devices_ui() -> list[cost.DeviceProfile]:
+    """The editable table of target devices; returns the valid ones (bad rows are named and skipped)."""
+    if cost.COST_DEVICES_KEY not in st.session_state:
+        st.session_state[cost.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    st.markdown("##### Target devices")
+    st.caption("Rough, illustrative profiles (derivations in the README): edit a cell, add a row for your "
+               "device. Weight memory is a separate store for weights (a microcontroller's flash); leave it "
+               "empty when weights share the memory.")
+    base = pd.DataFrame(st.session_state[cost.COST_DEVICES_KEY],
+                        columns=["name", "memory_mb", "weight_memory_mb", "int8_gops", "fp32_gflops",
+                                 "bandwidth_gbps"])
+    edited = st.data_editor(
+        base, key=DEVICE_EDITOR_KEY, num_rows="dynamic", hide_index=True, width="stretch",
+        column_config={
+            "name": st.column_config.TextColumn("Device", required=True),
+            "memory_mb": st.column_config.NumberColumn("Memory (MB)", min_value=0.0,
+                                                       help="RAM for activations (and weights, unless weight "
+                                                            "memory is set)"),
+            "weight_memory_mb": st.column_config.NumberColumn("Weight memory (MB)", min_value=0.0,
+                                                              help="Separate weight storage, e.g. flash; empty = "
+                                                                   "shared with memory"),
+            "int8_gops": st.column_config.NumberColumn("int8 GOPS", min_value=0.0,
+                                                       help="Sustained int8 ops/s in billions (1 MAC = 2 ops)"),
+            "fp32_gflops": st.column_config.NumberColumn("fp32 GFLOPS", min_value=0.0,
+                                                         help="Sustained fp32 FLOP/s in billions (fp16 graphs "
+                                                              "are assumed to run at this rate)"),
+            "bandwidth_gbps": st.column_config.NumberColumn("Bandwidth (GB/s)", min_value=0.0,
+                                                            help="Sustained memory bandwidth"),
+        })
+    devices, errors = cost.devices_from_rows(edited.to_dict("records"))
+    for error in errors:
+        st.warning(f"Device table: {error}. That row is left out.")
+    st.button("Reset devices", on_click=_reset_devices, icon=":material/restart_alt:", key=RESET_DEVICES_KEY)
+    return devices
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _with_profiles(root: str, run_id: str, mtime: float) -> dict | None:
+    """The run's results with a compute profile for every variant (older runs: computed from the artifacts)."""
+    from pathlib import Path
+
+    from core.store import RunStore
+
+    results = RunStore(root).results(run_id)
+    if not results:
+        return results
+    run_dir = Path(root) / "runs" / run_id
+    for v in results.get("variants") or []:
+        if not v.get("compute"):
+            v["compute"] = cost.profile_from_artifact(run_dir, v) or {}
+    return results
+
+
+TABLE_COLUMNS = {
+    "name": st.column_config.TextColumn("Variant"),
+    "usd_per_million": st.column_config.NumberColumn("USD / million", format="$%.4g",
+                                                     help="From measured throughput x the assumed price"),
+    "monthly_cost_usd": st.column_config.NumberColumn("USD / month", format="dollar",
+                                                      help="At the assumed request rate, 730 h a month"),
+    "monthly_saving_usd": st.column_config.NumberColumn("Saving / month", format="dollar",
+                                                        help="Baseline's monthly cost minus this variant's"),
+    "saving_pct": st.column_config.NumberColumn("Saving", format="%.1f%%"),
+    "energy_mj": st.column_config.NumberColumn("Energy / inference (mJ)", format="%.4g"),
+    "energy_basis": st.column_config.TextColumn("Energy is", help="measured: CPU energy counters (RAPL); "
+                                                                  "estimated: CPU time x watts per core"),
+    "gco2_per_million": st.column_config.NumberColumn("gCO2 / million", format="%.4g"),
+    "monthly_co2_kg": st.column_config.NumberColumn("kgCO2 / month", format="%.4g"),
+    "macs": st.column_config.NumberColumn("MACs", format="compact"),
+    "weight_bytes": st.column_config.NumberColumn("Weights (bytes)", format="compact"),
+    "peak_activation_bytes": st.column_config.NumberColumn("Peak activations (bytes)", format="compact"),
+}
+
+
+def cost_page() -> None:
+    st.title("Cost & energy")
+    st.caption("What each variant costs to serve, the energy it uses and whether it fits a target device. "
+               "Throughput, CPU time and (where the CPU exposes them) energy counters are measured; prices, "
+               "watts, grid intensity and device profiles are assumptions you can edit.")
+    records = [r for r in services.store().list() if services.results_mtime(r.id)]
+    if not records:
+        st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
+                "energy and device fit appear here.", icon=":material/info:")
+        return
+    run_id = run_picker_ui(records)
+    results = _with_profiles(str(services.store().root), run_id, services.results_mtime(run_id))
+    variants = (results or {}).get("variants") or []
+    sizes = sorted({int(b) for v in variants for b in (v.get("throughput") or {})})
+    if not sizes:
+        st.info("This run has no measured variants yet: cost needs a measured throughput.", icon=":material/info:")
+        return
+
+    assumptions = assumptions_ui()
+    devices = devices_ui()
+    if assumptions is None:
+        return
+
+    c1, c2 = st.columns(2)
+    if st.session_state.get(cost.COST_BATCH_KEY) not in sizes:
+        st.session_state[cost.COST_BATCH_KEY] = sizes[-1]
+    batch = c1.selectbox("Serving batch size", sizes, key=cost.COST_BATCH_KEY,
+                         help="Requests are priced at the throughput measured at this batch size.")
+    names = [ALL_VARIANTS] + [d.name for d in devices]
+    if st.session_state.get(cost.COST_DEVICE_FILTER_KEY) not in names:
+        st.session_state[cost.COST_DEVICE_FILTER_KEY] = ALL_VARIANTS
+    device = c2.selectbox("Show variants that fit", names, key=cost.COST_DEVICE_FILTER_KEY,
+                          help="Weights and peak activations within the device's memory (an estimate).")
+    device = None if device == ALL_VARIANTS else device
+
+    frame = cost.cost_frame(results, assumptions, devices, batch)
+    shown = frame[frame["status"] == "ok"]
+    if device is not None:
+        shown = shown[shown[f"fits: {device}"].astype(bool)]
+    energy_bases = set(shown["energy_basis"].dropna())
+    if "measured" in energy_bases:
+        source = next((v.get("energy", {}).get("source") for v in variants
+                       if (v.get("energy") or {}).get("source")), "measured")
+        st.caption(f":material/bolt: Energy {source}.")
+    if "estimated" in energy_bases:
+        note = next(((v.get("energy") or {}).get("note") for v in variants if (v.get("energy") or {}).get("note")),
+                    None)
+        st.caption(f":material/calculate: Energy estimated: CPU time x {assumptions.watts_per_core:g} W per busy "
+                   f"core (assumption){f' — {note}' if note else ''}.")
+
+    if shown.empty:
+        st.info(f"No variant of this run fits {device}." if device else "No measured variants in this run.",
+                icon=":material/info:")
+    else:
+        columns = list(TABLE_COLUMNS)
+        config = dict(TABLE_COLUMNS)
+        for d in devices if device is None else [d for d in devices if d.name == device]:
+            columns += [f"fits: {d.name}", f"est. ms: {d.name}"]
+            config[f"fits: {d.name}"] = st.column_config.CheckboxColumn(f"Fits {d.name}")
+            config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
+                f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
+        st.dataframe(shown[columns], hide_index=True, width="stretch", column_config=config)
+        st.plotly_chart(cost.cost_figure(frame, device=device), width="stretch")
+    with st.expander("Device fit, variant by variant (estimates)"):
+        st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
+                   "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "
+                   "operator support.")
+        st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, width="stretch")
+
+
+cost_page()
