@@ -1,0 +1,672 @@
+"""Accuracy-aware tuner: search techniques and settings for the fastest (or smallest) variant whose quality drop
+stays within a budget, inside a time budget, always keeping the best so far.
+
+The search is greedy and small, cheapest first, and adapts to what it measured:
+
+1. static int8 (per-channel, minmax); if it drops too much: other calibrations, then a sensitivity scan and
+   static int8 keeping the top-k most sensitive layers in float for k = 1, 2, ...;
+2. a small grid of cheap quantization settings (per-tensor static, dynamic int8 where the model has MatMul/Gemm,
+   and for the size objective fp16 / int4);
+3. with a torch model: structured pruning with a short fine-tune, followed by the best quantization found,
+   binary-searching the amount for the largest one within the drop budget (a per-layer scope is tried once
+   where the global one drops too much);
+4. what is left of the grid (other calibrations on the best exclusion set).
+
+Each variant is built and measured with `core.pipeline.build_variant`; for the latency objective its speed-up is
+also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
+comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
+``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
+run`` reproduces) are rewritten, so a stop or a timeout still leaves a usable answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import BadInputError
+from core.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
+                         _check_range)
+
+OBJECTIVES = ("latency", "size")
+# Structured-prune amounts the binary search picks from (it starts in the middle); 0.3-0.5 with 10 epochs of
+# fine-tuning kept digits-cnn within 0.4 pt
+# (measured: 0.4 -> 0.0 pt, 0.5 global -> 0.37 pt, 0.5 per-layer -> 0.19 pt after static int8).
+PRUNE_AMOUNTS = (0.25, 0.4, 0.5, 0.6, 0.75)
+# At most this many layers are kept in float by the greedy exclusion: beyond it the float islands (and their
+# Quantize/Dequantize boundaries) usually cost more than they save.
+MAX_EXCLUDED = 8
+# A variant must be this much better than the best so far to replace it on latency, so timing noise between two
+# equally fast variants does not decide (ties go to the smaller quality drop).
+LATENCY_TIE = 0.03
+PAIRED_RUNS = 25
+PAIRED_MAX_S = 2.0
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What the tuner optimizes: the objective, the quality and time budgets, and what it may try."""
+
+    max_drop_pt: float = 0.5  # quality drop allowed, in points (accuracy, else disagreement, else 1 - cosine)
+    objective: str = "latency"  # latency (p50 at batch_size) | size (file bytes)
+    batch_size: int = 256
+    budget_s: float = 120.0
+    threads: int = 1
+    allow_prune: bool = True  # structured pruning + fine-tuning (torch models only)
+    finetune_epochs: int = 10
+    prune_amounts: tuple = PRUNE_AMOUNTS
+    seed: int = 0
+    warmup: int = 5
+    runs: int = 30
+    max_seconds: float = 2.0  # per batch size, in each variant's benchmark
+
+    def __post_init__(self):
+        _check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
+        _check_choice("tune.objective", self.objective, OBJECTIVES)
+        _check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
+        _check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
+        _check_range("tune.threads", self.threads, 1, 256, integer=True)
+        _check_bool("tune.allow_prune", self.allow_prune)
+        _check_range("tune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        amounts = tuple(self.prune_amounts)
+        for a in amounts:
+            _check_range("tune.prune_amounts", a, 0.0, 1.0, low_open=True, high_open=True)
+        object.__setattr__(self, "prune_amounts", tuple(sorted(float(a) for a in amounts)))
+        _check_range("tune.seed", self.seed, 0, 2**32 - 1, integer=True)
+        _check_range("tune.warmup", self.warmup, 0, 100000, integer=True)
+        _check_range("tune.runs", self.runs, 1, 1000000, integer=True)
+        _check_range("tune.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
+
+    def benchmark(self) -> BenchmarkConfig:
+        sizes = (1, self.batch_size) if self.batch_size != 1 else (1,)
+        return BenchmarkConfig(batch_sizes=sizes, threads=self.threads, warmup=self.warmup, runs=self.runs,
+                               max_seconds=self.max_seconds)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["prune_amounts"] = list(self.prune_amounts)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TuneConfig":
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in tune; allowed: {', '.join(allowed)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        for key in ("max_drop_pt", "budget_s", "max_seconds"):
+            if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+                values[key] = float(values[key])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise BadInputError(f"tune: {exc}") from None
+
+
+@dataclass
+class Trial:
+    """One variant the tuner tried and what it concluded."""
+
+    name: str
+    status: str  # ok | failed | cancelled | skipped
+    drop_pt: float | None = None
+    speedup: float | None = None  # baseline latency / latency at batch_size (paired timing)
+    size_bytes: int | None = None
+    within_budget: bool = False
+    reason: str = ""
+    phase: str = ""
+    build_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TuneOutcome:
+    """The tuner's answer: the best variant within budget (or the baseline), every trial, and why."""
+
+    best: str
+    best_recipe: Recipe
+    trials: list
+    summary: list
+    status: str  # completed | budget | stopped
+    elapsed_s: float
+    run: object  # core.pipeline.RunResult
+
+    def to_dict(self) -> dict:
+        return {"best": self.best, "status": self.status, "elapsed_s": self.elapsed_s, "summary": self.summary,
+                "trials": [t.to_dict() for t in self.trials], "best_recipe": self.best_recipe.to_dict()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing
+
+
+def paired_speedup(base_session, session, feed: dict, *, runs: int = PAIRED_RUNS, max_seconds: float = PAIRED_MAX_S,
+                   warmup: int = 3) -> float:
+    """Baseline latency / variant latency, timed by alternating single calls of the two sessions.
+
+    The median of per-pair ratios cancels load that drifts during the measurement (other processes on a shared
+    machine), which separate benchmarks minutes apart do not.
+    """
+    for _ in range(warmup):
+        base_session.run(None, feed)
+        session.run(None, feed)
+    ratios = []
+    deadline = time.perf_counter() + max_seconds
+    while len(ratios) < runs and (len(ratios) < 5 or time.perf_counter() < deadline):
+        first = len(ratios) % 2 == 0  # alternate which goes first, so cache warmth favours neither
+        order = (base_session, session) if first else (session, base_session)
+        times = []
+        for s in order:
+            start = time.perf_counter()
+            s.run(None, feed)
+            times.append(time.perf_counter() - start)
+        base_t, t = (times[0], times[1]) if first else (times[1], times[0])
+        ratios.append(base_t / max(t, 1e-9))
+    return round(float(np.median(ratios)), 4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The search
+
+
+class _Search:
+    """State of one tuning run: the baseline, the trials, the best so far, and the files to rewrite."""
+
+    def __init__(self, model, dataset, config: TuneConfig, out_dir: Path, model_spec: str, data_spec: str | None,
+                 on_progress, should_stop, started: float | None = None):
+        from core import measure
+        from core.models import graph_inputs, task_of
+        from core.pipeline import RunResult
+
+        self.model, self.dataset, self.config, self.out_dir = model, dataset, config, out_dir
+        self.model_spec, self.data_spec = model_spec, data_spec
+        self.on_progress, self.user_stop = on_progress, should_stop
+        self.started = started if started is not None else time.perf_counter()
+        self.deadline = self.started + config.budget_s
+        self.task = task_of(model)
+        self.bench = config.benchmark()
+        self.recipe = Recipe(model=model_spec, data=data_spec, seed=config.seed, benchmark=self.bench)
+        self.variants: list[Variant] = []
+        self.trials: list[Trial] = []
+        self.sensitivity = None
+        self.run = RunResult(model=model_spec, data=data_spec, recipe=self.recipe.to_dict(),
+                             environment={**measure.environment(config.threads), "executor": "local",
+                                          "tuner": config.to_dict()},
+                             started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                             task=self.task, dataset=dataset.summary())
+        self.base_session = measure.make_session(model.onnx_bytes(), config.threads)
+        specs = graph_inputs(model.onnx_model)
+        sizes, _ = measure.possible_batch_sizes(specs, [config.batch_size])
+        self.timing_batch = sizes[0]
+        self.feed = measure.batch_inputs(dataset.eval.x, specs, self.timing_batch)
+        self.baseline_outputs = None
+        self.best_name = "baseline"
+        self.stopped_by = None
+
+    # ---- clock
+
+    def stop_now(self) -> bool:
+        if self.user_stop():
+            self.stopped_by = "stopped"
+            return True
+        if time.perf_counter() >= self.deadline:
+            self.stopped_by = self.stopped_by or "budget"
+            return True
+        return False
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def emit(self, kind: str, message: str, variant: str | None = None, result: dict | None = None) -> None:
+        if self.on_progress is None:
+            return
+        from core.pipeline import ProgressEvent
+
+        fraction = min(1.0, self.elapsed_s() / max(1e-9, self.config.budget_s))
+        self.on_progress(ProgressEvent(kind, variant, len(self.trials), len(self.trials) + 1, message, fraction,
+                                       self.elapsed_s(), result))
+
+    # ---- measuring
+
+    def measure_baseline(self, notes: list) -> None:
+        from core.pipeline import _measure  # the pipeline's own measurement, so results match `featherweight run`
+
+        self.emit("start", "measuring the baseline", "baseline")
+        baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
+                                                   self.recipe, self.out_dir, lambda: False)
+        baseline.agreement = 1.0 if self.task == "classification" else None
+        if self.task != "classification":
+            baseline.cosine_mean, baseline.cosine_min = 1.0, 1.0
+        baseline.max_abs_error = 0.0
+        baseline.notes.extend(list(self.model.notes) + list(notes))
+        baseline.info["tune"] = {"drop_pt": 0.0, "speedup": 1.0, "within_budget": True}
+        self.run.variants.append(baseline)
+        self.trials.append(Trial("baseline", "ok", 0.0, 1.0, baseline.size_bytes, True, "the unmodified model",
+                                 "baseline"))
+        self.write()
+        self.emit("variant_done", "baseline measured", "baseline", baseline.to_dict())
+
+    def drop_of(self, result) -> float | None:
+        from core.sensitivity import quality_drop
+
+        base = self.run.variants[0]
+        drop, _ = quality_drop(result.accuracy, result.agreement, result.cosine_mean, base.accuracy)
+        return drop
+
+    def objective_of(self, trial: Trial) -> float:
+        """Lower is better: latency relative to the baseline (1 / speed-up), or file bytes."""
+        if self.config.objective == "size":
+            return float(trial.size_bytes or np.inf)
+        return 1.0 / trial.speedup if trial.speedup else np.inf
+
+    def better(self, trial: Trial, incumbent: Trial) -> bool:
+        a, b = self.objective_of(trial), self.objective_of(incumbent)
+        if self.config.objective == "latency":
+            if a < b * (1 - LATENCY_TIE):
+                return True
+            if a > b * (1 + LATENCY_TIE):
+                return False
+            return (trial.drop_pt or 0.0) < (incumbent.drop_pt or 0.0) and a <= b * (1 + LATENCY_TIE)
+        return a < b or (a == b and (trial.drop_pt or 0.0) < (incumbent.drop_pt or 0.0))
+
+    def trial(self, name: str) -> Trial | None:
+        return next((t for t in self.trials if t.name == name), None)
+
+    @property
+    def best(self) -> Trial:
+        return self.trial(self.best_name)
+
+    def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
+        """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
+        from core import measure
+        from core.pipeline import build_variant
+
+        if any(v.name == variant.name for v in self.variants):
+            return self.trial(variant.name)
+        if self.stop_now():
+            return None
+        if estimate_s and estimate_s > self.remaining_s():
+            trial = Trial(variant.name, "skipped", reason=f"skipped: needs ~{estimate_s:.0f} s, "
+                                                          f"{max(0.0, self.remaining_s()):.0f} s left", phase=phase)
+            self.trials.append(trial)
+            self.write()
+            return trial
+        self.emit("step", f"trying {variant.name}", variant.name)
+        emit = lambda kind, message, within=0.0, result=None: self.emit("step", message, variant.name)  # noqa: E731
+        results = build_variant(self.model, self.dataset, variant, self.recipe, self.baseline_outputs, self.task,
+                                self.out_dir, self.stop_now, emit)
+        result = results[0]
+        self.variants.append(variant)
+        trial = Trial(variant.name, result.status, phase=phase, build_s=result.build_s,
+                      size_bytes=result.size_bytes)
+        if result.status == "ok":
+            trial.drop_pt = self.drop_of(result)
+            if self.config.objective == "latency":
+                session = measure.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
+                trial.speedup = paired_speedup(self.base_session, session, self.feed,
+                                               max_seconds=min(PAIRED_MAX_S, max(0.5, self.remaining_s() / 4)))
+            else:
+                base = self.run.variants[0].size_bytes
+                trial.speedup = _speedup_of(self.run.variants[0], result, self.timing_batch)
+                trial.size_bytes = result.size_bytes or base
+            trial.within_budget = trial.drop_pt is not None and trial.drop_pt <= self.config.max_drop_pt + 1e-9
+            requantized = self._requantized(variant, result)
+            if not trial.within_budget:
+                trial.reason = f"drops {trial.drop_pt:.2f} pt (budget {self.config.max_drop_pt:g} pt)"
+                if requantized:
+                    trial.reason += (f"; onnxruntime quantizes the weights of {', '.join(requantized)} anyway at "
+                                     "load time, so keeping them in float did not help")
+            elif self.better(trial, self.best):
+                trial.reason = f"new best ({self._describe(trial)})"
+                self.best_name = trial.name
+            else:
+                trial.reason = f"within budget but not better than {self.best_name} ({self._describe(trial)} vs " \
+                               f"{self._describe(self.best)})"
+        elif result.status == "cancelled" and self.stopped_by == "budget":
+            result.error = trial.reason = "cancelled: the time budget ran out"
+        else:
+            trial.reason = result.error or result.status
+        result.info["tune"] = {"drop_pt": trial.drop_pt, "speedup": trial.speedup,
+                               "within_budget": trial.within_budget, "phase": phase}
+        self.trials.append(trial)
+        self.run.variants.append(result)
+        self.run.recipe = self.recipe.replace(variants=tuple(self.variants)).to_dict()
+        self.write()
+        self.emit("variant_done", f"{variant.name}: {trial.reason}", variant.name, result.to_dict())
+        return trial
+
+    def _requantized(self, variant: Variant, result) -> list[str]:
+        """Excluded layers whose weights onnxruntime quantizes anyway (see core.diagnostics)."""
+        from core.diagnostics import requantized_excluded
+
+        exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
+        if not exclude:
+            return []
+        try:
+            hits = requantized_excluded((self.out_dir / result.artifact).read_bytes(), exclude)
+        except Exception:  # noqa: BLE001 - a diagnosis must never fail the search
+            return []
+        if hits:
+            result.info["requantized_excluded"] = hits
+        return hits
+
+    def _describe(self, trial: Trial) -> str:
+        from core.viz import format_bytes
+
+        if self.config.objective == "size":
+            return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
+        return f"{trial.speedup or 0:.2f}x at batch {self.timing_batch}, {trial.drop_pt or 0:.2f} pt"
+
+    # ---- outputs
+
+    def best_recipe(self) -> Recipe:
+        variant = next((v for v in self.variants if v.name == self.best_name), None)
+        return self.recipe.replace(variants=(variant,) if variant else ())
+
+    def write(self, final: bool = False) -> None:
+        from core.pipeline import write_atomic, write_results
+
+        self.run.duration_s = round(self.elapsed_s(), 3)
+        if final:
+            self.run.status = "cancelled" if self.stopped_by == "stopped" else "completed"
+        write_results(self.run, self.out_dir)
+        write_atomic(self.out_dir / "best.yaml", self.best_recipe().to_yaml())
+        log = {"config": self.config.to_dict(), "model": self.model_spec, "data": self.data_spec,
+               "best": self.best_name, "status": self.status(final), "elapsed_s": round(self.elapsed_s(), 3),
+               "timing_batch": self.timing_batch, "summary": self.summary(),
+               "trials": [t.to_dict() for t in self.trials]}
+        write_atomic(self.out_dir / "tune.json", json.dumps(log, indent=2, default=float))
+
+    def status(self, final: bool) -> str:
+        if not final:
+            return "running"
+        return self.stopped_by or "completed"
+
+    def summary(self) -> list[str]:
+        """Plain-language lines: what won and why the others did not (or why nothing beat the baseline)."""
+        cfg = self.config
+        lines = []
+        best = self.best
+        what = "fastest" if cfg.objective == "latency" else "smallest"
+        tried = [t for t in self.trials if t.name != "baseline"]
+        if not tried:
+            return ["Only the baseline was measured: the time budget ran out before any variant was built."]
+        if self.best_name == "baseline":
+            lines.append(f"No variant within {cfg.max_drop_pt:g} pt beat the baseline on "
+                         f"{'latency at batch ' + str(self.timing_batch) if cfg.objective == 'latency' else 'size'}.")
+        else:
+            lines.append(f"Best within {cfg.max_drop_pt:g} pt: {best.name} ({self._describe(best)}), the {what} of "
+                         f"{len(tried)} variants tried.")
+        plain = self.trial("int8-static")
+        if plain is not None and plain.status == "ok" and self.best_name != "int8-static":
+            if plain.within_budget and self.best_name != "baseline":
+                ratio = self.objective_of(plain) / max(1e-12, self.objective_of(best))
+                lines.append(f"It beats plain static int8 by {ratio:.2f}x on {cfg.objective}.")
+            elif not plain.within_budget:
+                lines.append(f"Plain static int8 {plain.reason}.")
+        elif plain is not None and self.best_name == "int8-static":
+            lines.append("Nothing beat plain static int8 within the budget:")
+            for t in tried:
+                if t.name != "int8-static":
+                    lines.append(f"- {t.name}: {t.reason}")
+        over = [t for t in tried if t.status == "ok" and not t.within_budget]
+        if self.best_name == "baseline" and over:
+            lines.append("Variants over the quality budget: " + "; ".join(f"{t.name} {t.reason}" for t in over))
+        if self.best_name == "baseline":
+            slow = [t for t in tried if t.status == "ok" and t.within_budget]
+            if slow:
+                lines.append("Within budget but no faster/smaller: "
+                             + "; ".join(f"{t.name} ({self._describe(t)})" for t in slow))
+        if self.model.torch_module is None and cfg.allow_prune:
+            lines.append("Structured pruning was not tried: it needs a torch model (this one is ONNX-only).")
+        failed = [t for t in tried if t.status == "failed"]
+        if failed:
+            lines.append("Failed: " + "; ".join(f"{t.name}: {t.reason}" for t in failed))
+        if self.stopped_by == "budget":
+            left = [t for t in self.trials if t.status in ("skipped", "cancelled")]
+            lines.append(f"The time budget ({cfg.budget_s:g} s) ran out"
+                         + (f"; not finished: {', '.join(t.name for t in left)}." if left else ".")
+                         + " A larger budget may find more.")
+        elif self.stopped_by == "stopped":
+            lines.append("Stopped by the user; the best so far is kept.")
+        else:
+            skipped = [t.name for t in self.trials if t.status == "skipped"]
+            if skipped:
+                lines.append(f"Not tried for lack of time: {', '.join(skipped)}. A larger budget may find more.")
+        return lines
+
+    # ---- phases
+
+    def quantize_phase(self) -> QuantizeConfig | None:
+        """Static int8, repaired by calibration and exclusions when it drops too much; returns the best quantize
+        config within budget (None when no static int8 variant fits)."""
+        base = QuantizeConfig(mode="static", per_channel=True, calibration="minmax")
+        plain = self.try_variant(Variant("int8-static", (base,)), "quantize")
+        if plain is None:
+            return None
+        if plain.within_budget:
+            return base
+        for calibration in ("percentile", "entropy"):
+            step = dataclasses.replace(base, calibration=calibration)
+            t = self.try_variant(Variant(_quant_name(step), (step,)), "quantize", estimate_s=plain.build_s or 0)
+            if t is not None and t.within_budget:
+                return step
+            if t is None:
+                return None
+        ranking = self.scan()
+        if not ranking:
+            return None
+        for k in range(1, min(MAX_EXCLUDED, len(ranking)) + 1):
+            step = dataclasses.replace(base, exclude=tuple(ranking[:k]))
+            t = self.try_variant(Variant(_quant_name(step), (step,)), "exclude", estimate_s=plain.build_s or 0)
+            if t is None:
+                return None
+            if t.within_budget:
+                return step
+        return None
+
+    def scan(self) -> list[str]:
+        """Quantization sensitivity ranking (ONNX node names, most sensitive first); written as sensitivity.json."""
+        from core.sensitivity import SensitivityConfig, scan, top_layers, write_sensitivity
+
+        if self.sensitivity is None:
+            self.emit("step", "sensitivity scan: quantizing one layer at a time", "sensitivity")
+            config = SensitivityConfig(technique="quantize", threads=self.config.threads)
+            result = scan(self.model, self.dataset, config, should_stop=self.stop_now)
+            result.model, result.data = self.model_spec, self.data_spec
+            write_sensitivity(result, self.out_dir)
+            self.sensitivity = result
+        return top_layers(self.sensitivity, len(self.sensitivity.layers))
+
+    def grid_phase(self, quant: QuantizeConfig | None) -> None:
+        """Cheap quantization alternatives: per-tensor static, dynamic int8, and for size fp16 / int4."""
+        ops = {n.op_type for n in self.model.onnx_model.graph.node}
+        has_matmul = bool(ops & {"MatMul", "Gemm"})
+        estimate = (self.trial("int8-static") or Trial("", "")).build_s or 0
+        base = quant or QuantizeConfig(mode="static")
+        per_tensor = dataclasses.replace(base, per_channel=False)
+        candidates = [Variant(_quant_name(per_tensor), (per_tensor,))]
+        if has_matmul:
+            candidates.append(Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),)))
+        if self.config.objective == "size":
+            candidates.append(Variant("fp16", (QuantizeConfig(mode="fp16"),)))
+            if has_matmul:
+                candidates.append(Variant("int4", (QuantizeConfig(mode="int4"),)))
+        for variant in candidates:
+            if self.try_variant(variant, "grid", estimate_s=estimate) is None:
+                return
+
+    def prune_phase(self, quant: QuantizeConfig | None) -> None:
+        """Structured pruning (+ fine-tune, + the best quantization): a binary search over the sorted amounts for
+        the largest one within the drop budget, assuming more pruning never costs less quality. A failing amount
+        is retried once with a per-layer scope (often gentler: no layer loses more than `amount`)."""
+        if self.model.torch_module is None or not self.config.allow_prune:
+            return
+        amounts = list(self.config.prune_amounts)
+        low, high = 0, len(amounts) - 1
+        estimate = 0.0
+        layer_tried = False
+        while low <= high:
+            mid = (low + high) // 2
+            scopes = ("global",) if layer_tried else ("global", "layer")
+            passed = False
+            for scope in scopes:
+                t = self.try_variant(self._prune_variant(amounts[mid], scope, quant), "prune",
+                                     estimate_s=estimate * 0.8)
+                if t is None:
+                    return
+                estimate = max(estimate, t.build_s or 0.0)
+                if t.status == "failed":
+                    return  # torch-pruning cannot trace this model: no amount will work
+                if t.within_budget:
+                    passed = True
+                    break
+                layer_tried = layer_tried or scope == "layer"
+            if passed:
+                low = mid + 1
+            else:
+                high = mid - 1
+
+    def best_static_quant(self, fallback: QuantizeConfig | None) -> QuantizeConfig | None:
+        """The quantize step of the best quantize-only static int8 variant within budget (else `fallback`)."""
+        best, best_trial = fallback, None
+        for variant in self.variants:
+            trial = self.trial(variant.name)
+            if (len(variant.steps) == 1 and isinstance(variant.steps[0], QuantizeConfig)
+                    and variant.steps[0].mode == "static" and trial is not None and trial.within_budget
+                    and (best_trial is None or self.better(trial, best_trial))):
+                best, best_trial = variant.steps[0], trial
+        return best
+
+    def _prune_variant(self, amount: float, scope: str, quant: QuantizeConfig | None) -> Variant:
+        prune = PruneConfig(method="structured", amount=amount, scope=scope,
+                            finetune_epochs=self.config.finetune_epochs)
+        label = f"prune{amount:g}" + ("-layer" if scope == "layer" else "")
+        if quant is None:
+            return Variant(label, (prune,))
+        return Variant(f"{label}+{_quant_label(quant)}", (prune, quant))
+
+    def rest_phase(self, quant: QuantizeConfig | None) -> None:
+        """Whatever is left of the small grid: other calibrations with the best exclusion set."""
+        base = quant or QuantizeConfig(mode="static")
+        estimate = (self.trial("int8-static") or Trial("", "")).build_s or 0
+        for calibration in ("percentile", "entropy"):
+            if calibration == base.calibration:
+                continue
+            step = dataclasses.replace(base, calibration=calibration)
+            if self.try_variant(Variant(_quant_name(step), (step,)), "grid", estimate_s=estimate) is None:
+                return
+
+
+def _quant_name(quant: QuantizeConfig) -> str:
+    """A quantize-only variant's name: int8-static, then -float-top{k} and [settings that differ from default]."""
+    name = f"int8-{quant.mode}" + (f"-float-top{len(quant.exclude)}" if quant.exclude else "")
+    changed = []
+    if quant.calibration != "minmax":
+        changed.append(f"calibration={quant.calibration}")
+    if not quant.per_channel:
+        changed.append("per_channel=False")
+    return name + (f"[{','.join(changed)}]" if changed else "")
+
+
+def _quant_label(quant: QuantizeConfig) -> str:
+    label = f"int8-{quant.mode}"
+    if not quant.per_channel:
+        label += "-per-tensor"
+    if quant.exclude:
+        label += f"-float-top{len(quant.exclude)}"
+    if quant.calibration != "minmax":
+        label += f"-{quant.calibration}"
+    return label
+
+
+def _speedup_of(base, result, batch: int) -> float | None:
+    b = ((base.latency_ms or {}).get(str(batch)) or {}).get("p50")
+    v = ((result.latency_ms or {}).get(str(batch)) or {}).get("p50")
+    return round(b / v, 4) if b and v else None
+
+
+def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec: str | None = None,
+         data_spec: str | None = None, on_progress: Callable | None = None,
+         should_stop: Callable[[], bool] = lambda: False, started: float | None = None) -> TuneOutcome:
+    """Search for the best variant within `config`'s budgets; write results.json, tune.json and best.yaml.
+
+    Args:
+        model / dataset: the baseline and its data (labels make the drop an accuracy drop).
+        config: objective, budgets and what may be tried.
+        out_dir: where results, artifacts, tune.json and best.yaml go.
+        model_spec / data_spec: how best.yaml names the model and data (default: their sources).
+        on_progress: called with core.pipeline.ProgressEvent (fraction = share of the time budget used).
+        should_stop: polled often; when true the search stops and keeps the best so far.
+        started: time.perf_counter() when the budget started (default: now), so loading can count against it.
+
+    Returns:
+        The TuneOutcome (best variant name, its recipe, every trial and a plain-language summary).
+    """
+    import torch
+
+    from core.onnx_fixes import prepare_baseline
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, batch_notes = prepare_baseline(model, (1, config.batch_size))  # a fixed batch axis, freed
+    torch.manual_seed(config.seed)
+    search = _Search(model, dataset, config, out_dir, model_spec or model.source,
+                     data_spec if data_spec is not None else dataset.source, on_progress, should_stop, started)
+    search.measure_baseline(batch_notes)
+    quant = search.quantize_phase()
+    if not search.stop_now():
+        search.grid_phase(quant)
+    quant = search.best_static_quant(quant)
+    if not search.stop_now():
+        search.prune_phase(quant)
+    if not search.stop_now():
+        search.rest_phase(quant)
+    search.stop_now()
+    search.write(final=True)
+    search.emit("done", f"tuning {search.status(True)} in {search.elapsed_s():.1f} s: best {search.best_name}")
+    return TuneOutcome(search.best_name, search.best_recipe(), search.trials, search.summary(), search.status(True),
+                       round(search.elapsed_s(), 3), search.run)
+
+
+def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_dir: str | Path, *,
+                on_progress: Callable | None = None, should_stop: Callable[[], bool] = lambda: False) -> TuneOutcome:
+    """Load the model and data, then `tune`; loading counts against the time budget.
+
+    Raises:
+        BadInputError: a rejected model or data that does not fit it.
+    """
+    from core import measure
+    from core.data import load_data
+    from core.models import load_model
+
+    started = time.perf_counter()
+    model = load_model(model_spec)
+    dataset = load_data(data_spec, model, seed=config.seed)
+    measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
+    return tune(model, dataset, config, out_dir, model_spec=model_spec, data_spec=data_spec,
+                on_progress=on_progress, should_stop=should_stop, started=started)
+
+
+def load_tune_log(out_dir: str | Path) -> dict | None:
+    """DIR/tune.json, or None when it is not there (yet)."""
+    try:
+        return json.loads((Path(out_dir) / "tune.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+__all__ = ["OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup", "tune",
+           "tune_to_dir"]
