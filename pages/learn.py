@@ -1,0 +1,606 @@
+"""Learn page: workshop explainers. Each answers "what does this knob do?" by showing it on the current model's
+real weights and data: quantization grids and calibration, pruning masks and the accuracy-vs-sparsity curve,
+soft targets and a live two-student distillation, and a size estimate checked against measured runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import learn, learn_viz
+from core.errors import FeatherweightError
+from core.session import DATA_KEY, MODEL_KEY
+from core.viz import format_bytes, format_count
+from ui.shell import ensure_app_shell
+
+ensure_app_shell()
+
+# Session-state and widget keys (one place, so tests and other pages agree).
+MODEL_SPEC_KEY = "fw_model_spec"  # optional: a model spec ("sample:NAME" or a path) chosen elsewhere
+LEARN_MODEL_KEY = "learn_model"
+SECTION_KEY = "learn_section"
+Q_TENSOR_KEY = "learn_q_tensor"
+BITS_KEY = "learn_bits"
+SYMMETRIC_KEY = "learn_symmetric"
+CHECK_ORT_KEY = "learn_check_ort"
+CALIB_TENSOR_KEY = "learn_calib_tensor"
+PERCENTILE_KEY = "learn_percentile"
+ENTROPY_BINS_KEY = "learn_entropy_bins"
+LOG_Y_KEY = "learn_log_y"
+P_TENSOR_KEY = "learn_p_tensor"
+SPARSITY_KEY = "learn_sparsity"
+SWEEP_PATTERN_KEY = "learn_sweep_pattern"
+SWEEP_EPOCHS_KEY = "learn_sweep_epochs"
+SWEEP_BUTTON_KEY = "learn_sweep_run"
+SWEEPS_KEY = "learn_sweeps_requested"  # the sweeps this session asked for (they stay shown, from the cache)
+TEMPERATURE_KEY = "learn_temperature"
+SAMPLE_KEY = "learn_sample"
+D_WIDTH_KEY = "learn_distill_width"
+D_ALPHA_KEY = "learn_distill_alpha"
+D_EPOCHS_KEY = "learn_distill_epochs"
+D_EXAMPLES_KEY = "learn_distill_examples"
+TRAIN_BUTTON_KEY = "learn_distill_train"
+DISTILL_RESULT_KEY = "learn_distill_result"
+W_QUANT_KEY = "learn_whatif_quantize"
+W_PRUNE_KEY = "learn_whatif_prune"
+W_AMOUNT_KEY = "learn_whatif_amount"
+W_WIDTH_KEY = "learn_whatif_width"
+RUN_PICK_KEY = "learn_run"
+
+SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this page last looked
+
+SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed"]
+DEFAULT_SPEC = "sample:digits-cnn"
+LARGE_MODEL_PARAMS = 5_000_000
+PERCENTILES = [99.0, 99.9, 99.99, 99.999]
+ENTROPY_BINS = [128, 512, 1024]
+CHART = {"theme": None, "config": {"displayModeBar": False}, "width": "stretch"}
+PATTERN_TITLES = {"unstructured": "unstructured", "2:4": "2:4 (2 of every 4)", "channel": "whole channels"}
+
+
+def _keep_valid(key: str, options: list, default) -> None:
+    """Point a choice widget's state at `default` when its current value is not among `options` (the model
+    changed under it), before the widget is drawn; the widget then takes no index / value of its own."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Which model: the session's, a spec another page set, or a sample picked here
+
+
+def sources_ui() -> tuple[dict[str, learn.LearnSource], str | None]:
+    """Every model the explainers can use, keyed by a plain cache key (the first is the default), and the key of
+    the session's current model (from the Model page or 'fw_model_spec'), if any."""
+    out: dict[str, learn.LearnSource] = {}
+    spec = st.session_state.get(MODEL_SPEC_KEY)
+    if isinstance(spec, str) and spec.strip():
+        try:
+            out[spec.strip()] = learn.sample_source(spec.strip())
+        except FeatherweightError as exc:
+            st.warning(f"Ignoring the model {spec!r}: {exc}", icon=":material/info:")
+    choice = st.session_state.get(MODEL_KEY)
+    if choice is not None:
+        data = st.session_state.get(DATA_KEY)
+        data_spec = getattr(data, "spec", None)
+        data_upload = bool(getattr(data, "is_upload", False))
+        data_id = (getattr(data, "digest", None) if data_upload else data_spec) or "synthetic"
+        if choice.is_upload:
+            model_fields = {"model_filename": choice.filename, "model_content": choice.content}
+            key = f"upload:{choice.digest}:{data_id}"
+        else:
+            model_fields = {"model_spec": choice.spec}
+            default = learn.sample_source(choice.spec)
+            key = choice.spec if data is None or (not data_upload and data_spec == default.data_spec) \
+                else f"{choice.spec}|{data_id}"
+        if data is None and not choice.is_upload:
+            data_fields = {"data_spec": learn.sample_source(choice.spec).data_spec}
+        elif data_upload:
+            data_fields = {"data_filename": data.filename, "data_content": data.content}
+        else:
+            data_fields = {"data_spec": data_spec}
+        out.setdefault(key, learn.LearnSource(key=key, label=f"{choice.label} (current model)", **model_fields,
+                                              **data_fields))
+    current = next(iter(out), None)
+    samples = learn.learnable_samples()
+    samples.sort(key=lambda s: s != DEFAULT_SPEC)
+    for sample in samples:
+        out.setdefault(sample, learn.sample_source(sample))
+    return out, current
+
+
+@st.cache_data(show_spinner="Loading the model…", max_entries=2)
+def _load(key: str, _source: learn.LearnSource):
+    """(Model, Dataset); cache_data hands every caller its own copy, so nothing can change the cached one."""
+    return _source.load()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _facts(key: str, _source: learn.LearnSource) -> dict:
+    from core.models import task_of
+
+    model, data = _load(key, _source)
+    weights = learn.weight_tensors(model.onnx_model)
+    return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
+            "labels": data.has_labels, "synthetic": data.synthetic, "eval": len(data.eval), "train": len(data.train),
+            "params": sum(w.size for w in weights)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. Quantization
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _quant_view(key: str, _source, tensor: str, bits: int, symmetric: bool) -> dict:
+    model, _ = _load(key, _source)
+    info = {w.name: w for w in learn.weight_tensors(model.onnx_model)}[tensor]
+    w = learn.weight_array(model.onnx_model, tensor)
+    shared = learn.quantize_tensor(w, bits, symmetric=symmetric)
+    own = learn.quantize_tensor(w, bits, symmetric=symmetric, per_channel=True, axis=info.channel_axis)
+    grid = shared.grid()
+    counts = np.bincount((shared.codes - shared.qmin).ravel(), minlength=shared.levels)
+    return {"hist": learn.histogram(w, 120, (float(min(w.min(), grid[0])), float(max(w.max(), grid[-1])))),
+            "grid": grid.tolist(), "level_counts": counts.tolist(), "scale": float(shared.scale),
+            "zero_point": int(shared.zero_point), "levels": shared.levels, "qmin": shared.qmin, "qmax": shared.qmax,
+            "mse": shared.mse, "max_abs_error": shared.max_abs_error, "sqnr_db": shared.sqnr_db,
+            "mse_per_channel": own.mse, "sqnr_db_per_channel": own.sqnr_db, "channels": info.channels,
+            "absmax": float(np.abs(w).max()), "min": float(w.min()), "max": float(w.max()),
+            "channel_table": learn.channel_error_table(w, info.channel_axis, bits, symmetric),
+            "bit_curve": learn.bit_width_curve(w, info.channel_axis, symmetric=symmetric)}
+
+
+@st.cache_data(show_spinner="Quantizing with onnxruntime…", max_entries=16)
+def _ort_check(key: str, _source, tensor: str) -> dict:
+    model, data = _load(key, _source)
+    return learn.check_against_onnxruntime(model, data, tensor, per_channel=True)
+
+
+@st.cache_data(show_spinner="Calibrating with onnxruntime…", max_entries=32)
+def _calibration(key: str, _source, percentile: float, entropy_bins: int, tensor: str | None,
+                 samples: int) -> dict:
+    model, data = _load(key, _source)
+    study = learn.calibration_study(model, data, samples=samples, percentile=percentile, entropy_bins=entropy_bins,
+                                    tensors=None if tensor is None else [tensor])
+    return {"ranges": study.ranges, "samples": study.samples}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _activations(key: str, _source, tensor: str, samples: int) -> np.ndarray:
+    model, data = _load(key, _source)
+    return learn.activation_values(model, data, tensor, samples=samples)
+
+
+def _calibration_samples(facts: dict) -> int:
+    """The pipeline's 128 calibration samples, or 16 for big models, whose every tensor gets a histogram."""
+    return learn.CALIBRATION_SAMPLES if facts["params"] <= LARGE_MODEL_PARAMS else 16
+
+
+def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
+    weights = {w.name: w for w in facts["weights"]}
+    if not weights:
+        st.info("This model has no float Conv / Gemm / MatMul weights to quantize.")
+        return
+    st.subheader("Weights snap to a grid")
+    c1, c2, c3 = st.columns([2, 2, 1])
+    names = list(weights)
+    _keep_valid(Q_TENSOR_KEY, names, names[0])
+    tensor = c1.selectbox("Weight tensor", names, key=Q_TENSOR_KEY,
+                          format_func=lambda n: f"{n} · {weights[n].op_type} {'×'.join(map(str, weights[n].shape))}")
+    bits = c2.slider("Bits", 2, 8, 8, key=BITS_KEY, help="Fewer bits, fewer levels, bigger steps.")
+    symmetric = c3.toggle("Symmetric", True, key=SYMMETRIC_KEY,
+                          help="On: the grid is centred on 0 (zero point 0), as onnxruntime stores int8 weights. "
+                               "Off: unsigned codes shifted by a zero point to cover exactly [min, max].")
+    view = _quant_view(key, source, tensor, bits, symmetric)
+    chart, numbers = st.columns([3, 1])
+    chart.plotly_chart(learn_viz.weight_grid_figure(view["hist"], view["grid"], view["level_counts"], bits=bits),
+                       key="learn_grid_chart", **CHART)
+    numbers.metric("Scale (step between levels)", f"{view['scale']:.4g}")
+    numbers.metric("Zero point", f"{view['zero_point']}")
+    numbers.metric("Levels", f"{view['levels']}", help=f"integer codes {view['qmin']} … {view['qmax']}")
+    numbers.metric("Mean squared error", f"{view['mse']:.3e}")
+    numbers.metric("SQNR", f"{view['sqnr_db']:.1f} dB", help="signal-to-quantization-noise ratio: higher is better")
+    formula = (f"max|w| / {view['qmax']} = {view['absmax']:.4g} / {view['qmax']}" if symmetric else
+               f"(max − min) / {view['qmax']} = ({view['max']:.4g} − {view['min']:.4g}) / {view['qmax']}")
+    st.caption(f"Every weight is replaced by the nearest grid line. **scale = {formula}**. At 8 bits symmetric "
+               "this is exactly onnxruntime's int8 weight scheme; each bit removed doubles the step and costs "
+               "about 6 dB.")
+
+    st.subheader("One scale per tensor, or one per channel")
+    left, right = st.columns(2)
+    ratio = view["mse"] / view["mse_per_channel"] if view["mse_per_channel"] else float("inf")
+    left.metric("Error with one scale per tensor (MSE)", f"{view['mse']:.3e}")
+    right.metric("Error with one scale per channel (MSE)", f"{view['mse_per_channel']:.3e}",
+                 delta=f"{ratio:.1f}× less error" if np.isfinite(ratio) else None, delta_color="normal")
+    left.plotly_chart(learn_viz.channel_error_figure(view["channel_table"]), key="learn_channel_chart", **CHART)
+    right.plotly_chart(learn_viz.bit_width_figure(view["bit_curve"], bits), key="learn_bits_chart", **CHART)
+    st.caption(f"A shared scale must fit the channel with the largest weights, so channels of small weights get few "
+               f"levels. Giving each of the {view['channels']} output channels its own scale costs "
+               f"{view['channels']} extra numbers and fixes that.")
+    with st.expander("Is this exactly what onnxruntime does?"):
+        st.caption("Quantize the model with onnxruntime (static int8, per channel), read back this tensor's int8 "
+                   "weights and scales from the quantized graph, and compare.")
+        if st.button("Check against onnxruntime", key=CHECK_ORT_KEY):
+            try:
+                check = _ort_check(key, source, tensor)
+            except FeatherweightError as exc:
+                st.error(str(exc))
+            else:
+                if check["codes_equal"]:
+                    st.success(f"Identical: every int8 code matches; largest scale difference "
+                               f"{check['max_scale_diff']:.2g}; MSE {check['mse_ours']:.4g} here vs "
+                               f"{check['mse_onnxruntime']:.4g} in onnxruntime's graph.",
+                               icon=":material/check_circle:")
+                else:
+                    st.warning(f"{check['codes_differing']} codes differ; largest dequantized difference "
+                               f"{check['max_dequantized_diff']:.3g}.")
+
+    st.subheader("Activations need a range: calibration")
+    if facts["synthetic"]:
+        st.caption("This model has no data here, so calibration runs on synthetic inputs.")
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    percentile = c2.select_slider("Percentile", PERCENTILES, value=learn.DEFAULT_PERCENTILE, key=PERCENTILE_KEY,
+                                  help="Percentile calibration clips the rarest values beyond this percentile.")
+    entropy_bins = c3.select_slider("Entropy histogram bins", ENTROPY_BINS, value=learn.DEFAULT_ENTROPY_BINS,
+                                    key=ENTROPY_BINS_KEY,
+                                    help="onnxruntime's default is 128, which leaves entropy calibration a single "
+                                         "candidate (the full range); more bins let it choose a tighter clip.")
+    log_y = c4.toggle("Log y", True, key=LOG_Y_KEY, help="A log count axis shows the rare large values.")
+    samples = _calibration_samples(facts)
+    try:
+        study = _calibration(key, source, float(percentile), learn.DEFAULT_ENTROPY_BINS, None, samples)
+    except FeatherweightError as exc:
+        st.error(str(exc))
+        return
+    tensors = list(study["ranges"])
+    if not tensors:
+        st.info("onnxruntime found no float activations to calibrate in this graph.")
+        return
+    _keep_valid(CALIB_TENSOR_KEY, tensors, next((t for t in tensors if "relu" in t.lower()), tensors[0]))
+    activation = c1.selectbox("Activation tensor", tensors, key=CALIB_TENSOR_KEY)
+    ranges = study["ranges"][activation]
+    if entropy_bins != learn.DEFAULT_ENTROPY_BINS:
+        ranges = {**ranges, "entropy": _calibration(key, source, float(percentile), int(entropy_bins), activation,
+                                                    samples)["ranges"][activation]["entropy"]}
+    values = _activations(key, source, activation, samples)
+    lo = min(float(values.min()), *(r[0] for r in ranges.values()))
+    hi = max(float(values.max()), *(r[1] for r in ranges.values()))
+    st.plotly_chart(learn_viz.activation_ranges_figure(learn.histogram(values, 120, (lo, hi)), ranges, log_y=log_y),
+                    key="learn_calibration_chart", **CHART)
+    table = learn.activation_range_table(values, ranges)
+    st.dataframe(table, hide_index=True, width="stretch", key="learn_calibration_table", column_config={
+        "method": "Method", "low": st.column_config.NumberColumn("Low", format="%.4g"),
+        "high": st.column_config.NumberColumn("High", format="%.4g"),
+        "scale": st.column_config.NumberColumn("uint8 scale", format="%.4g"), "zero_point": "Zero point",
+        "clipped_pct": st.column_config.NumberColumn("Clipped", format="%.4f%%"),
+        "mse": st.column_config.NumberColumn("MSE", format="%.3g"),
+        "max_abs_error": st.column_config.NumberColumn("Max error", format="%.3g"),
+        "sqnr_db": st.column_config.NumberColumn("SQNR (dB)", format="%.1f")})
+    st.caption(f"Ranges from onnxruntime's own calibrators on {study['samples']} calibration samples; errors are "
+               "measured on the real activation values. A tighter range means finer steps for the common values, "
+               "but everything outside it is clipped.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Pruning
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _prune_view(key: str, _source, tensor: str, sparsity: float) -> dict:
+    model, _ = _load(key, _source)
+    info = {w.name: w for w in learn.weight_tensors(model.onnx_model)}[tensor]
+    w = learn.out_first(learn.weight_array(model.onnx_model, tensor), info.channel_axis)
+    matrices, facts = {}, {}
+    for pattern in learn.PRUNE_PATTERNS:
+        mask = learn.pattern_mask(w, sparsity, pattern)
+        matrices[pattern] = None if mask is None else learn.heatmap_matrix(w, mask)
+        facts[pattern] = None if mask is None else learn.mask_facts(w, mask)
+    return {"matrices": matrices, "facts": facts, "shape": tuple(w.shape)}
+
+
+@st.cache_data(show_spinner="Pruning and measuring at each sparsity…", max_entries=16)
+def _sweep(key: str, _source, pattern: str, epochs: int) -> pd.DataFrame:
+    model, data = _load(key, _source)
+    return learn.sparsity_sweep(model, data, pattern=pattern, finetune_epochs=epochs)
+
+
+def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
+    weights = {w.name: w for w in facts["weights"]}
+    if not weights:
+        st.info("This model has no float Conv / Gemm / MatMul weights to prune.")
+        return
+    st.subheader("Which weights go: three mask patterns")
+    c1, c2 = st.columns([2, 2])
+    names = list(weights)
+    _keep_valid(P_TENSOR_KEY, names, names[min(1, len(names) - 1)])  # the second layer: more inputs to see
+    tensor = c1.selectbox("Layer", names, key=P_TENSOR_KEY,
+                          format_func=lambda n: f"{n} · {weights[n].op_type} {'×'.join(map(str, weights[n].shape))}")
+    percent = c2.slider("Sparsity (%)", 0, 95, 50, step=5, key=SPARSITY_KEY,
+                        help="Share of weights (or of channels) set to zero. 2:4 is always 50%.")
+    view = _prune_view(key, source, tensor, percent / 100)
+    st.plotly_chart(learn_viz.mask_heatmaps_figure(view["matrices"], PATTERN_TITLES), key="learn_mask_chart",
+                    **CHART)
+    cols = st.columns(len(learn.PRUNE_PATTERNS))
+    for col, pattern in zip(cols, learn.PRUNE_PATTERNS):
+        fact = view["facts"][pattern]
+        if fact is None:
+            col.metric(f"{pattern}: weights zeroed", "n/a")
+            continue
+        col.metric(f"{pattern}: weights zeroed", f"{fact['sparsity']:.0%}")
+        col.caption(f"keeps {fact['kept_magnitude']:.0%} of the total |w| · removes "
+                    f"{fact['relative_error']:.0%} of the layer's weight norm")
+    st.caption(f"Top-left corner of the {view['shape'][0]}-channel layer; one row per output channel, pale cells are "
+               "pruned. Unstructured keeps the most signal but dense CPU kernels still multiply every zero; whole "
+               "channels make the layer really smaller and faster; 2:4 needs GPU sparse tensor cores.")
+
+    st.subheader("Accuracy as sparsity grows")
+    if not facts["labels"]:
+        st.info("The sweep measures accuracy, so it needs labelled data; this model's data has no labels.")
+        return
+    c1, c2, c3 = st.columns([2, 2, 1])
+    pattern = c1.radio("Pattern", list(learn.SWEEP_PATTERNS), horizontal=True, key=SWEEP_PATTERN_KEY,
+                       format_func=lambda p: {"unstructured": "unstructured (global)",
+                                              "channel": "channels (per layer)"}[p])
+    epochs = c2.radio("Fine-tune epochs", [0, 1, 2], index=1, horizontal=True, key=SWEEP_EPOCHS_KEY,
+                      disabled=not facts["torch"],
+                      help="Quick fine-tuning on the train split with the pruned weights held at zero.")
+    epochs = epochs if facts["torch"] else 0
+    requested = st.session_state.setdefault(SWEEPS_KEY, set())
+    wanted = (key, pattern, int(epochs))
+    if c3.button("Run the sweep", key=SWEEP_BUTTON_KEY, type="primary", disabled=wanted in requested):
+        requested.add(wanted)
+    if wanted not in requested:
+        st.caption(f"Prunes a copy at {len(learn.SWEEP_AMOUNTS)} sparsities and measures eval accuracy"
+                   + (f", then fine-tunes each for {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "")
+                   + ". Takes a few seconds; the result is kept.")
+        return
+    try:
+        sweep = _sweep(key, source, pattern, int(epochs))
+    except FeatherweightError as exc:
+        st.error(str(exc))
+        return
+    st.plotly_chart(learn_viz.sparsity_curve_figure(sweep, current=percent / 100), key="learn_sweep_chart", **CHART)
+    base = float(sweep["accuracy"].iloc[0])
+    holds = sweep[sweep["accuracy"] >= base - 0.01]["sparsity"].max()
+    text = f"Baseline {base:.1%}. Without fine-tuning, accuracy stays within 1 pt of it up to {holds:.0%} zeros."
+    if sweep["accuracy_finetuned"].notna().any():
+        tuned = sweep[sweep["accuracy_finetuned"].astype(float) >= base - 0.01]["sparsity"]
+        text += f" With {epochs} epoch{'s' if epochs != 1 else ''} of fine-tuning: up to {tuned.max():.0%}." \
+            if len(tuned) else " Fine-tuning recovers part of the loss."
+    st.caption(text)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. Distillation
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _teacher(key: str, _source) -> dict:
+    model, data = _load(key, _source)
+    logits = learn.teacher_logits(model, data.eval)
+    p = learn.softmax(logits, 1.0)
+    runner_up = np.sort(p, axis=1)[:, -2]
+    return {"logits": logits, "labels": data.eval.y, "interesting": int(np.argmax(runner_up))}
+
+
+def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
+    if facts["task"] != "classification":
+        st.info("Distillation explainers need a classifier (one 2-D logits output); this model is not one.")
+        return
+    teacher = _teacher(key, source)
+    logits, labels = teacher["logits"], teacher["labels"]
+    st.subheader("Soft targets: what the teacher knows that a label does not")
+    c1, c2 = st.columns([3, 2])
+    temperature = c1.slider("Temperature T", 0.5, 20.0, 4.0, step=0.5, key=TEMPERATURE_KEY,
+                            help="softmax(logits / T): higher T flattens the teacher's probabilities.")
+    index = c2.number_input("Eval sample", 0, len(logits) - 1, teacher["interesting"], key=f"{SAMPLE_KEY}.{key}",
+                            help="Starts at the sample where the teacher's second guess is strongest.")
+    fact = learn.soft_target_facts(logits[int(index)], float(temperature))
+    label = None if labels is None else int(labels[int(index)])
+    chart, numbers = st.columns([3, 1])
+    chart.plotly_chart(learn_viz.soft_targets_figure(fact["probs"], label, float(temperature)),
+                       key="learn_soft_chart", **CHART)
+    numbers.metric("Entropy of the soft targets", f"{fact['entropy_bits']:.2f} bits",
+                   help=f"0 bits for a one-hot label; {fact['max_entropy_bits']:.2f} bits for a uniform guess")
+    numbers.metric("Entropy of the label", "0 bits")
+    numbers.metric("Teacher's top class", f"{fact['top']} ({fact['top_prob']:.0%})")
+    numbers.metric("Runner-up", f"{fact['runner_up']} ({fact['runner_up_prob']:.1%})")
+    curve = learn.temperature_curve(logits)
+    st.plotly_chart(learn_viz.temperature_figure(curve, float(temperature), fact["max_entropy_bits"]),
+                    key="learn_temperature_chart", **CHART)
+    st.caption("A label says only which class is right. The teacher also says what the input resembles; raising "
+               "T turns up those small probabilities (more bits per example), so the student learns which "
+               "classes look alike. Too high and every class looks the same.")
+
+    st.subheader("Live: a small student, with and without the teacher")
+    if not facts["labels"]:
+        st.info("The comparison trains one student on labels alone, so it needs labelled data.")
+        return
+    c1, c2, c3, c4 = st.columns(4)
+    width = c1.select_slider("Student width", [0.125, 0.25, 0.5], value=0.25, key=D_WIDTH_KEY,
+                             help="Share of the teacher's channels / neurons in every layer.")
+    alpha = c2.slider("Teacher weight α", 0.0, 1.0, 0.7, step=0.1, key=D_ALPHA_KEY,
+                      help="α × soft-target loss + (1 − α) × label loss.")
+    epochs = c3.slider("Epochs", 3, 30, 15, key=D_EPOCHS_KEY)
+    choices = [n for n in (100, 300, 1000) if n < facts["train"]] + [facts["train"]]
+    _keep_valid(D_EXAMPLES_KEY, choices, 300 if 300 in choices else choices[-1])
+    examples = c4.select_slider("Training examples", choices, key=D_EXAMPLES_KEY,
+                                help="Fewer labelled examples: the teacher's help shows more.")
+    settings = {"key": key, "width": float(width), "alpha": float(alpha), "epochs": int(epochs),
+                "examples": int(examples), "temperature": float(temperature)}
+    placeholder = st.empty()
+    clicked = st.button("Train both students", key=TRAIN_BUTTON_KEY, type="primary")
+    if clicked:
+        points: list = []
+        try:
+            for point in learn.distill_live(*_load(key, source), width=width, temperature=temperature, alpha=alpha,
+                                            epochs=epochs, train_samples=examples):
+                points.append(point)
+                if point["student"] == learn.STUDENTS[-1]:  # both students have this epoch: redraw once
+                    placeholder.plotly_chart(learn_viz.distill_curves_figure(points, epochs=epochs),
+                                             key=f"learn_distill_live_{point['epoch']}", **CHART)
+        except FeatherweightError as exc:
+            st.error(str(exc))
+            return
+        st.session_state[DISTILL_RESULT_KEY] = {"settings": settings, "points": points}
+    result = st.session_state.get(DISTILL_RESULT_KEY)
+    if not result or result["settings"]["key"] != key:
+        if not clicked:
+            placeholder.plotly_chart(learn_viz.distill_curves_figure([], epochs=epochs), key="learn_distill_empty",
+                                     **CHART)
+            st.caption("Two identical students (same initial weights, same batches) train for a few seconds; "
+                       "the curves update every epoch.")
+        return
+    if not clicked:
+        placeholder.plotly_chart(learn_viz.distill_curves_figure(result["points"], epochs=result["settings"]
+                                                                 ["epochs"]), key="learn_distill_chart", **CHART)
+    final = {p["student"]: p for p in result["points"] if p["epoch"] == result["settings"]["epochs"]}
+    taught, alone = final["with teacher"], final["labels only"]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Student with teacher: eval accuracy", f"{taught['eval_accuracy']:.1%}",
+              delta=f"{(taught['eval_accuracy'] - alone['eval_accuracy']) * 100:+.1f} pt vs labels only")
+    c2.metric("Student with teacher: eval loss", f"{taught['eval_loss']:.3f}",
+              delta=f"{taught['eval_loss'] - alone['eval_loss']:+.3f} vs labels only", delta_color="inverse")
+    c3.metric("Student size", f"{format_count(taught['student_params'])} params",
+              help=f"the teacher has {taught['teacher_params']:,}")
+    note = "" if result["settings"] == settings else " Settings changed since: train again to see their effect."
+    st.caption("Eval loss is the cross-entropy on the eval labels, the same yardstick for both students: soft "
+               "targets usually give a better-calibrated student even when accuracy ties." + note)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. Size and speed
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _technique_table(key: str, _source, amount: float, width: float) -> pd.DataFrame:
+    model, _ = _load(key, _source)
+    return learn.technique_table(model.onnx_model, amount=amount, width=width)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _estimate(key: str, _source, steps: tuple) -> dict:
+    model, _ = _load(key, _source)
+    return learn.estimate_breakdown(model.onnx_model, [dict(s) for s in steps])
+
+
+@st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
+def _run_estimates(root: str, run_id: str, mtime: float) -> pd.DataFrame:
+    from core.store import RunStore
+
+    store = RunStore(root)
+    results = store.results(run_id) or {}
+    return learn.estimate_vs_measured(results, learn.run_baseline_proto(store, run_id, results))
+
+
+def _whatif_steps(quant: str, prune: str, amount: float, width: float | None) -> tuple:
+    steps = []
+    if width:
+        steps.append((("technique", "distill"), ("width", width)))
+    if prune != "none":
+        steps.append((("technique", "prune"), ("method", prune), ("amount", amount)))
+    if quant != "none":
+        steps.append((("technique", "quantize"), ("mode", quant)))
+    return tuple(steps)
+
+
+def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
+    st.subheader("What each technique does to bytes and arithmetic")
+    c1, c2 = st.columns(2)
+    amount = c1.slider("Pruning amount (%)", 10, 90, 50, step=10, key=W_AMOUNT_KEY) / 100
+    width = c2.select_slider("Student width", [0.125, 0.25, 0.5, 0.75], value=0.25, key=W_WIDTH_KEY)
+    table = _technique_table(key, source, amount, float(width))
+    left, right = st.columns([1, 1])
+    left.dataframe(table, hide_index=True, width="stretch", key="learn_technique_table", column_config={
+        "technique": "Technique", "size_bytes": st.column_config.NumberColumn("Est. size", format="bytes"),
+        "x_smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
+        "bytes_per_weight": st.column_config.NumberColumn(
+            "Bytes / weight", format="%.2f", help="Averaged over all of this model's weights, scales included; "
+                                                  "layers a technique skips stay at 4 bytes."),
+        "params": st.column_config.NumberColumn("Weights", format="localized"),
+        "macs_per_sample": st.column_config.NumberColumn("MACs / sample", format="localized"),
+        "arithmetic": "Arithmetic", "faster_on_cpu": "Faster on a CPU?"})
+    right.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
+    st.caption("fp32 stores 4 bytes a weight, fp16 2, int8 1 (plus a scale per channel), int4 half (plus a scale "
+               "per 32). Zeros from unstructured or 2:4 pruning are still stored and still multiplied on a CPU; "
+               "removing channels or training a narrower student shrinks both bytes and multiply-adds.")
+
+    st.subheader("What-if: estimate before you run")
+    c1, c2, c3 = st.columns(3)
+    quant = c1.selectbox("Quantize", ["none", "static", "dynamic", "fp16", "int4"], index=1, key=W_QUANT_KEY)
+    prune = c2.selectbox("Prune", ["none", "structured", "unstructured", "2:4"], key=W_PRUNE_KEY)
+    distill = c3.selectbox("Distill to a student", [None, 0.25, 0.5], key="learn_whatif_distill",
+                           format_func=lambda w: "no" if w is None else f"width {w}")
+    steps = _whatif_steps(quant, prune, amount, distill)
+    base = _estimate(key, source, ())
+    est = _estimate(key, source, steps)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Estimated size", format_bytes(est["total_bytes"]),
+              delta=f"{base['total_bytes'] / max(1, est['total_bytes']):.1f}× smaller", delta_color="off")
+    c2.metric("Weights", format_count(est["params"]))
+    c3.metric("Scales and graph structure", format_bytes(est["scales"] + est["structure"]))
+
+    st.subheader("Estimate vs measured")
+    from core.store import RunStore
+
+    try:
+        store = RunStore()
+        runs = [r for r in learn.completed_runs(store) if (store.results(r["id"]) or {}).get("variants")]
+    except (FeatherweightError, OSError) as exc:
+        st.warning(f"The run store cannot be read: {exc}")
+        return
+    if not runs:
+        st.info("No finished runs yet: run a recipe to compare (Optimize page), then come back to see each "
+                "variant's estimated size beside its measured one.", icon=":material/science:")
+        return
+    labels = {r["id"]: f"{r['label']} · {r['id']}" for r in runs}
+    _keep_valid(RUN_PICK_KEY, list(labels), runs[0]["id"])
+    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key=RUN_PICK_KEY)
+    try:
+        mtime = (store.run_dir(run_id) / "results.json").stat().st_mtime
+        compare = _run_estimates(str(store.root), run_id, mtime)
+    except (FeatherweightError, OSError) as exc:
+        st.warning(f"Cannot estimate this run's variants: {exc}")
+        return
+    left, right = st.columns([3, 2])
+    left.plotly_chart(learn_viz.estimate_vs_measured_figure(compare), key="learn_compare_chart", **CHART)
+    right.dataframe(compare.drop(columns=["note"]), hide_index=True, width="stretch", key="learn_compare_table",
+                    column_config={"variant": "Variant", "steps": "Steps",
+                                   "estimate_bytes": st.column_config.NumberColumn("Estimated", format="bytes"),
+                                   "measured_bytes": st.column_config.NumberColumn("Measured", format="bytes"),
+                                   "error_pct": st.column_config.NumberColumn("Error", format="%+.1f%%")})
+    worst = compare["error_pct"].abs().max()
+    st.caption(f"The estimate counts weights, scales and graph structure from the baseline's layers; it is within "
+               f"{worst:.1f}% on this run. Global structured pruning ranks channels across layers, so its per-layer "
+               "cuts (and size) differ most from the even cut the estimate assumes.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The page
+
+st.title("Learn")
+st.caption("What does each knob do? Move it and watch, on this model's real weights and data.")
+available, session_model = sources_ui()
+if session_model is not None and st.session_state.get(SEEN_CURRENT_KEY) != session_model:
+    st.session_state[SEEN_CURRENT_KEY] = session_model  # a new current model: explain that one
+    st.session_state[LEARN_MODEL_KEY] = session_model
+_keep_valid(LEARN_MODEL_KEY, list(available), next(iter(available)))
+top_left, top_right = st.columns([1, 2])
+model_key = top_left.selectbox("Model", list(available), format_func=lambda k: available[k].label,
+                               key=LEARN_MODEL_KEY)
+section = top_right.segmented_control("Explainer", SECTIONS, default=SECTIONS[0], key=SECTION_KEY) or SECTIONS[0]
+current = available[model_key]
+try:
+    model_facts = _facts(model_key, current)
+except FeatherweightError as exc:
+    st.error(f"Cannot load {current.label}: {exc}", icon=":material/error:")
+    st.stop()
+
+if section == "Quantization":
+    quantization_ui(model_key, current, model_facts)
+elif section == "Pruning":
+    pruning_ui(model_key, current, model_facts)
+elif section == "Distillation":
+    distillation_ui(model_key, current, model_facts)
+else:
+    size_ui(model_key, current, model_facts)
