@@ -46,6 +46,7 @@ class Target:
     recipe: dict
     checks: list = field(default_factory=list)
     requires: Callable | None = None  # () -> str | None: a reason to skip (e.g. a missing extra)
+    execute: Callable | None = None  # (recipe dict, out dir) -> RunResult, instead of run_recipe (the tuner)
 
 
 def row(frame, name: str, column: str):
@@ -59,6 +60,26 @@ def row(frame, name: str, column: str):
 
 def wall_s(frame, run) -> float:
     return run["wall_s"]
+
+
+def retrieval_drop_pt(run, name: str):
+    """Paraphrase-retrieval accuracy lost by variant `name` against the baseline, in points (None if missing)."""
+    variants = {v.name: v for v in run["result"].variants}
+    base, variant = variants.get("baseline"), variants.get(name)
+    if base is None or variant is None or variant.status != "ok":
+        return None
+    before, after = base.info.get("retrieval_accuracy"), variant.info.get("retrieval_accuracy")
+    return None if before is None or after is None else round((before - after) * 100, 4)
+
+
+def sample_unavailable(name: str) -> str | None:
+    """Why a sample cannot run here (its extra is missing), or None."""
+    from sample_models import SAMPLE_MODELS, available
+
+    if name not in SAMPLE_MODELS:
+        return f"sample:{name} is not registered"
+    ok, hint = available(SAMPLE_MODELS[name])
+    return None if ok else hint
 
 
 TARGETS: list[Target] = [
@@ -76,6 +97,83 @@ TARGETS: list[Target] = [
                      {"name": "fp16", "steps": [{"technique": "quantize", "mode": "fp16"}]}]}, [
         Check("wall time (load, build, measure all)", wall_s, "<=", 30.0, "s"),
     ]),
+    Target("minilm dynamic int8 per-channel", {
+        "model": "sample:minilm", "data": "sample:sentences",
+        # max_seconds lets all 20 runs happen: fp32 takes ~1.4 s per 32 x 128 batch on one thread
+        "benchmark": {"batch_sizes": [32], "sequence_length": 128, "threads": 1, "warmup": 3, "runs": 20,
+                      "max_seconds": 60},
+        "variants": [{"name": "int8-dynamic",
+                      "steps": [{"technique": "quantize", "mode": "dynamic", "per_channel": True}]}]}, [
+        Check("size: x smaller", lambda f, r: row(f, "int8-dynamic", "x_smaller"), ">=", 3.5, "x"),
+        Check("speed: x faster at batch 32 x 128 tokens", lambda f, r: row(f, "int8-dynamic", "speedup_bs32"),
+              ">=", 2.0, "x"),
+        Check("cosine mean to fp32", lambda f, r: row(f, "int8-dynamic", "cosine_mean"), ">=", 0.99),
+        Check("paraphrase retrieval drop", lambda f, r: retrieval_drop_pt(r, "int8-dynamic"), "<=", 0.0, "pt"),
+    ], requires=lambda: sample_unavailable("minilm")),
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tuner targets: `execute` runs core.tuner instead of a recipe; checks read the best variant from tune.json.
+
+
+def run_tuner(spec: dict, out: Path):
+    """Run the accuracy-aware tuner as `featherweight tune` does (in this process); return its RunResult."""
+    from core.tuner import TuneConfig, tune_to_dir
+
+    return tune_to_dir(spec["model"], spec["data"], TuneConfig.from_dict(spec["tune"]), out).run
+
+
+def tune_best(run, key: str):
+    """A field of the tuner's best trial (tune.json), or None when the best is the baseline."""
+    from core.tuner import load_tune_log
+
+    log = load_tune_log(run["out"]) or {}
+    best = next((t for t in log.get("trials", []) if t["name"] == log.get("best")), None)
+    return None if best is None or best["name"] == "baseline" else best.get(key)
+
+
+def tune_best_row(frame, run, column: str):
+    """The best variant's value in the (same-run) results table."""
+    from core.tuner import load_tune_log
+
+    return row(frame, (load_tune_log(run["out"]) or {}).get("best", ""), column)
+
+
+def beats_static_int8_or_explains(frame, run):
+    """Speed-up of the tuner's best over plain static int8 (paired timings); 1.0 when nothing beat plain int8
+    and tune.json explains why (each other trial's reason), 0 when neither."""
+    from core.tuner import load_tune_log
+
+    log = load_tune_log(run["out"]) or {}
+    trials = {t["name"]: t for t in log.get("trials", [])}
+    best, plain = trials.get(log.get("best")), trials.get("int8-static")
+    if best is None or plain is None or not plain.get("speedup"):
+        return None
+    if best["name"] not in ("int8-static", "baseline") and best.get("speedup"):
+        return round(best["speedup"] / plain["speedup"], 4)
+    explained = any("Nothing beat plain static int8" in line or "No variant within" in line
+                    for line in log.get("summary", []))
+    return 1.0 if explained else 0.0
+
+
+TARGETS += [
+    Target("digits-cnn tuner, 0.5 pt in 120 s", {
+        "model": "sample:digits-cnn", "data": "sample:digits",
+        "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 256, "budget_s": 120}}, [
+        Check("best: x faster at batch 256 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=", 2.0, "x"),
+        Check("best: x faster at batch 256 (p50, same run)", lambda f, r: tune_best_row(f, r, "speedup_bs256"),
+              ">=", 2.0, "x"),
+        Check("best: accuracy drop", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt"), "<=", 0.5, "pt"),
+        Check("tuner wall time incl. loading (budget 120 s)", wall_s, "<=", 135.0, "s"),
+    ], execute=run_tuner),
+    Target("shapes-cnn tuner, 0.5 pt in 180 s", {
+        "model": "sample:shapes-cnn", "data": "sample:shapes",
+        "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 256, "budget_s": 180}}, [
+        Check("best vs plain static int8 (x faster; 1.0 = none, explained)", beats_static_int8_or_explains,
+              ">=", 1.0, "x"),
+        Check("best: accuracy drop", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt") or 0.0, "<=", 0.5, "pt"),
+    ], requires=lambda: sample_unavailable("shapes-cnn"), execute=run_tuner),
 ]
 
 
@@ -84,12 +182,14 @@ def run_target(target: Target, out_root: Path) -> dict:
     skip = target.requires() if target.requires else None
     if skip:
         return {"target": target, "skipped": skip, "checks": []}
-    recipe = Recipe.from_dict(target.recipe)
     out = out_root / target.name.replace(" ", "_").replace(",", "").replace(":", "")
     start = time.perf_counter()
-    result = run_recipe(recipe, out)
+    if target.execute is not None:
+        result = target.execute(target.recipe, out)
+    else:
+        result = run_recipe(Recipe.from_dict(target.recipe), out)
     wall = time.perf_counter() - start
-    run = {"wall_s": wall, "result": result}
+    run = {"wall_s": wall, "result": result, "out": out}
     frame = results_frame(result.to_dict())
     checks = []
     for check in target.checks:
@@ -146,7 +246,8 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
         frame = outcome["frame"]
         columns = [c for c in ("name", "status", "size_bytes", "x_smaller", "x_smaller_compressed", "params",
                                "accuracy", "accuracy_drop_pt", "agreement", "cosine_mean", "p50_ms_bs1",
-                               "p50_ms_bs256", "speedup_bs256") if c in frame.columns]
+                               "p50_ms_bs32", "p50_ms_bs256", "speedup_bs32", "speedup_bs256")
+                   if c in frame.columns]
         lines += [f"### {outcome['target'].name} ({outcome['wall_s']:.1f} s)", "",
                   _table(frame[columns]), ""]
     return "\n".join(lines) + "\n"

@@ -1,20 +1,33 @@
 """Featherweight's core: load, optimize and measure models. Never imports streamlit.
 
-The public API, re-exported from the modules that define it.
+The public API, re-exported from the modules that define it. The re-exports load on first use (PEP 562), so
+that importing one light submodule (``core.session``, ``core.store``) does not pull in pandas and the whole
+pipeline: the dashboard's first render and every worker start pay only for what they use.
 """
 
-from core.data import Dataset, Split, load_data, load_data_bytes, synthetic_dataset
-from core.errors import BadInputError, FeatherweightError, StepFailedError, UnsupportedModelError
-from core.models import LoadLimits, Model, load_model, load_model_bytes, model_card
-from core.pipeline import ProgressEvent, RunResult, VariantResult, load_results, run, run_recipe
-from core.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant,
-                         default_recipe, step_from_dict)
-from core.results import results_frame
+import importlib
 
-__all__ = [
-    "BadInputError", "BenchmarkConfig", "Dataset", "DistillConfig", "FeatherweightError", "LoadLimits", "Model",
-    "ProgressEvent", "PruneConfig", "QuantizeConfig", "Recipe", "RunResult", "Split", "StepFailedError",
-    "UnsupportedModelError", "Variant", "VariantResult", "default_recipe", "load_data", "load_data_bytes",
-    "load_model", "load_model_bytes", "load_results", "model_card", "results_frame", "run", "run_recipe",
-    "step_from_dict", "synthetic_dataset",
-]
+_EXPORTS = {
+    "core.data": ("Dataset", "Split", "load_data", "load_data_bytes", "synthetic_dataset"),
+    "core.errors": ("BadInputError", "FeatherweightError", "StepFailedError", "UnsupportedModelError"),
+    "core.models": ("LoadLimits", "Model", "load_model", "load_model_bytes", "model_card"),
+    "core.pipeline": ("ProgressEvent", "RunResult", "VariantResult", "load_results", "run", "run_recipe"),
+    "core.recipe": ("BenchmarkConfig", "DistillConfig", "PruneConfig", "QuantizeConfig", "Recipe", "Variant",
+                    "default_recipe", "step_from_dict"),
+    "core.results": ("results_frame",),
+}
+_SOURCE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_SOURCE)
+
+
+def __getattr__(name: str):
+    if name in _SOURCE:
+        value = getattr(importlib.import_module(_SOURCE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

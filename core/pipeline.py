@@ -18,12 +18,13 @@ from core import measure
 from core.data import Dataset, load_data
 from core.errors import BadInputError, FeatherweightError
 from core.models import Model, export_onnx, load_model, task_of
+from core.onnx_fixes import prepare_baseline
 from core.recipe import Recipe, slugify
 from core.techniques import Cancelled, Candidate, StepContext, apply_step
 
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
-                 "artifact", "notes", "info", "build_s")
+                 "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class VariantResult:
     notes: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
     build_s: float | None = None
+    cpu_ms_per_sample: dict = field(default_factory=dict)  # {bs: process CPU ms per inference}
+    energy: dict = field(default_factory=dict)  # {"joules_per_sample": {bs: J}, "source": str|None, "note"}
+    compute: dict = field(default_factory=dict)  # MACs, weight / peak activation bytes at batch 1 (core.cost)
+    cost: dict = field(default_factory=dict)  # USD / energy / CO2 under the default assumptions (core.cost)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}
@@ -173,7 +178,8 @@ def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, re
     write_atomic(out_dir / artifact, model_bytes)
     session = measure.make_session(model_bytes, recipe.benchmark.threads)
     outputs = measure.run_batched(session, dataset.eval.x)
-    fid = measure.fidelity(outputs, baseline_outputs, dataset.eval.y, task)
+    fid = measure.fidelity(outputs, baseline_outputs, dataset.eval.y, task,
+                           output_names=[o.name for o in session.get_outputs()])
     bench = recipe.benchmark
     timing = measure.benchmark(model_bytes, _input_specs(proto), dataset.eval.x, bench.batch_sizes,
                                threads=bench.threads, warmup=bench.warmup, runs=bench.runs,
@@ -185,7 +191,25 @@ def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, re
         latency_ms=timing["latency_ms"], throughput=timing["throughput"], artifact=artifact.as_posix())
     if timing["note"]:
         result.notes.append(timing["note"])
+    _add_cost(result, timing, proto, bench)
+    if fid.per_output:
+        result.info["per_output"] = fid.per_output
+    if dataset.eval.pairs is not None:  # datasets that declare paraphrase pairs (sample:sentences)
+        result.info["retrieval_accuracy"] = measure.retrieval_accuracy(outputs[0], dataset.eval.pairs)
     return result, outputs
+
+
+def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
+    """CPU time, energy, the compute profile and default-assumption cost (core.cost) into the result."""
+    from core import cost
+
+    result.cpu_ms_per_sample = timing.get("cpu_ms_per_sample") or {}
+    result.energy = timing.get("energy") or {}
+    try:
+        result.compute = cost.model_compute_profile(proto, sequence_length=bench.sequence_length or 128)
+    except Exception as exc:  # noqa: BLE001 - a graph the profiler cannot read loses only its device-fit numbers
+        result.notes.append(f"no compute profile: {exc.__class__.__name__}: {str(exc)[:200]}")
+    result.cost = cost.variant_cost(result.to_dict(), cost.CostAssumptions(), bench.threads)
 
 
 def _input_specs(proto):
@@ -212,6 +236,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    model, batch_notes = prepare_baseline(model, recipe.benchmark.batch_sizes)  # a fixed batch axis, freed
     task = task_of(model)
     recipe_dict = recipe.replace(model=recipe.model or model.source,
                                  data=recipe.data if recipe.data is not None else dataset.source).to_dict()
@@ -229,7 +254,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     if task != "classification":
         baseline.cosine_mean, baseline.cosine_min = 1.0, 1.0
     baseline.max_abs_error = 0.0
-    baseline.notes.extend(model.notes)
+    baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
     progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
     write_results(result, out_dir)
@@ -307,7 +332,7 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
                                out_dir, should_stop)
         measured.name = variant.name
         measured.notes = candidate.notes + measured.notes
-        measured.info = candidate.info
+        measured.info = {**candidate.info, **measured.info}
     except Cancelled:
         measured = VariantResult(variant.name, status="cancelled", error="cancelled by the user")
     except FeatherweightError as exc:
@@ -324,7 +349,7 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
                                 dataset, baseline_outputs, task, recipe, out_dir, should_stop)
             extra.name = extra_name
             extra.notes = extra_candidate.notes + extra.notes
-            extra.info = extra_candidate.info
+            extra.info = {**extra_candidate.info, **extra.info}
         except FeatherweightError as exc:
             extra = VariantResult(extra_name, status="failed", error=str(exc))
         extra.steps = extra_steps

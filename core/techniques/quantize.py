@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UnsupportedModelError
 from core.models import ensure_opset
+from core.onnx_fixes import drop_initializer_inputs, fixed_batch_size
 from core.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext, register
 
@@ -17,6 +20,7 @@ from core.techniques import Candidate, StepContext, register
 # than fp32 Conv here), so Conv is left in float unless quantize_conv is set.
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
 CALIBRATION_BATCH = 32
+_CWD_LOCK = threading.Lock()
 
 
 def gemm_to_matmul(proto):
@@ -70,27 +74,39 @@ def preprocess(proto, workdir: Path):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = workdir / "pre_in.onnx"
-    target = workdir / "pre_out.onnx"
+    source = (workdir / "pre_in.onnx").resolve()
+    target = (workdir / "pre_out.onnx").resolve()
     onnx.save(proto, source)
     attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
-    for options in attempts:
+    # When symbolic shape inference fails, onnxruntime saves the whole model (with external data) into the
+    # current directory; run it from the scratch directory so that debris lands there and is deleted with it.
+    with _CWD_LOCK:
+        previous = os.getcwd()
+        os.chdir(workdir)
         try:
-            quant_pre_process(str(source), str(target), **options)
-            return onnx.load(str(target)), options
-        except Exception:  # noqa: BLE001 - fall through to the next, simpler pre-processing
-            continue
+            for options in attempts:
+                try:
+                    quant_pre_process(str(source), str(target), **options)
+                    return onnx.load(str(target)), options
+                except Exception:  # noqa: BLE001 - fall through to the next, simpler pre-processing
+                    continue
+        finally:
+            os.chdir(previous)
     return proto, {"skipped": True}
 
 
 class _CalibrationReader:
     """Feeds calibration batches to onnxruntime's calibrators (the CalibrationDataReader protocol)."""
 
-    def __init__(self, inputs: dict, count: int):
+    def __init__(self, inputs: dict, count: int, fixed_batch: int | None = None):
         self.batches = []
         n = min(count, len(next(iter(inputs.values()))))
-        for start in range(0, n, CALIBRATION_BATCH):
-            self.batches.append({k: v[start:min(n, start + CALIBRATION_BATCH)] for k, v in inputs.items()})
+        step = fixed_batch or CALIBRATION_BATCH
+        for start in range(0, n, step):
+            batch = {k: v[start:min(n, start + step)] for k, v in inputs.items()}
+            if fixed_batch and len(next(iter(batch.values()))) < fixed_batch:  # a graph that only takes full batches
+                batch = {k: np.resize(v, (fixed_batch, *v.shape[1:])) for k, v in batch.items()}
+            self.batches.append(batch)
         self._iter = iter(self.batches)
 
     def get_next(self):
@@ -122,7 +138,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
 
     proto = onnx.ModelProto()
     proto.CopyFrom(candidate.onnx_model)  # the rewrites below work in place; never touch the caller's graph
-    proto = ensure_opset(proto)
+    proto = drop_initializer_inputs(ensure_opset(proto))
     ops_before = {n.op_type for n in proto.graph.node}
     notes = list(candidate.notes)
     info = dict(candidate.info)
@@ -165,7 +181,8 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                       "percentile": CalibrationMethod.Percentile}[config.calibration]
             used = min(config.samples, len(next(iter(inputs.values()))))
             context.report(f"calibrating on {used} samples ({config.calibration})", 0.3)
-            quantize_static(proto, str(out), _CalibrationReader(inputs, config.samples),
+            reader = _CalibrationReader(inputs, config.samples, fixed_batch_size(proto))
+            quantize_static(proto, str(out), reader,
                             quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(config.exclude), calibrate_method=method,

@@ -1,0 +1,33 @@
+"""Featherweight: the studio's entry point. Navigation over pages/, the shared sidebar, nothing else."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.services import restore_session
+from ui.sidebar import sidebar_ui
+
+st.set_page_config(page_title="Featherweight", page_icon=":material/compress:", layout="wide")
+
+# One line per page, grouped in sidebar sections; the first page is the home page.
+PAGES = {
+    "Studio": [
+        st.Page("pages/model.py", title="Model", icon=":material/deployed_code:", default=True),
+        st.Page("pages/optimize.py", title="Optimize", icon=":material/tune:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/scatter_plot:"),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
+    ],
+    "Deep dives": [
+        st.Page("pages/insight.py", title="Insight", icon=":material/troubleshoot:"),
+        st.Page("pages/cost.py", title="Cost", icon=":material/payments:"),
+    ],
+    "Workshop": [
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+    ],
+}
+
+st.logo(str(Path(__file__).parent / "ui" / "assets" / "logo.svg"), size="large")
+page = st.navigation(PAGES)
+restore_session()
+sidebar_ui()
+page.run()

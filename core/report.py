@@ -1,0 +1,175 @@
+"""A self-contained HTML report of a run for stakeholders: summary, charts (plotly.js inlined, so it opens
+offline), the results table, "why no speedup?" notes, the environment and the exact settings (recipe)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+
+import pandas as pd
+
+from core import viz
+from core.compare import Budget, best_variant, latency_table, ok_rows, quality_drop_pt, why_no_speedup
+from core.results import batch_sizes_of, results_frame
+
+CSS = """
+body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;
+       background: #f8fafc; line-height: 1.5; }
+main { max-width: 1100px; margin: 0 auto; padding: 32px 28px 64px; background: white; }
+h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 36px 0 8px; border-bottom: 1px solid #e5e7eb;
+     padding-bottom: 6px; }
+.sub { color: #6b7280; margin: 0 0 20px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; }
+.card { border: 1px solid #e5e7eb; border-radius: 10px; padding: 12px 16px; }
+.card .k { color: #6b7280; font-size: 13px; } .card .v { font-size: 22px; font-weight: 600; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: right; padding: 6px 10px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+th { background: #f3f4f6; font-weight: 600; }
+tr.best td { background: #eef2ff; font-weight: 600; }
+tr.failed td { color: #9ca3af; }
+.notes li { margin-bottom: 4px; }
+pre { background: #f3f4f6; padding: 12px; border-radius: 8px; overflow-x: auto; font-size: 13px; }
+footer { color: #9ca3af; font-size: 12px; margin-top: 40px; }
+"""
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
+    """The results table with readable numbers and ratios to the baseline."""
+    drop, drop_label = quality_drop_pt(frame)
+    head = ["Variant", "Technique", "Status", "Size", "× smaller", "Params", "Accuracy", drop_label.capitalize()]
+    for bs in batch_sizes:
+        head += [f"p50 @ {bs}", f"× faster @ {bs}"]
+    rows = []
+    for i, r in frame.iterrows():
+        cells = [r["name"], r["technique"], r["status"], viz.format_bytes(r["size_bytes"]),
+                 viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
+                 "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
+        for bs in batch_sizes:
+            cells += [viz.format_ms(r.get(f"p50_ms_bs{bs}")), viz.format_ratio(r.get(f"speedup_bs{bs}"))]
+        css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
+        rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+    return ("<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def build_report(results: dict, *, title: str | None = None, run_id: str | None = None,
+                 batch_size: int | None = None, budget: Budget | None = None, objective: str = "fastest") -> str:
+    """Render a run as one HTML page that needs no network.
+
+    Args:
+        results: the run's results.json.
+        title: page title (default: the model's name).
+        run_id: shown in the header when given.
+        batch_size: the batch size the summary and the Pareto chart use (default: the largest timed).
+        budget: limits for picking the best variant (default: none).
+        objective: what "best" means: fastest, smallest or most accurate.
+
+    Returns:
+        The HTML document as a string (plotly.js inlined once, ~4-5 MB).
+    """
+    frame = results_frame(results)
+    sizes = batch_sizes_of(results)
+    batch_size = batch_size if batch_size in sizes else (sizes[-1] if sizes else 1)
+    budget = budget or Budget()
+    best = best_variant(frame, budget, batch_size, objective) if sizes else None
+    measured = ok_rows(frame)
+    latency = latency_table(results)
+    title = title or f"Featherweight report: {results.get('model', 'model')}"
+    env = results.get("environment") or {}
+
+    figures = [("Size vs latency", viz.pareto_figure(frame, batch_size, budget=budget, best=best)),
+               ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
+               (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
+               ("Batch-size scaling", viz.batch_scaling_figure(latency))]
+    chart_html = []
+    for i, (heading, fig) in enumerate(figures):
+        chart_html.append(f"<h2>{_esc(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=i == 0,
+                                                                     config={"displaylogo": False}))
+
+    summary = _summary_cards(frame, best, batch_size)
+    notes = []
+    for name in measured["name"] if not measured.empty else []:
+        for note in why_no_speedup(results, name, batch_size):
+            notes.append(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>")
+    failures = [f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
+                for _, r in frame.iterrows() if r["status"] != "ok"]
+    recipe_yaml = _recipe_yaml(results)
+    versions = env.get("versions") or {}
+    env_rows = [("CPU", env.get("cpu")), ("CPU features", ", ".join(env.get("cpu_flags") or []) or "–"),
+                ("Cores / benchmark threads", f"{env.get('cores', '–')} / {env.get('threads', '–')}"),
+                ("Platform", env.get("platform")), ("Executor", env.get("executor")),
+                *[(k, v) for k, v in versions.items()]]
+    dataset = results.get("dataset") or {}
+    budget_text = ", ".join(filter(None, [
+        f"latency ≤ {viz.format_ms(budget.max_latency_ms)}" if budget.max_latency_ms is not None else None,
+        f"size ≤ {viz.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
+        f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None])) or "none"
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}</title><style>{CSS}</style></head>
+<body><main>
+<h1>{_esc(title)}</h1>
+<p class="sub">Model <b>{_esc(results.get('model'))}</b> · data <b>{_esc(results.get('data') or 'synthetic inputs')}</b>
+· run {_esc(run_id or '–')} · started {_esc(results.get('started_at') or '–')} · status {_esc(results.get('status'))}
+· {len(frame)} variants · best is {_esc(objective)} within budget ({_esc(budget_text)}) at batch {batch_size}</p>
+{summary}
+<h2>Results</h2>
+<p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
+after warm-up, single session, {env.get('threads', 1)} thread(s).</p>
+{results_table_html(frame, sizes, best)}
+{''.join(chart_html)}
+<h2>Why no speed-up?</h2>
+{'<ul class="notes">' + ''.join(notes) + '</ul>' if notes else '<p>No caveats for this run.</p>'}
+{'<h2>Variants that did not finish</h2><ul class="notes">' + ''.join(failures) + '</ul>' if failures else ''}
+<h2>Data</h2>
+<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: {dataset.get('train', '–')} train,
+{dataset.get('calib', '–')} calibration, {dataset.get('eval', '–')} eval samples; labels:
+{'yes' if dataset.get('labels') else 'no'}.</p>
+<h2>Environment</h2>
+<table>{''.join(f'<tr><td>{_esc(k)}</td><td style="text-align:left">{_esc(v)}</td></tr>' for k, v in env_rows)}</table>
+<h2>Settings (recipe)</h2>
+<p class="sub">Reproduce with <code>featherweight run recipe.yaml --out results/</code>.</p>
+<pre>{_esc(recipe_yaml)}</pre>
+<footer>Generated by Featherweight on {generated}.</footer>
+</main></body></html>
+"""
+
+
+def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> str:
+    measured = ok_rows(frame)
+    base = measured[measured["name"] == "baseline"]
+    cards = []
+    if not base.empty:
+        b = base.iloc[0]
+        cards.append(("Baseline", f"{viz.format_bytes(b['size_bytes'])} · "
+                                  f"{viz.format_ms(b.get(f'p50_ms_bs{batch_size}'))}"))
+        if b.get("accuracy") is not None and not pd.isna(b.get("accuracy")):
+            cards.append(("Baseline accuracy", viz.format_pct(b["accuracy"])))
+    if best is not None:
+        r = measured[measured["name"] == best].iloc[0]
+        drop, _ = quality_drop_pt(measured[measured["name"] == best])
+        cards += [("Best within budget", best), ("Smaller", viz.format_ratio(r["x_smaller"])),
+                  (f"Faster at batch {batch_size}", viz.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0]))]
+    else:
+        cards.append(("Best within budget", "none"))
+    return "<div class='cards'>" + "".join(f"<div class='card'><div class='k'>{_esc(k)}</div>"
+                                           f"<div class='v'>{_esc(v)}</div></div>" for k, v in cards) + "</div>"
+
+
+def _recipe_yaml(results: dict) -> str:
+    import json
+
+    from core.errors import FeatherweightError
+    from core.session import portable_recipe
+
+    try:
+        return portable_recipe(results).to_yaml()
+    except FeatherweightError:  # an old or hand-edited results.json: show what is there
+        return json.dumps(results.get("recipe") or {}, indent=2)

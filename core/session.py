@@ -1,0 +1,367 @@
+"""What a dashboard session holds and does, without Streamlit: the chosen model and data, upload handling that
+keeps what the user had when a file is bad, launching runs exactly once, and portable recipes for export.
+
+The dashboard keeps these objects in ``st.session_state`` under the key constants below; tests drive the same
+functions with a plain dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from core.errors import BadInputError, FeatherweightError
+from core.recipe import Recipe
+
+# Session-state keys (one place, so pages and tests agree).
+MODEL_KEY = "fw_model"  # ModelChoice | None
+DATA_KEY = "fw_data"  # DataChoice | None
+RECIPE_KEY = "fw_recipe"  # Recipe being edited on the Optimize page
+RECIPE_VERSION_KEY = "fw_recipe_version"  # bumped when the recipe is replaced, so form widgets reset
+PRESET_KEY = "fw_preset"  # (preset name, variants it left out) last applied on the Optimize page
+RUN_KEY = "fw_run"  # run id open on the Compare page (and followed on the Optimize page)
+OWNER_KEY = "fw_owner"  # who submits jobs: stable per browser where possible
+UPLOAD_SEEN_KEY = "fw_upload_seen"  # file ids already handled, so a rerun does not re-process an upload
+
+MODEL_UPLOAD_TYPES = ("onnx", "pt", "pth", "safetensors")
+DATA_UPLOAD_TYPES = ("npz", "csv")
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a session works on: a sample or an uploaded file, with its card."""
+
+    spec: str  # "sample:NAME" or "inputs/FILENAME" (the upload travels with the job)
+    label: str
+    card: dict = field(repr=False)
+    filename: str | None = None
+    content: bytes | None = field(default=None, repr=False)
+    digest: str | None = None
+
+    @property
+    def is_upload(self) -> bool:
+        return self.content is not None
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The data a session measures with: a sample, an uploaded NPZ / CSV, or none (synthetic inputs)."""
+
+    spec: str | None
+    label: str
+    summary: dict | None = None
+    filename: str | None = None
+    content: bytes | None = field(default=None, repr=False)
+    digest: str | None = None
+
+    @property
+    def is_upload(self) -> bool:
+        return self.content is not None
+
+
+NO_DATA = DataChoice(None, "none (synthetic inputs: fidelity only, no accuracy)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an upload or a choice did: an error (nothing changed) and/or a notice (something else changed)."""
+
+    error: str | None = None
+    notice: str | None = None
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def safe_filename(name: str, allowed_suffixes: tuple[str, ...]) -> str:
+    """A plain file name for an upload (no directories, only safe characters), keeping its extension.
+
+    Raises:
+        BadInputError: the extension is not one of `allowed_suffixes`.
+    """
+    base = Path(str(name).replace("\\", "/")).name
+    suffix = Path(base).suffix.lower()
+    if suffix.lstrip(".") not in allowed_suffixes:
+        raise BadInputError(f"{base or 'the file'}: unsupported file type {suffix or '(none)'!r}; allowed: "
+                            f"{', '.join('.' + s for s in allowed_suffixes)}")
+    stem = "".join(c if c in _SAFE else "_" for c in Path(base).stem).strip("._") or "upload"
+    return f"{stem[:80]}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading what a choice refers to
+
+
+def sample_card(name: str) -> dict:
+    """The model card of a bundled sample (loads it, which imports torch: cache the result)."""
+    from core.models import load_model, model_card
+
+    return model_card(load_model(f"sample:{name}"))
+
+
+def inspect_model_bytes(data: bytes, filename: str) -> dict:
+    """Check an uploaded model and return its card, in an isolated worker when core.jobs offers one.
+
+    Raises:
+        FeatherweightError: the file is rejected (one line saying why).
+    """
+    from core import jobs
+
+    isolated = getattr(jobs, "inspect_isolated", None)
+    if isolated is not None:
+        return isolated(data, filename)
+    from core.models import load_model_bytes, model_card
+
+    return model_card(load_model_bytes(data, filename))
+
+
+def load_choice_model(choice: ModelChoice):
+    """The `core.models.Model` a choice refers to."""
+    from core.models import load_model, load_model_bytes
+
+    if choice.is_upload:
+        return load_model_bytes(choice.content, choice.filename)
+    return load_model(choice.spec)
+
+
+def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | None = None,
+              content: bytes | None = None) -> dict:
+    """Load data (a sample, uploaded bytes, or none) against the model and return the dataset summary.
+
+    Uploaded files are parsed in an isolated worker when core.jobs offers one; samples load in this process.
+
+    Raises:
+        FeatherweightError: the data is unreadable or does not fit the model's inputs.
+    """
+    from core import jobs
+
+    isolated = getattr(jobs, "check_data_isolated", None)
+    if isolated is not None and (model_choice.is_upload or content is not None):
+        return isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
+                        content if content is not None else spec, model_filename=model_choice.filename,
+                        data_filename=filename)
+    from core.data import load_data, load_data_bytes
+
+    model = load_choice_model(model_choice)
+    if content is not None:
+        return load_data_bytes(content, filename, model).summary()
+    return load_data(spec, model).summary()
+
+
+def default_data_for(model_choice: ModelChoice) -> str | None:
+    """The sample dataset a sample model comes with; None (synthetic) for uploads."""
+    if model_choice.spec.startswith("sample:"):
+        from sample_models import SAMPLE_MODELS
+
+        sample = SAMPLE_MODELS.get(model_choice.spec.split(":", 1)[1])
+        return f"sample:{sample.dataset}" if sample else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Changing the session's model and data; a failure leaves the state exactly as it was
+
+
+def choose_sample_model(state: MutableMapping, name: str, *, card: dict | None = None,
+                        data_summary=None) -> Outcome:
+    """Make sample `name` the session's model, with its own dataset.
+
+    Args:
+        state: the session state.
+        name: sample model name.
+        card: its card when the caller has it cached (else it is computed).
+        data_summary: a callable (model_choice, spec) -> summary, for cached sample data (else `bind_data`).
+    """
+    try:
+        card = card if card is not None else sample_card(name)
+        choice = ModelChoice(f"sample:{name}", name, card)
+        data_spec = default_data_for(choice)
+        summary = (data_summary or (lambda c, s: bind_data(c, s)))(choice, data_spec) if data_spec else None
+    except FeatherweightError as exc:
+        return Outcome(error=str(exc))
+    state[MODEL_KEY] = choice
+    state[DATA_KEY] = DataChoice(data_spec, data_spec, summary) if data_spec else NO_DATA
+    return Outcome()
+
+
+def apply_model_upload(state: MutableMapping, filename: str, data: bytes) -> Outcome:
+    """Check an uploaded model and make it the session's model; on any problem, change nothing.
+
+    The current data is kept when it fits the new model, else replaced by synthetic inputs (with a notice).
+    """
+    try:
+        name = safe_filename(filename, MODEL_UPLOAD_TYPES)
+        card = inspect_model_bytes(data, name)
+    except FeatherweightError as exc:
+        return Outcome(error=str(exc))
+    except MemoryError:
+        return Outcome(error=f"{filename}: the model is too large to inspect on this server")
+    choice = ModelChoice(f"inputs/{name}", name, card, filename=name, content=bytes(data), digest=digest_of(data))
+    notice = None
+    current = state.get(DATA_KEY)
+    new_data = NO_DATA
+    if current is not None and current.spec is not None:
+        try:
+            summary = bind_data(choice, current.spec, filename=current.filename, content=current.content)
+            new_data = replace(current, summary=summary)
+        except FeatherweightError as exc:
+            notice = (f"The data {current.label} does not fit {name} ({exc}); measuring with synthetic inputs "
+                      "instead. Upload data that matches the model for accuracy.")
+    state[MODEL_KEY] = choice
+    state[DATA_KEY] = new_data
+    return Outcome(notice=notice)
+
+
+def apply_data_upload(state: MutableMapping, filename: str, data: bytes) -> Outcome:
+    """Check an uploaded NPZ / CSV against the session's model and use it; on any problem, change nothing."""
+    model = state.get(MODEL_KEY)
+    if model is None:
+        return Outcome(error="choose a model first: data is checked against the model's inputs")
+    try:
+        name = safe_filename(filename, DATA_UPLOAD_TYPES)
+        summary = bind_data(model, None, filename=name, content=data)
+    except FeatherweightError as exc:
+        return Outcome(error=str(exc))
+    except MemoryError:
+        return Outcome(error=f"{filename}: the data is too large for this server")
+    state[DATA_KEY] = DataChoice(f"inputs/{name}", name, summary, filename=name, content=bytes(data),
+                                 digest=digest_of(data))
+    return Outcome()
+
+
+def choose_sample_data(state: MutableMapping, name: str | None, *, data_summary=None) -> Outcome:
+    """Use sample dataset `name` (or None: synthetic inputs); on a mismatch with the model, change nothing."""
+    model = state.get(MODEL_KEY)
+    if model is None:
+        return Outcome(error="choose a model first")
+    if name is None:
+        state[DATA_KEY] = NO_DATA
+        return Outcome()
+    spec = f"sample:{name}"
+    try:
+        summary = (data_summary or (lambda c, s: bind_data(c, s)))(model, spec)
+    except FeatherweightError as exc:
+        return Outcome(error=str(exc))
+    state[DATA_KEY] = DataChoice(spec, spec, summary)
+    return Outcome()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Launching runs exactly once
+
+
+def owner_from_cookie(cookie: str | None) -> str | None:
+    """A stable, non-secret owner id from Streamlit's per-browser XSRF cookie.
+
+    Tornado re-masks the cookie on every page load (``2|mask|masked_token|timestamp``), so the token is
+    unmasked first; only a hash of it is kept.
+    """
+    if not isinstance(cookie, str) or not cookie:
+        return None
+    token = cookie.encode("utf-8")
+    parts = cookie.split("|")
+    if len(parts) == 4 and parts[0] == "2":
+        try:
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            token = bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked)) if mask else masked
+        except ValueError:
+            pass
+    return "browser-" + hashlib.sha256(token).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The result of asking for a run: its id, whether it was already running, and a message for the user."""
+
+    run_id: str
+    reused: bool
+    message: str | None = None
+
+
+class RunLauncher:
+    """Submits runs to a JobRunner so that a rerun, a double click or a second tab never starts one twice.
+
+    Identical requests (same recipe, model, data and uploaded bytes) while one is queued or running attach to
+    it; a second different run from the same owner is refused by the JobRunner's admission and the caller is
+    pointed at the run in progress.
+    """
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.store = runner.store
+        self._lock = threading.Lock()
+        self._fingerprints: dict[str, str] = {}
+
+    @staticmethod
+    def fingerprint(recipe_yaml: str, model: ModelChoice, data: DataChoice | None) -> str:
+        parts = [recipe_yaml, model.spec, model.digest or "", (data or NO_DATA).spec or "",
+                 (data or NO_DATA).digest or ""]
+        return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+    def active_run_of(self, owner: str) -> str | None:
+        """The owner's queued or running run, if any (newest first)."""
+        from core.store import ACTIVE
+
+        return next((r.id for r in self.store.list(owner) if r.status in ACTIVE), None)
+
+    def launch(self, owner: str, recipe: Recipe, model: ModelChoice, data: DataChoice | None) -> Launch:
+        """Start `recipe` on the model and data, or return the identical run already in progress.
+
+        Raises:
+            BadInputError: the server's queue is full.
+        """
+        from core.store import ACTIVE
+
+        data = data or NO_DATA
+        recipe = recipe.replace(model=model.spec, data=data.spec)
+        recipe_yaml = recipe.to_yaml()
+        key = self.fingerprint(recipe_yaml, model, data)
+        with self._lock:
+            for run_id, fingerprint in list(self._fingerprints.items()):
+                if fingerprint != key:
+                    continue
+                try:
+                    if self.store.get(run_id).status in ACTIVE:
+                        return Launch(run_id, True, "This exact run is already in progress; showing it.")
+                except BadInputError:
+                    pass
+                self._fingerprints.pop(run_id, None)
+            inputs = {}
+            if model.is_upload:
+                inputs[model.filename] = model.content
+            if data.is_upload:
+                inputs[data.filename] = data.content
+            label = f"{model.label} · {len(recipe.variants)} variant{'s' if len(recipe.variants) != 1 else ''}"
+            try:
+                run_id = self.runner.submit(owner, recipe_yaml, model.spec, data.spec, label=label, inputs=inputs)
+            except BadInputError:
+                active = self.active_run_of(owner)
+                if active is None:
+                    raise
+                return Launch(active, True, "You already have a run in progress (perhaps in another tab); "
+                                            "showing it. Cancel it to start a different one.")
+            self._fingerprints[run_id] = key
+            return Launch(run_id, False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Exports
+
+
+def portable_recipe(results: dict) -> Recipe:
+    """The run's recipe as `featherweight run` reproduces it: uploaded files named by their file name (put them
+    next to the recipe), samples unchanged."""
+    recipe = Recipe.from_dict(dict(results.get("recipe") or {}))
+
+    def portable(spec):
+        if spec and not spec.startswith("sample:"):
+            return Path(spec).name
+        return spec
+
+    return recipe.replace(model=portable(recipe.model or results.get("model")),
+                          data=portable(recipe.data if recipe.data is not None else results.get("data")))

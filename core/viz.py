@@ -1,0 +1,365 @@
+"""Plotly figure builders and number formats for results and model cards (no Streamlit; the dashboard and the
+HTML report draw the same figures)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
+                          within_budget)
+
+FONT = "Inter, 'Source Sans 3', 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+INK = "#1f2937"
+MUTED = "#9ca3af"
+GRID = "#e5e7eb"
+ACCENT = "#4f46e5"
+BASELINE_COLOR = "#111827"
+OUT_OF_BUDGET = "#d1d5db"
+# Categorical colours chosen for contrast on a projector and for colour-blind readers (Okabe-Ito based).
+PALETTE = ["#4f46e5", "#e69f00", "#009e73", "#cc79a7", "#0072b2", "#d55e00", "#56b4e9", "#f0e442", "#6b7280"]
+QUALITY_SCALE = "Viridis"
+
+
+def _layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legend: bool = True) -> go.Figure:
+    fig.update_layout(
+        template="plotly_white", height=height, font=dict(family=FONT, size=14, color=INK),
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=17)) if title else None,
+        margin=dict(l=10, r=10, t=56 if title else 24, b=10), colorway=PALETTE, showlegend=legend,
+        hoverlabel=dict(font=dict(family=FONT, size=13), bgcolor="white"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title=None),
+        paper_bgcolor="white", plot_bgcolor="white",
+    )
+    fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, ticks="outside", tickcolor=GRID,
+                     title_font=dict(size=14))
+    fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, ticks="outside", tickcolor=GRID,
+                     title_font=dict(size=14))
+    return fig
+
+
+def empty_figure(message: str, height: int = 300) -> go.Figure:
+    """A blank chart that says why it is blank."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font=dict(size=15, color=MUTED), x=0.5, y=0.5,
+                       xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, height=height, legend=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Number formats
+
+
+def size_unit(max_bytes: float) -> tuple[str, float]:
+    """The decimal unit that keeps sizes readable: ('kB', 1e3), ('MB', 1e6) or ('GB', 1e9)."""
+    if max_bytes >= 1e9:
+        return "GB", 1e9
+    if max_bytes >= 1e6:
+        return "MB", 1e6
+    return "kB", 1e3
+
+
+def format_bytes(value) -> str:
+    """1234567 -> '1.23 MB'; None -> '–'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if value < 1e3:
+        return f"{value:,.0f} B"
+    unit, scale = size_unit(value)
+    scaled = value / scale
+    return f"{scaled:,.{0 if scaled >= 100 else 1 if scaled >= 10 else 2}f} {unit}"
+
+
+def format_count(value) -> str:
+    """159626 -> '160k'; 1234567 -> '1.23M'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            return f"{scaled:,.{0 if scaled >= 100 else 1 if scaled >= 10 else 2}f}{suffix}"
+    return f"{value:,.0f}"
+
+
+def format_ms(value) -> str:
+    """Latency with digits that matter: 0.0213 -> '0.021 ms', 3.51 -> '3.51 ms', 123.4 -> '123 ms'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if value >= 100:
+        return f"{value:,.0f} ms"
+    if value >= 10:
+        return f"{value:.1f} ms"
+    if value >= 1:
+        return f"{value:.2f} ms"
+    return f"{value:.3f} ms"
+
+
+def format_ratio(value) -> str:
+    """3.4167 -> '3.4×'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.{1 if value >= 1 else 2}f}×"
+
+
+def format_pct(value, digits: int = 1) -> str:
+    """0.98333 -> '98.3%'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value) * 100:.{digits}f}%"
+
+
+def format_pt(value) -> str:
+    """An accuracy change in percentage points, signed: 0.19 -> '−0.19 pt' (a drop), -0.2 -> '+0.20 pt'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if abs(value) < 0.005:
+        return "±0 pt"
+    return f"{'−' if value > 0 else '+'}{abs(value):.2f} pt"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results
+
+
+def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray, str]:
+    """customdata (name first, so a click identifies the variant) and a hover template with every metric."""
+    drop, drop_label = quality_drop_pt(rows)
+    fields = [rows["name"].astype(str), rows["technique"].fillna("").astype(str),
+              rows["size_bytes"].map(format_bytes), rows["x_smaller"].map(format_ratio),
+              rows["params"].map(format_count), rows.get("accuracy", pd.Series(index=rows.index)).map(format_pct),
+              drop.map(lambda d: "–" if pd.isna(d) else f"{d:.2f}"),
+              rows.get("agreement", pd.Series(index=rows.index)).map(format_pct),
+              rows.get("cosine_mean", pd.Series(index=rows.index)).map(
+                  lambda c: "–" if c is None or pd.isna(c) else f"{c:.4f}")]
+    template = ("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>size %{customdata[2]} "
+                "(%{customdata[3]} smaller), params %{customdata[4]}<br>accuracy %{customdata[5]}, "
+                f"{drop_label} %{{customdata[6]}}<br>agreement %{{customdata[7]}}, cosine %{{customdata[8]}}")
+    index = len(fields)
+    for bs in batch_sizes:
+        fields.append(rows.get(f"p50_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
+        fields.append(rows.get(f"p99_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
+        fields.append(rows.get(f"speedup_bs{bs}", pd.Series(index=rows.index)).map(format_ratio))
+        template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}} "
+                     f"(%{{customdata[{index + 2}]}} faster)")
+        index += 3
+    template += "<extra></extra>"
+    return np.column_stack([f.to_numpy(dtype=object) for f in fields]), template
+
+
+def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accuracy", budget: Budget | None = None,
+                  best: str | None = None, selected: str | None = None, height: int = 480) -> go.Figure:
+    """Size vs p50 latency at `batch_size`, coloured by a quality metric, with the Pareto frontier drawn.
+
+    Variants outside the budget are grey; the best one inside is starred; the baseline is a black diamond.
+    Every marker's customdata starts with the variant name (for click-to-open).
+    """
+    rows = ok_rows(frame)
+    y_col = latency_column(batch_size)
+    if rows.empty or y_col not in rows or rows[y_col].isna().all():
+        return empty_figure("No measured variants yet: results appear here as each variant finishes.")
+    rows = rows[rows[y_col].notna()].reset_index(drop=True)
+    unit, scale = size_unit(rows["size_bytes"].max())
+    x = rows["size_bytes"] / scale
+    y = rows[y_col]
+    sizes = sorted(int(c.split("bs")[1]) for c in rows.columns if c.startswith("p50_ms_bs"))
+    custom, hover = _hover_rows(rows, sizes)
+    inside = within_budget(rows, budget or Budget(), batch_size)
+    fig = go.Figure()
+
+    front = pareto_front(rows, "size_bytes", y_col)
+    if len(front) >= 2:  # one variant beating all others is a point, not a frontier
+        ordered = rows.set_index("name").loc[front]
+        fig.add_trace(go.Scatter(x=ordered["size_bytes"] / scale, y=ordered[y_col], mode="lines",
+                                 line=dict(color=ACCENT, width=2, dash="dot", shape="hv"),
+                                 name="Pareto frontier", hoverinfo="skip"))
+
+    if color_by not in rows or rows[color_by].isna().all():
+        color_by = next((m for m in QUALITY_METRICS if m in rows and rows[m].notna().any()), None)
+    color_values = rows[color_by] * (100 if color_by in ("accuracy", "agreement") else 1) if color_by else None
+    show_scale = color_by is not None
+
+    for mask, name, symbol, faded in ((~inside, "outside budget", "circle", True),
+                                      (inside, "variants", "circle", False)):
+        part = rows[mask]
+        if part.empty:
+            continue
+        is_base = part["name"] == "baseline"
+        marker = dict(size=[22 if n == best else 16 for n in part["name"]],
+                      symbol=["diamond" if b else ("star" if n == best else symbol)
+                              for n, b in zip(part["name"], is_base)],
+                      line=dict(width=[3 if n == selected else 1 for n in part["name"]],
+                                color=[ACCENT if n == selected else "white" for n in part["name"]]))
+        if faded or color_values is None:
+            marker["color"] = OUT_OF_BUDGET if faded else ACCENT
+        else:
+            cmin, cmax = float(color_values.min()), float(color_values.max())
+            if math.isclose(cmin, cmax):
+                cmin, cmax = cmin - 1, cmax + 1
+            marker.update(color=color_values[mask], colorscale=QUALITY_SCALE, cmin=cmin, cmax=cmax,
+                          showscale=show_scale,
+                          colorbar=dict(title=dict(text=QUALITY_METRICS.get(color_by, color_by), side="right"),
+                                        thickness=14))
+        fig.add_trace(go.Scatter(
+            x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
+            text=part["name"], textposition="top center",
+            textfont=dict(color=MUTED if faded else INK, size=13),
+            customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
+    if best is not None and best in set(rows["name"]):
+        point = rows[rows["name"] == best].iloc[0]
+        fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text="best within budget", showarrow=True,
+                           arrowhead=2, ax=40, ay=40, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
+    if budget is not None and budget.max_latency_ms is not None:
+        fig.add_hline(y=budget.max_latency_ms, line=dict(color=MUTED, dash="dash", width=1))
+    if budget is not None and budget.max_size_bytes is not None:
+        fig.add_vline(x=budget.max_size_bytes / scale, line=dict(color=MUTED, dash="dash", width=1))
+    fig.update_xaxes(title=f"Model file size ({unit})", rangemode="tozero")
+    fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", rangemode="tozero")
+    _layout(fig, height=height)
+    fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
+    return fig
+
+
+def latency_percentiles_figure(latency: pd.DataFrame, batch_size: int, height: int = 380) -> go.Figure:
+    """Grouped bars of p50 / p90 / p99 latency per variant at one batch size."""
+    rows = latency[latency["batch_size"] == batch_size]
+    if rows.empty:
+        return empty_figure(f"No latency measured at batch {batch_size}.")
+    fig = go.Figure()
+    for pct, color in (("p50", PALETTE[0]), ("p90", PALETTE[4]), ("p99", PALETTE[1])):
+        fig.add_trace(go.Bar(x=rows["name"], y=rows[pct], name=pct, marker_color=color,
+                             hovertemplate=f"%{{x}}<br>{pct} %{{y:.4g}} ms<extra></extra>"))
+    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_xaxes(title="Variant")
+    fig.update_yaxes(title=f"Latency at batch {batch_size} (ms)", rangemode="tozero")
+    return _layout(fig, height=height)
+
+
+def batch_scaling_figure(latency: pd.DataFrame, metric: str = "throughput", height: int = 380) -> go.Figure:
+    """Throughput (samples/s) or latency per sample (ms) against batch size, one line per variant."""
+    if latency.empty or latency["batch_size"].nunique() < 1:
+        return empty_figure("No latency measured yet.")
+    labels = {"throughput": "Throughput (samples/s)", "per_sample_ms": "Latency per sample, p50 (ms)"}
+    fig = go.Figure()
+    for i, (name, part) in enumerate(latency.groupby("name", sort=False)):
+        part = part.sort_values("batch_size")
+        fig.add_trace(go.Scatter(
+            x=part["batch_size"], y=part[metric], mode="lines+markers", name=name,
+            line=dict(color=BASELINE_COLOR if name == "baseline" else PALETTE[i % len(PALETTE)], width=2.5,
+                      dash="dash" if name == "baseline" else "solid"),
+            marker=dict(size=9), hovertemplate=f"{name}<br>batch %{{x}}: %{{y:,.4g}}<extra></extra>"))
+    fig.update_xaxes(title="Batch size (samples)", type="log", tickvals=sorted(latency["batch_size"].unique()))
+    fig.update_yaxes(title=labels[metric], rangemode="tozero")
+    if latency["batch_size"].nunique() == 1:
+        fig.add_annotation(text="Only one batch size was timed: add more in the benchmark settings.",
+                           showarrow=False, x=0.5, y=1.0, xref="paper", yref="paper", font=dict(color=MUTED))
+    return _layout(fig, height=height)
+
+
+def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -> go.Figure:
+    """How many times smaller and faster each variant is than the baseline (1× = no change)."""
+    rows = ok_rows(frame)
+    rows = rows[rows["name"] != "baseline"]
+    if rows.empty:
+        return empty_figure("No optimized variant measured yet.")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(y=rows["name"], x=rows["x_smaller"], orientation="h", name="× smaller (file)",
+                         marker_color=PALETTE[0], text=rows["x_smaller"].map(format_ratio), textposition="outside",
+                         hovertemplate="%{y}: %{x:.2f}× smaller<extra></extra>"))
+    speed = rows.get(f"speedup_bs{batch_size}")
+    if speed is not None:
+        fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size})",
+                             marker_color=PALETTE[2], text=speed.map(format_ratio), textposition="outside",
+                             hovertemplate="%{y}: %{x:.2f}× faster<extra></extra>"))
+    fig.add_vline(x=1.0, line=dict(color=MUTED, dash="dash", width=1))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title="Ratio to baseline (×, higher is better)", rangemode="tozero")
+    fig.update_yaxes(title=None, autorange="reversed")
+    return _layout(fig, height=max(height, 90 + 60 * len(rows)))
+
+
+def layer_sparsity_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
+    """Fraction of zero weights per layer after pruning."""
+    if table.empty or "sparsity" not in table:
+        return empty_figure("This variant reports no per-layer sparsity.")
+    fig = go.Figure(go.Bar(x=table["sparsity"] * 100, y=table["layer"], orientation="h", marker_color=PALETTE[2],
+                           hovertemplate="%{y}: %{x:.1f}% zeros<extra></extra>"))
+    fig.update_xaxes(title="Weights removed or zero (%)", range=[0, 100])
+    fig.update_yaxes(title=None, autorange="reversed")
+    return _layout(fig, height=max(height, 80 + 28 * len(table)), legend=False)
+
+
+def history_figure(combined: pd.DataFrame, batch_size: int, height: int = 460) -> go.Figure:
+    """Variants of several runs on one size-vs-latency chart, one colour per run."""
+    y_col = latency_column(batch_size)
+    rows = ok_rows(combined) if not combined.empty else combined
+    if rows.empty or y_col not in rows:
+        return empty_figure(f"None of the selected runs timed batch {batch_size}.")
+    unit, scale = size_unit(rows["size_bytes"].max())
+    fig = go.Figure()
+    for i, (run, part) in enumerate(rows.groupby("run", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=part["size_bytes"] / scale, y=part[y_col], mode="markers+text", name=f"{run} ({part['model'].iloc[0]})",
+            text=part["name"], textposition="top center", marker=dict(size=14, color=PALETTE[i % len(PALETTE)],
+                                                                      symbol=i % 10),
+            hovertemplate="%{text}<br>%{x:.3g} " + unit + ", %{y:.4g} ms<extra>" + run + "</extra>"))
+    fig.update_xaxes(title=f"Model file size ({unit})", rangemode="tozero")
+    fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", rangemode="tozero")
+    return _layout(fig, height=height)
+
+
+def predictions_figure(images: list, titles: list[str], height: int = 200) -> go.Figure:
+    """Small grey-scale thumbnails of input images with one caption each."""
+    from plotly.subplots import make_subplots
+
+    count = len(images)
+    fig = make_subplots(rows=1, cols=count, subplot_titles=titles, horizontal_spacing=0.02)
+    for i, image in enumerate(images, start=1):
+        fig.add_trace(go.Heatmap(z=np.asarray(image)[::-1], colorscale="Greys", showscale=False,
+                                 hoverinfo="skip"), row=1, col=i)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    _layout(fig, height=height, legend=False)
+    fig.update_annotations(font=dict(size=12))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model cards
+
+
+def op_types_figure(card: dict, height: int = 320) -> go.Figure:
+    """How many nodes of each ONNX op type the model has."""
+    ops = card.get("op_types") or {}
+    if not ops:
+        return empty_figure("The graph has no nodes.")
+    items = sorted(ops.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
+                           marker_color=PALETTE[0], text=[v for _, v in items], textposition="outside",
+                           hovertemplate="%{y}: %{x} nodes<extra></extra>"))
+    fig.update_xaxes(title="Nodes (count)", rangemode="tozero")
+    fig.update_yaxes(title=None)
+    return _layout(fig, height=max(height, 60 + 26 * len(items)), legend=False)
+
+
+def layer_share_figure(card: dict, height: int = 320, top: int = 15) -> go.Figure:
+    """The layers holding the most weight bytes, as a share of the model's weights."""
+    layers = sorted(card.get("layers") or [], key=lambda r: r["bytes"], reverse=True)[:top]
+    if not layers:
+        return empty_figure("No layer stores weights.")
+    layers = layers[::-1]
+    fig = go.Figure(go.Bar(x=[r["share"] * 100 for r in layers], y=[r["name"] for r in layers], orientation="h",
+                           marker_color=PALETTE[2], customdata=[[r["type"], format_count(r["params"])]
+                                                                 for r in layers],
+                           hovertemplate="%{y} (%{customdata[0]})<br>%{customdata[1]} params, %{x:.1f}% of "
+                                         "weights<extra></extra>"))
+    fig.update_xaxes(title="Share of weight bytes (%)", rangemode="tozero")
+    fig.update_yaxes(title=None)
+    return _layout(fig, height=max(height, 60 + 26 * len(layers)), legend=False)

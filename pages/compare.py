@@ -1,0 +1,331 @@
+"""Compare page: the Pareto explorer with budgets, the results table, latency and batch scaling, a variant's
+detail (steps, quantized nodes, sparsity, side-by-side predictions, "why no speedup?") and the exports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import streamlit as st
+
+from core import viz
+from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_variant, clicked_variant, layer_sparsity_table,
+                          ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup, within_budget)
+from core.errors import FeatherweightError
+from core.results import batch_sizes_of
+from core.session import RUN_KEY
+from core.store import ACTIVE
+from ui import services
+from ui.shell import ensure_app_shell
+from ui.tables import results_table_ui
+
+ensure_app_shell()
+
+RUN_PICK_KEY = "compare_run_pick"
+POLL_S = 1.0
+
+
+def run_label(record) -> str:
+    when = dt.datetime.fromtimestamp(record.created_at).strftime("%d %b %H:%M")
+    return f"{record.label} · {record.status} · {when}"
+
+
+def _on_run_pick() -> None:
+    services.open_run(st.session_state[RUN_PICK_KEY])
+
+
+def run_picker_ui(records) -> str:
+    """Choose the run to compare (the session's open run first); returns its id."""
+    ids = [r.id for r in records]
+    current = st.session_state.get(RUN_KEY)
+    if current not in ids:
+        current = ids[0]
+        services.open_run(current)
+    if st.session_state.get(RUN_PICK_KEY) != current:
+        st.session_state[RUN_PICK_KEY] = current
+    if st.query_params.get(services.RUN_PARAM) != current:  # page links drop the query: keep the run in the URL
+        st.query_params[services.RUN_PARAM] = current
+    by_id = {r.id: r for r in records}
+    return st.selectbox("Run", ids, key=RUN_PICK_KEY, format_func=lambda i: run_label(by_id[i]),
+                        on_change=_on_run_pick)
+
+
+def watch_ui(run_id: str) -> None:
+    """While the run is active, rerun the page whenever a variant finishes (results.json changes)."""
+    seen = services.results_mtime(run_id)
+
+    @st.fragment(run_every=POLL_S)
+    def watch() -> None:
+        record = services.store().get(run_id)
+        if services.results_mtime(run_id) != seen or record.status not in ACTIVE:
+            st.rerun()
+        progress = services.store().progress(run_id) or {}
+        st.caption(f":material/autorenew: Running — {progress.get('variant') or 'starting'}: "
+                   f"{progress.get('message') or ''}. Results appear here as each variant finishes.")
+
+    watch()
+
+
+def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
+    """Three sliders: max latency at the batch size, max size and max quality drop (all at 'no limit' first)."""
+    rows = ok_rows(frame)
+    lat = rows.get(f"p50_ms_bs{batch_size}")
+    c1, c2, c3 = st.columns(3)
+    budget = {}
+    if lat is not None and lat.notna().any():
+        top = float(lat.max()) * 1.05
+        step = _step(top)
+        value = c1.slider(f"Max latency at batch {batch_size} (ms)", 0.0, _ceil(top, step), _ceil(top, step),
+                          step, key=f"budget.lat.{run_id}.{batch_size}", format=_format(step),
+                          help="Variants slower than this are greyed out.")
+        budget["max_latency_ms"] = None if value >= _ceil(top, step) else value
+    unit, scale = viz.size_unit(rows["size_bytes"].max())
+    top = float(rows["size_bytes"].max()) / scale * 1.05
+    step = _step(top)
+    value = c2.slider(f"Max size ({unit})", 0.0, _ceil(top, step), _ceil(top, step), step, format=_format(step),
+                      key=f"budget.size.{run_id}", help="Variants bigger than this are greyed out.")
+    budget["max_size_bytes"] = None if value >= _ceil(top, step) else value * scale
+    drop, label = quality_drop_pt(rows)
+    if drop.notna().any():
+        high = max(0.5, float(drop.max()) * 1.05)
+        value = c3.slider(f"Max {label}", 0.0, _ceil(high, 0.05), _ceil(high, 0.05), 0.05,
+                          key=f"budget.drop.{run_id}", help="Variants that lose more quality than this are greyed out.")
+        budget["max_drop_pt"] = None if value >= _ceil(high, 0.05) else value
+    return Budget(**budget)
+
+
+def _ceil(value: float, step: float) -> float:
+    return float(round(math.ceil(value / step) * step, 10))
+
+
+def _format(step: float) -> str:
+    """Slider number format with as many decimals as the step has."""
+    return f"%.{max(0, -math.floor(math.log10(step)))}f"
+
+
+def _step(top: float) -> float:
+    """A slider step of about a hundredth of the range, as a float (Streamlit wants one numeric type)."""
+    return float(10 ** math.floor(math.log10(max(top, 1e-6)) - 2))
+
+
+def _select_from_chart(chart_key: str, pick_key: str) -> None:
+    """on_select callback: open the clicked variant in the detail view."""
+    name = clicked_variant(st.session_state.get(chart_key))
+    if name:
+        st.session_state[pick_key] = name
+
+
+def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> None:
+    """One variant: headline ratios, steps, notes, quantized nodes, sparsity and side-by-side predictions."""
+    import yaml
+
+    v = variant(results, name)
+    if v is None:
+        return
+    if v.get("status") != "ok":
+        st.error(f"{name} {v.get('status')}: {v.get('error')}", icon=":material/error:")
+        return
+    row = frame[frame["name"] == name].iloc[0]
+    drop, drop_label = quality_drop_pt(frame[frame["name"] == name])
+    c = st.columns(4)
+    c[0].metric("Size", viz.format_bytes(row["size_bytes"]), f"{viz.format_ratio(row['x_smaller'])} smaller",
+                delta_color="off", delta_arrow="off")
+    c[1].metric(f"p50 at batch {batch_size}", viz.format_ms(row.get(f"p50_ms_bs{batch_size}")),
+                f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
+                delta_arrow="off")
+    change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
+    if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
+        c[2].metric("Accuracy", viz.format_pct(row["accuracy"]),
+                    None if change is None or abs(change) < 0.005 else f"{change:+.2f} pt",
+                    help="Change in percentage points vs the baseline")
+    else:
+        c[2].metric(drop_label.capitalize(), "–" if change is None else f"{-change:.2f}")
+    c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
+
+    for note in why_no_speedup(results, name, batch_size):
+        st.info(f"**Why no speed-up?** {note}", icon=":material/lightbulb:")
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown("###### Steps")
+        if v.get("steps"):
+            st.code(yaml.safe_dump(v["steps"], sort_keys=False, default_flow_style=False), language="yaml")
+        else:
+            st.caption("The unmodified model, measured in the same run.")
+        info = v.get("info") or {}
+        nodes = info.get("quantized_nodes")
+        if nodes:
+            st.markdown(f"###### Quantized nodes ({len(nodes)})")
+            st.dataframe({"node": nodes}, hide_index=True, height=min(300, 38 + 35 * len(nodes)), width="stretch")
+        if info.get("excluded_nodes"):
+            st.caption("Kept in float: " + ", ".join(info["excluded_nodes"]))
+        extra = {k: val for k, val in info.items() if k not in ("quantized_nodes", "layer_sparsity", "excluded_nodes")}
+        if extra:
+            with st.expander("More details"):
+                st.json(extra, expanded=False)
+    with right:
+        sparsity = layer_sparsity_table(v.get("info") or {})
+        if not sparsity.empty:
+            st.markdown("###### Per-layer sparsity")
+            st.plotly_chart(viz.layer_sparsity_figure(sparsity, height=280), theme=None, key=f"sparsity.{name}",
+                            config={"displayModeBar": False})
+        if name != "baseline":
+            predictions_ui(run_id, name)
+
+
+def predictions_ui(run_id: str, name: str) -> None:
+    """A few eval samples: the baseline's and the variant's predictions side by side."""
+    st.markdown("###### Predictions vs the baseline")
+    try:
+        with st.spinner("Running a few samples through both models…"):
+            result = services.run_side_by_side(run_id, name, 8)
+    except (FeatherweightError, OSError) as exc:
+        st.caption(f"Predictions unavailable: {exc}")
+        return
+    table = result.table
+    if result.task == "classification":
+        agree = int(table["agree"].sum())
+        st.caption(f"{agree} of {len(table)} samples get the same top-1 class as the baseline.")
+        if result.images:
+            titles = [f"{'✓' if a else '✗'} {b}→{o}" for a, b, o in zip(table["agree"], table["baseline"], table[name])]
+            st.plotly_chart(viz.predictions_figure(result.images, titles, height=150), theme=None,
+                            key=f"thumbs.{name}", config={"displayModeBar": False, "staticPlot": True})
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "baseline_conf": st.column_config.NumberColumn("baseline p", format="percent"),
+            f"{name}_conf": st.column_config.NumberColumn(f"{name} p", format="percent"),
+            "agree": st.column_config.CheckboxColumn("same")})
+    else:
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
+            "max_abs_diff": st.column_config.NumberColumn("max |Δ|", format="%.4g")})
+
+
+def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: int, budget: Budget,
+               objective: str) -> None:
+    """Downloads: the selected variant's model, the recipe, the results CSV and the HTML report."""
+    from core.report import build_report
+    from core.session import portable_recipe
+
+    run_dir = services.store().run_dir(run_id)
+    v = variant(results, name) if name else None
+    c = st.columns(4)
+    if v is not None and v.get("status") == "ok" and v.get("artifact"):
+        artifact = (run_dir / v["artifact"]).resolve()
+
+        def model_bytes() -> bytes:
+            if run_dir.resolve() not in artifact.parents:
+                raise FeatherweightError("artifact outside the run directory")
+            return artifact.read_bytes()
+
+        c[0].download_button(f"Model · {name}.onnx", data=model_bytes, file_name=f"{v['artifact'].split('/')[-2]}.onnx",
+                             mime="application/octet-stream", icon=":material/download:", width="stretch",
+                             key=f"dl_model.{run_id}.{name}")
+    else:
+        c[0].button("Model", disabled=True, help="Select a measured variant to download its model.", width="stretch")
+    try:
+        recipe_yaml = portable_recipe(results).to_yaml()
+    except FeatherweightError:
+        recipe_yaml = None
+    c[1].download_button("Recipe · recipe.yaml", data=recipe_yaml or "", file_name="recipe.yaml",
+                         mime="application/x-yaml", icon=":material/download:", width="stretch",
+                         disabled=recipe_yaml is None, key=f"dl_recipe.{run_id}",
+                         help="`featherweight run recipe.yaml --out DIR` reproduces this run (put uploaded files "
+                              "next to it).")
+    c[2].download_button("Results · results.csv", data=frame.to_csv(index=False), file_name="results.csv",
+                         mime="text/csv", icon=":material/download:", width="stretch", key=f"dl_csv.{run_id}")
+    c[3].download_button("Report · report.html",
+                         data=lambda: build_report(results, run_id=run_id, batch_size=batch_size, budget=budget,
+                                                   objective=objective),
+                         file_name=f"featherweight-report-{run_id}.html", mime="text/html", icon=":material/download:",
+                         width="stretch", key=f"dl_report.{run_id}",
+                         help="One self-contained HTML file (charts work offline) with the environment and settings.")
+
+
+st.title("Compare")
+records = services.visible_runs()
+if not records:
+    st.info("No runs yet. Start one on the **Optimize** page: results appear here as each variant finishes.",
+            icon=":material/scatter_plot:")
+    st.page_link("pages/optimize.py", label="Go to Optimize", icon=":material/arrow_forward:")
+    st.stop()
+
+run_id = run_picker_ui(records)
+record = next(r for r in records if r.id == run_id)
+if record.status in ACTIVE:
+    watch_ui(run_id)
+results = services.run_results(run_id)
+frame = services.run_frame(run_id)
+if not results or frame is None or ok_rows(frame).empty:
+    if record.status in ACTIVE:
+        st.info("Waiting for the baseline to be measured…", icon=":material/hourglass_top:")
+    else:
+        st.warning(f"This run has no measured variants ({record.status}: {record.error or 'no results'}).",
+                   icon=":material/warning:")
+    st.stop()
+
+sizes = batch_sizes_of(results)
+env = results.get("environment") or {}
+st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · {len(frame)} variants · "
+           f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns(3)
+    batch_size = c1.selectbox("Batch size", sizes, index=len(sizes) - 1, key=f"compare_bs.{run_id}",
+                              help="Latency and speed-ups at this batch size.")
+    metrics = quality_metrics(frame) or ["accuracy"]
+    color_by = c2.selectbox("Colour by", metrics, format_func=lambda m: QUALITY_METRICS.get(m, m),
+                            key=f"compare_color.{run_id}")
+    objective = c3.segmented_control("Best means", list(OBJECTIVES), default="fastest", key=f"objective.{run_id}",
+                                     help="How the best variant inside the budget is chosen.") or "fastest"
+    budget = budget_ui(frame, batch_size, run_id)
+
+best = best_variant(frame, budget, batch_size, objective)
+inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")
+pick_key = f"variant_pick.{run_id}"
+chart_key = f"pareto.{run_id}"
+names = list(ok_rows(frame)["name"]) + [n for n, s in zip(frame["name"], frame["status"]) if s != "ok"]
+if st.session_state.get(pick_key) not in names:
+    st.session_state[pick_key] = best if best in names else names[0]
+selected = st.session_state[pick_key]
+
+if best is None:
+    st.warning("No variant fits inside these budgets: loosen one of them.", icon=":material/filter_alt_off:")
+else:
+    row = frame[frame["name"] == best].iloc[0]
+    drop, _ = quality_drop_pt(frame[frame["name"] == best])
+    st.success(f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
+               f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
+               f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.",
+               icon=":material/star:")
+
+st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
+                theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
+                selection_mode="points", config={"displaylogo": False})
+st.caption("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
+           "Click a point to open it below.")
+
+failed = frame[frame["status"] != "ok"]
+for _, r in failed.iterrows():
+    st.caption(f":material/error: **{r['name']}** {r['status']}: {r['error']}")
+
+st.subheader("Results")
+results_table_ui(frame, sizes, inside=inside, best=best, key=f"results_table.{run_id}")
+
+lat_tab, scale_tab, ratio_tab = st.tabs(["Latency percentiles", "Batch-size scaling", "Ratios"])
+latency = services.run_latency(run_id)
+with lat_tab:
+    st.plotly_chart(viz.latency_percentiles_figure(latency, batch_size), theme=None, key=f"lat.{run_id}")
+with scale_tab:
+    metric = st.segmented_control("Show", ["throughput", "per_sample_ms"], default="throughput",
+                                  format_func={"throughput": "Throughput", "per_sample_ms": "Latency per sample"}.get,
+                                  key=f"scale_metric.{run_id}") or "throughput"
+    st.plotly_chart(viz.batch_scaling_figure(latency, metric), theme=None, key=f"scale.{run_id}")
+with ratio_tab:
+    st.plotly_chart(viz.ratio_bars_figure(frame, batch_size), theme=None, key=f"ratios.{run_id}")
+
+st.subheader("Variant detail")
+st.selectbox("Variant", names, key=pick_key, help="Or click a point on the chart.")
+detail_ui(results, frame, run_id, st.session_state[pick_key], batch_size)
+
+st.subheader("Export")
+exports_ui(results, frame, run_id, st.session_state[pick_key], batch_size, budget, objective)

@@ -1,0 +1,196 @@
+"""Model page: pick a sample or upload a model (and optionally data), then read its card."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, UPLOAD_SEEN_KEY,
+                          Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
+from ui import services
+from ui.shell import ensure_app_shell
+
+ensure_app_shell()
+
+SOURCE_KEY = "model_source"
+MODEL_UPLOADER_KEY = "model_uploader"
+DATA_UPLOADER_KEY = "data_uploader"
+SAMPLE_MESSAGE_KEY = "model_sample_message"
+SOURCES = ["Sample", "Upload"]
+DATA_SOURCES = ["Sample dataset", "Upload NPZ / CSV", "None"]
+
+
+def handle_upload(uploader_key: str, uploaded, apply) -> Outcome | None:
+    """Run `apply(state, name, bytes)` once per uploaded file (reruns reuse the outcome); None without a file."""
+    if uploaded is None:
+        return None
+    seen = st.session_state.setdefault(UPLOAD_SEEN_KEY, {})
+    previous = seen.get(uploader_key)
+    if previous is not None and previous[0] == uploaded.file_id:
+        return previous[1]
+    with st.spinner(f"Checking {uploaded.name}…"):
+        outcome = apply(st.session_state, uploaded.name, uploaded.getvalue())
+    seen[uploader_key] = (uploaded.file_id, outcome)
+    return outcome
+
+
+def show_outcome(outcome: Outcome | None, success: str | None = None) -> None:
+    if outcome is None:
+        return
+    if outcome.error:
+        st.error(outcome.error, icon=":material/error:")
+    elif success:
+        st.success(success, icon=":material/check_circle:")
+    if outcome.notice:
+        st.warning(outcome.notice, icon=":material/info:")
+
+
+def sample_gallery_ui(current_spec: str | None) -> str | None:
+    """One card per sample model with a 'Use' button; returns the sample clicked, if any."""
+    from sample_models import SAMPLE_MODELS, available
+
+    clicked = None
+    columns = st.columns(min(3, max(1, len(SAMPLE_MODELS))))
+    for i, sample in enumerate(SAMPLE_MODELS.values()):
+        ok, note = available(sample)
+        with columns[i % len(columns)].container(border=True, height=236):  # equal cards, buttons aligned
+            st.markdown(f"**{sample.name}**")
+            st.caption(sample.description)
+            st.caption(f"data: sample:{sample.dataset}")
+            in_use = current_spec == f"sample:{sample.name}"
+            if st.button(f"Use {sample.name}" if not in_use else f"{sample.name} in use", key=f"use_{sample.name}",
+                         type="primary" if not in_use else "secondary", disabled=not ok or in_use,
+                         help=note, width="stretch"):
+                clicked = sample.name
+    return clicked
+
+
+def data_ui(model) -> None:
+    """Choose the data the run measures with; the current choice stays until a new one is valid."""
+    from sample_models import SAMPLE_DATASETS
+
+    current = st.session_state.get(DATA_KEY) or NO_DATA
+    default = ("Sample dataset" if current.spec and current.spec.startswith("sample:")
+               else "Upload NPZ / CSV" if current.is_upload else "None")
+    source = st.segmented_control("Data source", DATA_SOURCES, default=default, key=f"data_source.{model.spec}",
+                                  help="Labelled data gives accuracy; without data, inputs are synthetic and only "
+                                       "fidelity to the baseline is measured.") or default
+    if source == "Sample dataset":
+        names = list(SAMPLE_DATASETS)
+        current_name = current.spec.split(":", 1)[1] if current.spec and current.spec.startswith("sample:") else None
+        pick = st.selectbox("Sample dataset", names, index=names.index(current_name) if current_name in names else 0,
+                            key=f"data_sample.{model.spec}",
+                            format_func=lambda n: f"{n} — {SAMPLE_DATASETS[n].description}")
+        if pick and current.spec != f"sample:{pick}":
+            with st.spinner(f"Loading sample:{pick}…"):
+                show_outcome(choose_sample_data(st.session_state, pick, data_summary=services.data_summary))
+    elif source == "Upload NPZ / CSV":
+        uploaded = st.file_uploader(
+            "Upload data", type=list(DATA_UPLOAD_TYPES), key=DATA_UPLOADER_KEY,
+            help="NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
+                 "x_eval/y_eval. CSV: numeric feature columns and an optional 'label' column.")
+        outcome = handle_upload(DATA_UPLOADER_KEY, uploaded, apply_data_upload)
+        show_outcome(outcome, f"Using {uploaded.name}" if uploaded is not None and outcome and not outcome.error
+                     else None)
+    elif current.spec is not None:
+        choose_sample_data(st.session_state, None)
+    data = st.session_state.get(DATA_KEY) or NO_DATA
+    summary = data.summary
+    if summary:
+        inputs = ", ".join(f"{k} {tuple(v)}" for k, v in (summary.get("inputs") or {}).items())
+        classes = f", {summary['classes']} classes" if summary.get("classes") else ""
+        st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
+                   f"{summary['eval']:,} eval samples · labels: {'yes' if summary['labels'] else 'no'}{classes} · "
+                   f"per-sample input {inputs}")
+    else:
+        st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "
+                   "(agreement, cosine), not accuracy.")
+
+
+def card_ui(model) -> None:
+    """The model card: headline numbers, inputs/outputs, op types and the per-layer table."""
+    import pandas as pd
+
+    from core import viz
+
+    card = model.card
+    cols = st.columns(5)
+    cols[0].metric("Parameters", viz.format_count(card.get("params")), help=f"{card.get('params', 0):,} weights")
+    cols[1].metric("File size", viz.format_bytes(card.get("size_bytes")),
+                   help=f"{card.get('size_bytes', 0):,} bytes as ONNX")
+    cols[2].metric("Nodes", f"{card.get('nodes', 0):,}")
+    cols[3].metric("Format", card.get("format", "–"), help=f"opset {card.get('opset')}, IR {card.get('ir_version')}")
+    cols[4].metric("Task", card.get("task", "–"))
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown("###### Inputs and outputs")
+        rows = [{"kind": kind, "name": t["name"], "shape": " × ".join(str(d) for d in t["shape"]), "dtype": t["dtype"]}
+                for kind, key in (("input", "inputs"), ("output", "outputs")) for t in card.get(key, [])]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.markdown("###### What applies")
+        for technique, text in (card.get("capabilities") or {}).items():
+            icon = ":material/check_circle:" if text.startswith("yes") else ":material/info:"
+            st.markdown(f"{icon} **{technique}**: {text}")
+    with right:
+        st.markdown("###### Op types")
+        st.plotly_chart(viz.op_types_figure(card, height=260), theme=None, key="op_types_chart",
+                        config={"displayModeBar": False})
+
+    st.markdown("###### Layers with weights")
+    layers = pd.DataFrame(card.get("layers") or [], columns=["name", "type", "params", "bytes", "share"])
+    if layers.empty:
+        st.info("No node of this graph stores weights.")
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        st.dataframe(
+            layers, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(layers)),
+            column_config={
+                "name": st.column_config.TextColumn("Layer"), "type": st.column_config.TextColumn("Op type"),
+                "params": st.column_config.NumberColumn("Params", format="localized"),
+                "bytes": st.column_config.NumberColumn("Weight bytes", format="bytes"),
+                "share": st.column_config.ProgressColumn("Share of size", format="percent", min_value=0.0,
+                                                         max_value=1.0)})
+    with right:
+        st.plotly_chart(viz.layer_share_figure(card, height=260), theme=None, key="layer_share_chart",
+                        config={"displayModeBar": False})
+
+
+st.title("Model")
+st.caption("Pick a sample or upload your own model, optionally with data; then head to **Optimize**.")
+
+model = st.session_state.get(MODEL_KEY)
+source = st.segmented_control("Source", SOURCES, default="Upload" if model is not None and model.is_upload
+                              else "Sample", key=SOURCE_KEY) or "Sample"
+if source == "Sample":
+    picked = sample_gallery_ui(model.spec if model else None)
+    if picked:
+        with st.spinner(f"Loading sample:{picked}…"):
+            outcome = choose_sample_model(st.session_state, picked, card=services.sample_card(picked),
+                                          data_summary=services.data_summary)
+        st.session_state[SAMPLE_MESSAGE_KEY] = outcome
+        st.rerun()
+    show_outcome(st.session_state.pop(SAMPLE_MESSAGE_KEY, None))
+else:
+    uploaded = st.file_uploader(
+        "Upload a model", type=list(MODEL_UPLOAD_TYPES), key=MODEL_UPLOADER_KEY,
+        help="ONNX (single file, no external data), or PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
+             "bundled architecture. Pickled modules and TorchScript are refused.")
+    outcome = handle_upload(MODEL_UPLOADER_KEY, uploaded, apply_model_upload)
+    show_outcome(outcome, f"Using {uploaded.name}" if uploaded is not None and outcome and not outcome.error
+                 else None)
+
+model = st.session_state.get(MODEL_KEY)
+if model is None:
+    st.info("No model yet. Choose a sample above — **digits-cnn** is a good first one — or upload your own.",
+            icon=":material/arrow_upward:")
+    st.stop()
+
+st.divider()
+st.subheader("Data")
+data_ui(model)
+
+st.divider()
+st.subheader(f"Model card · {model.label}")
+card_ui(model)
+st.page_link("pages/optimize.py", label="Optimize this model", icon=":material/arrow_forward:")

@@ -1,0 +1,68 @@
+"""The results table as the dashboard shows it: readable units, ratios to the baseline, failures explained."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import quality_drop_pt
+
+
+def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Series | None = None,
+                  best: str | None = None) -> pd.DataFrame:
+    """The columns a person reads, in order, with the variant's budget status and best mark."""
+    drop, _ = quality_drop_pt(frame)
+    out = pd.DataFrame({"variant": frame["name"], "technique": frame["technique"], "status": frame["status"]})
+    if best is not None or inside is not None:
+        out["budget"] = [("★ best" if n == best else "inside" if (inside is None or bool(inside.iloc[i]))
+                          else "outside") if s == "ok" else "–"
+                         for i, (n, s) in enumerate(zip(frame["name"], frame["status"]))]
+    out["size_bytes"] = frame["size_bytes"]
+    out["x_smaller"] = frame["x_smaller"]
+    out["params"] = frame["params"]
+    if frame["accuracy"].notna().any():
+        out["accuracy"] = frame["accuracy"]
+    out["drop_pt"] = drop
+    if frame["agreement"].notna().any():
+        out["agreement"] = frame["agreement"]
+    if frame["cosine_mean"].notna().any():
+        out["cosine_mean"] = frame["cosine_mean"]
+    for bs in batch_sizes:
+        out[f"p50_ms_bs{bs}"] = frame.get(f"p50_ms_bs{bs}")
+        out[f"speedup_bs{bs}"] = frame.get(f"speedup_bs{bs}")
+    out["notes"] = [(e if isinstance(e, str) and e else n) for e, n in zip(frame["error"], frame["notes"])]
+    return out
+
+
+def column_config(batch_sizes: list[int], drop_label: str) -> dict:
+    config = {
+        "variant": st.column_config.TextColumn("Variant", pinned=True, width="medium"),
+        "technique": st.column_config.TextColumn("Technique", width="medium"),
+        "status": st.column_config.TextColumn("Status", width="small"),
+        "budget": st.column_config.TextColumn("Budget", width="small"),
+        "size_bytes": st.column_config.NumberColumn("Size", format="bytes", help="ONNX file size"),
+        "x_smaller": st.column_config.NumberColumn("× smaller", format="%.2f×", help="Baseline size / size"),
+        "params": st.column_config.NumberColumn("Params", format="compact"),
+        "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
+        "drop_pt": st.column_config.NumberColumn(drop_label.capitalize(), format="%.2f",
+                                                 help="Percentage points lost vs the baseline (negative = better)"),
+        "agreement": st.column_config.NumberColumn("Agreement", format="percent",
+                                                   help="Top-1 predictions equal to the baseline's"),
+        "cosine_mean": st.column_config.NumberColumn("Cosine", format="%.4f", help="Mean cosine to the baseline"),
+        "notes": st.column_config.TextColumn("Notes", width="large"),
+    }
+    for bs in batch_sizes:
+        config[f"p50_ms_bs{bs}"] = st.column_config.NumberColumn(f"p50 @ {bs} (ms)", format="%.3f",
+                                                                 help=f"Median latency of a batch of {bs}")
+        config[f"speedup_bs{bs}"] = st.column_config.NumberColumn(f"× faster @ {bs}", format="%.2f×",
+                                                                  help="Baseline p50 / p50, same run")
+    return config
+
+
+def results_table_ui(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Series | None = None,
+                     best: str | None = None, key: str | None = None) -> None:
+    """Draw the results table."""
+    _, drop_label = quality_drop_pt(frame)
+    table = display_frame(frame, batch_sizes, inside=inside, best=best)
+    st.dataframe(table, hide_index=True, width="stretch", key=key, column_config=column_config(batch_sizes, drop_label),
+                 height=min(460, 38 + 35 * len(table)))
