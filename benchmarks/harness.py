@@ -58,6 +58,19 @@ def row(frame, name: str, column: str):
     return None if value is None or value != value else float(value)
 
 
+def variant_info(run, name: str, key: str):
+    """A value from a variant's `info` (facts a step reported, such as sparsity)."""
+    for variant in run["result"].variants:
+        if variant.name == name and variant.status == "ok":
+            value = variant.info.get(key)
+            return None if value is None else float(value)
+    return None
+
+
+def _difference(a, b, scale: float = 1.0):
+    return None if a is None or b is None else (a - b) * scale
+
+
 def wall_s(frame, run) -> float:
     return run["wall_s"]
 
@@ -97,6 +110,34 @@ TARGETS: list[Target] = [
                      {"name": "fp16", "steps": [{"technique": "quantize", "mode": "fp16"}]}]}, [
         Check("wall time (load, build, measure all)", wall_s, "<=", 30.0, "s"),
     ]),
+    Target("digits-cnn structured prune 50% + fine-tune + static int8", {
+        "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
+        "variants": [{"name": "pruned-int8", "steps": [
+            {"technique": "prune", "method": "structured", "amount": 0.5, "finetune_epochs": 10},
+            {"technique": "quantize", "mode": "static"}]}]}, [
+        Check("size: x smaller", lambda f, r: row(f, "pruned-int8", "x_smaller"), ">=", 8.0, "x"),
+        Check("speed: x faster at batch 256", lambda f, r: row(f, "pruned-int8", "speedup_bs256"), ">=", 4.0, "x"),
+        Check("accuracy drop", lambda f, r: row(f, "pruned-int8", "accuracy_drop_pt"), "<=", 1.0, "pt"),
+    ]),
+    Target("digits-cnn unstructured prune 80% + fine-tune", {
+        "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
+        "variants": [{"name": "sparse80", "steps": [
+            {"technique": "prune", "method": "unstructured", "amount": 0.8, "finetune_epochs": 10}]}]}, [
+        Check("accuracy drop", lambda f, r: row(f, "sparse80", "accuracy_drop_pt"), "<=", 0.5, "pt"),
+        Check("compressed size: x smaller", lambda f, r: row(f, "sparse80", "x_smaller_compressed"), ">=", 3.0,
+              "x"),
+        Check("sparsity reported", lambda f, r: variant_info(r, "sparse80", "sparsity"), ">=", 0.79, ""),
+    ]),
+    Target("shapes-cnn distilled student (width 0.25) vs its control", {
+        "model": "sample:shapes-cnn", "data": "sample:shapes", "benchmark": {**BENCH, "runs": 50},
+        "variants": [{"name": "student", "steps": [
+            {"technique": "distill", "width": 0.25, "temperature": 4, "alpha": 0.7, "epochs": 60,
+             "control": True}]}]}, [
+        Check("x fewer params", lambda f, r: row(f, "student", "x_fewer_params"), ">=", 10.0, "x"),
+        Check("accuracy gain over the control twin",
+              lambda f, r: _difference(row(f, "student", "accuracy"), row(f, "student (control)", "accuracy"),
+                                       100), ">=", 0.01, "pt"),
+    ], requires=lambda: sample_unavailable("shapes-cnn")),
     Target("minilm dynamic int8 per-channel", {
         "model": "sample:minilm", "data": "sample:sentences",
         # max_seconds lets all 20 runs happen: fp32 takes ~1.4 s per 32 x 128 batch on one thread

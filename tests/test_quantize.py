@@ -103,3 +103,30 @@ def test_gemm_to_matmul_is_exact(digits_mlp, digits_mlp_data):
     assert not any(n.op_type == "Gemm" for n in rewritten.graph.node)
     _, a, b = _agreement(digits_mlp.onnx_model, rewritten, digits_mlp_data)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_excluded_node_really_runs_in_float(digits_cnn, digits_cnn_data):
+    """An excluded Conv reads the float tensor, so onnxruntime cannot fuse it back into an int8 kernel."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    names = [n.name for n in digits_cnn.onnx_model.graph.node if n.op_type == "Conv"]
+    result = _quantize(digits_cnn, digits_cnn_data, mode="static", exclude=[names[1]])
+    assert result.info["float_inputs_restored"] >= 1
+    producers = {o: n.op_type for n in result.onnx_model.graph.node for o in n.output}
+    conv = next(n for n in result.onnx_model.graph.node if n.name == names[1])
+    assert producers.get(conv.input[0]) != "DequantizeLinear"
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = f"{tmp}/p"
+        session = ort.InferenceSession(result.onnx_model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        session.run(None, {"input": digits_cnn_data.eval.first[:4]})
+        events = json.load(open(session.end_profiling()))
+    kernels = {e["args"]["op_name"] for e in events if e.get("cat") == "Node"}
+    assert "Conv" in kernels or "FusedConv" in kernels  # the excluded layer ran as a float kernel
+    assert "QLinearConv" in kernels  # the others stayed int8

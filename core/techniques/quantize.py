@@ -68,6 +68,42 @@ def gemm_to_matmul(proto):
     return proto
 
 
+def keep_excluded_in_float(proto, exclude) -> int:
+    """Feed excluded nodes the float tensor instead of a Quantize -> Dequantize pair.
+
+    onnxruntime's load-time WeightBiasQuantization fuses ``DequantizeLinear -> Conv/Gemm -> QuantizeLinear`` into
+    an int8 kernel even when the quantizer left the Conv's weights in float, which silently undoes ``exclude``.
+    Without a DequantizeLinear on its input the node cannot be fused, so it really runs in float.
+
+    Returns:
+        How many inputs were rewired.
+    """
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    rewired = 0
+    for node in proto.graph.node:
+        if node.name not in exclude:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    if rewired:  # drop Q/DQ pairs nobody reads any more
+        used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+        changed = True
+        while changed:
+            changed = False
+            for node in list(proto.graph.node):
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not used & set(node.output):
+                    proto.graph.node.remove(node)
+                    changed = True
+            used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    return rewired
+
+
 def preprocess(proto, workdir: Path):
     """onnxruntime's quant_pre_process (optimize + shape inference), falling back to simpler passes where the
     symbolic shape inference fails (common on transformers)."""
@@ -187,6 +223,12 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=list(config.exclude), calibrate_method=method,
                             extra_options={"CalibMovingAverage": False})
+            if config.exclude:
+                import onnx
+
+                kept = onnx.load(str(out))
+                info["float_inputs_restored"] = keep_excluded_in_float(kept, config.exclude)
+                onnx.save(kept, str(out))
             info["calibration_samples"] = used
         elif config.mode == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
