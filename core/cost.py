@@ -685,6 +685,12 @@ def device_fit(profile: dict | None, device: DeviceProfile) -> dict:
             "reason": reason}
 
 
+def variants_fitting(results: dict, device: DeviceProfile) -> list[str]:
+    """Names of the run's measured variants that fit `device` (results.json variants carry ``compute``)."""
+    return [v["name"] for v in results.get("variants", [])
+            if v.get("status") == "ok" and _profile_of(v) and fits(v, device)]
+
+
 def fits(variant_row, device: DeviceProfile) -> bool:
     """Whether a variant (a results.json variant dict, or a results / cost table row) fits `device`."""
     return bool(device_fit(_profile_of(variant_row), device)["fits"])

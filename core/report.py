@@ -38,19 +38,31 @@ def _esc(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def _cost_basis(results: dict) -> str:
+    """The pricing assumption behind the $ / million column, from the run's recorded cost block."""
+    for variant in results.get("variants", []):
+        assumptions = (variant.get("cost") or {}).get("assumptions")
+        if assumptions:
+            price = assumptions.get("price_per_core_hour_usd")
+            return (f"$ / million = measured throughput at {price} USD per core-hour (an assumption; "
+                    "change it on the Cost page).")
+    return ""
+
+
 def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
     """The results table with readable numbers and ratios to the baseline."""
     drop, drop_label = quality_drop_pt(frame)
     head = ["Variant", "Technique", "Status", "Size", "× smaller", "Params", "Accuracy", drop_label.capitalize()]
     for bs in batch_sizes:
-        head += [f"p50 @ {bs}", f"× faster @ {bs}"]
+        head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
         cells = [r["name"], r["technique"], r["status"], viz.format_bytes(r["size_bytes"]),
                  viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
         for bs in batch_sizes:
-            cells += [viz.format_ms(r.get(f"p50_ms_bs{bs}")), viz.format_ratio(r.get(f"speedup_bs{bs}"))]
+            cells += [viz.format_ms(r.get(f"p50_ms_bs{bs}")), viz.format_ratio(r.get(f"speedup_bs{bs}")),
+                      viz.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
@@ -121,7 +133,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s).</p>
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(_cost_basis(results))}</p>
 {results_table_html(frame, sizes, best)}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>

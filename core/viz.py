@@ -129,6 +129,13 @@ def format_pt(value) -> str:
 # Results
 
 
+def format_usd(value) -> str:
+    """Dollars for a cost per million inferences: '$0.0123', or '–' when unknown."""
+    if value is None or pd.isna(value):
+        return "–"
+    return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
+
+
 def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray, str]:
     """customdata (name first, so a click identifies the variant) and a hover template with every metric."""
     drop, drop_label = quality_drop_pt(rows)
@@ -147,9 +154,10 @@ def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray,
         fields.append(rows.get(f"p50_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
         fields.append(rows.get(f"p99_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
         fields.append(rows.get(f"speedup_bs{bs}", pd.Series(index=rows.index)).map(format_ratio))
+        fields.append(rows.get(f"usd_per_million_bs{bs}", pd.Series(index=rows.index)).map(format_usd))
         template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}} "
-                     f"(%{{customdata[{index + 2}]}} faster)")
-        index += 3
+                     f"(%{{customdata[{index + 2}]}} faster), %{{customdata[{index + 3}]}} per million")
+        index += 4
     template += "<extra></extra>"
     return np.column_stack([f.to_numpy(dtype=object) for f in fields]), template
 

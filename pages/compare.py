@@ -11,6 +11,7 @@ import streamlit as st
 from core import viz
 from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_variant, clicked_variant, layer_sparsity_table,
                           ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup, within_budget)
+from core.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results import batch_sizes_of
 from core.session import RUN_KEY
@@ -23,6 +24,7 @@ ensure_app_shell()
 
 RUN_PICK_KEY = "compare_run_pick"
 POLL_S = 1.0
+ANY_DEVICE = "Any device"
 
 
 def run_label(record) -> str:
@@ -278,6 +280,16 @@ with st.container(border=True):
     objective = c3.segmented_control("Best means", list(OBJECTIVES), default="fastest", key=f"objective.{run_id}",
                                      help="How the best variant inside the budget is chosen.") or "fastest"
     budget = budget_ui(frame, batch_size, run_id)
+    device_names = [ANY_DEVICE] + [d.name for d in DEFAULT_DEVICES]
+    device_name = st.selectbox("Fits on", device_names, key=f"compare_device.{run_id}",
+                               help="Show only variants whose weights and peak activations fit this device "
+                                    "(profiles and assumptions on the Cost page).")
+
+if device_name != ANY_DEVICE:
+    fitting = variants_fitting(results, next(d for d in DEFAULT_DEVICES if d.name == device_name))
+    frame = frame[frame["name"].isin(fitting) | (frame["name"] == "baseline")].reset_index(drop=True)
+    st.caption(f"Showing the {len(fitting)} variant(s) that fit on {device_name}"
+               + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
 inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")

@@ -159,3 +159,22 @@ def test_slider_and_page_switch_reuse_cached_results(make_app, fw_home, monkeypa
     at.switch_page("pages/model.py").run()
     at.switch_page("pages/compare.py").run()
     assert built >= 1 and len(calls) == built
+
+
+def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
+    """Choosing a device on a measured run narrows the Pareto chart to the variants that fit it."""
+    from core.cost import DEFAULT_DEVICES, variants_fitting
+    from core.store import RunStore
+
+    run_id = add_real_run(fw_home)
+    at = _compare(make_app, run_id)
+    everything = len(at.get("plotly_chart"))
+    assert everything >= 1
+    results = RunStore(fw_home).results(run_id)
+    tiny = min(DEFAULT_DEVICES, key=lambda d: d.memory_bytes)
+    expected = variants_fitting(results, tiny)
+    at.selectbox(key=f"compare_device.{run_id}").set_value(tiny.name).run()
+    assert not errors_of(at)
+    assert any(f"{len(expected)} variant(s) that fit on {tiny.name}" in c.value for c in at.caption)
+    roomy = max(DEFAULT_DEVICES, key=lambda d: d.memory_bytes)
+    assert set(variants_fitting(results, roomy)) == {v["name"] for v in results["variants"]}

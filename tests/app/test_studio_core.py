@@ -127,6 +127,8 @@ def test_pareto_figure_marks_budget_best_and_baseline(frame):
     assert symbols["baseline"] == "diamond" and symbols["int8-static"] == "star"
     assert all(row[0] == name for row, name in zip(inside.customdata, inside.text))
     assert "p99" in inside.hovertemplate and "accuracy" in inside.hovertemplate
+    assert "per million" in inside.hovertemplate
+    assert any(str(value).startswith("$") for row in inside.customdata for value in row)
 
 
 def test_report_is_self_contained(frame):
@@ -141,6 +143,7 @@ def test_report_is_self_contained(frame):
                  "fp16 halves the size"):
         assert text in html, text
     assert html.count("<tr class='best'>") == 1
+    assert "$ / million @ 256" in html and re.search(r"<td>\$[0-9.]+</td>", html)
 
 
 def test_portable_recipe_names_uploads_by_file_name():
