@@ -433,25 +433,11 @@ DEFAULT_ENTROPY_BINS = 128  # onnxruntime's default histogram bins for Calibrati
 ENTROPY_QUANTIZED_BINS = 128  # onnxruntime's default; the entropy search needs at least this many bins
 
 
-class _BatchReader:
-    """The CalibrationDataReader protocol over in-memory arrays (full batches for graphs with a fixed batch)."""
+def _calibration_reader(inputs: dict, fixed_batch: int | None = None):
+    """The pipeline's own calibration reader over every sample (so the explainer calibrates as a run does)."""
+    from core.techniques.quantize import _CalibrationReader
 
-    def __init__(self, inputs: dict, fixed_batch: int | None = None):
-        n = len(next(iter(inputs.values())))
-        step = fixed_batch or CALIBRATION_BATCH
-        self.batches = []
-        for start in range(0, n, step):
-            batch = {k: v[start:start + step] for k, v in inputs.items()}
-            if fixed_batch and len(next(iter(batch.values()))) < fixed_batch:
-                batch = {k: np.resize(v, (fixed_batch, *v.shape[1:])) for k, v in batch.items()}
-            self.batches.append(batch)
-        self._iter = iter(self.batches)
-
-    def get_next(self):
-        return next(self._iter, None)
-
-    def rewind(self):
-        self._iter = iter(self.batches)
+    return _CalibrationReader(inputs, len(next(iter(inputs.values()))), fixed_batch)
 
 
 def calibration_inputs(model, dataset, samples: int = CALIBRATION_SAMPLES) -> dict:
@@ -513,7 +499,7 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
                "entropy": (CalibrationMethod.Entropy, {"num_bins": entropy_bins,
                                                        "num_quantized_bins": ENTROPY_QUANTIZED_BINS})}
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
-    reader = _BatchReader(inputs, fixed_batch_size(model.onnx_model))
+    reader = _calibration_reader(inputs, fixed_batch_size(model.onnx_model))
     wanted = set(tensors) if tensors is not None else None
     with tempfile.TemporaryDirectory(prefix="fw-learn-calib-") as tmp, \
             contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
