@@ -141,24 +141,15 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-    import onnxruntime as ort
 
-    from core.measure import batch_inputs, session_fixed_batch
+    from core.measure import batch_inputs, make_session, session_fixed_batch
     from core.models import graph_inputs
 
     import onnx
 
     specs = graph_inputs(onnx.load_from_string(model_bytes))
     with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        session = make_session(model_bytes, threads, profile_prefix=os.path.join(tmp, "profile"))
         batch = session_fixed_batch(session) or batch_size
         feed = batch_inputs(inputs, specs, batch)
         for _ in range(warmup + runs):

@@ -19,8 +19,9 @@ CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "i8mm")
 
 
-def make_session(model_bytes: bytes, threads: int = 1):
-    """An onnxruntime CPU session with fixed thread counts and full graph optimization."""
+def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | None = None):
+    """An onnxruntime CPU session with fixed thread counts and full graph optimization; with `profile_prefix`,
+    onnxruntime's per-operator profiler writes there."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -29,6 +30,9 @@ def make_session(model_bytes: bytes, threads: int = 1):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
 
 
