@@ -141,7 +141,6 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-
     from core.measure import batch_inputs, make_session, session_fixed_batch
     from core.models import graph_inputs
 
