@@ -286,8 +286,8 @@ class Launch:
 class RunLauncher:
     """Submits runs to a JobRunner so that a rerun, a double click or a second tab never starts one twice.
 
-    Identical requests (same recipe, model, data and uploaded bytes) while one is queued or running attach to
-    it; a second different run from the same owner is refused by the JobRunner's admission and the caller is
+    Identical requests from one owner (same recipe, model, data and uploaded bytes) while one is queued or
+    running attach to it; a second different run from the same owner is refused by the JobRunner's admission and the caller is
     pointed at the run in progress.
     """
 
@@ -298,8 +298,10 @@ class RunLauncher:
         self._fingerprints: dict[str, str] = {}
 
     @staticmethod
-    def fingerprint(recipe_yaml: str, model: ModelChoice, data: DataChoice | None) -> str:
-        parts = [recipe_yaml, model.spec, model.digest or "", (data or NO_DATA).spec or "",
+    def fingerprint(owner: str, recipe_yaml: str, model: ModelChoice, data: DataChoice | None) -> str:
+        """What makes two requests the same run: the owner (a workshop's identical recipes from different people
+        are different runs, each visible only to its owner), the recipe, the model and the data."""
+        parts = [owner, recipe_yaml, model.spec, model.digest or "", (data or NO_DATA).spec or "",
                  (data or NO_DATA).digest or ""]
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
@@ -320,7 +322,7 @@ class RunLauncher:
         data = data or NO_DATA
         recipe = recipe.replace(model=model.spec, data=data.spec)
         recipe_yaml = recipe.to_yaml()
-        key = self.fingerprint(recipe_yaml, model, data)
+        key = self.fingerprint(owner, recipe_yaml, model, data)
         with self._lock:
             for run_id, fingerprint in list(self._fingerprints.items()):
                 if fingerprint != key:

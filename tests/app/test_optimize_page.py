@@ -173,6 +173,10 @@ def test_launcher_deduplicates_identical_and_refuses_second(fw_home):
         assert not first.reused and again.reused and again.run_id == first.run_id
         assert other.reused and other.run_id == first.run_id and "already" in other.message
         assert len(runner.store.list()) == 1
+        # The same request from someone else is their own run, never an attachment to another owner's run.
+        theirs = launcher.launch("someone-else", recipe, model, None)
+        assert not theirs.reused and theirs.run_id != first.run_id
+        assert runner.store.get(theirs.run_id).owner == "someone-else"
     finally:
         runner.shutdown()
 
