@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_owner ON runs(owner, created_at);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
 _RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")
 
@@ -163,6 +164,14 @@ class RunStore:
             else:
                 rows = db.execute("SELECT * FROM runs WHERE owner=? ORDER BY created_at DESC LIMIT ?",
                                   (owner, limit)).fetchall()
+        return [RunRecord(**dict(r)) for r in rows]
+
+    def active(self) -> list[RunRecord]:
+        """Every queued or running run of every owner, oldest first (the order the queue serves them)."""
+        marks = ",".join("?" * len(ACTIVE))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at",
+                              tuple(ACTIVE)).fetchall()
         return [RunRecord(**dict(r)) for r in rows]
 
     def set_status(self, run_id: str, status: str, error: str | None = None, pid: int | None = None, *,

@@ -23,7 +23,9 @@ PRESET_WIDGET_KEY = "preset_pills"
 NEW_VARIANT_NAME_KEY = "new_variant_name"
 NEW_VARIANT_TECHNIQUES_KEY = "new_variant_techniques"
 MESSAGE_KEY = "optimize_message"  # one-shot message shown after a rerun
-PROGRESS_POLL_S = 0.5
+# How often a session's progress view polls: every poll is a script run on the server and a redraw in the browser,
+# times every session of a workshop; a queued job changes slowly.
+PROGRESS_POLL_S = {"running": 1.0, "queued": 2.0}
 
 
 def _bump_version() -> None:
@@ -184,16 +186,19 @@ def progress_ui(run_id: str) -> None:
         return
     active = status.state in ACTIVE
     mine = record.owner == services.owner_id()
+    state_at_render = status.state
 
-    @st.fragment(run_every=PROGRESS_POLL_S if active else None)
+    @st.fragment(run_every=PROGRESS_POLL_S.get(state_at_render))
     def live() -> None:
         status = runner.status(run_id)
-        if active and status.state not in ACTIVE:
-            st.rerun()  # finished: redraw the page once, without polling
+        if status.state != state_at_render:
+            st.rerun()  # started or finished: redraw the page once, with the poll rate of the new state
         progress = status.progress or {}
         if status.state == "queued":
             ahead = (status.queue_position or 1) - 1
-            st.info(f"Queued{f' — {ahead} job(s) ahead' if ahead else ' — starting'}…", icon=":material/schedule:")
+            busy = f" · {runner.running_count()} of {runner.max_workers} workers busy"
+            st.info(f"Queued{f' — {ahead} job(s) ahead of yours' if ahead else ' — starting'}{busy}…",
+                    icon=":material/schedule:")
         elif status.state == "running":
             count = progress.get("variant_count") or 1
             index = min(count, (progress.get("variant_index") or 0) + 1)

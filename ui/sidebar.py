@@ -7,12 +7,14 @@ import streamlit as st
 from core.session import DATA_KEY, MODEL_KEY
 from ui import services
 
-JOB_POLL_S = 1.0
-JOBS_WERE_ACTIVE_KEY = "fw_jobs_were_active"  # lets the sidebar rerun the page once when the last job ends
+# A workshop puts dozens of sessions on one server: a session polls only while one of its own jobs is active, and
+# other people's jobs starting or ending never rerun it.
+JOB_POLL_S = 2.0
+JOBS_WERE_ACTIVE_KEY = "fw_jobs_were_active"  # lets the sidebar rerun the page once when this session's job ends
 
 
 def sidebar_ui() -> None:
-    """Draw the sidebar: model, data, jobs (the jobs part refreshes itself while any job is active)."""
+    """Draw the sidebar: model, data, jobs (the jobs part refreshes itself while this session has a job)."""
     with st.sidebar:
         model = st.session_state.get(MODEL_KEY)
         data = st.session_state.get(DATA_KEY)
@@ -31,30 +33,22 @@ def sidebar_ui() -> None:
         else:
             st.markdown(data.label if data.spec else "synthetic inputs (fidelity only)")
         st.markdown("##### Jobs")
-        active = _any_active()
-        st.fragment(_jobs_ui, run_every=JOB_POLL_S if active else None)()
-
-
-def _any_active() -> bool:
-    from core.store import ACTIVE
-
-    return any(r.status in ACTIVE for r in services.store().list(limit=20))
+        mine_active = services.launcher().active_run_of(services.owner_id()) is not None
+        st.fragment(_jobs_ui, run_every=JOB_POLL_S if mine_active else None)()
 
 
 def _jobs_ui() -> None:
-    from core.store import ACTIVE
-
-    records = services.store().list(limit=20)
-    active = [r for r in records if r.status in ACTIVE]
+    active = services.store().active()
     me = services.owner_id()
+    mine = [r for r in active if r.owner == me]
+    if not mine and st.session_state.get(JOBS_WERE_ACTIVE_KEY):
+        st.session_state[JOBS_WERE_ACTIVE_KEY] = False
+        st.rerun()  # this session's job just finished: let the page show its final state
+    st.session_state[JOBS_WERE_ACTIVE_KEY] = bool(mine)
     if not active:
         st.caption("No job running.")
-        if st.session_state.get(JOBS_WERE_ACTIVE_KEY):
-            st.session_state[JOBS_WERE_ACTIVE_KEY] = False
-            st.rerun()  # a job just finished: let the page show its final state
         return
-    st.session_state[JOBS_WERE_ACTIVE_KEY] = True
-    for record in (r for r in active if r.owner == me):
+    for record in mine:
         if record.status == "queued":
             st.markdown(f":material/schedule: **{record.label}** — queued")
             continue

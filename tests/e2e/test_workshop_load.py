@@ -1,0 +1,196 @@
+"""Workshop load: ten browser sessions on one real server press Run at about the same moment.
+
+All ten jobs finish, each session sees only its own run, the server keeps at most FEATHERWEIGHT_WORKERS workers
+alive (memory stays bounded), and the sessions waiting their turn see the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import CHROMIUM_ARGS, StudioServer
+from tests.e2e.test_studio import E2E_RECIPE, button, nav, wait_idle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SESSIONS = 10
+WORKERS = 2
+# Background pages must keep their timers: the progress fragments poll from the browser.
+LOAD_ARGS = CHROMIUM_ARGS + ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                             "--disable-backgrounding-occluded-windows"]
+RUN_IN_URL = re.compile(r"[?&]run=([\w-]+)")
+QUEUED = re.compile(r"^Queued — \d+ job\(s\) ahead")
+
+
+class TreeMemory(threading.Thread):
+    """Samples the server's process tree: peak total RSS and the most worker processes alive at once."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_server_rss = 0
+        self.peak_workers = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                children = self.root.children(recursive=True)
+                server = self.root.memory_info().rss
+                total = server
+                for child in children:
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                workers = sum(1 for c in children if c.ppid() == self.root.pid)
+                self.peak_rss = max(self.peak_rss, total)
+                self.peak_server_rss = max(self.peak_server_rss, server)
+                self.peak_workers = max(self.peak_workers, workers)
+            except psutil.Error:
+                pass
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+@pytest.fixture(scope="module")
+def workshop_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("fw-workshop")
+    saved = {k: os.environ.get(k) for k in ("FEATHERWEIGHT_WORKERS", "FEATHERWEIGHT_MAX_QUEUE",
+                                            "FEATHERWEIGHT_JOBS_PER_SESSION")}
+    os.environ.update(FEATHERWEIGHT_WORKERS=str(WORKERS), FEATHERWEIGHT_MAX_QUEUE="16",
+                      FEATHERWEIGHT_JOBS_PER_SESSION="1")
+    studio = StudioServer(home)
+    try:
+        studio.start()
+        yield studio
+    finally:
+        studio.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def browser_args_load():
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=LOAD_ARGS)
+        yield launched
+        launched.close()
+
+
+def prepare(page, url: str) -> None:
+    """Choose digits-cnn and put the one-variant recipe in the Optimize form."""
+    page.goto(url)
+    wait_idle(page)
+    button(page, "Use digits-cnn").click()
+    page.get_by_text("Model card · digits-cnn").wait_for(timeout=60_000)
+    wait_idle(page)
+    nav(page, "Optimize")
+    page.get_by_role("tab", name="YAML").click()
+    editor = page.get_by_role("textbox", name="Recipe (YAML)")
+    editor.fill(E2E_RECIPE)
+    editor.press("Tab")
+    wait_idle(page)
+    button(page, "Apply YAML").click()
+    page.get_by_text("Recipe applied.").wait_for(timeout=60_000)
+    wait_idle(page)
+
+
+def test_ten_sessions_submit_at_once(workshop_server, browser_args_load):
+    """Ten sessions press Run within seconds of each other; every job finishes, each session sees its own run and
+    only that, the waiting sessions see their place in the queue, and the server never runs more than WORKERS
+    workers."""
+    from core.store import ACTIVE, RunStore
+
+    browser = browser_args_load
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(SESSIONS)]
+    pages = [c.new_page() for c in contexts]
+    monitor = TreeMemory(workshop_server.process.pid)
+    server = psutil.Process(workshop_server.process.pid)
+    monitor.start()
+    try:
+        started = time.perf_counter()
+        for page in pages:
+            prepare(page, workshop_server.url)
+        prepared = time.perf_counter()
+        cpu_before = sum(server.cpu_times()[:2])
+        # As fast as people in a room pressing Run when told to. A DOM click event, as a user's click sends:
+        # Playwright's actionability checks take ~5 s a click with ten pages rendering on two cores, and the jobs
+        # would drain faster than they were submitted.
+        for page in pages:
+            button(page, "Run 1 variant").dispatch_event("click")
+        submitted = time.perf_counter()
+        queued_seen = []
+        for page in pages:
+            page.wait_for_url(RUN_IN_URL, timeout=60_000)
+            state = page.get_by_text(QUEUED).or_(page.get_by_text("Starting the worker")) \
+                .or_(page.get_by_text(re.compile(r"^Variant \d of \d"))).or_(page.get_by_text("Run completed"))
+            state.first.wait_for(timeout=60_000)
+            queued_seen += page.get_by_text(QUEUED).all_text_contents()
+        submitted = time.perf_counter()
+        finished_after = []
+        for page in pages:
+            page.get_by_text("Run completed").wait_for(timeout=300_000)
+            finished_after.append(time.perf_counter() - prepared)
+        server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+        store = RunStore(workshop_server.home)
+        deadline = time.monotonic() + 30
+        while any(r.status in ACTIVE for r in store.list()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        monitor.stop()
+
+    runs = store.list()
+    run_of_page = [RUN_IN_URL.search(page.url).group(1) for page in pages]
+    figures = {"sessions": SESSIONS, "workers": WORKERS, "prepare_s": round(prepared - started, 1),
+               "submit_s": round(submitted - prepared, 1), "all_done_s": round(max(finished_after), 1),
+               "jobs_per_minute": round(SESSIONS / max(finished_after) * 60, 1), "queued_seen": queued_seen,
+               "server_cpu_s": round(server_cpu, 1), "peak_tree_rss_mb": round(monitor.peak_rss / 2**20),
+               "peak_server_rss_mb": round(monitor.peak_server_rss / 2**20), "peak_workers": monitor.peak_workers}
+    print("\nworkshop load:", json.dumps(figures))
+
+    assert sorted(r.status for r in runs) == ["completed"] * SESSIONS
+    assert len({r.owner for r in runs}) == SESSIONS, "two sessions shared an owner"
+    assert sorted(run_of_page) == sorted(r.id for r in runs), "a session follows a run that is not its own"
+    assert queued_seen, "no session ever saw the queue"
+    assert monitor.peak_workers <= WORKERS
+    assert monitor.peak_rss < 6 * 2**30, figures  # server + WORKERS workers; each worker is capped besides
+    assert monitor.peak_server_rss < 1.5 * 2**30, figures
+
+    # Each session lists exactly its own run, and another session's run id in the URL shows nothing of it.
+    for i in (0, SESSIONS - 1):
+        page = pages[i]
+        nav(page, "History")
+        page.get_by_role("combobox", name="Open a run").click()
+        options = page.get_by_role("option").all_text_contents()
+        assert len(options) == 1 and run_of_page[i] in options[0], options
+        page.keyboard.press("Escape")
+        other = run_of_page[(i + 1) % SESSIONS]
+        page.goto(f"{workshop_server.url}/compare?run={other}")
+        wait_idle(page)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # its own run's chart, opened instead
+        assert other not in page.url and run_of_page[i] in page.url, page.url
+    for context in contexts:
+        context.close()
