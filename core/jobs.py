@@ -442,7 +442,8 @@ def _child_main() -> None:
     limits = ResourceLimits(**request.get("limits", {}))
     entry = request.get("entry", "")
     args = request.get("args", [])
-    ray = entry == "run_recipe" and len(args) > 4 and args[4] == "ray"
+    ray = (entry == "run_recipe" and len(args) > 4 and args[4] == "ray") or \
+        (entry == "job" and bool(args) and isinstance(args[0], dict) and args[0].get("executor") == "ray")
     _apply_limits(limits, ray=ray)
     current = {"phase": ""}
 
@@ -710,6 +711,8 @@ class JobSpec:
     data: str | None
     limits: dict | None = None  # this job's ResourceLimits, when they differ from the runner's
     kind: str = "run"  # "run": the recipe; else an insight job (core.insight.KINDS: sensitivity, tune, diagnose)
+    executor: str = "local"  # "ray": the worker drives the run's variants as tasks on a Ray cluster
+    ray_address: str | None = None
 
 
 @dataclass
@@ -750,7 +753,8 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
                 outcome = {"status": status, "error": None}
             else:
                 result = run_recipe(recipe, run_dir, model_spec=spec.model, data_spec=spec.data,
-                                    on_progress=on_progress, should_stop=cancel_flag.exists)
+                                    on_progress=on_progress, should_stop=cancel_flag.exists,
+                                    executor=spec.executor, ray_address=spec.ray_address)
                 outcome = {"status": "cancelled" if result.status == "cancelled" else "completed", "error": None}
         except FeatherweightError as exc:
             outcome = {"status": "failed", "error": _one_line(exc)}
@@ -785,6 +789,33 @@ def _allowed_spec(kind: str, spec: str | None, inputs: dict, allow_local_paths: 
                         "upload the file")
 
 
+JOB_EXECUTOR_ENV = "FEATHERWEIGHT_JOB_EXECUTOR"
+
+
+def _job_executor(executor: str | None, ray_address: str | None) -> tuple[str, str | None]:
+    """The runner's executor and Ray address, from the arguments or the environment.
+
+    Raises:
+        BadInputError: an unknown executor, or "ray" without an address.
+    """
+    from core.executors import RAY_ADDRESS_ENV
+
+    executor = (executor or os.environ.get(JOB_EXECUTOR_ENV, "").strip() or "local").lower()
+    if executor not in ("local", "ray"):
+        raise BadInputError(f"{JOB_EXECUTOR_ENV}={executor!r} is not an executor; allowed: local, ray")
+    if executor == "local":
+        return executor, None
+    address = ray_address or os.environ.get(RAY_ADDRESS_ENV, "").strip()
+    if not address:
+        raise BadInputError(f"{JOB_EXECUTOR_ENV}=ray needs {RAY_ADDRESS_ENV}: the address of a running Ray "
+                            "cluster (ray start --head prints it); a server does not start Ray for each job")
+    try:
+        import ray  # noqa: F401 - only to fail at start-up, not in every job
+    except ImportError:
+        raise BadInputError(f"{JOB_EXECUTOR_ENV}=ray needs Ray: pip install -e '.[ray]'") from None
+    return executor, address
+
+
 class JobRunner:
     """A bounded pool of worker processes fed from a FIFO queue, with per-owner admission.
 
@@ -796,11 +827,16 @@ class JobRunner:
         limits: each worker's limits (FEATHERWEIGHT_WORKER_*).
         allow_local_paths: let model / data specs name files on the server (FEATHERWEIGHT_ALLOW_LOCAL_PATHS=1);
             off by default, so that a user of a shared server can name only samples and their own uploads.
+        executor: where a run's variants are built (FEATHERWEIGHT_JOB_EXECUTOR, default "local"): "local" in the
+            job's worker process; "ray" as tasks on the Ray cluster at `ray_address` (FEATHERWEIGHT_RAY_ADDRESS,
+            required: a server never starts a Ray runtime per job). The worker still loads the model and measures
+            the baseline; insight jobs always run in the worker.
     """
 
     def __init__(self, store: RunStore, *, max_workers: int | None = None, max_queue: int | None = None,
                  per_owner: int | None = None, limits: ResourceLimits | None = None, poll_s: float = 0.2,
-                 allow_local_paths: bool | None = None):
+                 allow_local_paths: bool | None = None, executor: str | None = None,
+                 ray_address: str | None = None):
         def setting(value, var, default):
             if value is not None:
                 number = value
@@ -818,6 +854,7 @@ class JobRunner:
         self.limits = limits or ResourceLimits.from_env()
         self.allow_local_paths = (os.environ.get("FEATHERWEIGHT_ALLOW_LOCAL_PATHS") == "1"
                                   if allow_local_paths is None else allow_local_paths)
+        self.executor, self.ray_address = _job_executor(executor, ray_address)
         self.poll_s = poll_s
         self.logs_dir = Path(store.root) / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -890,8 +927,10 @@ class JobRunner:
             return str(Path(spec).resolve())
 
         data_spec = data if data is not None else recipe.data
+        on_ray = kind == "run" and self.executor == "ray"
         spec = JobSpec(record.id, str(run_dir), resolve(model), resolve(data_spec),
-                       limits.to_dict() if limits else None, kind)
+                       limits.to_dict() if limits else None, kind, executor="ray" if on_ray else "local",
+                       ray_address=self.ray_address if on_ray else None)
         with self._lock:
             self._queue.append(spec)
         return record.id

@@ -38,3 +38,37 @@ def test_sweep_on_ray_matches_local(tmp_path, ray_cluster):
     assert data["environment"]["executor"] == "ray"
     assert json.loads((tmp_path / "local" / "results.json").read_text())["environment"]["executor"] == "local"
     assert all(v["info"].get("host") for v in data["variants"][1:])
+
+
+def test_dashboard_jobs_on_a_ray_cluster(tmp_path, ray_cluster):
+    """FEATHERWEIGHT_JOB_EXECUTOR=ray: a queued job's worker drives its variants as tasks on the given cluster."""
+    from core.jobs import JobRunner
+    from core.store import RunStore
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    runner = JobRunner(RunStore(tmp_path / "home"), executor="ray", ray_address=address)
+    try:
+        run_id = runner.submit("someone", SWEEP, "sample:digits-mlp", "sample:digits")
+        status = runner.wait(run_id, timeout=300)
+        assert status.state == "completed", status.error
+        data = runner.store.results(run_id)
+        worker_pid = runner.store.get(run_id).pid
+    finally:
+        runner.shutdown()
+    assert data["environment"]["executor"] == "ray"
+    assert [v["status"] for v in data["variants"]] == ["ok"] * 4
+    assert all(v["info"].get("host") and v["info"].get("pid") not in (None, worker_pid) for v in data["variants"][1:])
+
+
+def test_ray_job_executor_needs_an_address(tmp_path, monkeypatch):
+    from core.errors import BadInputError
+    from core.jobs import JobRunner
+    from core.store import RunStore
+
+    monkeypatch.delenv("FEATHERWEIGHT_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("FEATHERWEIGHT_JOB_EXECUTOR", "ray")
+    with pytest.raises(BadInputError, match="FEATHERWEIGHT_RAY_ADDRESS"):
+        JobRunner(RunStore(tmp_path))
+    monkeypatch.setenv("FEATHERWEIGHT_JOB_EXECUTOR", "spark")
+    with pytest.raises(BadInputError, match="allowed: local, ray"):
+        JobRunner(RunStore(tmp_path))
