@@ -824,6 +824,8 @@ class JobRunner:
         max_workers: workers at once (FEATHERWEIGHT_WORKERS, default 1).
         max_queue: queued jobs at most (FEATHERWEIGHT_MAX_QUEUE, default 32).
         per_owner: active (queued or running) jobs per owner (FEATHERWEIGHT_JOBS_PER_SESSION, default 1).
+        max_variants: variants in one job at most (FEATHERWEIGHT_MAX_VARIANTS, default 64): a big sweep holds a
+            worker for its whole length while everyone behind it waits.
         limits: each worker's limits (FEATHERWEIGHT_WORKER_*).
         allow_local_paths: let model / data specs name files on the server (FEATHERWEIGHT_ALLOW_LOCAL_PATHS=1);
             off by default, so that a user of a shared server can name only samples and their own uploads.
@@ -834,9 +836,9 @@ class JobRunner:
     """
 
     def __init__(self, store: RunStore, *, max_workers: int | None = None, max_queue: int | None = None,
-                 per_owner: int | None = None, limits: ResourceLimits | None = None, poll_s: float = 0.2,
-                 allow_local_paths: bool | None = None, executor: str | None = None,
-                 ray_address: str | None = None):
+                 per_owner: int | None = None, max_variants: int | None = None,
+                 limits: ResourceLimits | None = None, poll_s: float = 0.2, allow_local_paths: bool | None = None,
+                 executor: str | None = None, ray_address: str | None = None):
         def setting(value, var, default):
             if value is not None:
                 number = value
@@ -851,6 +853,7 @@ class JobRunner:
         self.max_workers = setting(max_workers, "FEATHERWEIGHT_WORKERS", 1)
         self.max_queue = setting(max_queue, "FEATHERWEIGHT_MAX_QUEUE", 32)
         self.per_owner = setting(per_owner, "FEATHERWEIGHT_JOBS_PER_SESSION", 1)
+        self.max_variants = setting(max_variants, "FEATHERWEIGHT_MAX_VARIANTS", 64)
         self.limits = limits or ResourceLimits.from_env()
         self.allow_local_paths = (os.environ.get("FEATHERWEIGHT_ALLOW_LOCAL_PATHS") == "1"
                                   if allow_local_paths is None else allow_local_paths)
@@ -877,8 +880,8 @@ class JobRunner:
         (core.insight.submit_job prepares those).
 
         Raises:
-            BadInputError: a bad spec or input name, the owner already has `per_owner` active jobs, or the
-                queue is full.
+            BadInputError: a bad spec or input name, more than `max_variants` variants, the owner already has
+                `per_owner` active jobs, or the queue is full.
         """
         from core.models import LoadLimits
         from core.recipe import Recipe
@@ -899,6 +902,9 @@ class JobRunner:
             if kind not in KINDS:
                 raise BadInputError(f"job kind {kind!r} is not supported; allowed: run, {', '.join(KINDS)}")
         recipe = Recipe.from_text(recipe_yaml)
+        if kind == "run" and len(recipe.variants) > self.max_variants:
+            raise BadInputError(f"the recipe has {len(recipe.variants)} variants; this server runs at most "
+                                f"{self.max_variants} in one job (FEATHERWEIGHT_MAX_VARIANTS): split the sweep")
         _allowed_spec("model", model, inputs, self.allow_local_paths)
         _allowed_spec("data", data, inputs, self.allow_local_paths)
         if data is None:

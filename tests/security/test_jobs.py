@@ -93,6 +93,20 @@ def test_several_owners_at_once_each_see_only_their_runs(runner, store):
         store.get(runs["alice"], owner="bob")
 
 
+def test_a_job_over_the_variant_quota_is_refused(tmp_path):
+    """A workshop host caps variants per job; a bigger sweep is refused with a message naming the limit."""
+    store = RunStore(tmp_path)
+    small = JobRunner(store, max_variants=2, poll_s=0.1)
+    try:
+        sweep = RECIPE.replace("variants: []", "sweep: {name: g, steps: [{technique: quantize, "
+                                               "mode: [dynamic, static, fp16]}]}")
+        with pytest.raises(BadInputError, match="3 variants; this server runs at most 2"):
+            small.submit("quota", sweep, MODEL, DATA)
+        assert store.list("quota") == []
+    finally:
+        small.shutdown()
+
+
 def _completed_runs(store: RunStore) -> dict:
     return {r.id: _fingerprint(store, r.id) for r in store.list() if r.status == "completed"}
 
