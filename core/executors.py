@@ -57,6 +57,7 @@ def run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir: Pa
         True when the run was cancelled.
     """
     ray = ray_init(address)
+    here = platform.node()
     remote = ray.remote(num_cpus=1)(_build_remote)
     shared = [ray.put(x) for x in (model, dataset, recipe, baseline_outputs)]
     pending = {remote.remote(shared[0], shared[1], variant, shared[2], shared[3], task): (i, variant)
@@ -83,6 +84,11 @@ def run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir: Pa
                                                 steps=[s.to_dict() for s in variant.steps])], {}
             for relative, content in files.items():
                 write_atomic(out_dir / relative, content)
+            for measured in results:
+                host = measured.info.get("host")
+                if measured.status == "ok" and host and host != here:
+                    measured.notes.append(f"latency measured on {host}, the baseline on {here}: the speed-up "
+                                          "compares two machines")
             finished[index] = results
             progress.index, progress.variant = len(finished), variant.name
             for measured in results:

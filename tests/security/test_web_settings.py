@@ -17,6 +17,7 @@ BASELINE = {
     ("server", "enableStaticServing"): False,
     ("client", "showErrorDetails"): "none",
     ("browser", "gatherUsageStats"): False,
+    ("runner", "postScriptGC"): False,  # availability: a full GC per rerun took 58% of a 10-session server's CPU
 }
 # Parameter names that would make a cached resource per-user content (an upload, a model, its bytes).
 USER_CONTENT_PARAMS = {"data", "content", "upload", "uploaded", "file", "file_bytes", "raw", "model", "model_bytes",
