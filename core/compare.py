@@ -321,6 +321,41 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
     return SideBySide(pd.DataFrame(rows), images, task)
 
 
+def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> SideBySide:
+    """`side_by_side` in a worker process with the inspect limits: the artifacts derive from a user's upload, and
+    a model that crashes or exhausts onnxruntime must take down a worker, never the dashboard.
+
+    Raises:
+        FeatherweightError: the comparison failed (one line), or the worker crashed or ran out of time.
+    """
+    from core.jobs import run_isolated
+
+    value = run_isolated("core.compare:_side_by_side_entry", str(run_dir), name, int(count))
+    if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
+        from core.errors import StepFailedError
+
+        raise StepFailedError("the side-by-side worker sent a malformed reply")
+    table = pd.DataFrame([r for r in value["rows"] if isinstance(r, dict)], columns=value.get("columns"))
+    images = value.get("images")
+    images = [np.asarray(img, dtype=np.float32) for img in images] if isinstance(images, list) else None
+    return SideBySide(table, images, str(value.get("task") or "classification"))
+
+
+def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
+    """In the worker: read the run's results.json and compare; reply with JSON types only."""
+    import json
+
+    from core.jobs import phase
+
+    phase("reading the run's models")
+    results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    result = side_by_side(run_dir, results, name, count)
+    table = result.table.astype(object).where(result.table.notna(), None)
+    return {"rows": table.to_dict("records"), "columns": [str(c) for c in result.table.columns],
+            "images": None if result.images is None else [img.tolist() for img in result.images],
+            "task": result.task}
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)

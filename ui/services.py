@@ -126,10 +126,9 @@ def run_latency(run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
-    from core.compare import side_by_side
+    from core.compare import side_by_side_isolated
 
-    results = _results(root, run_id, mtime) or {}
-    return side_by_side(Path(root) / "runs" / run_id, results, variant, count)
+    return side_by_side_isolated(Path(root) / "runs" / run_id, variant, count)  # user models: in a worker
 
 
 def run_side_by_side(run_id: str, variant: str, count: int = 8):
