@@ -176,6 +176,10 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
                          "float than on newer CPUs.")
         unstructured = any(s.get("technique") == "prune" and s.get("method") in ("unstructured", "2:4")
                            for s in steps)
+        fp16 = any(s.get("technique") == "quantize" and s.get("mode") == "fp16" for s in steps)
+        if fp16:
+            notes.append("fp16 halves the size, but most CPUs have no fast fp16 kernels: onnxruntime runs the "
+                         "layers in float32 behind casts, which cost time of their own.")
         if unstructured and not any("dense" in n.lower() for n in notes):
             notes.append("Zeroed weights are still stored and multiplied: dense CPU kernels run no faster. The "
                          "file compresses better; for speed, prune structurally.")
