@@ -261,28 +261,15 @@ def run_isolated_job(kind: str, model_spec: str, data_spec: str | None, config: 
     Raises:
         FeatherweightError: bad model, data or config; or the worker crashed, ran out of memory or time.
     """
-    from core.jobs import ResourceLimits, run_isolated
+    from core.jobs import ResourceLimits, progress_forwarder, run_isolated
 
     config = _check(kind, config)
-
-    def forward(message):
-        if on_progress is None or message.get("t") != "progress":
-            return
-        from core.pipeline import ProgressEvent
-
-        event = message.get("event")
-        try:
-            names = {f.name for f in dataclasses.fields(ProgressEvent)}
-            on_progress(ProgressEvent(**{k: v for k, v in event.items() if k in names}))
-        except (TypeError, AttributeError, ValueError, KeyError):
-            pass  # a malformed event from the worker is dropped, never trusted
-
     limits = ResourceLimits.from_env()
     timeout = None
     if kind == "tune":  # the search stops itself at its budget; the margin covers loading and the last variant
         timeout = min(limits.wall_seconds, float(config["budget_s"]) * 1.5 + 120.0)
     return run_isolated("core.insight:_worker_entry", kind, model_spec, data_spec, config, str(out_dir),
-                        limits=limits, timeout=timeout, on_message=forward)
+                        limits=limits, timeout=timeout, on_message=progress_forwarder(on_progress))
 
 
 __all__ = ["DIAGNOSTICS_FILE", "DiagnoseConfig", "KINDS", "SPEC_FILE", "diagnose", "job_kind", "load_diagnostics",

@@ -680,9 +680,16 @@ def run_recipe_isolated(recipe_path: str, out_dir: str, *, model: str | None = N
         FeatherweightError: bad recipe, model or data; or the worker crashed, ran out of memory or time.
     """
     limits = limits or ResourceLimits.from_env()
+    return run_isolated("run_recipe", str(recipe_path), str(out_dir), model, data, executor, ray_address,
+                        limits=limits, on_message=progress_forwarder(on_progress))
 
-    def forward(message):
-        if on_progress is None:
+
+def progress_forwarder(on_progress) -> Callable[[dict], None]:
+    """An `on_message` for run_isolated that turns the worker's progress messages into ProgressEvents for
+    `on_progress` (None: drop them). A malformed event from the worker is dropped, never trusted."""
+
+    def forward(message: dict) -> None:
+        if on_progress is None or message.get("t") != "progress":
             return
         from core.pipeline import ProgressEvent
 
@@ -691,10 +698,9 @@ def run_recipe_isolated(recipe_path: str, out_dir: str, *, model: str | None = N
             names = {f.name for f in dataclasses.fields(ProgressEvent)}
             on_progress(ProgressEvent(**{k: v for k, v in event.items() if k in names}))
         except (TypeError, AttributeError, ValueError, KeyError):
-            pass  # a malformed event from the worker is dropped, never trusted
+            pass
 
-    return run_isolated("run_recipe", str(recipe_path), str(out_dir), model, data, executor, ray_address,
-                        limits=limits, on_message=forward)
+    return forward
 
 
 # --------------------------------------------------------------------------------------------------------------
