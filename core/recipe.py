@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -410,6 +411,35 @@ def _is_sweep_value(cls: type, key: str, value: Any) -> bool:
     return True
 
 
+def _sweep_axes(sweep: Any) -> list[tuple[int, str, list]]:
+    """The sweep's axes as (step index, key, values), after checking the block's shape."""
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("steps"), list) or not sweep["steps"]:
+        raise BadInputError("sweep must be a mapping with 'name' and a non-empty list of 'steps'")
+    unknown = sorted(set(sweep) - {"name", "steps"})
+    if unknown:
+        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in sweep; allowed: name, steps")
+    axes = []
+    for index, step in enumerate(sweep["steps"]):
+        if not isinstance(step, dict) or step.get("technique") not in STEP_TYPES:
+            raise BadInputError(f"sweep step {index + 1}: technique must be one of {', '.join(STEP_TYPES)}")
+        cls = STEP_TYPES[step["technique"]]
+        for key, value in step.items():
+            if key != "technique" and _is_sweep_value(cls, key, value):
+                if not value:
+                    raise BadInputError(f"sweep step {index + 1}: {key} lists no values")
+                axes.append((index, key, value))
+    return axes
+
+
+def sweep_variant_count(sweep: Any) -> int:
+    """How many variants `expand_sweep` would make (the product of the axis lengths), without building them.
+
+    Raises:
+        BadInputError: a malformed block or an empty axis (values themselves are checked by `expand_sweep`).
+    """
+    return math.prod(len(values) for _, _, values in _sweep_axes(sweep))
+
+
 def expand_sweep(sweep: Any) -> tuple:
     """Expand a sweep block into variants: every option given as a list is an axis of a cartesian product.
 
@@ -421,25 +451,12 @@ def expand_sweep(sweep: Any) -> tuple:
     """
     import itertools
 
-    if not isinstance(sweep, dict) or not isinstance(sweep.get("steps"), list) or not sweep["steps"]:
-        raise BadInputError("sweep must be a mapping with 'name' and a non-empty list of 'steps'")
-    unknown = sorted(set(sweep) - {"name", "steps"})
-    if unknown:
-        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in sweep; allowed: name, steps")
+    axes = _sweep_axes(sweep)
     name = sweep.get("name") or "sweep"
-    axes = []  # (step index, key, values)
-    for index, step in enumerate(sweep["steps"]):
-        if not isinstance(step, dict) or step.get("technique") not in STEP_TYPES:
-            raise BadInputError(f"sweep step {index + 1}: technique must be one of {', '.join(STEP_TYPES)}")
-        cls = STEP_TYPES[step["technique"]]
-        for key, value in step.items():
-            if key != "technique" and _is_sweep_value(cls, key, value):
-                if not value:
-                    raise BadInputError(f"sweep step {index + 1}: {key} lists no values")
-                axes.append((index, key, value))
+    count = math.prod(len(values) for _, _, values in axes)
+    if count > MAX_SWEEP_VARIANTS:
+        raise BadInputError(f"the sweep makes {count} variants; the limit is {MAX_SWEEP_VARIANTS}")
     combos = list(itertools.product(*[values for _, _, values in axes])) if axes else [()]
-    if len(combos) > MAX_SWEEP_VARIANTS:
-        raise BadInputError(f"the sweep makes {len(combos)} variants; the limit is {MAX_SWEEP_VARIANTS}")
     keys = [key for _, key, _ in axes]
     repeated = {k for k in keys if keys.count(k) > 1}
     variants = []

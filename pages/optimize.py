@@ -1,5 +1,5 @@
-"""Optimize page: presets and a form per technique build a recipe (also editable as YAML); Run starts a job in a
-worker process and its progress and results appear live."""
+"""Optimize page: presets, a form per technique and a sweep builder make a recipe (also editable as YAML); Run
+starts a job in a worker process, and its progress, results and Pareto chart appear as each variant finishes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import streamlit as st
 from core.errors import FeatherweightError
 from core.jobs import CANCEL_FLAG
 from core.presets import PRESETS, preset_recipe
-from core.recipe import Recipe, Variant
+from core.recipe import MAX_SWEEP_VARIANTS, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, RUN_KEY,
                           choose_sample_data, choose_sample_model, digest_of)
 from core.store import ACTIVE
@@ -23,6 +23,10 @@ PRESET_WIDGET_KEY = "preset_pills"
 NEW_VARIANT_NAME_KEY = "new_variant_name"
 NEW_VARIANT_TECHNIQUES_KEY = "new_variant_techniques"
 MESSAGE_KEY = "optimize_message"  # one-shot message shown after a rerun
+SWEEP_KEY = "sweep_builder"  # prefix of the sweep builder's widget keys (the variant forms use r{version}.{i}.*)
+# Above this the builder warns (it refuses only above MAX_SWEEP_VARIANTS): every variant is a build and a benchmark,
+# seconds each on the digits samples but minutes on shapes-cnn or minilm, and a shared server queues other runs.
+LARGE_SWEEP_VARIANTS = 24
 # How often a session's progress view polls: every poll is a script run on the server and a redraw in the browser,
 # times every session of a workshop; a queued job changes slowly.
 PROGRESS_POLL_S = {"running": 1.0, "queued": 2.0}
@@ -53,6 +57,14 @@ def _remove_variant(index: int) -> None:
     _set_recipe(recipe.replace(variants=tuple(v for i, v in enumerate(recipe.variants) if i != index)))
 
 
+def _unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name-2`, `name-3`... when a variant of the recipe already has it."""
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
 def _add_variant() -> None:
     recipe: Recipe = st.session_state[RECIPE_KEY]
     techniques = st.session_state.get(NEW_VARIANT_TECHNIQUES_KEY) or []
@@ -60,11 +72,8 @@ def _add_variant() -> None:
     if not techniques:
         st.session_state[MESSAGE_KEY] = ("error", "Pick at least one technique for the new variant.")
         return
-    name = name or "-".join(t for t in forms.TECHNIQUE_ORDER if t in techniques)
-    taken = {v.name for v in recipe.variants}
-    base, n = name, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
+    name = _unique_name(name or "-".join(t for t in forms.TECHNIQUE_ORDER if t in techniques),
+                        {v.name for v in recipe.variants})
     try:
         variant = Variant(name, forms.new_variant_steps(techniques))
         _set_recipe(recipe.replace(variants=recipe.variants + (variant,)))
@@ -87,7 +96,8 @@ def _variant_summary(variant: Variant) -> str:
 
 
 def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
-    """Every variant's options and the benchmark settings; returns the edited recipe and any errors."""
+    """Every variant's options, the boxes that add a variant or a sweep, and the benchmark settings; returns the
+    edited recipe and any errors."""
     version = st.session_state.get(RECIPE_VERSION_KEY, 0)
     node_names = [layer["name"] for layer in model.card.get("layers") or []]
     variants, errors = [], []
@@ -113,6 +123,7 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         c2.multiselect("Techniques (run in this order: prune, distill, quantize)", list(forms.TECHNIQUE_ORDER),
                        key=NEW_VARIANT_TECHNIQUES_KEY, format_func=forms.TECHNIQUE_TITLES.get)
         c3.button("Add", on_click=_add_variant, icon=":material/add:", width="stretch")
+    swept = sweep_builder_ui(node_names)
 
     with st.expander("Benchmark settings", expanded=False):
         sequence = any(isinstance(d, str) for t in model.card.get("inputs", []) for d in t["shape"][1:])
@@ -124,7 +135,60 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     except FeatherweightError as exc:
         errors.append(str(exc))
         edited = recipe
+    if swept:
+        _add_swept(edited if not errors else recipe, swept)
     return edited, errors
+
+
+def sweep_builder_ui(node_names: list[str]) -> tuple[Variant, ...]:
+    """Several values per option, one variant per combination; returns the variants when "Add sweep" is pressed."""
+    variants: tuple[Variant, ...] = ()
+    # A key gives the expander an identity of its own, so it stays open when a one-shot message above it comes
+    # or goes (without one, a shifted position makes it a new, collapsed expander).
+    with st.expander("**Add a sweep** · several values per option, one variant per combination",
+                     key=f"{SWEEP_KEY}.open"):
+        sweep, errors = forms.sweep_ui(SWEEP_KEY, node_names)
+        for error in errors:
+            st.error(error, icon=":material/error:")
+        if sweep is None:
+            st.caption("Pick the techniques to sweep, then give several values to the options to vary: every "
+                       "combination becomes a variant, named after the values it takes.")
+        elif not errors:
+            count = sweep_variant_count(sweep)
+            if count > MAX_SWEEP_VARIANTS:
+                st.error(f"This sweep makes {count} variants; the limit is {MAX_SWEEP_VARIANTS}. Give fewer values.",
+                         icon=":material/error:")
+            else:
+                try:
+                    variants = expand_sweep(sweep)
+                except FeatherweightError as exc:
+                    st.error(str(exc), icon=":material/error:")
+        if variants:
+            count = len(variants)
+            text = f"This sweep makes **{count} variant{'s' if count != 1 else ''}**, named like `{variants[0].name}`."
+            same = count - forms.distinct_variant_count(variants)
+            if same:
+                text += (f" {same} of them {'differs' if same == 1 else 'differ'} from another only in options "
+                         "that do not apply to them, so they build the same model.")
+            if count > LARGE_SWEEP_VARIANTS:
+                text += " Each variant is built and benchmarked: a run this large takes a while."
+            (st.warning if same or count > LARGE_SWEEP_VARIANTS else st.caption)(text)
+        clicked = st.button("Add sweep", key=f"{SWEEP_KEY}.add", icon=":material/add:", disabled=not variants)
+    return variants if clicked else ()
+
+
+def _add_swept(recipe: Recipe, swept: tuple[Variant, ...]) -> None:
+    """Append a sweep's variants (renamed where a name is taken) and redraw the page with them as forms."""
+    taken = {v.name for v in recipe.variants}
+    added = []
+    for variant in swept:
+        name = _unique_name(variant.name, taken)
+        taken.add(name)
+        added.append(Variant(name, variant.steps))
+    _set_recipe(recipe.replace(variants=recipe.variants + tuple(added)))
+    st.session_state[MESSAGE_KEY] = ("success", f"Added {len(added)} variant{'s' if len(added) != 1 else ''} "
+                                                f"from the sweep.")
+    st.rerun()
 
 
 def yaml_ui(recipe: Recipe, model, data) -> None:
@@ -172,9 +236,7 @@ def _switch_model_from_yaml(parsed: Recipe, model) -> tuple[str, str] | None:
 
 
 def progress_ui(run_id: str) -> None:
-    """The run's live state: which variant and step, elapsed time, Cancel, and the variants finished so far."""
-    from core.results import batch_sizes_of, results_frame
-
+    """The run's live state (which variant and step, elapsed time, Cancel), then the variants finished so far."""
     runner = services.launcher().runner
     if not services.can_view(run_id):
         return
@@ -187,12 +249,17 @@ def progress_ui(run_id: str) -> None:
     active = status.state in ACTIVE
     mine = record.owner == services.owner_id()
     state_at_render = status.state
+    results_at_render = services.results_mtime(run_id)
 
+    # Every poll of every session is a script run on a shared server: the fragment only reads the status and stats
+    # results.json; the chart and the table are drawn outside it, once per finished variant.
     @st.fragment(run_every=PROGRESS_POLL_S.get(state_at_render))
     def live() -> None:
         status = runner.status(run_id)
         if status.state != state_at_render:
             st.rerun()  # started or finished: redraw the page once, with the poll rate of the new state
+        if status.state in ACTIVE and services.results_mtime(run_id) != results_at_render:
+            st.rerun()  # a variant finished: redraw the page once, with it on the chart and in the table
         progress = status.progress or {}
         if status.state == "queued":
             ahead = (status.queue_position or 1) - 1
@@ -218,12 +285,29 @@ def progress_ui(run_id: str) -> None:
                          disabled=status.state not in ACTIVE):
                 runner.cancel(run_id, services.owner_id())
                 st.toast("Cancelling: the worker stops at its next check (at most 10 s).", icon=":material/stop:")
-        results = runner.store.results(run_id)
-        if results and results.get("variants"):
-            frame = results_frame(results)
-            results_table_ui(frame, batch_sizes_of(results), key=f"progress_table.{run_id}.{len(frame)}")
 
     live()
+    finished_variants_ui(run_id, active)
+
+
+def finished_variants_ui(run_id: str, active: bool) -> None:
+    """The Pareto chart and the table of the variants finished so far (cached on results.json's mtime)."""
+    from core import viz
+    from core.compare import ok_rows
+    from core.results import batch_sizes_of
+
+    results = services.run_results(run_id)
+    frame = services.run_frame(run_id)
+    if not results or frame is None or frame.empty:
+        return
+    sizes = batch_sizes_of(results)
+    if sizes and not ok_rows(frame).empty:
+        batch_size = sizes[-1]
+        st.plotly_chart(viz.pareto_figure(frame, batch_size, height=420), theme=None,
+                        key=f"progress_pareto.{run_id}.{len(frame)}", config={"displaylogo": False})
+        st.caption(f"Size vs p50 latency at batch {batch_size}; lower-left is better"
+                   + (". Each variant appears here as it finishes." if active else "."))
+    results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}")
 
 
 def _final_status_ui(status, record) -> None:

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from core.errors import BadInputError
-from core.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant,
-                         default_recipe, step_from_dict)
+from core.recipe import (MAX_SWEEP_VARIANTS, BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe,
+                         Variant, default_recipe, expand_sweep, step_from_dict, sweep_variant_count)
 
 DESIGN_EXAMPLE = """
 model: sample:digits-cnn          # path or sample:NAME
@@ -137,3 +137,15 @@ def test_bad_sweeps_are_explained(sweep, words):
     """A malformed or oversized sweep is a one-line error."""
     with pytest.raises(BadInputError, match=words):
         Recipe.from_text(f"sweep: {sweep}")
+
+
+def test_sweep_variant_count_matches_expansion_without_building():
+    """The count is the product of the axis lengths, as expand_sweep makes them; above the limit it still counts."""
+    sweep = {"name": "grid", "steps": [{"technique": "prune", "amount": [0.25, 0.5, 0.75]},
+                                       {"technique": "quantize", "mode": ["dynamic", "static"], "exclude": ["fc"]}]}
+    assert sweep_variant_count(sweep) == len(expand_sweep(sweep)) == 6
+    assert sweep_variant_count({"name": "one", "steps": [{"technique": "quantize", "mode": "fp16"}]}) == 1
+    huge = {"steps": [{"technique": "quantize", "samples": list(range(1, 101)), "mode": ["dynamic", "static", "fp16"]}]}
+    assert sweep_variant_count(huge) == 300 > MAX_SWEEP_VARIANTS
+    with pytest.raises(BadInputError, match="no values"):
+        sweep_variant_count({"steps": [{"technique": "quantize", "mode": []}]})

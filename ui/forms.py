@@ -1,14 +1,17 @@
 """Forms rendered from the step config dataclasses' field metadata (help, choices, minimum, maximum): every
-option of every technique, with its default and help text. Each `*_ui()` returns plain values or configs."""
+option of every technique, with its default and help text. Each `*_ui()` returns plain values or configs.
+The sweep builder renders the same metadata with several values per option."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import Any
 
 import streamlit as st
 
-from core.errors import FeatherweightError
+from core.errors import BadInputError, FeatherweightError
 from core.recipe import STEP_TYPES, BenchmarkConfig, StepConfig, Variant
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
@@ -135,3 +138,156 @@ def variant_ui(variant: Variant, key: str, node_names: list[str]) -> tuple[Varia
 def new_variant_steps(techniques: list[str]) -> tuple:
     """Default configs for the chosen techniques, in the order the pipeline runs them."""
     return tuple(STEP_TYPES[t]() for t in TECHNIQUE_ORDER if t in techniques)
+
+
+# ---- sweep builder: several values per option, one variant per combination (core.recipe.expand_sweep)
+
+BOOL_TITLES = {True: "on", False: "off"}
+
+
+def _format_number(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _example(f: dataclasses.Field) -> str:
+    """Two valid values for a numeric option, for help and error texts: the default and its double (or half)."""
+    default = f.default
+    other = default * 2 if default * 2 < (f.metadata or {}).get("maximum", math.inf) else default / 2
+    other = int(other) if isinstance(default, int) else other
+    return f"{_format_number(default)}, {_format_number(other)}"
+
+
+def parse_numbers(technique: str, f: dataclasses.Field, text: str) -> list:
+    """Comma-separated values for one numeric option, each checked by building the technique's config with it.
+
+    Args:
+        technique: the step's technique (a key of STEP_TYPES).
+        f: the config field.
+        text: what the user typed, e.g. ``"0.25, 0.5"``.
+
+    Returns:
+        The distinct values in the order given (ints for integer options).
+
+    Raises:
+        BadInputError: a piece that is not a finite number, a value the config rejects, or no value at all.
+    """
+    where = f"{technique}.{f.name}"
+    integer = isinstance(f.default, int)
+    values: list = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue  # "0.25, 0.5," or a double comma: nothing to sweep there
+        try:
+            number = float(piece)
+        except ValueError:
+            raise BadInputError(f"{where}: {piece!r} is not a number; give numbers separated by commas, "
+                                f"e.g. {_example(f)}") from None
+        if not math.isfinite(number):
+            raise BadInputError(f"{where}={piece} must be a finite number")
+        # An integer option keeps a fractional value as it is, so the config's own check names it.
+        value = int(number) if integer and number.is_integer() else number
+        STEP_TYPES[technique](**{f.name: value})  # the config's own validation: range, integer, power of two
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise BadInputError(f"{where}: give at least one value")
+    return values
+
+
+def _applies(technique: str, name: str, axes: dict[str, list]) -> tuple[bool, bool, str | None]:
+    """Whether an option matters to some and to all combinations of the values chosen above it, and why not.
+
+    Each RELEVANT rule reads one option, so varying one option at a time from the first values is exact.
+    """
+    relevant, why = RELEVANT.get((technique, name), (None, None))
+    if relevant is None:
+        return True, True, None
+    first = {k: v[0] for k, v in axes.items()}
+    outcomes = [relevant(first)] + [relevant({**first, k: x}) for k, values in axes.items() for x in values]
+    return any(outcomes), all(outcomes), why
+
+
+def sweep_field_ui(technique: str, f: dataclasses.Field, key: str, axes: dict[str, list],
+                   node_names: list[str]) -> list:
+    """The values to sweep for one config field: a multiselect for choices and switches, comma-separated numbers
+    otherwise; returns them as a list (one value: not an axis).
+
+    Raises:
+        BadInputError: a value the config rejects, or none picked.
+    """
+    meta = f.metadata or {}
+    label = _label(f.name)
+    some, every, why = _applies(technique, f.name, axes)
+    help_text = meta.get("help")
+    if not some:
+        help_text = f"{help_text} (Applies to {why}: not swept for these variants.)"
+    elif not every:
+        help_text = f"{help_text} (Applies to {why}: the other variants ignore it.)"
+    disabled = not some
+    choices = meta.get("choices")
+    if f.name == "exclude":  # a list-valued option: one list for every variant, not an axis
+        picked = st.multiselect(label, sorted(node_names), key=key, help=f"{help_text} The same for every variant.",
+                                accept_new_options=True, placeholder="no node excluded", disabled=disabled)
+        return [list(picked)]
+    if choices or isinstance(f.default, bool) or f.name == "block_size":
+        options = list(choices) if choices else [True, False] if isinstance(f.default, bool) else BLOCK_SIZES
+        picked = st.multiselect(label, options, default=[f.default], key=key, help=help_text, disabled=disabled,
+                                format_func=lambda v: BOOL_TITLES.get(v, str(v)) if isinstance(v, bool) else str(v),
+                                placeholder="pick one or more")
+        values = [o for o in options if o in picked]  # the options' order, so names and variants are stable
+        if disabled:
+            return [f.default]
+        if not values:
+            raise BadInputError(f"{technique}.{f.name}: pick at least one value")
+        return values
+    text = st.text_input(label, _format_number(f.default), key=key, disabled=disabled,
+                         help=f"{help_text} Several values separated by commas, e.g. {_example(f)}.")
+    return [f.default] if disabled else parse_numbers(technique, f, text)
+
+
+def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
+    """A sweep's name, techniques and every option of each step with several values allowed.
+
+    Returns:
+        (the sweep block as `core.recipe.expand_sweep` takes it, or None before a technique is picked; one error
+        per option with a bad value).
+    """
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    name = c1.text_input("Sweep name", key=f"{key}.name", placeholder="sweep",
+                         help="Variants are named NAME[option=value,...] after the options that vary.")
+    techniques = c2.multiselect("Techniques to sweep (run in this order: prune, distill, quantize)",
+                                list(TECHNIQUE_ORDER), key=f"{key}.techniques", format_func=TECHNIQUE_TITLES.get)
+    if not techniques:
+        return None, []
+    steps, errors = [], []
+    for i, technique in enumerate(t for t in TECHNIQUE_ORDER if t in techniques):
+        cls = STEP_TYPES[technique]
+        st.markdown(f"**{i + 1}. {TECHNIQUE_TITLES[technique]}** — {cls.__doc__.strip()}")
+        axes: dict[str, list] = {}
+        columns = st.columns(2)
+        for j, f in enumerate(dataclasses.fields(cls)):
+            with columns[j % 2]:
+                try:
+                    axes[f.name] = sweep_field_ui(technique, f, f"{key}.{technique}.{f.name}", axes, node_names)
+                except BadInputError as exc:
+                    errors.append(str(exc))
+                    axes[f.name] = [f.default]
+        steps.append({"technique": technique, **{k: v if len(v) > 1 else v[0] for k, v in axes.items()}})
+    return {"name": (name or "").strip() or "sweep", "steps": steps}, errors
+
+
+def distinct_variant_count(variants: tuple[Variant, ...]) -> int:
+    """How many of these variants build different models: options that do not apply to a variant (RELEVANT,
+    e.g. calibration outside static mode) are set to their defaults before comparing."""
+    seen = set()
+    for variant in variants:
+        steps = []
+        for step in variant.steps:
+            values = step.to_dict()
+            for f in dataclasses.fields(step):
+                relevant, _ = RELEVANT.get((step.technique, f.name), (None, None))
+                if relevant is not None and not relevant(values):
+                    values[f.name] = f.default
+            steps.append(values)
+        seen.add(json.dumps(steps, sort_keys=True, default=str))
+    return len(seen)

@@ -1,5 +1,5 @@
-"""The Optimize page: presets, the technique forms, YAML editing, and a real run with progress, cancel and
-exactly-once submission."""
+"""The Optimize page: presets, the technique forms, the sweep builder, YAML editing, and a real run with progress,
+cancel, exactly-once submission and the Pareto chart growing as variants finish."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ variants:
     steps: [{technique: quantize, mode: dynamic}]
   - name: fp16
     steps: [{technique: quantize, mode: fp16}]
+"""
+# No variants yet, the fast benchmark: the tests add theirs with the sweep builder.
+EMPTY_RECIPE = """
+benchmark: {batch_sizes: [1, 32], threads: 1, warmup: 1, runs: 5, max_seconds: 0.5}
+variants: []
 """
 
 
@@ -54,6 +59,38 @@ def _wait(at, done, timeout: float = 150.0, step: float = 0.5):
             return at
         time.sleep(step)
     raise AssertionError(f"timed out; errors: {errors_of(at)}, info: {[i.value for i in at.info]}")
+
+
+def _sweep(at, name: str | None = None, techniques=(), **values):
+    """Fill the sweep builder: `values` maps "technique__option" to a list (multiselect) or a text (numbers)."""
+    if name is not None:
+        at.text_input(key="sweep_builder.name").set_value(name)
+    at.multiselect(key="sweep_builder.techniques").set_value(list(techniques)).run()
+    for key, value in values.items():
+        key = "sweep_builder." + key.replace("__", ".")
+        (at.multiselect(key=key) if isinstance(value, list) else at.text_input(key=key)).set_value(value)
+    return at.run()
+
+
+def _add_sweep(at):
+    return at.button(key="sweep_builder.add").click().run()
+
+
+def _sweep_message(at) -> str:
+    """The builder's "makes N variants" line (a caption, or a warning when the sweep is large or redundant)."""
+    return next(m.value for m in list(at.caption) + list(at.warning) if "This sweep makes" in m.value)
+
+
+def _chart_names(at) -> list[str] | None:
+    """The variant names on the run view's Pareto chart (its markers' text labels), or None without a chart."""
+    import json
+
+    charts = [c for c in at.get("plotly_chart") if "progress_pareto" in c.proto.id]
+    assert len(charts) <= 1, f"{len(charts)} Pareto charts"
+    if not charts:
+        return None
+    figure = json.loads(charts[0].proto.spec)
+    return sorted(name for trace in figure["data"] if trace.get("mode") == "markers+text" for name in trace["text"])
 
 
 def test_without_model_points_to_model_page(make_app):
@@ -200,4 +237,95 @@ def test_cancel_really_stops_the_worker(make_app, fw_home):
     assert time.monotonic() - cancelled_at < 30
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    assert any("cancelled" in w.value for w in at.warning)
+
+
+def test_sweep_builder_adds_the_expanded_variants(make_app):
+    """Two amounts x two modes from the builder make four named, editable variants; adding again renames them."""
+    at = _optimize(make_app, FAST_RECIPE)
+    _sweep(at, "grid", ["quantize", "prune"], prune__amount="0.25, 0.5", quantize__mode=["static", "dynamic"])
+    assert not errors_of(at)
+    assert "makes **4 variants**" in _sweep_message(at)
+    _add_sweep(at)
+    expected = ["grid[amount=0.25,mode=dynamic]", "grid[amount=0.25,mode=static]",
+                "grid[amount=0.5,mode=dynamic]", "grid[amount=0.5,mode=static]"]
+    recipe = at.session_state["fw_recipe"]
+    assert [v.name for v in recipe.variants] == ["int8-dynamic"] + expected
+    last = recipe.variants[-1]
+    assert [s.technique for s in last.steps] == ["prune", "quantize"]
+    assert last.steps[0].amount == 0.5 and last.steps[1].mode == "static"
+    assert any("Added 4 variants" in s.value for s in at.success)
+    version = at.session_state["fw_recipe_version"]
+    assert at.text_input(key=f"r{version}.4.name").value == expected[-1]  # a normal variant form
+    assert "grid[amount=0.5,mode=static]" in at.text_area[0].value  # and in the YAML
+    assert at.button(key="run_button").label == "Run 5 variants"
+
+    _add_sweep(at)  # the same sweep again: names must not collide
+    names = [v.name for v in at.session_state["fw_recipe"].variants]
+    assert names[5:] == [f"{n}-2" for n in expected] and len(set(names)) == 9
+
+
+def test_sweep_builder_refuses_bad_values_and_too_many_variants(make_app):
+    """A bad number or too many variants shows one clear error, disables Add sweep and leaves the recipe alone;
+    a large sweep and one with variants that build the same model are warned about."""
+    at = _optimize(make_app, FAST_RECIPE)
+    before = at.session_state["fw_recipe"]
+    _sweep(at, None, ["prune"], prune__amount="0.5, abc")
+    assert errors_of(at) == ["prune.amount: 'abc' is not a number; give numbers separated by commas, e.g. 0.5, 0.25"]
+    assert at.button(key="sweep_builder.add").disabled
+
+    at.text_input(key="sweep_builder.prune.amount").set_value("0.25, 1.5").run()
+    [error] = errors_of(at)
+    assert "prune.amount=1.5" in error and "allowed" in error
+
+    at.text_input(key="sweep_builder.prune.amount").set_value("0.5").run()
+    at.text_input(key="sweep_builder.prune.finetune_epochs").set_value(", ".join(map(str, range(257)))).run()
+    [error] = errors_of(at)
+    assert "makes 257 variants; the limit is 256" in error
+    assert at.button(key="sweep_builder.add").disabled
+    assert at.session_state["fw_recipe"] == before
+
+    at.text_input(key="sweep_builder.prune.finetune_epochs").set_value(", ".join(map(str, range(25)))).run()
+    assert not errors_of(at) and "takes a while" in _sweep_message(at)
+    assert not at.button(key="sweep_builder.add").disabled
+
+    _sweep(at, None, ["quantize"], quantize__mode=["dynamic", "static"], quantize__calibration=["minmax", "entropy"])
+    assert "makes **4 variants**" in _sweep_message(at) and "1 of them" in _sweep_message(at)
+    at.multiselect(key="sweep_builder.quantize.mode").set_value(["dynamic"]).run()
+    assert at.multiselect(key="sweep_builder.quantize.calibration").disabled  # static mode only: not swept
+    assert "makes **1 variant**" in _sweep_message(at)
+    assert at.session_state["fw_recipe"] == before
+
+
+def test_sweep_run_shows_its_variants_on_the_pareto_chart(make_app):
+    """A sweep built from the forms runs, and the run view's Pareto chart shows the baseline and every variant."""
+    at = _optimize(make_app, EMPTY_RECIPE)
+    _add_sweep(_sweep(at, "modes", ["quantize"], quantize__mode=["dynamic", "fp16"]))
+    at.button(key="run_button").click().run()
+    assert not errors_of(at)
+    _wait(at, lambda a: any("Run completed" in s.value for s in a.success))
+    assert _chart_names(at) == ["baseline", "modes[mode=dynamic]", "modes[mode=fp16]"]
+    assert list(at.dataframe[-1].value["variant"]) == ["baseline", "modes[mode=dynamic]", "modes[mode=fp16]"]
+
+
+def test_pareto_chart_grows_while_the_run_is_in_progress(make_app):
+    """Mid-run the chart shows the variants finished so far; after Cancel it keeps them and leaves out the rest."""
+    from ui import services
+
+    at = _optimize(make_app, EMPTY_RECIPE)
+    # One distillation epoch, then ten thousand: the second variant is still training when the first is drawn.
+    _add_sweep(_sweep(at, "students", ["distill"], distill__epochs="1, 10000"))
+    at.button(key="run_button").click().run()
+    run_id = at.session_state["fw_run"]
+    runner = services.launcher().runner
+
+    _wait(at, lambda a: "students[epochs=1]" in (_chart_names(a) or []), 120)
+    assert runner.status(run_id).state == "running"
+    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
+    assert list(at.dataframe[-1].value["variant"]) == ["baseline", "students[epochs=1]"]
+    assert any("as it finishes" in c.value for c in at.caption)
+    at.button(key=f"cancel.{run_id}").click().run()
+    _wait(at, lambda a: runner.status(run_id).state == "cancelled", 40)
+    at.run()  # the wait's last run may have drawn the page just before the state changed
+    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
     assert any("cancelled" in w.value for w in at.warning)
