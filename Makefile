@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 STAMP := $(VENV)/.featherweight-installed
 
-.PHONY: setup run test test-fast bench samples chromium clean
+.PHONY: setup run test test-fast bench bench-scale samples chromium clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.harness
+
+bench-scale: setup
+	$(PY) -m benchmarks.scale_out
 
 samples: setup
 	$(PY) -m sample_models.train
