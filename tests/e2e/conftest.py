@@ -40,17 +40,19 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) ->
 
 
 class StudioServer:
-    """`streamlit run app.py` on a free port with its own store; can be restarted on the same store."""
+    """`streamlit run app.py` on a free port with its own store (and `env` on top of this process's environment);
+    can be restarted on the same store."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, env: dict[str, str] | None = None):
         self.home = home
+        self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self.url = ""
         self._log = None
 
     def start(self) -> None:
         port = _free_port()
-        env = {**os.environ, "FEATHERWEIGHT_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.extra_env, "FEATHERWEIGHT_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         env.setdefault("FEATHERWEIGHT_CACHE", str(ROOT / ".featherweight" / "cache"))
         self._log = open(self.home / "server.log", "ab")
         self.process = subprocess.Popen(

@@ -67,33 +67,29 @@ class TreeMemory(threading.Thread):
 
 @pytest.fixture(scope="module")
 def workshop_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("fw-workshop")
-    saved = {k: os.environ.get(k) for k in ("FEATHERWEIGHT_WORKERS", "FEATHERWEIGHT_MAX_QUEUE",
-                                            "FEATHERWEIGHT_JOBS_PER_SESSION")}
-    os.environ.update(FEATHERWEIGHT_WORKERS=str(WORKERS), FEATHERWEIGHT_MAX_QUEUE="16",
-                      FEATHERWEIGHT_JOBS_PER_SESSION="1")
-    studio = StudioServer(home)
+    """A server configured as README's workshop mode: WORKERS workers, a queue, one active job per session."""
+    studio = StudioServer(tmp_path_factory.mktemp("fw-workshop"), env={
+        "FEATHERWEIGHT_WORKERS": str(WORKERS), "FEATHERWEIGHT_MAX_QUEUE": "16", "FEATHERWEIGHT_JOBS_PER_SESSION": "1"})
     try:
         studio.start()
         yield studio
     finally:
         studio.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
 def browser_args_load():
+    """Headless Chromium that keeps background pages' timers running (every session polls from its page)."""
     import shutil
 
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        pytest.skip("chromium is not installed")
+        message = "chromium is not installed (make chromium, or apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser must not pass as a skipped test
+        pytest.skip(message)
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=executable, args=LOAD_ARGS)
         yield launched
