@@ -221,7 +221,7 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
 
         c[0].download_button(f"Model · {name}.onnx", data=model_bytes, file_name=f"{v['artifact'].split('/')[-2]}.onnx",
                              mime="application/octet-stream", icon=":material/download:", width="stretch",
-                             key=f"dl_model.{run_id}.{name}")
+                             key=f"dl_model.{run_id}.{name}", on_click="ignore")
     else:
         c[0].button("Model", disabled=True, help="Select a measured variant to download its model.", width="stretch")
     try:
@@ -232,15 +232,17 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                          mime="application/x-yaml", icon=":material/download:", width="stretch",
                          disabled=recipe_yaml is None, key=f"dl_recipe.{run_id}",
                          help="`featherweight run recipe.yaml --out DIR` reproduces this run (put uploaded files "
-                              "next to it).")
+                              "next to it).", on_click="ignore")
     c[2].download_button("Results · results.csv", data=frame.to_csv(index=False), file_name="results.csv",
-                         mime="text/csv", icon=":material/download:", width="stretch", key=f"dl_csv.{run_id}")
+                         mime="text/csv", icon=":material/download:", width="stretch", key=f"dl_csv.{run_id}",
+                         on_click="ignore")
     c[3].download_button("Report · report.html",
                          data=lambda: build_report(results, run_id=run_id, batch_size=batch_size, budget=budget,
                                                    objective=objective),
                          file_name=f"featherweight-report-{run_id}.html", mime="text/html", icon=":material/download:",
                          width="stretch", key=f"dl_report.{run_id}",
-                         help="One self-contained HTML file (charts work offline) with the environment and settings.")
+                         help="One self-contained HTML file (charts work offline) with the environment and settings.",
+                         on_click="ignore")
 
 
 st.title("Compare")

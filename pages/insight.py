@@ -258,7 +258,8 @@ def tune_result_ui(run_id: str, active: bool) -> None:
         if best_yaml.exists() and not active:
             c1, c2, c3 = st.columns(3)
             c1.download_button("Download best.yaml", best_yaml.read_text(encoding="utf-8"), file_name="best.yaml",
-                               mime="application/x-yaml", icon=":material/download:", key="tune_download")
+                               mime="application/x-yaml", icon=":material/download:", key="tune_download",
+                               on_click="ignore")
             c2.button("Use in Optimize", icon=":material/tune:", key="tune_use", on_click=_use_best,
                       args=(best_yaml.read_text(encoding="utf-8"),))
             if c3.button("Open in Compare", icon=":material/scatter_plot:", key="tune_compare"):

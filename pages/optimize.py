@@ -211,7 +211,7 @@ def yaml_ui(recipe: Recipe, model, data) -> None:
             st.session_state[MESSAGE_KEY] = message or ("success", "Recipe applied.")
             st.rerun()
     c2.download_button("Download recipe", data=text, file_name="recipe.yaml", mime="application/x-yaml",
-                       icon=":material/download:")
+                       icon=":material/download:", on_click="ignore")
 
 
 def _switch_model_from_yaml(parsed: Recipe, model) -> tuple[str, str] | None:

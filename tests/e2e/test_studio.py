@@ -99,6 +99,7 @@ def test_quantize_compare_download_reload(server, page, tmp_path):
     box = page.locator(".js-plotly-plot").first.locator("path.point").first.bounding_box()  # the baseline
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's drag layer
     expect(variant_box).to_have_value("baseline", timeout=15_000)
+    wait_idle(page)  # the rerun the click started has drawn the export buttons (a deferred download is per run)
 
     with page.expect_download() as info:
         button(page, "Recipe · recipe.yaml").click()
