@@ -45,6 +45,8 @@ def _check_range(name: str, value: Any, low: float, high: float, *, low_open=Fal
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise BadInputError(f"{name}={value!r} must be {kind}")
+    if not math.isfinite(value):  # NaN compares false with everything, so it would pass the range checks below
+        raise BadInputError(f"{name}={value!r} must be a finite number")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

@@ -106,7 +106,9 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     for i, variant in enumerate(recipe.variants):
         key = f"r{version}.{i}"
         shown_name = st.session_state.get(f"{key}.name", variant.name)
-        with st.expander(f"**{shown_name}** · {_variant_summary(variant)}", expanded=len(recipe.variants) <= 2):
+        # Keyed expanders keep their open / closed state when a message above them comes or goes.
+        with st.expander(f"**{shown_name}** · {_variant_summary(variant)}", expanded=len(recipe.variants) <= 2,
+                         key=f"{key}.open"):
             edited, error = forms.variant_ui(variant, key, node_names)
             st.button("Remove this variant", key=f"{key}.remove", on_click=_remove_variant, args=(i,),
                       icon=":material/delete:", type="tertiary")
@@ -125,7 +127,7 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         c3.button("Add", on_click=_add_variant, icon=":material/add:", width="stretch")
     swept = sweep_builder_ui(node_names)
 
-    with st.expander("Benchmark settings", expanded=False):
+    with st.expander("Benchmark settings", expanded=False, key=f"r{version}.bench.open"):
         sequence = any(isinstance(d, str) for t in model.card.get("inputs", []) for d in t["shape"][1:])
         bench = forms.benchmark_ui(recipe.benchmark, f"r{version}.bench", sequence_inputs=sequence)
         seed = st.number_input("Seed", 0, 2**32 - 1, recipe.seed, key=f"r{version}.seed",

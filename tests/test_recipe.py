@@ -149,3 +149,10 @@ def test_sweep_variant_count_matches_expansion_without_building():
     assert sweep_variant_count(huge) == 300 > MAX_SWEEP_VARIANTS
     with pytest.raises(BadInputError, match="no values"):
         sweep_variant_count({"steps": [{"technique": "quantize", "mode": []}]})
+
+
+@pytest.mark.parametrize("text", ["variants: [{name: v, steps: [{technique: prune, amount: .nan}]}]",
+                                  "benchmark: {max_seconds: .inf}"])
+def test_non_finite_numbers_are_refused(text):
+    with pytest.raises(BadInputError, match="finite"):
+        Recipe.from_text(text)
