@@ -1221,7 +1221,6 @@ def technique_table(proto, *, amount: float = 0.5, width: float = 0.25) -> pd.Da
     from core.recipe import DistillConfig, PruneConfig, QuantizeConfig
 
     macs = sum(macs_per_sample(proto).values())
-    keep = 1 - amount
     rows = [
         ("baseline (fp32)", (), 1.0, "fp32 multiply-adds", "—"),
         ("fp16 weights", (QuantizeConfig(mode="fp16"),), 1.0, "fp32 on most CPUs (cast back)", "rarely"),

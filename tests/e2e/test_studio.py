@@ -54,6 +54,24 @@ def nav(page, title: str) -> None:
     wait_idle(page)
 
 
+def use_sample_with_recipe(page, url: str, sample: str, recipe: str) -> None:
+    """Open the studio, choose sample model `sample`, and apply `recipe` in the Optimize page's YAML tab."""
+    page.goto(url)
+    wait_idle(page)
+    button(page, f"Use {sample}").click()
+    page.get_by_text(f"Model card · {sample}").wait_for(timeout=60_000)
+    wait_idle(page)
+    nav(page, "Optimize")
+    page.get_by_role("tab", name="YAML").click()
+    editor = page.get_by_role("textbox", name="Recipe (YAML)")
+    editor.fill(recipe)
+    editor.press("Tab")  # commit the text area before pressing Apply
+    wait_idle(page)
+    button(page, "Apply YAML").click()
+    page.get_by_text("Recipe applied.").wait_for(timeout=60_000)
+    wait_idle(page)
+
+
 def test_home_first_render(server, page):
     """The home page renders its sample gallery promptly after the server is up."""
     started = time.perf_counter()
@@ -69,20 +87,7 @@ def test_home_first_render(server, page):
 def test_quantize_compare_download_reload(server, page, tmp_path):
     """Pick digits-cnn, run a static-int8 recipe, see baseline and variant on the Pareto chart, download the recipe
     and the report, then reload and restart the server and find the run again."""
-    page.goto(server.url)
-    wait_idle(page)
-    button(page, "Use digits-cnn").click()
-    page.get_by_text("Model card · digits-cnn").wait_for(timeout=60_000)
-    wait_idle(page)
-
-    nav(page, "Optimize")
-    page.get_by_role("tab", name="YAML").click()
-    editor = page.get_by_role("textbox", name="Recipe (YAML)")
-    editor.fill(E2E_RECIPE)
-    editor.press("Tab")  # commit the text area before pressing Apply
-    wait_idle(page)
-    button(page, "Apply YAML").click()
-    page.get_by_text("Recipe applied.").wait_for(timeout=30_000)
+    use_sample_with_recipe(page, server.url, "digits-cnn", E2E_RECIPE)
     button(page, "Run 1 variant").click()
     clicked = time.perf_counter()
     page.get_by_text("Variant 1 of 2: baseline").or_(page.get_by_text("Run completed")).first.wait_for(timeout=120_000)

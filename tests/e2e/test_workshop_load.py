@@ -7,7 +7,6 @@ alive (memory stays bounded), and the sessions waiting their turn see the queue.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -15,16 +14,13 @@ import time
 import psutil
 import pytest
 
-from tests.e2e.conftest import CHROMIUM_ARGS, StudioServer
-from tests.e2e.test_studio import E2E_RECIPE, button, nav, wait_idle
+from tests.e2e.conftest import StudioServer
+from tests.e2e.test_studio import E2E_RECIPE, button, nav, use_sample_with_recipe, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 SESSIONS = 10
 WORKERS = 2
-# Background pages must keep their timers: the progress fragments poll from the browser.
-LOAD_ARGS = CHROMIUM_ARGS + ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                             "--disable-backgrounding-occluded-windows"]
 RUN_IN_URL = re.compile(r"[?&]run=([\w-]+)")
 QUEUED = re.compile(r"^Queued — \d+ job\(s\) ahead")
 
@@ -77,50 +73,12 @@ def workshop_server(tmp_path_factory):
         studio.stop()
 
 
-@pytest.fixture(scope="module")
-def browser_args_load():
-    """Headless Chromium that keeps background pages' timers running (every session polls from its page)."""
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        message = "chromium is not installed (make chromium, or apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing browser must not pass as a skipped test
-        pytest.skip(message)
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, args=LOAD_ARGS)
-        yield launched
-        launched.close()
-
-
-def prepare(page, url: str) -> None:
-    """Choose digits-cnn and put the one-variant recipe in the Optimize form."""
-    page.goto(url)
-    wait_idle(page)
-    button(page, "Use digits-cnn").click()
-    page.get_by_text("Model card · digits-cnn").wait_for(timeout=60_000)
-    wait_idle(page)
-    nav(page, "Optimize")
-    page.get_by_role("tab", name="YAML").click()
-    editor = page.get_by_role("textbox", name="Recipe (YAML)")
-    editor.fill(E2E_RECIPE)
-    editor.press("Tab")
-    wait_idle(page)
-    button(page, "Apply YAML").click()
-    page.get_by_text("Recipe applied.").wait_for(timeout=60_000)
-    wait_idle(page)
-
-
-def test_ten_sessions_submit_at_once(workshop_server, browser_args_load):
+def test_ten_sessions_submit_at_once(workshop_server, browser):
     """Ten sessions press Run within seconds of each other; every job finishes, each session sees its own run and
     only that, the waiting sessions see their place in the queue, and the server never runs more than WORKERS
     workers."""
     from core.store import ACTIVE, RunStore
 
-    browser = browser_args_load
     contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(SESSIONS)]
     pages = [c.new_page() for c in contexts]
     monitor = TreeMemory(workshop_server.process.pid)
@@ -128,8 +86,8 @@ def test_ten_sessions_submit_at_once(workshop_server, browser_args_load):
     monitor.start()
     try:
         started = time.perf_counter()
-        for page in pages:
-            prepare(page, workshop_server.url)
+        for page in pages:  # each picks digits-cnn and a one-variant static-int8 recipe
+            use_sample_with_recipe(page, workshop_server.url, "digits-cnn", E2E_RECIPE)
         prepared = time.perf_counter()
         cpu_before = sum(server.cpu_times()[:2])
         # As fast as people in a room pressing Run when told to. A DOM click event, as a user's click sends:
