@@ -42,3 +42,14 @@ def fast_bench():
     from core.recipe import BenchmarkConfig
 
     return BenchmarkConfig(batch_sizes=(1, 32), threads=1, warmup=1, runs=5, max_seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Train on one thread (the test box is shared), restoring the setting for other test modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,26 +10,17 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.models import Model, export_onnx
 from core.pipeline import run
 from core.recipe import DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant
-from core.techniques import Cancelled, Candidate, StepContext, apply_step
+from core.techniques import Cancelled
 from core.techniques.distill import accuracy, model_inputs, param_count
 
+from step_support import apply_to_copy
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Train on one thread (the test box is shared), restoring the setting for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _distill(config, model, data, *, onnx_only=False, **context_args):
-    baseline = Model(model.source, model.onnx_model) if onnx_only else model
-    candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
-                          torch_module=None if onnx_only else copy.deepcopy(model.torch_module),
-                          architecture=None if onnx_only else model.architecture)
-    context = StepContext(dataset=data, baseline=baseline, seed=0, variant_name="student", **context_args)
-    return apply_step(config, candidate, context), context
+    return apply_to_copy(config, model, data, onnx_only=onnx_only, variant_name="student", **context_args)
 
 
 def _eval_accuracy(module, model, data):

@@ -1,7 +1,5 @@
 """Pruning: unstructured / structured / 2:4 on torch models, unstructured on ONNX-only models, composition."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -12,27 +10,18 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.models import Model, export_onnx
 from core.pipeline import run
 from core.recipe import PruneConfig, QuantizeConfig, Recipe, Variant, step_from_dict
-from core.techniques import Cancelled, Candidate, StepContext, apply_step
+from core.techniques import Cancelled
 from core.techniques.distill import accuracy, model_inputs
 from core.techniques.prune import prunable_layers
 
+from step_support import apply_to_copy
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Train on one thread (the test box is shared), restoring the setting for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _prune(config, model, data, *, onnx_only=False, **context_args):
-    baseline = Model(model.source, model.onnx_model) if onnx_only else model
-    candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
-                          torch_module=None if onnx_only else copy.deepcopy(model.torch_module),
-                          architecture=None if onnx_only else model.architecture)
-    context = StepContext(dataset=data, baseline=baseline, seed=0, **context_args)
-    return apply_step(config, candidate, context)
+    return apply_to_copy(config, model, data, onnx_only=onnx_only, **context_args)[0]
 
 
 def _eval_accuracy(module, model, data):
