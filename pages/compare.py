@@ -3,7 +3,6 @@ detail (steps, quantized nodes, sparsity, side-by-side predictions, "why no spee
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 
 import streamlit as st
@@ -14,9 +13,9 @@ from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_variant, cli
 from core.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results import batch_sizes_of
-from core.session import RUN_KEY
 from core.store import ACTIVE
 from ui import services
+from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui
 
@@ -25,31 +24,6 @@ ensure_app_shell()
 RUN_PICK_KEY = "compare_run_pick"
 POLL_S = 1.0
 ANY_DEVICE = "Any device"
-
-
-def run_label(record) -> str:
-    when = dt.datetime.fromtimestamp(record.created_at).strftime("%d %b %H:%M")
-    return f"{record.label} · {record.status} · {when}"
-
-
-def _on_run_pick() -> None:
-    services.open_run(st.session_state[RUN_PICK_KEY])
-
-
-def run_picker_ui(records) -> str:
-    """Choose the run to compare (the session's open run first); returns its id."""
-    ids = [r.id for r in records]
-    current = st.session_state.get(RUN_KEY)
-    if current not in ids:
-        current = ids[0]
-        services.open_run(current)
-    if st.session_state.get(RUN_PICK_KEY) != current:
-        st.session_state[RUN_PICK_KEY] = current
-    if st.query_params.get(services.RUN_PARAM) != current:  # page links drop the query: keep the run in the URL
-        st.query_params[services.RUN_PARAM] = current
-    by_id = {r.id: r for r in records}
-    return st.selectbox("Run", ids, key=RUN_PICK_KEY, format_func=lambda i: run_label(by_id[i]),
-                        on_change=_on_run_pick)
 
 
 def watch_ui(run_id: str) -> None:
@@ -253,7 +227,7 @@ if not records:
     st.page_link("pages/optimize.py", label="Go to Optimize", icon=":material/arrow_forward:")
     st.stop()
 
-run_id = run_picker_ui(records)
+run_id = run_picker_ui(records, RUN_PICK_KEY)
 record = next(r for r in records if r.id == run_id)
 if record.status in ACTIVE:
     watch_ui(run_id)

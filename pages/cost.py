@@ -3,15 +3,14 @@ or estimated) and CO2, and which target devices it fits — all under assumption
 
 from __future__ import annotations
 
-import datetime as dt
 
 import pandas as pd
 import streamlit as st
 
 from core import cost
 from core.errors import FeatherweightError
-from core.session import RUN_KEY
 from ui import services
+from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -39,29 +38,6 @@ def _reset_assumptions() -> None:
 def _reset_devices() -> None:
     st.session_state[cost.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
     st.session_state.pop(DEVICE_EDITOR_KEY, None)
-
-
-def _on_run_pick() -> None:
-    services.open_run(st.session_state[cost.COST_RUN_KEY])
-
-
-def run_picker_ui(records) -> str:
-    """Choose a run (the session's open run first, shared with the Compare page); returns its id."""
-    ids = [r.id for r in records]
-    current = st.session_state.get(RUN_KEY)
-    if current not in ids:
-        current = ids[0]
-        services.open_run(current)
-    if st.session_state.get(cost.COST_RUN_KEY) != current:
-        st.session_state[cost.COST_RUN_KEY] = current
-    by_id = {r.id: r for r in records}
-
-    def label(run_id: str) -> str:
-        record = by_id[run_id]
-        when = dt.datetime.fromtimestamp(record.created_at).strftime("%d %b %H:%M")
-        return f"{record.label} · {record.status} · {when}"
-
-    return st.selectbox("Run", ids, key=cost.COST_RUN_KEY, format_func=label, on_change=_on_run_pick)
 
 
 def assumptions_ui() -> cost.CostAssumptions | None:
@@ -187,7 +163,7 @@ def cost_page() -> None:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")
         return
-    run_id = run_picker_ui(records)
+    run_id = run_picker_ui(records, cost.COST_RUN_KEY)
     results = _with_profiles(str(services.store().root), run_id, services.results_mtime(run_id))
     variants = (results or {}).get("variants") or []
     sizes = sorted({int(b) for v in variants for b in (v.get("throughput") or {})})
