@@ -44,6 +44,14 @@ def show_outcome(outcome: Outcome | None, success: str | None = None) -> None:
         st.warning(outcome.notice, icon=":material/info:")
 
 
+def upload_ui(label: str, types, key: str, apply, help_text: str) -> None:
+    """A file uploader whose file goes through `apply` once; its error, notice or success shown below it."""
+    uploaded = st.file_uploader(label, type=list(types), key=key, help=help_text)
+    outcome = handle_upload(key, uploaded, apply)
+    show_outcome(outcome, f"Using {uploaded.name}" if uploaded is not None and outcome and not outcome.error
+                 else None)
+
+
 def sample_gallery_ui(current_spec: str | None) -> str | None:
     """One card per sample model with a 'Use' button; returns the sample clicked, if any."""
     from sample_models import SAMPLE_MODELS, available
@@ -84,13 +92,9 @@ def data_ui(model) -> None:
             with st.spinner(f"Loading sample:{pick}…"):
                 show_outcome(choose_sample_data(st.session_state, pick, data_summary=services.data_summary))
     elif source == "Upload NPZ / CSV":
-        uploaded = st.file_uploader(
-            "Upload data", type=list(DATA_UPLOAD_TYPES), key=DATA_UPLOADER_KEY,
-            help="NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
-                 "x_eval/y_eval. CSV: numeric feature columns and an optional 'label' column.")
-        outcome = handle_upload(DATA_UPLOADER_KEY, uploaded, apply_data_upload)
-        show_outcome(outcome, f"Using {uploaded.name}" if uploaded is not None and outcome and not outcome.error
-                     else None)
+        upload_ui("Upload data", DATA_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
+                  "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
+                  "x_eval/y_eval. CSV: numeric feature columns and an optional 'label' column.")
     elif current.spec is not None:
         choose_sample_data(st.session_state, None)
     data = st.session_state.get(DATA_KEY) or NO_DATA
@@ -172,13 +176,9 @@ if source == "Sample":
         st.rerun()
     show_outcome(st.session_state.pop(SAMPLE_MESSAGE_KEY, None))
 else:
-    uploaded = st.file_uploader(
-        "Upload a model", type=list(MODEL_UPLOAD_TYPES), key=MODEL_UPLOADER_KEY,
-        help="ONNX (single file, no external data), or PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
-             "bundled architecture. Pickled modules and TorchScript are refused.")
-    outcome = handle_upload(MODEL_UPLOADER_KEY, uploaded, apply_model_upload)
-    show_outcome(outcome, f"Using {uploaded.name}" if uploaded is not None and outcome and not outcome.error
-                 else None)
+    upload_ui("Upload a model", MODEL_UPLOAD_TYPES, MODEL_UPLOADER_KEY, apply_model_upload,
+              "ONNX (single file, no external data), or PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
+              "bundled architecture. Pickled modules and TorchScript are refused.")
 
 model = st.session_state.get(MODEL_KEY)
 if model is None:
