@@ -77,7 +77,7 @@ def test_ten_sessions_submit_at_once(workshop_server, browser):
     """Ten sessions press Run within seconds of each other; every job finishes, each session sees its own run and
     only that, the waiting sessions see their place in the queue, and the server never runs more than WORKERS
     workers."""
-    from core.store import ACTIVE, RunStore
+    from core.store import RunStore
 
     contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(SESSIONS)]
     pages = [c.new_page() for c in contexts]
@@ -96,31 +96,36 @@ def test_ten_sessions_submit_at_once(workshop_server, browser):
         for page in pages:
             button(page, "Run 1 variant").dispatch_event("click")
         submitted = time.perf_counter()
-        queued_seen = []
-        for page in pages:
-            page.wait_for_url(RUN_IN_URL, timeout=60_000)
-            state = page.get_by_text(QUEUED).or_(page.get_by_text("Starting the worker")) \
-                .or_(page.get_by_text(re.compile(r"^Variant \d of \d"))).or_(page.get_by_text("Run completed"))
-            state.first.wait_for(timeout=60_000)
-            queued_seen += page.get_by_text(QUEUED).all_text_contents()
-        submitted = time.perf_counter()
-        finished_after = []
-        for page in pages:
-            page.get_by_text("Run completed").wait_for(timeout=300_000)
-            finished_after.append(time.perf_counter() - prepared)
-        server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+        # Watch until every job is final: the server's queue (the store) and what each page shows. A queued page
+        # redraws its place every 2 s, so a sweep over the pages catches it however slowly the pages render.
         store = RunStore(workshop_server.home)
-        deadline = time.monotonic() + 30
-        while any(r.status in ACTIVE for r in store.list()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        queued_seen: dict[int, str] = {}  # page index -> the first "Queued — N job(s) ahead" it showed
+        peak_queued = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            active = store.active()
+            peak_queued = max(peak_queued, sum(r.status == "queued" for r in active))
+            for index, page in enumerate(pages):
+                if index not in queued_seen:
+                    texts = page.get_by_text(QUEUED).all_text_contents()
+                    if texts:
+                        queued_seen[index] = texts[0]
+            if not active:
+                break
+            page.wait_for_timeout(250)
+        all_done = time.perf_counter()
+        server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+        for page in pages:
+            page.get_by_text("Run completed").wait_for(timeout=60_000)
     finally:
         monitor.stop()
 
     runs = store.list()
     run_of_page = [RUN_IN_URL.search(page.url).group(1) for page in pages]
     figures = {"sessions": SESSIONS, "workers": WORKERS, "prepare_s": round(prepared - started, 1),
-               "submit_s": round(submitted - prepared, 1), "all_done_s": round(max(finished_after), 1),
-               "jobs_per_minute": round(SESSIONS / max(finished_after) * 60, 1), "queued_seen": queued_seen,
+               "submit_s": round(submitted - prepared, 1), "all_done_s": round(all_done - prepared, 1),
+               "jobs_per_minute": round(SESSIONS / (all_done - prepared) * 60, 1), "peak_queued": peak_queued,
+               "sessions_saw_queue": len(queued_seen), "queued_seen": sorted(set(queued_seen.values())),
                "server_cpu_s": round(server_cpu, 1), "peak_tree_rss_mb": round(monitor.peak_rss / 2**20),
                "peak_server_rss_mb": round(monitor.peak_server_rss / 2**20), "peak_workers": monitor.peak_workers}
     print("\nworkshop load:", json.dumps(figures))
@@ -128,7 +133,8 @@ def test_ten_sessions_submit_at_once(workshop_server, browser):
     assert sorted(r.status for r in runs) == ["completed"] * SESSIONS
     assert len({r.owner for r in runs}) == SESSIONS, "two sessions shared an owner"
     assert sorted(run_of_page) == sorted(r.id for r in runs), "a session follows a run that is not its own"
-    assert queued_seen, "no session ever saw the queue"
+    assert peak_queued >= SESSIONS - WORKERS - 2, "the sessions did not press Run at about the same time"
+    assert queued_seen, "no session ever saw its place in the queue"
     assert monitor.peak_workers <= WORKERS
     assert monitor.peak_rss < 6 * 2**30, figures  # server + WORKERS workers; each worker is capped besides
     assert monitor.peak_server_rss < 1.5 * 2**30, figures
