@@ -144,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run every variant of a recipe and write results.json / results.csv",
                          description="Run every variant of a recipe and write DIR/results.json, results.csv, "
-                                     "recipe.yaml and each variant's model. " + PATHS_HELP)
+                                     "recipe.yaml and each variant's model (nothing outside DIR but the sample "
+                                     "cache). " + PATHS_HELP)
     run.add_argument("recipe", help="recipe file (.yaml, .yml or .json); its model: / data: paths are relative "
                                     "to its folder")
-    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--model", help="model override: a file path or sample:NAME")
     run.add_argument("--data", help="data override: a file path or sample:NAME")
     run.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -218,9 +218,9 @@ def test_model_and_data_overrides_resolve_against_the_working_directory(tmp_path
     assert data["variants"][0]["params"] == 16 * 32 + 32 + 32 * 3 + 3
 
 
-def test_inspect_and_sensitivity_read_relative_paths(tmp_path):
-    """`featherweight inspect MODEL` and `featherweight sensitivity MODEL --data DATA --out DIR` take paths
-    relative to the working directory and write only under DIR."""
+def test_inspect_sensitivity_and_tune_read_relative_paths(tmp_path):
+    """`featherweight inspect MODEL`, `sensitivity` and `tune` (MODEL --data DATA --out DIR) take paths relative
+    to the working directory and write only under DIR; best.yaml names the model so that it reruns anywhere."""
     mydir = tmp_path / "mydir"
     _write_contrib_model(mydir / "models")
     code, stdout, stderr, new = _run_leaves_only(mydir, ["inspect", "models/net.onnx"], "-")
@@ -232,6 +232,13 @@ def test_inspect_and_sensitivity_read_relative_paths(tmp_path):
     assert code == 0, stderr
     layers = json.loads((mydir / "scan" / "sensitivity.json").read_text())["layers"]
     assert {layer["name"] for layer in layers} >= {"fc1", "fc2"}
+    code, stdout, stderr, _ = _run_leaves_only(
+        mydir, ["tune", "models/net.onnx", "--data", "models/data.npz", "--out", "tuned", "--budget-s", "3",
+                "--no-prune", "--batch-size", "8"], "tuned")
+    assert code == 0, stderr
+    assert (mydir / "tuned" / "results.json").is_file()
+    best = Recipe.load(mydir / "tuned" / "best.yaml")
+    assert Path(best.model).resolve() == (mydir / "models" / "net.onnx").resolve()
 
 
 def test_missing_recipe_names_the_absolute_path_it_tried(tmp_path):
