@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from core.errors import FeatherweightError
+from core.errors import BadInputError, FeatherweightError
 from core.recipe import resolve_spec
 
 EXIT_BAD_INPUT = 2
@@ -20,6 +20,14 @@ def _here(spec: str | None) -> str | None:
     """A path the user typed, made absolute against their working directory (the workers run elsewhere);
     sample:NAME and None pass through."""
     return resolve_spec(spec, os.getcwd())
+
+
+def _out_dir(path: str) -> str:
+    """`--out` made absolute; a file there is refused before any work starts."""
+    out = _here(path)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BadInputError(f"--out {out} is a file; give a directory (new or existing)")
+    return out
 
 
 def _progress_bar():
@@ -50,7 +58,7 @@ def cmd_run(args) -> int:
 
     # The recipe, model and data are read, and the run executes, in a worker process with resource limits
     # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
-    out = _here(args.out)
+    out = _out_dir(args.out)
     result = run_recipe_isolated(_here(args.recipe), out, model=_here(args.model), data=_here(args.data),
                                  executor=args.executor, ray_address=args.ray_address, on_progress=_progress_bar())
     failed = result.get("failed") or []
@@ -88,7 +96,7 @@ def cmd_sensitivity(args) -> int:
     config = SensitivityConfig(technique=args.technique, mode=args.mode, per_channel=not args.per_tensor,
                                calibration=args.calibration, samples=args.samples, amount=args.amount,
                                amounts=tuple(args.amounts or ()), max_samples=args.max_samples)
-    out = _here(args.out)
+    out = _out_dir(args.out)
     summary = run_isolated_job("sensitivity", _here(args.model), _here(args.data), config.to_dict(), out,
                                on_progress=_progress_bar())
     print(f"most sensitive first ({summary.get('metric')}):")
@@ -107,7 +115,7 @@ def cmd_tune(args) -> int:
     config = TuneConfig(max_drop_pt=args.max_drop, objective=args.objective, batch_size=args.batch_size,
                         budget_s=args.budget_s, threads=args.threads, allow_prune=not args.no_prune,
                         finetune_epochs=args.finetune_epochs, seed=args.seed)
-    out = _here(args.out)
+    out = _out_dir(args.out)
     summary = run_isolated_job("tune", _here(args.model), _here(args.data), config.to_dict(), out,
                                on_progress=_progress_bar())
     for line in summary.get("summary", []):

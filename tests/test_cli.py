@@ -73,6 +73,15 @@ def test_bad_input_exits_2_with_one_error_line(tmp_path, capsys, recipe_text, wo
     assert len(err) == 1 and err[0].startswith("error: ") and words in err[0]
 
 
+def test_out_that_is_a_file_exits_2(tmp_path, capsys):
+    """`--out` naming a file is refused up front with one line naming it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    assert main(["run", str(recipe), "--out", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --out {recipe} is a file; give a directory (new or existing)"]
+
+
 def test_inspect_prints_the_card(capsys):
     """`featherweight inspect` prints the model card as JSON."""
     assert main(["inspect", "sample:digits-cnn"]) == 0
