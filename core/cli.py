@@ -17,8 +17,8 @@ PATHS_HELP = ("Paths on the command line are relative to the current directory; 
 
 
 def _here(spec: str | None) -> str | None:
-    """A path the user typed, made absolute against their working directory (the workers run elsewhere);
-    sample:NAME and None pass through."""
+    """A path the user typed, made absolute against their working directory (so the error lines and the files a
+    run records name it in full); sample:NAME and None pass through."""
     return resolve_spec(spec, os.getcwd())
 
 

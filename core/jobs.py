@@ -166,6 +166,9 @@ def _worker_env(limits: ResourceLimits) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
     env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 64 MiB of address space per thread arena otherwise
     env["PYTHONFAULTHANDLER"] = "1"  # a native crash leaves a Python stack in the server log
+    # onnxruntime (1.32 on Linux) otherwise keeps a device id and a telemetry event store in
+    # ~/.cache/Microsoft/DeveloperTools/.onnxruntime: a run writes only its output and the sample cache.
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(limits.threads)
     return env

@@ -66,7 +66,8 @@ def resolve_spec(spec: str | None, base: str | Path) -> str | None:
     absolute path and None (no data) come back as they are.
 
     The command line resolves what a user types against their working directory, `Recipe.load` the recipe's
-    `model:` / `data:` against the recipe file's folder: workers run elsewhere, so no relative path reaches them.
+    `model:` / `data:` against the recipe file's folder; after that a path means the same file in every worker,
+    in results.json and in the recipe.yaml a run writes, wherever they are read from.
     """
     if spec is None or not isinstance(spec, str) or not spec.strip() or spec.startswith("sample:"):
         return spec

@@ -26,9 +26,12 @@ variants:
 """
 
 
-def _cli(*args, cwd=None):
-    """Run the command as a user would (in `cwd`, this code on the path), returning (code, stdout, stderr)."""
+def _cli(*args, cwd=None, home=None):
+    """Run the command as a user would (in `cwd`, this code on the path, `home` as HOME when given), returning
+    (code, stdout, stderr)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    if home is not None:
+        env["HOME"] = str(home)
     proc = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env=env)
     return proc.returncode, proc.stdout, proc.stderr
@@ -157,17 +160,21 @@ def _write_contrib_model(folder: Path) -> None:
 
 
 def _run_leaves_only(mydir: Path, args: list, out: str) -> tuple:
-    """Run the command in `mydir`; check it wrote only under mydir/`out` and nothing in the code root.
+    """Run the command in `mydir` with an empty HOME beside it (the sample cache is FEATHERWEIGHT_CACHE); check
+    it wrote only under mydir/`out`: nothing else in mydir, in HOME or in the code root.
 
     Returns:
         (exit code, stdout, stderr, the new paths under mydir).
     """
-    before, root_before = _tree(mydir), _root_entries()
-    code, stdout, stderr = _cli(*args, cwd=mydir)
+    home = mydir.parent / "home"
+    home.mkdir(exist_ok=True)
+    before, root_before, home_before = _tree(mydir), _root_entries(), _tree(home)
+    code, stdout, stderr = _cli(*args, cwd=mydir, home=home)
     new = _tree(mydir) - before
     stray = sorted(p for p in new if p != out and not p.startswith(f"{out}/"))
     assert not stray, f"files outside {out}/: {stray}"
     assert _root_entries() == root_before, f"new in the code root: {sorted(_root_entries() - root_before)}"
+    assert _tree(home) == home_before, f"new in HOME: {sorted(_tree(home) - home_before)}"
     return code, stdout, stderr, new
 
 
