@@ -8,9 +8,26 @@ import json
 import os
 import sys
 
-from core.errors import FeatherweightError
+from core.errors import BadInputError, FeatherweightError
+from core.recipe import resolve_spec
 
 EXIT_BAD_INPUT = 2
+PATHS_HELP = ("Paths on the command line are relative to the current directory; model: and data: paths inside a "
+              "recipe are relative to the recipe file's folder.")
+
+
+def _here(spec: str | None) -> str | None:
+    """A path the user typed, made absolute against their working directory (so the error lines and the files a
+    run records name it in full); sample:NAME and None pass through."""
+    return resolve_spec(spec, os.getcwd())
+
+
+def _out_dir(path: str) -> str:
+    """`--out` made absolute; a file there is refused before any work starts."""
+    out = _here(path)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BadInputError(f"--out {out} is a file; give a directory (new or existing)")
+    return out
 
 
 def _progress_bar():
@@ -41,11 +58,12 @@ def cmd_run(args) -> int:
 
     # The recipe, model and data are read, and the run executes, in a worker process with resource limits
     # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
-    result = run_recipe_isolated(args.recipe, args.out, model=args.model, data=args.data, executor=args.executor,
-                                 ray_address=args.ray_address, on_progress=_progress_bar())
+    out = _out_dir(args.out)
+    result = run_recipe_isolated(_here(args.recipe), out, model=_here(args.model), data=_here(args.data),
+                                 executor=args.executor, ray_address=args.ray_address, on_progress=_progress_bar())
     failed = result.get("failed") or []
-    _print_cost_summary(args.out)
-    print(f"wrote {os.path.join(args.out, 'results.json')} ({result.get('variants')} variants"
+    _print_cost_summary(out)
+    print(f"wrote {os.path.join(out, 'results.json')} ({result.get('variants')} variants"
           + (f", failed: {', '.join(failed)}" if failed else "") + ")")
     return 0
 
@@ -66,7 +84,7 @@ def _print_cost_summary(out_dir: str) -> None:
 def cmd_inspect(args) -> int:
     from core.jobs import inspect_isolated
 
-    card = inspect_isolated(args.model)  # parsed in a worker with resource limits (FEATHERWEIGHT_INSPECT_*)
+    card = inspect_isolated(_here(args.model))  # parsed in a worker with resource limits (FEATHERWEIGHT_INSPECT_*)
     print(json.dumps(card, indent=2))
     return 0
 
@@ -78,14 +96,15 @@ def cmd_sensitivity(args) -> int:
     config = SensitivityConfig(technique=args.technique, mode=args.mode, per_channel=not args.per_tensor,
                                calibration=args.calibration, samples=args.samples, amount=args.amount,
                                amounts=tuple(args.amounts or ()), max_samples=args.max_samples)
-    summary = run_isolated_job("sensitivity", args.model, args.data, config.to_dict(), args.out,
+    out = _out_dir(args.out)
+    summary = run_isolated_job("sensitivity", _here(args.model), _here(args.data), config.to_dict(), out,
                                on_progress=_progress_bar())
     print(f"most sensitive first ({summary.get('metric')}):")
     for layer in summary.get("layers", [])[:10]:
         sqnr = "identical" if layer["sqnr_db"] is None else f"SQNR {layer['sqnr_db']:.1f} dB"
         drop = "failed" if layer["drop"] is None else f"{layer['drop']:+.2f} pt"
         print(f"  {drop:>10}  {sqnr:<16} {layer['name']}")
-    print(f"wrote {os.path.join(args.out, 'sensitivity.json')}")
+    print(f"wrote {os.path.join(out, 'sensitivity.json')}")
     return 0
 
 
@@ -96,11 +115,12 @@ def cmd_tune(args) -> int:
     config = TuneConfig(max_drop_pt=args.max_drop, objective=args.objective, batch_size=args.batch_size,
                         budget_s=args.budget_s, threads=args.threads, allow_prune=not args.no_prune,
                         finetune_epochs=args.finetune_epochs, seed=args.seed)
-    summary = run_isolated_job("tune", args.model, args.data, config.to_dict(), args.out,
+    out = _out_dir(args.out)
+    summary = run_isolated_job("tune", _here(args.model), _here(args.data), config.to_dict(), out,
                                on_progress=_progress_bar())
     for line in summary.get("summary", []):
         print(line)
-    print(f"wrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'best.yaml')} "
+    print(f"wrote {os.path.join(out, 'results.json')} and {os.path.join(out, 'best.yaml')} "
           f"(best: {summary.get('best')}, {summary.get('elapsed_s', 0):.0f} s)")
     return 0
 
@@ -128,11 +148,15 @@ def cmd_samples(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featherweight",
                                      description="Make neural networks small and fast: quantize, prune, distill, "
-                                                 "and measure what each choice does.")
+                                                 "and measure what each choice does. " + PATHS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run every variant of a recipe and write results.json / results.csv")
-    run.add_argument("recipe", help="recipe file (.yaml, .yml or .json)")
-    run.add_argument("--out", required=True, help="output directory")
+    run = sub.add_parser("run", help="run every variant of a recipe and write results.json / results.csv",
+                         description="Run every variant of a recipe and write DIR/results.json, results.csv, "
+                                     "recipe.yaml and each variant's model (nothing outside DIR but the sample "
+                                     "cache). " + PATHS_HELP)
+    run.add_argument("recipe", help="recipe file (.yaml, .yml or .json); its model: / data: paths are relative "
+                                    "to its folder")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--model", help="model override: a file path or sample:NAME")
     run.add_argument("--data", help="data override: a file path or sample:NAME")
     run.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.errors import BadInputError
+from core.scratch import scratch_cwd
 
 # --------------------------------------------------------------------------------------------------------------
 # Assumptions and their sources
@@ -414,7 +415,9 @@ def _shapes(model) -> dict[str, tuple[tuple, int, int]]:
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-            symbolic = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+            # When it cannot infer every shape it saves the model into the working directory, then raises.
+            with scratch_cwd():
+                symbolic = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
             shapes = {**_collect_shapes(symbolic.graph), **shapes}
         except Exception:  # noqa: BLE001 - best effort: unknown shapes are counted and reported
             pass

@@ -139,8 +139,14 @@ def _apply_limits(limits: ResourceLimits, *, ray: bool = False) -> None:
 
 # Runs in the new interpreter, before anything else: die with the parent, then hand over to `_child_main`.
 # (core/__init__.py loads its re-exports lazily, so importing core.jobs here stays cheap.)
+# A worker starts in its caller's working directory, so a relative path means there what it means to the caller
+# (the CLI makes every path absolute first anyway); `-c` puts that directory first on sys.path, where a stray
+# `numpy.py` would shadow the real one, so it is dropped before anything else is imported.
 _BOOTSTRAP = r"""
-import os, sys
+import sys
+if sys.path and sys.path[0] in ("", "."):
+    del sys.path[0]
+import os
 marker, root, parent = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     import ctypes
@@ -160,6 +166,9 @@ def _worker_env(limits: ResourceLimits) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
     env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 64 MiB of address space per thread arena otherwise
     env["PYTHONFAULTHANDLER"] = "1"  # a native crash leaves a Python stack in the server log
+    # onnxruntime (1.32 on Linux) otherwise keeps a device id and a telemetry event store in
+    # ~/.cache/Microsoft/DeveloperTools/.onnxruntime: a run writes only its output and the sample cache.
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(limits.threads)
     return env
@@ -167,10 +176,11 @@ def _worker_env(limits: ResourceLimits) -> dict:
 
 def _start_worker(request: dict, limits: ResourceLimits, *, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                   cwd: str | None = None) -> subprocess.Popen:
-    """Start a worker interpreter (in `cwd`, default the code's root) and hand it `request` (JSON) on stdin."""
+    """Start a worker interpreter (in `cwd`, default this process's working directory) and hand it `request`
+    (JSON) on stdin."""
     command = [sys.executable, "-c", _BOOTSTRAP, WORKER_MARKER, _ROOT, str(os.getpid())]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
-                               env=_worker_env(limits), cwd=cwd or _ROOT, start_new_session=True, close_fds=True)
+                               env=_worker_env(limits), cwd=cwd, start_new_session=True, close_fds=True)
     try:
         process.stdin.write(json.dumps(request).encode("utf-8"))
         process.stdin.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,6 +59,19 @@ def _check_range(name: str, value: Any, low: float, high: float, *, low_open=Fal
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise BadInputError(f"{name}={value!r} must be true or false")
+
+
+def resolve_spec(spec: str | None, base: str | Path) -> str | None:
+    """A model or data spec with a relative file path made absolute against `base`; ``sample:NAME``, an
+    absolute path and None (no data) come back as they are.
+
+    The command line resolves what a user types against their working directory, `Recipe.load` the recipe's
+    `model:` / `data:` against the recipe file's folder; after that a path means the same file in every worker,
+    in results.json and in the recipe.yaml a run writes, wherever they are read from.
+    """
+    if spec is None or not isinstance(spec, str) or not spec.strip() or spec.startswith("sample:"):
+        return spec
+    return os.path.normpath(os.path.join(os.path.abspath(base), spec))
 
 
 def slugify(name: str) -> str:
@@ -384,13 +398,22 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
-        """Read a recipe file (.yaml, .yml or .json)."""
-        path = Path(path)
+        """Read a recipe file (.yaml, .yml or .json); a relative `model:` / `data:` path in it is relative to
+        the file's folder (made absolute here, as `resolve_spec` does).
+
+        Raises:
+            BadInputError: the file cannot be read (the message names its absolute path), or a bad recipe.
+        """
+        path = Path(os.path.abspath(path))
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"cannot read recipe {path}: {exc.__class__.__name__}: {exc}") from None
-        return cls.from_text(text)
+        except UnicodeDecodeError:
+            raise BadInputError(f"cannot read recipe {path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise BadInputError(f"cannot read recipe {path}: {exc.strerror or exc.__class__.__name__}") from None
+        recipe = cls.from_text(text)
+        return recipe.replace(model=resolve_spec(recipe.model, path.parent),
+                              data=resolve_spec(recipe.data, path.parent))
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

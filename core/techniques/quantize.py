@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from core.errors import UnsupportedModelError
 from core.models import ensure_opset
 from core.onnx_fixes import drop_initializer_inputs, fixed_batch_size
 from core.recipe import QuantizeConfig
+from core.scratch import scratch_cwd
 from core.techniques import Candidate, StepContext, register
 
 # Ops dynamic quantization touches by default: ConvInteger has no fast CPU kernel (measured several times slower
@@ -27,7 +26,6 @@ ENTROPY_BINS = 2048
 ENTROPY_QUANTIZED_BINS = 128
 PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile (over 2048 bins, symmetric)
 PERCENTILE_BINS = 2048
-_CWD_LOCK = threading.Lock()
 
 
 def gemm_to_matmul(proto):
@@ -192,18 +190,13 @@ def preprocess(proto, workdir: Path):
     attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
     # When symbolic shape inference fails, onnxruntime saves the whole model (with external data) into the
     # current directory; run it from the scratch directory so that debris lands there and is deleted with it.
-    with _CWD_LOCK:
-        previous = os.getcwd()
-        os.chdir(workdir)
-        try:
-            for options in attempts:
-                try:
-                    quant_pre_process(str(source), str(target), **options)
-                    return onnx.load(str(target)), options
-                except Exception:  # noqa: BLE001 - fall through to the next, simpler pre-processing
-                    continue
-        finally:
-            os.chdir(previous)
+    with scratch_cwd(workdir):
+        for options in attempts:
+            try:
+                quant_pre_process(str(source), str(target), **options)
+                return onnx.load(str(target)), options
+            except Exception:  # noqa: BLE001 - fall through to the next, simpler pre-processing
+                continue
     return proto, {"skipped": True}
 
 
