@@ -31,10 +31,11 @@ def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
 
     trials = {t.name: t for t in outcome.trials}
     assert not trials["int8-static"].within_budget and trials["int8-static"].drop_pt > 30
-    # Kept in float alone, layer 3 sits between quantized neighbours and onnxruntime re-quantizes its weights at
-    # load time (WeightBiasQuantization); the tuner says so and goes on to keep its neighbour in float too.
+    # Kept in float, layer 3 reads the float output of the (int8) layer before it, Relu included, so on every CPU
+    # the rest of the MLP in int8 costs well under the budget (0.00 pt measured on AVX2; before the float input
+    # kept its Relu, 1.11 pt on an AVX-512 VNNI CPU).
     top1 = trials["int8-static-float-top1"]
-    assert top1.within_budget or "quantizes the weights of /net/net.3/Gemm anyway" in top1.reason
+    assert top1.within_budget, top1.reason
     repaired = [t.name for t in outcome.trials if t.name.startswith("int8-static-float-top") and t.within_budget]
     assert repaired
     steps = {v["name"]: v["steps"] for v in outcome.run.recipe["variants"]}
