@@ -74,7 +74,8 @@ def results_frame(results: dict) -> pd.DataFrame:
         flips = v.get("flips") or {}
         split = v.get("split") or {}
         row.update({"flips": flips.get("count"), "flip_rate": flips.get("rate"),
-                    "agreement_confident": v.get("agreement_confident"), "confident_samples": v.get("confident_samples"),
+                    "agreement_confident": v.get("agreement_confident"),
+                    "confident_samples": v.get("confident_samples"),
                     "topk_overlap": v.get("topk_overlap"), "topk": v.get("topk"),
                     "quality_split": split.get("quality"), "quality_n": split.get("n"),
                     "selection_split": split.get("selection")})

@@ -248,12 +248,11 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
-        from core.pipeline import _measure  # the pipeline's own measurement, so results match `featherweight run`
-
-        self.emit("start", "measuring the baseline", "baseline")
         from core import measure
+        from core.pipeline import _measure  # the pipeline's own measurement, so results match `featherweight run`
         from core.pipeline import baseline_fidelity
 
+        self.emit("start", "measuring the baseline", "baseline")
         baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
                                                    self.recipe, self.out_dir, lambda: False)
         baseline_fidelity(baseline, self.baseline_outputs, self.task)
@@ -269,6 +268,7 @@ class _Search:
         self.emit("variant_done", "baseline measured", "baseline", baseline.to_dict())
 
     def selection_split(self) -> dict:
+        """What results.json's `split` adds for a tuned run: the split the choices were scored on."""
         return {"selection": self.dataset.selection_name, "selection_n": len(self.selection)}
 
     def resolution(self) -> str:

@@ -104,7 +104,8 @@ def data_ui(model) -> None:
         inputs = ", ".join(f"{k} {tuple(v)}" for k, v in (summary.get("inputs") or {}).items())
         classes = f", {summary['classes']} classes" if summary.get("classes") else ""
         st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
-                   f"{summary.get('validation', 0):,} validation / {summary['eval']:,} test samples · labels: {'yes' if summary['labels'] else 'no'}{classes} · "
+                   f"{summary.get('validation', 0):,} validation / {summary['eval']:,} test samples · "
+                   f"labels: {'yes' if summary['labels'] else 'no'}{classes} · "
                    f"per-sample input {inputs}")
     else:
         st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "
