@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--samples", type=int, default=128, help="quantize static: calibration samples")
     sens.add_argument("--amount", type=float, default=0.5, help="prune: share of each layer's weights zeroed")
     sens.add_argument("--amounts", type=float, nargs="*", help="prune: more amounts to measure (heatmap)")
-    sens.add_argument("--max-samples", type=int, help="score on the first N eval samples only (faster)")
+    sens.add_argument("--max-samples", type=int, help="score on the first N validation samples only (faster)")
     sens.set_defaults(func=cmd_sensitivity)
     tune = sub.add_parser("tune", help="search for the fastest (or smallest) variant within a quality drop and a "
                                        "time budget; writes results.json, tune.json and best.yaml")

@@ -23,6 +23,9 @@ CALL_OVERHEAD_MS = 0.1
 # Speed-ups smaller than this are within run-to-run noise of a 1-thread benchmark on a shared machine.
 NO_SPEEDUP_RATIO = 1.1
 INT8_FAST_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+# Side by side searches at most this many test samples (evenly spaced) for flips: every sample of the samples'
+# test splits (digits 360, shapes 1,333), and a bound on the time a large model's comparison takes.
+SIDE_BY_SIDE_SCAN = 2048
 
 QUALITY_METRICS = {
     "accuracy": "Accuracy (%)",
@@ -242,6 +245,8 @@ class SideBySide:
     table: pd.DataFrame
     images: list | None  # 2-D arrays (H, W) for single-channel image inputs, else None
     task: str
+    flips: int | None = None  # classifiers: samples among the `scanned` whose top-1 differs from the baseline's
+    scanned: int | None = None  # how many test samples were searched for flips
 
 
 def _resolve_data_spec(spec: str | None, run_dir: Path) -> str | None:
@@ -257,24 +262,26 @@ def _resolve_data_spec(spec: str | None, run_dir: Path) -> str | None:
 
 
 def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) -> SideBySide:
-    """Run `count` eval samples through the baseline's and the variant's artifacts with onnxruntime.
+    """Run the test split (up to SIDE_BY_SIDE_SCAN samples) through the baseline's and the variant's artifacts
+    with onnxruntime and show `count` of them, the interesting ones first.
 
     Args:
         run_dir: the run's directory (artifacts are relative to it).
         results: the run's results.json.
         name: the variant to compare.
-        count: how many samples (spread evenly over the eval split).
+        count: how many samples to show: classifiers' flipped samples (top-1 differs from the baseline's) first,
+            in sample order, then agreeing ones spread evenly over the split; other outputs lowest cosine first.
 
     Returns:
-        A SideBySide: for classifiers, label / predictions / confidences / agreement per sample; for other
-        outputs, cosine and max absolute difference per sample.
+        A SideBySide: for classifiers, label / predictions / confidences / agreement per sample and the flip
+        count over the searched samples; for other outputs, cosine and max absolute difference per sample.
 
     Raises:
         BadInputError / FileNotFoundError: the artifacts or the data are gone or unreadable.
     """
     from core.data import load_data
     from core.errors import BadInputError
-    from core.measure import make_session
+    from core.measure import class_probabilities, make_session, prediction_changes, run_batched
     from core.models import Model, validate_onnx_bytes
 
     run_dir = Path(run_dir)
@@ -294,15 +301,29 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
     dataset = load_data(_resolve_data_spec(results.get("data"), run_dir), model,
                         seed=(results.get("recipe") or {}).get("seed", 0))
     n = len(dataset.eval)
-    picks = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
-    feed = {k: v[picks] for k, v in dataset.eval.x.items()}
-    labels = None if dataset.eval.y is None else dataset.eval.y[picks]
-    base_out = make_session(base_bytes).run(None, feed)[0]
-    other_out = make_session(other_bytes).run(None, feed)[0]
+    searched = np.unique(np.linspace(0, n - 1, num=min(SIDE_BY_SIDE_SCAN, n)).round().astype(int))
+    scan_feed = {k: v[searched] for k, v in dataset.eval.x.items()}
+    base_all = run_batched(make_session(base_bytes), scan_feed)[0]
+    other_all = run_batched(make_session(other_bytes), scan_feed)[0]
     task = results.get("task") or "classification"
+    flips = None
+    if task == "classification":
+        flipped = prediction_changes(other_all, base_all)["flipped"]
+        flips = int(len(flipped))
+        order = _flipped_first(flipped, len(searched), count)
+    else:
+        a_all = base_all.reshape(len(searched), -1).astype(np.float64)
+        b_all = other_all.reshape(len(searched), -1).astype(np.float64)
+        denominator = np.linalg.norm(a_all, axis=1) * np.linalg.norm(b_all, axis=1)
+        cosine_all = np.where(denominator > 0, (a_all * b_all).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
+        order = np.argsort(cosine_all, kind="stable")[:count]  # the least faithful first
+    picks = searched[order]
+    feed = {k: v[order] for k, v in scan_feed.items()}
+    labels = None if dataset.eval.y is None else dataset.eval.y[picks]
+    base_out, other_out = base_all[order], other_all[order]
     rows = []
     if task == "classification":
-        base_p, other_p = _softmax(base_out), _softmax(other_out)
+        base_p, other_p = class_probabilities(base_out), class_probabilities(other_out)
         for i, index in enumerate(picks):
             b, o = int(base_p[i].argmax()), int(other_p[i].argmax())
             rows.append({"sample": int(index), "label": None if labels is None else int(labels[i]),
@@ -311,10 +332,8 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
     else:
         a = base_out.reshape(len(picks), -1).astype(np.float64)
         b = other_out.reshape(len(picks), -1).astype(np.float64)
-        denominator = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        cosine = np.where(denominator > 0, (a * b).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
         for i, index in enumerate(picks):
-            rows.append({"sample": int(index), "cosine": float(cosine[i]),
+            rows.append({"sample": int(index), "cosine": float(cosine_all[order[i]]),
                          "max_abs_diff": float(np.abs(a[i] - b[i]).max())})
     images = None
     first = next(iter(feed.values()))
@@ -322,7 +341,17 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
         images = [np.asarray(img, dtype=np.float32).mean(axis=0) for img in first]
     elif first.ndim == 3 and min(first.shape[1:]) >= 8 and np.issubdtype(first.dtype, np.floating):
         images = [np.asarray(img, dtype=np.float32) for img in first]
-    return SideBySide(pd.DataFrame(rows), images, task)
+    return SideBySide(pd.DataFrame(rows), images, task, flips, int(len(searched)))
+
+
+def _flipped_first(flipped: np.ndarray, n: int, count: int) -> np.ndarray:
+    """Positions to show: the flipped ones first (sample order), then agreeing ones spread evenly, `count` in all."""
+    shown = list(flipped[:count])
+    rest = np.setdiff1d(np.arange(n), flipped)
+    room = count - len(shown)
+    if room > 0 and len(rest):
+        shown += list(rest[np.unique(np.linspace(0, len(rest) - 1, num=min(room, len(rest))).round().astype(int))])
+    return np.asarray(shown, dtype=int)
 
 
 def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> SideBySide:
@@ -342,7 +371,9 @@ def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> Sid
     table = pd.DataFrame([r for r in value["rows"] if isinstance(r, dict)], columns=value.get("columns"))
     images = value.get("images")
     images = [np.asarray(img, dtype=np.float32) for img in images] if isinstance(images, list) else None
-    return SideBySide(table, images, str(value.get("task") or "classification"))
+    flips, scanned = value.get("flips"), value.get("scanned")
+    return SideBySide(table, images, str(value.get("task") or "classification"),
+                      flips if isinstance(flips, int) else None, scanned if isinstance(scanned, int) else None)
 
 
 def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
@@ -357,13 +388,7 @@ def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
     table = result.table.astype(object).where(result.table.notna(), None)
     return {"rows": table.to_dict("records"), "columns": [str(c) for c in result.table.columns],
             "images": None if result.images is None else [img.tolist() for img in result.images],
-            "task": result.task}
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+            "task": result.task, "flips": result.flips, "scanned": result.scanned}
 
 
 def clicked_variant(event) -> str | None:

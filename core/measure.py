@@ -14,6 +14,15 @@ from core.errors import BadInputError
 from core.models import onnx_opset
 
 EVAL_BATCH = 256
+# A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
+# the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
+# probability points: a near-uniform model (random weights, 1,000 classes ~0.001 apart) has no clear sample, so
+# int8's tiny noise reshuffling its near-ties reads as "no clear samples", not as 0% agreement; a trained digits
+# model has >90% of its samples clear. The rule is the baseline's, so every variant is judged on the same samples.
+CONFIDENT_MARGIN = 0.1
+# Top-k overlap: |top-k(variant) & top-k(baseline)| / k per sample, averaged. k = 5, or classes - 1 for 6 classes or
+# fewer (the top-C set of C classes is every class, an overlap of 1 whatever the model does).
+TOPK = 5
 # Flags that decide which int8 / fp16 kernels onnxruntime can use on this CPU.
 CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "i8mm")
@@ -109,6 +118,61 @@ class Fidelity:
     cosine_min: float | None
     max_abs_error: float | None
     per_output: list | None = None  # models with several outputs: {name, cosine_mean, cosine_min, relative_error}
+    flips: dict | None = None  # classifiers vs the baseline: {"count": samples whose top-1 changed, "rate": share}
+    agreement_confident: float | None = None  # top-1 agreement on the samples whose baseline margin is clear
+    confident_samples: int | None = None  # how many samples had a clear baseline margin (CONFIDENT_MARGIN)
+    topk_overlap: float | None = None  # mean |top-k & baseline top-k| / k
+    topk: int | None = None
+    samples: int | None = None  # how many samples every number here is measured on
+
+
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Rows as class probabilities: softmax, unless the rows already are probabilities (in [0, 1], summing to 1)."""
+    z = logits.reshape(len(logits), -1).astype(np.float64)
+    if z.size and z.min() >= 0.0 and z.max() <= 1.0 and np.allclose(z.sum(axis=1), 1.0, atol=1e-3):
+        return z
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def top1_margin(logits: np.ndarray) -> np.ndarray:
+    """Per sample: probability of the top class minus that of the runner-up (1.0 with a single class)."""
+    p = class_probabilities(logits)
+    if p.shape[1] < 2:
+        return np.ones(len(p))
+    top2 = np.partition(p, -2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def topk_of(classes: int) -> int:
+    """The k of top-k overlap for a classifier with `classes` outputs (see TOPK)."""
+    return max(1, min(TOPK, classes - 1))
+
+
+def prediction_changes(outputs: np.ndarray, baseline: np.ndarray) -> dict:
+    """How a classifier's predictions differ from the baseline's on the same samples.
+
+    Returns:
+        ``{"flips": {"count", "rate"}, "agreement_confident", "confident_samples", "topk_overlap", "topk",
+        "flipped": indices of the samples whose top-1 changed}``; agreement_confident is None when no sample has
+        a clear margin (CONFIDENT_MARGIN).
+    """
+    out = outputs.reshape(len(outputs), -1)
+    base = baseline.reshape(len(baseline), -1)
+    n, classes = base.shape
+    flipped = np.flatnonzero(out.argmax(axis=1) != base.argmax(axis=1))
+    confident = top1_margin(base) >= CONFIDENT_MARGIN
+    same = out.argmax(axis=1) == base.argmax(axis=1)
+    k = topk_of(classes)
+    # argsort on float64 with a stable sort: ties (an int8 output's equal logits) resolve by index, as argmax does
+    top_out = np.argsort(-out.astype(np.float64), axis=1, kind="stable")[:, :k]
+    top_base = np.argsort(-base.astype(np.float64), axis=1, kind="stable")[:, :k]
+    overlap = np.array([len(np.intersect1d(a, b)) for a, b in zip(top_out, top_base)]) / k if n else np.ones(0)
+    return {"flips": {"count": int(len(flipped)), "rate": float(len(flipped) / n) if n else 0.0},
+            "agreement_confident": float(same[confident].mean()) if confident.any() else None,
+            "confident_samples": int(confident.sum()), "topk_overlap": float(overlap.mean()) if n else None,
+            "topk": k, "flipped": flipped}
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,12 +196,15 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
     several outputs also get cosine and relative error per output."""
     first = outputs[0]
     accuracy = agreement = cos_mean = cos_min = max_err = None
+    changes = {}
     if task == "classification":
         predictions = first.argmax(axis=1)
         if labels is not None:
             accuracy = float((predictions == labels).mean())
         if baseline_outputs is not None:
             agreement = float((predictions == baseline_outputs[0].argmax(axis=1)).mean())
+            changes = prediction_changes(first, baseline_outputs[0])
+            changes.pop("flipped")
     if baseline_outputs is not None:
         if task != "classification":
             cos = np.concatenate([_cosines(o, b) for o, b in zip(outputs, baseline_outputs)])
@@ -152,7 +219,7 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
             cos = _cosines(o, b) if o.size else np.ones(1)
             per_output.append({"name": name, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
                                "relative_error": _relative_error(o, b)})
-    return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output)
+    return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output, samples=len(first), **changes)
 
 
 def retrieval_accuracy(embeddings: np.ndarray, pairs: np.ndarray) -> float:
@@ -306,5 +373,6 @@ def check_runs(model_bytes: bytes, inputs: dict) -> None:
         raise BadInputError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0][:300]}") from None
 
 
-__all__ = ["benchmark", "environment", "fidelity", "logical_params", "make_session", "run_batched",
+__all__ = ["CONFIDENT_MARGIN", "benchmark", "class_probabilities", "environment", "fidelity", "prediction_changes",
+           "top1_margin", "topk_of", "logical_params", "make_session", "run_batched",
            "size_bytes", "compressed_bytes", "onnx_opset", "check_runs", "retrieval_accuracy", "session_fixed_batch"]

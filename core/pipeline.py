@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from core import measure
-from core.data import Dataset, load_data
+from core.data import SPLIT_NAMES, Dataset, load_data
 from core.errors import BadInputError, FeatherweightError
 from core.models import Model, export_onnx, load_model, task_of
 from core.onnx_fixes import prepare_baseline
@@ -24,7 +24,8 @@ from core.techniques import Cancelled, Candidate, StepContext, apply_step
 
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
-                 "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost")
+                 "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
+                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split")
 
 
 @dataclass
@@ -70,6 +71,13 @@ class VariantResult:
     energy: dict = field(default_factory=dict)  # {"joules_per_sample": {bs: J}, "source": str|None, "note"}
     compute: dict = field(default_factory=dict)  # MACs, weight / peak activation bytes at batch 1 (core.cost)
     cost: dict = field(default_factory=dict)  # USD / energy / CO2 under the default assumptions (core.cost)
+    flips: dict | None = None  # classifiers: {"count", "rate"} of samples whose top-1 differs from the baseline's
+    agreement_confident: float | None = None  # agreement where the baseline's top-1 margin is clear (measure)
+    confident_samples: int | None = None  # how many samples that was
+    topk_overlap: float | None = None  # mean top-k set overlap with the baseline (k = `topk`)
+    topk: int | None = None
+    split: dict = field(default_factory=dict)  # {"quality": "test", "n": N}: where every quality number is from;
+    # the tuner adds "selection": "validation", "selection_n": M (what it chose on)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}
@@ -188,7 +196,9 @@ def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, re
         name=name, size_bytes=measure.size_bytes(model_bytes), compressed_bytes=measure.compressed_bytes(model_bytes),
         params=measure.logical_params(proto), accuracy=fid.accuracy, agreement=fid.agreement,
         cosine_mean=fid.cosine_mean, cosine_min=fid.cosine_min, max_abs_error=fid.max_abs_error,
-        latency_ms=timing["latency_ms"], throughput=timing["throughput"], artifact=artifact.as_posix())
+        latency_ms=timing["latency_ms"], throughput=timing["throughput"], artifact=artifact.as_posix(),
+        flips=fid.flips, agreement_confident=fid.agreement_confident, confident_samples=fid.confident_samples,
+        topk_overlap=fid.topk_overlap, topk=fid.topk, split=quality_split(dataset))
     if timing["note"]:
         result.notes.append(timing["note"])
     _add_cost(result, timing, proto, bench)
@@ -197,6 +207,25 @@ def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, re
     if dataset.eval.pairs is not None:  # datasets that declare paraphrase pairs (sample:sentences)
         result.info["retrieval_accuracy"] = measure.retrieval_accuracy(outputs[0], dataset.eval.pairs)
     return result, outputs
+
+
+def quality_split(dataset: Dataset) -> dict:
+    """results.json's `split`: every quality number of a run comes from the held-out test split (dataset.eval)."""
+    return {"quality": SPLIT_NAMES["eval"], "n": len(dataset.eval)}
+
+
+def baseline_fidelity(result: VariantResult, baseline_outputs: list, task: str) -> None:
+    """The baseline against itself: agreement 1, no flips, cosine 1 (measured, so the confident count is real)."""
+    result.max_abs_error = 0.0
+    if task == "classification":
+        changes = measure.prediction_changes(baseline_outputs[0], baseline_outputs[0])
+        result.agreement, result.flips = 1.0, changes["flips"]
+        result.agreement_confident, result.confident_samples = changes["agreement_confident"], \
+            changes["confident_samples"]
+        result.topk_overlap, result.topk = changes["topk_overlap"], changes["topk"]
+    else:
+        result.agreement = None
+        result.cosine_mean, result.cosine_min = 1.0, 1.0
 
 
 def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
@@ -250,10 +279,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     torch.manual_seed(recipe.seed)
     baseline, baseline_outputs = _measure("baseline", model.onnx_model, dataset, None, task, recipe, out_dir,
                                           should_stop)
-    baseline.agreement = 1.0 if task == "classification" else None
-    if task != "classification":
-        baseline.cosine_mean, baseline.cosine_min = 1.0, 1.0
-    baseline.max_abs_error = 0.0
+    baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
     progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
@@ -391,5 +417,5 @@ def load_results(out_dir: str | Path) -> RunResult:
         raise BadInputError(f"cannot read {path}: {exc}") from None
 
 
-__all__ = ["ProgressEvent", "RunResult", "VariantResult", "run", "run_recipe", "load_results", "write_results",
-           "write_atomic"]
+__all__ = ["ProgressEvent", "RunResult", "VariantResult", "baseline_fidelity", "quality_split", "run", "run_recipe",
+           "load_results", "write_results", "write_atomic"]

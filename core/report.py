@@ -10,7 +10,8 @@ import pandas as pd
 
 from core import viz
 from core.compare import Budget, best_variant, latency_table, ok_rows, quality_drop_pt, why_no_speedup
-from core.results import batch_sizes_of, results_frame
+from core.measure import CONFIDENT_MARGIN
+from core.results import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
 
 CSS = """
 body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;
@@ -49,10 +50,31 @@ def _cost_basis(results: dict) -> str:
     return ""
 
 
+def _flips_text(row) -> str:
+    if row.get("flips") is None or pd.isna(row.get("flips")):
+        return "–"
+    return f"{int(row['flips'])} ({viz.format_pct(row.get('flip_rate'))})"
+
+
+def _confident_text(row) -> str:
+    """"99.7% of 350": agreement on the samples whose baseline margin is clear, and how many qualified."""
+    n = row.get("confident_samples")
+    if n is None or pd.isna(n):
+        return "–"
+    value = row.get("agreement_confident")
+    return f"{'–' if value is None or pd.isna(value) else viz.format_pct(value)} of {int(n)}"
+
+
 def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
-    """The results table with readable numbers and ratios to the baseline."""
+    """The results table with readable numbers and ratios to the baseline; classifiers also get flips, agreement
+    on clear-margin samples and top-k overlap."""
     drop, drop_label = quality_drop_pt(frame)
     head = ["Variant", "Technique", "Status", "Size", "× smaller", "Params", "Accuracy", drop_label.capitalize()]
+    fidelity = "flips" in frame and frame["flips"].notna().any()
+    if fidelity:
+        k = frame["topk"].dropna()
+        head += ["Flips", f"Agreement, margin ≥ {CONFIDENT_MARGIN:g}",
+                 f"Top-{int(k.iloc[0]) if len(k) else 'k'} overlap"]
     for bs in batch_sizes:
         head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
     rows = []
@@ -60,6 +82,8 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         cells = [r["name"], r["technique"], r["status"], viz.format_bytes(r["size_bytes"]),
                  viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
+        if fidelity:
+            cells += [_flips_text(r), _confident_text(r), viz.format_pct(r.get("topk_overlap"))]
         for bs in batch_sizes:
             cells += [viz.format_ms(r.get(f"p50_ms_bs{bs}")), viz.format_ratio(r.get(f"speedup_bs{bs}")),
                       viz.format_usd(r.get(f"usd_per_million_bs{bs}"))]
@@ -103,7 +127,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         chart_html.append(f"<h2>{_esc(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=i == 0,
                                                                      config={"displaylogo": False}))
 
-    summary = _summary_cards(frame, best, batch_size)
+    summary = _summary_cards(frame, best, batch_size, quality_split_of(results), results.get("task"))
     notes = []
     for name in measured["name"] if not measured.empty else []:
         for note in why_no_speedup(results, name, batch_size):
@@ -133,7 +157,10 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(_cost_basis(results))}</p>
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(quality_caption(results))}
+Flips: samples whose top-1 class differs from the baseline's; agreement at margin ≥ {CONFIDENT_MARGIN:g}: on the
+samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
+qualified is shown). {_esc(_cost_basis(results))}</p>
 {results_table_html(frame, sizes, best)}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>
@@ -141,7 +168,8 @@ after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(_cost_ba
 {'<h2>Variants that did not finish</h2><ul class="notes">' + ''.join(failures) + '</ul>' if failures else ''}
 <h2>Data</h2>
 <p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: {dataset.get('train', '–')} train,
-{dataset.get('calib', '–')} calibration, {dataset.get('eval', '–')} eval samples; labels:
+{dataset.get('calib', '–')} calibration, {dataset.get('validation', '–')} validation (what a tuner or a sensitivity
+scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every number in this report); labels:
 {'yes' if dataset.get('labels') else 'no'}.</p>
 <h2>Environment</h2>
 <table>{''.join(f'<tr><td>{_esc(k)}</td><td style="text-align:left">{_esc(v)}</td></tr>' for k, v in env_rows)}</table>
@@ -153,7 +181,8 @@ after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(_cost_ba
 """
 
 
-def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> str:
+def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
+                   task: str | None = None) -> str:
     measured = ok_rows(frame)
     base = measured[measured["name"] == "baseline"]
     cards = []
@@ -168,7 +197,9 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> st
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
         cards += [("Best within budget", best), ("Smaller", viz.format_ratio(r["x_smaller"])),
                   (f"Faster at batch {batch_size}", viz.format_ratio(r.get(f"speedup_bs{batch_size}"))),
-                  ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0]))]
+                  ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
+                   + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
+                      (task or "classification") == "classification" else ""))]
     else:
         cards.append(("Best within budget", "none"))
     return "<div class='cards'>" + "".join(f"<div class='card'><div class='k'>{_esc(k)}</div>"

@@ -7,6 +7,42 @@ import pandas as pd
 from core.cost import results_columns
 
 
+def resolution_pt(samples: int | None) -> float | None:
+    """What one sample is worth in points of accuracy (or agreement) on a split of `samples`: 100 / n."""
+    return 100.0 / samples if samples else None
+
+
+def resolution_text(samples: int | None) -> str:
+    """"±1 sample = 0.28 pt" for 360 samples: the finest change a drop on that split can show."""
+    step = resolution_pt(samples)
+    return "" if step is None else f"±1 sample = {step:.2f} pt"
+
+
+def quality_split_of(results: dict) -> dict:
+    """The split the run's quality numbers come from (the baseline's `split`), e.g. {"quality": "test", "n": 360};
+    older runs without the field give {}."""
+    for v in results.get("variants", []):
+        if v.get("split"):
+            return dict(v["split"])
+    return {}
+
+
+def quality_caption(results: dict) -> str:
+    """One sentence for a results table: which split each quality number is from, and what a sample is worth."""
+    split = quality_split_of(results)
+    if not split:
+        return "Quality numbers are on the run's eval split (this run predates split labels)."
+    n = split.get("n")
+    text = f"Accuracy, agreement, flips and top-k are on the held-out {split.get('quality', 'test')} split ({n} samples"
+    if results.get("task", "classification") == "classification":
+        text += f"; {resolution_text(n)}"
+    text += ")."
+    if split.get("selection"):
+        text += (f" The tuner chose on the {split['selection']} split ({split.get('selection_n')} samples), "
+                 "never on these.")
+    return text
+
+
 def batch_sizes_of(results: dict) -> list[int]:
     """Every batch size timed in the run, ascending."""
     sizes = set()
@@ -19,7 +55,10 @@ def results_frame(results: dict) -> pd.DataFrame:
     """One row per variant: status, size, params, accuracy/fidelity, latency per batch size and ratios.
 
     Ratios are to the baseline of the same run: ``x_smaller`` = baseline size / size, ``speedup_bs{N}`` =
-    baseline p50 / p50, ``accuracy_drop_pt`` = (baseline accuracy - accuracy) x 100.
+    baseline p50 / p50, ``accuracy_drop_pt`` = (baseline accuracy - accuracy) x 100. Fidelity against the baseline:
+    ``flips`` / ``flip_rate`` (top-1 changed), ``agreement_confident`` on the ``confident_samples`` whose baseline
+    margin is clear, ``topk_overlap`` (k = ``topk``). ``quality_split`` / ``quality_n`` name the split every quality
+    number is from; ``selection_split`` the one the tuner chose on (tuned runs only).
     """
     variants = results.get("variants", [])
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
@@ -32,6 +71,14 @@ def results_frame(results: dict) -> pd.DataFrame:
                "size_bytes": v.get("size_bytes"), "compressed_bytes": v.get("compressed_bytes"),
                "params": v.get("params"), "accuracy": v.get("accuracy"), "agreement": v.get("agreement"),
                "cosine_mean": v.get("cosine_mean"), "cosine_min": v.get("cosine_min")}
+        flips = v.get("flips") or {}
+        split = v.get("split") or {}
+        row.update({"flips": flips.get("count"), "flip_rate": flips.get("rate"),
+                    "agreement_confident": v.get("agreement_confident"),
+                    "confident_samples": v.get("confident_samples"),
+                    "topk_overlap": v.get("topk_overlap"), "topk": v.get("topk"),
+                    "quality_split": split.get("quality"), "quality_n": split.get("n"),
+                    "selection_split": split.get("selection")})
         row["x_smaller"] = _ratio(base.get("size_bytes"), v.get("size_bytes"))
         row["x_smaller_compressed"] = _ratio(base.get("compressed_bytes"), v.get("compressed_bytes"))
         row["x_fewer_params"] = _ratio(base.get("params"), v.get("params"))

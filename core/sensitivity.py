@@ -3,7 +3,8 @@
 For every layer the scan builds the baseline with only that layer changed and compares its outputs with the
 baseline's: accuracy drop (with labels), top-1 agreement (classifiers), cosine, and the output SQNR,
 ``10 * log10(||y||^2 / ||y - y_q||^2)`` in dB (higher is better; ``None`` when the outputs are identical).
-Layers come back most sensitive first. Example::
+Layers come back most sensitive first. The scan scores on the dataset's validation split (`Dataset.selection`), so
+a run that keeps the top layers in float is then measured on a test split the ranking never saw. Example::
 
     result = scan(model, dataset, SensitivityConfig(technique="quantize"))
     recipe = recipe_with_exclude(recipe, top_layers(result, 2))  # keep the two most sensitive in float
@@ -44,7 +45,7 @@ class SensitivityConfig:
     samples: int = 128  # calibration samples
     amount: float = 0.5  # prune: fraction of the layer's weights zeroed (unstructured magnitude)
     amounts: tuple = ()  # prune: further amounts, measured for the heatmap
-    max_samples: int | None = None  # evaluate on the first N eval samples (None = all)
+    max_samples: int | None = None  # score on the first N validation samples (None = all)
     layers: tuple = ()  # restrict the scan to these layer names (empty = every layer)
     threads: int = 1
 
@@ -122,11 +123,13 @@ class SensitivityResult:
     status: str = "completed"  # completed | cancelled
     duration_s: float | None = None
     version: int = SENSITIVITY_VERSION
+    split: dict = field(default_factory=dict)  # {"selection": "validation", "n": N}: the split every layer is scored on
 
     def to_dict(self) -> dict:
         return {"version": self.version, "technique": self.technique, "model": self.model, "data": self.data,
                 "config": self.config, "metric": self.metric, "baseline": self.baseline, "status": self.status,
-                "duration_s": self.duration_s, "layers": [layer.to_dict() for layer in self.layers]}
+                "duration_s": self.duration_s, "split": self.split,
+                "layers": [layer.to_dict() for layer in self.layers]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SensitivityResult":
@@ -135,7 +138,8 @@ class SensitivityResult:
         return cls(technique=data.get("technique", "quantize"), model=data.get("model", ""), data=data.get("data"),
                    config=data.get("config") or {}, metric=data.get("metric", "drop (pt)"),
                    baseline=data.get("baseline") or {}, layers=layers, status=data.get("status", "completed"),
-                   duration_s=data.get("duration_s"), version=data.get("version", SENSITIVITY_VERSION))
+                   duration_s=data.get("duration_s"), version=data.get("version", SENSITIVITY_VERSION),
+                   split=data.get("split") or {})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -171,12 +175,13 @@ def quality_drop(accuracy: float | None, agreement: float | None, cosine_mean: f
 
 
 class _Scorer:
-    """Runs changed models on the (possibly shortened) eval split and scores them against the baseline."""
+    """Runs changed models on the (possibly shortened) validation split and scores them against the baseline."""
 
     def __init__(self, baseline_bytes: bytes, dataset, task: str, max_samples: int | None, threads: int):
         from core import measure
 
-        split = dataset.eval if max_samples is None else dataset.eval.take(max_samples)
+        split = dataset.selection if max_samples is None else dataset.selection.take(max_samples)
+        self.split_name = dataset.selection_name
         self.inputs, self.labels, self.task, self.threads = split.x, split.y, task, threads
         session = measure.make_session(baseline_bytes, threads)
         self.output_names = [o.name for o in session.get_outputs()]
@@ -259,7 +264,8 @@ def scan(model, dataset, config: SensitivityConfig, *,
 
     Args:
         model: the core.models.Model (baseline).
-        dataset: its core.data.Dataset (eval split scored; calib split calibrates static quantization).
+        dataset: its core.data.Dataset (validation split scored, `Dataset.selection`; calib split calibrates static
+            quantization; the test split is never read).
         config: the technique and its settings.
         on_progress: called with a core.pipeline.ProgressEvent per layer.
         should_stop: polled between layers; when true the scan returns what it has (status "cancelled").
@@ -288,9 +294,10 @@ def scan(model, dataset, config: SensitivityConfig, *,
             raise BadInputError(f"no layer named {', '.join(unknown)}; layers: "
                                 + ", ".join(j[0].name for j in jobs[:20]))
         jobs = [j for j in jobs if j[0].name in wanted or j[0].node in wanted]
+    samples = len(next(iter(scorer.inputs.values())))
     result = SensitivityResult(config.technique, model.source, dataset.source, config.to_dict(), scorer.metric,
-                               {"accuracy": scorer.baseline_accuracy, "samples": len(next(iter(
-                                   scorer.inputs.values())))})
+                               {"accuracy": scorer.baseline_accuracy, "samples": samples, "split": scorer.split_name},
+                               split={"selection": scorer.split_name, "n": samples})
     for index, (layer, build) in enumerate(jobs):
         if should_stop():
             result.status = "cancelled"

@@ -12,7 +12,10 @@ The search is greedy and small, cheapest first, and adapts to what it measured:
    where the global one drops too much);
 4. what is left of the grid (other calibrations on the best exclusion set).
 
-Each variant is built and measured with `core.pipeline.build_variant`; for the latency objective its speed-up is
+Every choice is made on the dataset's validation split (`Dataset.selection`: the drop judged against the budget, the
+sensitivity ranking, the timing inputs); the accuracy and fidelity written to results.json come from the held-out
+test split, which no choice saw, so the published drop of the winner is an honest estimate, not the minimum of many
+tries. Each variant is built and measured with `core.pipeline.build_variant`; for the latency objective its speed-up is
 also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
 comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
 ``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
@@ -116,13 +119,14 @@ class Trial:
 
     name: str
     status: str  # ok | failed | cancelled | skipped
-    drop_pt: float | None = None
+    drop_pt: float | None = None  # on the validation split: what the budget judges
     speedup: float | None = None  # baseline latency / latency at batch_size (paired timing)
     size_bytes: int | None = None
     within_budget: bool = False
     reason: str = ""
     phase: str = ""
     build_s: float | None = None
+    test_drop_pt: float | None = None  # on the held-out test split: reported, never used to choose
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,8 +211,11 @@ class _Search:
         specs = graph_inputs(model.onnx_model)
         sizes, _ = measure.possible_batch_sizes(specs, [config.batch_size])
         self.timing_batch = sizes[0]
-        self.feed = measure.batch_inputs(dataset.eval.x, specs, self.timing_batch)
-        self.baseline_outputs = None
+        self.selection = dataset.selection  # validation: every choice is scored here, never on dataset.eval
+        self.feed = measure.batch_inputs(self.selection.x, specs, self.timing_batch)
+        self.baseline_outputs = None  # on the test split, for the reported numbers
+        self.selection_outputs = None  # on the validation split, for the choices
+        self.selection_accuracy = None
         self.best_name = "baseline"
         self.stopped_by = None
 
@@ -241,28 +248,51 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
+        from core import measure
         from core.pipeline import _measure  # the pipeline's own measurement, so results match `featherweight run`
+        from core.pipeline import baseline_fidelity
 
         self.emit("start", "measuring the baseline", "baseline")
         baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
                                                    self.recipe, self.out_dir, lambda: False)
-        baseline.agreement = 1.0 if self.task == "classification" else None
-        if self.task != "classification":
-            baseline.cosine_mean, baseline.cosine_min = 1.0, 1.0
-        baseline.max_abs_error = 0.0
+        baseline_fidelity(baseline, self.baseline_outputs, self.task)
+        self.selection_outputs = measure.run_batched(self.base_session, self.selection.x)
+        self.selection_accuracy = measure.fidelity(self.selection_outputs, None, self.selection.y, self.task).accuracy
+        baseline.split = {**baseline.split, **self.selection_split()}
         baseline.notes.extend(list(self.model.notes) + list(notes))
-        baseline.info["tune"] = {"drop_pt": 0.0, "speedup": 1.0, "within_budget": True}
+        baseline.info["tune"] = {"drop_pt": 0.0, "test_drop_pt": 0.0, "speedup": 1.0, "within_budget": True}
         self.run.variants.append(baseline)
         self.trials.append(Trial("baseline", "ok", 0.0, 1.0, baseline.size_bytes, True, "the unmodified model",
-                                 "baseline"))
+                                 "baseline", test_drop_pt=0.0))
         self.write()
         self.emit("variant_done", "baseline measured", "baseline", baseline.to_dict())
 
+    def selection_split(self) -> dict:
+        """What results.json's `split` adds for a tuned run: the split the choices were scored on."""
+        return {"selection": self.dataset.selection_name, "selection_n": len(self.selection)}
+
+    def resolution(self) -> str:
+        """"±1 sample = X pt" on the validation split, where the budget is judged (empty for embeddings)."""
+        from core.results import resolution_text
+
+        return resolution_text(len(self.selection)) if self.task == "classification" else ""
+
     def drop_of(self, result) -> float | None:
+        """The drop results.json reports: on the test split (dataset.eval)."""
         from core.sensitivity import quality_drop
 
         base = self.run.variants[0]
         drop, _ = quality_drop(result.accuracy, result.agreement, result.cosine_mean, base.accuracy)
+        return drop
+
+    def selection_drop(self, session) -> float | None:
+        """The drop the budget judges: the variant against the baseline on the validation split."""
+        from core import measure
+        from core.sensitivity import quality_drop
+
+        outputs = measure.run_batched(session, self.selection.x)
+        fid = measure.fidelity(outputs, self.selection_outputs, self.selection.y, self.task)
+        drop, _ = quality_drop(fid.accuracy, fid.agreement, fid.cosine_mean, self.selection_accuracy)
         return drop
 
     def objective_of(self, trial: Trial) -> float:
@@ -312,9 +342,11 @@ class _Search:
         trial = Trial(variant.name, result.status, phase=phase, build_s=result.build_s,
                       size_bytes=result.size_bytes)
         if result.status == "ok":
-            trial.drop_pt = self.drop_of(result)
+            session = measure.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
+            trial.drop_pt = self.selection_drop(session)
+            trial.test_drop_pt = self.drop_of(result)
+            result.split = {**result.split, **self.selection_split()}
             if self.config.objective == "latency":
-                session = measure.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
                 trial.speedup = paired_speedup(self.base_session, session, self.feed,
                                                max_seconds=min(PAIRED_MAX_S, max(0.5, self.remaining_s() / 4)))
             else:
@@ -324,7 +356,9 @@ class _Search:
             trial.within_budget = trial.drop_pt is not None and trial.drop_pt <= self.config.max_drop_pt + 1e-9
             requantized = self._requantized(variant, result)
             if not trial.within_budget:
-                trial.reason = f"drops {trial.drop_pt:.2f} pt (budget {self.config.max_drop_pt:g} pt)"
+                resolution = self.resolution()
+                trial.reason = (f"drops {trial.drop_pt:.2f} pt on {self.dataset.selection_name} (budget "
+                                f"{self.config.max_drop_pt:g} pt{'; ' + resolution if resolution else ''})")
                 if requantized:
                     trial.reason += (f"; onnxruntime quantizes the weights of {', '.join(requantized)} anyway at "
                                      "load time, so keeping them in float did not help")
@@ -338,7 +372,7 @@ class _Search:
             result.error = trial.reason = "cancelled: the time budget ran out"
         else:
             trial.reason = result.error or result.status
-        result.info["tune"] = {"drop_pt": trial.drop_pt, "speedup": trial.speedup,
+        result.info["tune"] = {"drop_pt": trial.drop_pt, "test_drop_pt": trial.test_drop_pt, "speedup": trial.speedup,
                                "within_budget": trial.within_budget, "phase": phase}
         self.trials.append(trial)
         self.run.variants.append(result)
@@ -385,9 +419,41 @@ class _Search:
         write_atomic(self.out_dir / "best.yaml", self.best_recipe().to_yaml())
         log = {"config": self.config.to_dict(), "model": self.model_spec, "data": self.data_spec,
                "best": self.best_name, "status": self.status(final), "elapsed_s": round(self.elapsed_s(), 3),
-               "timing_batch": self.timing_batch, "summary": self.summary(),
+               "timing_batch": self.timing_batch, "split": self.split_log(), "summary": self.summary(),
                "trials": [t.to_dict() for t in self.trials]}
         write_atomic(self.out_dir / "tune.json", json.dumps(log, indent=2, default=float))
+
+    def split_log(self) -> dict:
+        """tune.json's `split`: what the choices were scored on and where the reported numbers come from."""
+        from core.results import resolution_pt
+
+        return {"selection": self.dataset.selection_name, "selection_n": len(self.selection),
+                "selection_resolution_pt": resolution_pt(len(self.selection)) if self.task == "classification"
+                else None,
+                "quality": "test", "n": len(self.dataset.eval),
+                "resolution_pt": resolution_pt(len(self.dataset.eval)) if self.task == "classification" else None}
+
+    def split_lines(self) -> list[str]:
+        """Which split chose and which reported, with the size of one sample, for the summary."""
+        from core.results import resolution_pt, resolution_text
+
+        selection, n_sel, n_test = self.dataset.selection_name, len(self.selection), len(self.dataset.eval)
+        classifier = self.task == "classification"
+        lines = [f"Chosen on the {selection} split ({n_sel} samples"
+                 + (f", {resolution_text(n_sel)}" if classifier else "") + "); the accuracy and fidelity in "
+                 f"results.json come from the held-out test split ({n_test} samples"
+                 + (f", {resolution_text(n_test)}" if classifier else "") + "), which no choice saw."]
+        if selection != "validation":
+            lines.append("This data has no separate validation split (too few held-out samples), so the choice and "
+                         "the report use the same samples: the reported drop is optimistic.")
+        if classifier and n_sel and self.config.max_drop_pt < resolution_pt(n_sel):
+            lines.append(f"The {self.config.max_drop_pt:g} pt budget is finer than one {selection} sample "
+                         f"({resolution_pt(n_sel):.2f} pt): within budget means no net loss of a single sample.")
+        best = self.best
+        if best is not None and best.name != "baseline" and best.test_drop_pt is not None:
+            lines.append(f"{best.name} drops {best.drop_pt or 0:.2f} pt on {selection} and {best.test_drop_pt:.2f} "
+                         "pt on test (the number to quote).")
+        return lines
 
     def status(self, final: bool) -> str:
         if not final:
@@ -409,6 +475,7 @@ class _Search:
         else:
             lines.append(f"Best within {cfg.max_drop_pt:g} pt: {best.name} ({self._describe(best)}), the {what} of "
                          f"{len(tried)} variants tried.")
+        lines.extend(self.split_lines())
         plain = self.trial("int8-static")
         if plain is not None and plain.status == "ok" and self.best_name != "int8-static":
             if plain.within_budget and self.best_name != "baseline":

@@ -150,18 +150,24 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
 
 
 def predictions_ui(run_id: str, name: str) -> None:
-    """A few eval samples: the baseline's and the variant's predictions side by side."""
+    """Test samples through the baseline and the variant side by side, the flipped ones (top-1 changed) first."""
     st.markdown("###### Predictions vs the baseline")
     try:
-        with st.spinner("Running a few samples through both models…"):
+        with st.spinner("Running the test samples through both models…"):
             result = services.run_side_by_side(run_id, name, 8)
     except (FeatherweightError, OSError) as exc:
         st.caption(f"Predictions unavailable: {exc}")
         return
     table = result.table
     if result.task == "classification":
-        agree = int(table["agree"].sum())
-        st.caption(f"{agree} of {len(table)} samples get the same top-1 class as the baseline.")
+        if result.flips is not None and result.scanned:
+            shown = int((~table["agree"].astype(bool)).sum())
+            st.caption(f"{result.flips} of {result.scanned} test samples flip (top-1 class differs from the "
+                       f"baseline's)" + (f"; the {shown} shown first are flips." if shown else "; none flipped, so "
+                                         "these are spread over the test split."))
+        else:
+            agree = int(table["agree"].sum())
+            st.caption(f"{agree} of {len(table)} samples get the same top-1 class as the baseline.")
         if result.images:
             titles = [f"{'✓' if a else '✗'} {b}→{o}" for a, b, o in zip(table["agree"], table["baseline"], table[name])]
             st.plotly_chart(viz.predictions_figure(result.images, titles, height=150), theme=None,
@@ -171,6 +177,8 @@ def predictions_ui(run_id: str, name: str) -> None:
             f"{name}_conf": st.column_config.NumberColumn(f"{name} p", format="percent"),
             "agree": st.column_config.CheckboxColumn("same")})
     else:
+        st.caption(f"The {len(table)} least faithful of {result.scanned or len(table)} test samples (lowest cosine "
+                   "to the baseline) first.")
         st.dataframe(table, hide_index=True, width="stretch", column_config={
             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
             "max_abs_diff": st.column_config.NumberColumn("max |Δ|", format="%.4g")})

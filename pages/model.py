@@ -94,7 +94,8 @@ def data_ui(model) -> None:
     elif source == "Upload NPZ / CSV":
         upload_ui("Upload data", DATA_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
                   "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
-                  "x_eval/y_eval. CSV: numeric feature columns and an optional 'label' column.")
+                  "x_eval/y_eval (+ optional x_val/y_val; else a third of x_eval is validation). CSV: numeric feature "
+                  "columns and an optional 'label' column.")
     elif current.spec is not None:
         choose_sample_data(st.session_state, None)
     data = st.session_state.get(DATA_KEY) or NO_DATA
@@ -103,7 +104,8 @@ def data_ui(model) -> None:
         inputs = ", ".join(f"{k} {tuple(v)}" for k, v in (summary.get("inputs") or {}).items())
         classes = f", {summary['classes']} classes" if summary.get("classes") else ""
         st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
-                   f"{summary['eval']:,} eval samples · labels: {'yes' if summary['labels'] else 'no'}{classes} · "
+                   f"{summary.get('validation', 0):,} validation / {summary['eval']:,} test samples · "
+                   f"labels: {'yes' if summary['labels'] else 'no'}{classes} · "
                    f"per-sample input {inputs}")
     else:
         st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "

@@ -3,6 +3,7 @@ stops at its time budget with a usable answer, and best.yaml reproduces the best
 
 import json
 
+import numpy as np
 import pytest
 
 from core.errors import BadInputError
@@ -74,8 +75,10 @@ def test_best_yaml_reproduces_the_best_variant_with_featherweight_run(tmp_path, 
     names = [t.name for t in outcome.trials]
     assert names[:2] == ["baseline", "int8-static"] and any(n.startswith("prune0.5") for n in names)
     tuned = {v.name: v for v in outcome.run.variants}[outcome.best]
+    best = {t.name: t for t in outcome.trials}[outcome.best]
+    assert best.drop_pt <= 0.5 + 1e-9  # judged on validation; the test drop is reported, not promised
     base = outcome.run.variants[0]
-    assert (base.accuracy - tuned.accuracy) * 100 <= 0.5 + 1e-9
+    assert best.test_drop_pt == pytest.approx((base.accuracy - tuned.accuracy) * 100, abs=1e-3)
 
     recipe = Recipe.load(tmp_path / "tune" / "best.yaml")
     assert [v.name for v in recipe.variants] == [outcome.best]
@@ -84,6 +87,67 @@ def test_best_yaml_reproduces_the_best_variant_with_featherweight_run(tmp_path, 
     assert again.status == "ok"
     assert again.accuracy == pytest.approx(tuned.accuracy, abs=0.002)
     assert again.size_bytes == pytest.approx(tuned.size_bytes, rel=0.02)
+
+
+def _fragile_onnx_only(tmp_path):
+    import torch
+
+    from core.models import Model, export_onnx, load_sample_module
+
+    module = load_sample_module("digits-mlp")
+    with torch.no_grad():  # as in test_sensitivity: plain int8 rounds layer 3's real weights to zero
+        module.net[1].weight[0] = 0.0
+        module.net[1].bias[0] = 0.0
+        module.net[3].weight[:, 0] = 1000.0
+    return Model(str(tmp_path / "fragile.onnx"), export_onnx(module, torch.zeros(1, 1, 8, 8)), None)
+
+
+def _first_trial(model, data, out):
+    """Tune until plain static int8 is judged (the user stop after its result), and return that trial."""
+    done = []
+    tune(model, data, TuneConfig(max_drop_pt=0.5, budget_s=60, **QUICK), out,
+         on_progress=lambda e: done.append(e.variant == "int8-static" and e.kind == "variant_done"),
+         should_stop=lambda: any(done))
+    log = load_tune_log(out)
+    return {t["name"]: t for t in log["trials"]}["int8-static"], log, json.loads((out / "results.json").read_text())
+
+
+def test_the_tuner_judges_the_budget_on_validation_and_reports_on_the_untouched_test_split(tmp_path):
+    """Scrambling the test labels leaves the choice alone; giving validation labels the baseline always gets wrong
+    makes plain int8 pass a budget it fails on the real labels."""
+    import dataclasses
+
+    from core.data import load_data
+
+    model = _fragile_onnx_only(tmp_path)
+    data = load_data("sample:digits", model)
+    clean, log, results = _first_trial(model, data, tmp_path / "clean")
+    scrambled_test = dataclasses.replace(data, eval=dataclasses.replace(
+        data.eval, y=np.random.default_rng(0).permutation(data.eval.y)))
+    on_test, _, test_results = _first_trial(model, scrambled_test, tmp_path / "test")
+    predictions = model_predictions(model, data.validation.x)
+    wrong_validation = dataclasses.replace(data, validation=dataclasses.replace(
+        data.validation, y=(predictions + 1) % 10))
+    on_validation, _, _ = _first_trial(model, wrong_validation, tmp_path / "validation")
+
+    assert not clean["within_budget"] and clean["drop_pt"] > 30 and clean["test_drop_pt"] > 30
+    assert (on_test["drop_pt"], on_test["within_budget"]) == (clean["drop_pt"], clean["within_budget"])
+    assert on_test["test_drop_pt"] != clean["test_drop_pt"]  # the reported number did read the test labels
+    assert on_validation["within_budget"] and on_validation["drop_pt"] <= 0
+    assert log["split"]["selection"] == "validation" and log["split"]["selection_n"] == 180
+    assert log["split"]["n"] == 360 and log["split"]["selection_resolution_pt"] == pytest.approx(100 / 180)
+    assert "±1 sample = 0.56 pt" in clean["reason"] and "on validation" in clean["reason"]
+    for variant in results["variants"]:
+        assert variant["split"] == {"quality": "test", "n": 360, "selection": "validation", "selection_n": 180}
+    int8 = {v["name"]: v for v in test_results["variants"]}["int8-static"]
+    assert int8["accuracy"] < 0.3  # reported against the scrambled test labels: test is what results show
+    assert any("Chosen on the validation split (180 samples, ±1 sample = 0.56 pt)" in line for line in log["summary"])
+
+
+def model_predictions(model, x: dict) -> np.ndarray:
+    from core import measure
+
+    return measure.run_batched(measure.make_session(model.onnx_bytes()), x)[0].argmax(axis=1)
 
 
 def test_paired_speedup_of_a_model_against_itself_is_about_one(digits_mlp, digits_mlp_data):
