@@ -28,13 +28,16 @@ class Check:
 
     label: str
     value: Callable  # (frame, run) -> float | None
-    op: str  # ">=" or "<="
-    threshold: float
+    op: str  # ">=", "<=", or "report" (no threshold: shown, and failed only when missing)
+    threshold: float = 0.0
     unit: str = ""
+    isa_dependent: bool = False  # an int8 speed figure: onnxruntime's kernels differ on AVX2 / VNNI / AMX
 
     def passes(self, value) -> bool:
-        if value is None:
+        if value is None:  # what a check reads must exist: a missing variant or field is a failure, never a pass
             return False
+        if self.op == "report":
+            return True
         return value >= self.threshold if self.op == ">=" else value <= self.threshold
 
 
@@ -47,6 +50,9 @@ class Target:
     checks: list = field(default_factory=list)
     requires: Callable | None = None  # () -> str | None: a reason to skip (e.g. a missing extra)
     execute: Callable | None = None  # (recipe dict, out dir) -> RunResult, instead of run_recipe (the tuner)
+    # Whole runs repeated; each check is the median over them, its spread shown. Speed ratios on a shared 2-core
+    # machine move by 10-30% between runs, so one run is not a measurement of them.
+    repeats: int = 1
 
 
 def row(frame, name: str, column: str):
@@ -85,6 +91,26 @@ def retrieval_drop_pt(run, name: str):
     return None if before is None or after is None else round((before - after) * 100, 4)
 
 
+def split_n(run, name: str):
+    """How many samples variant `name`'s quality numbers come from (its `split.n`), or None."""
+    for variant in run["result"].variants:
+        if variant.name == name and variant.status == "ok":
+            return (variant.split or {}).get("n")
+    return None
+
+
+def gain_in_standard_errors(frame, run, column: str, better: str, worse: str):
+    """(better - worse) / its standard error, for two proportions measured on the same n samples.
+
+    Two standard errors is the usual bar for "more than noise": at n = 1,333 and p = 0.7 that is about 3.5 pt.
+    """
+    a, b, n = row(frame, better, column), row(frame, worse, column), split_n(run, better)
+    if a is None or b is None or not n:
+        return None
+    error = ((a * (1 - a) + b * (1 - b)) / n) ** 0.5
+    return None if error == 0 else round((a - b) / error, 3)
+
+
 def sample_unavailable(name: str) -> str | None:
     """Why a sample cannot run here (its extra is missing), or None."""
     from sample_models import SAMPLE_MODELS, available
@@ -100,9 +126,10 @@ TARGETS: list[Target] = [
         "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
         "variants": [{"name": "int8-static", "steps": [{"technique": "quantize", "mode": "static"}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "int8-static", "x_smaller"), ">=", 3.4, "x"),
-        Check("speed: x faster at batch 256", lambda f, r: row(f, "int8-static", "speedup_bs256"), ">=", 2.0, "x"),
+        Check("speed: x faster at batch 256", lambda f, r: row(f, "int8-static", "speedup_bs256"), ">=", 2.0, "x",
+              isa_dependent=True),
         Check("accuracy drop", lambda f, r: row(f, "int8-static", "accuracy_drop_pt"), "<=", 0.3, "pt"),
-    ]),
+    ], repeats=3),
     Target("default recipe on digits-cnn, end to end", {
         "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
         "variants": [{"name": "int8-dynamic", "steps": [{"technique": "quantize", "mode": "dynamic"}]},
@@ -116,9 +143,10 @@ TARGETS: list[Target] = [
             {"technique": "prune", "method": "structured", "amount": 0.5, "finetune_epochs": 10},
             {"technique": "quantize", "mode": "static"}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "pruned-int8", "x_smaller"), ">=", 8.0, "x"),
-        Check("speed: x faster at batch 256", lambda f, r: row(f, "pruned-int8", "speedup_bs256"), ">=", 4.0, "x"),
+        Check("speed: x faster at batch 256", lambda f, r: row(f, "pruned-int8", "speedup_bs256"), ">=", 4.0, "x",
+              isa_dependent=True),
         Check("accuracy drop", lambda f, r: row(f, "pruned-int8", "accuracy_drop_pt"), "<=", 1.0, "pt"),
-    ]),
+    ], repeats=3),
     Target("digits-cnn unstructured prune 80% + fine-tune", {
         "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
         "variants": [{"name": "sparse80", "steps": [
@@ -134,9 +162,15 @@ TARGETS: list[Target] = [
             {"technique": "distill", "width": 0.25, "temperature": 4, "alpha": 0.7, "epochs": 60,
              "control": True}]}]}, [
         Check("x fewer params", lambda f, r: row(f, "student", "x_fewer_params"), ">=", 10.0, "x"),
+        Check("closer to the teacher than the control twin (agreement gain, standard errors)",
+              lambda f, r: gain_in_standard_errors(f, r, "agreement", "student", "student (control)"), ">=", 2.0,
+              "SE"),
+        Check("accuracy gain over the control twin (standard errors)",
+              lambda f, r: gain_in_standard_errors(f, r, "accuracy", "student", "student (control)"), ">=", 2.0,
+              "SE"),
         Check("accuracy gain over the control twin",
               lambda f, r: _difference(row(f, "student", "accuracy"), row(f, "student (control)", "accuracy"),
-                                       100), ">=", 0.01, "pt"),
+                                       100), "report", unit="pt"),
     ], requires=lambda: sample_unavailable("shapes-cnn")),
     Target("minilm dynamic int8 per-channel", {
         "model": "sample:minilm", "data": "sample:sentences",
@@ -147,10 +181,10 @@ TARGETS: list[Target] = [
                       "steps": [{"technique": "quantize", "mode": "dynamic", "per_channel": True}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "int8-dynamic", "x_smaller"), ">=", 3.5, "x"),
         Check("speed: x faster at batch 32 x 128 tokens", lambda f, r: row(f, "int8-dynamic", "speedup_bs32"),
-              ">=", 2.0, "x"),
+              ">=", 2.0, "x", isa_dependent=True),
         Check("cosine mean to fp32", lambda f, r: row(f, "int8-dynamic", "cosine_mean"), ">=", 0.99),
         Check("paraphrase retrieval drop", lambda f, r: retrieval_drop_pt(r, "int8-dynamic"), "<=", 0.0, "pt"),
-    ], requires=lambda: sample_unavailable("minilm")),
+    ], requires=lambda: sample_unavailable("minilm"), repeats=3),
 ]
 
 
@@ -181,63 +215,129 @@ def tune_best_row(frame, run, column: str):
     return row(frame, (load_tune_log(run["out"]) or {}).get("best", ""), column)
 
 
-def beats_static_int8_or_explains(frame, run):
-    """Speed-up of the tuner's best over plain static int8 (paired timings); 1.0 when nothing beat plain int8
-    and tune.json explains why (each other trial's reason), 0 when neither."""
-    from core.tuner import load_tune_log
-
-    log = load_tune_log(run["out"]) or {}
-    trials = {t["name"]: t for t in log.get("trials", [])}
-    best, plain = trials.get(log.get("best")), trials.get("int8-static")
-    if best is None or plain is None or not plain.get("speedup"):
-        return None
-    if best["name"] not in ("int8-static", "baseline") and best.get("speedup"):
-        return round(best["speedup"] / plain["speedup"], 4)
-    explained = any("Nothing beat plain static int8" in line or "No variant within" in line
-                    for line in log.get("summary", []))
-    return 1.0 if explained else 0.0
-
-
 TARGETS += [
     Target("digits-cnn tuner, 0.5 pt in 120 s", {
         "model": "sample:digits-cnn", "data": "sample:digits",
         "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 256, "budget_s": 120}}, [
-        Check("best: x faster at batch 256 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=", 2.0, "x"),
+        Check("best: x faster at batch 256 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=", 2.0, "x",
+              isa_dependent=True),
         Check("best: x faster at batch 256 (p50, same run)", lambda f, r: tune_best_row(f, r, "speedup_bs256"),
-              ">=", 2.0, "x"),
-        Check("best: accuracy drop", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt"), "<=", 0.5, "pt"),
+              ">=", 2.0, "x", isa_dependent=True),
+        Check("best: drop on validation (chosen on)", lambda f, r: tune_best(r, "drop_pt"), "<=", 0.5, "pt"),
+        Check("best: drop on held-out test (reported)", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt"),
+              "report", unit="pt"),
         Check("tuner wall time incl. loading (budget 120 s)", wall_s, "<=", 135.0, "s"),
     ], execute=run_tuner),
     Target("shapes-cnn tuner, 0.5 pt in 180 s", {
         "model": "sample:shapes-cnn", "data": "sample:shapes",
-        "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 256, "budget_s": 180}}, [
-        Check("best vs plain static int8 (x faster; 1.0 = none, explained)", beats_static_int8_or_explains,
-              ">=", 1.0, "x"),
-        Check("best: accuracy drop", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt") or 0.0, "<=", 0.5, "pt"),
+        "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 64, "budget_s": 180}}, [
+        # tune_best is None when the best is the baseline: "found nothing" fails, it never reads as a pass
+        Check("best: x faster than fp32 at batch 64 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=",
+              1.5, "x", isa_dependent=True),
+        Check("best: x faster than fp32 at batch 64 (p50, same run)",
+              lambda f, r: tune_best(r, "speedup") and tune_best_row(f, r, "speedup_bs64"), ">=", 1.5, "x",
+              isa_dependent=True),
+        Check("best: drop on validation (chosen on)", lambda f, r: tune_best(r, "drop_pt"), "<=", 0.5, "pt"),
+        Check("best: drop on held-out test (reported)",
+              lambda f, r: tune_best(r, "drop_pt") is not None and tune_best_row(f, r, "accuracy_drop_pt"),
+              "report", unit="pt"),
     ], requires=lambda: sample_unavailable("shapes-cnn"), execute=run_tuner),
 ]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Keeping layers in float: one variant per quantizable layer kept in float, one with all of them.
+
+FLOAT_LAYER_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def float_layer_recipe(spec: dict) -> dict:
+    """Plain static int8, then each quantizable layer kept in float alone, then all of them."""
+    from core.models import load_model
+
+    model = load_model(spec["model"])
+    layers = [n.name for n in model.onnx_model.graph.node if n.op_type in FLOAT_LAYER_OPS]
+    quantize = {"technique": "quantize", "mode": "static"}
+    variants = [{"name": "int8-static", "steps": [quantize]}]
+    variants += [{"name": f"float {i + 1} {layer.strip('/').replace('/', '.')}"[:60],
+                  "steps": [{**quantize, "exclude": [layer]}]} for i, layer in enumerate(layers)]
+    variants.append({"name": "all layers in float", "steps": [{**quantize, "exclude": layers}]})
+    return {**spec, "variants": variants}
+
+
+def run_float_layers(spec: dict, out: Path):
+    return run_recipe(Recipe.from_dict(float_layer_recipe(spec)), out)
+
+
+def worst_single_float_layer(frame, run, column: str):
+    """The lowest `column` (in pt) of any one-layer-in-float variant, minus plain static int8's."""
+    plain = row(frame, "int8-static", column)
+    singles = [row(frame, name, column) for name in frame["name"] if str(name).startswith("float ")]
+    if plain is None or not singles or any(v is None for v in singles):
+        return None
+    return round((min(singles) - plain) * 100, 4)
+
+
+def float_layer_checks() -> list:
+    return [
+        # 1 pt is noise here: int8 kernels differ by CPU, and on 1,333 (shapes) or 360 (digits) test samples a few
+        # flipped samples are chance. The bug this target guards against cost 9.6 pt on shapes-cnn.
+        Check("worst one layer in float vs plain int8: agreement with fp32", lambda f, r:
+              worst_single_float_layer(f, r, "agreement"), ">=", -1.0, "pt"),
+        Check("worst one layer in float vs plain int8: accuracy", lambda f, r:
+              worst_single_float_layer(f, r, "accuracy"), ">=", -1.0, "pt"),
+        Check("all layers in float: agreement with fp32", lambda f, r: row(f, "all layers in float", "agreement"),
+              ">=", 1.0),
+        Check("all layers in float: top-1 flips vs fp32", lambda f, r: row(f, "all layers in float", "flips"),
+              "<=", 0.0),
+    ]
+
+
+FLOAT_BENCH = {"batch_sizes": [64], "threads": 1, "warmup": 2, "runs": 10, "max_seconds": 2}
+TARGETS += [
+    Target("shapes-cnn: keeping any one layer in float", {
+        "model": "sample:shapes-cnn", "data": "sample:shapes", "benchmark": FLOAT_BENCH}, float_layer_checks(),
+        requires=lambda: sample_unavailable("shapes-cnn"), execute=run_float_layers),
+    Target("digits-cnn: keeping any one layer in float", {
+        "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": FLOAT_BENCH}, float_layer_checks(),
+        execute=run_float_layers),
+]
+
+
+def median(values: list):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def run_target(target: Target, out_root: Path) -> dict:
-    """Run one target's recipe and evaluate its checks."""
+    """Run one target's recipe (`repeats` times) and evaluate its checks: the median over runs, and the spread."""
     skip = target.requires() if target.requires else None
     if skip:
         return {"target": target, "skipped": skip, "checks": []}
     out = out_root / target.name.replace(" ", "_").replace(",", "").replace(":", "")
-    start = time.perf_counter()
-    if target.execute is not None:
-        result = target.execute(target.recipe, out)
-    else:
-        result = run_recipe(Recipe.from_dict(target.recipe), out)
-    wall = time.perf_counter() - start
-    run = {"wall_s": wall, "result": result, "out": out}
-    frame = results_frame(result.to_dict())
+    values: list[list] = [[] for _ in target.checks]
+    for attempt in range(target.repeats):
+        run_out = out if target.repeats == 1 else out / f"run{attempt + 1}"
+        start = time.perf_counter()
+        if target.execute is not None:
+            result = target.execute(target.recipe, run_out)
+        else:
+            result = run_recipe(Recipe.from_dict(target.recipe), run_out)
+        wall = time.perf_counter() - start
+        run = {"wall_s": wall, "result": result, "out": run_out}
+        frame = results_frame(result.to_dict())
+        for i, check in enumerate(target.checks):
+            value = check.value(frame, run)
+            values[i].append(None if value is None or value is False else float(value))
     checks = []
-    for check in target.checks:
-        value = check.value(frame, run)
-        checks.append({"check": check, "value": value, "pass": check.passes(value)})
+    for check, measured in zip(target.checks, values):
+        present = [v for v in measured if v is not None]
+        value = median(present) if len(present) == len(measured) else None  # a run that lacked it fails it
+        spread = (min(present), max(present)) if len(present) > 1 else None
+        checks.append({"check": check, "value": value, "spread": spread, "pass": check.passes(value)})
     return {"target": target, "skipped": None, "checks": checks, "frame": frame, "wall_s": wall,
-            "environment": result.environment}
+            "repeats": target.repeats, "environment": result.environment}
 
 
 def _fmt(value, unit):
@@ -261,35 +361,48 @@ def _table(frame) -> str:
 
 def markdown(outcomes: list[dict], environment: dict) -> str:
     """BENCHMARKS.md: machine, versions, and every target with measured value and pass/fail."""
+    isa = environment.get("int8_isa") or "unknown"
     lines = ["# Benchmarks", "",
              f"Written by `make bench` on {dt.date.today().isoformat()}. Every ratio is same-run (the baseline is "
              "measured in the same run as the variant), latency is the median (p50) of timed runs after warm-up, "
-             f"onnxruntime with {environment.get('threads', 1)} intra-op thread.", "",
+             f"onnxruntime with {environment.get('threads', 1)} intra-op thread. A target run several times "
+             "shows the median of its runs and their spread (min–max). Nothing here is written by hand.", "",
              "## Machine", "",
              f"- CPU: {environment.get('cpu')} ({environment.get('cores')} cores), flags: "
              f"{', '.join(environment.get('cpu_flags', [])) or 'none recorded'}",
+             f"- int8 instruction set: **{isa}**. onnxruntime picks different int8 kernels on AVX2, AVX-512 VNNI "
+             "and AMX CPUs, so the rows marked *ISA-dependent* hold for this instruction set only.",
              f"- Platform: {environment.get('platform')}",
              "- Versions: " + ", ".join(f"{k} {v}" for k, v in environment.get("versions", {}).items()), "",
-             "## Targets", "", "| target | check | threshold | measured | result |", "|---|---|---|---|---|"]
+             "## Targets", "", "| target | check | threshold | measured | runs (spread) | result |",
+             "|---|---|---|---|---|---|"]
     for outcome in outcomes:
         name = outcome["target"].name
         if outcome["skipped"]:
-            lines.append(f"| {name} | — | — | — | skipped: {outcome['skipped']} |")
+            lines.append(f"| {name} | — | — | — | — | skipped: {outcome['skipped']} |")
             continue
         for c in outcome["checks"]:
             check = c["check"]
-            lines.append(f"| {name} | {check.label} | {check.op} {check.threshold:g} {check.unit} | "
-                         f"{_fmt(c['value'], check.unit)} | {'pass' if c['pass'] else '**FAIL**'} |")
+            label = check.label + (f" (ISA-dependent: {isa})" if check.isa_dependent else "")
+            threshold = "reported" if check.op == "report" else f"{check.op} {check.threshold:g} {check.unit}"
+            spread = c.get("spread")
+            runs = (f"{outcome['repeats']} ({_fmt(spread[0], check.unit)} – {_fmt(spread[1], check.unit)})"
+                    if spread else str(outcome.get("repeats", 1)))
+            verdict = ("missing: **FAIL**" if c["value"] is None else "pass" if c["pass"] else "**FAIL**")
+            lines.append(f"| {name} | {label} | {threshold.strip()} | {_fmt(c['value'], check.unit)} | {runs} | "
+                         f"{verdict} |")
     lines += ["", "## Variant tables", ""]
     for outcome in outcomes:
         if outcome["skipped"]:
             continue
         frame = outcome["frame"]
         columns = [c for c in ("name", "status", "size_bytes", "x_smaller", "x_smaller_compressed", "params",
-                               "accuracy", "accuracy_drop_pt", "agreement", "cosine_mean", "p50_ms_bs1",
-                               "p50_ms_bs32", "p50_ms_bs256", "speedup_bs32", "speedup_bs256")
+                               "accuracy", "accuracy_drop_pt", "agreement", "flips", "cosine_mean", "p50_ms_bs1",
+                               "p50_ms_bs32", "p50_ms_bs64", "p50_ms_bs256", "speedup_bs32", "speedup_bs64",
+                               "speedup_bs256")
                    if c in frame.columns]
-        lines += [f"### {outcome['target'].name} ({outcome['wall_s']:.1f} s)", "",
+        last = " (the last of its runs)" if outcome.get("repeats", 1) > 1 else ""
+        lines += [f"### {outcome['target'].name}{last} ({outcome['wall_s']:.1f} s)", "",
                   _table(frame[columns]), ""]
     return "\n".join(lines) + "\n"
 

@@ -344,6 +344,28 @@ def _cpu_info() -> tuple[str, set]:
     return model, flags
 
 
+def int8_isa(flags) -> str:
+    """The fastest int8 instruction set among the CPU `flags`, as onnxruntime's x86 kernels choose between them.
+
+    onnxruntime's MLAS picks its u8s8 GEMM kernels by these (AMX tiles, AVX-512 VNNI, AVX-VNNI, plain AVX2), so
+    every int8 speed figure depends on which one the CPU has.
+    """
+    flags = set(flags)
+    if "amx_int8" in flags or "amx_tile" in flags:
+        return "AMX"
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI"
+    if "avx_vnni" in flags:
+        return "AVX-VNNI"
+    if "avx512f" in flags or "avx512bw" in flags:
+        return "AVX-512 (no VNNI)"
+    if "avx2" in flags:
+        return "AVX2 (no VNNI)"
+    if "i8mm" in flags or "asimddp" in flags:
+        return "ARM dot-product"
+    return "no int8 SIMD"
+
+
 def environment(threads: int) -> dict:
     """The machine and library versions a run was measured with."""
     import onnx
@@ -354,6 +376,7 @@ def environment(threads: int) -> dict:
     return {
         "cpu": model,
         "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+        "int8_isa": int8_isa(flags),
         "cores": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
