@@ -917,10 +917,12 @@ def profile_from_artifact(run_dir, variant: dict) -> dict | None:
     path = (Path(run_dir) / artifact).resolve()
     if Path(run_dir).resolve() not in path.parents or not path.is_file():
         return None
-    try:
-        import onnx
+    # Parsed in a worker with the upload limits: the file is a run's output, and a run may have been fed a
+    # hostile model (issue 15). core.jobs sits above this module; imported here, where it is needed.
+    from core.jobs import compute_profile_isolated
 
-        return model_compute_profile(onnx.load(str(path)))
+    try:
+        return compute_profile_isolated(str(path))
     except Exception:  # noqa: BLE001 - an unreadable artifact only loses its device-fit columns
         return None
 

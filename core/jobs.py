@@ -582,11 +582,51 @@ def _job_entry(spec: dict, limits: dict) -> None:
     worker_main(JobSpec(**spec), ResourceLimits(**limits))
 
 
+def _learn_entry(source: dict, what: str, params: dict) -> Any:
+    """A Learn explainer's view (core.learn.EXPLAINERS[what]) of an uploaded, sample or local model, computed
+    here; uploads arrive as files in a private temporary directory, read back into the bytes the page had."""
+    from core import learn
+
+    fields = dict(source)
+    for kind in ("model", "data"):
+        path = fields.pop(f"{kind}_path", None)
+        if path:
+            fields[f"{kind}_content"] = Path(path).read_bytes()
+    phase(f"reading {fields.get('label') or 'the model'}")
+    return learn.encode_view(learn.explain(learn.LearnSource(**fields), what, params, on_point=lambda point: send(
+        {"t": "progress", "point": learn.encode_view(point)}), on_loaded=lambda: phase(f"explaining ({what})")))
+
+
+def _learn_run_estimates_entry(store_root: str, run_id: str, results: dict) -> Any:
+    """Each finished variant's estimated size beside its measured one, from the run's own model file."""
+    from core import learn
+
+    phase(f"reading run {run_id}'s model")
+    proto = learn.run_baseline_proto(RunStore(store_root), run_id, results)
+    phase("estimating the run's variants")
+    return learn.encode_view(learn.estimate_vs_measured(results, proto))
+
+
+def _compute_profile_entry(path: str) -> dict:
+    """The compute profile (core.cost.model_compute_profile) of a run's ONNX file (with its external data)."""
+    import onnx
+
+    from core.cost import model_compute_profile
+
+    phase(f"reading {Path(path).name}")
+    proto = onnx.load(path)
+    phase(f"profiling {Path(path).name}")
+    return model_compute_profile(proto)
+
+
 ISOLATED_FUNCTIONS: dict[str, Callable] = {
     "inspect": _inspect_entry,
     "check_data": _check_data_entry,
     "run_recipe": _run_recipe_entry,
     "job": _job_entry,
+    "learn": _learn_entry,
+    "learn-run-estimates": _learn_run_estimates_entry,
+    "compute-profile": _compute_profile_entry,
     "selftest-segfault": _selftest_segfault,
     "selftest-sleep": _selftest_sleep,
     "selftest-allocate": _selftest_allocate,
@@ -692,6 +732,70 @@ def run_recipe_isolated(recipe_path: str, out_dir: str, *, model: str | None = N
     limits = limits or ResourceLimits.from_env()
     return run_isolated("run_recipe", str(recipe_path), str(out_dir), model, data, executor, ray_address,
                         limits=limits, on_message=progress_forwarder(on_progress))
+
+
+def learn_limits() -> ResourceLimits:
+    """Limits for one Learn explainer (load + view; the sweep and live distillation train for up to a minute or
+    two on the samples): FEATHERWEIGHT_LEARN_* override them."""
+    return ResourceLimits.from_env("FEATHERWEIGHT_LEARN", ResourceLimits(address_space_mb=4096, cpu_seconds=600,
+                                                                         file_size_mb=256, wall_seconds=600.0))
+
+
+def explain_isolated(source, what: str, params: dict | None = None, *, on_point: Callable | None = None,
+                     limits: ResourceLimits | None = None, stats: dict | None = None) -> Any:
+    """A Learn explainer's view (`core.learn.EXPLAINERS`) computed in a worker: the model and data of `source`
+    (a `core.learn.LearnSource`: sample, path or uploaded bytes) are parsed there, never in this process.
+
+    Args:
+        on_point: for "sweep" and "distill", called in this thread with each row / epoch point as it comes.
+
+    Returns:
+        The view, decoded (`core.learn.decode_view`): arrays and frames as the in-process function returns them.
+
+    Raises:
+        FeatherweightError: the file is refused, the view fails, or the worker crashed or ran out of time/memory.
+    """
+    from core import learn
+
+    request = {"key": source.key, "label": source.label, "model_spec": source.model_spec,
+               "model_filename": source.model_filename, "data_spec": source.data_spec,
+               "data_filename": source.data_filename}
+    directories = []
+
+    def forward(message: dict) -> None:
+        if on_point is not None and message.get("t") == "progress" and "point" in message:
+            on_point(learn.decode_view(message["point"]))
+
+    try:
+        for kind in ("model", "data"):
+            content = getattr(source, f"{kind}_content")
+            if content is not None:
+                directory, path = _upload_dir(content, getattr(source, f"{kind}_filename") or f"{kind}.bin")
+                directories.append(directory)
+                request[f"{kind}_path"] = str(path)
+        value = run_isolated("learn", request, what, dict(params or {}), limits=limits or learn_limits(),
+                             on_message=forward, stats=stats)
+    finally:
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
+    return learn.decode_view(value)
+
+
+def run_estimates_isolated(store: RunStore, run_id: str, results: dict) -> Any:
+    """`core.learn.estimate_vs_measured` for a run, with the run's model file read in a worker (a DataFrame).
+
+    Raises:
+        FeatherweightError: the model cannot be found (outside the run directory: refused) or loaded.
+    """
+    from core import learn
+
+    return learn.decode_view(run_isolated("learn-run-estimates", str(store.root), run_id, results,
+                                          limits=learn_limits()))
+
+
+def compute_profile_isolated(path: str) -> dict:
+    """`core.cost.model_compute_profile` of an ONNX file, parsed in a worker with the upload limits."""
+    return run_isolated("compute-profile", str(path), limits=ResourceLimits.for_inspect())
 
 
 def progress_forwarder(on_progress) -> Callable[[dict], None]:
@@ -1090,5 +1194,6 @@ def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
 
 
 __all__ = ["CANCEL_FLAG", "ISOLATED_FUNCTIONS", "JobRunner", "JobSpec", "JobStatus", "ResourceLimits",
-           "check_data_isolated", "describe_exit", "inspect_isolated", "phase", "run_isolated",
+           "check_data_isolated", "compute_profile_isolated", "describe_exit", "explain_isolated",
+           "inspect_isolated", "learn_limits", "phase", "run_estimates_isolated", "run_isolated",
            "run_recipe_isolated", "send", "worker_main"]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
+from core.recipe import brief_repr as brief
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
 # one thread spin-waits: one epoch of digits-cnn took 0.36 s on one thread and 8.7 s on two under load.
@@ -1309,11 +1310,181 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
     from core.models import load_model
 
     spec = results.get("model") or (results.get("recipe") or {}).get("model")
-    if not spec:
+    if not isinstance(spec, str) or not spec:
         raise BadInputError("the run does not say which model it used")
     if spec.startswith("sample:"):
         return load_model(spec).onnx_model
-    path = store.run_dir(run_id) / spec
-    if not path.is_file():
-        path = store.run_dir(run_id) / "inputs" / Path(spec).name
+    run_dir = store.run_dir(run_id).resolve()
+    # results.json names the file; whatever it says, only a file inside this run's directory is read (symlinks
+    # resolved first), as saved there by the job runner.
+    candidates = ((run_dir / spec).resolve(), (run_dir / "inputs" / Path(spec).name).resolve())
+    path = next((c for c in candidates if run_dir in c.parents and c.is_file()), None)
+    if path is None:
+        raise BadInputError(f"the run's model {brief(spec)} is not a file inside its run directory; refused")
     return load_model(str(path)).onnx_model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The explainers' views, computed where the model is loaded: in a worker (core.jobs.explain_isolated), so the
+# server never parses a model or data file (issue 15). Each takes (model, dataset, **params) and returns plain
+# data, numpy arrays and DataFrames, which `encode_view` turns into JSON and `decode_view` back, bit for bit.
+
+
+def model_facts(model, dataset) -> dict:
+    """What the page needs before any explainer: the weights, the task, which data there is."""
+    from core.models import task_of
+
+    weights = weight_tensors(model.onnx_model)
+    return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
+            "labels": dataset.has_labels, "synthetic": dataset.synthetic, "eval": len(dataset.eval),
+            "train": len(dataset.train), "params": sum(w.size for w in weights)}
+
+
+def quantization_view(model, dataset, tensor: str, bits: int, symmetric: bool) -> dict:
+    """One weight tensor snapped to a `bits` grid: histogram, grid, error per tensor and per channel."""
+    info = {w.name: w for w in weight_tensors(model.onnx_model)}.get(tensor)
+    if info is None:
+        raise BadInputError(f"tensor={tensor!r} is not a weight of this model")
+    w = weight_array(model.onnx_model, tensor)
+    shared = quantize_tensor(w, bits, symmetric=symmetric)
+    own = quantize_tensor(w, bits, symmetric=symmetric, per_channel=True, axis=info.channel_axis)
+    grid = shared.grid()
+    counts = np.bincount((shared.codes - shared.qmin).ravel(), minlength=shared.levels)
+    return {"hist": histogram(w, 120, (float(min(w.min(), grid[0])), float(max(w.max(), grid[-1])))),
+            "grid": grid.tolist(), "level_counts": counts.tolist(), "scale": float(shared.scale),
+            "zero_point": int(shared.zero_point), "levels": shared.levels, "qmin": shared.qmin, "qmax": shared.qmax,
+            "mse": shared.mse, "max_abs_error": shared.max_abs_error, "sqnr_db": shared.sqnr_db,
+            "mse_per_channel": own.mse, "sqnr_db_per_channel": own.sqnr_db, "channels": info.channels,
+            "absmax": float(np.abs(w).max()), "min": float(w.min()), "max": float(w.max()),
+            "channel_table": channel_error_table(w, info.channel_axis, bits, symmetric),
+            "bit_curve": bit_width_curve(w, info.channel_axis, symmetric=symmetric)}
+
+
+def calibration_view(model, dataset, percentile: float, entropy_bins: int, tensor: str | None,
+                     samples: int) -> dict:
+    """onnxruntime's calibrators' ranges for every tensor (or one), as `calibration_study`."""
+    study = calibration_study(model, dataset, samples=samples, percentile=percentile, entropy_bins=entropy_bins,
+                              tensors=None if tensor is None else [tensor])
+    return {"ranges": study.ranges, "samples": study.samples}
+
+
+def pruning_view(model, dataset, tensor: str, sparsity: float) -> dict:
+    """One layer's masks under each pattern at `sparsity`: heatmaps and facts."""
+    info = {w.name: w for w in weight_tensors(model.onnx_model)}.get(tensor)
+    if info is None:
+        raise BadInputError(f"tensor={tensor!r} is not a weight of this model")
+    w = out_first(weight_array(model.onnx_model, tensor), info.channel_axis)
+    matrices, facts = {}, {}
+    for pattern in PRUNE_PATTERNS:
+        mask = pattern_mask(w, sparsity, pattern)
+        matrices[pattern] = None if mask is None else heatmap_matrix(w, mask)
+        facts[pattern] = None if mask is None else mask_facts(w, mask)
+    return {"matrices": matrices, "facts": facts, "shape": tuple(w.shape)}
+
+
+def teacher_view(model, dataset) -> dict:
+    """The teacher's eval logits and labels, and the sample whose runner-up is strongest (shown first)."""
+    logits = teacher_logits(model, dataset.eval)
+    p = softmax(logits, 1.0)
+    runner_up = np.sort(p, axis=1)[:, -2]
+    return {"logits": logits, "labels": dataset.eval.y, "interesting": int(np.argmax(runner_up))}
+
+
+def distill_curves(model, dataset, *, on_point=None, **settings) -> list[dict]:
+    """Every point of `distill_live` (calling `on_point` with each as it comes)."""
+    points = []
+    for point in distill_live(model, dataset, **settings):
+        points.append(point)
+        if on_point:
+            on_point(point)
+    return points
+
+
+EXPLAINERS = {
+    "facts": model_facts,
+    "quantization": quantization_view,
+    "onnxruntime_check": lambda model, dataset, tensor: check_against_onnxruntime(model, dataset, tensor,
+                                                                                  per_channel=True),
+    "calibration": calibration_view,
+    "activations": lambda model, dataset, tensor, samples: activation_values(model, dataset, tensor,
+                                                                            samples=samples),
+    "pruning": pruning_view,
+    "sweep": lambda model, dataset, pattern, epochs, on_point=None: sparsity_sweep(
+        model, dataset, pattern=pattern, finetune_epochs=epochs, on_point=on_point),
+    "teacher": teacher_view,
+    "distill": distill_curves,
+    "techniques": lambda model, dataset, amount, width: technique_table(model.onnx_model, amount=amount,
+                                                                        width=width),
+    "estimate": lambda model, dataset, steps: estimate_breakdown(model.onnx_model, [dict(s) for s in steps]),
+}
+PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or epoch is sent as it comes
+
+
+def explain(source: LearnSource, what: str, params: dict, on_point=None, on_loaded=None) -> Any:
+    """Load `source` in this process and compute one view: the worker's side of `core.jobs.explain_isolated`
+    (a server calls that, never this).
+
+    Raises:
+        BadInputError: an unknown view, or a model or data file that is refused.
+    """
+    if what not in EXPLAINERS:
+        raise BadInputError(f"explainer {what!r} is not supported; allowed: {', '.join(EXPLAINERS)}")
+    model, dataset = source.load()
+    if on_loaded:
+        on_loaded()
+    if what in PROGRESS_EXPLAINERS:
+        params = {**params, "on_point": on_point}
+    return EXPLAINERS[what](model, dataset, **params)
+
+
+def encode_view(value: Any) -> Any:
+    """Plain JSON for a view: arrays keep dtype, shape and every bit (base64); frames keep their column dtypes."""
+    import base64
+
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return {"__list__": [encode_view(v) for v in value.tolist()]}
+        array = np.ascontiguousarray(value)
+        return {"__ndarray__": base64.b64encode(array.tobytes()).decode("ascii"), "dtype": array.dtype.str,
+                "shape": list(array.shape)}
+    if isinstance(value, pd.DataFrame):
+        frame = value.reset_index(drop=True)
+        return {"__frame__": [[str(c), str(frame[c].dtype), encode_view(frame[c].to_numpy())] for c in frame]}
+    if isinstance(value, WeightTensor):
+        return {"__weight__": {"name": value.name, "node": value.node, "op_type": value.op_type,
+                               "shape": [int(d) for d in value.shape], "channel_axis": int(value.channel_axis)}}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): encode_view(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_view(v) for v in value]
+    return value
+
+
+def decode_view(value: Any) -> Any:
+    """The inverse of `encode_view` (for what a worker sent: a malformed part raises BadInputError)."""
+    import base64
+
+    if isinstance(value, list):
+        return [decode_view(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    try:
+        if "__ndarray__" in value:
+            dtype = np.dtype(value["dtype"])
+            if dtype == object:
+                raise ValueError("object arrays are not sent as bytes")
+            return np.frombuffer(base64.b64decode(value["__ndarray__"]), dtype=dtype).reshape(value["shape"]).copy()
+        if "__list__" in value:
+            return np.array([decode_view(v) for v in value["__list__"]], dtype=object)
+        if "__frame__" in value:
+            return pd.DataFrame({name: pd.Series(decode_view(column), dtype=dtype)
+                                 for name, dtype, column in value["__frame__"]})
+        if "__weight__" in value:
+            w = value["__weight__"]
+            return WeightTensor(str(w["name"]), str(w["node"]), str(w["op_type"]), tuple(int(d) for d in w["shape"]),
+                                int(w["channel_axis"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"the explainer's worker sent a malformed view ({type(exc).__name__})") from None
+    return {k: decode_view(v) for k, v in value.items()}

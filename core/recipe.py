@@ -18,13 +18,39 @@ import dataclasses
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+
 from core.errors import BadInputError
 
 RECIPE_VERSION = 1
+
+
+# What an error message may echo of a value: a few items, a short string, at most ECHO_CHARS in all. A value
+# can be as big as the recipe allows, and `repr` of it in full once took 5 s and 2 GB (issue 15).
+ECHO_CHARS = 80
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel = 3
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxset = _ECHO.maxfrozenset = _ECHO.maxdict = 4
+_ECHO.maxstring = _ECHO.maxother = 60
+_ECHO.maxlong = 40
+
+
+def brief_repr(value: Any) -> str:
+    """`repr(value)` cut to at most ECHO_CHARS characters, in time that does not grow with the value's size."""
+    text = _ECHO.repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
+
+
+def key_list(keys, limit: int = 10) -> str:
+    """Mapping keys for an error message: the first `limit`, each cut short (keys need not be strings)."""
+    shown = sorted((k if len(k) <= 40 else k[:37] + "...") if isinstance(k, str) else brief_repr(k) for k in keys)
+    more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more
 
 
 def _option(default: Any, help: str, choices: tuple | None = None, **extra: Any):
@@ -38,27 +64,27 @@ def _option(default: Any, help: str, choices: tuple | None = None, **extra: Any)
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
-        raise BadInputError(f"{name}={value!r} is not supported; allowed: {allowed}")
+        raise BadInputError(f"{name}={brief_repr(value)} is not supported; allowed: {allowed}")
 
 
 def _check_range(name: str, value: Any, low: float, high: float, *, low_open=False, high_open=False,
                  integer=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
-        raise BadInputError(f"{name}={value!r} must be {kind}")
+        raise BadInputError(f"{name}={brief_repr(value)} must be {kind}")
     if not math.isfinite(value):  # NaN compares false with everything, so it would pass the range checks below
-        raise BadInputError(f"{name}={value!r} must be a finite number")
+        raise BadInputError(f"{name}={brief_repr(value)} must be a finite number")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
-        raise BadInputError(f"{name}={value!r} is out of range; allowed: {lo}{low}, {high}{hi}")
+        raise BadInputError(f"{name}={brief_repr(value)} is out of range; allowed: {lo}{low}, {high}{hi}")
 
 
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise BadInputError(f"{name}={value!r} must be true or false")
+        raise BadInputError(f"{name}={brief_repr(value)} must be true or false")
 
 
 def resolve_spec(spec: str | None, base: str | Path) -> str | None:
@@ -125,7 +151,7 @@ class QuantizeConfig(StepConfig):
             raise BadInputError(f"quantize.block_size={self.block_size} must be a power of two")
         exclude = self.exclude
         if isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude):
-            raise BadInputError(f"quantize.exclude={exclude!r} must be a list of node names")
+            raise BadInputError(f"quantize.exclude={brief_repr(exclude)} must be a list of node names")
         object.__setattr__(self, "exclude", tuple(exclude))
 
 
@@ -202,20 +228,21 @@ def step_from_dict(data: Any) -> StepConfig:
         BadInputError: unknown technique or key, or a bad value (the message names the allowed ones).
     """
     if not isinstance(data, dict):
-        raise BadInputError(f"a step must be a mapping with a 'technique' key, got {data!r}")
+        raise BadInputError(f"a step must be a mapping with a 'technique' key, got {brief_repr(data)}")
     data = dict(data)
     technique = data.pop("technique", None)
-    if technique not in STEP_TYPES:
-        raise BadInputError(f"technique={technique!r} is not supported; allowed: {', '.join(STEP_TYPES)}")
+    if not isinstance(technique, str) or technique not in STEP_TYPES:  # a list is not even hashable
+        raise BadInputError(f"technique={brief_repr(technique)} is not supported; "
+                            f"allowed: {', '.join(STEP_TYPES)}")
     cls = STEP_TYPES[technique]
     return _build(cls, data, technique)
 
 
 def _build(cls, data: dict, where: str):
     allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(allowed))
+    unknown = [k for k in data if k not in allowed]
     if unknown:
-        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(allowed)}")
+        raise BadInputError(f"unknown key(s) {key_list(unknown)} in {where}; allowed: {', '.join(allowed)}")
     values = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -250,7 +277,8 @@ class BenchmarkConfig:
         if isinstance(sizes, int):
             sizes = (sizes,)
         if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 65536 for b in sizes):
-            raise BadInputError(f"benchmark.batch_sizes={self.batch_sizes!r} must be integers in [1, 65536]")
+            raise BadInputError(f"benchmark.batch_sizes={brief_repr(self.batch_sizes)} must be integers in "
+                                "[1, 65536]")
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(sizes))))
         _check_range("benchmark.threads", self.threads, 1, 256, integer=True)
         _check_range("benchmark.warmup", self.warmup, 0, 100000, integer=True)
@@ -273,27 +301,29 @@ class Variant:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
-            raise BadInputError(f"variant name {self.name!r} must be a non-empty string")
+            raise BadInputError(f"variant name {brief_repr(self.name)} must be a non-empty string")
         if self.name == "baseline" and self.steps:
             raise BadInputError("the name 'baseline' is reserved for the unmodified model")
         bad = set(self.name) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=,[]+ ")
         if bad or self.name.startswith("."):
-            raise BadInputError(f"variant name {self.name!r} may use letters, digits, spaces and -_.=,[]+ only")
+            raise BadInputError(f"variant name {brief_repr(self.name)} may use letters, digits, spaces and "
+                                "-_.=,[]+ only")
         steps = tuple(self.steps)
         object.__setattr__(self, "steps", steps)
         seen_onnx = False
         for step in steps:
             if not isinstance(step, StepConfig):
-                raise BadInputError(f"variant {self.name!r}: step {step!r} is not a step config")
+                raise BadInputError(f"variant {brief_repr(self.name)}: step {brief_repr(step)} is not a step "
+                                    "config")
             if step.stage == "onnx":
                 seen_onnx = True
             elif seen_onnx:
-                raise BadInputError(f"variant {self.name!r}: {step.technique} must come before quantize "
+                raise BadInputError(f"variant {brief_repr(self.name)}: {step.technique} must come before quantize "
                                     "(torch steps run before ONNX steps)")
         if sum(isinstance(s, DistillConfig) for s in steps) > 1:
-            raise BadInputError(f"variant {self.name!r}: at most one distill step")
+            raise BadInputError(f"variant {brief_repr(self.name)}: at most one distill step")
         if sum(isinstance(s, QuantizeConfig) for s in steps) > 1:
-            raise BadInputError(f"variant {self.name!r}: at most one quantize step")
+            raise BadInputError(f"variant {brief_repr(self.name)}: at most one quantize step")
 
     @property
     def slug(self) -> str:
@@ -306,13 +336,13 @@ class Variant:
     @classmethod
     def from_dict(cls, data: Any) -> "Variant":
         if not isinstance(data, dict):
-            raise BadInputError(f"a variant must be a mapping with 'name' and 'steps', got {data!r}")
-        unknown = sorted(set(data) - {"name", "steps"})
+            raise BadInputError(f"a variant must be a mapping with 'name' and 'steps', got {brief_repr(data)}")
+        unknown = [k for k in data if k not in ("name", "steps")]
         if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in variant; allowed: name, steps")
+            raise BadInputError(f"unknown key(s) {key_list(unknown)} in variant; allowed: name, steps")
         steps = data.get("steps") or []
         if not isinstance(steps, list):
-            raise BadInputError(f"variant {data.get('name')!r}: steps must be a list")
+            raise BadInputError(f"variant {brief_repr(data.get('name'))}: steps must be a list")
         return cls(name=data.get("name"), steps=tuple(step_from_dict(s) for s in steps))
 
 
@@ -331,13 +361,13 @@ class Recipe:
         for key in ("model", "data"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise BadInputError(f"{key}={value!r} must be a path or sample:NAME")
+                raise BadInputError(f"{key}={brief_repr(value)} must be a path or sample:NAME")
         variants = tuple(self.variants)
         object.__setattr__(self, "variants", variants)
         names = [v.name for v in variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise BadInputError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+            raise BadInputError(f"variant names must be unique; repeated: {key_list(dupes)}")
         if "baseline" in names:
             raise BadInputError("'baseline' is measured automatically; name your variants otherwise")
 
@@ -358,9 +388,9 @@ class Recipe:
         if not isinstance(data, dict):
             raise BadInputError("a recipe must be a mapping with keys model, data, seed, benchmark, variants")
         allowed = ("model", "data", "seed", "benchmark", "variants", "sweep")
-        unknown = sorted(set(data) - set(allowed))
+        unknown = [k for k in data if k not in allowed]
         if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in recipe; allowed: {', '.join(allowed)}")
+            raise BadInputError(f"unknown key(s) {key_list(unknown)} in recipe; allowed: {', '.join(allowed)}")
         bench = data.get("benchmark") or {}
         if not isinstance(bench, dict):
             raise BadInputError("benchmark must be a mapping")
@@ -376,8 +406,6 @@ class Recipe:
                    benchmark=_build(BenchmarkConfig, bench, "benchmark"), variants=expanded)
 
     def to_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
     def to_json(self) -> str:
@@ -385,16 +413,13 @@ class Recipe:
 
     @classmethod
     def from_text(cls, text: str) -> "Recipe":
-        """Parse YAML or JSON text (JSON is YAML) with a safe loader."""
-        import yaml
+        """Parse YAML or JSON text (JSON is YAML) with a safe loader that refuses aliases and bounds the size.
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise BadInputError(f"recipe is not valid YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(data)
+        Raises:
+            BadInputError: text over MAX_RECIPE_CHARS, an alias, more than MAX_RECIPE_NODES values or
+                MAX_RECIPE_DEPTH levels of nesting, invalid YAML/JSON, or an invalid recipe.
+        """
+        return cls.from_dict(parse_recipe_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
@@ -423,6 +448,71 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
+# Bounds on recipe text, checked before anything walks the document. A 64-variant recipe (the job runner's
+# default cap) exported by the dashboard is ~20 KB and ~2,400 values and parses in 0.08 s; 10,000 values of
+# hostile flow-style YAML take ~0.5 s in PyYAML's pure-Python composer (measured on the 2-core dev box).
+MAX_RECIPE_CHARS = 256 * 1024
+MAX_RECIPE_NODES = 10_000
+MAX_RECIPE_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader whose composer refuses aliases and counts values and depth while it builds the tree
+    (the pure-Python composer: the C one cannot be stopped part-way)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nodes = 0
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise BadInputError(f"recipe line {event.start_mark.line + 1}: YAML aliases (*{str(event.anchor)[:40]}) "
+                                "are not allowed in a recipe; write the value out")
+        self.nodes += 1
+        if self.nodes > MAX_RECIPE_NODES:
+            raise BadInputError(f"recipe has more than {MAX_RECIPE_NODES:,} values; the limit is {MAX_RECIPE_NODES:,}")
+        self.depth += 1
+        try:
+            if self.depth > MAX_RECIPE_DEPTH:
+                raise BadInputError(f"recipe line {self.peek_event().start_mark.line + 1}: nested deeper than "
+                                    f"{MAX_RECIPE_DEPTH} levels; the limit is {MAX_RECIPE_DEPTH}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_recipe_text(text: Any) -> Any:
+    """YAML or JSON text -> plain data, refusing what could expand or recurse: aliases (``*a``, which a
+    billion-laughs recipe of a few hundred bytes uses to become ~40 million values), more than
+    MAX_RECIPE_NODES values, nesting deeper than MAX_RECIPE_DEPTH, text over MAX_RECIPE_CHARS.
+
+    Raises:
+        BadInputError: one of those, or text that is not valid YAML/JSON (the message names the line).
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInputError("recipe is not UTF-8 text") from None
+    if not isinstance(text, str):
+        raise BadInputError(f"a recipe must be YAML or JSON text, got {type(text).__name__}")
+    if len(text) > MAX_RECIPE_CHARS:
+        raise BadInputError(f"recipe is {len(text):,} characters; the limit is {MAX_RECIPE_CHARS:,}")
+
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = str(getattr(exc, "problem", None) or exc)[:200]
+        raise BadInputError(f"recipe is not valid YAML/JSON{where}: {' '.join(problem.split())}") from None
+    finally:
+        loader.dispose()
+
+
 MAX_SWEEP_VARIANTS = 256
 
 
@@ -440,12 +530,13 @@ def _sweep_axes(sweep: Any) -> list[tuple[int, str, list]]:
     """The sweep's axes as (step index, key, values), after checking the block's shape."""
     if not isinstance(sweep, dict) or not isinstance(sweep.get("steps"), list) or not sweep["steps"]:
         raise BadInputError("sweep must be a mapping with 'name' and a non-empty list of 'steps'")
-    unknown = sorted(set(sweep) - {"name", "steps"})
+    unknown = [k for k in sweep if k not in ("name", "steps")]
     if unknown:
-        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in sweep; allowed: name, steps")
+        raise BadInputError(f"unknown key(s) {key_list(unknown)} in sweep; allowed: name, steps")
     axes = []
     for index, step in enumerate(sweep["steps"]):
-        if not isinstance(step, dict) or step.get("technique") not in STEP_TYPES:
+        if not isinstance(step, dict) or not isinstance(step.get("technique"), str) \
+                or step["technique"] not in STEP_TYPES:
             raise BadInputError(f"sweep step {index + 1}: technique must be one of {', '.join(STEP_TYPES)}")
         cls = STEP_TYPES[step["technique"]]
         for key, value in step.items():

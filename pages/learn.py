@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import learn, learn_viz
+from core import jobs, learn, learn_viz
 from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY
 from core.viz import format_bytes, format_count
@@ -110,21 +110,11 @@ def sources_ui() -> tuple[dict[str, learn.LearnSource], str | None]:
     return out, current
 
 
-@st.cache_data(show_spinner="Loading the model…", max_entries=2)
-def _load(key: str, _source: learn.LearnSource):
-    """(Model, Dataset); cache_data hands every caller its own copy, so nothing can change the cached one."""
-    return _source.load()
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
+# Every view below is computed in a worker (core.jobs.explain_isolated): the model and data are parsed there,
+# never in this server process. The caches keep the views (plain data, arrays and frames), not the model.
+@st.cache_data(show_spinner="Loading the model…", max_entries=8)
 def _facts(key: str, _source: learn.LearnSource) -> dict:
-    from core.models import task_of
-
-    model, data = _load(key, _source)
-    weights = learn.weight_tensors(model.onnx_model)
-    return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
-            "labels": data.has_labels, "synthetic": data.synthetic, "eval": len(data.eval), "train": len(data.train),
-            "params": sum(w.size for w in weights)}
+    return jobs.explain_isolated(_source, "facts")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,42 +123,24 @@ def _facts(key: str, _source: learn.LearnSource) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _quant_view(key: str, _source, tensor: str, bits: int, symmetric: bool) -> dict:
-    model, _ = _load(key, _source)
-    info = {w.name: w for w in learn.weight_tensors(model.onnx_model)}[tensor]
-    w = learn.weight_array(model.onnx_model, tensor)
-    shared = learn.quantize_tensor(w, bits, symmetric=symmetric)
-    own = learn.quantize_tensor(w, bits, symmetric=symmetric, per_channel=True, axis=info.channel_axis)
-    grid = shared.grid()
-    counts = np.bincount((shared.codes - shared.qmin).ravel(), minlength=shared.levels)
-    return {"hist": learn.histogram(w, 120, (float(min(w.min(), grid[0])), float(max(w.max(), grid[-1])))),
-            "grid": grid.tolist(), "level_counts": counts.tolist(), "scale": float(shared.scale),
-            "zero_point": int(shared.zero_point), "levels": shared.levels, "qmin": shared.qmin, "qmax": shared.qmax,
-            "mse": shared.mse, "max_abs_error": shared.max_abs_error, "sqnr_db": shared.sqnr_db,
-            "mse_per_channel": own.mse, "sqnr_db_per_channel": own.sqnr_db, "channels": info.channels,
-            "absmax": float(np.abs(w).max()), "min": float(w.min()), "max": float(w.max()),
-            "channel_table": learn.channel_error_table(w, info.channel_axis, bits, symmetric),
-            "bit_curve": learn.bit_width_curve(w, info.channel_axis, symmetric=symmetric)}
+    return jobs.explain_isolated(_source, "quantization", {"tensor": tensor, "bits": bits, "symmetric": symmetric})
 
 
 @st.cache_data(show_spinner="Quantizing with onnxruntime…", max_entries=16)
 def _ort_check(key: str, _source, tensor: str) -> dict:
-    model, data = _load(key, _source)
-    return learn.check_against_onnxruntime(model, data, tensor, per_channel=True)
+    return jobs.explain_isolated(_source, "onnxruntime_check", {"tensor": tensor})
 
 
 @st.cache_data(show_spinner="Calibrating with onnxruntime…", max_entries=32)
 def _calibration(key: str, _source, percentile: float, entropy_bins: int, tensor: str | None,
                  samples: int) -> dict:
-    model, data = _load(key, _source)
-    study = learn.calibration_study(model, data, samples=samples, percentile=percentile, entropy_bins=entropy_bins,
-                                    tensors=None if tensor is None else [tensor])
-    return {"ranges": study.ranges, "samples": study.samples}
+    return jobs.explain_isolated(_source, "calibration", {"percentile": percentile, "entropy_bins": entropy_bins,
+                                                          "tensor": tensor, "samples": samples})
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _activations(key: str, _source, tensor: str, samples: int) -> np.ndarray:
-    model, data = _load(key, _source)
-    return learn.activation_values(model, data, tensor, samples=samples)
+    return jobs.explain_isolated(_source, "activations", {"tensor": tensor, "samples": samples})
 
 
 def _calibration_samples(facts: dict) -> int:
@@ -287,21 +259,12 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _prune_view(key: str, _source, tensor: str, sparsity: float) -> dict:
-    model, _ = _load(key, _source)
-    info = {w.name: w for w in learn.weight_tensors(model.onnx_model)}[tensor]
-    w = learn.out_first(learn.weight_array(model.onnx_model, tensor), info.channel_axis)
-    matrices, facts = {}, {}
-    for pattern in learn.PRUNE_PATTERNS:
-        mask = learn.pattern_mask(w, sparsity, pattern)
-        matrices[pattern] = None if mask is None else learn.heatmap_matrix(w, mask)
-        facts[pattern] = None if mask is None else learn.mask_facts(w, mask)
-    return {"matrices": matrices, "facts": facts, "shape": tuple(w.shape)}
+    return jobs.explain_isolated(_source, "pruning", {"tensor": tensor, "sparsity": sparsity})
 
 
 @st.cache_data(show_spinner="Pruning and measuring at each sparsity…", max_entries=16)
 def _sweep(key: str, _source, pattern: str, epochs: int) -> pd.DataFrame:
-    model, data = _load(key, _source)
-    return learn.sparsity_sweep(model, data, pattern=pattern, finetune_epochs=epochs)
+    return jobs.explain_isolated(_source, "sweep", {"pattern": pattern, "epochs": epochs})
 
 
 def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
@@ -376,11 +339,7 @@ def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _teacher(key: str, _source) -> dict:
-    model, data = _load(key, _source)
-    logits = learn.teacher_logits(model, data.eval)
-    p = learn.softmax(logits, 1.0)
-    runner_up = np.sort(p, axis=1)[:, -2]
-    return {"logits": logits, "labels": data.eval.y, "interesting": int(np.argmax(runner_up))}
+    return jobs.explain_isolated(_source, "teacher")
 
 
 def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
@@ -432,16 +391,26 @@ def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     clicked = st.button("Train both students", key=TRAIN_BUTTON_KEY, type="primary")
     if clicked:
         points: list = []
+        bar = st.progress(0.0, text="Starting a worker for the two students…")
+
+        def on_point(point: dict) -> None:  # called here, in the script thread, as the worker sends each point
+            points.append(point)
+            if point["student"] == learn.STUDENTS[-1]:  # both students have this epoch: redraw once
+                placeholder.plotly_chart(learn_viz.distill_curves_figure(points, epochs=epochs),
+                                         key=f"learn_distill_live_{point['epoch']}", **CHART)
+                bar.progress(point["epoch"] / epochs, text=f"Epoch {point['epoch']} of {epochs}")
+
         try:
-            for point in learn.distill_live(*_load(key, source), width=width, temperature=temperature, alpha=alpha,
-                                            epochs=epochs, train_samples=examples):
-                points.append(point)
-                if point["student"] == learn.STUDENTS[-1]:  # both students have this epoch: redraw once
-                    placeholder.plotly_chart(learn_viz.distill_curves_figure(points, epochs=epochs),
-                                             key=f"learn_distill_live_{point['epoch']}", **CHART)
+            # The training runs in a worker with the Learn limits; leaving the page stops it (the rerun's
+            # exception reaches run_isolated, which kills the worker).
+            points = jobs.explain_isolated(source, "distill", {
+                "width": width, "temperature": temperature, "alpha": alpha, "epochs": epochs,
+                "train_samples": examples}, on_point=on_point)
         except FeatherweightError as exc:
+            bar.empty()
             st.error(str(exc))
             return
+        bar.empty()
         st.session_state[DISTILL_RESULT_KEY] = {"settings": settings, "points": points}
     result = st.session_state.get(DISTILL_RESULT_KEY)
     if not result or result["settings"]["key"] != key:
@@ -474,14 +443,12 @@ def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _technique_table(key: str, _source, amount: float, width: float) -> pd.DataFrame:
-    model, _ = _load(key, _source)
-    return learn.technique_table(model.onnx_model, amount=amount, width=width)
+    return jobs.explain_isolated(_source, "techniques", {"amount": amount, "width": width})
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _estimate(key: str, _source, steps: tuple) -> dict:
-    model, _ = _load(key, _source)
-    return learn.estimate_breakdown(model.onnx_model, [dict(s) for s in steps])
+    return jobs.explain_isolated(_source, "estimate", {"steps": [dict(s) for s in steps]})
 
 
 @st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
@@ -489,8 +456,7 @@ def _run_estimates(root: str, run_id: str, mtime: float) -> pd.DataFrame:
     from core.store import RunStore
 
     store = RunStore(root)
-    results = store.results(run_id) or {}
-    return learn.estimate_vs_measured(results, learn.run_baseline_proto(store, run_id, results))
+    return jobs.run_estimates_isolated(store, run_id, store.results(run_id) or {})
 
 
 def _whatif_steps(quant: str, prune: str, amount: float, width: float | None) -> tuple:

@@ -280,3 +280,27 @@ def test_isolated_workers_resolve_paths_where_their_caller_runs(tmp_path, monkey
     monkeypatch.chdir(mydir)
     card = inspect_isolated("models/net.onnx")
     assert card["params"] == 16 * 32 + 32 + 32 * 3 + 3
+
+
+def test_run_refuses_a_billion_laughs_recipe_fast_and_small(tmp_path):
+    """`featherweight run bomb.yaml` exits 2 with one short `error:` line, in seconds and little memory."""
+    import time
+
+    from tests.test_recipe import billion_laughs
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(billion_laughs(8))
+    # A fresh parent, so that its RUSAGE_CHILDREN peak is the CLI's and its worker's only.
+    measure = ("import resource, subprocess, sys, json\n"
+               "p = subprocess.run([sys.executable, '-m', 'core', *sys.argv[1:]], capture_output=True, text=True)\n"
+               "print(json.dumps([p.returncode, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", measure, "run", str(bomb), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    code, err, peak_kb = json.loads(proc.stdout)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "alias" in lines[0], err[:500]
+    assert len(lines[0]) < 200
+    assert elapsed < 30 and peak_kb < 400 * 1024, (elapsed, peak_kb)
+    assert not (tmp_path / "o" / "results.json").exists()

@@ -395,3 +395,26 @@ def test_a_run_records_the_new_fields_and_the_cli_prints_a_cost_summary(tmp_path
     _print_cost_summary(str(tmp_path))
     out = capsys.readouterr().out
     assert "cost and energy at batch 32" in out and "int8-dynamic: $" in out and "per inference (" in out
+
+
+def test_profile_from_artifact_parses_in_a_worker_and_only_inside_the_run(tmp_path, digits_mlp, monkeypatch):
+    """An old run's artifact is profiled in a worker (onnx.load refused here) with the same numbers as in
+    process; a path outside the run directory is not read at all."""
+    import onnx
+
+    from core import cost
+
+    run_dir = tmp_path / "run"
+    (run_dir / "variants" / "baseline").mkdir(parents=True)
+    onnx.save(digits_mlp.onnx_model, run_dir / "variants" / "baseline" / "model.onnx")
+    onnx.save(digits_mlp.onnx_model, tmp_path / "outside.onnx")
+    expected = cost.model_compute_profile(digits_mlp.onnx_model)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("onnx.load called in the server process")
+
+    monkeypatch.setattr(onnx, "load", refused)
+    variant = {"name": "baseline", "status": "ok", "artifact": "variants/baseline/model.onnx"}
+    assert cost.profile_from_artifact(run_dir, variant) == json.loads(json.dumps(expected))
+    assert cost.profile_from_artifact(run_dir, {**variant, "artifact": "../outside.onnx"}) is None
+    assert cost.profile_from_artifact(run_dir, {**variant, "artifact": "variants/none.onnx"}) is None

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from onnx import numpy_helper
 
@@ -321,3 +322,82 @@ def test_sources_name_samples_and_refuse_unknown_ones():
     assert source.data_spec == "sample:digits" and source.key == "sample:digits-mlp"
     with pytest.raises(BadInputError, match="available: sample:digits-cnn"):
         learn.sample_source("sample:nope")
+
+
+def _run_with_model(tmp_path, spec: str):
+    """A finished run in a fresh store whose results.json names `spec` as its model."""
+    from core.store import RunStore
+
+    store = RunStore(tmp_path / "home")
+    record = store.create("tester", "variants: []\n", model="inputs/model.onnx")
+    results = {"model": spec, "variants": [{"name": "baseline", "status": "ok", "steps": [], "size_bytes": 1000}]}
+    (store.run_dir(record.id) / "results.json").write_text(json.dumps(results))
+    return store, record.id, results
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_run_baseline_proto_reads_only_files_inside_the_run(tmp_path, digits_mlp, how):
+    """A results.json naming a model outside its run directory (.., an absolute path, a symlink out) is refused
+    before anything is parsed; the run's own inputs/ file is read."""
+    import onnx
+
+    outside = tmp_path / "elsewhere" / "model.onnx"
+    outside.parent.mkdir()
+    onnx.save(digits_mlp.onnx_model, outside)
+    store, run_id, results = _run_with_model(tmp_path, "inputs/model.onnx")
+    inputs = store.run_dir(run_id) / "inputs"
+    inputs.mkdir(exist_ok=True)
+    spec = {"dotdot": "../../../elsewhere/model.onnx", "absolute": str(outside), "symlink": "inputs/model.onnx"}[how]
+    if how == "symlink":
+        (inputs / "model.onnx").symlink_to(outside)
+    results["model"] = spec
+    with pytest.raises(BadInputError, match="inside its run directory"):
+        learn.run_baseline_proto(store, run_id, results)
+    (inputs / "model.onnx").unlink(missing_ok=True)
+    onnx.save(digits_mlp.onnx_model, inputs / "model.onnx")
+    results["model"] = "inputs/model.onnx"
+    assert len(learn.run_baseline_proto(store, run_id, results).graph.node) == len(digits_mlp.onnx_model.graph.node)
+
+
+def test_explainer_views_from_the_worker_equal_the_in_process_ones(digits_cnn, digits_cnn_data):
+    """Through explain_isolated, a sample's views come back bit for bit: arrays, frames and weight tensors."""
+    from core.jobs import explain_isolated
+
+    source = learn.sample_source("sample:digits-cnn")
+    stats: dict = {}
+    facts = explain_isolated(source, "facts", stats=stats)
+    assert stats["exit_code"] == 0 and stats["peak_rss_mb"] > 0  # it really ran in a worker
+    assert facts == learn.model_facts(digits_cnn, digits_cnn_data)
+    tensor = facts["weights"][1].name
+    view = explain_isolated(source, "quantization", {"tensor": tensor, "bits": 4, "symmetric": False})
+    here = learn.quantization_view(digits_cnn, digits_cnn_data, tensor, 4, False)
+    for name in ("scale", "mse", "mse_per_channel", "grid", "level_counts", "hist"):
+        assert view[name] == here[name], name
+    pd.testing.assert_frame_equal(view["channel_table"], here["channel_table"])
+    pd.testing.assert_frame_equal(view["bit_curve"], here["bit_curve"])
+    teacher = explain_isolated(source, "teacher")
+    assert teacher["logits"].dtype == np.float32 and np.array_equal(teacher["logits"],
+                                                                    learn.teacher_view(digits_cnn, digits_cnn_data)
+                                                                    ["logits"])
+
+
+def test_live_distillation_in_a_worker_streams_every_point(digits_mlp, digits_mlp_data):
+    """The worker sends each epoch's points as they come, and they equal an in-process run's."""
+    from core.jobs import explain_isolated
+
+    settings = {"width": 0.25, "temperature": 4.0, "alpha": 0.7, "epochs": 2, "train_samples": 100}
+    seen: list = []
+    points = explain_isolated(learn.sample_source("sample:digits-mlp"), "distill", settings, on_point=seen.append)
+    assert seen == points and len(points) == 2 * 3
+    assert points == learn.distill_curves(digits_mlp, digits_mlp_data, **settings)
+
+
+def test_explainer_worker_refuses_a_hostile_upload_with_one_line(tmp_path):
+    """Uploaded bytes go to the worker; a corrupt file comes back as one BadInputError, the server untouched."""
+    from core.jobs import explain_isolated
+
+    source = learn.LearnSource(key="upload:x", label="broken.onnx", model_filename="broken.onnx",
+                               model_content=b"\x08\x07not a model")
+    with pytest.raises(BadInputError) as info:
+        explain_isolated(source, "facts")
+    assert "\n" not in str(info.value) and "broken.onnx" in str(info.value)

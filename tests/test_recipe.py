@@ -156,3 +156,82 @@ def test_sweep_variant_count_matches_expansion_without_building():
 def test_non_finite_numbers_are_refused(text):
     with pytest.raises(BadInputError, match="finite"):
         Recipe.from_text(text)
+
+
+def billion_laughs(levels: int = 8, key: str = "seed") -> str:
+    """A ~300-byte recipe whose aliases expand to 9**levels values (43 million at 8 levels) under yaml.safe_load."""
+    parts = ['&a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, levels):
+        parts.append(f"&{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]")
+    return f"{key}: [" + ", ".join(parts) + "]\nvariants: []\n"
+
+
+@pytest.mark.parametrize("key", ["seed", "model", "variants"])
+def test_billion_laughs_recipe_is_refused_before_it_expands(key):
+    """An alias bomb is refused at the first alias, in milliseconds and a few MiB, with one short line."""
+    import time
+    import tracemalloc
+
+    text = billion_laughs(8, key)
+    assert len(text) < 430
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(BadInputError) as info:
+        Recipe.from_text(text)
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    message = str(info.value)
+    assert "alias" in message and "line 1" in message and "\n" not in message and len(message) < 200
+    assert elapsed < 0.5 and peak < 5 * 2**20, (elapsed, peak)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("seed: [" + ",".join(["1"] * 20_000) + "]", ["10,000 values"]),
+    ("seed: " + "[" * 200 + "]" * 200, ["nested deeper than 32"]),
+    ('{"seed": ' + "[" * 40 + "]" * 40 + "}", ["nested deeper than 32"]),
+    ("model: '" + "a" * (300 * 1024) + "'", ["characters", "262,144"]),
+    ("base: &b {technique: quantize}\nvariants: [{name: v, steps: [{<<: *b, mode: static}]}]", ["alias"]),
+])
+def test_oversized_or_deep_recipes_are_refused_with_one_short_line(text, words):
+    """Size, value count and depth are bounded for YAML and JSON alike; the message says which limit."""
+    with pytest.raises(BadInputError) as info:
+        Recipe.from_text(text)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 200
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("text, words", [
+    ("seed: [" + ",".join(["123456789"] * 5000) + "]", ["seed=[123456789, 123456789", "must be an integer"]),
+    ("model: [" + ",".join(["x"] * 5000) + "]", ["model=['x', 'x'", "path or sample:NAME"]),
+    ("variants: [{name: '" + "v" * 5000 + "!', steps: []}]", ["variant name 'vvv", "letters, digits"]),
+    ("variants: [{name: v, steps: [{technique: quantize, mode: '" + "m" * 5000 + "'}]}]",
+     ["quantize.mode='mmm", "allowed: 'dynamic'"]),
+    ("variants: [{name: v, steps: [{technique: [" + ",".join(["q"] * 5000) + "]}]}]",
+     ["technique=['q'", "allowed: quantize"]),
+    ("{" + ", ".join(f"k{i}: 1" for i in range(3000)) + ", 7: 1}", ["unknown key(s) 7, k0, k1", "and 2991 more"]),
+])
+def test_error_messages_echo_at_most_a_short_value(text, words):
+    """A huge (or unhashable, or non-string) value is echoed as a short repr, never in full."""
+    with pytest.raises(BadInputError) as info:
+        Recipe.from_text(text)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300, len(message)
+    for word in words:
+        assert word in message
+
+
+def test_brief_repr_is_short_and_fast_for_huge_values():
+    """brief_repr looks at a few items only, whatever the size of the value."""
+    import time
+
+    from core.recipe import ECHO_CHARS, brief_repr
+
+    huge = [["x"] * 1000] * 100_000
+    started = time.perf_counter()
+    text = brief_repr(huge)
+    assert time.perf_counter() - started < 0.05
+    assert len(text) <= ECHO_CHARS and text.startswith("[['x', 'x'")
+    assert brief_repr("static") == "'static'" and brief_repr(1.5) == "1.5"
