@@ -21,6 +21,7 @@ import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
 from core.recipe import brief_repr as brief
+from core.techniques import quantize
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
 # one thread spin-waits: one epoch of digits-cnn took 0.36 s on one thread and 8.7 s on two under load.
@@ -429,16 +430,14 @@ def histogram(values: np.ndarray, bins: int = 120, value_range: tuple | None = N
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 CALIBRATION_SAMPLES = 128  # the pipeline's default calibration sample count (QuantizeConfig.samples)
 CALIBRATION_BATCH = 32
-DEFAULT_PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile
-DEFAULT_ENTROPY_BINS = 128  # onnxruntime's default histogram bins for CalibrationMethod.Entropy
-ENTROPY_QUANTIZED_BINS = 128  # onnxruntime's default; the entropy search needs at least this many bins
+DEFAULT_PERCENTILE = quantize.PERCENTILE  # what the quantize step uses
+DEFAULT_ENTROPY_BINS = quantize.ENTROPY_BINS  # what the quantize step uses (onnxruntime's own default is 128)
+ENTROPY_QUANTIZED_BINS = quantize.ENTROPY_QUANTIZED_BINS  # the entropy search needs at least this many bins
 
 
 def _calibration_reader(inputs: dict, fixed_batch: int | None = None):
     """The pipeline's own calibration reader over every sample (so the explainer calibrates as a run does)."""
-    from core.techniques.quantize import _CalibrationReader
-
-    return _CalibrationReader(inputs, len(next(iter(inputs.values()))), fixed_batch)
+    return quantize.CalibrationReader(inputs, len(next(iter(inputs.values()))), fixed_batch)
 
 
 def calibration_inputs(model, dataset, samples: int = CALIBRATION_SAMPLES) -> dict:
@@ -467,22 +466,18 @@ class CalibrationStudy:
 def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
                       percentile: float = DEFAULT_PERCENTILE, entropy_bins: int = DEFAULT_ENTROPY_BINS,
                       tensors: list[str] | None = None) -> CalibrationStudy:
-    """Run onnxruntime's MinMax, Percentile and Entropy calibrators on the baseline ONNX over the calibration
-    split and read the range each picks for every tensor (or only `tensors`).
+    """The range the quantize step's calibration (``core.techniques.quantize.calibration_ranges``: onnxruntime's
+    MinMax, Percentile and Entropy calibrators, with the quantizer's settings) picks for every tensor of the
+    baseline ONNX over the calibration split (or only `tensors`).
 
-    The calibrators get the options ``quantize_static`` gives them by default (the pipeline's settings), except
-    the two knobs the explainer lets the user move: the percentile, and the entropy histogram's bin count. With
-    onnxruntime's default of 128 bins for 128 quantized bins, the entropy search has a single candidate
-    threshold (the whole histogram), so its range equals min/max; more bins give it thresholds to choose from.
+    With the defaults these are exactly the ranges a static int8 variant gets. The explainer lets the user move
+    two knobs: the percentile, and the entropy histogram's bin count (onnxruntime's own default of 128 bins for
+    128 quantized bins leaves the entropy search a single candidate, the whole range, so it equals min/max).
 
     Raises:
         BadInputError: a knob out of range, an unknown tensor, or no calibration inputs.
     """
-    import io
     import logging
-
-    import onnx
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     from core.onnx_fixes import fixed_batch_size
 
@@ -495,41 +490,29 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
     if not inputs or not len(next(iter(inputs.values()))):
         raise BadInputError("calibration needs inputs, and the calibration split is empty")
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    methods = {"minmax": (CalibrationMethod.MinMax, {}),
-               "percentile": (CalibrationMethod.Percentile, {"percentile": float(percentile)}),
-               "entropy": (CalibrationMethod.Entropy, {"num_bins": entropy_bins,
-                                                       "num_quantized_bins": ENTROPY_QUANTIZED_BINS})}
+    if tensors is not None:
+        known = set(_tensor_order(model.onnx_model))
+        missing = [t for t in tensors if t not in known]
+        if missing:
+            raise BadInputError(f"no calibrated tensor named {missing[0]!r}")
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
     reader = _calibration_reader(inputs, fixed_batch_size(model.onnx_model))
-    wanted = set(tensors) if tensors is not None else None
-    with tempfile.TemporaryDirectory(prefix="fw-learn-calib-") as tmp, \
-            contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-        path = Path(tmp) / "model.onnx"
-        onnx.save(model.onnx_model, str(path))
-        for method, (kind, options) in methods.items():
-            reader.rewind()
+    with tempfile.TemporaryDirectory(prefix="fw-learn-calib-") as tmp:
+        for method in CALIBRATION_METHODS:
             try:
-                calibrator = create_calibrator(path, None,
-                                               augmented_model_path=str(Path(tmp) / f"aug-{method}.onnx"),
-                                               calibrate_method=kind, extra_options=options)
-                calibrator.collect_data(reader)
+                data = quantize.calibration_ranges(model.onnx_model, reader, method, Path(tmp),
+                                                   percentile=float(percentile), entropy_bins=entropy_bins,
+                                                   tensors=tensors)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types on graphs it cannot augment
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
                 raise UnsupportedModelError(f"onnxruntime's {method} calibrator failed on this graph: {first}") \
                     from None
-            collector = getattr(calibrator, "collector", None)
-            if wanted is not None and collector is not None:  # the threshold search is the slow part
-                missing = wanted - set(collector.histogram_dict)
-                if missing:
-                    raise BadInputError(f"no calibrated tensor named {sorted(missing)[0]!r}")
-                collector.histogram_dict = {k: v for k, v in collector.histogram_dict.items() if k in wanted}
-            for tensor, data in calibrator.compute_data().items():
-                lo, hi = (float(np.asarray(v, dtype=np.float64).ravel()[0]) for v in data.range_value)
+            for tensor in data:
+                lo, hi = (float(np.asarray(v, dtype=np.float64).ravel()[0]) for v in data[tensor].range_value)
                 ranges.setdefault(tensor, {})[method] = (lo, hi)
-            del calibrator
     order = {name: i for i, name in enumerate(_tensor_order(model.onnx_model))}
     ranges = {k: ranges[k] for k in sorted(ranges, key=lambda t: order.get(t, len(order)))
-              if len(ranges[k]) == len(methods) and (wanted is None or k in wanted)}
+              if len(ranges[k]) == len(CALIBRATION_METHODS)}
     used = len(next(iter(inputs.values())))
     return CalibrationStudy(used, float(percentile), int(entropy_bins), ranges)
 

@@ -152,6 +152,31 @@ def test_minmax_activation_scales_equal_the_static_graph(digits_cnn, digits_cnn_
     assert checked >= 5  # input, the ReLU outputs and the logits
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_the_explainer_shows_the_ranges_the_quantizer_uses(digits_cnn, digits_cnn_data, method):
+    """With its default knobs, the calibration explainer's entropy / percentile ranges are the scales a static
+    int8 variant calibrated that way carries (and entropy is not minmax)."""
+    import copy
+
+    from core.recipe import QuantizeConfig
+    from core.techniques import Candidate, StepContext, apply_step
+
+    study = learn.calibration_study(digits_cnn, digits_cnn_data, samples=CALIBRATION)
+    result = apply_step(QuantizeConfig(mode="static", calibration=method, samples=CALIBRATION),
+                        Candidate(onnx_model=copy.deepcopy(digits_cnn.onnx_model)),
+                        StepContext(dataset=digits_cnn_data, baseline=digits_cnn))
+    graph = {i.name: numpy_helper.to_array(i) for i in result.onnx_model.graph.initializer}
+    checked = differs = 0
+    for tensor, ranges in study.ranges.items():
+        if f"{tensor}_scale" not in graph:
+            continue
+        scale, _ = learn.scale_zero_point(*ranges[method], 8, symmetric=False)
+        assert float(scale) == pytest.approx(float(graph[f"{tensor}_scale"]), rel=1e-5), tensor
+        differs += ranges[method] != ranges["minmax"]
+        checked += 1
+    assert checked >= 5 and differs >= 1
+
+
 def test_calibration_methods_choose_different_clips_on_real_activations(digits_cnn, digits_cnn_data):
     tensor = "/features/features.3/Relu_output_0"
     study = learn.calibration_study(digits_cnn, digits_cnn_data, samples=CALIBRATION, percentile=99.9,

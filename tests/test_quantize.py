@@ -220,7 +220,7 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
 
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    from core.techniques.quantize import _CalibrationReader, entropy_threshold
+    from core.techniques.quantize import CalibrationReader, entropy_threshold
 
     path = tmp_path / "m.onnx"
     onnx.save(digits_mlp.onnx_model, str(path))
@@ -228,7 +228,7 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
         calibrator = create_calibrator(path, None, augmented_model_path=str(tmp_path / "aug.onnx"),
                                        calibrate_method=CalibrationMethod.Entropy,
                                        extra_options={"num_bins": 512, "num_quantized_bins": 128})
-        calibrator.collect_data(_CalibrationReader(digits_mlp_data.calib.x, 128))
+        calibrator.collect_data(CalibrationReader(digits_mlp_data.calib.x, 128))
         collector = calibrator.collector
         checked = 0
         for histogram in collector.histogram_dict.values():
@@ -255,7 +255,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     """On activations with rare large outliers, entropy and percentile pick tighter ranges than minmax, clip
     only the outliers, and quantize the bulk of the values more finely; the quantized model carries the range."""
     from core.data import Dataset, Split
-    from core.techniques.quantize import _CalibrationReader, calibration_ranges
+    from core.techniques.quantize import CalibrationReader, calibration_ranges
 
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(4096, 64))).astype(np.float32)
@@ -265,7 +265,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     proto = _outlier_model()
     ranges = {}
     for method in ("minmax", "entropy", "percentile"):
-        reader = _CalibrationReader({"input": x}, len(x))
+        reader = CalibrationReader({"input": x}, len(x))
         data = calibration_ranges(proto, reader, method, tmp_path)
         ranges[method] = tuple(float(np.asarray(v).ravel()[0]) for v in data["act"].range_value)
     assert ranges["minmax"][1] == pytest.approx(40.0)

@@ -200,7 +200,7 @@ def preprocess(proto, workdir: Path):
     return proto, {"skipped": True}
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """Feeds calibration batches to onnxruntime's calibrators (the CalibrationDataReader protocol)."""
 
     def __init__(self, inputs: dict, count: int, fixed_batch: int | None = None):
@@ -268,7 +268,8 @@ def entropy_threshold(histogram, num_quantized_bins: int = ENTROPY_QUANTIZED_BIN
     return low, high
 
 
-def calibration_ranges(proto, reader, calibration: str, workdir: Path):
+def calibration_ranges(proto, reader, calibration: str, workdir: Path, *, percentile: float = PERCENTILE,
+                       entropy_bins: int = ENTROPY_BINS, tensors=None):
     """Calibrate `proto` as the static quantizer does and return onnxruntime's ``TensorsData``: each tensor's range.
 
     The quantize step hands exactly these ranges to ``quantize_static`` (through its calibration cache), and the
@@ -279,6 +280,9 @@ def calibration_ranges(proto, reader, calibration: str, workdir: Path):
         reader: a CalibrationDataReader over the calibration inputs.
         calibration: ``minmax``, ``entropy`` or ``percentile``.
         workdir: a scratch directory for the augmented model.
+        percentile, entropy_bins: the knobs the Learn explainer lets a user move; the quantize step uses the
+            defaults.
+        tensors: only these tensors (the Learn page asks for one at a time), or None for all.
     """
     import contextlib
     import io
@@ -288,20 +292,27 @@ def calibration_ranges(proto, reader, calibration: str, workdir: Path):
 
     method, options = {
         "minmax": (CalibrationMethod.MinMax, {"moving_average": False}),
-        "entropy": (CalibrationMethod.Entropy, {"num_bins": ENTROPY_BINS,
+        "entropy": (CalibrationMethod.Entropy, {"num_bins": entropy_bins,
                                                 "num_quantized_bins": ENTROPY_QUANTIZED_BINS}),
-        "percentile": (CalibrationMethod.Percentile, {"num_bins": PERCENTILE_BINS, "percentile": PERCENTILE}),
+        "percentile": (CalibrationMethod.Percentile, {"num_bins": PERCENTILE_BINS, "percentile": percentile}),
     }[calibration]
-    path = workdir / "calibrate.onnx"
+    path = workdir / f"calibrate-{calibration}.onnx"
     onnx.save(proto, str(path))
+    reader.rewind()
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-        calibrator = create_calibrator(path, None, augmented_model_path=str(workdir / "augmented.onnx"),
+        calibrator = create_calibrator(path, None, augmented_model_path=str(workdir / f"augmented-{calibration}.onnx"),
                                        calibrate_method=method, extra_options=options)
         calibrator.collect_data(reader)
+        collector = getattr(calibrator, "collector", None)
+        if collector is not None and tensors is not None:  # the histogram threshold searches are the slow part
+            collector.histogram_dict = {k: v for k, v in collector.histogram_dict.items() if k in set(tensors)}
         if method == CalibrationMethod.Entropy:
-            histograms = calibrator.collector.histogram_dict
+            histograms = collector.histogram_dict
             return TensorsData(method, {name: (*entropy_threshold(h), *h[:2]) for name, h in histograms.items()})
-        return calibrator.compute_data()
+        data = calibrator.compute_data()
+    if tensors is not None:
+        data = TensorsData(method, {k: data[k] for k in data if k in set(tensors)})
+    return data
 
 
 def _quantized_node_names(proto) -> list[str]:
@@ -370,7 +381,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                       "percentile": CalibrationMethod.Percentile}[config.calibration]
             used = min(config.samples, len(next(iter(inputs.values()))))
             context.report(f"calibrating on {used} samples ({config.calibration})", 0.3)
-            reader = _CalibrationReader(inputs, config.samples, fixed_batch_size(proto))
+            reader = CalibrationReader(inputs, config.samples, fixed_batch_size(proto))
             cache = workdir / "calibration.json"
             save_tensors_data(calibration_ranges(proto, reader, config.calibration, workdir), cache)
             quantize_static(proto, str(out), None,
