@@ -1208,7 +1208,10 @@ def technique_table(proto, *, amount: float = 0.5, width: float = 0.25) -> pd.Da
     rows = [
         ("baseline (fp32)", (), 1.0, "fp32 multiply-adds", "—"),
         ("fp16 weights", (QuantizeConfig(mode="fp16"),), 1.0, "fp32 on most CPUs (cast back)", "rarely"),
-        ("int8 static", (QuantizeConfig(mode="static"),), 1.0, "int8 multiply, int32 accumulate", "yes (~2-4x)"),
+        # no number here: how much faster int8 runs depends on the CPU's int8 instructions (AVX2, VNNI, AMX); a run
+        # measures it, and BENCHMARKS.md records what it was on which instruction set
+        ("int8 static", (QuantizeConfig(mode="static"),), 1.0, "int8 multiply, int32 accumulate",
+         "usually (by how much: measure it)"),
         ("int8 dynamic", (QuantizeConfig(mode="dynamic"),), 1.0, "int8 MatMul; Conv stays fp32",
          "MatMul layers"),
         ("int4 weight-only", (QuantizeConfig(mode="int4"),), 1.0, "unpacked to fp32 per block", "memory-bound only"),

@@ -488,9 +488,12 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         "macs_per_sample": st.column_config.NumberColumn("MACs / sample", format="localized"),
         "arithmetic": "Arithmetic", "faster_on_cpu": "Faster on a CPU?"})
     right.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
-    st.caption("fp32 stores 4 bytes a weight, fp16 2, int8 1 (plus a scale per channel), int4 half (plus a scale "
-               "per 32). Zeros from unstructured or 2:4 pruning are still stored and still multiplied on a CPU; "
-               "removing channels or training a narrower student shrinks both bytes and multiply-adds.")
+    st.caption("Sizes are **estimates** from this model's layers: weights at 4 bytes (fp32), 2 (fp16), 1 (int8, plus "
+               "a scale per channel) or half (int4, plus a scale per 32), plus the graph structure the quantizers add, "
+               "a per-tensor overhead fitted to the quantized digits samples' files. Run a recipe to measure them; "
+               "the last section compares the two. Zeros from unstructured or 2:4 pruning are still stored and "
+               "still multiplied on a CPU; removing channels or training a narrower student shrinks both bytes and "
+               "multiply-adds.")
 
     st.subheader("What-if: estimate before you run")
     c1, c2, c3 = st.columns(3)
