@@ -60,8 +60,10 @@ def server(tmp_path_factory):
 def test_websocket_refuses_a_rebound_host_name(server):
     """Host: localhost opens a session; Host: rebound.example (a page whose name now points at 127.0.0.1) does not."""
     port = int(server.url.rsplit(":", 1)[1])
-    assert _handshake(port, "localhost") == 101
-    assert _handshake(port, "rebound.example") in (400, 403)
+    local, rebound = _handshake(port, "localhost"), _handshake(port, "rebound.example")
+    print(f"WebSocket upgrade: Host localhost -> {local}, Host rebound.example -> {rebound}")
+    assert local == 101
+    assert rebound in (400, 403)
 
 
 def test_server_listens_on_loopback_only(server):
