@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from app_support import add_run, synthetic_results
-from conftest import APP
 
 pytestmark = pytest.mark.timeout(600)
 
+APP = Path(__file__).resolve().parents[2] / "app.py"  # its st.navigation lists the pages
 ALICE = "browser-alice-0000000000"
 BOB = "browser-bob-11111111111"
 UPLOAD_NAME = "alice-secret-upload.onnx"
@@ -22,7 +22,7 @@ UPLOAD_NAME = "alice-secret-upload.onnx"
 
 def navigation_pages() -> list[str]:
     """The page files app.py's st.navigation lists (read from its source, so a new page is covered)."""
-    tree = ast.parse(Path(APP).read_text(encoding="utf-8"))
+    tree = ast.parse(APP.read_text(encoding="utf-8"))
     pages = [node.args[0].value for node in ast.walk(tree)
              if isinstance(node, ast.Call) and ast.unparse(node.func) == "st.Page"
              and node.args and isinstance(node.args[0], ast.Constant)]
