@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,text,ray]'
 	touch $(STAMP)
 
+# Loopback by default; a workshop sets ADDRESS (and the rest of README's "Workshop mode").
+ADDRESS ?= 127.0.0.1
 run: setup
-	@echo "Featherweight dashboard: http://localhost:$(PORT)"
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	@echo "Featherweight dashboard: http://localhost:$(PORT) (serving $(ADDRESS))"
+	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)

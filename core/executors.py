@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,42 @@ def _build_remote(model, dataset, variant, recipe, baseline_outputs, task):
     return results, files
 
 
+def private_ray_token() -> Path | None:
+    """Make the token of a local Ray runtime private to this user before Ray starts one.
+
+    Ray (2.5x+) turns token authentication on for a local `ray.init()` and writes ~/.ray/auth_token with the
+    process's umask: 0644, so any local user could read the token and submit code to the cluster. The token is
+    made here instead, with Ray's own recipe (256 random bits, hex), mode 0600 in a 0700 directory; an existing
+    one is narrowed to 0600. Nothing is done when Ray's auth is off (RAY_AUTH_MODE other than "token") or the token
+    comes from RAY_AUTH_TOKEN; a RAY_AUTH_TOKEN_PATH file is narrowed to 0600, never created.
+
+    Returns:
+        The token file, or None when there is none to look after.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode is not None and mode.strip().lower() != "token") or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(custom) if custom else Path.home() / ".ray" / "auth_token"
+    if not custom:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            return path
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+        os.chmod(path, 0o600)  # an older run of Ray wrote it readable by others
+    return path
+
+
 def ray_init(address: str | None = None):
     """Connect to Ray: `address`, else FEATHERWEIGHT_RAY_ADDRESS, else start a local runtime."""
     try:
@@ -44,6 +82,7 @@ def ray_init(address: str | None = None):
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            private_ray_token()  # before Ray writes its own, readable by every local user
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
     return ray

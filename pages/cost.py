@@ -117,20 +117,15 @@ def devices_ui() -> list[cost.DeviceProfile]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _with_profiles(root: str, run_id: str, mtime: float) -> dict | None:
-    """The run's results with a compute profile for every variant (older runs: computed from the artifacts)."""
+def _with_profiles(run_dir: str, mtime: float, _results: dict) -> dict:
+    """The run's results with a compute profile for every variant (older runs: computed from the artifacts).
+    Cached on the run's directory and results.json mtime; `services` has checked the session may open it."""
     from pathlib import Path
 
-    from core.store import RunStore
-
-    results = RunStore(root).results(run_id)
-    if not results:
-        return results
-    run_dir = Path(root) / "runs" / run_id
-    for v in results.get("variants") or []:
+    for v in _results.get("variants") or []:
         if not v.get("compute"):
-            v["compute"] = cost.profile_from_artifact(run_dir, v) or {}
-    return results
+            v["compute"] = cost.profile_from_artifact(Path(run_dir), v) or {}
+    return _results
 
 
 TABLE_COLUMNS = {
@@ -158,13 +153,15 @@ def cost_page() -> None:
     st.caption("What each variant costs to serve, the energy it uses and whether it fits a target device. "
                "Throughput, CPU time and (where the CPU exposes them) energy counters are measured; prices, "
                "watts, grid intensity and device profiles are assumptions you can edit.")
-    records = [r for r in services.store().list() if services.results_mtime(r.id)]
+    records = [r for r in services.visible_runs() if services.results_mtime(r.id)]
     if not records:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")
         return
     run_id = run_picker_ui(records, cost.COST_RUN_KEY)
-    results = _with_profiles(str(services.store().root), run_id, services.results_mtime(run_id))
+    results = services.run_results(run_id)
+    if results:
+        results = _with_profiles(str(services.run_dir(run_id)), services.results_mtime(run_id), results)
     variants = (results or {}).get("variants") or []
     sizes = sorted({int(b) for v in variants for b in (v.get("throughput") or {})})
     if not sizes:

@@ -12,6 +12,7 @@ from core import jobs, learn, learn_viz
 from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY
 from core.viz import format_bytes, format_count
+from ui import services
 from ui.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -511,10 +512,8 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     c3.metric("Scales and graph structure", format_bytes(est["scales"] + est["structure"]))
 
     st.subheader("Estimate vs measured")
-    from core.store import RunStore
-
     try:
-        store = RunStore()
+        store = services.store()  # this session's runs only
         runs = [r for r in learn.completed_runs(store) if (store.results(r["id"]) or {}).get("variants")]
     except (FeatherweightError, OSError) as exc:
         st.warning(f"The run store cannot be read: {exc}")

@@ -1,70 +1,301 @@
-"""Shared services and cached reads: one JobRunner per server process and store root, the session's owner id,
-and cached loaders keyed so that page switches and slider moves never recompute a run."""
+"""Shared services and cached reads: the server process's one JobRunner per store root, the session's owner id,
+the session's owner-filtered view of the run store (the only way a page reaches runs, results and run
+directories), and cached loaders keyed so that page switches and slider moves never recompute a run."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import streamlit as st
 
+from core.errors import BadInputError
+from core.jobs import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
+from core.store import ACTIVE, RunStore, default_root, write_atomic
 
 XSRF_COOKIE = "_streamlit_xsrf"
-_STARTED: list[RunLauncher] = []  # every launcher this process started, so shutdown_all can stop them
+SERVER_FILE = "server.json"  # in the store root: which process serves it, and how many runners it started
+ADDRESS_LIMIT_VAR = "FEATHERWEIGHT_JOBS_PER_ADDRESS"
+# Active jobs per client address (any number of browsers or cookies from it). 4: a client that mints cookies gets
+# 4 of the queue's 32 places instead of all of them; a room behind one NAT needs more (README, "Workshop mode").
+DEFAULT_JOBS_PER_ADDRESS = 4
+
+# The server process's launchers, one per store root. A module-level, lock-guarded registry and not an
+# st.cache_resource: any websocket client can send `clear_cache`, which empties every st.cache_resource; a cached
+# runner was then rebuilt, and the new runner's recover() marked other users' queued runs interrupted.
+_LOCK = threading.Lock()
+_QUOTA_LOCK = threading.Lock()  # a quota check with its record; apart from _LOCK, so that a submission (which
+# writes the upload) never holds up a page waiting for process_launcher()
+_LAUNCHERS: dict[str, RunLauncher] = {}
+_STARTS: dict[str, int] = {}  # runners started per root in this process (server.json says it: 1 on a server)
+_ADDRESS_OF: dict[str, str] = {}  # run id -> the client address that submitted it (runs of this process only)
+# (store root, run id) -> the run's owner, which never changes: a page's many visibility checks cost no query.
+# Forgotten when a page deletes the run; cleared when full. Without it an Optimize render took ~100 ms longer
+# (340-380 ms vs 190-250 ms on the loaded 2-core box, 10 reruns each).
+_OWNERS: dict[tuple[str, str], str] = {}
+_OWNERS_MAX = 20_000
 
 
-@st.cache_resource(show_spinner=False)
-def _launcher(root: str) -> RunLauncher:
-    """The JobRunner (a shared service, not user data) for one store root, wrapped in a RunLauncher."""
-    from core.jobs import JobRunner
-    from core.store import RunStore
+def process_launcher() -> RunLauncher:
+    """The server process's RunLauncher for the current store root (FEATHERWEIGHT_HOME), created once: its
+    JobRunner's recover() runs once per process and store, whatever a client sends.
 
-    launcher = RunLauncher(JobRunner(RunStore(root)))
-    _STARTED.append(launcher)
-    return launcher
+    `$FEATHERWEIGHT_HOME/server.json` records the process, a runner id and `runners_started` (1 on a server).
+    Unscoped (every owner's runs): for tests, operators and shutdown. Pages use `launcher()` and `store()`, which
+    see only the session's runs (tests/security/test_isolation_layer.py checks that pages never call this).
+    """
+    root = str(default_root().resolve())
+    with _LOCK:
+        found = _LAUNCHERS.get(root)
+        if found is None:
+            found = _LAUNCHERS[root] = RunLauncher(JobRunner(RunStore(root)))
+            _STARTS[root] = _STARTS.get(root, 0) + 1
+            runner = found.runner
+            try:
+                write_atomic(Path(root) / SERVER_FILE, json.dumps({
+                    "pid": os.getpid(), "runner_id": uuid.uuid4().hex, "started_at": time.time(),
+                    "runners_started": _STARTS[root], "max_workers": runner.max_workers,
+                    "max_queue": runner.max_queue, "jobs_per_session": runner.per_owner,
+                    "jobs_per_address": os.environ.get(ADDRESS_LIMIT_VAR) or DEFAULT_JOBS_PER_ADDRESS,
+                    "recovered": len(runner.recovered)}, indent=2))
+            except OSError:
+                pass  # a read-only store still serves; server.json only describes it
+    return found
 
 
 def shutdown_all() -> None:
     """Stop every JobRunner this process started (tests; a server shutting down) and forget them."""
-    while _STARTED:
-        _STARTED.pop().runner.shutdown()
-    _launcher.clear()
-
-
-def launcher() -> RunLauncher:
-    """The process's RunLauncher for the current store root (FEATHERWEIGHT_HOME)."""
-    from core.store import default_root
-
-    return _launcher(str(default_root().resolve()))
-
-
-def store():
-    return launcher().store
+    with _LOCK:
+        launchers = list(_LAUNCHERS.values())
+        _LAUNCHERS.clear()
+        _ADDRESS_OF.clear()
+        _OWNERS.clear()
+    for found in launchers:
+        found.runner.shutdown()
 
 
 def shared_history() -> bool:
     """Whether every user sees every run (FEATHERWEIGHT_SHARED_HISTORY=1), or only their own (the default: on a
     shared server, runs hold other people's uploaded models)."""
-    import os
-
     return os.environ.get("FEATHERWEIGHT_SHARED_HISTORY") == "1"
+
+
+def jobs_per_address() -> int:
+    """Active jobs one client address may hold (FEATHERWEIGHT_JOBS_PER_ADDRESS; 0 = no limit).
+
+    Raises:
+        BadInputError: the variable is not a whole number.
+    """
+    raw = os.environ.get(ADDRESS_LIMIT_VAR, "").strip()
+    if not raw:
+        return DEFAULT_JOBS_PER_ADDRESS
+    if not raw.isdigit():
+        raise BadInputError(f"{ADDRESS_LIMIT_VAR}={raw!r} must be a whole number (0 = no limit)")
+    return int(raw)
+
+
+def client_address() -> str | None:
+    """The session's client address: Streamlit's TCP peer, or the X-Forwarded-For of a proxy on loopback (uvicorn
+    trusts FORWARDED_ALLOW_IPS, 127.0.0.1 by default); None for a loopback client and outside a session."""
+    try:
+        return st.context.ip_address
+    except Exception:  # noqa: BLE001 - no client context (AppTest, bare mode)
+        return None
+
+
+class SessionRuns:
+    """The run store as one session sees it: its owner's runs only (everyone's with FEATHERWEIGHT_SHARED_HISTORY=1).
+
+    Another owner's run behaves as if it did not exist ("no run"), whatever id a widget or a URL carries; the one
+    write is `delete`, of the session's own runs. There is no other way from a page to the store.
+    """
+
+    def __init__(self, runs: RunStore, owner: str, shared: bool):
+        self._runs = runs
+        self._owner = owner
+        self._shared = shared
+
+    @property
+    def root(self) -> Path:
+        return self._runs.root
+
+    def _may_read(self, owner: str | None) -> bool:
+        return owner is None or owner == self._owner or self._shared
+
+    def list(self, owner: str | None = None, limit: int = 200) -> list:
+        """The session's runs, newest first (`owner`: another owner's only with shared history)."""
+        if not self._may_read(owner):
+            return []
+        return self._runs.list(owner if owner is not None else (None if self._shared else self._owner), limit=limit)
+
+    def get(self, run_id: str, owner: str | None = None):
+        """A run's record; BadInputError "no run" for a run the session may not see."""
+        if not self._may_read(owner):
+            raise BadInputError(f"no run {run_id!r}")
+        return self._runs.get(run_id, owner if owner is not None else (None if self._shared else self._owner))
+
+    def can_view(self, run_id: str) -> bool:
+        """Whether the run exists (or existed: a run deleted elsewhere is still "viewable", with no files) and is
+        the session's (or shared)."""
+        key = (str(self._runs.root), run_id)
+        owner = _OWNERS.get(key)
+        if owner is None:
+            try:
+                owner = self._runs.get(run_id).owner
+            except BadInputError:
+                return False
+            if len(_OWNERS) >= _OWNERS_MAX:
+                _OWNERS.clear()
+            _OWNERS[key] = owner
+        return self._shared or owner == self._owner
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's directory, only for a run the session may see (else BadInputError "no run")."""
+        if not self.can_view(run_id):
+            raise BadInputError(f"no run {run_id!r}")
+        return self._runs.run_dir(run_id)
+
+    def results(self, run_id: str) -> dict | None:
+        return self._runs.results(run_id) if self.can_view(run_id) else None
+
+    def progress(self, run_id: str) -> dict | None:
+        return self._runs.progress(run_id) if self.can_view(run_id) else None
+
+    def active(self) -> list:
+        """Every queued or running run, oldest first: the session's own in full, other owners' reduced to their
+        status (the sidebar counts them; their ids, labels and models stay theirs)."""
+        return [r if r.owner == self._owner else
+                dataclasses.replace(r, id="", owner="", label="", model="", data=None, error=None, pid=None)
+                for r in self._runs.active()]
+
+    def delete(self, run_id: str, owner: str | None = None) -> None:
+        """Delete one of the session's own finished runs (never another owner's, shared history or not)."""
+        self._runs.delete(run_id, self._owner)
+        _OWNERS.pop((str(self._runs.root), run_id), None)
+
+
+class SessionRunner:
+    """The job runner as one session uses it: submits as the session's owner (and client address), reads and
+    cancels only runs the session may see."""
+
+    def __init__(self, runner: JobRunner, runs: SessionRuns, owner: str, address: str | None):
+        self._runner = runner
+        self._owner = owner
+        self._address = address
+        self.store = runs
+
+    @property
+    def max_workers(self) -> int:
+        return self._runner.max_workers
+
+    def running_count(self) -> int:
+        return self._runner.running_count()
+
+    def submit(self, owner: str, *args, **kwargs) -> str:
+        """JobRunner.submit as the session's owner, within the per-address quota."""
+        _same_owner(owner, self._owner)
+        with _QUOTA_LOCK:  # the check and the record: two sessions of one address cannot both take the last place
+            _check_address_quota(self._runner.store, self._address)
+            run_id = self._runner.submit(self._owner, *args, **kwargs)
+            _record_address(run_id, self._address)
+        return run_id
+
+    def status(self, run_id: str, owner: str | None = None):
+        if (owner is not None and owner != self._owner) or not self.store.can_view(run_id):
+            raise BadInputError(f"no run {run_id!r}")
+        return self._runner.status(run_id)
+
+    def cancel(self, run_id: str, owner: str | None = None) -> None:
+        self._runner.cancel(run_id, self._owner)
+
+
+class SessionLauncher:
+    """The RunLauncher as one session uses it (see SessionRunner)."""
+
+    def __init__(self, launcher: RunLauncher, owner: str, address: str | None):
+        self._launcher = launcher
+        self._owner = owner
+        self._address = address
+        self.store = SessionRuns(launcher.store, owner, shared_history())
+        self.runner = SessionRunner(launcher.runner, self.store, owner, address)
+
+    def active_run_of(self, owner: str | None = None) -> str | None:
+        return self._launcher.active_run_of(self._owner)
+
+    def launch(self, owner: str, recipe, model, data):
+        """RunLauncher.launch as the session's owner, within the per-address quota (an identical or a refused
+        second run of the owner attaches to the one in progress, so it takes no new place)."""
+        _same_owner(owner, self._owner)
+        with _QUOTA_LOCK:
+            if self._launcher.active_run_of(self._owner) is None:
+                _check_address_quota(self._launcher.store, self._address)
+            launch = self._launcher.launch(self._owner, recipe, model, data)
+            if not launch.reused:
+                _record_address(launch.run_id, self._address)
+        return launch
+
+
+def _same_owner(given: str, session_owner: str) -> None:
+    if given != session_owner:
+        raise BadInputError("a session submits jobs only as its own owner")
+
+
+def _check_address_quota(runs: RunStore, address: str | None) -> None:
+    """Raise BadInputError when `address` already holds its share of active jobs (callers hold _QUOTA_LOCK)."""
+    limit = jobs_per_address()
+    if address is None or limit == 0:
+        return
+    active = 0
+    for run_id, where in list(_ADDRESS_OF.items()):
+        if where != address:
+            continue
+        try:
+            status = runs.get(run_id).status
+        except BadInputError:
+            status = None
+        if status in ACTIVE:
+            active += 1
+        else:
+            _ADDRESS_OF.pop(run_id, None)
+    if active >= limit:
+        raise BadInputError(f"your address {address} already has {active} job(s) queued or running (at most "
+                            f"{limit} per address, {ADDRESS_LIMIT_VAR}); wait for one to finish")
+
+
+def _record_address(run_id: str, address: str | None) -> None:
+    if address is not None:
+        _ADDRESS_OF[run_id] = address
+
+
+def launcher() -> SessionLauncher:
+    """The session's launcher: submits as this session's owner, sees only the runs this session may open."""
+    return SessionLauncher(process_launcher(), owner_id(), client_address())
+
+
+def store() -> SessionRuns:
+    """The run store as this session sees it (SessionRuns): the only way a page reaches runs."""
+    return SessionRuns(process_launcher().store, owner_id(), shared_history())
 
 
 def visible_runs(limit: int = 200) -> list:
     """The runs this session may open, newest first."""
-    return store().list(None if shared_history() else owner_id(), limit=limit)
+    return store().list(limit=limit)
 
 
 def can_view(run_id: str) -> bool:
     """Whether this session may open `run_id`."""
-    from core.errors import BadInputError
+    return store().can_view(run_id)
 
-    try:
-        store().get(run_id, None if shared_history() else owner_id())
-        return True
-    except BadInputError:
-        return False
+
+def run_dir(run_id: str) -> Path:
+    """The directory of a run this session may open (BadInputError "no run" otherwise)."""
+    return store().run_dir(run_id)
 
 
 def owner_id() -> str:
@@ -81,23 +312,29 @@ def owner_id() -> str:
 
 
 def results_mtime(run_id: str) -> float:
-    """The modification time of a run's results.json (0 before it exists): part of every cache key."""
+    """The modification time of a run's results.json (0 before it exists, or for a run the session may not
+    open): part of every cache key."""
     try:
-        return (store().run_dir(run_id) / "results.json").stat().st_mtime
-    except OSError:
+        return (run_dir(run_id) / "results.json").stat().st_mtime
+    except (OSError, BadInputError):
         return 0.0
+
+
+def _readable_root(run_id: str) -> str | None:
+    """The store root when the session may open `run_id` (the cached readers below are keyed by it), else None."""
+    view = store()
+    return str(view.root) if view.can_view(run_id) else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _results(root: str, run_id: str, mtime: float) -> dict | None:
-    from core.store import RunStore
-
     return RunStore(root).results(run_id)
 
 
 def run_results(run_id: str) -> dict | None:
-    """A run's results.json, re-read only when the file changes."""
-    return _results(str(store().root), run_id, results_mtime(run_id))
+    """A run's results.json (None for a run the session may not open), re-read only when the file changes."""
+    root = _readable_root(run_id)
+    return _results(root, run_id, results_mtime(run_id)) if root else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -109,19 +346,22 @@ def _frame(root: str, run_id: str, mtime: float):
 
 
 def run_frame(run_id: str):
-    """The results table with ratios, cached on run id + results mtime."""
-    return _frame(str(store().root), run_id, results_mtime(run_id))
+    """The results table with ratios, cached on run id + results mtime (None for a run the session may not open)."""
+    root = _readable_root(run_id)
+    return _frame(root, run_id, results_mtime(run_id)) if root else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _latency(root: str, run_id: str, mtime: float):
     from core.compare import latency_table
 
-    return latency_table(_results(root, run_id, mtime) or {})
+    return latency_table((_results(root, run_id, mtime) if root else None) or {})
 
 
 def run_latency(run_id: str):
-    return _latency(str(store().root), run_id, results_mtime(run_id))
+    """The latency table (empty for a run the session may not open)."""
+    root = _readable_root(run_id)
+    return _latency(root or "", run_id, results_mtime(run_id) if root else 0.0)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -132,7 +372,11 @@ def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int
 
 
 def run_side_by_side(run_id: str, variant: str, count: int = 8):
-    return _side_by_side(str(store().root), run_id, variant, results_mtime(run_id), count)
+    """Side-by-side predictions of a variant and the baseline (BadInputError for a run the session may not open)."""
+    root = _readable_root(run_id)
+    if root is None:
+        raise BadInputError(f"no run {run_id!r}")
+    return _side_by_side(root, run_id, variant, results_mtime(run_id), count)
 
 
 @st.cache_data(show_spinner=False)
@@ -173,14 +417,18 @@ def restore_session() -> None:
     if run_id and can_view(run_id):
         st.session_state[RUN_KEY] = run_id
         return
-    mine = store().list(owner_id(), limit=1)
+    if run_id:
+        del st.query_params[RUN_PARAM]  # a run this session may not open (or gone): the URL does not keep it
+    mine = store().list(limit=1)
     st.session_state[RUN_KEY] = mine[0].id if mine else None
 
 
 def open_run(run_id: str | None) -> None:
-    """Make `run_id` the session's open run and put it in the URL."""
+    """Make `run_id` the session's open run and put it in the URL (a run the session may not open: none)."""
     from core.session import RUN_KEY
 
+    if run_id and not can_view(run_id):
+        run_id = None
     st.session_state[RUN_KEY] = run_id
     if run_id:
         st.query_params[RUN_PARAM] = run_id

@@ -52,7 +52,10 @@ def _add_run(home: Path, measured: bool = False, label: str = "digits-cnn test r
 
 
 def _page() -> AppTest:
-    return AppTest.from_file(PAGE, default_timeout=60)
+    """The Cost page as the browser that made the runs (a page lists only its session's runs)."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["fw_owner"] = "tester"
+    return at
 
 
 def _table(at: AppTest):

@@ -179,6 +179,7 @@ def test_size_section_compares_estimate_with_a_measured_run(page, tmp_path):
          "size_bytes": 176628}]}
     (store.run_dir(record.id) / "results.json").write_text(json.dumps(results))
     store.set_status(record.id, "completed")
+    page.session_state["fw_owner"] = "tester"  # the browser that made the run: the picker lists only its runs
     _open(page, "Size & speed")
     assert page.selectbox(key="learn_run").value == record.id
     compare = page.dataframe[1].value.set_index("variant")

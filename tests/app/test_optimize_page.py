@@ -227,7 +227,7 @@ def test_cancel_really_stops_the_worker(make_app, fw_home):
     run_id = at.session_state["fw_run"]
     from ui import services
 
-    runner = services.launcher().runner
+    runner = services.process_launcher().runner
     _wait(at, lambda a: runner.worker_pid(run_id) is not None and (runner.status(run_id).progress or {}), 90)
     pid = runner.worker_pid(run_id)
     at.button(key=f"cancel.{run_id}").click().run()
@@ -317,7 +317,7 @@ def test_pareto_chart_grows_while_the_run_is_in_progress(make_app):
     _add_sweep(_sweep(at, "students", ["distill"], distill__epochs="1, 10000"))
     at.button(key="run_button").click().run()
     run_id = at.session_state["fw_run"]
-    runner = services.launcher().runner
+    runner = services.process_launcher().runner
 
     _wait(at, lambda a: "students[epochs=1]" in (_chart_names(a) or []), 120)
     assert runner.status(run_id).state == "running"

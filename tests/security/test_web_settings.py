@@ -9,6 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Values SECURITY.md promises; the dashboard may add to [theme] but not weaken these.
 BASELINE = {
+    ("server", "address"): "127.0.0.1",  # loopback unless a workshop says otherwise (README, "Workshop mode")
+    ("server", "allowedHosts"): ["localhost", "127.0.0.1", "::1"],  # DNS rebinding: no session for other names
     ("server", "maxUploadSize"): 200,
     ("server", "enableXsrfProtection"): True,
     ("server", "enableCORS"): True,
@@ -25,7 +27,8 @@ USER_CONTENT_PARAMS = {"data", "content", "upload", "uploaded", "file", "file_by
 
 
 def test_streamlit_config_keeps_the_security_baseline():
-    """Upload cap, XSRF + CORS on, no file watcher or run-on-save, error details hidden, no usage stats."""
+    """Loopback address and allowed hosts, upload cap, XSRF + CORS on, no file watcher or run-on-save, error
+    details hidden, no usage stats."""
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     for (section, key), value in BASELINE.items():
         assert config.get(section, {}).get(key) == value, f"[{section}] {key} must be {value!r}"
@@ -44,6 +47,8 @@ def test_streamlit_accepts_the_config_values():
         assert config.get_option("client.showErrorDetails") == "none"
         assert config.get_option("server.enableXsrfProtection") is True
         assert config.get_option("server.maxUploadSize") == 200
+        assert config.get_option("server.address") == "127.0.0.1"
+        assert config.get_option("server.allowedHosts") == ["localhost", "127.0.0.1", "::1"]
     finally:
         os.chdir(cwd)
         config.get_config_options(force_reparse=True)
@@ -66,3 +71,14 @@ def test_no_user_content_in_cache_resource():
             if names & USER_CONTENT_PARAMS:
                 offenders.append(f"{path.name}:{node.lineno} {node.name}({', '.join(sorted(names))})")
     assert not offenders, f"st.cache_resource over user content: {offenders}"
+
+
+def test_make_run_serves_loopback_by_default():
+    """`make run` binds 127.0.0.1 unless ADDRESS is given (`make -n` prints the command without running it)."""
+    import subprocess
+
+    default = subprocess.run(["make", "-n", "run", "STAMP=Makefile"], cwd=ROOT, capture_output=True, text=True)
+    workshop = subprocess.run(["make", "-n", "run", "STAMP=Makefile", "ADDRESS=0.0.0.0"], cwd=ROOT,
+                              capture_output=True, text=True)
+    assert "--server.address 127.0.0.1 " in default.stdout, default.stdout + default.stderr
+    assert "--server.address 0.0.0.0 " in workshop.stdout, workshop.stdout + workshop.stderr
