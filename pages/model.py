@@ -8,6 +8,7 @@ from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_T
                           Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
 from ui import services
 from ui.shell import ensure_app_shell
+from ui.sidebar import remember_session
 
 ensure_app_shell()
 
@@ -30,6 +31,9 @@ def handle_upload(uploader_key: str, uploaded, apply) -> Outcome | None:
     with st.spinner(f"Checking {uploaded.name}…"):
         outcome = apply(st.session_state, uploaded.name, uploaded.getvalue())
     seen[uploader_key] = (uploaded.file_id, outcome)
+    if not outcome.error:
+        remember_session()
+        st.rerun()  # the sidebar is drawn before this page: redraw it with the new model / data (same outcome)
     return outcome
 
 
@@ -90,13 +94,20 @@ def data_ui(model) -> None:
                             format_func=lambda n: f"{n} — {SAMPLE_DATASETS[n].description}")
         if pick and current.spec != f"sample:{pick}":
             with st.spinner(f"Loading sample:{pick}…"):
-                show_outcome(choose_sample_data(st.session_state, pick, data_summary=services.data_summary))
+                outcome = choose_sample_data(st.session_state, pick, data_summary=services.data_summary)
+            if outcome.error:
+                show_outcome(outcome)
+            else:
+                remember_session()
+                st.rerun()  # redraw the sidebar with the new data
     elif source == "Upload NPZ / CSV":
         upload_ui("Upload data", DATA_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
                   "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
                   "x_eval/y_eval. CSV: numeric feature columns and an optional 'label' column.")
     elif current.spec is not None:
         choose_sample_data(st.session_state, None)
+        remember_session()
+        st.rerun()
     data = st.session_state.get(DATA_KEY) or NO_DATA
     summary = data.summary
     if summary:
@@ -194,3 +205,4 @@ st.divider()
 st.subheader(f"Model card · {model.label}")
 card_ui(model)
 st.page_link("pages/optimize.py", label="Optimize this model", icon=":material/arrow_forward:")
+remember_session()

@@ -14,6 +14,7 @@ from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, 
 from core.store import ACTIVE
 from ui import forms, services
 from ui.shell import ensure_app_shell
+from ui.sidebar import remember_session
 from ui.tables import results_table_ui
 
 ensure_app_shell()
@@ -383,6 +384,8 @@ else:
             if launch.message:
                 st.session_state[MESSAGE_KEY] = ("info", launch.message)
             st.rerun()  # redraw everything (sidebar, disabled Run button) with the job in place
+
+remember_session()  # the recipe as edited in this run survives a reload
 
 run_id = st.session_state.get(RUN_KEY)
 if run_id:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.session import DATA_KEY, MODEL_KEY
+from core.errors import FeatherweightError
+from core.session import DATA_KEY, MODEL_KEY, restore_saved_session, save_session
 from ui import services
 
 # A workshop puts dozens of sessions on one server: a session polls only while one of its own jobs is active, and
@@ -13,8 +14,24 @@ JOB_POLL_S = 2.0
 JOBS_WERE_ACTIVE_KEY = "fw_jobs_were_active"  # lets the sidebar rerun the page once when this session's job ends
 
 
+def remember_session() -> None:
+    """Save this session's model, data and recipe for its owner (a no-op when nothing changed), so that a reload
+    or a server restart brings them back. Pages that change them call it last; the sidebar calls it too."""
+    try:
+        save_session(st.session_state, services.store().root, services.owner_id())
+    except (OSError, FeatherweightError):
+        pass  # a read-only or full disk loses persistence, never the page
+
+
 def sidebar_ui() -> None:
-    """Draw the sidebar: model, data, jobs (the jobs part refreshes itself while this session has a job)."""
+    """Draw the sidebar: model, data, jobs (the jobs part refreshes itself while this session has a job).
+
+    On a session's first run it first brings back the owner's saved model, data and recipe."""
+    try:
+        restore_saved_session(st.session_state, services.store().root, services.owner_id())
+    except (OSError, FeatherweightError):
+        pass
+    remember_session()
     with st.sidebar:
         model = st.session_state.get(MODEL_KEY)
         data = st.session_state.get(DATA_KEY)
