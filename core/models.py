@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core import cost
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 
 # Opset our exports target; quantization needs >= 13 for per-channel QDQ, int4 MatMulNBits needs >= 21 only in
@@ -985,8 +986,19 @@ def model_card(model: Model) -> dict:
         "op_types": dict(ops.most_common()),
         "layers": layer_table(proto),
         "capabilities": capabilities(model),
+        "macs": _macs(proto),
     }
     return card
+
+
+def _macs(proto) -> int | None:
+    """Multiply-accumulates of one sample (batch 1), for the dashboard's "this benchmark takes minutes" warning;
+    None when the graph's shapes cannot be inferred."""
+    try:
+        macs = cost.model_compute_profile(proto).get("macs")
+    except Exception:  # noqa: BLE001 - a wild graph loses only the estimate
+        return None
+    return int(macs) if isinstance(macs, (int, float)) and macs > 0 else None
 
 
 def capabilities(model: Model) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -351,6 +352,18 @@ class RunLauncher:
                                             "showing it. Cancel it to start a different one.")
             self._fingerprints[run_id] = key
             return Launch(run_id, False)
+
+
+def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
+    """Seconds since the run started, as of now: the last progress event's elapsed time plus the time since it was
+    sent (a long step sends no event for minutes, and the elapsed time shown must still tick)."""
+    if not progress:
+        return 0.0
+    elapsed = float(progress.get("elapsed_s") or 0.0)
+    emitted = progress.get("emitted_at")
+    if isinstance(emitted, (int, float)) and emitted > 0:
+        elapsed += max(0.0, (time.time() if now is None else now) - float(emitted))
+    return elapsed
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import FeatherweightError
-from core.session import DATA_KEY, MODEL_KEY, restore_saved_session, save_session
+from core.session import DATA_KEY, MODEL_KEY, live_elapsed_s, restore_saved_session, save_session
 from ui import services
 
 # A workshop puts dozens of sessions on one server: a session polls only while one of its own jobs is active, and
@@ -72,7 +72,7 @@ def _jobs_ui() -> None:
         progress = services.store().progress(record.id) or {}
         fraction = float(progress.get("fraction") or 0.0)
         step = progress.get("variant") or "starting"
-        st.progress(min(1.0, fraction), text=f"{record.label}: {step} · {progress.get('elapsed_s', 0):.0f} s")
+        st.progress(min(1.0, fraction), text=f"{record.label}: {step} · {live_elapsed_s(progress):.0f} s")
     others = [r for r in active if r.owner != me]
     if others:
         running = sum(r.status == "running" for r in others)

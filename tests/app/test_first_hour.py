@@ -67,3 +67,106 @@ def test_other_browser_does_not_get_my_session(make_app):
     assert any("None yet" in c.value for c in other.sidebar.caption)
     same = make_app(owner=OWNER).run()
     assert same.session_state["fw_model"].spec == "sample:digits-mlp"
+
+
+def _upload_then_optimize(make_app, data: bytes, name: str = "convnet.onnx", preset: str | None = None):
+    at = make_app().run()
+    at.segmented_control(key="model_source").set_value("Upload").run()
+    at.file_uploader(key="model_uploader").upload(name, data).run()
+    assert not errors_of(at)
+    at.switch_page("pages/optimize.py").run()
+    if preset:
+        at.pills(key="preset_pills").set_value(preset).run()
+    return at
+
+
+def _conv_only() -> bytes:
+    from onnx_graphs import conv_only_classifier
+
+    return conv_only_classifier()
+
+
+def test_quick_preset_on_conv_only_upload_has_no_doomed_variant(make_app):
+    """The default preset on a Conv-only ONNX upload leaves dynamic int8 out and says why in the caption."""
+    at = _upload_then_optimize(make_app, _conv_only())
+    names = [v.name for v in at.session_state["fw_recipe"].variants]
+    assert names == ["int8-static", "fp16"]
+    assert any("left out: int8-dynamic (no MatMul/Gemm" in c.value for c in at.caption)
+    assert not any("cannot run" in e.label for e in at.expander)
+
+
+def test_new_prune_variant_on_onnx_model_can_run(make_app):
+    """On an ONNX-only model a new prune variant is unstructured without fine-tuning, and the fine-tuning options
+    are disabled (structured pruning failed there, and epochs were accepted and silently skipped)."""
+    at = _upload_then_optimize(make_app, _conv_only())
+    at.multiselect(key="new_variant_techniques").set_value(["prune"]).run()
+    [b for b in at.button if b.label == "Add"][0].click().run()
+    variant = at.session_state["fw_recipe"].variants[-1]
+    assert variant.steps[0].method == "unstructured" and variant.steps[0].finetune_epochs == 0
+    version = at.session_state["fw_recipe_version"]
+    index = len(at.session_state["fw_recipe"].variants) - 1
+    epochs = at.number_input(key=f"r{version}.{index}.0.prune.finetune_epochs")
+    assert epochs.disabled and epochs.value == 0
+    assert not any("cannot run" in e.label for e in at.expander)
+
+
+def test_structured_prune_on_onnx_model_is_flagged_before_run(make_app):
+    """A recipe (YAML, or an old session) asking for structured pruning of an ONNX-only model shows "cannot
+    run" with the reason on its variant, before Run."""
+    from core.recipe import PruneConfig, Recipe, Variant
+
+    at = _upload_then_optimize(make_app, _conv_only())
+    at.session_state["fw_recipe"] = Recipe(variants=(Variant("p", (PruneConfig(method="structured"),)),))
+    at.session_state["fw_recipe_version"] = 7
+    at.run()
+    assert any("cannot run" in e.label for e in at.expander)
+    assert any("structured pruning needs the torch model" in w.value for w in at.warning)
+
+
+def test_expander_title_follows_the_form_in_the_same_run(make_app):
+    """Changing a variant's mode shows the new mode in its title at once, not one rerun later."""
+    from core.recipe import QuantizeConfig, Recipe, Variant
+
+    at = _upload_then_optimize(make_app, _conv_only())
+    at.session_state["fw_recipe"] = Recipe(variants=(Variant("q", (QuantizeConfig(mode="static"),)),))
+    at.session_state["fw_recipe_version"] = 3
+    at.run()
+    assert any("quantize static" in e.label for e in at.expander)
+    at.radio(key="r3.0.0.quantize.mode").set_value("fp16").run()
+    assert any("quantize fp16" in e.label for e in at.expander)
+
+
+def test_sweep_too_big_for_the_server_is_refused_in_the_builder(make_app, monkeypatch):
+    """With a server limit of 8 variants per run, a 10-variant sweep is refused when it is built (it used to be
+    refused only after Run) and the Run button is off for a recipe over the limit."""
+    monkeypatch.setenv("FEATHERWEIGHT_MAX_VARIANTS", "8")
+    from core.recipe import Recipe
+
+    at = _upload_then_optimize(make_app, _conv_only())
+    at.session_state["fw_recipe"] = Recipe()
+    at.run()
+    at.multiselect(key="sweep_builder.techniques").set_value(["prune"]).run()
+    at.text_input(key="sweep_builder.prune.amount").set_value("0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95")
+    at.run()
+    assert any("one run on this server takes at most 8" in e for e in errors_of(at))
+    assert at.button(key="sweep_builder.add").disabled
+
+
+def test_slow_benchmark_is_warned_and_a_lighter_one_offered(make_app):
+    """A model whose batch-256 run takes a minute gets a warning before Run, and the button applies lighter batch
+    sizes to the recipe."""
+    from core.recipe import BenchmarkConfig, Recipe, QuantizeConfig, Variant
+    from core.session import ModelChoice
+
+    from app_support import sample_choice
+
+    base = sample_choice("digits-cnn")
+    big = ModelChoice(base.spec, "big", {**base.card, "macs": 4_100_000_000})
+    recipe = Recipe(benchmark=BenchmarkConfig(batch_sizes=(1, 256)),
+                    variants=(Variant("q", (QuantizeConfig(mode="static"),)),))
+    at = make_app(fw_model=big, fw_recipe=recipe, fw_recipe_version=1).run()
+    at.switch_page("pages/optimize.py").run()
+    assert any("may take about" in w.value and "batch 256" in w.value for w in at.warning)
+    [b for b in at.button if b.label.startswith("Use batch sizes")][0].click().run()
+    assert max(at.session_state["fw_recipe"].benchmark.batch_sizes) < 256
+    assert not any("may take about" in w.value for w in at.warning)
