@@ -15,6 +15,7 @@ from core.errors import FeatherweightError
 from core.results import batch_sizes_of
 from core.store import ACTIVE
 from ui import services
+from core.insight import job_kind
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui
@@ -220,7 +221,8 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
 
 
 st.title("Compare")
-records = services.visible_runs()
+# Insight jobs (scans, tuning runs, profiles, scaling) live in the store too, but have no variants to compare.
+records = [r for r in services.visible_runs() if job_kind(services.store().run_dir(r.id)) == "run"]
 if not records:
     st.info("No runs yet. Start one on the **Optimize** page: results appear here as each variant finishes.",
             icon=":material/scatter_plot:")

@@ -91,7 +91,9 @@ def job_status_ui(run_id: str, what: str) -> str | None:
 
 
 def _run_label(record) -> str:
-    return f"{record.label or record.model} · {record.id[:15]} · {record.status}"
+    # No status here: a select box keeps the label it selected as its value, so a status in it stays at
+    # "queued" after the job finished. The status is shown, fresh, under the picker.
+    return f"{record.label or record.model} · {record.id[:15]}"
 
 
 def _pick_run(kinds: tuple, state_key: str, widget_key: str, *, with_results: bool = False, label: str = "Run"):
@@ -105,7 +107,10 @@ def _pick_run(kinds: tuple, state_key: str, widget_key: str, *, with_results: bo
     chosen = st.selectbox(label, ids, index=index, key=widget_key,
                           format_func=lambda i: _run_label(next(r for r in records if r.id == i)))
     st.session_state[state_key] = chosen
-    return next(r for r in records if r.id == chosen)
+    record = next(r for r in records if r.id == chosen)
+    if record.status not in ACTIVE:  # queued / running: the job's live progress below says so
+        st.caption(f"Status: {record.status}")
+    return record
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -170,3 +170,34 @@ def test_slow_benchmark_is_warned_and_a_lighter_one_offered(make_app):
     [b for b in at.button if b.label.startswith("Use batch sizes")][0].click().run()
     assert max(at.session_state["fw_recipe"].benchmark.batch_sizes) < 256
     assert not any("may take about" in w.value for w in at.warning)
+
+
+def _insight_job(home, kind: str = "diagnose", label: str = "scaling · 3 variants") -> str:
+    import json
+
+    from app_support import add_run, synthetic_results
+    from core.store import RunStore
+
+    results = {**synthetic_results(), "variants": []}
+    run_id = add_run(home, results, label=label)
+    (RunStore(home).run_dir(run_id) / "inputs" / "insight.json").write_text(json.dumps({"kind": kind, "config": {}}))
+    return run_id
+
+
+def test_compare_and_history_list_only_recipe_runs(make_app, fw_home):
+    """A scaling or sensitivity job is not offered as a run to compare (it opened as "no measured variants"); the
+    History page leaves it out and says where it is."""
+    from app_support import add_run, synthetic_results
+
+    add_run(fw_home, synthetic_results(), label="real run")
+    _insight_job(fw_home)
+    _insight_job(fw_home, "sensitivity", "sensitivity · digits-cnn")
+    at = make_app().run()
+    at.switch_page("pages/compare.py").run()
+    assert not errors_of(at)
+    picker = at.selectbox(key="compare_run_pick")
+    assert len(picker.options) == 1 and "real run" in picker.options[0]
+    assert not any("no measured variants" in w.value for w in at.warning)
+    at.switch_page("pages/history.py").run()
+    assert list(at.dataframe[0].value["run"]) == ["real run"]
+    assert any("2 Insight jobs are not listed here" in c.value for c in at.caption)

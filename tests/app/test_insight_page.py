@@ -143,3 +143,20 @@ def test_scan_layers_submits_a_sensitivity_job_for_the_current_model(home, monke
     assert (owner, kind, config["technique"], config["amount"]) == (OWNER, "sensitivity", "prune", 0.5)
     assert kwargs["model_spec"] == "sample:digits-mlp"
     assert at.session_state[insight.SCAN_RUN_KEY] == "20990101-000000-abcdef"
+
+
+def test_run_picker_label_is_stable_and_the_status_fresh(home):
+    """A scan that finishes keeps its picker label (a select box keeps the label it selected, so a status inside
+    it stayed "queued"); the fresh status is shown under the picker instead."""
+    from core.store import RunStore
+
+    run_id = _add_job(home, "sensitivity", {"sensitivity.json": _scan()})
+    RunStore(home).set_status(run_id, "queued")
+    at = _page().run()
+    picker = at.selectbox(key="scan_pick")
+    before = list(picker.options)
+    RunStore(home).set_status(run_id, "completed")
+    at.run()
+    assert list(at.selectbox(key="scan_pick").options) == before
+    assert not any("queued" in o or "completed" in o for o in before)
+    assert any(c.value == "Status: completed" for c in at.caption)
