@@ -910,7 +910,15 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
     suffix = _check_suffix(path.name)
     if suffix == ".onnx":
         proto = validate_onnx_bytes(data, limits, what=path.name)
-        return Model(filename, proto)
+        from core.onnx_fixes import fold_constants  # onnx_fixes reads graph facts from this module
+
+        notes = []
+        folded = fold_constants(proto, max_bytes=limits.max_file_bytes)
+        if folded:
+            notes.append(f"{folded} node{'s' if folded != 1 else ''} computing weights from constants "
+                         "(ConstantOfShape and the like) folded at load, so their weights are counted, pruned "
+                         "and quantized as stored weights")
+        return Model(filename, proto, notes=notes)
     if len(data) == 0:
         raise BadInputError(f"{path.name} is empty")
     if len(data) > limits.max_file_bytes:

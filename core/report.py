@@ -9,7 +9,7 @@ import html
 import pandas as pd
 
 from core import viz
-from core.compare import Budget, best_variant, latency_table, ok_rows, quality_drop_pt, why_no_speedup
+from core.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt, why_no_speedup
 from core.results import batch_sizes_of, results_frame
 
 CSS = """
@@ -22,8 +22,10 @@ h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 36px 0 8p
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; }
 .card { border: 1px solid #e5e7eb; border-radius: 10px; padding: 12px 16px; }
 .card .k { color: #6b7280; font-size: 13px; } .card .v { font-size: 22px; font-weight: 600; }
-table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th, td { text-align: right; padding: 6px 10px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+th, td { text-align: right; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 th { background: #f3f4f6; font-weight: 600; }
 tr.best td { background: #eef2ff; font-weight: 600; }
@@ -57,7 +59,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
-        cells = [r["name"], r["technique"], r["status"], viz.format_bytes(r["size_bytes"]),
+        cells = [r["name"], r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–", r["status"], viz.format_bytes(r["size_bytes"]),
                  viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
         for bs in batch_sizes:
@@ -65,8 +67,9 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
                       viz.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    # Wide tables (many batch sizes) scroll inside their box instead of pushing the page wider than the window.
+    return ("<div class='table-wrap'><table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def build_report(results: dict, *, title: str | None = None, run_id: str | None = None,
@@ -120,7 +123,10 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     budget_text = ", ".join(filter(None, [
         f"latency ≤ {viz.format_ms(budget.max_latency_ms)}" if budget.max_latency_ms is not None else None,
         f"size ≤ {viz.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
-        f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None])) or "none"
+        f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
+    best_text = (f"best = {objective} within {budget_text}" if budget_text
+                 else f"best = {objective}, no budget set")
+    others = len(frame) - int((frame["name"] == "baseline").sum())
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -129,7 +135,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 <h1>{_esc(title)}</h1>
 <p class="sub">Model <b>{_esc(results.get('model'))}</b> · data <b>{_esc(results.get('data') or 'synthetic inputs')}</b>
 · run {_esc(run_id or '–')} · started {_esc(results.get('started_at') or '–')} · status {_esc(results.get('status'))}
-· {len(frame)} variants · best is {_esc(objective)} within budget ({_esc(budget_text)}) at batch {batch_size}</p>
+· baseline and {others} variant{'s' if others != 1 else ''} · {_esc(best_text)} at batch {batch_size}</p>
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
@@ -169,6 +175,9 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> st
         cards += [("Best within budget", best), ("Smaller", viz.format_ratio(r["x_smaller"])),
                   (f"Faster at batch {batch_size}", viz.format_ratio(r.get(f"speedup_bs{batch_size}"))),
                   ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0]))]
+        caveats = best_caveats(measured, best, batch_size)
+        if caveats:
+            cards.append(("Caveat", "; ".join(caveats)))
     else:
         cards.append(("Best within budget", "none"))
     return "<div class='cards'>" + "".join(f"<div class='card'><div class='k'>{_esc(k)}</div>"

@@ -8,8 +8,9 @@ import math
 import streamlit as st
 
 from core import viz
-from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_variant, clicked_variant, layer_sparsity_table,
-                          ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup, within_budget)
+from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, clicked_variant,
+                          layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
+                          within_budget)
 from core.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results import batch_sizes_of
@@ -283,10 +284,15 @@ if best is None:
 else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
-    st.success(f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
-               f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
-               f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.",
-               icon=":material/star:")
+    caveats = best_caveats(frame, best, batch_size)
+    text = (f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
+            f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
+            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
+    if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
+        st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",
+                   icon=":material/warning:")
+    else:
+        st.success(text, icon=":material/star:")
 
 st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
