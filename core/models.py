@@ -140,7 +140,8 @@ def _check_tensor(t, what: str, limits: LoadLimits) -> int:
         location = next((e.value for e in t.external_data if e.key == "location"), "?")
         raise BadInputError(f"{name} stores its data outside the file ({location[:200]!r}); "
                             "external data is refused: save the model as one self-contained .onnx file "
-                            "(onnx.save(model, path, save_as_external_data=False))")
+                            "(onnx.save(model, path, save_as_external_data=False); from torch: "
+                            "torch.onnx.export(..., dynamo=True, external_data=False))")
     elements = _tensor_elements(t.dims, name, limits)
     return elements * _DTYPE_BYTES.get(t.data_type, 8)
 
@@ -630,8 +631,11 @@ def _state_dict_into_sample(state: dict, source: str) -> Model:
 
 # ---- pickles: a static look at every global a torch file would import, before torch ever unpickles it
 
-EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, (example_input,), 'model.onnx', "
-               "dynamo=True), which uses torch.export; or save model.state_dict() of a bundled architecture")
+# external_data=False: torch 2.13's exporter otherwise writes the weights to a second file, model.onnx.data, and an
+# upload with external data is refused (tests/test_models.py runs this exact command and checks it writes one file).
+EXPORT_COMMAND = ("torch.onnx.export(model, (example_input,), 'model.onnx', dynamo=True, external_data=False)")
+EXPORT_HINT = (f"export the model to ONNX instead: {EXPORT_COMMAND}, which writes one self-contained file; or "
+               "save model.state_dict() of a bundled architecture")
 
 # The globals a plain state dict needs (what torch.save writes for tensors, parameters and OrderedDicts).
 _PICKLE_ALLOWED = {

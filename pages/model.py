@@ -7,6 +7,7 @@ import streamlit as st
 from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, UPLOAD_SEEN_KEY,
                           Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
 from ui import services
+from ui.forms import escape_markdown
 from ui.shell import ensure_app_shell
 from ui.sidebar import remember_session
 
@@ -40,12 +41,13 @@ def handle_upload(uploader_key: str, uploaded, apply) -> Outcome | None:
 def show_outcome(outcome: Outcome | None, success: str | None = None) -> None:
     if outcome is None:
         return
+    # Messages name files and Python objects (`__main__.MyCNN`): shown as written, not as markdown.
     if outcome.error:
-        st.error(outcome.error, icon=":material/error:")
+        st.error(escape_markdown(outcome.error), icon=":material/error:")
     elif success:
-        st.success(success, icon=":material/check_circle:")
+        st.success(escape_markdown(success), icon=":material/check_circle:")
     if outcome.notice:
-        st.warning(outcome.notice, icon=":material/info:")
+        st.warning(escape_markdown(outcome.notice), icon=":material/info:")
 
 
 def upload_ui(label: str, types, key: str, apply, help_text: str) -> None:
@@ -202,7 +204,7 @@ st.subheader("Data")
 data_ui(model)
 
 st.divider()
-st.subheader(f"Model card · {model.label}")
+st.subheader(f"Model card · {escape_markdown(model.label)}")
 card_ui(model)
 st.page_link("pages/optimize.py", label="Optimize this model", icon=":material/arrow_forward:")
 remember_session()

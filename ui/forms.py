@@ -34,6 +34,15 @@ SLIDERS = {("prune", "amount"): (0.05, 0.95, 0.05), ("distill", "width"): (0.05,
 FLOAT_FORMATS = {"lr": "%.5f"}
 
 
+_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~$")  # what formats inline text; "." or "-" matter only at a line's start
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown as written where Streamlit renders markdown (errors, captions): `__main__.MyCNN` rendered
+    as a bold "main.MyCNN", and a file named my__model__.onnx lost its underscores."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in str(text))
+
+
 def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 

@@ -7,6 +7,7 @@ import streamlit as st
 from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY, live_elapsed_s, restore_saved_session, save_session
 from ui import services
+from ui.forms import escape_markdown
 
 # A workshop puts dozens of sessions on one server: a session polls only while one of its own jobs is active, and
 # other people's jobs starting or ending never rerun it.
@@ -42,13 +43,13 @@ def sidebar_ui() -> None:
             from core.viz import format_bytes, format_count  # pandas + plotly: not on the first render's path
 
             card = model.card
-            st.markdown(f"**{model.label}**  \n{format_count(card.get('params'))} params · "
+            st.markdown(f"**{escape_markdown(model.label)}**  \n{format_count(card.get('params'))} params · "
                         f"{format_bytes(card.get('size_bytes'))} · {card.get('task', '')}")
         st.markdown("##### Data")
         if data is None:
             st.caption("—")
         else:
-            st.markdown(data.label if data.spec else "synthetic inputs (fidelity only)")
+            st.markdown(escape_markdown(data.label) if data.spec else "synthetic inputs (fidelity only)")
         st.markdown("##### Jobs")
         mine_active = services.launcher().active_run_of(services.owner_id()) is not None
         st.fragment(_jobs_ui, run_every=JOB_POLL_S if mine_active else None)()

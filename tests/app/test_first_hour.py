@@ -201,3 +201,32 @@ def test_compare_and_history_list_only_recipe_runs(make_app, fw_home):
     at.switch_page("pages/history.py").run()
     assert list(at.dataframe[0].value["run"]) == ["real run"]
     assert any("2 Insight jobs are not listed here" in c.value for c in at.caption)
+
+
+def test_pickled_main_module_is_named_as_written(make_app):
+    """Uploading a pickled `__main__.MyCNN` gives one error that shows the name as written (it rendered as a
+    bold "main.MyCNN") and the one-file export command."""
+    import io
+    import sys
+
+    import torch
+
+    class MyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+    MyCNN.__module__, MyCNN.__qualname__ = "__main__", "MyCNN"
+    main = sys.modules["__main__"]
+    setattr(main, "MyCNN", MyCNN)
+    try:
+        buffer = io.BytesIO()
+        torch.save(MyCNN(), buffer)
+    finally:
+        delattr(main, "MyCNN")
+    at = make_app().run()
+    at.segmented_control(key="model_source").set_value("Upload").run()
+    at.file_uploader(key="model_uploader").upload("mycnn.pt", buffer.getvalue()).run()
+    [error] = errors_of(at)
+    assert r"\_\_main\_\_.MyCNN" in error
+    assert "external\\_data=False" in error
