@@ -117,7 +117,7 @@ def data_ui(model) -> None:
         classes = f", {summary['classes']} classes" if summary.get("classes") else ""
         st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
                    f"{summary['eval']:,} eval samples · labels: {'yes' if summary['labels'] else 'no'}{classes} · "
-                   f"per-sample input {inputs}")
+                   f"per-sample shape: {escape_markdown(inputs)}")
     else:
         st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "
                    "(agreement, cosine), not accuracy.")

@@ -160,3 +160,21 @@ def test_run_picker_label_is_stable_and_the_status_fresh(home):
     assert list(at.selectbox(key="scan_pick").options) == before
     assert not any("queued" in o or "completed" in o for o in before)
     assert any(c.value == "Status: completed" for c in at.caption)
+
+
+def test_scan_without_drop_is_not_an_alarm_and_tables_speak_words(home):
+    """"Most sensitive ... no drop" is grey, not alarm red; the scan table's headers are words with units, not
+    drop_pt / sqnr_db."""
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    scan = _scan()
+    for layer in scan["layers"]:
+        layer["drop"] = 0.0
+    _add_job(home, "sensitivity", {"sensitivity.json": scan})
+    at = _page().run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label == "Most sensitive")
+    assert metric.proto.delta == "no drop" and metric.proto.color == MetricProto.MetricColor.GRAY
+    table = next(d for d in at.dataframe if "sqnr_db" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert config["sqnr_db"]["label"] == "SQNR (dB)" and config["drop"]["label"] == "Quality drop (pt)"
