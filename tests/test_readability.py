@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "app"))
 from app_support import synthetic_results  # noqa: E402
@@ -71,3 +72,36 @@ def test_display_table_has_one_size_format_and_no_none():
         assert broken[column] is None or math.isnan(broken[column]), column
     assert not any(isinstance(v, str) and v == "None" for v in broken.values)
     assert pd.api.types.is_float_dtype(table["x_smaller"])
+
+
+def test_pareto_labels_do_not_overlap_or_leave_the_plot():
+    """Three variants in one cluster and one at the right edge get label positions whose estimated boxes do not
+    overlap, and the right-most label does not run past the edge (it read "seline")."""
+    from core.viz import label_positions
+
+    xs, ys = [10.0, 10.2, 10.4, 100.0], [5.0, 5.05, 4.95, 20.0]
+    names = ["int8-static", "int8-static-2", "int8-static-3", "baseline"]
+    positions = label_positions(xs, ys, names, x_range=(0, 100), y_range=(0, 22))
+    assert len(set(positions[:3])) == 3  # the cluster's labels go three different ways
+    assert "right" not in positions[3]  # the edge point's label goes left or stays centred above
+
+
+def test_colour_scale_covers_a_meaningful_range():
+    """Every variant at 98.52%: the scale spans 1 pt around it, not 98-99.5; cosine all at 1.0: never past 1."""
+    from core.viz import color_range
+
+    low, high = color_range(pd.Series([98.52, 98.52, 98.52]), "accuracy")
+    assert high - low == pytest.approx(1.0) and low < 98.52 < high
+    low, high = color_range(pd.Series([1.0, 1.0]), "cosine_mean")
+    assert high <= 1.0 and high - low == pytest.approx(0.01)
+    assert color_range(pd.Series([90.0, 99.0]), "accuracy") == (90.0, 99.0)
+
+
+def test_pareto_with_one_winner_still_draws_the_frontier():
+    """A run where one variant beats every other still has the dotted frontier the caption promises."""
+    from core import viz
+
+    fig = viz.pareto_figure(results_frame(synthetic_results()), 256)
+    frontier = [t for t in fig.data if t.name == "Pareto frontier"]
+    assert frontier and frontier[0].line.dash == "dot" and len(frontier[0].x) == 3
+    assert all(t.cliponaxis is False for t in fig.data if t.mode == "markers+text")
