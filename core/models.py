@@ -542,7 +542,24 @@ def export_onnx(module, example_input, *, input_name: str = "input", output_name
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
         raise UnsupportedModelError(f"ONNX export failed: {str(exc).splitlines()[0][:300]}") from None
     proto = onnx.load_from_string(buffer.getvalue())
+    return stamp_producer(proto)
+
+
+def featherweight_version() -> str:
+    """This package's version (pyproject.toml), or "dev" when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("featherweight")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def stamp_producer(proto):
+    """Name Featherweight as the graph's producer, with its own version (the exporter leaves torch's version
+    there, and `inspect` said "featherweight 2.13.0"). Returns the proto."""
     proto.producer_name = "featherweight"
+    proto.producer_version = featherweight_version()
     return proto
 
 
@@ -587,13 +604,15 @@ def _load_sample(name: str) -> Model:
 
     sample = _sample(name)
     if getattr(sample, "load_model", None) is not None:  # samples with their own loader (text models)
-        return sample.load_model()
+        model = sample.load_model()
+        stamp_producer(model.onnx_model)
+        return model
     import torch  # after the branch above: a cached text sample loads in ~0.3 s without torch
     module = load_sample_module(name)
     digest = hashlib.sha256(sample.weights_path.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"{name}-{digest}-torch{torch.__version__}-op{EXPORT_OPSET}.onnx"
     if cached.exists():
-        proto = onnx.load_from_string(cached.read_bytes())
+        proto = stamp_producer(onnx.load_from_string(cached.read_bytes()))  # a cache written before the stamp
     else:
         proto = export_onnx(module, torch.zeros((1, *sample.input_shape)))
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -159,6 +161,44 @@ after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(_cost_ba
 """
 
 
+def results_text_table(results: dict) -> str:
+    """The table a terminal shows at the end of `featherweight run`: per variant its size, × smaller, accuracy
+    (or agreement / cosine without labels), quality drop and × faster at each timed batch size."""
+    frame = results_frame(results)
+    if frame.empty:
+        return ""
+    sizes = batch_sizes_of(results)
+    drop, drop_label = quality_drop_pt(frame)
+    quality = next((m for m in ("accuracy", "agreement", "cosine_mean") if m in frame and frame[m].notna().any()),
+                   None)
+    head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
+                                                       "cosine_mean": "cosine"}.get(quality, "quality"),
+            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+    rows = []
+    for i, r in frame.iterrows():
+        value = r.get(quality) if quality else None
+        shown = ("–" if value is None or pd.isna(value) else viz.format_pct(value, 2) if quality != "cosine_mean"
+                 else f"{value:.4f}")
+        cells = [str(r["name"]), str(r["status"]), viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]),
+                 shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
+        cells += [viz.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        rows.append(cells)
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    return "\n".join(lines)
+
+
+def results_table_text(out_dir) -> str:
+    """`results_text_table` of the results.json in `out_dir` ("" when there is none yet)."""
+    try:
+        results = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return results_text_table(results)
+
+
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> str:
     measured = ok_rows(frame)
     base = measured[measured["name"] == "baseline"]
@@ -185,8 +225,6 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int) -> st
 
 
 def _recipe_yaml(results: dict) -> str:
-    import json
-
     from core.errors import FeatherweightError
     from core.session import portable_recipe
 

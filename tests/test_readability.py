@@ -105,3 +105,20 @@ def test_pareto_with_one_winner_still_draws_the_frontier():
     frontier = [t for t in fig.data if t.name == "Pareto frontier"]
     assert frontier and frontier[0].line.dash == "dot" and len(frontier[0].x) == 3
     assert all(t.cliponaxis is False for t in fig.data if t.mode == "markers+text")
+
+
+def test_cost_chart_writes_dollars_not_si_prefixes():
+    """The Cost chart's dollar axis has a $ prefix and no SI format ("100μ" dollars), and labels stay inside."""
+    from core import cost
+
+    frame = pd.DataFrame({"name": ["baseline", "int8", "fp16"], "status": ["ok"] * 3,
+                          "usd_per_million": [0.0004, 0.0001, 0.00011], "energy_mj": [3.0, 1.0, 1.05],
+                          "energy_basis": ["estimated"] * 3, "monthly_cost_usd": [1.0, 0.3, 0.35],
+                          "monthly_saving_usd": [0.0, 0.7, 0.65], "gco2_per_million": [1.0, 0.3, 0.3],
+                          "weight_bytes": [600_000, 150_000, 300_000], "energy_assumption": ["3.5 W"] * 3,
+                          "batch_size": [256] * 3})
+    fig = cost.cost_figure(frame)
+    axis = fig.layout.xaxis
+    assert axis.tickprefix == "$" and "s" not in (axis.tickformat or "s")
+    trace = fig.data[0]
+    assert trace.cliponaxis is False and len(set(trace.textposition[1:])) == 2  # int8 / fp16 labels apart
