@@ -222,8 +222,12 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
 
 
 st.title("Compare")
-# Insight jobs (scans, tuning runs, profiles, scaling) live in the store too, but have no variants to compare.
-records = [r for r in services.visible_runs() if job_kind(services.store().run_dir(r.id)) == "run"]
+# Only what Compare can show: recipe runs that are in progress or have results. Insight jobs (scans, tuning runs,
+# profiles, scaling) live in the store too but have no variants to compare; a run stopped before its baseline
+# was measured has nothing to draw (History still lists it).
+records = [r for r in services.visible_runs() if job_kind(services.store().run_dir(r.id)) == "run"
+           and (r.status in ACTIVE or any(v.get("status") == "ok"
+                                          for v in (services.run_results(r.id) or {}).get("variants") or []))]
 if not records:
     st.info("No runs yet. Start one on the **Optimize** page: results appear here as each variant finishes.",
             icon=":material/scatter_plot:")

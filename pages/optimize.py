@@ -362,7 +362,7 @@ def kept_text(results: dict) -> str:
     """What a stopped run kept, in words: the variants it finished, or that nothing finished."""
     variants = results.get("variants") or []
     done = [v["name"] for v in variants if v.get("status") == "ok" and v.get("name") != "baseline"]
-    if not variants:
+    if not any(v.get("status") == "ok" for v in variants):
         return ("Nothing was kept: it stopped while the baseline was still being measured, so no variant was "
                 "built. Try smaller batch sizes or fewer timed runs (Benchmark settings).")
     if not done:
