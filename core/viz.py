@@ -133,6 +133,9 @@ def format_usd(value) -> str:
     """Dollars for a cost per million inferences: '$0.0123', or '–' when unknown."""
     if value is None or pd.isna(value):
         return "–"
+    value = float(value)
+    if 0 < abs(value) < 0.01:  # decimals, never "$7.872e-05": three significant digits after the zeros
+        return f"${value:.{2 - math.floor(math.log10(abs(value)))}f}"
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
 
 
@@ -168,7 +171,7 @@ _LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left"
 
 
 def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tuple | None = None,
-                    char_px: float = 7.5, width_px: float = 1100, height_px: float = 420) -> list[str]:
+                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420) -> list[str]:
     """A text position for each marker label so that labels do not overlap each other and stay inside the plot.
 
     A greedy placement on estimated label boxes (characters x `char_px`, in a plot about `width_px` x `height_px`):
@@ -184,8 +187,8 @@ def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tupl
     sx = width_px / ((x1 - x0) or 1.0)
     sy = height_px / ((y1 - y0) or 1.0)
     placed: list[tuple[float, float, float, float]] = []
-    out: list[str] = []
-    marker_px = 12.0
+    out: list = []
+    marker_px = 14.0  # half the largest marker (the best's star, 22 px) plus a little air
     for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
         px, py = (xs[i] - x0) * sx, (ys[i] - y0) * sy  # y up
         w, h = max(1, len(str(labels[i]))) * char_px, 16.0
@@ -267,8 +270,15 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         fig.add_trace(go.Scatter(x=[fx[0]] + fx + [x_top], y=[y_top] + fy + [fy[-1]], mode="lines",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"),
                                  name="Pareto frontier", hoverinfo="skip"))
-    positions = dict(zip(rows["name"], label_positions(x, y, list(rows["name"]), x_range=(0.0, x_top),
-                                                       y_range=(0.0, y_top), height_px=max(200, height - 120))))
+    # Labels, and the "best within budget" note as one more label at the best point, placed apart (the note's
+    # arrow used to land on the neighbours' labels).
+    names = list(rows["name"])
+    has_best = best is not None and best in set(names)
+    bx = list(x) + ([float(x[names.index(best)])] if has_best else [])
+    by = list(y) + ([float(y[names.index(best)])] if has_best else [])
+    placed = label_positions(bx, by, names + (["best within budget"] if has_best else []), x_range=(0.0, x_top),
+                             y_range=(0.0, y_top), height_px=max(200, height - 120))
+    positions = dict(zip(names, placed))
 
     if color_by not in rows or rows[color_by].isna().all():
         color_by = next((m for m in QUALITY_METRICS if m in rows and rows[m].notna().any()), None)
@@ -299,10 +309,13 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
             text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
             customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
-    if best is not None and best in set(rows["name"]):
+    if has_best:
         point = rows[rows["name"] == best].iloc[0]
+        vertical, horizontal = placed[-1].split()
+        ax = {"left": -70, "right": 70}.get(horizontal, 0)
+        ay = {"top": -34, "bottom": 34}.get(vertical, 0)
         fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text="best within budget", showarrow=True,
-                           arrowhead=2, ax=40, ay=40, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
+                           arrowhead=2, ax=ax or 40, ay=ay, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
     if budget is not None and budget.max_latency_ms is not None:
         fig.add_hline(y=budget.max_latency_ms, line=dict(color=MUTED, dash="dash", width=1))
     if budget is not None and budget.max_size_bytes is not None:
@@ -359,11 +372,13 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
     fig = go.Figure()
     fig.add_trace(go.Bar(y=rows["name"], x=rows["x_smaller"], orientation="h", name="× smaller (file)",
                          marker_color=PALETTE[0], text=rows["x_smaller"].map(format_ratio), textposition="outside",
+                         cliponaxis=False,
                          hovertemplate="%{y}: %{x:.2f}× smaller<extra></extra>"))
     speed = rows.get(f"speedup_bs{batch_size}")
     if speed is not None:
         fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size})",
                              marker_color=PALETTE[2], text=speed.map(format_ratio), textposition="outside",
+                             cliponaxis=False,
                              hovertemplate="%{y}: %{x:.2f}× faster<extra></extra>"))
     fig.add_vline(x=1.0, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_layout(barmode="group")

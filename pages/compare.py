@@ -250,7 +250,9 @@ if not results or frame is None or ok_rows(frame).empty:
 
 sizes = batch_sizes_of(results)
 env = results.get("environment") or {}
-st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · {len(frame)} variants · "
+others = int((frame["name"] != "baseline").sum())  # counted without the baseline, as in the run's label
+st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
+           f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 
 with st.container(border=True):

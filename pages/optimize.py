@@ -231,6 +231,7 @@ def yaml_ui(recipe: Recipe, model, data) -> None:
         else:
             message = _switch_model_from_yaml(parsed, model)
             _set_recipe(parsed.replace(model=None, data=None))
+            st.session_state.pop(PRESET_KEY, None)  # its "left out" note described the recipe this one replaced
             st.session_state[MESSAGE_KEY] = message or ("success", "Recipe applied.")
             st.rerun()
     c2.download_button("Download recipe", data=text, file_name="recipe.yaml", mime="application/x-yaml",

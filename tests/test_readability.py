@@ -122,3 +122,14 @@ def test_cost_chart_writes_dollars_not_si_prefixes():
     assert axis.tickprefix == "$" and "s" not in (axis.tickformat or "s")
     trace = fig.data[0]
     assert trace.cliponaxis is False and len(set(trace.textposition[1:])) == 2  # int8 / fp16 labels apart
+
+
+def test_dollars_never_in_scientific_notation():
+    """Tiny costs per million read as decimals ("$0.0000787"), not "$7.872e-05" (or "100μ")."""
+    from core.viz import format_usd
+
+    assert format_usd(7.872e-05) == "$0.0000787"
+    assert format_usd(0.0003377) == "$0.000338"
+    assert format_usd(3.5) == "$3.5" and format_usd(12345) == "$12,345"
+    table = build_report(synthetic_results(), batch_size=256).split("<h2>Results")[1].split("<h2>")[0]
+    assert not re.search(r"\$[0-9.]+e-", table)

@@ -76,6 +76,16 @@ def _elapsed_s(page) -> float:
     return float(re.search(r"([0-9.]+) s elapsed", text).group(1))
 
 
+def _screenshot(page, name: str, height: int = 2600) -> None:
+    """The page at 1400 px wide, tall enough to hold it (Streamlit scrolls inside its own container, so a full-page
+    shot of the default window shows only the first screen)."""
+    page.set_viewport_size({"width": 1400, "height": height})
+    page.wait_for_timeout(1_500)
+    wait_idle(page)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def _add_insight_job(home: Path) -> None:
     """A finished scaling job (an Insight job) in the server's store, as a worker leaves it."""
     from core.store import RunStore
@@ -139,9 +149,7 @@ def test_first_hour(studio, page, tmp_path):
     _apply_yaml(page, FAST_RECIPE)
     button(page, "Run 2 variants").click()
     page.get_by_text("Run completed").wait_for(timeout=180_000)
-    wait_idle(page)
-    page.wait_for_timeout(1_000)
-    page.screenshot(path=str(SHOTS / "optimize.png"), full_page=True)
+    _screenshot(page, "optimize", 3400)
 
     # Compare lists only what it can show: not the Insight job (it opened as "no measured variants").
     _add_insight_job(studio.home)
@@ -153,9 +161,7 @@ def test_first_hour(studio, page, tmp_path):
     page.keyboard.press("Escape")
     assert not any("scaling" in o for o in options), options  # the Insight job stays on Insight
     assert any("mycnn.onnx · 2 variants" in o for o in options), options
-    wait_idle(page)
-    page.wait_for_timeout(1_000)
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    _screenshot(page, "compare", 3000)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1400, f"Compare is {width} px wide in a 1400 px window"
 
