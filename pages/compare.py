@@ -66,8 +66,12 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
     drop, label = quality_drop_pt(rows)
     if drop.notna().any():
         high = max(0.5, float(drop.max()) * 1.05)
-        value = c3.slider(f"Max {label}", 0.0, _ceil(high, 0.05), _ceil(high, 0.05), 0.05,
-                          key=f"budget.drop.{run_id}", help="Variants that lose more quality than this are greyed out.")
+        # "Max 1 - cosine to baseline (pt)" read as a formula: name the quantity, give the formula in the help.
+        shown = "cosine loss vs baseline (pt)" if label.startswith("1 - cosine") else label
+        value = c3.slider(f"Max {shown}", 0.0, _ceil(high, 0.05), _ceil(high, 0.05), 0.05,
+                          key=f"budget.drop.{run_id}", help="Variants that lose more quality than this are greyed out."
+                          + (" Cosine loss = 100 × (1 − mean cosine to the baseline's outputs)." if shown != label
+                             else ""))
         budget["max_drop_pt"] = None if value >= _ceil(high, 0.05) else value
     return Budget(**budget)
 
