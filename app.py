@@ -7,7 +7,10 @@ import streamlit as st
 from ui.services import restore_session
 from ui.sidebar import sidebar_ui
 
-st.set_page_config(page_title="Featherweight", page_icon=":material/compress:", layout="wide")
+# A local favicon: a ":material/..." icon (or an emoji) makes every page load fetch it from fonts.gstatic.com
+# (or a CDN), which fails offline and sends a request off the machine.
+st.set_page_config(page_title="Featherweight", page_icon=str(Path(__file__).parent / "ui" / "assets" / "favicon.svg"),
+                   layout="wide")
 
 # One line per page, grouped in sidebar sections; the first page is the home page.
 PAGES = {

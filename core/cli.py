@@ -62,6 +62,9 @@ def cmd_run(args) -> int:
     result = run_recipe_isolated(_here(args.recipe), out, model=_here(args.model), data=_here(args.data),
                                  executor=args.executor, ray_address=args.ray_address, on_progress=_progress_bar())
     failed = result.get("failed") or []
+    from core.report import results_table_text  # the end-of-run table: size, quality, speed-up per variant
+
+    print(results_table_text(out))
     _print_cost_summary(out)
     print(f"wrote {os.path.join(out, 'results.json')} ({result.get('variants')} variants"
           + (f", failed: {', '.join(failed)}" if failed else "") + ")")

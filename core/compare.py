@@ -127,6 +127,28 @@ def best_variant(frame: pd.DataFrame, budget: Budget, batch_size: int, objective
     return str(rows.sort_values(order, kind="mergesort").iloc[0]["name"])
 
 
+# "Far worse": a variant at least this many times larger or slower than the baseline is never called best without
+# saying so (a zoo model whose quantized file came out 50x larger was crowned "best within budget").
+FAR_WORSE = 1.5
+
+
+def best_caveats(frame: pd.DataFrame, name: str, batch_size: int) -> list[str]:
+    """What a variant called best is far worse at than the baseline (size, speed at `batch_size`), in words;
+    empty when it is not far worse on any axis."""
+    rows = frame[frame["name"] == name]
+    if rows.empty:
+        return []
+    row = rows.iloc[0]
+    caveats = []
+    smaller = row.get("x_smaller")
+    if smaller is not None and not pd.isna(smaller) and 0 < smaller <= 1 / FAR_WORSE:
+        caveats.append(f"its file is {1 / smaller:.1f}× larger than the baseline's")
+    faster = row.get(f"speedup_bs{batch_size}")
+    if faster is not None and not pd.isna(faster) and 0 < faster <= 1 / FAR_WORSE:
+        caveats.append(f"it is {1 / faster:.1f}× slower than the baseline at batch {batch_size}")
+    return caveats
+
+
 def latency_table(results: dict) -> pd.DataFrame:
     """One row per measured variant and batch size: p50 / p90 / p99 / mean latency (ms), throughput (samples/s)
     and latency per sample (ms)."""

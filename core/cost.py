@@ -932,7 +932,7 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
     energy was measured (filled) or estimated (open); variants that do not fit `device` are grey."""
     import plotly.graph_objects as go
 
-    from core.viz import ACCENT, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure
+    from core.viz import ACCENT, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions
 
     if frame is None or frame.empty:
         return empty_figure("No variants in this run yet.")
@@ -941,6 +941,11 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
     if rows.empty:
         return empty_figure("No measured variants: cost and energy need a measured throughput.")
     fit_column = f"fits: {device}" if device else None
+    x_top = float(rows["usd_per_million"].max()) * 1.15 or 1.0
+    y_top = float(rows["energy_mj"].max()) * 1.15 or 1.0
+    positions = dict(zip(rows["name"], label_positions(rows["usd_per_million"], rows["energy_mj"], list(rows["name"]),
+                                                       x_range=(0.0, x_top), y_range=(0.0, y_top),
+                                                       height_px=max(200, height - 120))))
     fig = go.Figure()
     for basis, symbol in (("measured", "circle"), ("estimated", "circle-open")):
         part = rows[rows["energy_basis"] == basis]
@@ -956,7 +961,8 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
                                                     part["weight_bytes"], part["energy_assumption"])]
         fig.add_trace(go.Scatter(
             x=part["usd_per_million"], y=part["energy_mj"], mode="markers+text", text=part["name"],
-            textposition="top center", textfont=dict(color=INK, size=13), name=f"energy {basis}",
+            textposition=[positions[n] for n in part["name"]], cliponaxis=False,
+            textfont=dict(color=INK, size=13), name=f"energy {basis}",
             marker=dict(size=16, symbol=symbol, color=colors, line=dict(width=2, color=colors)),
             customdata=custom,
             hovertemplate=("<b>%{customdata[0]}</b><br>$%{x:.4g} per million inferences"
@@ -969,9 +975,11 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
                       margin=dict(l=10, r=10, t=40, b=10), paper_bgcolor="white", plot_bgcolor="white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
                       hoverlabel=dict(font=dict(family=FONT, size=13), bgcolor="white"))
-    fig.update_xaxes(title=f"USD per million inferences (batch {batch}; assumed price)", rangemode="tozero",
-                     gridcolor=GRID, zerolinecolor=GRID)
-    fig.update_yaxes(title="Energy per inference (mJ)", rangemode="tozero", gridcolor=GRID, zerolinecolor=GRID)
+    # Dollars as dollars: plotly's default SI ticks wrote "100μ" for $0.0001.
+    fig.update_xaxes(title=f"USD per million inferences (batch {batch}; assumed price)", range=[0, x_top],
+                     gridcolor=GRID, zerolinecolor=GRID, tickprefix="$", tickformat=",.2~r" if x_top < 1 else ",.2f")
+    fig.update_yaxes(title="Energy per inference (mJ)", range=[0, y_top], gridcolor=GRID, zerolinecolor=GRID,
+                     tickformat=",.3~r")
     if device:
         fig.add_annotation(text=f"grey: does not fit {device}", showarrow=False, x=1, y=1.08, xref="paper",
                            yref="paper", xanchor="right", font=dict(color=MUTED, size=12))

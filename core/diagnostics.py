@@ -239,7 +239,7 @@ def _ops(profile: dict | None) -> dict:
 
 def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list | None = None,
             info: dict | None = None, speedup: float | None = None, batch1_ms: float | None = None,
-            requantized: list | None = None) -> list[Finding]:
+            requantized: list | None = None, profile_batch: int | None = None) -> list[Finding]:
     """Plain-language reasons a variant is not (much) faster than the baseline, each with the fix.
 
     Args:
@@ -250,6 +250,8 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
         speedup: baseline latency / variant latency at the batch size of interest, when measured.
         batch1_ms: the baseline's batch-1 latency (ms), for the per-call overhead rule.
         requantized: excluded layers onnxruntime quantizes anyway (`requantized_excluded`).
+        profile_batch: the batch size `before` / `after` were profiled at; the per-call overhead rule speaks of
+            batch 1, so it applies only to a batch-1 profile (next to a batch-256 profile it misled).
     """
     steps = steps or []
     info = info or {}
@@ -286,7 +288,7 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
             "Unstructured sparsity: dense kernels still multiply every zero, so zeroed weights run no faster"
             + (f" ({sparsity:.0%} of the weights are zero)." if sparsity is not None else "."),
             "Prune structurally (whole channels) for speed; unstructured pruning only shrinks the compressed file."))
-    if batch1_ms is not None and batch1_ms < CALL_OVERHEAD_MS:
+    if batch1_ms is not None and batch1_ms < CALL_OVERHEAD_MS and (profile_batch or 1) == 1:
         found.append(Finding(
             "tiny_model",
             f"Tiny model: at batch 1 the baseline runs in {batch1_ms:.3f} ms, mostly onnxruntime's per-call overhead "
@@ -401,7 +403,8 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
         exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
                    for n in s.get("exclude") or []]
         findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"), speedup=speedup,
-                           batch1_ms=batch1, requantized=requantized_excluded(variant_bytes, exclude))
+                           batch1_ms=batch1, requantized=requantized_excluded(variant_bytes, exclude),
+                           profile_batch=before["batch_size"])
         out["variants"][name] = {"profile": after, "comparison": compare_ops(before, after), "speedup": speedup,
                                  "findings": [f.to_dict() for f in findings]}
     return out

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from core.viz import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, _layout, empty_figure
+from core.viz import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, _layout, empty_figure, label_positions
 
 SENSITIVITY_SCALE = "OrRd"
 
@@ -105,13 +105,19 @@ def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
         fig.add_trace(go.Scatter(x=[t["drop_pt"] for t in front], y=[y_of(t) for t in front], mode="lines",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"), name="Pareto frontier",
                                  hoverinfo="skip"))
+    # Labels placed so that a cluster (int8-static and its neighbours) does not print on top of itself.
+    drops, ys = [t["drop_pt"] for t in trials], [y_of(t) for t in trials]
+    x_range = (min(0.0, min(drops)), max(drops) * 1.1 or 1.0)
+    positions = dict(zip([t["name"] for t in trials],
+                         label_positions(drops, ys, [t["name"] for t in trials], x_range=x_range,
+                                         y_range=(0.0, max(ys) * 1.1 or 1.0), height_px=max(200, height - 120))))
     for inside, label in ((False, "over the drop budget"), (True, "within budget")):
         part = [t for t in trials if bool(t.get("within_budget")) == inside]
         if not part:
             continue
         fig.add_trace(go.Scatter(
             x=[t["drop_pt"] for t in part], y=[y_of(t) for t in part], mode="markers+text", name=label,
-            text=[t["name"] for t in part], textposition="top center",
+            text=[t["name"] for t in part], textposition=[positions[t["name"]] for t in part], cliponaxis=False,
             textfont=dict(color=INK if inside else MUTED, size=12),
             marker=dict(size=[22 if t["name"] == best else 14 for t in part],
                         symbol=["diamond" if t["name"] == "baseline" else "star" if t["name"] == best else "circle"

@@ -261,14 +261,23 @@ def possible_batch_sizes(input_specs, wanted) -> tuple[list[int], str | None]:
     return [only], f"the model's batch axis is fixed at {only}; other batch sizes cannot be timed"
 
 
+# How often a long benchmark reports its own progress (fraction and ETA): often enough that a page polling each
+# second sees it move, rarely enough that the reports cost nothing next to a run.
+PROGRESS_EVERY_S = 0.5
+
+
 def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, threads: int = 1, warmup: int = 20,
-              runs: int = 200, max_seconds: float = 10.0, should_stop=lambda: False, energy_counter=None) -> dict:
+              runs: int = 200, max_seconds: float = 10.0, should_stop=lambda: False, energy_counter=None,
+              on_progress=None) -> dict:
     """Time single-session inference per batch size.
 
     Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
     Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
     (`core.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
     size, so the overhead is negligible.
+
+    `on_progress(fraction, message)`, when given, hears at most every PROGRESS_EVERY_S how far the benchmark is
+    (0..1 over every batch size, warm-up included) with the batch size, the runs done and an ETA.
 
     Returns:
         ``{"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s}, "note": str|None,
@@ -284,10 +293,30 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
     throughput: dict[str, float] = {}
     cpu_ms: dict[str, float] = {}
     joules: dict[str, float] = {}
-    for batch in sizes:
+    last_report = [time.perf_counter()]
+
+    def report(size_index: int, batch: int, done: int, expected: int, per_run_s: float | None, phase: str):
+        now = time.perf_counter()
+        if on_progress is None or now - last_report[0] < PROGRESS_EVERY_S:
+            return
+        last_report[0] = now
+        fraction = (size_index + min(1.0, done / max(1, expected))) / max(1, len(sizes))
+        eta = f" · about {_duration(per_run_s * (expected - done))} left at this batch size" if per_run_s else ""
+        on_progress(min(1.0, fraction), f"timing batch {batch}: run {done} of ~{expected}{phase}{eta}")
+
+    for size_index, batch in enumerate(sizes):
         feed = batch_inputs(inputs, input_specs, batch)
-        for _ in range(warmup):
+        # Expected runs of this batch size: warm-up, then `runs` capped by max_seconds (at least 10), re-estimated
+        # from the measured time per run as it comes.
+        expected = warmup + runs
+        started = time.perf_counter()
+        for i in range(warmup):
             session.run(None, feed)
+            per_run = (time.perf_counter() - started) / (i + 1)
+            expected = warmup + min(runs, max(10, int(max_seconds / per_run) + 1))
+            report(size_index, batch, i + 1, expected, per_run, " (warm-up)")
+            if should_stop():
+                break
         times = []
         energy_before = counter.read() if counter.available else None
         cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
@@ -298,6 +327,9 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
             times.append(time.perf_counter() - start)
             if should_stop():
                 break
+            per_run = (time.perf_counter() - wall_before) / len(times)
+            expected = warmup + min(runs, max(10, int(max_seconds / per_run) + 1))
+            report(size_index, batch, warmup + len(times), expected, per_run, "")
         cpu_s, wall_s = _cpu_seconds() - cpu_before, time.perf_counter() - wall_before
         energy_after = counter.read() if energy_before is not None else None
         samples = batch * len(times)
@@ -314,6 +346,16 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
     return {"latency_ms": latency, "throughput": throughput, "note": note, "cpu_ms_per_sample": cpu_ms,
             "energy": {"joules_per_sample": joules, "source": counter.source if joules else None,
                        "note": energy_note}}
+
+
+def _duration(seconds: float) -> str:
+    """A short human duration for ETAs: '8 s', '3 min', '1.5 h'."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _cpu_seconds() -> float:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core import cost
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 
 # Opset our exports target; quantization needs >= 13 for per-channel QDQ, int4 MatMulNBits needs >= 21 only in
@@ -139,7 +140,8 @@ def _check_tensor(t, what: str, limits: LoadLimits) -> int:
         location = next((e.value for e in t.external_data if e.key == "location"), "?")
         raise BadInputError(f"{name} stores its data outside the file ({location[:200]!r}); "
                             "external data is refused: save the model as one self-contained .onnx file "
-                            "(onnx.save(model, path, save_as_external_data=False))")
+                            "(onnx.save(model, path, save_as_external_data=False); from torch: "
+                            "torch.onnx.export(..., dynamo=True, external_data=False))")
     elements = _tensor_elements(t.dims, name, limits)
     return elements * _DTYPE_BYTES.get(t.data_type, 8)
 
@@ -540,7 +542,24 @@ def export_onnx(module, example_input, *, input_name: str = "input", output_name
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types
         raise UnsupportedModelError(f"ONNX export failed: {str(exc).splitlines()[0][:300]}") from None
     proto = onnx.load_from_string(buffer.getvalue())
+    return stamp_producer(proto)
+
+
+def featherweight_version() -> str:
+    """This package's version (pyproject.toml), or "dev" when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("featherweight")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def stamp_producer(proto):
+    """Name Featherweight as the graph's producer, with its own version (the exporter leaves torch's version
+    there, and `inspect` said "featherweight 2.13.0"). Returns the proto."""
     proto.producer_name = "featherweight"
+    proto.producer_version = featherweight_version()
     return proto
 
 
@@ -585,13 +604,15 @@ def _load_sample(name: str) -> Model:
 
     sample = _sample(name)
     if getattr(sample, "load_model", None) is not None:  # samples with their own loader (text models)
-        return sample.load_model()
+        model = sample.load_model()
+        stamp_producer(model.onnx_model)
+        return model
     import torch  # after the branch above: a cached text sample loads in ~0.3 s without torch
     module = load_sample_module(name)
     digest = hashlib.sha256(sample.weights_path.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"{name}-{digest}-torch{torch.__version__}-op{EXPORT_OPSET}.onnx"
     if cached.exists():
-        proto = onnx.load_from_string(cached.read_bytes())
+        proto = stamp_producer(onnx.load_from_string(cached.read_bytes()))  # a cache written before the stamp
     else:
         proto = export_onnx(module, torch.zeros((1, *sample.input_shape)))
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -629,8 +650,11 @@ def _state_dict_into_sample(state: dict, source: str) -> Model:
 
 # ---- pickles: a static look at every global a torch file would import, before torch ever unpickles it
 
-EXPORT_HINT = ("export the model to ONNX instead: torch.onnx.export(model, (example_input,), 'model.onnx', "
-               "dynamo=True), which uses torch.export; or save model.state_dict() of a bundled architecture")
+# external_data=False: torch 2.13's exporter otherwise writes the weights to a second file, model.onnx.data, and an
+# upload with external data is refused (tests/test_models.py runs this exact command and checks it writes one file).
+EXPORT_COMMAND = ("torch.onnx.export(model, (example_input,), 'model.onnx', dynamo=True, external_data=False)")
+EXPORT_HINT = (f"export the model to ONNX instead: {EXPORT_COMMAND}, which writes one self-contained file; or "
+               "save model.state_dict() of a bundled architecture")
 
 # The globals a plain state dict needs (what torch.save writes for tensors, parameters and OrderedDicts).
 _PICKLE_ALLOWED = {
@@ -909,7 +933,15 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
     suffix = _check_suffix(path.name)
     if suffix == ".onnx":
         proto = validate_onnx_bytes(data, limits, what=path.name)
-        return Model(filename, proto)
+        from core.onnx_fixes import fold_constants  # onnx_fixes reads graph facts from this module
+
+        notes = []
+        folded = fold_constants(proto, max_bytes=limits.max_file_bytes)
+        if folded:
+            notes.append(f"{folded} node{'s' if folded != 1 else ''} computing weights from constants "
+                         "(ConstantOfShape and the like) folded at load, so their weights are counted, pruned "
+                         "and quantized as stored weights")
+        return Model(filename, proto, notes=notes)
     if len(data) == 0:
         raise BadInputError(f"{path.name} is empty")
     if len(data) > limits.max_file_bytes:
@@ -985,8 +1017,19 @@ def model_card(model: Model) -> dict:
         "op_types": dict(ops.most_common()),
         "layers": layer_table(proto),
         "capabilities": capabilities(model),
+        "macs": _macs(proto),
     }
     return card
+
+
+def _macs(proto) -> int | None:
+    """Multiply-accumulates of one sample (batch 1), for the dashboard's "this benchmark takes minutes" warning;
+    None when the graph's shapes cannot be inferred."""
+    try:
+        macs = cost.model_compute_profile(proto).get("macs")
+    except Exception:  # noqa: BLE001 - a wild graph loses only the estimate
+        return None
+    return int(macs) if isinstance(macs, (int, float)) and macs > 0 else None
 
 
 def capabilities(model: Model) -> dict:

@@ -188,3 +188,101 @@ def prepare_baseline(model, batch_sizes):
 
 __all__ = ["drop_initializer_inputs", "fixed_batch_size", "make_batch_symbolic", "prepare_baseline",
            "raise_ir_version"]
+
+
+# ---- constant folding at load: weights some exports compute at run time (ConstantOfShape / Add / Reshape ...)
+
+# Never folded: random ops (a fold would freeze one draw), quantization ops (folding dequantizes int8 weights to
+# float and makes the file 4x larger), and ops with subgraphs or from other domains (the reference evaluator may
+# not know them).
+_NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+            "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If", "Loop", "Scan", "SequenceMap"}
+
+
+def _subgraph_names(node) -> set[str]:
+    """Every tensor name the node's subgraphs (If / Loop bodies) read, which may be outer-scope names."""
+    import onnx
+
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= _subgraph_names(inner)
+    return names
+
+
+def fold_constants(proto, max_bytes: int = 2**31 - 2**24) -> int:
+    """Replace the subgraphs that compute tensors from weights alone (no graph input) by their values, in place.
+
+    Some exports build their weights at run time (a ConstantOfShape filled, then Add / Mul / Reshape): the file
+    is tiny, the model card counted almost no parameters, pruning found no weights, and quantization, which folds
+    them itself, wrote a far larger file than the upload. onnxruntime computes the same values when it builds a
+    session; here it is done once, at load, with onnx's reference evaluator. A Cast reading a stored initializer
+    (fp16 weights stored as such) is kept, so a fold never makes a model's stored weights wider.
+
+    Args:
+        proto: the ModelProto (changed in place).
+        max_bytes: refuse to fold (and change nothing) when the folded tensors would exceed this.
+
+    Returns:
+        The number of nodes folded away (0: nothing to fold, or nothing changed).
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = proto.graph
+    stored = {i.name for i in graph.initializer}
+    constant = set(stored)
+    folded = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            constant.update(node.output)
+            continue
+        inputs = [name for name in node.input if name]
+        if (node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD or not inputs
+                or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+                or not all(name in constant for name in inputs)
+                or (node.op_type == "Cast" and inputs[0] in stored)):
+            continue
+        folded.append(node)
+        constant.update(node.output)
+    if not folded:
+        return 0
+    folded_ids = {id(n) for n in folded}
+    kept_nodes = [n for n in graph.node if id(n) not in folded_ids]
+    used = {name for n in kept_nodes for name in n.input} | {o.name for o in graph.output}
+    for n in kept_nodes:
+        used |= _subgraph_names(n)
+    frontier = [name for n in folded for name in n.output if name and name in used]
+    if not frontier:
+        return 0
+    helper_graph = onnx.helper.make_graph(
+        [n for n in graph.node if n.op_type == "Constant" or id(n) in folded_ids], "fold",
+        [], [onnx.helper.make_empty_tensor_value_info(name) for name in frontier], list(graph.initializer))
+    helper_model = onnx.helper.make_model(helper_graph, opset_imports=list(proto.opset_import))
+    helper_model.ir_version = proto.ir_version
+    try:
+        values = ReferenceEvaluator(helper_model).run(None, {})
+    except Exception:  # noqa: BLE001 - an op the evaluator lacks: leave the graph to onnxruntime, as it was
+        return 0
+    if sum(np.asarray(v).nbytes for v in values) > max_bytes:
+        return 0
+    graph.ClearField("node")
+    graph.node.extend(kept_nodes)
+    for name, value in zip(frontier, values):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    # Drop what only the folded nodes read: Constant nodes and stored weights nobody uses any more.
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    for n in graph.node:
+        used |= _subgraph_names(n)
+    alive = [n for n in graph.node if n.op_type != "Constant" or any(o in used for o in n.output)]
+    graph.ClearField("node")
+    graph.node.extend(alive)
+    inputs = {v.name for v in graph.input}
+    kept = [i for i in graph.initializer if i.name in used or i.name in inputs]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    return len(folded)

@@ -40,6 +40,8 @@ class ProgressEvent:
     fraction: float
     elapsed_s: float
     result: dict | None = None  # the VariantResult as a dict, on "variant_done"
+    emitted_at: float = 0.0  # wall-clock time of the event, so a reader can tick elapsed time between events
+
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,22 +178,31 @@ class _Progress:
             return
         fraction = min(1.0, (self.index + max(0.0, min(1.0, within))) / max(1, self.count))
         self.callback(ProgressEvent(kind, self.variant, self.index, self.count, message, fraction,
-                                    time.perf_counter() - self.start, result))
+                                    time.perf_counter() - self.start, result, time.time()))
+
+
+# Share of a measurement spent on quality (the eval split) before the benchmark: a rough split for the progress bar.
+QUALITY_SHARE = 0.15
 
 
 def _measure(name: str, proto, dataset: Dataset, baseline_outputs, task: str, recipe: Recipe, out_dir: Path,
-             should_stop) -> tuple[VariantResult, list]:
+             should_stop, report: Callable[[str, float], None] | None = None) -> tuple[VariantResult, list]:
+    """Write the artifact, score quality, time it; `report(message, fraction)` hears how far it is (0..1)."""
+    report = report or (lambda message, fraction: None)
     model_bytes = proto.SerializeToString()
     artifact = Path("variants") / name / "model.onnx"
     write_atomic(out_dir / artifact, model_bytes)
     session = measure.make_session(model_bytes, recipe.benchmark.threads)
+    report(f"scoring {len(dataset.eval):,} eval samples", 0.0)
     outputs = measure.run_batched(session, dataset.eval.x)
     fid = measure.fidelity(outputs, baseline_outputs, dataset.eval.y, task,
                            output_names=[o.name for o in session.get_outputs()])
     bench = recipe.benchmark
+    report(f"timing batch sizes {', '.join(str(b) for b in bench.batch_sizes)}", QUALITY_SHARE)
     timing = measure.benchmark(model_bytes, _input_specs(proto), dataset.eval.x, bench.batch_sizes,
                                threads=bench.threads, warmup=bench.warmup, runs=bench.runs,
-                               max_seconds=bench.max_seconds, should_stop=should_stop)
+                               max_seconds=bench.max_seconds, should_stop=should_stop,
+                               on_progress=lambda f, m: report(m, QUALITY_SHARE + (1 - QUALITY_SHARE) * f))
     result = VariantResult(
         name=name, size_bytes=measure.size_bytes(model_bytes), compressed_bytes=measure.compressed_bytes(model_bytes),
         params=measure.logical_params(proto), accuracy=fid.accuracy, agreement=fid.agreement,
@@ -278,7 +289,8 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     progress.emit("start", "measuring the baseline")
     torch.manual_seed(recipe.seed)
     baseline, baseline_outputs = _measure("baseline", model.onnx_model, dataset, None, task, recipe, out_dir,
-                                          should_stop)
+                                          should_stop,
+                                          lambda m, f: progress.emit("step", f"measuring the baseline: {m}", f))
     baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
@@ -355,7 +367,7 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
         context.check_stop()
         emit("step", "measuring", 0.85)
         measured, _ = _measure(variant.slug, candidate.onnx_model, dataset, baseline_outputs, task, recipe,
-                               out_dir, should_stop)
+                               out_dir, should_stop, lambda m, f: emit("step", f"measuring: {m}", 0.85 + 0.15 * f))
         measured.name = variant.name
         measured.notes = candidate.notes + measured.notes
         measured.info = {**candidate.info, **measured.info}

@@ -3,6 +3,7 @@ module) and to the techniques this build has."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from typing import Callable
@@ -32,29 +33,52 @@ def _facts(card: dict) -> dict:
             "architecture": card.get("architecture")}
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A variant a preset would add but that cannot run on this model, and why (shown as "left out")."""
+
+    name: str
+    reason: str
+
+
+NO_MATMUL = "no MatMul/Gemm to quantize: dynamic int8 and int4 touch only those"
+NEEDS_TORCH = "structured pruning needs the torch model (upload .pt/.safetensors weights of a bundled architecture)"
+NEEDS_ARCH = "distillation needs the torch model of a bundled classifier"
+
+
+def _dynamic(f: dict, name: str = "int8-dynamic"):
+    return Variant(name, (QuantizeConfig(mode="dynamic"),)) if f["matmul"] else LeftOut(name, NO_MATMUL)
+
+
+def _int4(f: dict):
+    return Variant("int4", (QuantizeConfig(mode="int4"),)) if f["matmul"] else LeftOut("int4", NO_MATMUL)
+
+
+def _pruned_int8(f: dict, name: str, amount: float, epochs: int):
+    if not f["torch"]:
+        return LeftOut(name, NEEDS_TORCH)
+    return Variant(name, (PruneConfig(method="structured", amount=amount, finetune_epochs=epochs),
+                          QuantizeConfig(mode="static")))
+
+
+def _student(f: dict, name: str, steps: tuple):
+    return Variant(name, steps) if f["torch"] and f["classifier"] and f["architecture"] else LeftOut(name, NEEDS_ARCH)
+
+
 def _fastest(card: dict) -> list:
     f = _facts(card)
     variants = [Variant("int8-static", (QuantizeConfig(mode="static"),))]
     if f["matmul"] and not f["conv"]:
         variants.append(Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),)))
-    if f["torch"]:
-        variants.append(Variant("pruned50-int8", (PruneConfig(method="structured", amount=0.5, finetune_epochs=10),
-                                                  QuantizeConfig(mode="static"))))
+    variants.append(_pruned_int8(f, "pruned50-int8", 0.5, 10))
     return variants
 
 
 def _smallest(card: dict) -> list:
     f = _facts(card)
-    variants = [Variant("int8-static", (QuantizeConfig(mode="static"),))]
-    if f["matmul"]:
-        variants.append(Variant("int4", (QuantizeConfig(mode="int4"),)))
-    if f["torch"]:
-        variants.append(Variant("pruned50-int8", (PruneConfig(method="structured", amount=0.5, finetune_epochs=10),
-                                                  QuantizeConfig(mode="static"))))
-        if f["classifier"] and f["architecture"]:
-            variants.append(Variant("student-int8", (DistillConfig(width=0.25, epochs=40),
-                                                     QuantizeConfig(mode="static"))))
-    return variants
+    return [Variant("int8-static", (QuantizeConfig(mode="static"),)), _int4(f),
+            _pruned_int8(f, "pruned50-int8", 0.5, 10),
+            _student(f, "student-int8", (DistillConfig(width=0.25, epochs=40), QuantizeConfig(mode="static")))]
 
 
 def _balanced(card: dict) -> list:
@@ -63,30 +87,91 @@ def _balanced(card: dict) -> list:
         variants = [Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),))]
     else:
         variants = [Variant("int8-static", (QuantizeConfig(mode="static"),))]
-    if f["torch"]:
-        variants.append(Variant("pruned30-int8", (PruneConfig(method="structured", amount=0.3, finetune_epochs=5),
-                                                  QuantizeConfig(mode="static"))))
+    variants.append(_pruned_int8(f, "pruned30-int8", 0.3, 5))
     return variants
 
 
 def _everything(card: dict) -> list:
     f = _facts(card)
-    variants = [Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),)) if f["matmul"] else None,
-                Variant("int8-static", (QuantizeConfig(mode="static"),)),
-                Variant("fp16", (QuantizeConfig(mode="fp16"),)),
-                Variant("int4", (QuantizeConfig(mode="int4"),)) if f["matmul"] else None]
+    variants = [_dynamic(f), Variant("int8-static", (QuantizeConfig(mode="static"),)),
+                Variant("fp16", (QuantizeConfig(mode="fp16"),)), _int4(f)]
+    # Unstructured pruning works on ONNX weights too, without fine-tuning (no torch weights to train).
+    variants.append(Variant("sparse80", (PruneConfig(method="unstructured", amount=0.8,
+                                                     finetune_epochs=10 if f["torch"] else 0),)))
     if f["torch"]:
-        variants += [Variant("pruned50", (PruneConfig(method="structured", amount=0.5, finetune_epochs=10),)),
-                     Variant("sparse80", (PruneConfig(method="unstructured", amount=0.8, finetune_epochs=10),)),
-                     Variant("pruned50-int8", (PruneConfig(method="structured", amount=0.5, finetune_epochs=10),
-                                               QuantizeConfig(mode="static")))]
-        if f["classifier"] and f["architecture"]:
-            variants.append(Variant("student", (DistillConfig(width=0.25, epochs=40, control=True),)))
-    return [v for v in variants if v is not None]
+        variants.insert(4, Variant("pruned50", (PruneConfig(method="structured", amount=0.5, finetune_epochs=10),)))
+    else:
+        variants.insert(4, LeftOut("pruned50", NEEDS_TORCH))
+    variants.append(_pruned_int8(f, "pruned50-int8", 0.5, 10))
+    variants.append(_student(f, "student", (DistillConfig(width=0.25, epochs=40, control=True),)))
+    return variants
 
 
 def _quick(card: dict) -> list:
-    return list(default_recipe().variants)
+    f = _facts(card)
+    return [v if v.name != "int8-dynamic" else _dynamic(f) for v in default_recipe().variants]
+
+
+# ---- benchmark settings fitted to the model: a big input at batch 256 takes minutes per timed run
+
+# One-thread fp32 throughput assumed for estimates (multiply-accumulates per second): about what onnxruntime's
+# Conv / MatMul kernels reach on one AVX2 core of the machines we measured (ResNet-50, 4.1 GMAC, ~0.2 s at batch 1).
+CPU_MACS_PER_S = 2e10
+SLOW_BENCHMARK_S = 60.0  # above this the page warns before Run
+LIGHT_RUN_S = 1.0  # the lighter default keeps one timed run of the largest batch under about this
+
+
+def run_seconds(card: dict, batch_size: int, threads: int = 1) -> float | None:
+    """Estimated seconds of one inference at `batch_size` (None when the card has no MAC count)."""
+    macs = card.get("macs")
+    if not macs:
+        return None
+    return float(macs) * batch_size / (CPU_MACS_PER_S * max(1, min(threads, 4)))
+
+
+def benchmark_seconds(card: dict, bench: BenchmarkConfig, variants: int) -> float | None:
+    """Estimated seconds the benchmark of a run takes: warm-up plus timed runs (at least 10, else capped by
+    max_seconds) per batch size, for the baseline and every variant (None without a MAC count)."""
+    total = 0.0
+    for batch in bench.batch_sizes:
+        per_run = run_seconds(card, batch, bench.threads)
+        if per_run is None:
+            return None
+        timed = max(10 * per_run, min(bench.runs * per_run, bench.max_seconds))
+        total += bench.warmup * per_run + timed
+    return total * (variants + 1)
+
+
+def slow_batch_sizes(card: dict, bench: BenchmarkConfig, limit_s: float = SLOW_BENCHMARK_S / 2) -> list[int]:
+    """The batch sizes whose own benchmark (warm-up + at least 10 runs) would take over `limit_s` per model."""
+    slow = []
+    for batch in bench.batch_sizes:
+        per_run = run_seconds(card, batch, bench.threads)
+        if per_run is not None and per_run * (bench.warmup + 10) > limit_s:
+            slow.append(batch)
+    return slow
+
+
+def fitted_benchmark(card: dict, bench: BenchmarkConfig) -> tuple[BenchmarkConfig, str | None]:
+    """The default benchmark made lighter for a big model: the large batch size lowered (a power of two) until
+    one timed run takes about LIGHT_RUN_S; other settings, and any non-default choice, are kept as they are.
+
+    Returns:
+        The benchmark and a note saying what changed (None when nothing did).
+    """
+    if bench.batch_sizes != BenchmarkConfig().batch_sizes:
+        return bench, None  # the user chose these
+    largest = max(bench.batch_sizes)
+    per_sample = run_seconds(card, 1, bench.threads)
+    if per_sample is None or per_sample * largest <= LIGHT_RUN_S:
+        return bench, None
+    lighter = 1
+    while lighter * 2 <= largest and per_sample * lighter * 2 <= LIGHT_RUN_S:
+        lighter *= 2
+    sizes = tuple(sorted({b for b in bench.batch_sizes if b < lighter} | {lighter}))
+    note = (f"batch sizes {', '.join(map(str, sizes))} instead of {', '.join(map(str, bench.batch_sizes))}: "
+            f"one run of this model at batch {largest} takes about {per_sample * largest:.0f} s on one core")
+    return dataclasses.replace(bench, batch_sizes=sizes), note
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -103,7 +188,8 @@ def preset_recipe(name: str, card: dict, *, model: str | None = None, data: str 
     """Build preset `name` for a model card; variants whose technique this build lacks are left out.
 
     Returns:
-        The recipe and the names of the variants left out (with why).
+        The recipe and what was left out or changed to fit the model: variants that cannot run on it (with
+        why), and lighter batch sizes for a model whose default benchmark would take minutes.
 
     Raises:
         KeyError: an unknown preset name (lists the allowed ones).
@@ -112,10 +198,15 @@ def preset_recipe(name: str, card: dict, *, model: str | None = None, data: str 
         raise KeyError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     kept, skipped = [], []
     for variant in PRESETS[name].build(card):
+        if isinstance(variant, LeftOut):
+            skipped.append(f"{variant.name} ({variant.reason})")
+            continue
         missing = sorted({s.technique for s in variant.steps if not technique_available(s.technique)})
         if missing:
             skipped.append(f"{variant.name} (needs {', '.join(missing)}, not in this build)")
         else:
             kept.append(variant)
-    return Recipe(model=model, data=data, seed=0, benchmark=benchmark or BenchmarkConfig(),
-                  variants=tuple(kept)), skipped
+    bench, note = fitted_benchmark(card, benchmark or BenchmarkConfig())
+    if note:
+        skipped.append(note)
+    return Recipe(model=model, data=data, seed=0, benchmark=bench, variants=tuple(kept)), skipped

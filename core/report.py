@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
+from pathlib import Path
 
 import pandas as pd
 
 from core import viz
-from core.compare import Budget, best_variant, latency_table, ok_rows, quality_drop_pt, why_no_speedup
+from core.compare import (Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt,
+                          why_no_speedup)
 from core.measure import CONFIDENT_MARGIN
 from core.results import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
 
@@ -23,8 +26,10 @@ h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 36px 0 8p
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; }
 .card { border: 1px solid #e5e7eb; border-radius: 10px; padding: 12px 16px; }
 .card .k { color: #6b7280; font-size: 13px; } .card .v { font-size: 22px; font-weight: 600; }
-table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th, td { text-align: right; padding: 6px 10px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+th, td { text-align: right; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 th { background: #f3f4f6; font-weight: 600; }
 tr.best td { background: #eef2ff; font-weight: 600; }
@@ -79,7 +84,8 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
-        cells = [r["name"], r["technique"], r["status"], viz.format_bytes(r["size_bytes"]),
+        technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
+        cells = [r["name"], technique, r["status"], viz.format_bytes(r["size_bytes"]),
                  viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
         if fidelity:
@@ -89,8 +95,9 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
                       viz.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    # Wide tables (many batch sizes) scroll inside their box instead of pushing the page wider than the window.
+    return ("<div class='table-wrap'><table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def build_report(results: dict, *, title: str | None = None, run_id: str | None = None,
@@ -144,7 +151,10 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     budget_text = ", ".join(filter(None, [
         f"latency ≤ {viz.format_ms(budget.max_latency_ms)}" if budget.max_latency_ms is not None else None,
         f"size ≤ {viz.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
-        f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None])) or "none"
+        f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
+    best_text = (f"best = {objective} within {budget_text}" if budget_text
+                 else f"best = {objective}, no budget set")
+    others = len(frame) - int((frame["name"] == "baseline").sum())
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -153,7 +163,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 <h1>{_esc(title)}</h1>
 <p class="sub">Model <b>{_esc(results.get('model'))}</b> · data <b>{_esc(results.get('data') or 'synthetic inputs')}</b>
 · run {_esc(run_id or '–')} · started {_esc(results.get('started_at') or '–')} · status {_esc(results.get('status'))}
-· {len(frame)} variants · best is {_esc(objective)} within budget ({_esc(budget_text)}) at batch {batch_size}</p>
+· baseline and {others} variant{'s' if others != 1 else ''} · {_esc(best_text)} at batch {batch_size}</p>
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
@@ -181,6 +191,44 @@ scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every n
 """
 
 
+def results_text_table(results: dict) -> str:
+    """The table a terminal shows at the end of `featherweight run`: per variant its size, × smaller, accuracy
+    (or agreement / cosine without labels), quality drop and × faster at each timed batch size."""
+    frame = results_frame(results)
+    if frame.empty:
+        return ""
+    sizes = batch_sizes_of(results)
+    drop, drop_label = quality_drop_pt(frame)
+    quality = next((m for m in ("accuracy", "agreement", "cosine_mean") if m in frame and frame[m].notna().any()),
+                   None)
+    head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
+                                                       "cosine_mean": "cosine"}.get(quality, "quality"),
+            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+    rows = []
+    for i, r in frame.iterrows():
+        value = r.get(quality) if quality else None
+        shown = ("–" if value is None or pd.isna(value) else viz.format_pct(value, 2) if quality != "cosine_mean"
+                 else f"{value:.4f}")
+        cells = [str(r["name"]), str(r["status"]), viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]),
+                 shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
+        cells += [viz.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        rows.append(cells)
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    return "\n".join(lines)
+
+
+def results_table_text(out_dir) -> str:
+    """`results_text_table` of the results.json in `out_dir` ("" when there is none yet)."""
+    try:
+        results = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return results_text_table(results)
+
+
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
                    task: str | None = None) -> str:
     measured = ok_rows(frame)
@@ -200,6 +248,9 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
                   ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]
+        caveats = best_caveats(measured, best, batch_size)
+        if caveats:
+            cards.append(("Caveat", "; ".join(caveats)))
     else:
         cards.append(("Best within budget", "none"))
     return "<div class='cards'>" + "".join(f"<div class='card'><div class='k'>{_esc(k)}</div>"
@@ -207,8 +258,6 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
 
 
 def _recipe_yaml(results: dict) -> str:
-    import json
-
     from core.errors import FeatherweightError
     from core.session import portable_recipe
 

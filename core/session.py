@@ -8,13 +8,16 @@ functions with a plain dict.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
 from core.recipe import Recipe
+from core.store import write_atomic
 
 # Session-state keys (one place, so pages and tests agree).
 MODEL_KEY = "fw_model"  # ModelChoice | None
@@ -351,6 +354,18 @@ class RunLauncher:
             return Launch(run_id, False)
 
 
+def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
+    """Seconds since the run started, as of now: the last progress event's elapsed time plus the time since it was
+    sent (a long step sends no event for minutes, and the elapsed time shown must still tick)."""
+    if not progress:
+        return 0.0
+    elapsed = float(progress.get("elapsed_s") or 0.0)
+    emitted = progress.get("emitted_at")
+    if isinstance(emitted, (int, float)) and emitted > 0:
+        elapsed += max(0.0, (time.time() if now is None else now) - float(emitted))
+    return elapsed
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Exports
 
@@ -367,3 +382,123 @@ def portable_recipe(results: dict) -> Recipe:
 
     return recipe.replace(model=portable(recipe.model or results.get("model")),
                           data=portable(recipe.data if recipe.data is not None else results.get("data")))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What survives a reload and a server restart: the session's model, data and recipe, saved per owner
+
+SESSIONS_DIR = "sessions"  # under the run store's root: sessions/<owner>/state.json and sessions/<owner>/inputs/
+SAVED_KEY = "fw_saved_fingerprint"  # what was last written, so an unchanged rerun writes nothing
+RESTORED_KEY = "fw_session_restored"  # set once per browser session: restore only on its first run
+
+
+def _owner_dir(root: str | Path, owner: str) -> Path:
+    if not isinstance(owner, str) or not owner or set(owner) - _SAFE or owner.startswith("."):
+        raise BadInputError(f"invalid owner id {owner!r}")
+    return Path(root) / SESSIONS_DIR / owner
+
+
+def _choice_dict(choice) -> dict | None:
+    if choice is None:
+        return None
+    out = {"spec": choice.spec, "label": choice.label, "filename": choice.filename, "digest": choice.digest}
+    out["card" if isinstance(choice, ModelChoice) else "summary"] = (
+        choice.card if isinstance(choice, ModelChoice) else choice.summary)
+    return out
+
+
+def session_fingerprint(state: MutableMapping) -> str:
+    """A digest of what `save_session` writes (model, data, recipe), to skip writes when nothing changed."""
+    model, data, recipe = state.get(MODEL_KEY), state.get(DATA_KEY), state.get(RECIPE_KEY)
+    parts = [model.spec if model else "", model.digest or "" if model else "", data.spec or "" if data else "",
+             data.digest or "" if data else "", recipe.to_yaml() if isinstance(recipe, Recipe) else "",
+             json.dumps(state.get(PRESET_KEY), default=str)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def save_session(state: MutableMapping, root: str | Path, owner: str) -> bool:
+    """Write the session's model, data and recipe for `owner` (uploads as files next to them), atomically.
+
+    Returns:
+        True when something was written (False: unchanged since the last save of this session).
+    """
+    fingerprint = session_fingerprint(state)
+    if state.get(SAVED_KEY) == fingerprint:
+        return False
+    directory = _owner_dir(root, owner)
+    model, data, recipe = state.get(MODEL_KEY), state.get(DATA_KEY), state.get(RECIPE_KEY)
+    keep = set()
+    for choice in (model, data):
+        if choice is not None and choice.is_upload:
+            target = directory / "inputs" / choice.filename
+            keep.add(choice.filename)
+            if not target.exists() or digest_of(target.read_bytes()) != choice.digest:
+                write_atomic(target, choice.content)
+    preset = state.get(PRESET_KEY)
+    saved = {"version": 1, "model": _choice_dict(model), "data": _choice_dict(data),
+             "recipe": recipe.to_yaml() if isinstance(recipe, Recipe) else None,
+             "preset": [preset[0], list(preset[1])] if preset else None}
+    write_atomic(directory / "state.json", json.dumps(saved, indent=1, default=str))
+    inputs = directory / "inputs"
+    if inputs.is_dir():
+        for old in inputs.iterdir():  # an upload the session replaced
+            if old.name not in keep and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+    state[SAVED_KEY] = fingerprint
+    return True
+
+
+def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -> bool:
+    """Put the owner's saved model, data and recipe back into a fresh session (a reload, a server restart).
+
+    Only fills what the session does not hold yet; an upload whose saved bytes are missing or altered is skipped
+    (with its data), never trusted. Returns whether a model came back.
+    """
+    if state.get(RESTORED_KEY):
+        return False
+    state[RESTORED_KEY] = True
+    if state.get(MODEL_KEY) is not None:
+        return False
+    directory = _owner_dir(root, owner)
+    try:
+        saved = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+    def content(entry: dict) -> bytes | None:
+        name = entry.get("filename")
+        if not name:
+            return None
+        path = directory / "inputs" / Path(str(name)).name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise BadInputError(f"the saved upload {name} is gone") from None
+        if digest_of(data) != entry.get("digest"):
+            raise BadInputError(f"the saved upload {name} changed on disk")
+        return data
+
+    try:
+        m = saved.get("model")
+        if not m:
+            return False
+        model_bytes = content(m)
+        model = ModelChoice(str(m["spec"]), str(m["label"]), dict(m.get("card") or {}), filename=m.get("filename"),
+                            content=model_bytes, digest=m.get("digest"))
+        d = saved.get("data")
+        data = NO_DATA
+        if d and d.get("spec"):
+            data_bytes = content(d)
+            data = DataChoice(str(d["spec"]), str(d["label"]), d.get("summary"), filename=d.get("filename"),
+                              content=data_bytes, digest=d.get("digest"))
+        recipe = Recipe.from_text(saved["recipe"]) if saved.get("recipe") else None
+    except (FeatherweightError, KeyError, TypeError, ValueError):
+        return False
+    state[MODEL_KEY] = model
+    state[DATA_KEY] = data
+    if recipe is not None and RECIPE_KEY not in state:
+        state[RECIPE_KEY] = recipe
+        if saved.get("preset"):
+            state[PRESET_KEY] = (saved["preset"][0], list(saved["preset"][1]))
+    state[SAVED_KEY] = session_fingerprint(state)
+    return True

@@ -133,6 +133,9 @@ def format_usd(value) -> str:
     """Dollars for a cost per million inferences: '$0.0123', or '–' when unknown."""
     if value is None or pd.isna(value):
         return "–"
+    value = float(value)
+    if 0 < abs(value) < 0.01:  # decimals, never "$7.872e-05": three significant digits after the zeros
+        return f"${value:.{2 - math.floor(math.log10(abs(value)))}f}"
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
 
 
@@ -162,6 +165,80 @@ def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray,
     return np.column_stack([f.to_numpy(dtype=object) for f in fields]), template
 
 
+# Where a marker's label goes when another label is near: tried in this order (plotly textposition values).
+_LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom left",
+                    "top left", "bottom right")
+
+
+def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tuple | None = None,
+                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420) -> list[str]:
+    """A text position for each marker label so that labels do not overlap each other and stay inside the plot.
+
+    A greedy placement on estimated label boxes (characters x `char_px`, in a plot about `width_px` x `height_px`):
+    each label takes the first position in _LABEL_POSITIONS whose box overlaps no placed box and does not run
+    past the plot's edges; when none fits, the one with the least overlap. Clustered variants (the tuner's
+    int8-static family) and points at the right edge ("seline" for a clipped "baseline") read cleanly.
+    """
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    if not xs:
+        return []
+    x0, x1 = x_range or (min(0.0, min(xs)), max(xs))
+    y0, y1 = y_range or (min(0.0, min(ys)), max(ys))
+    sx = width_px / ((x1 - x0) or 1.0)
+    sy = height_px / ((y1 - y0) or 1.0)
+    placed: list[tuple[float, float, float, float]] = []
+    out: list = []
+    marker_px = 14.0  # half the largest marker (the best's star, 22 px) plus a little air
+    for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
+        px, py = (xs[i] - x0) * sx, (ys[i] - y0) * sy  # y up
+        w, h = max(1, len(str(labels[i]))) * char_px, 16.0
+        best, best_cost, best_box = _LABEL_POSITIONS[0], math.inf, None
+        for position in _LABEL_POSITIONS:
+            vertical, horizontal = position.split()
+            cy = py + (marker_px + h / 2 if vertical == "top" else -marker_px - h / 2 if vertical == "bottom" else 0)
+            cx = px + (marker_px + w / 2 if horizontal == "right" else -marker_px - w / 2 if horizontal == "left"
+                       else 0)
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            overlap = sum(max(0.0, min(box[2], b[2]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) -
+                                                                                 max(box[1], b[1])) for b in placed)
+            outside = max(0.0, -box[0]) + max(0.0, box[2] - width_px) + max(0.0, box[3] - height_px - 24)
+            cost = overlap + outside * h * 4
+            if cost < best_cost:
+                best, best_cost, best_box = position, cost, box
+            if cost == 0:
+                break
+        placed.append(best_box)
+        placed.append((px - marker_px / 2, py - marker_px / 2, px + marker_px / 2, py + marker_px / 2))
+        out.append((i, best))
+    return [position for _, position in sorted(out)]
+
+
+# Metrics whose colour scale is in percent, and the least span a colour scale covers for each: a run where every
+# variant scores 98.52% is one colour, not a scale from 98 to 99.5 that invents differences.
+_PERCENT_METRICS = ("accuracy", "agreement")
+_MIN_SPAN = {"accuracy": 1.0, "agreement": 1.0, "cosine_mean": 0.01, "cosine_min": 0.01}
+_DOMAIN = {"accuracy": (0.0, 100.0), "agreement": (0.0, 100.0), "cosine_mean": (-1.0, 1.0),
+           "cosine_min": (-1.0, 1.0)}
+
+
+def color_range(values: pd.Series, metric: str) -> tuple[float, float]:
+    """(cmin, cmax) for a quality colour scale: the values' range, widened to the metric's least span around its
+    middle and kept inside the metric's domain (cosine never beyond 1, accuracy never beyond 100%)."""
+    low, high = float(values.min()), float(values.max())
+    span = _MIN_SPAN.get(metric, 0.0)
+    if high - low < span:
+        middle = (low + high) / 2
+        low, high = middle - span / 2, middle + span / 2
+    lo_bound, hi_bound = _DOMAIN.get(metric, (-math.inf, math.inf))
+    if high > hi_bound:
+        low, high = low - (high - hi_bound), hi_bound
+    if low < lo_bound:
+        low, high = lo_bound, min(hi_bound, high + (lo_bound - low))
+    if math.isclose(low, high):
+        low, high = low - 1, high + 1
+    return low, high
+
+
 def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accuracy", budget: Budget | None = None,
                   best: str | None = None, selected: str | None = None, height: int = 480) -> go.Figure:
     """Size vs p50 latency at `batch_size`, coloured by a quality metric, with the Pareto frontier drawn.
@@ -182,12 +259,26 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     inside = within_budget(rows, budget or Budget(), batch_size)
     fig = go.Figure()
 
+    x_top, y_top = float(x.max()) * 1.12 or 1.0, float(y.max()) * 1.12 or 1.0
     front = pareto_front(rows, "size_bytes", y_col)
-    if len(front) >= 2:  # one variant beating all others is a point, not a frontier
+    if front:
+        # The frontier as a staircase, run out to the plot's edges: with one variant beating all the others it is
+        # a corner, not a missing line (the caption promises a dotted line).
         ordered = rows.set_index("name").loc[front]
-        fig.add_trace(go.Scatter(x=ordered["size_bytes"] / scale, y=ordered[y_col], mode="lines",
+        fx = [float(v) for v in ordered["size_bytes"] / scale]
+        fy = [float(v) for v in ordered[y_col]]
+        fig.add_trace(go.Scatter(x=[fx[0]] + fx + [x_top], y=[y_top] + fy + [fy[-1]], mode="lines",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"),
                                  name="Pareto frontier", hoverinfo="skip"))
+    # Labels, and the "best within budget" note as one more label at the best point, placed apart (the note's
+    # arrow used to land on the neighbours' labels).
+    names = list(rows["name"])
+    has_best = best is not None and best in set(names)
+    bx = list(x) + ([float(x[names.index(best)])] if has_best else [])
+    by = list(y) + ([float(y[names.index(best)])] if has_best else [])
+    placed = label_positions(bx, by, names + (["best within budget"] if has_best else []), x_range=(0.0, x_top),
+                             y_range=(0.0, y_top), height_px=max(200, height - 120))
+    positions = dict(zip(names, placed))
 
     if color_by not in rows or rows[color_by].isna().all():
         color_by = next((m for m in QUALITY_METRICS if m in rows and rows[m].notna().any()), None)
@@ -208,28 +299,29 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         if faded or color_values is None:
             marker["color"] = OUT_OF_BUDGET if faded else ACCENT
         else:
-            cmin, cmax = float(color_values.min()), float(color_values.max())
-            if math.isclose(cmin, cmax):
-                cmin, cmax = cmin - 1, cmax + 1
+            cmin, cmax = color_range(color_values, color_by)
             marker.update(color=color_values[mask], colorscale=QUALITY_SCALE, cmin=cmin, cmax=cmax,
                           showscale=show_scale,
                           colorbar=dict(title=dict(text=QUALITY_METRICS.get(color_by, color_by), side="right"),
                                         thickness=14))
         fig.add_trace(go.Scatter(
             x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
-            text=part["name"], textposition="top center",
+            text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
             customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
-    if best is not None and best in set(rows["name"]):
+    if has_best:
         point = rows[rows["name"] == best].iloc[0]
+        vertical, horizontal = placed[-1].split()
+        ax = {"left": -70, "right": 70}.get(horizontal, 0)
+        ay = {"top": -34, "bottom": 34}.get(vertical, 0)
         fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text="best within budget", showarrow=True,
-                           arrowhead=2, ax=40, ay=40, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
+                           arrowhead=2, ax=ax or 40, ay=ay, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
     if budget is not None and budget.max_latency_ms is not None:
         fig.add_hline(y=budget.max_latency_ms, line=dict(color=MUTED, dash="dash", width=1))
     if budget is not None and budget.max_size_bytes is not None:
         fig.add_vline(x=budget.max_size_bytes / scale, line=dict(color=MUTED, dash="dash", width=1))
-    fig.update_xaxes(title=f"Model file size ({unit})", rangemode="tozero")
-    fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", rangemode="tozero")
+    fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
+    fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", range=[0, y_top])
     _layout(fig, height=height)
     fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
     return fig
@@ -280,11 +372,13 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
     fig = go.Figure()
     fig.add_trace(go.Bar(y=rows["name"], x=rows["x_smaller"], orientation="h", name="× smaller (file)",
                          marker_color=PALETTE[0], text=rows["x_smaller"].map(format_ratio), textposition="outside",
+                         cliponaxis=False,
                          hovertemplate="%{y}: %{x:.2f}× smaller<extra></extra>"))
     speed = rows.get(f"speedup_bs{batch_size}")
     if speed is not None:
         fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size})",
                              marker_color=PALETTE[2], text=speed.map(format_ratio), textposition="outside",
+                             cliponaxis=False,
                              hovertemplate="%{y}: %{x:.2f}× faster<extra></extra>"))
     fig.add_vline(x=1.0, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_layout(barmode="group")

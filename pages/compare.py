@@ -8,13 +8,15 @@ import math
 import streamlit as st
 
 from core import viz
-from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_variant, clicked_variant, layer_sparsity_table,
-                          ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup, within_budget)
+from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, clicked_variant,
+                          layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
+                          within_budget)
 from core.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results import batch_sizes_of
 from core.store import ACTIVE
 from ui import services
+from core.insight import job_kind
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui
@@ -64,8 +66,12 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
     drop, label = quality_drop_pt(rows)
     if drop.notna().any():
         high = max(0.5, float(drop.max()) * 1.05)
-        value = c3.slider(f"Max {label}", 0.0, _ceil(high, 0.05), _ceil(high, 0.05), 0.05,
-                          key=f"budget.drop.{run_id}", help="Variants that lose more quality than this are greyed out.")
+        # "Max 1 - cosine to baseline (pt)" read as a formula: name the quantity, give the formula in the help.
+        shown = "cosine loss vs baseline (pt)" if label.startswith("1 - cosine") else label
+        value = c3.slider(f"Max {shown}", 0.0, _ceil(high, 0.05), _ceil(high, 0.05), 0.05,
+                          key=f"budget.drop.{run_id}", help="Variants that lose more quality than this are greyed out."
+                          + (" Cosine loss = 100 × (1 − mean cosine to the baseline's outputs)." if shown != label
+                             else ""))
         budget["max_drop_pt"] = None if value >= _ceil(high, 0.05) else value
     return Budget(**budget)
 
@@ -228,7 +234,12 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
 
 
 st.title("Compare")
-records = services.visible_runs()
+# Only what Compare can show: recipe runs that are in progress or have results. Insight jobs (scans, tuning runs,
+# profiles, scaling) live in the store too but have no variants to compare; a run stopped before its baseline
+# was measured has nothing to draw (History still lists it).
+records = [r for r in services.visible_runs() if job_kind(services.store().run_dir(r.id)) == "run"
+           and (r.status in ACTIVE or any(v.get("status") == "ok"
+                                          for v in (services.run_results(r.id) or {}).get("variants") or []))]
 if not records:
     st.info("No runs yet. Start one on the **Optimize** page: results appear here as each variant finishes.",
             icon=":material/scatter_plot:")
@@ -251,7 +262,9 @@ if not results or frame is None or ok_rows(frame).empty:
 
 sizes = batch_sizes_of(results)
 env = results.get("environment") or {}
-st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · {len(frame)} variants · "
+others = int((frame["name"] != "baseline").sum())  # counted without the baseline, as in the run's label
+st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
+           f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 
 with st.container(border=True):
@@ -289,10 +302,15 @@ if best is None:
 else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
-    st.success(f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
-               f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
-               f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.",
-               icon=":material/star:")
+    caveats = best_caveats(frame, best, batch_size)
+    text = (f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
+            f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
+            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
+    if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
+        st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",
+                   icon=":material/warning:")
+    else:
+        st.success(text, icon=":material/star:")
 
 st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),

@@ -10,6 +10,7 @@ import streamlit as st
 from core import viz
 from core.compare import combine_runs
 from core.errors import FeatherweightError
+from core.insight import job_kind
 from core.results import batch_sizes_of
 from core.session import RUN_KEY
 from core.store import ACTIVE
@@ -30,7 +31,8 @@ def runs_frame(records, me: str) -> pd.DataFrame:
     rows = []
     for r in records:
         results = services.run_results(r.id) or {}
-        variants = results.get("variants") or []
+        # Counted without the baseline, as everywhere else ("digits-cnn · 3 variants").
+        variants = [v for v in results.get("variants") or [] if v.get("name") != "baseline"]
         ok = [v for v in variants if v.get("status") == "ok"]
         frame = services.run_frame(r.id) if ok else None
         sizes = batch_sizes_of(results)
@@ -52,7 +54,13 @@ st.title("History")
 st.caption("Every run is kept on disk: a browser refresh or a server restart loses nothing. "
            + ("Runs of everyone on this server are listed." if services.shared_history() else
               "You see the runs started from this browser."))
-records = services.visible_runs(RECENT)
+listed = services.visible_runs(RECENT)
+# Insight jobs (sensitivity scans, tuning runs, profiles, scaling) are listed on the Insight page, as what they are.
+records = [r for r in listed if job_kind(services.store().run_dir(r.id)) == "run"]
+insight_jobs = len(listed) - len(records)
+if insight_jobs:
+    st.caption(f"{insight_jobs} Insight job{'s are' if insight_jobs != 1 else ' is'} not listed here: find "
+               f"{'them' if insight_jobs != 1 else 'it'} on the **Insight** page.")
 if not records:
     st.info("No runs yet. Runs you start on **Optimize** are listed here, newest first.", icon=":material/history:")
     st.page_link("pages/optimize.py", label="Go to Optimize", icon=":material/arrow_forward:")
@@ -63,7 +71,9 @@ st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * 
     "created": st.column_config.DatetimeColumn("Started", format="D MMM, HH:mm"),
     "run": st.column_config.TextColumn("Run"), "model": st.column_config.TextColumn("Model"),
     "data": st.column_config.TextColumn("Data"), "status": st.column_config.TextColumn("Status", width="small"),
-    "variants": st.column_config.TextColumn("OK / variants", width="small"),
+    "variants": st.column_config.TextColumn("OK / variants", width="small",
+                                            help="Variants that finished, of those in the recipe (the baseline, "
+                                                 "measured in every run, is not counted)"),
     "best_x_smaller": st.column_config.NumberColumn("Best × smaller", format="%.2f×"),
     "best_x_faster": st.column_config.NumberColumn("Best × faster", format="%.2f×",
                                                    help="At the run's largest batch size"),
@@ -75,7 +85,9 @@ by_id = {r.id: r for r in records}
 
 def label(run_id: str) -> str:
     r = by_id[run_id]
-    return f"{r.label} · {r.status} · {dt.datetime.fromtimestamp(r.created_at).strftime('%d %b %H:%M')} · {run_id}"
+    # No status in a select box's label: it keeps the label it selected, so a status there goes stale (the table
+    # above shows the status).
+    return f"{r.label} · {dt.datetime.fromtimestamp(r.created_at).strftime('%d %b %H:%M')} · {run_id}"
 
 
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

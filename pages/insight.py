@@ -19,6 +19,28 @@ ensure_app_shell()
 
 POLL_S = 0.5
 
+# Tables show words and units, not the JSON field names (drop_pt, sqnr_db, p50_ms).
+SCAN_COLUMNS = {
+    "name": st.column_config.TextColumn("Layer"), "type": st.column_config.TextColumn("Op type"),
+    "drop": st.column_config.NumberColumn("Quality drop (pt)", format="%.2f",
+                                          help="Lost when only this layer is quantized"),
+    "agreement": st.column_config.NumberColumn("Agreement", format="percent", help="Top-1 equal to the baseline's"),
+    "sqnr_db": st.column_config.NumberColumn("SQNR (dB)", format="%.1f", help="Higher = less damage to the outputs"),
+    "params": st.column_config.NumberColumn("Params", format="localized")}
+TUNE_COLUMNS = {
+    "name": st.column_config.TextColumn("Trial"), "status": st.column_config.TextColumn("Status"),
+    "drop_pt": st.column_config.NumberColumn("Quality drop (pt)", format="%.2f"),
+    "speedup": st.column_config.NumberColumn("× faster", format="%.2f×"),
+    "size_bytes": st.column_config.NumberColumn("Size (bytes)", format="localized"),
+    "reason": st.column_config.TextColumn("Why kept or not", width="large")}
+SCALING_COLUMNS = {
+    "variant": st.column_config.TextColumn("Variant"), "batch_size": st.column_config.NumberColumn("Batch size"),
+    "threads": st.column_config.NumberColumn("Threads"),
+    "p50_ms": st.column_config.NumberColumn("p50 latency (ms)", format="%.3f"),
+    "p90_ms": st.column_config.NumberColumn("p90 latency (ms)", format="%.3f"),
+    "throughput": st.column_config.NumberColumn("Throughput (samples/s)", format="localized"),
+    "ms_per_sample": st.column_config.NumberColumn("Latency per sample (ms)", format="%.4f")}
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Jobs
@@ -91,7 +113,9 @@ def job_status_ui(run_id: str, what: str) -> str | None:
 
 
 def _run_label(record) -> str:
-    return f"{record.label or record.model} · {record.id[:15]} · {record.status}"
+    # No status here: a select box keeps the label it selected as its value, so a status in it stays at
+    # "queued" after the job finished. The status is shown, fresh, under the picker.
+    return f"{record.label or record.model} · {record.id[:15]}"
 
 
 def _pick_run(kinds: tuple, state_key: str, widget_key: str, *, with_results: bool = False, label: str = "Run"):
@@ -105,7 +129,10 @@ def _pick_run(kinds: tuple, state_key: str, widget_key: str, *, with_results: bo
     chosen = st.selectbox(label, ids, index=index, key=widget_key,
                           format_func=lambda i: _run_label(next(r for r in records if r.id == i)))
     st.session_state[state_key] = chosen
-    return next(r for r in records if r.id == chosen)
+    record = next(r for r in records if r.id == chosen)
+    if record.status not in ACTIVE:  # queued / running: the job's live progress below says so
+        st.caption(f"Status: {record.status}")
+    return record
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -167,8 +194,11 @@ def sensitivity_result_ui(result: dict) -> None:
     c1.metric("Layers scanned", len(layers))
     c2.metric("Baseline accuracy", f"{base * 100:.2f}%" if base is not None else "—")
     if ok:
+        # A drop is bad news (red, down); "no drop" is not news at all (grey), never an alarm-red arrow.
+        dropped = ok[0]["drop"] > 0
         c3.metric("Most sensitive", ok[0]["name"].split("/")[-2] if "/" in ok[0]["name"] else ok[0]["name"],
-                  f"-{ok[0]['drop']:.2f} pt" if ok[0]["drop"] > 0 else "no drop", delta_color="inverse")
+                  f"-{ok[0]['drop']:.2f} pt" if dropped else "no drop", delta_color="normal" if dropped else "off",
+                  delta_arrow="auto" if dropped else "off")
     st.caption(f"Scan of **{result.get('model')}** ({result.get('technique')}); drop = {result.get('metric')}. "
                "SQNR compares the outputs with the baseline's (higher = less damage).")
     chart, heat = st.tabs(["Ranked", "Heatmap"])
@@ -181,7 +211,7 @@ def sensitivity_result_ui(result: dict) -> None:
     for row in failed:
         st.warning(f"{row['name']}: {row['error']}", icon=":material/warning:")
     st.dataframe([{k: row.get(k) for k in ("name", "type", "drop", "agreement", "sqnr_db", "params")}
-                  for row in layers], hide_index=True, key="scan_table")
+                  for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS)
 
 
 def sensitivity_ui(model, data) -> None:
@@ -253,7 +283,7 @@ def tune_result_ui(run_id: str, active: bool) -> None:
         for line in log.get("summary", []):
             st.markdown(line)
         st.dataframe([{k: t.get(k) for k in ("name", "status", "drop_pt", "speedup", "size_bytes", "reason")}
-                      for t in trials], hide_index=True, key=f"tune_table.{len(trials)}")
+                      for t in trials], hide_index=True, key=f"tune_table.{len(trials)}", column_config=TUNE_COLUMNS)
         best_yaml = directory / "best.yaml"
         if best_yaml.exists() and not active:
             c1, c2, c3 = st.columns(3)
@@ -389,7 +419,7 @@ def scaling_ui() -> None:
                       format_func={"throughput": "throughput", "p50_ms": "latency",
                                    "ms_per_sample": "latency per sample"}.get)
     st.plotly_chart(scaling_figure(diag["scaling"], metric), key="scaling_chart")
-    st.dataframe(diag["scaling"], hide_index=True, key="scaling_table")
+    st.dataframe(diag["scaling"], hide_index=True, key="scaling_table", column_config=SCALING_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------------------

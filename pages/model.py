@@ -7,7 +7,9 @@ import streamlit as st
 from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, UPLOAD_SEEN_KEY,
                           Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
 from ui import services
+from ui.forms import escape_markdown
 from ui.shell import ensure_app_shell
+from ui.sidebar import remember_session
 
 ensure_app_shell()
 
@@ -30,18 +32,22 @@ def handle_upload(uploader_key: str, uploaded, apply) -> Outcome | None:
     with st.spinner(f"Checking {uploaded.name}…"):
         outcome = apply(st.session_state, uploaded.name, uploaded.getvalue())
     seen[uploader_key] = (uploaded.file_id, outcome)
+    if not outcome.error:
+        remember_session()
+        st.rerun()  # the sidebar is drawn before this page: redraw it with the new model / data (same outcome)
     return outcome
 
 
 def show_outcome(outcome: Outcome | None, success: str | None = None) -> None:
     if outcome is None:
         return
+    # Messages name files and Python objects (`__main__.MyCNN`): shown as written, not as markdown.
     if outcome.error:
-        st.error(outcome.error, icon=":material/error:")
+        st.error(escape_markdown(outcome.error), icon=":material/error:")
     elif success:
-        st.success(success, icon=":material/check_circle:")
+        st.success(escape_markdown(success), icon=":material/check_circle:")
     if outcome.notice:
-        st.warning(outcome.notice, icon=":material/info:")
+        st.warning(escape_markdown(outcome.notice), icon=":material/info:")
 
 
 def upload_ui(label: str, types, key: str, apply, help_text: str) -> None:
@@ -90,7 +96,12 @@ def data_ui(model) -> None:
                             format_func=lambda n: f"{n} — {SAMPLE_DATASETS[n].description}")
         if pick and current.spec != f"sample:{pick}":
             with st.spinner(f"Loading sample:{pick}…"):
-                show_outcome(choose_sample_data(st.session_state, pick, data_summary=services.data_summary))
+                outcome = choose_sample_data(st.session_state, pick, data_summary=services.data_summary)
+            if outcome.error:
+                show_outcome(outcome)
+            else:
+                remember_session()
+                st.rerun()  # redraw the sidebar with the new data
     elif source == "Upload NPZ / CSV":
         upload_ui("Upload data", DATA_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
                   "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
@@ -98,6 +109,8 @@ def data_ui(model) -> None:
                   "columns and an optional 'label' column.")
     elif current.spec is not None:
         choose_sample_data(st.session_state, None)
+        remember_session()
+        st.rerun()
     data = st.session_state.get(DATA_KEY) or NO_DATA
     summary = data.summary
     if summary:
@@ -106,7 +119,7 @@ def data_ui(model) -> None:
         st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
                    f"{summary.get('validation', 0):,} validation / {summary['eval']:,} test samples · "
                    f"labels: {'yes' if summary['labels'] else 'no'}{classes} · "
-                   f"per-sample input {inputs}")
+                   f"per-sample shape: {escape_markdown(inputs)}")
     else:
         st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "
                    "(agreement, cosine), not accuracy.")
@@ -193,6 +206,7 @@ st.subheader("Data")
 data_ui(model)
 
 st.divider()
-st.subheader(f"Model card · {model.label}")
+st.subheader(f"Model card · {escape_markdown(model.label)}")
 card_ui(model)
 st.page_link("pages/optimize.py", label="Optimize this model", icon=":material/arrow_forward:")
+remember_session()

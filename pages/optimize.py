@@ -3,17 +3,21 @@ starts a job in a worker process, and its progress, results and Pareto chart app
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from core.errors import FeatherweightError
 from core.jobs import CANCEL_FLAG
-from core.presets import PRESETS, preset_recipe
-from core.recipe import MAX_SWEEP_VARIANTS, Recipe, Variant, expand_sweep, sweep_variant_count
+from core.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, preset_recipe, run_seconds,
+                          slow_batch_sizes)
+from core.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, RUN_KEY,
-                          choose_sample_data, choose_sample_model, digest_of)
+                          choose_sample_data, choose_sample_model, digest_of, live_elapsed_s)
 from core.store import ACTIVE
 from ui import forms, services
 from ui.shell import ensure_app_shell
+from ui.sidebar import remember_session
 from ui.tables import results_table_ui
 
 ensure_app_shell()
@@ -75,7 +79,8 @@ def _add_variant() -> None:
     name = _unique_name(name or "-".join(t for t in forms.TECHNIQUE_ORDER if t in techniques),
                         {v.name for v in recipe.variants})
     try:
-        variant = Variant(name, forms.new_variant_steps(techniques))
+        model = st.session_state.get(MODEL_KEY)
+        variant = Variant(name, forms.new_variant_steps(techniques, model.card if model else None))
         _set_recipe(recipe.replace(variants=recipe.variants + (variant,)))
     except FeatherweightError as exc:
         st.session_state[MESSAGE_KEY] = ("error", str(exc))
@@ -83,9 +88,13 @@ def _add_variant() -> None:
     st.session_state[NEW_VARIANT_NAME_KEY] = ""
 
 
-def _variant_summary(variant: Variant) -> str:
+def _variant_summary(variant: Variant, key: str | None = None) -> str:
+    """The variant's steps in a few words; with its form's `key`, as its widgets hold them now (the expander's
+    title is drawn before them, and would otherwise show the previous run's values)."""
     parts = []
-    for s in variant.steps:
+    steps = variant.steps if key is None else [
+        forms.current_step(step, f"{key}.{i}.{step.technique}") for i, step in enumerate(variant.steps)]
+    for s in steps:
         if s.technique == "quantize":
             parts.append(f"quantize {s.mode}")
         elif s.technique == "prune":
@@ -107,9 +116,13 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         key = f"r{version}.{i}"
         shown_name = st.session_state.get(f"{key}.name", variant.name)
         # Keyed expanders keep their open / closed state when a message above them comes or goes.
-        with st.expander(f"**{shown_name}** · {_variant_summary(variant)}", expanded=len(recipe.variants) <= 2,
-                         key=f"{key}.open"):
-            edited, error = forms.variant_ui(variant, key, node_names)
+        doomed = forms.doomed_reason(variant, model.card)
+        with st.expander(f"**{shown_name}** · {_variant_summary(variant, key)}" + (" · cannot run" if doomed else ""),
+                         expanded=len(recipe.variants) <= 2 or bool(doomed), key=f"{key}.open",
+                         icon=":material/warning:" if doomed else None):
+            edited, error = forms.variant_ui(variant, key, node_names, model.card.get("format") == "torch+onnx")
+            if doomed:
+                st.warning(f"This variant cannot run on {model.label}: {doomed}.", icon=":material/warning:")
             st.button("Remove this variant", key=f"{key}.remove", on_click=_remove_variant, args=(i,),
                       icon=":material/delete:", type="tertiary")
         if error:
@@ -125,7 +138,8 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         c2.multiselect("Techniques (run in this order: prune, distill, quantize)", list(forms.TECHNIQUE_ORDER),
                        key=NEW_VARIANT_TECHNIQUES_KEY, format_func=forms.TECHNIQUE_TITLES.get)
         c3.button("Add", on_click=_add_variant, icon=":material/add:", width="stretch")
-    swept = sweep_builder_ui(node_names)
+    room = max(0, services.launcher().runner.max_variants - len(recipe.variants))
+    swept = sweep_builder_ui(node_names, room)
 
     with st.expander("Benchmark settings", expanded=False, key=f"r{version}.bench.open"):
         sequence = any(isinstance(d, str) for t in model.card.get("inputs", []) for d in t["shape"][1:])
@@ -142,8 +156,11 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     return edited, errors
 
 
-def sweep_builder_ui(node_names: list[str]) -> tuple[Variant, ...]:
-    """Several values per option, one variant per combination; returns the variants when "Add sweep" is pressed."""
+def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS) -> tuple[Variant, ...]:
+    """Several values per option, one variant per combination; returns the variants when "Add sweep" is pressed.
+
+    `room`: how many more variants one run of this server takes (its FEATHERWEIGHT_MAX_VARIANTS less the recipe's
+    variants), so that a sweep too big to run is refused here, not after Run."""
     variants: tuple[Variant, ...] = ()
     # A key gives the expander an identity of its own, so it stays open when a one-shot message above it comes
     # or goes (without one, a shifted position makes it a new, collapsed expander).
@@ -160,6 +177,10 @@ def sweep_builder_ui(node_names: list[str]) -> tuple[Variant, ...]:
             if count > MAX_SWEEP_VARIANTS:
                 st.error(f"This sweep makes {count} variants; the limit is {MAX_SWEEP_VARIANTS}. Give fewer values.",
                          icon=":material/error:")
+            elif count > room:
+                st.error(f"This sweep makes {count} variants, but one run on this server takes at most "
+                         f"{services.launcher().runner.max_variants} and the recipe has room for {room} more. "
+                         "Give fewer values, or remove variants.", icon=":material/error:")
             else:
                 try:
                     variants = expand_sweep(sweep)
@@ -210,6 +231,7 @@ def yaml_ui(recipe: Recipe, model, data) -> None:
         else:
             message = _switch_model_from_yaml(parsed, model)
             _set_recipe(parsed.replace(model=None, data=None))
+            st.session_state.pop(PRESET_KEY, None)  # its "left out" note described the recipe this one replaced
             st.session_state[MESSAGE_KEY] = message or ("success", "Recipe applied.")
             st.rerun()
     c2.download_button("Download recipe", data=text, file_name="recipe.yaml", mime="application/x-yaml",
@@ -276,7 +298,7 @@ def progress_ui(run_id: str) -> None:
                 label = "Starting the worker process (loading the model and data)…"
             else:
                 label = (f"Variant {index} of {count}: **{progress.get('variant') or 'finishing'}** — "
-                         f"{progress.get('message')} · {progress.get('elapsed_s', 0.0):.1f} s elapsed")
+                         f"{progress.get('message')} · {live_elapsed_s(progress):.0f} s elapsed")
             if cancelling:
                 label = f"Stopping… {label}"
             st.progress(min(1.0, float(progress.get("fraction") or 0.0)), text=label)
@@ -312,6 +334,43 @@ def finished_variants_ui(run_id: str, active: bool) -> None:
     results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}")
 
 
+def _use_lighter_batches(sizes: tuple) -> None:
+    recipe: Recipe = st.session_state[RECIPE_KEY]
+    _set_recipe(recipe.replace(benchmark=dataclasses.replace(recipe.benchmark, batch_sizes=sizes)))
+
+
+def slow_benchmark_ui(recipe: Recipe, model) -> None:
+    """Before Run: warn when the benchmark alone will take minutes on this CPU (a batch of 256 large images), and
+    offer the lighter batch sizes."""
+    seconds = benchmark_seconds(model.card, recipe.benchmark, len(recipe.variants))
+    slow = slow_batch_sizes(model.card, recipe.benchmark)
+    if seconds is None or seconds < SLOW_BENCHMARK_S or not slow:
+        return
+    per_run = run_seconds(model.card, max(slow), recipe.benchmark.threads) or 0.0
+    lighter = tuple(b for b in recipe.benchmark.batch_sizes if b not in slow) or (1,)
+    light = fitted_benchmark(model.card, dataclasses.replace(recipe.benchmark, batch_sizes=BenchmarkConfig().batch_sizes))
+    lighter = tuple(sorted(set(lighter) | set(light[0].batch_sizes)))
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.warning(f"The benchmark alone may take about **{seconds / 60:.0f} min** on this CPU: one run at batch "
+               f"{max(slow)} takes about {per_run:.0f} s here, and each batch size is warmed up "
+               f"{recipe.benchmark.warmup}× and timed at least 10×, for the baseline and every variant.",
+               icon=":material/hourglass_top:")
+    c2.button(f"Use batch sizes {', '.join(map(str, lighter))}", on_click=_use_lighter_batches, args=(lighter,),
+              key="lighter_batches", width="stretch")
+
+
+def kept_text(results: dict) -> str:
+    """What a stopped run kept, in words: the variants it finished, or that nothing finished."""
+    variants = results.get("variants") or []
+    done = [v["name"] for v in variants if v.get("status") == "ok" and v.get("name") != "baseline"]
+    if not any(v.get("status") == "ok" for v in variants):
+        return ("Nothing was kept: it stopped while the baseline was still being measured, so no variant was "
+                "built. Try smaller batch sizes or fewer timed runs (Benchmark settings).")
+    if not done:
+        return "Only the baseline was measured; no variant finished."
+    return f"Kept: the baseline and {len(done)} finished variant{'s' if len(done) != 1 else ''} ({', '.join(done)})."
+
+
 def _final_status_ui(status, record) -> None:
     results = services.run_results(record.id) or {}
     duration = results.get("duration_s")
@@ -319,10 +378,10 @@ def _final_status_ui(status, record) -> None:
     if status.state == "completed":
         st.success(f"Run completed{took}.", icon=":material/check_circle:")
     elif status.state == "cancelled":
-        st.warning(f"Run cancelled{took}: {status.error or 'stopped by the user'}. Finished variants are kept.",
+        st.warning(f"Run cancelled{took}: {status.error or 'stopped by the user'}. {kept_text(results)}",
                    icon=":material/stop_circle:")
     elif status.state == "interrupted":
-        st.warning(f"Run interrupted: {status.error}. Finished variants are kept.", icon=":material/warning:")
+        st.warning(f"Run interrupted: {status.error}. {kept_text(results)}", icon=":material/warning:")
     else:
         st.error(f"Run failed: {status.error}", icon=":material/error:")
     st.page_link("pages/compare.py", label="Open in Compare", icon=":material/scatter_plot:")
@@ -367,9 +426,16 @@ else:
     owner = services.owner_id()
     active_mine = launcher.active_run_of(owner)
     count = len(recipe.variants)
+    too_many = count > launcher.runner.max_variants
+    if too_many:
+        st.error(f"The recipe has {count} variants; one run on this server takes at most "
+                 f"{launcher.runner.max_variants}. Remove some, or split the sweep into several runs.",
+                 icon=":material/error:")
+    slow_benchmark_ui(recipe, model)
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     clicked = c1.button(f"Run {count} variant{'s' if count != 1 else ''}", type="primary", icon=":material/play_arrow:",
-                        disabled=bool(active_mine) or bool(errors) or count == 0, key="run_button", width="stretch")
+                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many, key="run_button",
+                        width="stretch", help="Each variant, and the baseline measured first, is built and timed.")
     c2.caption("Runs in a worker process: this page stays responsive and you can switch pages. "
                + ("A run of yours is in progress; cancel it or wait to start another." if active_mine else
                   "The baseline is measured first, in the same run, so every ratio is a same-run ratio."))
@@ -383,6 +449,8 @@ else:
             if launch.message:
                 st.session_state[MESSAGE_KEY] = ("info", launch.message)
             st.rerun()  # redraw everything (sidebar, disabled Run button) with the job in place
+
+remember_session()  # the recipe as edited in this run survives a reload
 
 run_id = st.session_state.get(RUN_KEY)
 if run_id:

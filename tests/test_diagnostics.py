@@ -69,6 +69,15 @@ def test_rules_for_fp16_sparsity_tiny_models_and_quantize_overhead():
                        steps=[{"technique": "prune", "method": "structured"}], speedup=2.0, batch1_ms=1.0)
 
 
+def test_tiny_model_rule_only_next_to_a_batch_1_profile():
+    """"Tiny model: at batch 1 ..." is about per-call overhead at batch 1: next to a profile taken at batch 256
+    it misled, so it appears only for a batch-1 profile."""
+    after = {"ops": [{"op": "Gemm", "ms": 0.01, "calls": 2, "share": 1.0}]}
+    at_256 = {f.rule for f in explain(FAST_CPU, None, after, batch1_ms=0.03, profile_batch=256)}
+    at_1 = {f.rule for f in explain(FAST_CPU, None, after, batch1_ms=0.03, profile_batch=1)}
+    assert "tiny_model" not in at_256 and "tiny_model" in at_1
+
+
 def test_parse_profile_skips_warmup_runs_and_sums_kernel_time_by_op():
     def run(ts):
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": 50}

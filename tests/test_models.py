@@ -139,3 +139,28 @@ def test_export_failure_is_an_unsupported_model_error():
 
     with pytest.raises(UnsupportedModelError, match="export failed"):
         export_onnx(Weird(), torch.zeros(1, 3))
+
+
+@pytest.mark.slow
+def test_the_export_command_in_the_hint_writes_one_file_we_accept(tmp_path, monkeypatch):
+    """The command the pickle refusal suggests, run with torch 2.13, writes model.onnx alone (no model.onnx.data,
+    which would be refused as external data), and that file loads (the old hint led to a second refusal)."""
+    from core.models import EXPORT_COMMAND, EXPORT_HINT
+
+    class MyCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    assert EXPORT_COMMAND in EXPORT_HINT and "external_data=False" in EXPORT_COMMAND
+    monkeypatch.chdir(tmp_path)
+    model, example_input = MyCNN().eval(), torch.zeros(1, 3, 12, 12)
+    eval(EXPORT_COMMAND, {"torch": torch, "model": model, "example_input": example_input})  # noqa: S307 - ours
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    loaded = load_model_bytes((tmp_path / "model.onnx").read_bytes(), "model.onnx")
+    weights = sum(p.numel() for p in model.parameters())
+    assert weights <= model_card(loaded)["params"] <= weights + 8  # + the exporter's small constants (axes)

@@ -41,3 +41,15 @@ def test_digits_split_is_deterministic():
 def test_builtin_samples_are_available():
     """Samples without an extra are always available."""
     assert available(SAMPLE_MODELS["digits-cnn"]) == (True, None)
+
+
+def test_readme_samples_table_lists_every_sample():
+    """README's Samples table names every bundled sample model with its dataset (it listed 2 of the 4)."""
+    from pathlib import Path
+
+    from sample_models import SAMPLE_MODELS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Samples", 1)[1].split("\n## ", 1)[0]
+    for sample in SAMPLE_MODELS.values():
+        assert f"| `sample:{sample.name}` | `sample:{sample.dataset}` |" in table, sample.name

@@ -34,17 +34,39 @@ SLIDERS = {("prune", "amount"): (0.05, 0.95, 0.05), ("distill", "width"): (0.05,
 FLOAT_FORMATS = {"lr": "%.5f"}
 
 
+_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~$")  # what formats inline text; "." or "-" matter only at a line's start
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown as written where Streamlit renders markdown (errors, captions): `__main__.MyCNN` rendered
+    as a bold "main.MyCNN", and a file named my__model__.onnx lost its underscores."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in str(text))
+
+
 def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
+# Options that need the torch model (an ONNX-only upload has no weights to train): disabled, and fine-tuning set to
+# 0, so that the form never accepts work the pipeline would skip.
+NEEDS_TORCH_FIELDS = {("prune", "finetune_epochs"): 0, ("prune", "lr"): None}
+NO_TORCH_WHY = "models with their torch weights only: an ONNX-only model has no weights to train"
+
+
 def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values: dict,
-             node_names: list[str]) -> Any:
+             node_names: list[str], torch_model: bool = True) -> Any:
     """One widget for one config field, chosen by its type and metadata; returns the widget's value."""
     meta = f.metadata or {}
     help_text = meta.get("help")
     relevant, why = RELEVANT.get((technique, f.name), (None, None))
     disabled = relevant is not None and not relevant(values)
+    if not torch_model and (technique, f.name) in NEEDS_TORCH_FIELDS:
+        disabled, why = True, NO_TORCH_WHY
+        forced = NEEDS_TORCH_FIELDS[(technique, f.name)]
+        if forced is not None:
+            value = forced
+            if st.session_state.get(key, forced) != forced:
+                del st.session_state[key]  # the widget then starts from `value`
     if disabled:
         help_text = f"{help_text} (Applies to {why}.)"
     label = _label(f.name)
@@ -80,15 +102,43 @@ def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values:
     return value
 
 
-def step_ui(step: StepConfig, key: str, node_names: list[str]) -> StepConfig:
+def step_ui(step: StepConfig, key: str, node_names: list[str], torch_model: bool = True) -> StepConfig:
     """Every option of one step, two per row; returns the new config (raises FeatherweightError if invalid)."""
     values: dict[str, Any] = {}
     fields = dataclasses.fields(step)
     columns = st.columns(2)
     for i, f in enumerate(fields):
         with columns[i % 2]:
-            values[f.name] = field_ui(step.technique, f, getattr(step, f.name), f"{key}.{f.name}", values, node_names)
+            values[f.name] = field_ui(step.technique, f, getattr(step, f.name), f"{key}.{f.name}", values, node_names,
+                                      torch_model)
     return type(step)(**values)
+
+
+def doomed_reason(variant: Variant, card: dict) -> str | None:
+    """Why this variant cannot run on the model of `card` (None when it can): what the card already knows."""
+    torch_model = card.get("format") == "torch+onnx"
+    ops = set(card.get("op_types") or {})
+    for step in variant.steps:
+        if step.technique == "prune" and step.method != "unstructured" and not torch_model:
+            return f"{step.method} pruning needs the torch model; on this ONNX model use unstructured pruning"
+        if step.technique == "distill" and not (torch_model and card.get("architecture")):
+            return "distillation needs the torch model of a bundled classifier"
+        if step.technique == "quantize" and step.mode in ("dynamic", "int4") and not ops & {"MatMul", "Gemm"} \
+                and not (step.mode == "dynamic" and step.quantize_conv):
+            return f"{step.mode} quantization touches only MatMul/Gemm, and this model has none"
+    return None
+
+
+def current_step(step: StepConfig, key: str) -> StepConfig:
+    """`step` with the values its widgets (keyed under `key`) hold now, so a title drawn above the widgets
+    shows this run's values, not the last run's; the step itself when they do not make a valid config."""
+    values = {f.name: st.session_state.get(f"{key}.{f.name}", getattr(step, f.name)) for f in dataclasses.fields(step)}
+    if isinstance(values.get("exclude"), list):
+        values["exclude"] = tuple(values["exclude"])
+    try:
+        return type(step)(**values)
+    except (FeatherweightError, TypeError, ValueError):
+        return step
 
 
 def benchmark_ui(bench: BenchmarkConfig, key: str, *, sequence_inputs: bool) -> BenchmarkConfig:
@@ -114,7 +164,8 @@ def benchmark_ui(bench: BenchmarkConfig, key: str, *, sequence_inputs: bool) -> 
                            max_seconds=float(max_seconds), sequence_length=int(sequence_length))
 
 
-def variant_ui(variant: Variant, key: str, node_names: list[str]) -> tuple[Variant | None, str | None]:
+def variant_ui(variant: Variant, key: str, node_names: list[str],
+               torch_model: bool = True) -> tuple[Variant | None, str | None]:
     """A variant's name and every step's options; returns (variant, None) or (None, error)."""
     name = st.text_input("Variant name", variant.name, key=f"{key}.name",
                          help="Letters, digits, spaces and -_.=,[]+ (names the artifact folder).")
@@ -123,7 +174,7 @@ def variant_ui(variant: Variant, key: str, node_names: list[str]) -> tuple[Varia
         st.markdown(f"**{i + 1}. {TECHNIQUE_TITLES.get(step.technique, step.technique)}** — "
                     f"{type(step).__doc__.strip()}")
         try:
-            steps.append(step_ui(step, f"{key}.{i}.{step.technique}", node_names))
+            steps.append(step_ui(step, f"{key}.{i}.{step.technique}", node_names, torch_model))
         except FeatherweightError as exc:
             error = str(exc)
             steps.append(step)
@@ -135,9 +186,19 @@ def variant_ui(variant: Variant, key: str, node_names: list[str]) -> tuple[Varia
         return None, str(exc)
 
 
-def new_variant_steps(techniques: list[str]) -> tuple:
-    """Default configs for the chosen techniques, in the order the pipeline runs them."""
-    return tuple(STEP_TYPES[t]() for t in TECHNIQUE_ORDER if t in techniques)
+def new_variant_steps(techniques: list[str], card: dict | None = None) -> tuple:
+    """Default configs for the chosen techniques, in the order the pipeline runs them, fitted to the model of
+    `card`: on an ONNX-only model pruning is unstructured without fine-tuning (structured needs torch)."""
+    torch_model = card is None or card.get("format") == "torch+onnx"
+    steps = []
+    for t in TECHNIQUE_ORDER:
+        if t not in techniques:
+            continue
+        if t == "prune" and not torch_model:
+            steps.append(STEP_TYPES[t](method="unstructured", finetune_epochs=0))
+        else:
+            steps.append(STEP_TYPES[t]())
+    return tuple(steps)
 
 
 # ---- sweep builder: several values per option, one variant per combination (core.recipe.expand_sweep)

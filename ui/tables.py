@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.compare import quality_drop_pt
+from core.viz import format_bytes
 
 
 def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Series | None = None,
@@ -17,7 +18,9 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
         out["budget"] = [("★ best" if n == best else "inside" if (inside is None or bool(inside.iloc[i]))
                           else "outside") if s == "ok" else "–"
                          for i, (n, s) in enumerate(zip(frame["name"], frame["status"]))]
-    out["size_bytes"] = frame["size_bytes"]
+    # Sizes as text, in the one format used everywhere ("641 kB", core.viz.format_bytes): the grid's own "bytes"
+    # format wrote "641KB" and clipped the first digit in a narrow column.
+    out["size"] = frame["size_bytes"].map(format_bytes)
     out["x_smaller"] = frame["x_smaller"]
     out["params"] = frame["params"]
     if frame["accuracy"].notna().any():
@@ -31,7 +34,16 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
         out[f"p50_ms_bs{bs}"] = frame.get(f"p50_ms_bs{bs}")
         out[f"speedup_bs{bs}"] = frame.get(f"speedup_bs{bs}")
     out["notes"] = [(e if isinstance(e, str) and e else n) for e, n in zip(frame["error"], frame["notes"])]
+    # A failed variant has no numbers: empty cells, not "None".
+    for column in out.columns:
+        if column not in TEXT_COLUMNS:
+            out[column] = pd.to_numeric(out[column], errors="coerce")
+        else:
+            out[column] = out[column].map(lambda v: "–" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
     return out
+
+
+TEXT_COLUMNS = {"variant", "technique", "status", "budget", "size", "notes"}
 
 
 def column_config(batch_sizes: list[int], drop_label: str) -> dict:
@@ -40,7 +52,7 @@ def column_config(batch_sizes: list[int], drop_label: str) -> dict:
         "technique": st.column_config.TextColumn("Technique", width="medium"),
         "status": st.column_config.TextColumn("Status", width="small"),
         "budget": st.column_config.TextColumn("Budget", width="small"),
-        "size_bytes": st.column_config.NumberColumn("Size", format="bytes", help="ONNX file size"),
+        "size": st.column_config.TextColumn("Size", width=90, help="ONNX file size"),
         "x_smaller": st.column_config.NumberColumn("× smaller", format="%.2f×", help="Baseline size / size"),
         "params": st.column_config.NumberColumn("Params", format="compact"),
         "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),

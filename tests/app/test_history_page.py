@@ -23,7 +23,7 @@ def test_lists_runs_from_the_store(make_app, fw_home):
     assert not errors_of(at)
     table = at.dataframe[0].value
     assert list(table["run"]) == ["newer", "older"]
-    assert table["variants"].iloc[0] == "4/5"
+    assert table["variants"].iloc[0] == "3/4"  # the baseline is not counted, as in the run labels
     assert table["best_x_smaller"].iloc[0] == pytest.approx(7.5)
 
 

@@ -143,3 +143,38 @@ def test_scan_layers_submits_a_sensitivity_job_for_the_current_model(home, monke
     assert (owner, kind, config["technique"], config["amount"]) == (OWNER, "sensitivity", "prune", 0.5)
     assert kwargs["model_spec"] == "sample:digits-mlp"
     assert at.session_state[insight.SCAN_RUN_KEY] == "20990101-000000-abcdef"
+
+
+def test_run_picker_label_is_stable_and_the_status_fresh(home):
+    """A scan that finishes keeps its picker label (a select box keeps the label it selected, so a status inside
+    it stayed "queued"); the fresh status is shown under the picker instead."""
+    from core.store import RunStore
+
+    run_id = _add_job(home, "sensitivity", {"sensitivity.json": _scan()})
+    RunStore(home).set_status(run_id, "queued")
+    at = _page().run()
+    picker = at.selectbox(key="scan_pick")
+    before = list(picker.options)
+    RunStore(home).set_status(run_id, "completed")
+    at.run()
+    assert list(at.selectbox(key="scan_pick").options) == before
+    assert not any("queued" in o or "completed" in o for o in before)
+    assert any(c.value == "Status: completed" for c in at.caption)
+
+
+def test_scan_without_drop_is_not_an_alarm_and_tables_speak_words(home):
+    """"Most sensitive ... no drop" is grey, not alarm red; the scan table's headers are words with units, not
+    drop_pt / sqnr_db."""
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    scan = _scan()
+    for layer in scan["layers"]:
+        layer["drop"] = 0.0
+    _add_job(home, "sensitivity", {"sensitivity.json": scan})
+    at = _page().run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label == "Most sensitive")
+    assert metric.proto.delta == "no drop" and metric.proto.color == MetricProto.MetricColor.GRAY
+    table = next(d for d in at.dataframe if "sqnr_db" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert config["sqnr_db"]["label"] == "SQNR (dB)" and config["drop"]["label"] == "Quality drop (pt)"

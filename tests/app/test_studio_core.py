@@ -173,10 +173,10 @@ def test_presets_fit_the_model():
         recipe, _ = preset_recipe(name, cnn)
         assert recipe.variants, name
         conv_only, _ = preset_recipe(name, onnx_only)
-        techniques = {s.technique for v in conv_only.variants for s in v.steps}
-        assert techniques <= {"quantize"}, name
-        assert not any(s.mode in ("int4", "dynamic") for v in conv_only.variants for s in v.steps
-                       if s.technique == "quantize" and name != "Quick quantization"), name
+        steps = [s for v in conv_only.variants for s in v.steps]
+        assert {s.technique for s in steps} <= {"quantize", "prune"}, name
+        assert all(s.method == "unstructured" and s.finetune_epochs == 0 for s in steps if s.technique == "prune")
+        assert not any(s.mode in ("int4", "dynamic") for s in steps if s.technique == "quantize"), name
     with pytest.raises(KeyError, match="allowed"):
         preset_recipe("Fastest everywhere", cnn)
 

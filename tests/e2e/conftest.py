@@ -82,6 +82,48 @@ class StudioServer:
         self.start()
 
 
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def leaves_loopback(url: str) -> bool:
+    """Whether a browser request for `url` would leave this machine (data:, blob: and about: never do)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about", "chrome", "chrome-extension", "file"):
+        return False
+    return (parts.hostname or "") not in LOOPBACK_HOSTS
+
+
+@pytest.fixture(autouse=True)
+def no_request_leaves_loopback(monkeypatch):
+    """Every browser context of every e2e test routes its requests through a guard: a request to anything but
+    loopback (a favicon from fonts.gstatic.com, a CDN script) is blocked and fails the test at its end."""
+    from playwright.sync_api import Browser
+
+    offenders: list[str] = []
+    original = Browser.new_context
+
+    def guard(route):
+        if leaves_loopback(route.request.url):
+            offenders.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    def new_context(self, *args, **kwargs):
+        context = original(self, *args, **kwargs)
+        context.route("**/*", guard)
+        # Requests a route does not see (a favicon fetched by the browser itself) are still reported here.
+        context.on("request", lambda request: offenders.append(request.url) if leaves_loopback(request.url)
+                   else None)
+        return context
+
+    monkeypatch.setattr(Browser, "new_context", new_context)
+    yield offenders
+    assert not offenders, f"requests left the machine: {sorted(set(offenders))[:10]}"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A Streamlit server for this module's tests, stopped at the end."""
