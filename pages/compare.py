@@ -13,7 +13,7 @@ from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, bes
                           within_budget)
 from core.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
-from core.results import batch_sizes_of
+from core.results import batch_sizes_of, quality_caption
 from core.store import ACTIVE
 from ui import services
 from core.insight import job_kind
@@ -266,6 +266,7 @@ others = int((frame["name"] != "baseline").sum())  # counted without the baselin
 st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
+st.caption(quality_caption(results))
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
