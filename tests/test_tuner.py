@@ -28,7 +28,11 @@ def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
     path.write_bytes(export_onnx(module, torch.zeros(1, 1, 8, 8)).SerializeToString())
     model = Model(str(path), export_onnx(module, torch.zeros(1, 1, 8, 8)), None)  # ONNX-only: no pruning
     data = load_data("sample:digits", model)
-    outcome = tune(model, data, TuneConfig(max_drop_pt=0.5, budget_s=90, **QUICK), tmp_path / "out")
+    # The budget is judged on 180 validation samples, 0.56 pt each: at 0.5 pt a single sample that an int8 kernel
+    # of one CPU rounds differently would decide the test. 2 pt (three samples) still separates a repaired model
+    # from plain int8, which the fragile layer breaks by far more than 30 pt.
+    budget_pt = 2.0
+    outcome = tune(model, data, TuneConfig(max_drop_pt=budget_pt, budget_s=90, **QUICK), tmp_path / "out")
 
     trials = {t.name: t for t in outcome.trials}
     assert not trials["int8-static"].within_budget and trials["int8-static"].drop_pt > 30
@@ -42,7 +46,7 @@ def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
     steps = {v["name"]: v["steps"] for v in outcome.run.recipe["variants"]}
     assert "/net/net.3/Gemm" in steps[repaired[0]][-1]["exclude"]
     for t in outcome.trials:  # nothing over budget is ever the answer
-        assert t.status != "ok" or t.within_budget == (t.drop_pt <= 0.5)
+        assert t.status != "ok" or t.within_budget == (t.drop_pt <= budget_pt)
     assert trials[outcome.best].within_budget  # here the baseline: on a tiny MLP no int8 variant is faster
     assert (tmp_path / "out" / "sensitivity.json").exists()
     assert any("Structured pruning was not tried" in line for line in outcome.summary)
