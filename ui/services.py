@@ -194,6 +194,10 @@ class SessionRunner:
     def max_workers(self) -> int:
         return self._runner.max_workers
 
+    @property
+    def max_variants(self) -> int:
+        return self._runner.max_variants
+
     def running_count(self) -> int:
         return self._runner.running_count()
 
