@@ -454,11 +454,9 @@ def _estimate(key: str, _source, steps: tuple) -> dict:
 
 
 @st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
-def _run_estimates(root: str, run_id: str, mtime: float) -> pd.DataFrame:
-    from core.store import RunStore
-
-    store = RunStore(root)
-    return jobs.run_estimates_isolated(store, run_id, store.results(run_id) or {})
+def _run_estimates(run_id: str, mtime: float, _runs) -> pd.DataFrame:
+    """`_runs` is the session's owner-filtered store view (not hashed: the run id and mtime key the cache)."""
+    return jobs.run_estimates_isolated(_runs, run_id, _runs.results(run_id) or {})
 
 
 def _whatif_steps(quant: str, prune: str, amount: float, width: float | None) -> tuple:
@@ -527,7 +525,7 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     run_id = st.selectbox("Run", list(labels), format_func=labels.get, key=RUN_PICK_KEY)
     try:
         mtime = (store.run_dir(run_id) / "results.json").stat().st_mtime
-        compare = _run_estimates(str(store.root), run_id, mtime)
+        compare = _run_estimates(run_id, mtime, store)
     except (FeatherweightError, OSError) as exc:
         st.warning(f"Cannot estimate this run's variants: {exc}")
         return

@@ -12,10 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Names that reach every owner's runs: the store and runner classes, and services' unscoped process objects.
 UNSCOPED = {"RunStore", "JobRunner", "RunLauncher", "process_launcher", "shutdown_all"}
 # (file, function) -> why it may still open the store itself. Each entry is a debt with an owner.
-ALLOWED = {
-    ("pages/learn.py", "_run_estimates"): "issue 15 item 4 moves it into a worker; its run ids come from "
-                                          "services.store() (the page's run picker)",
-}
+ALLOWED: dict = {}
 
 
 def _offences(path: Path, rel: str | None = None) -> list[str]:
