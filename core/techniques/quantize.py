@@ -173,7 +173,8 @@ def sort_topologically(graph) -> None:
         for node in ready:
             available.update(node.output)
         ordered.extend(ready)
-        pending = [n for n in pending if not any(n is r for r in ready)]
+        placed = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in placed]
     del graph.node[:]
     graph.node.extend(ordered)
 
