@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.pipeline import run_recipe
-from core.recipe import Recipe
-from core.results import results_frame
+from core.pipeline.run import run_recipe
+from core.spec.recipe import Recipe
+from core.results.table import results_frame
 
 BENCH = {"batch_sizes": [1, 256], "threads": 1, "warmup": 20, "runs": 200, "max_seconds": 10}
 
@@ -189,19 +189,19 @@ TARGETS: list[Target] = [
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Tuner targets: `execute` runs core.tuner instead of a recipe; checks read the best variant from tune.json.
+# Tuner targets: `execute` runs core.analysis.tuner instead of a recipe; checks read the best variant from tune.json.
 
 
 def run_tuner(spec: dict, out: Path):
     """Run the accuracy-aware tuner as `featherweight tune` does (in this process); return its RunResult."""
-    from core.tuner import TuneConfig, tune_to_dir
+    from core.analysis.tuner import TuneConfig, tune_to_dir
 
     return tune_to_dir(spec["model"], spec["data"], TuneConfig.from_dict(spec["tune"]), out).run
 
 
 def tune_best(run, key: str):
     """A field of the tuner's best trial (tune.json), or None when the best is the baseline."""
-    from core.tuner import load_tune_log
+    from core.analysis.tuner import load_tune_log
 
     log = load_tune_log(run["out"]) or {}
     best = next((t for t in log.get("trials", []) if t["name"] == log.get("best")), None)
@@ -210,7 +210,7 @@ def tune_best(run, key: str):
 
 def tune_best_row(frame, run, column: str):
     """The best variant's value in the (same-run) results table; None when the tuner's best is the baseline."""
-    from core.tuner import load_tune_log
+    from core.analysis.tuner import load_tune_log
 
     best = (load_tune_log(run["out"]) or {}).get("best")
     return None if not best or best == "baseline" else row(frame, best, column)
@@ -253,7 +253,7 @@ FLOAT_LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
 def float_layer_recipe(spec: dict) -> dict:
     """Plain static int8, then each quantizable layer kept in float alone, then all of them."""
-    from core.models import load_model
+    from core.io.model import load_model
 
     model = load_model(spec["model"])
     layers = [n.name for n in model.onnx_model.graph.node if n.op_type in FLOAT_LAYER_OPS]

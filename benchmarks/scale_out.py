@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.pipeline import run_recipe
-from core.recipe import Recipe
+from core.pipeline.run import run_recipe
+from core.spec.recipe import Recipe
 
 SWEEP = """
 model: sample:digits-cnn

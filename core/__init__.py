@@ -1,20 +1,20 @@
 """Featherweight's core: load, optimize and measure models. Never imports streamlit.
 
 The public API, re-exported from the modules that define it. The re-exports load on first use (PEP 562), so
-that importing one light submodule (``core.session``, ``core.store``) does not pull in pandas and the whole
+that importing one light submodule (``core.session``, ``core.jobs.store``) does not pull in pandas and the whole
 pipeline: the dashboard's first render and every worker start pay only for what they use.
 """
 
 import importlib
 
 _EXPORTS = {
-    "core.data": ("Dataset", "Split", "load_data", "load_data_bytes", "synthetic_dataset"),
+    "core.io.data": ("Dataset", "Split", "load_data", "load_data_bytes", "synthetic_dataset"),
     "core.errors": ("BadInputError", "FeatherweightError", "StepFailedError", "UnsupportedModelError"),
-    "core.models": ("LoadLimits", "Model", "load_model", "load_model_bytes", "model_card"),
-    "core.pipeline": ("ProgressEvent", "RunResult", "VariantResult", "load_results", "run", "run_recipe"),
-    "core.recipe": ("BenchmarkConfig", "DistillConfig", "PruneConfig", "QuantizeConfig", "Recipe", "Variant",
+    "core.io.model": ("LoadLimits", "Model", "load_model", "load_model_bytes", "model_card"),
+    "core.pipeline.run": ("ProgressEvent", "RunResult", "VariantResult", "load_results", "run", "run_recipe"),
+    "core.spec.recipe": ("BenchmarkConfig", "DistillConfig", "PruneConfig", "QuantizeConfig", "Recipe", "Variant",
                     "default_recipe", "step_from_dict"),
-    "core.results": ("results_frame",),
+    "core.results.table": ("results_frame",),
 }
 _SOURCE = {name: module for module, names in _EXPORTS.items() for name in names}
 

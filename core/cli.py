@@ -9,7 +9,7 @@ import os
 import sys
 
 from core.errors import BadInputError, FeatherweightError
-from core.recipe import resolve_spec
+from core.spec.recipe import resolve_spec
 
 EXIT_BAD_INPUT = 2
 PATHS_HELP = ("Paths on the command line are relative to the current directory; model: and data: paths inside a "
@@ -54,7 +54,7 @@ def _progress_bar():
 
 
 def cmd_run(args) -> int:
-    from core.jobs import run_recipe_isolated
+    from core.jobs.queue import run_recipe_isolated
 
     # The recipe, model and data are read, and the run executes, in a worker process with resource limits
     # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
     result = run_recipe_isolated(_here(args.recipe), out, model=_here(args.model), data=_here(args.data),
                                  executor=args.executor, ray_address=args.ray_address, on_progress=_progress_bar())
     failed = result.get("failed") or []
-    from core.report import results_table_text  # the end-of-run table: size, quality, speed-up per variant
+    from core.views.report import results_table_text  # the end-of-run table: size, quality, speed-up per variant
 
     print(results_table_text(out))
     _print_cost_summary(out)
@@ -72,8 +72,8 @@ def cmd_run(args) -> int:
 
 
 def _print_cost_summary(out_dir: str) -> None:
-    """Cost per million, energy per inference and monthly saving per variant (core.cost, default assumptions)."""
-    from core.cost import summary_lines
+    """Cost per million, energy per inference and monthly saving per variant (core.results.cost, default assumptions)."""
+    from core.results.cost import summary_lines
 
     try:
         with open(os.path.join(out_dir, "results.json"), encoding="utf-8") as fh:
@@ -85,7 +85,7 @@ def _print_cost_summary(out_dir: str) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from core.jobs import inspect_isolated
+    from core.jobs.queue import inspect_isolated
 
     card = inspect_isolated(_here(args.model))  # parsed in a worker with resource limits (FEATHERWEIGHT_INSPECT_*)
     print(json.dumps(card, indent=2))
@@ -93,8 +93,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from core.insight import run_isolated_job
-    from core.sensitivity import SensitivityConfig
+    from core.jobs.insight import run_isolated_job
+    from core.analysis.sensitivity import SensitivityConfig
 
     config = SensitivityConfig(technique=args.technique, mode=args.mode, per_channel=not args.per_tensor,
                                calibration=args.calibration, samples=args.samples, amount=args.amount,
@@ -112,8 +112,8 @@ def cmd_sensitivity(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from core.insight import run_isolated_job
-    from core.tuner import TuneConfig
+    from core.jobs.insight import run_isolated_job
+    from core.analysis.tuner import TuneConfig
 
     config = TuneConfig(max_drop_pt=args.max_drop, objective=args.objective, batch_size=args.batch_size,
                         budget_s=args.budget_s, threads=args.threads, allow_prune=not args.no_prune,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
-from core.recipe import Recipe
-from core.store import write_atomic
+from core.spec.recipe import Recipe
+from core.jobs.store import write_atomic
 
 # Session-state keys (one place, so pages and tests agree).
 MODEL_KEY = "fw_model"  # ModelChoice | None
@@ -102,30 +102,30 @@ def safe_filename(name: str, allowed_suffixes: tuple[str, ...]) -> str:
 
 def sample_card(name: str) -> dict:
     """The model card of a bundled sample (loads it, which imports torch: cache the result)."""
-    from core.models import load_model, model_card
+    from core.io.model import load_model, model_card
 
     return model_card(load_model(f"sample:{name}"))
 
 
 def inspect_model_bytes(data: bytes, filename: str) -> dict:
-    """Check an uploaded model and return its card, in an isolated worker when core.jobs offers one.
+    """Check an uploaded model and return its card, in an isolated worker when core.jobs.queue offers one.
 
     Raises:
         FeatherweightError: the file is rejected (one line saying why).
     """
-    from core import jobs
+    from core.jobs import queue as jobs
 
     isolated = getattr(jobs, "inspect_isolated", None)
     if isolated is not None:
         return isolated(data, filename)
-    from core.models import load_model_bytes, model_card
+    from core.io.model import load_model_bytes, model_card
 
     return model_card(load_model_bytes(data, filename))
 
 
 def load_choice_model(choice: ModelChoice):
-    """The `core.models.Model` a choice refers to."""
-    from core.models import load_model, load_model_bytes
+    """The `core.io.model.Model` a choice refers to."""
+    from core.io.model import load_model, load_model_bytes
 
     if choice.is_upload:
         return load_model_bytes(choice.content, choice.filename)
@@ -136,19 +136,19 @@ def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | No
               content: bytes | None = None) -> dict:
     """Load data (a sample, uploaded bytes, or none) against the model and return the dataset summary.
 
-    Uploaded files are parsed in an isolated worker when core.jobs offers one; samples load in this process.
+    Uploaded files are parsed in an isolated worker when core.jobs.queue offers one; samples load in this process.
 
     Raises:
         FeatherweightError: the data is unreadable or does not fit the model's inputs.
     """
-    from core import jobs
+    from core.jobs import queue as jobs
 
     isolated = getattr(jobs, "check_data_isolated", None)
     if isolated is not None and (model_choice.is_upload or content is not None):
         return isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
                         content if content is not None else spec, model_filename=model_choice.filename,
                         data_filename=filename)
-    from core.data import load_data, load_data_bytes
+    from core.io.data import load_data, load_data_bytes
 
     model = load_choice_model(model_choice)
     if content is not None:
@@ -310,7 +310,7 @@ class RunLauncher:
 
     def active_run_of(self, owner: str) -> str | None:
         """The owner's queued or running run, if any (newest first)."""
-        from core.store import ACTIVE
+        from core.jobs.store import ACTIVE
 
         return next((r.id for r in self.store.list(owner) if r.status in ACTIVE), None)
 
@@ -320,7 +320,7 @@ class RunLauncher:
         Raises:
             BadInputError: the server's queue is full.
         """
-        from core.store import ACTIVE
+        from core.jobs.store import ACTIVE
 
         data = data or NO_DATA
         recipe = recipe.replace(model=model.spec, data=data.spec)

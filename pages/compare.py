@@ -7,16 +7,16 @@ import math
 
 import streamlit as st
 
-from core import viz
-from core.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, clicked_variant,
+from core.views import charts as viz
+from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, clicked_variant,
                           layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
                           within_budget)
-from core.cost import DEFAULT_DEVICES, variants_fitting
+from core.results.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
-from core.results import batch_sizes_of, quality_caption
-from core.store import ACTIVE
+from core.results.table import batch_sizes_of, quality_caption
+from core.jobs.store import ACTIVE
 from ui import services
-from core.insight import job_kind
+from core.jobs.insight import job_kind
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui
@@ -193,7 +193,7 @@ def predictions_ui(run_id: str, name: str) -> None:
 def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: int, budget: Budget,
                objective: str) -> None:
     """Downloads: the selected variant's model, the recipe, the results CSV and the HTML report."""
-    from core.report import build_report
+    from core.views.report import build_report
     from core.session import portable_recipe
 
     run_dir = services.store().run_dir(run_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import cost
+from core.results import cost
 from core.errors import FeatherweightError
 from ui import services
 from ui.run_picker import run_picker_ui

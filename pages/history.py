@@ -7,13 +7,13 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import viz
-from core.compare import combine_runs
+from core.views import charts as viz
+from core.results.compare import combine_runs
 from core.errors import FeatherweightError
-from core.insight import job_kind
-from core.results import batch_sizes_of
+from core.jobs.insight import job_kind
+from core.results.table import batch_sizes_of
 from core.session import RUN_KEY
-from core.store import ACTIVE
+from core.jobs.store import ACTIVE
 from ui import services
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui

@@ -1,17 +1,17 @@
 """Insight page: which layer broke the accuracy (sensitivity scan), the best variant within a quality budget
 (tuner), and why a variant is not faster (CPU, per-operator profile, rules, batch x thread scaling).
 
-Every measurement runs as a job in a worker process (core.insight); this page only submits, polls and draws."""
+Every measurement runs as a job in a worker process (core.jobs.insight); this page only submits, polls and draws."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import insight
+from core.jobs import insight
 from core.errors import FeatherweightError
-from core.insight_viz import op_time_figure, scaling_figure, sensitivity_figure, sensitivity_heatmap, tune_figure
+from core.views.insight import op_time_figure, scaling_figure, sensitivity_figure, sensitivity_heatmap, tune_figure
 from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSION_KEY
-from core.store import ACTIVE
+from core.jobs.store import ACTIVE
 from ui import services
 from ui.shell import ensure_app_shell
 
@@ -163,8 +163,8 @@ def scan_form_ui(model) -> dict:
 
 def keep_top_k_ui(result: dict) -> None:
     """The one-click fix: keep the k most sensitive layers in float in the Optimize page's recipe."""
-    from core.recipe import Recipe
-    from core.sensitivity import recipe_with_exclude, top_layers
+    from core.spec.recipe import Recipe
+    from core.analysis.sensitivity import recipe_with_exclude, top_layers
 
     layers = [row for row in result.get("layers", []) if row.get("drop") is not None]
     if result.get("technique") != "quantize":
@@ -227,7 +227,7 @@ def sensitivity_ui(model, data) -> None:
         st.info("No scan yet: choose the settings above and press **Scan layers**.", icon=":material/radar:")
         return
     state = job_status_ui(record.id, "scan")
-    from core.sensitivity import load_sensitivity
+    from core.analysis.sensitivity import load_sensitivity
 
     path = services.store().run_dir(record.id) / "sensitivity.json"
     if state not in ACTIVE and path.exists():
@@ -259,7 +259,7 @@ def tune_form_ui(model) -> dict:
 
 
 def tune_result_ui(run_id: str, active: bool) -> None:
-    from core.tuner import load_tune_log
+    from core.analysis.tuner import load_tune_log
 
     directory = services.store().run_dir(run_id)
 
@@ -300,7 +300,7 @@ def tune_result_ui(run_id: str, active: bool) -> None:
 
 
 def _use_best(text: str) -> None:
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
 
     recipe = Recipe.from_text(text)
     st.session_state[RECIPE_KEY] = recipe.replace(model=None, data=None)
@@ -331,7 +331,7 @@ def tuner_ui(model, data) -> None:
 
 
 def cpu_panel_ui() -> None:
-    from core.diagnostics import cpu_panel
+    from core.analysis.diagnose import cpu_panel
 
     cpu = cpu_panel(threads=1)
     st.markdown(f"**{cpu['cpu']}** · {cpu['cores']} logical cores"
@@ -359,7 +359,7 @@ def diagnostics_ui() -> None:
     else:
         variants = [v for v in _variants_of(record) if v != "baseline"]
         if variants:
-            from core.results import batch_sizes_of
+            from core.results.table import batch_sizes_of
 
             sizes = batch_sizes_of(services.run_results(record.id) or {}) or [1]
             c1, c2 = st.columns(2)
@@ -389,7 +389,7 @@ def diagnostics_ui() -> None:
 
 
 def scaling_ui() -> None:
-    from core.scaling import DEFAULT_BATCH_SIZES, default_thread_counts
+    from core.analysis.scaling import DEFAULT_BATCH_SIZES, default_thread_counts
 
     record = _pick_run(("run", "tune"), "fw_insight_scaling_source", "scaling_source", with_results=True,
                        label="Run")

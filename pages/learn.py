@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import jobs, learn, learn_viz
+from core.jobs import queue as jobs
+
+from core.teach import explainers as learn
+
+from core.views import learn as learn_viz
 from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY
-from core.viz import format_bytes, format_count
+from core.views.charts import format_bytes, format_count
 from ui import services
 from ui.shell import ensure_app_shell
 
@@ -111,7 +115,7 @@ def sources_ui() -> tuple[dict[str, learn.LearnSource], str | None]:
     return out, current
 
 
-# Every view below is computed in a worker (core.jobs.explain_isolated): the model and data are parsed there,
+# Every view below is computed in a worker (core.jobs.queue.explain_isolated): the model and data are parsed there,
 # never in this server process. The caches keep the views (plain data, arrays and frames), not the model.
 @st.cache_data(show_spinner="Loading the model…", max_entries=8)
 def _facts(key: str, _source: learn.LearnSource) -> dict:

@@ -129,7 +129,7 @@ def card_ui(model) -> None:
     """The model card: headline numbers, inputs/outputs, op types and the per-layer table."""
     import pandas as pd
 
-    from core import viz
+    from core.views import charts as viz
 
     card = model.card
     cols = st.columns(5)

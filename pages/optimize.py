@@ -8,13 +8,13 @@ import dataclasses
 import streamlit as st
 
 from core.errors import FeatherweightError
-from core.jobs import CANCEL_FLAG
-from core.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, preset_recipe, run_seconds,
+from core.jobs.queue import CANCEL_FLAG
+from core.spec.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, preset_recipe, run_seconds,
                           slow_batch_sizes)
-from core.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
+from core.spec.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, RUN_KEY,
                           choose_sample_data, choose_sample_model, digest_of, live_elapsed_s)
-from core.store import ACTIVE
+from core.jobs.store import ACTIVE
 from ui import forms, services
 from ui.shell import ensure_app_shell
 from ui.sidebar import remember_session
@@ -316,9 +316,9 @@ def progress_ui(run_id: str) -> None:
 
 def finished_variants_ui(run_id: str, active: bool) -> None:
     """The Pareto chart and the table of the variants finished so far (cached on results.json's mtime)."""
-    from core import viz
-    from core.compare import ok_rows
-    from core.results import batch_sizes_of
+    from core.views import charts as viz
+    from core.results.compare import ok_rows
+    from core.results.table import batch_sizes_of
 
     results = services.run_results(run_id)
     frame = services.run_frame(run_id)

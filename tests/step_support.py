@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from core.models import Model
+from core.io.model import Model
 from core.techniques import Candidate, StepContext, apply_step
 
 

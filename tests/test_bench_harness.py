@@ -69,7 +69,7 @@ def test_speed_rows_name_the_int8_instruction_set():
 
 def test_int8_isa_reads_the_cpu_flags():
     """The ISA label follows the flags onnxruntime's kernels choose by."""
-    from core.measure import int8_isa
+    from core.measure.quality import int8_isa
 
     assert int8_isa({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AMX"
     assert int8_isa({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"

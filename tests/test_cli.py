@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.recipe import Recipe
+from core.spec.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parent.parent  # the code root: nothing a run does may land here
 
@@ -130,7 +130,7 @@ def _root_entries() -> set:
 def _write_contrib_model(folder: Path) -> None:
     """net.onnx and data.npz in `folder`: a small classifier whose first op is onnxruntime's contrib `Inverse`.
 
-    onnx's shape inference does not know the op, so the compute profile (core.cost) falls back to onnxruntime's
+    onnx's shape inference does not know the op, so the compute profile (core.results.cost) falls back to onnxruntime's
     symbolic shape inference, which cannot infer it either and saves the model as ``sym_shape_infer_temp.onnx``
     plus a ``<uuid>.data`` file (the 2 KiB weight) into the current directory before it gives up.
     """
@@ -272,7 +272,7 @@ def test_missing_recipe_names_the_absolute_path_it_tried(tmp_path):
 def test_isolated_workers_resolve_paths_where_their_caller_runs(tmp_path, monkeypatch):
     """A worker starts in its caller's working directory, so a relative path means the same file in both, and a
     module file there (onnx.py) does not shadow the real package in the worker."""
-    from core.jobs import inspect_isolated
+    from core.jobs.queue import inspect_isolated
 
     mydir = tmp_path / "mydir"
     _write_contrib_model(mydir / "models")

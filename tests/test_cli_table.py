@@ -40,7 +40,7 @@ def test_run_ends_with_size_quality_and_speedup_per_variant(tmp_path, capsys):
 
 def test_text_table_without_labels_shows_fidelity():
     """Without labels the quality column is the agreement with the baseline; failed rows show dashes."""
-    from core.report import results_text_table
+    from core.views.report import results_text_table
 
     results = synthetic_results()
     for v in results["variants"]:
@@ -53,7 +53,7 @@ def test_text_table_without_labels_shows_fidelity():
 
 def test_inspect_names_featherweight_as_producer(capsys):
     """`inspect sample:digits-mlp` says producer "featherweight 0.1.0", not torch's version."""
-    from core.models import featherweight_version
+    from core.io.model import featherweight_version
 
     assert main(["inspect", "sample:digits-mlp"]) == 0
     card = json.loads(capsys.readouterr().out)

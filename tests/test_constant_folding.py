@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core.data import load_data
-from core.models import load_model_bytes, model_card
-from core.onnx_fixes import fold_constants
-from core.recipe import PruneConfig, QuantizeConfig
+from core.io.data import load_data
+from core.io.model import load_model_bytes, model_card
+from core.io.repair import fold_constants
+from core.spec.recipe import PruneConfig, QuantizeConfig
 from onnx_graphs import runtime_weights_classifier
 from step_support import apply_to_copy
 

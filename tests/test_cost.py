@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core import cost
-from core.cost import (CostAssumptions, DeviceProfile, EnergyCounter, co2_grams, cost_frame, cost_per_million,
+from core.results import cost
+from core.results.cost import (CostAssumptions, DeviceProfile, EnergyCounter, co2_grams, cost_frame, cost_per_million,
                        device_fit, devices_from_rows, devices_to_rows, energy_per_inference, fits,
                        model_compute_profile, monthly_cost, monthly_saving)
 from core.errors import BadInputError
@@ -163,8 +163,8 @@ class _TickingCounter(EnergyCounter):
 
 def test_benchmark_records_cpu_time_and_switches_between_measured_and_estimated(tmp_path):
     """benchmark() records CPU ms per sample always and joules per sample only when counters are readable."""
-    from core.measure import benchmark
-    from core.models import graph_inputs
+    from core.measure.quality import benchmark
+    from core.io.model import graph_inputs
 
     _zone(tmp_path / "rapl", "intel-rapl:0", "package-0", 0)
     model = _conv_model()
@@ -340,7 +340,7 @@ def test_cost_frame_prices_the_chosen_batch_size_against_the_baseline():
 
 def test_results_frame_gains_cost_columns_with_the_stored_assumptions():
     """results.csv columns: USD / million, monthly saving, energy (mJ) and CO2 per batch size, and compute."""
-    from core.results import results_frame
+    from core.results.table import results_frame
 
     results = _results()
     for v in results["variants"]:
@@ -366,7 +366,7 @@ def test_cost_figure_marks_measured_and_estimated_and_greys_what_does_not_fit():
 
 
 def cost_figure_grey():
-    from core.viz import OUT_OF_BUDGET
+    from core.views.charts import OUT_OF_BUDGET
 
     return OUT_OF_BUDGET
 
@@ -374,8 +374,8 @@ def cost_figure_grey():
 def test_a_run_records_the_new_fields_and_the_cli_prints_a_cost_summary(tmp_path, capsys, fast_bench):
     """results.json gains cpu_ms_per_sample, energy, compute and cost; `featherweight run` prints the summary."""
     from core.cli import _print_cost_summary
-    from core.pipeline import run_recipe
-    from core.recipe import QuantizeConfig, Recipe, Variant
+    from core.pipeline.run import run_recipe
+    from core.spec.recipe import QuantizeConfig, Recipe, Variant
 
     recipe = Recipe(model="sample:digits-mlp", data="sample:digits", benchmark=fast_bench,
                     variants=(Variant("int8-dynamic", (QuantizeConfig(mode="dynamic"),)),))
@@ -402,7 +402,7 @@ def test_profile_from_artifact_parses_in_a_worker_and_only_inside_the_run(tmp_pa
     process; a path outside the run directory is not read at all."""
     import onnx
 
-    from core import cost
+    from core.results import cost
 
     run_dir = tmp_path / "run"
     (run_dir / "variants" / "baseline").mkdir(parents=True)

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from core.data import load_data, load_data_bytes, synthetic_dataset
+from core.io.data import load_data, load_data_bytes, synthetic_dataset
 from core.errors import BadInputError
 
 
@@ -71,7 +71,7 @@ def test_npz_with_explicit_splits_uses_x_val_or_carves_it_from_x_eval(digits_mlp
 
 def test_paraphrase_pairs_move_whole_into_validation_or_test():
     """A pair is never cut across validation and test; pair indices are renumbered within each part."""
-    from core.data import Split, hold_out_validation
+    from core.io.data import Split, hold_out_validation
 
     x = np.arange(24, dtype=np.float32).reshape(12, 2)  # rows 2i and 2i + 1 paraphrase each other
     pairs = np.arange(12).reshape(6, 2)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core.diagnostics import compare_ops, cpu_panel, explain, parse_profile, profile_ops
+from core.analysis.diagnose import compare_ops, cpu_panel, explain, parse_profile, profile_ops
 
 NO_VNNI_CPU = {"int8_fast": False, "fp16_arithmetic": False}
 FAST_CPU = {"int8_fast": True, "fp16_arithmetic": True}
@@ -14,7 +14,7 @@ FAST_CPU = {"int8_fast": True, "fp16_arithmetic": True}
 @pytest.fixture(scope="module")
 def cnn_variants(digits_cnn, digits_cnn_data):
     """digits-cnn as float, static int8 and dynamic int8 with Conv quantized (ConvInteger)."""
-    from core.recipe import QuantizeConfig
+    from core.spec.recipe import QuantizeConfig
     from core.techniques import Candidate, StepContext, apply_step
 
     context = StepContext(dataset=digits_cnn_data, baseline=digits_cnn)
@@ -106,8 +106,8 @@ def test_cpu_panel_names_the_int8_and_fp16_features():
 
 
 def test_scaling_table_covers_every_batch_and_thread_count(digits_mlp, digits_mlp_data):
-    from core.insight_viz import scaling_figure
-    from core.scaling import scaling_table
+    from core.views.insight import scaling_figure
+    from core.analysis.scaling import scaling_table
 
     rows = scaling_table({"baseline": digits_mlp.onnx_bytes()}, digits_mlp_data.eval.x, batch_sizes=(1, 16),
                          thread_counts=(1, 2), warmup=1, runs=3, max_seconds=0.2)
@@ -119,9 +119,9 @@ def test_scaling_table_covers_every_batch_and_thread_count(digits_mlp, digits_ml
 
 def test_a_sensitivity_job_runs_through_the_job_runner(tmp_path):
     """The JobRunner's worker runs an insight kind and writes its file; the job is labelled with its kind."""
-    from core.insight import job_kind, submit_job
-    from core.jobs import JobRunner
-    from core.store import RunStore
+    from core.jobs.insight import job_kind, submit_job
+    from core.jobs.queue import JobRunner
+    from core.jobs.store import RunStore
 
     runner = JobRunner(RunStore(tmp_path), poll_s=0.1)
     try:

@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
-from core.data import Dataset, Split, load_data
+from core.io.data import Dataset, Split, load_data
 from core.errors import BadInputError, UnsupportedModelError
-from core.models import Model, export_onnx
-from core.pipeline import run
-from core.recipe import DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant
+from core.io.model import Model, export_onnx
+from core.pipeline.run import run
+from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.techniques import Cancelled
 from core.techniques.distill import accuracy, model_inputs, param_count
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.recipe import Recipe
+from core.spec.recipe import Recipe
 
 SWEEP = """
 model: sample:digits-mlp
@@ -25,12 +25,12 @@ def ray_cluster():
 def test_sweep_on_ray_matches_local(tmp_path, ray_cluster, monkeypatch):
     """Variants built as Ray tasks have the same names, sizes and accuracy as locally, artifacts included; a
     variant timed on another host than the baseline says so."""
-    import core.executors
-    from core.pipeline import run_recipe
+    import core.pipeline.ray
+    from core.pipeline.run import run_recipe
 
     recipe = Recipe.from_text(SWEEP)
     local = run_recipe(recipe, tmp_path / "local")
-    monkeypatch.setattr(core.executors.platform, "node", lambda: "driver-host")  # the tasks run elsewhere
+    monkeypatch.setattr(core.pipeline.ray.platform, "node", lambda: "driver-host")  # the tasks run elsewhere
     remote = run_recipe(recipe, tmp_path / "ray", executor="ray")
     monkeypatch.undo()
     assert [v.name for v in remote.variants] == [v.name for v in local.variants] == [
@@ -47,8 +47,8 @@ def test_sweep_on_ray_matches_local(tmp_path, ray_cluster, monkeypatch):
 
 def test_dashboard_jobs_on_a_ray_cluster(tmp_path, ray_cluster):
     """FEATHERWEIGHT_JOB_EXECUTOR=ray: a queued job's worker drives its variants as tasks on the given cluster."""
-    from core.jobs import JobRunner
-    from core.store import RunStore
+    from core.jobs.queue import JobRunner
+    from core.jobs.store import RunStore
 
     address = ray_cluster.get_runtime_context().gcs_address
     runner = JobRunner(RunStore(tmp_path / "home"), executor="ray", ray_address=address)
@@ -67,8 +67,8 @@ def test_dashboard_jobs_on_a_ray_cluster(tmp_path, ray_cluster):
 
 def test_ray_job_executor_needs_an_address(tmp_path, monkeypatch):
     from core.errors import BadInputError
-    from core.jobs import JobRunner
-    from core.store import RunStore
+    from core.jobs.queue import JobRunner
+    from core.jobs.store import RunStore
 
     monkeypatch.delenv("FEATHERWEIGHT_RAY_ADDRESS", raising=False)
     monkeypatch.setenv("FEATHERWEIGHT_JOB_EXECUTOR", "ray")

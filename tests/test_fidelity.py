@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from core.measure import CONFIDENT_MARGIN
-from core.pipeline import run, run_recipe
-from core.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
+from core.measure.quality import CONFIDENT_MARGIN
+from core.pipeline.run import run, run_recipe
+from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 
 FAST = BenchmarkConfig(batch_sizes=(1,), threads=1, warmup=1, runs=3, max_seconds=0.5)
 
@@ -26,8 +26,8 @@ def test_a_near_uniform_random_classifier_has_no_clear_samples_rather_than_readi
     no sample has a clear fp32 margin, which results.json says instead of a bare 'agreement 0'."""
     import torch
 
-    from core.data import load_data
-    from core.models import Model, export_onnx
+    from core.io.data import load_data
+    from core.io.model import Model, export_onnx
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(),
@@ -85,8 +85,8 @@ def test_flips_confident_agreement_and_topk_match_a_direct_numpy_computation(dig
 
 
 def test_table_csv_and_report_carry_the_fidelity_columns_and_say_which_split(digits_run):
-    from core.report import build_report
-    from core.results import results_frame
+    from core.views.report import build_report
+    from core.results.table import results_frame
 
     out, results = digits_run
     frame = results_frame(results)
@@ -104,7 +104,7 @@ def test_table_csv_and_report_carry_the_fidelity_columns_and_say_which_split(dig
 
 def test_side_by_side_shows_the_flipped_samples_first(digits_run):
     """Compare's side by side searches the whole test split and puts the samples whose top-1 changed first."""
-    from core.compare import side_by_side
+    from core.results.compare import side_by_side
 
     out, results = digits_run
     flips = results["variants"][1]["flips"]["count"]

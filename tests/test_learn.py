@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from onnx import numpy_helper
 
-from core import learn
+from core.teach import explainers as learn
 from core.errors import BadInputError
-from core.models import Model, model_card
-from core.recipe import QuantizeConfig
+from core.io.model import Model, model_card
+from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext
 from core.techniques.quantize import gemm_to_matmul, quantize
 
@@ -158,7 +158,7 @@ def test_the_explainer_shows_the_ranges_the_quantizer_uses(digits_cnn, digits_cn
     int8 variant calibrated that way carries (and entropy is not minmax)."""
     import copy
 
-    from core.recipe import QuantizeConfig
+    from core.spec.recipe import QuantizeConfig
     from core.techniques import Candidate, StepContext, apply_step
 
     study = learn.calibration_study(digits_cnn, digits_cnn_data, samples=CALIBRATION)
@@ -323,7 +323,7 @@ def test_technique_table_counts_bytes_per_weight_and_arithmetic(digits_cnn):
 
 
 def test_estimate_vs_measured_reads_a_run(tmp_path, digits_mlp):
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     store = RunStore(tmp_path / "home")
     record = store.create("tester", "model: sample:digits-mlp\n", model="sample:digits-mlp")
@@ -351,7 +351,7 @@ def test_sources_name_samples_and_refuse_unknown_ones():
 
 def _run_with_model(tmp_path, spec: str):
     """A finished run in a fresh store whose results.json names `spec` as its model."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     store = RunStore(tmp_path / "home")
     record = store.create("tester", "variants: []\n", model="inputs/model.onnx")
@@ -386,7 +386,7 @@ def test_run_baseline_proto_reads_only_files_inside_the_run(tmp_path, digits_mlp
 
 def test_explainer_views_from_the_worker_equal_the_in_process_ones(digits_cnn, digits_cnn_data):
     """Through explain_isolated, a sample's views come back bit for bit: arrays, frames and weight tensors."""
-    from core.jobs import explain_isolated
+    from core.jobs.queue import explain_isolated
 
     source = learn.sample_source("sample:digits-cnn")
     stats: dict = {}
@@ -408,7 +408,7 @@ def test_explainer_views_from_the_worker_equal_the_in_process_ones(digits_cnn, d
 
 def test_live_distillation_in_a_worker_streams_every_point(digits_mlp, digits_mlp_data):
     """The worker sends each epoch's points as they come, and they equal an in-process run's."""
-    from core.jobs import explain_isolated
+    from core.jobs.queue import explain_isolated
 
     settings = {"width": 0.25, "temperature": 4.0, "alpha": 0.7, "epochs": 2, "train_samples": 100}
     seen: list = []
@@ -419,7 +419,7 @@ def test_live_distillation_in_a_worker_streams_every_point(digits_mlp, digits_ml
 
 def test_explainer_worker_refuses_a_hostile_upload_with_one_line(tmp_path):
     """Uploaded bytes go to the worker; a corrupt file comes back as one BadInputError, the server untouched."""
-    from core.jobs import explain_isolated
+    from core.jobs.queue import explain_isolated
 
     source = learn.LearnSource(key="upload:x", label="broken.onnx", model_filename="broken.onnx",
                                model_content=b"\x08\x07not a model")

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from core.data import load_data
-from core.pipeline import load_results, run, run_recipe
-from core.recipe import QuantizeConfig, Recipe, Variant
+from core.io.data import load_data
+from core.pipeline.run import load_results, run, run_recipe
+from core.spec.recipe import QuantizeConfig, Recipe, Variant
 
 CONTRACT_KEYS = {"name", "status", "error", "steps", "size_bytes", "params", "accuracy", "agreement",
                  "cosine_mean", "cosine_min", "latency_ms", "throughput", "artifact"}
@@ -50,7 +50,7 @@ def _conv_only_model():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from core.models import Model
+    from core.io.model import Model
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 1, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["y"], name="conv")], "g",
@@ -61,7 +61,7 @@ def _conv_only_model():
 
 def test_a_failing_variant_does_not_stop_the_run(tmp_path, fast_bench):
     """A variant that cannot be built is recorded as failed with a one-line error; the others still run."""
-    from core.data import synthetic_dataset
+    from core.io.data import synthetic_dataset
 
     model = _conv_only_model()
     recipe = Recipe(benchmark=fast_bench, variants=(Variant("int4", (QuantizeConfig(mode="int4"),)),

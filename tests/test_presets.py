@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.presets import PRESETS, benchmark_seconds, fitted_benchmark, preset_recipe, slow_batch_sizes
-from core.recipe import BenchmarkConfig
+from core.spec.presets import PRESETS, benchmark_seconds, fitted_benchmark, preset_recipe, slow_batch_sizes
+from core.spec.recipe import BenchmarkConfig
 
 CONV_ONLY_ONNX = {"format": "onnx", "task": "classification", "architecture": None,
                   "op_types": {"Conv": 3, "Relu": 3, "GlobalAveragePool": 1, "Flatten": 1}, "macs": 2_000_000}

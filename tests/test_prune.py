@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from core.data import Dataset, Split
+from core.io.data import Dataset, Split
 from core.errors import BadInputError, UnsupportedModelError
-from core.models import Model, export_onnx
-from core.pipeline import run
-from core.recipe import PruneConfig, QuantizeConfig, Recipe, Variant, step_from_dict
+from core.io.model import Model, export_onnx
+from core.pipeline.run import run
+from core.spec.recipe import PruneConfig, QuantizeConfig, Recipe, Variant, step_from_dict
 from core.techniques import Cancelled
 from core.techniques.distill import accuracy, model_inputs
 from core.techniques.prune import prunable_layers

@@ -6,9 +6,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core.errors import UnsupportedModelError
-from core.measure import logical_params, make_session, run_batched
-from core.models import Model
-from core.recipe import QuantizeConfig
+from core.measure.quality import logical_params, make_session, run_batched
+from core.io.model import Model
+from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext, apply_step
 from core.techniques.quantize import gemm_to_matmul
 
@@ -146,14 +146,14 @@ def _fidelity(model, result, data):
 
 @pytest.fixture(scope="module")
 def shapes_cnn():
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model("sample:shapes-cnn")
 
 
 @pytest.fixture(scope="module")
 def shapes_data(shapes_cnn):
-    from core.data import load_data
+    from core.io.data import load_data
 
     return load_data("sample:shapes", shapes_cnn)
 
@@ -254,7 +254,7 @@ def _outlier_model():
 def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     """On activations with rare large outliers, entropy and percentile pick tighter ranges than minmax, clip
     only the outliers, and quantize the bulk of the values more finely; the quantized model carries the range."""
-    from core.data import Dataset, Split
+    from core.io.data import Dataset, Split
     from core.techniques.quantize import CalibrationReader, calibration_ranges
 
     rng = np.random.default_rng(1)

@@ -14,9 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "app"))
 from app_support import synthetic_results  # noqa: E402
 
-from core.compare import Budget, best_caveats, best_variant  # noqa: E402
-from core.report import build_report  # noqa: E402
-from core.results import results_frame  # noqa: E402
+from core.results.compare import Budget, best_caveats, best_variant  # noqa: E402
+from core.views.report import build_report  # noqa: E402
+from core.results.table import results_frame  # noqa: E402
 
 
 def _bloated() -> dict:
@@ -60,7 +60,7 @@ def test_report_table_scrolls_inside_the_page_and_counts_variants_without_baseli
 
 def test_display_table_has_one_size_format_and_no_none():
     """The dashboard table writes sizes as format_bytes does ("160 kB") and leaves a failed row's numbers empty."""
-    from core.viz import format_bytes
+    from core.views.charts import format_bytes
     from ui.tables import display_frame
 
     frame = results_frame(synthetic_results())
@@ -77,7 +77,7 @@ def test_display_table_has_one_size_format_and_no_none():
 def test_pareto_labels_do_not_overlap_or_leave_the_plot():
     """Three variants in one cluster and one at the right edge get label positions whose estimated boxes do not
     overlap, and the right-most label does not run past the edge (it read "seline")."""
-    from core.viz import label_positions
+    from core.views.charts import label_positions
 
     xs, ys = [10.0, 10.2, 10.4, 100.0], [5.0, 5.05, 4.95, 20.0]
     names = ["int8-static", "int8-static-2", "int8-static-3", "baseline"]
@@ -88,7 +88,7 @@ def test_pareto_labels_do_not_overlap_or_leave_the_plot():
 
 def test_colour_scale_covers_a_meaningful_range():
     """Every variant at 98.52%: the scale spans 1 pt around it, not 98-99.5; cosine all at 1.0: never past 1."""
-    from core.viz import color_range
+    from core.views.charts import color_range
 
     low, high = color_range(pd.Series([98.52, 98.52, 98.52]), "accuracy")
     assert high - low == pytest.approx(1.0) and low < 98.52 < high
@@ -99,7 +99,7 @@ def test_colour_scale_covers_a_meaningful_range():
 
 def test_pareto_with_one_winner_still_draws_the_frontier():
     """A run where one variant beats every other still has the dotted frontier the caption promises."""
-    from core import viz
+    from core.views import charts as viz
 
     fig = viz.pareto_figure(results_frame(synthetic_results()), 256)
     frontier = [t for t in fig.data if t.name == "Pareto frontier"]
@@ -109,7 +109,7 @@ def test_pareto_with_one_winner_still_draws_the_frontier():
 
 def test_cost_chart_writes_dollars_not_si_prefixes():
     """The Cost chart's dollar axis has a $ prefix and no SI format ("100μ" dollars), and labels stay inside."""
-    from core import cost
+    from core.results import cost
 
     frame = pd.DataFrame({"name": ["baseline", "int8", "fp16"], "status": ["ok"] * 3,
                           "usd_per_million": [0.0004, 0.0001, 0.00011], "energy_mj": [3.0, 1.0, 1.05],
@@ -126,7 +126,7 @@ def test_cost_chart_writes_dollars_not_si_prefixes():
 
 def test_dollars_never_in_scientific_notation():
     """Tiny costs per million read as decimals ("$0.0000787"), not "$7.872e-05" (or "100μ")."""
-    from core.viz import format_usd
+    from core.views.charts import format_usd
 
     assert format_usd(7.872e-05) == "$0.0000787"
     assert format_usd(0.0003377) == "$0.000338"

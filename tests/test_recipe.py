@@ -5,7 +5,7 @@ import json
 import pytest
 
 from core.errors import BadInputError
-from core.recipe import (MAX_SWEEP_VARIANTS, BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe,
+from core.spec.recipe import (MAX_SWEEP_VARIANTS, BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe,
                          Variant, default_recipe, expand_sweep, step_from_dict, sweep_variant_count)
 
 DESIGN_EXAMPLE = """
@@ -227,7 +227,7 @@ def test_brief_repr_is_short_and_fast_for_huge_values():
     """brief_repr looks at a few items only, whatever the size of the value."""
     import time
 
-    from core.recipe import ECHO_CHARS, brief_repr
+    from core.spec.recipe import ECHO_CHARS, brief_repr
 
     huge = [["x"] * 1000] * 100_000
     started = time.perf_counter()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import load_sample_module
+from core.io.model import load_sample_module
 from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS, available
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.errors import BadInputError
-from core.recipe import PruneConfig, QuantizeConfig, Recipe, Variant
-from core.sensitivity import (SensitivityConfig, SensitivityResult, load_sensitivity, recipe_with_exclude, scan,
+from core.spec.recipe import PruneConfig, QuantizeConfig, Recipe, Variant
+from core.analysis.sensitivity import (SensitivityConfig, SensitivityResult, load_sensitivity, recipe_with_exclude, scan,
                               sqnr_db, top_layers)
 
 FRAGILE = "/net/net.3/Gemm"
@@ -22,8 +22,8 @@ def fragile():
     output channel) round every real weight to zero."""
     import torch
 
-    from core.data import load_data
-    from core.models import Model, export_onnx, load_sample_module
+    from core.io.data import load_data
+    from core.io.model import Model, export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_the_scan_scores_on_validation_and_never_reads_the_test_labels(fragile):
 
 
 def test_prune_scan_through_torch_and_through_onnx_agree(digits_mlp, digits_mlp_data):
-    from core.models import Model
+    from core.io.model import Model
 
     config = SensitivityConfig(technique="prune", amount=0.5, amounts=(0.2, 0.95), max_samples=300)
     torch_result = scan(digits_mlp, digits_mlp_data, config)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from core.errors import BadInputError
-from core.store import WORKER_MARKER, RunStore, write_atomic
+from core.jobs.store import WORKER_MARKER, RunStore, write_atomic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,7 +101,7 @@ def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path, monkeypatch):
 WRITER = """
 import sys
 from pathlib import Path
-from core.store import write_atomic
+from core.jobs.store import write_atomic
 target = Path(sys.argv[1])
 blocks = [b"A" * (4 << 20), b"B" * (4 << 20)]
 i = 0

@@ -23,13 +23,13 @@ GUITAR_COSINE = 0.84056
 
 @pytest.fixture(scope="module")
 def minilm():
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model("sample:minilm")
 
 
 def _embed(model, sentences, length=SEQUENCE):
-    from core.measure import make_session
+    from core.measure.quality import make_session
 
     feed = text.tokenize(sentences, length)
     return make_session(model.onnx_bytes()).run(None, feed)[0]
@@ -46,7 +46,7 @@ def test_registered_behind_the_text_extra():
 
 def test_missing_extra_is_a_clear_error(monkeypatch):
     """Loading the model or the sentences without the extra says which extra to install."""
-    from core.models import load_model
+    from core.io.model import load_model
 
     monkeypatch.setattr(text, "extra_installed", lambda: False)
     with pytest.raises(BadInputError, match=r"'text' extra.*pip install"):
@@ -68,7 +68,7 @@ def test_bundled_sentences_are_distinct_pairs():
 def test_export_names_shapes_and_matches_sentence_transformers(minilm):
     """int64 input_ids / attention_mask with symbolic batch and sequence in, a normalized 384-d
     sentence_embedding out, the same as sentence-transformers, and padding changes nothing."""
-    from core.models import model_card, task_of
+    from core.io.model import model_card, task_of
 
     assert [(s.name, s.shape, s.dtype) for s in minilm.inputs] == [
         ("input_ids", ("batch", "sequence"), "int64"), ("attention_mask", ("batch", "sequence"), "int64")]
@@ -87,7 +87,7 @@ def test_cached_export_loads_quickly(minilm):
     """Once exported, loading is reading the cached file (well under a second of work)."""
     import time
 
-    from core.models import load_model
+    from core.io.model import load_model
 
     assert text.cached_onnx_path().is_file()
     start = time.perf_counter()
@@ -100,7 +100,7 @@ def test_cached_export_loads_quickly(minilm):
 def test_sentences_dataset_is_tokenized_per_split(minilm):
     """Every split holds input_ids / attention_mask padded to the benchmark's sequence length; eval declares its
     paraphrase pairs."""
-    from core.data import load_data
+    from core.io.data import load_data
 
     data = load_data("sample:sentences", minilm, sequence_length=SEQUENCE)
     assert not data.has_labels and len(data.calib) == text.CALIB_COUNT and len(data.train) > 0
@@ -120,9 +120,9 @@ def test_dynamic_int8_keeps_cosine_and_retrieval(minilm, tmp_path):
     retrieval as good as fp32 (on a small eval subset, with a small benchmark)."""
     import onnx
 
-    from core.data import load_data
-    from core.pipeline import run
-    from core.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
+    from core.io.data import load_data
+    from core.pipeline.run import run
+    from core.spec.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
 
     data = load_data("sample:sentences", minilm, sequence_length=SEQUENCE)
     data.eval = data.eval.take(48)
@@ -146,9 +146,9 @@ def test_keeping_matmuls_in_float_never_loses_cosine_and_all_of_them_is_fp32(min
     quantization of MiniLM takes seconds; `make bench` has no MiniLM exclusion target for the same reason.)"""
     import copy
 
-    from core.data import load_data
-    from core.measure import make_session, run_batched
-    from core.recipe import QuantizeConfig
+    from core.io.data import load_data
+    from core.measure.quality import make_session, run_batched
+    from core.spec.recipe import QuantizeConfig
     from core.techniques import Candidate, StepContext, apply_step
 
     data = load_data("sample:sentences", minilm, sequence_length=SEQUENCE)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from core.errors import BadInputError
-from core.recipe import Recipe
-from core.tuner import TuneConfig, load_tune_log, paired_speedup, tune
+from core.spec.recipe import Recipe
+from core.analysis.tuner import TuneConfig, load_tune_log, paired_speedup, tune
 
 QUICK = dict(runs=5, max_seconds=0.3, warmup=1, batch_size=32)
 
@@ -16,8 +16,8 @@ QUICK = dict(runs=5, max_seconds=0.3, warmup=1, batch_size=32)
 def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
     import torch
 
-    from core.data import load_data
-    from core.models import Model, export_onnx, load_sample_module
+    from core.io.data import load_data
+    from core.io.model import Model, export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():  # as in test_sensitivity: layer 3 cannot survive int8 weights
@@ -70,7 +70,7 @@ def test_time_budget_is_respected_and_leaves_a_usable_answer(tmp_path, digits_cn
 
 
 def test_best_yaml_reproduces_the_best_variant_with_featherweight_run(tmp_path, digits_mlp, digits_mlp_data):
-    from core.pipeline import run_recipe
+    from core.pipeline.run import run_recipe
 
     config = TuneConfig(max_drop_pt=0.5, budget_s=60, finetune_epochs=3, prune_amounts=(0.5,), **QUICK)
     outcome = tune(digits_mlp, digits_mlp_data, config, tmp_path / "tune", model_spec="sample:digits-mlp",
@@ -96,7 +96,7 @@ def test_best_yaml_reproduces_the_best_variant_with_featherweight_run(tmp_path, 
 def _fragile_onnx_only(tmp_path):
     import torch
 
-    from core.models import Model, export_onnx, load_sample_module
+    from core.io.model import Model, export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():  # as in test_sensitivity: plain int8 rounds layer 3's real weights to zero
@@ -121,7 +121,7 @@ def test_the_tuner_judges_the_budget_on_validation_and_reports_on_the_untouched_
     makes plain int8 pass a budget it fails on the real labels."""
     import dataclasses
 
-    from core.data import load_data
+    from core.io.data import load_data
 
     model = _fragile_onnx_only(tmp_path)
     data = load_data("sample:digits", model)
@@ -149,13 +149,13 @@ def test_the_tuner_judges_the_budget_on_validation_and_reports_on_the_untouched_
 
 
 def model_predictions(model, x: dict) -> np.ndarray:
-    from core import measure
+    from core.measure import quality as measure
 
     return measure.run_batched(measure.make_session(model.onnx_bytes()), x)[0].argmax(axis=1)
 
 
 def test_paired_speedup_of_a_model_against_itself_is_about_one(digits_mlp, digits_mlp_data):
-    from core import measure
+    from core.measure import quality as measure
 
     session = measure.make_session(digits_mlp.onnx_bytes())
     feed = measure.batch_inputs(digits_mlp_data.eval.x, digits_mlp.inputs, 64)

@@ -6,13 +6,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core.data import load_data, synthetic_inputs
+from core.io.data import load_data, synthetic_inputs
 from core.errors import BadInputError
-from core.measure import make_session, retrieval_accuracy, run_batched
-from core.models import Model, ensure_opset, graph_inputs, load_model_bytes, model_card, onnx_opset, task_of
-from core.onnx_fixes import fixed_batch_size, make_batch_symbolic
-from core.pipeline import run
-from core.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
+from core.measure.quality import make_session, retrieval_accuracy, run_batched
+from core.io.model import Model, ensure_opset, graph_inputs, load_model_bytes, model_card, onnx_opset, task_of
+from core.io.repair import fixed_batch_size, make_batch_symbolic
+from core.pipeline.run import run
+from core.spec.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
 
 TINY_BENCH = BenchmarkConfig(batch_sizes=(1,), warmup=0, runs=3)
 RNG = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import BadInputError, FeatherweightError
-from core.recipe import STEP_TYPES, BenchmarkConfig, StepConfig, Variant
+from core.spec.recipe import STEP_TYPES, BenchmarkConfig, StepConfig, Variant
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 BLOCK_SIZES = [16, 32, 64, 128, 256]
@@ -201,7 +201,7 @@ def new_variant_steps(techniques: list[str], card: dict | None = None) -> tuple:
     return tuple(steps)
 
 
-# ---- sweep builder: several values per option, one variant per combination (core.recipe.expand_sweep)
+# ---- sweep builder: several values per option, one variant per combination (core.spec.recipe.expand_sweep)
 
 BOOL_TITLES = {True: "on", False: "off"}
 
@@ -310,7 +310,7 @@ def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
     """A sweep's name, techniques and every option of each step with several values allowed.
 
     Returns:
-        (the sweep block as `core.recipe.expand_sweep` takes it, or None before a technique is picked; one error
+        (the sweep block as `core.spec.recipe.expand_sweep` takes it, or None before a technique is picked; one error
         per option with a bad value).
     """
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")

@@ -15,9 +15,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BadInputError
-from core.jobs import JobRunner
+from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
-from core.store import ACTIVE, RunStore, default_root, write_atomic
+from core.jobs.store import ACTIVE, RunStore, default_root, write_atomic
 
 XSRF_COOKIE = "_streamlit_xsrf"
 SERVER_FILE = "server.json"  # in the store root: which process serves it, and how many runners it started
@@ -343,7 +343,7 @@ def run_results(run_id: str) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _frame(root: str, run_id: str, mtime: float):
-    from core.results import results_frame
+    from core.results.table import results_frame
 
     results = _results(root, run_id, mtime)
     return results_frame(results) if results else None
@@ -357,7 +357,7 @@ def run_frame(run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _latency(root: str, run_id: str, mtime: float):
-    from core.compare import latency_table
+    from core.results.compare import latency_table
 
     return latency_table((_results(root, run_id, mtime) if root else None) or {})
 
@@ -370,7 +370,7 @@ def run_latency(run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
-    from core.compare import side_by_side_isolated
+    from core.results.compare import side_by_side_isolated
 
     return side_by_side_isolated(Path(root) / "runs" / run_id, variant, count)  # user models: in a worker
 

@@ -1,4 +1,4 @@
-"""Techniques: one config dataclass (in core.recipe) and one apply function each, dispatched by config type.
+"""Techniques: one config dataclass (in core.spec.recipe) and one apply function each, dispatched by config type.
 
 An apply function takes the step's config, the variant's `Candidate` (the model as it stands after the steps
 before) and a `StepContext`, and returns the new `Candidate`.
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core.errors import FeatherweightError, StepFailedError
-from core.recipe import StepConfig
+from core.spec.recipe import StepConfig
 
 _APPLY: dict[type, Callable] = {}
 _MODULES = {"quantize": "core.techniques.quantize", "prune": "core.techniques.prune",
@@ -33,8 +33,8 @@ class Candidate:
 class StepContext:
     """What a step may use: the data, the baseline (teacher), the seed, progress reporting and cancellation."""
 
-    dataset: Any  # core.data.Dataset
-    baseline: Any  # core.models.Model
+    dataset: Any  # core.io.data.Dataset
+    baseline: Any  # core.io.model.Model
     seed: int = 0
     sequence_length: int = 128
     report: Callable[[str, float], None] = lambda message, fraction: None

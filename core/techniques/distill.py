@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.models import onnx_params, task_of
-from core.recipe import DistillConfig
+from core.io.model import onnx_params, task_of
+from core.spec.recipe import DistillConfig
 from core.techniques import Candidate, StepContext, register
 
 INFERENCE_BATCH = 512
@@ -159,7 +159,7 @@ def teacher_outputs(context: StepContext, inputs: list[np.ndarray]) -> np.ndarra
         return predict(baseline.torch_module, inputs)
     import torch
 
-    from core import measure
+    from core.measure import quality as measure
 
     session = measure.make_session(baseline.onnx_bytes(), max(1, torch.get_num_threads()))
     feed = {spec.name: array for spec, array in zip(baseline.inputs, inputs)}

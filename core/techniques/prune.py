@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.models import task_of
-from core.recipe import PruneConfig
+from core.io.model import task_of
+from core.spec.recipe import PruneConfig
 from core.techniques import Candidate, StepContext, register
 from core.techniques.distill import fit, model_inputs, param_count, teacher_outputs
 

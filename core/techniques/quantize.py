@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UnsupportedModelError
-from core.models import ensure_opset
-from core.onnx_fixes import drop_initializer_inputs, fixed_batch_size
-from core.recipe import QuantizeConfig
-from core.scratch import scratch_cwd
+from core.io.model import ensure_opset
+from core.io.repair import drop_initializer_inputs, fixed_batch_size
+from core.spec.recipe import QuantizeConfig
+from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
 
 # Ops dynamic quantization touches by default: ConvInteger has no fast CPU kernel (measured several times slower
@@ -403,7 +403,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             context.report("converting weights to fp16", 0.4)
             converted = convert_float_to_float16(proto, keep_io_types=True,
                                                  node_block_list=list(config.exclude) or None)
-            onnx.save(converted, str(out))  # whether it runs faster is measured; core.compare explains a no
+            onnx.save(converted, str(out))  # whether it runs faster is measured; core.results.compare explains a no
         elif config.mode == "int4":
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

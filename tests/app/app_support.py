@@ -76,7 +76,7 @@ def synthetic_results() -> dict:
 
 def add_run(home: Path, results: dict, *, owner: str = OWNER, status: str = "completed", label: str = "") -> str:
     """Register a finished run with these results in the store at `home`; returns its id."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create(owner, "variants: []\n", label=label or "synthetic run", model=results["model"],
@@ -88,9 +88,9 @@ def add_run(home: Path, results: dict, *, owner: str = OWNER, status: str = "com
 
 def add_real_run(home: Path, owner: str = OWNER) -> str:
     """Run a one-variant static-int8 recipe on digits-mlp with the real pipeline into the store; returns its id."""
-    from core.pipeline import run_recipe
-    from core.recipe import Recipe
-    from core.store import RunStore
+    from core.pipeline.run import run_recipe
+    from core.spec.recipe import Recipe
+    from core.jobs.store import RunStore
 
     recipe = Recipe.from_text("""
 model: sample:digits-mlp

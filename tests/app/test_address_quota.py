@@ -19,7 +19,7 @@ variants:
 
 def _run_from(make_app, monkeypatch, owner: str, address: str | None):
     """Owner `owner` (a fresh cookie) at client `address` presses Run on the Optimize page."""
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
     from core.session import DATA_KEY, MODEL_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, DataChoice
     from ui import services
 
@@ -39,7 +39,7 @@ def test_new_owners_from_one_address_share_its_quota(make_app, fw_home, monkeypa
     import streamlit as st
 
     from core.errors import BadInputError
-    from core.insight import submit_job
+    from core.jobs.insight import submit_job
     from ui import services
 
     monkeypatch.setenv("FEATHERWEIGHT_JOBS_PER_ADDRESS", "2")

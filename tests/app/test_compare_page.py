@@ -138,7 +138,7 @@ def test_real_run_predictions_and_exports(make_app, fw_home):
 
 def test_click_selection_opens_variant():
     """A plotly click event's first point names the variant (the chart puts the name first in customdata)."""
-    from core.compare import clicked_variant
+    from core.results.compare import clicked_variant
 
     event = {"selection": {"points": [{"customdata": ["int8-static", "quantize static"], "x": 1, "y": 2}],
                            "point_indices": [0], "box": [], "lasso": []}}
@@ -149,11 +149,11 @@ def test_click_selection_opens_variant():
 
 def test_slider_and_page_switch_reuse_cached_results(make_app, fw_home, monkeypatch):
     """Moving a budget slider or switching pages reads the cached results: the table is built once per file."""
-    import core.results
+    import core.results.table
 
     calls = []
-    original = core.results.results_frame
-    monkeypatch.setattr(core.results, "results_frame", lambda results: calls.append(1) or original(results))
+    original = core.results.table.results_frame
+    monkeypatch.setattr(core.results.table, "results_frame", lambda results: calls.append(1) or original(results))
     run_id = add_run(fw_home, synthetic_results())
     at = _compare(make_app, run_id)
     built = len(calls)
@@ -165,8 +165,8 @@ def test_slider_and_page_switch_reuse_cached_results(make_app, fw_home, monkeypa
 
 def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
     """Choosing a device on a measured run narrows the Pareto chart to the variants that fit it."""
-    from core.cost import DEFAULT_DEVICES, variants_fitting
-    from core.store import RunStore
+    from core.results.cost import DEFAULT_DEVICES, variants_fitting
+    from core.jobs.store import RunStore
 
     run_id = add_real_run(fw_home)
     at = _compare(make_app, run_id)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import cost
+from core.results import cost
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "cost.py")
 MCU = "Microcontroller (Cortex-M7 class)"
@@ -41,8 +41,8 @@ def store_home(tmp_path, monkeypatch):
 
 
 def _add_run(home: Path, measured: bool = False, label: str = "digits-cnn test run") -> str:
-    from core.pipeline import write_atomic
-    from core.store import RunStore
+    from core.pipeline.run import write_atomic
+    from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create("tester", "variants: []\n", label=label, model="sample:digits-cnn", data="sample:digits")
@@ -162,8 +162,8 @@ def test_picking_another_run_shows_its_numbers_and_opens_it_for_the_compare_page
 
 def test_a_run_without_measured_variants_says_so(store_home):
     """A run whose results hold no throughput yet (the baseline failed) gets a plain message, not a table."""
-    from core.pipeline import write_atomic
-    from core.store import RunStore
+    from core.pipeline.run import write_atomic
+    from core.jobs.store import RunStore
 
     store = RunStore(store_home)
     record = store.create("tester", "variants: []\n", label="broken run", model="x.onnx")

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _onnx_bytes(name: str = "digits-mlp") -> bytes:
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model(f"sample:{name}").onnx_bytes()
 
@@ -113,7 +113,7 @@ def test_new_prune_variant_on_onnx_model_can_run(make_app):
 def test_structured_prune_on_onnx_model_is_flagged_before_run(make_app):
     """A recipe (YAML, or an old session) asking for structured pruning of an ONNX-only model shows "cannot
     run" with the reason on its variant, before Run."""
-    from core.recipe import PruneConfig, Recipe, Variant
+    from core.spec.recipe import PruneConfig, Recipe, Variant
 
     at = _upload_then_optimize(make_app, _conv_only())
     at.session_state["fw_recipe"] = Recipe(variants=(Variant("p", (PruneConfig(method="structured"),)),))
@@ -125,7 +125,7 @@ def test_structured_prune_on_onnx_model_is_flagged_before_run(make_app):
 
 def test_expander_title_follows_the_form_in_the_same_run(make_app):
     """Changing a variant's mode shows the new mode in its title at once, not one rerun later."""
-    from core.recipe import QuantizeConfig, Recipe, Variant
+    from core.spec.recipe import QuantizeConfig, Recipe, Variant
 
     at = _upload_then_optimize(make_app, _conv_only())
     at.session_state["fw_recipe"] = Recipe(variants=(Variant("q", (QuantizeConfig(mode="static"),)),))
@@ -140,7 +140,7 @@ def test_sweep_too_big_for_the_server_is_refused_in_the_builder(make_app, monkey
     """With a server limit of 8 variants per run, a 10-variant sweep is refused when it is built (it used to be
     refused only after Run) and the Run button is off for a recipe over the limit."""
     monkeypatch.setenv("FEATHERWEIGHT_MAX_VARIANTS", "8")
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
 
     at = _upload_then_optimize(make_app, _conv_only())
     at.session_state["fw_recipe"] = Recipe()
@@ -155,7 +155,7 @@ def test_sweep_too_big_for_the_server_is_refused_in_the_builder(make_app, monkey
 def test_slow_benchmark_is_warned_and_a_lighter_one_offered(make_app):
     """A model whose batch-256 run takes a minute gets a warning before Run, and the button applies lighter batch
     sizes to the recipe."""
-    from core.recipe import BenchmarkConfig, Recipe, QuantizeConfig, Variant
+    from core.spec.recipe import BenchmarkConfig, Recipe, QuantizeConfig, Variant
     from core.session import ModelChoice
 
     from app_support import sample_choice
@@ -176,7 +176,7 @@ def _insight_job(home, kind: str = "diagnose", label: str = "scaling · 3 varian
     import json
 
     from app_support import add_run, synthetic_results
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     results = {**synthetic_results(), "variants": []}
     run_id = add_run(home, results, label=label)

@@ -64,7 +64,7 @@ def test_compare_two_runs(make_app, fw_home):
 
 def test_delete_own_run(make_app, fw_home):
     """Deleting needs a confirmation and removes the run from the store."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     run_id = add_run(fw_home, synthetic_results())
     at = _history(make_app)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import insight
-from core.recipe import QuantizeConfig, Recipe, Variant
+from core.jobs import insight
+from core.spec.recipe import QuantizeConfig, Recipe, Variant
 from core.session import MODEL_KEY, OWNER_KEY, RECIPE_KEY, ModelChoice
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "insight.py")
@@ -25,8 +25,8 @@ def home(fw_home):
 
 def _add_job(home: Path, kind: str, files: dict, config: dict | None = None) -> str:
     """A finished insight job of `kind` with its output files, as a worker leaves it."""
-    from core.pipeline import write_atomic
-    from core.store import RunStore
+    from core.pipeline.run import write_atomic
+    from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create(OWNER, "variants: []\n", label=f"{kind} · digits-cnn", model="sample:digits-cnn",
@@ -148,7 +148,7 @@ def test_scan_layers_submits_a_sensitivity_job_for_the_current_model(home, monke
 def test_run_picker_label_is_stable_and_the_status_fresh(home):
     """A scan that finishes keeps its picker label (a select box keeps the label it selected, so a status inside
     it stayed "queued"); the fresh status is shown under the picker instead."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     run_id = _add_job(home, "sensitivity", {"sensitivity.json": _scan()})
     RunStore(home).set_status(run_id, "queued")

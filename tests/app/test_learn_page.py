@@ -169,7 +169,7 @@ def test_size_section_estimates_and_asks_for_a_run(page):
 
 def test_size_section_compares_estimate_with_a_measured_run(page, tmp_path):
     """With a finished run in the store, each variant's estimate stands beside its measured size."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     store = RunStore(tmp_path / "home")
     record = store.create("tester", "model: sample:digits-cnn\n", label="workshop run", model="sample:digits-cnn")

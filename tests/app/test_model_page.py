@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _onnx_bytes(name: str = "digits-mlp") -> bytes:
-    from core.models import load_model
+    from core.io.model import load_model
 
     return load_model(f"sample:{name}").onnx_bytes()
 
@@ -40,7 +40,7 @@ def test_choose_sample_shows_card_and_data(make_app):
     assert not errors_of(at)
     metrics = {m.label: m.value for m in at.metric}
     card = sample_choice("digits-mlp").card
-    from core.viz import format_bytes, format_count
+    from core.views.charts import format_bytes, format_count
 
     assert metrics["Parameters"] == format_count(card["params"])
     assert metrics["File size"] == format_bytes(card["size_bytes"])
@@ -66,7 +66,7 @@ def test_upload_torch_state_dict(make_app):
     """A .pt state dict of a bundled architecture loads as that architecture."""
     import torch
 
-    from core.models import load_sample_module
+    from core.io.model import load_sample_module
 
     buffer = io.BytesIO()
     torch.save(load_sample_module("digits-mlp").state_dict(), buffer)

@@ -27,7 +27,7 @@ def test_every_page_renders_empty_without_error(make_app, page):
 def test_sidebar_shows_model_data_and_running_jobs(make_app, fw_home):
     """The sidebar names the current model and data and shows a running job's progress on any page."""
     from core.session import DATA_KEY, MODEL_KEY, DataChoice
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     make_app().run()  # starts the server's JobRunner, which settles runs left over from before it started
     store = RunStore(fw_home)

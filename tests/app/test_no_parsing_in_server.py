@@ -17,8 +17,8 @@ pytestmark = pytest.mark.timeout(600)
 PARSERS = [("onnx", "load"), ("onnx", "load_model"), ("onnx", "load_from_string"), ("onnx", "load_model_from_string"),
            ("onnxruntime", "InferenceSession"), ("torch", "load"), ("safetensors.torch", "load"),
            ("safetensors.torch", "load_file"), ("safetensors", "safe_open"), ("numpy", "load"), ("pandas", "read_csv"),
-           ("core.models", "load_model"), ("core.models", "load_model_bytes"), ("core.models", "validate_onnx_bytes"),
-           ("core.data", "load_data"), ("core.data", "load_data_bytes"), ("core.session", "load_choice_model")]
+           ("core.io.model", "load_model"), ("core.io.model", "load_model_bytes"), ("core.io.model", "validate_onnx_bytes"),
+           ("core.io.data", "load_data"), ("core.io.data", "load_data_bytes"), ("core.session", "load_choice_model")]
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def uploaded(fw_home, digits_mlp, digits_mlp_data):
     import numpy as np
 
     from core.session import DATA_KEY, MODEL_KEY, DataChoice, ModelChoice
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     model_bytes = digits_mlp.onnx_bytes()
     buffer = io.BytesIO()

@@ -34,7 +34,7 @@ variants: []
 
 
 def _optimize(make_app, recipe_text: str | None = None, owner: str = OWNER):
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
     from core.session import DATA_KEY, MODEL_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, DataChoice
 
     state = {MODEL_KEY: sample_choice("digits-mlp"), DATA_KEY: DataChoice("sample:digits", "sample:digits", None)}
@@ -106,7 +106,7 @@ def test_default_preset_and_every_option_rendered(make_app):
     """The default preset fills three quantize variants, each showing every QuantizeConfig option with help."""
     import dataclasses
 
-    from core.recipe import QuantizeConfig
+    from core.spec.recipe import QuantizeConfig
 
     at = _optimize(make_app)
     recipe = at.session_state["fw_recipe"]
@@ -170,7 +170,7 @@ def test_add_and_remove_variant(make_app):
 
 def test_run_flow_with_real_job_exactly_once(make_app, fw_home):
     """Run starts one worker job; reruns and a second tab do not start another; results appear; Compare opens."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     at = _optimize(make_app, FAST_RECIPE)
     at.button(key="run_button").click().run()
@@ -194,10 +194,10 @@ def test_run_flow_with_real_job_exactly_once(make_app, fw_home):
 
 def test_launcher_deduplicates_identical_and_refuses_second(fw_home):
     """The RunLauncher attaches an identical request to the run in progress and points a different one at it."""
-    from core.jobs import JobRunner
-    from core.recipe import Recipe
+    from core.jobs.queue import JobRunner
+    from core.spec.recipe import Recipe
     from core.session import RunLauncher
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     runner = JobRunner(RunStore(fw_home))
     try:

@@ -32,9 +32,9 @@ def navigation_pages() -> list[str]:
 
 def _real_run(home: Path, owner: str, label: str, variant: str) -> str:
     """A real digits-mlp run measured by the pipeline, under a label and a variant name only its owner knows."""
-    from core.pipeline import run_recipe
-    from core.recipe import Recipe
-    from core.store import RunStore
+    from core.pipeline.run import run_recipe
+    from core.spec.recipe import Recipe
+    from core.jobs.store import RunStore
 
     recipe = Recipe.from_text("""
 model: sample:digits-mlp
@@ -53,7 +53,7 @@ variants:
 
 def _alice_upload_run(home: Path) -> str:
     """A finished run of an uploaded model, its file kept in the run's inputs/ as the JobRunner keeps it."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     results = synthetic_results()
     results["model"] = f"inputs/{UPLOAD_NAME}"
@@ -67,8 +67,8 @@ def _alice_upload_run(home: Path) -> str:
 
 def _alice_scan(home: Path) -> str:
     """A finished sensitivity scan (an Insight job) of Alice's."""
-    from core.insight import SPEC_FILE
-    from core.store import RunStore
+    from core.jobs.insight import SPEC_FILE
+    from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create(ALICE, "model: sample:digits-mlp\n", label="alice-scan-job", model="sample:digits-mlp")

@@ -15,14 +15,14 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def frame():
-    from core.results import results_frame
+    from core.results.table import results_frame
 
     return results_frame(synthetic_results())
 
 
 def test_pareto_front_keeps_only_undominated():
     """A point is on the frontier only if nothing is both smaller and faster."""
-    from core.compare import pareto_front
+    from core.results.compare import pareto_front
 
     rows = pd.DataFrame({"name": list("abcde"), "size_bytes": [1, 2, 3, 4, 2],
                          "lat": [5.0, 3.0, 3.5, 1.0, 4.0]})
@@ -31,7 +31,7 @@ def test_pareto_front_keeps_only_undominated():
 
 def test_budgets_and_best_variant(frame):
     """Budgets filter by latency, size and quality drop; the objective decides among what is left."""
-    from core.compare import Budget, best_variant, within_budget
+    from core.results.compare import Budget, best_variant, within_budget
 
     assert best_variant(frame, Budget(), 256) == "pruned"
     assert best_variant(frame, Budget(max_drop_pt=1.0), 256) == "int8-static"
@@ -46,7 +46,7 @@ def test_budgets_and_best_variant(frame):
 
 def test_quality_drop_falls_back_to_fidelity(frame):
     """Without labels, the quality budget acts on disagreement with the baseline."""
-    from core.compare import quality_drop_pt
+    from core.results.compare import quality_drop_pt
 
     unlabelled = frame.assign(accuracy=None, accuracy_drop_pt=None)
     drop, label = quality_drop_pt(unlabelled)
@@ -56,7 +56,7 @@ def test_quality_drop_falls_back_to_fidelity(frame):
 
 def test_why_no_speedup_rules():
     """Tiny models get the call-overhead note; unstructured sparsity and int8 without VNNI are explained."""
-    from core.compare import why_no_speedup
+    from core.results.compare import why_no_speedup
 
     results = synthetic_results()
     base = results["variants"][0]
@@ -82,14 +82,14 @@ def test_why_no_speedup_rules():
                                          (12_345_678, "12.3 MB")])
 def test_format_bytes(value, text):
     """Sizes read in decimal units with three significant digits."""
-    from core.viz import format_bytes
+    from core.views.charts import format_bytes
 
     assert format_bytes(value) == text
 
 
 def test_number_formats():
     """Latency, ratios, counts and accuracy changes read naturally."""
-    from core import viz
+    from core.views import charts as viz
 
     assert viz.format_ms(0.02134) == "0.021 ms" and viz.format_ms(3.514) == "3.51 ms"
     assert viz.format_ratio(3.4167) == "3.4×" and viz.format_ratio(0.91) == "0.91×"
@@ -100,8 +100,8 @@ def test_number_formats():
 
 def test_every_figure_labels_its_axes_with_units(frame):
     """Each results figure names its axes with units; empty inputs give a chart that says why."""
-    from core import viz
-    from core.compare import latency_table
+    from core.views import charts as viz
+    from core.results.compare import latency_table
 
     latency = latency_table(synthetic_results())
     figures = [viz.pareto_figure(frame, 256), viz.latency_percentiles_figure(latency, 256),
@@ -119,8 +119,8 @@ def test_every_figure_labels_its_axes_with_units(frame):
 
 def test_pareto_figure_marks_budget_best_and_baseline(frame):
     """Out-of-budget variants are a separate grey trace; the best is a star; the baseline a diamond."""
-    from core import viz
-    from core.compare import Budget
+    from core.views import charts as viz
+    from core.results.compare import Budget
 
     fig = viz.pareto_figure(frame, 256, budget=Budget(max_drop_pt=1.0), best="int8-static")
     traces = {t.name: t for t in fig.data}
@@ -136,7 +136,7 @@ def test_pareto_figure_marks_budget_best_and_baseline(frame):
 
 def test_report_is_self_contained(frame):
     """The HTML report inlines plotly.js once, loads nothing from the network, and holds settings and env."""
-    from core.report import build_report
+    from core.views.report import build_report
 
     html = build_report(synthetic_results(), run_id="run-1", batch_size=256)
     assert html.startswith("<!DOCTYPE html>") and html.count("</html>") == 1
@@ -151,7 +151,7 @@ def test_report_is_self_contained(frame):
 
 def test_portable_recipe_names_uploads_by_file_name():
     """An exported recipe reproduces with `featherweight run`: uploads are referred to by their file name."""
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
     from core.session import portable_recipe
 
     results = synthetic_results()
@@ -165,7 +165,7 @@ def test_portable_recipe_names_uploads_by_file_name():
 
 def test_presets_fit_the_model():
     """Every preset builds a valid recipe; int4 needs MatMul weights; torch steps need the torch model."""
-    from core.presets import PRESETS, preset_recipe
+    from core.spec.presets import PRESETS, preset_recipe
 
     cnn = sample_choice("digits-cnn").card
     onnx_only = {**cnn, "format": "onnx", "op_types": {"Conv": 3, "Relu": 3}}

@@ -88,7 +88,7 @@ def _screenshot(page, name: str, height: int = 2600) -> None:
 
 def _add_insight_job(home: Path) -> None:
     """A finished scaling job (an Insight job) in the server's store, as a worker leaves it."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create("browser-someone", "variants: []\n", label="scaling · 3 variants", model="sample:digits-cnn")

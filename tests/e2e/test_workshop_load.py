@@ -77,7 +77,7 @@ def test_ten_sessions_submit_at_once(workshop_server, browser):
     """Ten sessions press Run within seconds of each other; every job finishes, each session sees its own run and
     only that, the waiting sessions see their place in the queue, and the server never runs more than WORKERS
     workers."""
-    from core.store import RunStore
+    from core.jobs.store import RunStore
 
     contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(SESSIONS)]
     pages = [c.new_page() for c in contexts]

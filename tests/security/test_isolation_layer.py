@@ -25,7 +25,7 @@ def _offences(path: Path, rel: str | None = None) -> list[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             function = node.name
         hit = None
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("core.store", "core.jobs")):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("core.jobs.store", "core.jobs.queue")):
             names = {a.name for a in node.names} & UNSCOPED
             hit = f"imports {', '.join(sorted(names))} from {node.module}" if names else None
         elif isinstance(node, ast.Name) and node.id in UNSCOPED:
@@ -57,12 +57,12 @@ def test_the_check_finds_a_page_that_opens_the_store(tmp_path):
     """The check itself: a page that imports RunStore, lists it, takes the process runner or a private reader of
     services is caught, line by line."""
     page = tmp_path / "probe.py"
-    page.write_text("from core.store import RunStore\nfrom ui import services\n\n"
+    page.write_text("from core.jobs.store import RunStore\nfrom ui import services\n\n"
                     "def runs():\n    return RunStore().list() + services.process_launcher().store.list()\n\n"
                     "def results(run_id):\n    return services._results('/', run_id, 0)\n")
     offences = _offences(page, "pages/probe.py")
     assert [o.split(" ", 2)[2] for o in offences] == [
-        "imports RunStore from core.store", "uses RunStore", "uses services.process_launcher",
+        "imports RunStore from core.jobs.store", "uses RunStore", "uses services.process_launcher",
         "uses services._results"], offences
 
 
@@ -74,7 +74,7 @@ def test_session_views_refuse_other_owners_runs(tmp_path, monkeypatch, name):
 
     from core.errors import BadInputError
     from core.session import OWNER_KEY
-    from core.store import RunStore
+    from core.jobs.store import RunStore
     from ui import services
 
     monkeypatch.setenv("FEATHERWEIGHT_HOME", str(tmp_path))

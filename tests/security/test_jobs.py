@@ -13,8 +13,8 @@ import time
 import pytest
 
 from core.errors import BadInputError
-from core.jobs import JobRunner, ResourceLimits, _read_outcome
-from core.store import RunStore
+from core.jobs.queue import JobRunner, ResourceLimits, _read_outcome
+from core.jobs.store import RunStore
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -127,8 +127,8 @@ def test_killing_a_worker_mid_job_loses_nothing(runner, store):
 
 SERVER = """
 import os, signal, sys, time
-from core.jobs import JobRunner
-from core.store import RunStore
+from core.jobs.queue import JobRunner
+from core.jobs.store import RunStore
 runner = JobRunner(RunStore(sys.argv[1]), poll_s=0.05)
 run_id = runner.submit("crash", sys.argv[2], "sample:digits-mlp", None)
 while runner.worker_pid(run_id) is None:
@@ -220,7 +220,7 @@ def test_env_settings_are_validated(monkeypatch):
     assert ResourceLimits.from_env().address_space_mb == 2048
     assert ResourceLimits.for_inspect().wall_seconds == 7.5
     monkeypatch.setenv("FEATHERWEIGHT_MAX_NODES", "-3")
-    from core.models import LoadLimits
+    from core.io.model import LoadLimits
 
     with pytest.raises(BadInputError, match="FEATHERWEIGHT_MAX_NODES"):
         LoadLimits.from_env()

@@ -30,7 +30,7 @@ def _mode(path: Path) -> int:
 
 def test_a_new_token_is_made_private(home):
     """No token yet: one is written 0600 (64 hex characters, Ray's format) in a 0700 ~/.ray."""
-    from core.executors import private_ray_token
+    from core.pipeline.ray import private_ray_token
 
     path = private_ray_token()
     assert path == home / ".ray" / "auth_token"
@@ -41,7 +41,7 @@ def test_a_new_token_is_made_private(home):
 
 def test_an_existing_readable_token_is_narrowed_and_kept(home):
     """A token an older Ray left 0644 becomes 0600 with the same content (a running cluster keeps working)."""
-    from core.executors import private_ray_token
+    from core.pipeline.ray import private_ray_token
 
     path = home / ".ray" / "auth_token"
     path.parent.mkdir()
@@ -53,7 +53,7 @@ def test_an_existing_readable_token_is_narrowed_and_kept(home):
 
 def test_nothing_is_written_when_ray_auth_is_off_or_given(home, monkeypatch):
     """RAY_AUTH_MODE=disabled, or a token in RAY_AUTH_TOKEN: no file is made."""
-    from core.executors import private_ray_token
+    from core.pipeline.ray import private_ray_token
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert private_ray_token() is None
@@ -68,7 +68,7 @@ import os, stat, sys
 os.umask(0o022)
 import ray
 if sys.argv[1] == "featherweight":
-    from core.executors import ray_init
+    from core.pipeline.ray import ray_init
     ray_init()
 else:
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -64,7 +64,7 @@ def mutated(draw, original: bytes):
 @given(data=st.binary(max_size=4096))
 def test_validate_onnx_random_bytes(data):
     """Random bytes: a model or our error."""
-    from core.models import validate_onnx_bytes
+    from core.io.model import validate_onnx_bytes
 
     _result_or_our_error(lambda: validate_onnx_bytes(data))
 
@@ -73,7 +73,7 @@ def test_validate_onnx_random_bytes(data):
 @given(data=st.data())
 def test_validate_onnx_mutated_model(valid_files, data):
     """A valid model with random edits: a model or our error."""
-    from core.models import validate_onnx_bytes
+    from core.io.model import validate_onnx_bytes
 
     blob = data.draw(mutated(valid_files[".onnx"]))
     _result_or_our_error(lambda: validate_onnx_bytes(blob))
@@ -90,7 +90,7 @@ def test_validate_onnx_crafted_values(valid_files, dims, data_type, external, lo
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from core.models import validate_onnx_bytes
+    from core.io.model import validate_onnx_bytes
 
     model = onnx.load_from_string(valid_files[".onnx"])
     weight = model.graph.initializer[0]
@@ -129,7 +129,7 @@ def small_torch_files():
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors"])
 def test_load_model_bytes_mutated_torch_files(small_torch_files, suffix):
     """Torch weights (zip and legacy) and safetensors with random edits: a model or our error."""
-    from core.models import load_model_bytes
+    from core.io.model import load_model_bytes
 
     @prop(60)
     @given(data=st.data())
@@ -143,7 +143,7 @@ def test_load_model_bytes_mutated_torch_files(small_torch_files, suffix):
 @pytest.mark.parametrize("suffix", [".onnx", ".pt", ".pth", ".safetensors", ".bin", ".exe", ""])
 def test_load_model_bytes_random_bytes(suffix):
     """Random bytes under every suffix (accepted or not): a model or our error."""
-    from core.models import load_model_bytes
+    from core.io.model import load_model_bytes
 
     @prop(40)
     @given(blob=st.binary(max_size=2048))
@@ -160,7 +160,7 @@ def test_load_model_bytes_random_bytes(suffix):
 @given(data=st.data())
 def test_load_data_bytes_npz(valid_files, tiny_model, data):
     """NPZ: random bytes or a valid archive with edits: a dataset or our error."""
-    from core.data import load_data_bytes
+    from core.io.data import load_data_bytes
 
     blob = data.draw(st.one_of(st.binary(max_size=1024), mutated(valid_files[".npz"])))
     _result_or_our_error(lambda: load_data_bytes(blob, "d.npz", tiny_model))
@@ -172,7 +172,7 @@ def test_load_data_bytes_npz(valid_files, tiny_model, data):
                                         st.lists(st.integers(0, 6), max_size=3)), max_size=4))
 def test_load_data_bytes_npz_shapes_and_dtypes(tiny_model, arrays):
     """Well-formed NPZ archives with odd names, dtypes and shapes (0-d, empty, strings, dates): data or our error."""
-    from core.data import load_data_bytes
+    from core.io.data import load_data_bytes
 
     buffer = io.BytesIO()
     np.savez(buffer, **{name: np.zeros(shape, dtype=dtype) for name, (dtype, shape) in arrays.items()})
@@ -186,7 +186,7 @@ CSV_ALPHABET = st.sampled_from(list("0123456789.,-+eE\n\r \"'abcnaNIfinlLl\t;") 
 @given(data=st.data())
 def test_load_data_bytes_csv(valid_files, tiny_model, data):
     """CSV: random text, CSV-ish token soup, or a valid file with edits: a dataset or our error."""
-    from core.data import load_data_bytes
+    from core.io.data import load_data_bytes
 
     blob = data.draw(st.one_of(st.binary(max_size=512), st.lists(CSV_ALPHABET, max_size=200).map(
         lambda parts: "".join(parts).encode()), mutated(valid_files[".csv"])))

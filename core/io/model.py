@@ -5,7 +5,7 @@ tensor is materialised; tensors stored outside the file are refused. Torch weigh
 tensors into a bundled sample architecture: a .pt / .pth pickle is first scanned statically (every global it
 would import must be one a state dict needs), then read with ``torch.load(weights_only=True)``; a safetensors
 header is checked before it is parsed. Pickled modules, TorchScript and ``torch.export`` archives are programs
-and are refused. These functions parse in the calling process: user files go through `core.jobs`, which runs
+and are refused. These functions parse in the calling process: user files go through `core.jobs.queue`, which runs
 them in a worker with resource limits.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core import cost
+from core.results import cost
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 
 # Opset our exports target; quantization needs >= 13 for per-channel QDQ, int4 MatMulNBits needs >= 21 only in
@@ -497,7 +497,7 @@ def ensure_opset(proto, minimum: int = MIN_OPSET):
         return proto
     try:
         converted = version_converter.convert_version(proto, minimum)
-        from core.onnx_fixes import raise_ir_version
+        from core.io.repair import raise_ir_version
 
         raise_ir_version(converted)  # the converter keeps an IR 3 header, which newer tools read as "old"
         onnx.checker.check_model(converted)
@@ -901,7 +901,7 @@ def _check_suffix(name: str) -> str:
 def load_model(spec: str, limits: LoadLimits | None = None) -> Model:
     """Load a model from ``sample:NAME`` or a file path (.onnx, .safetensors, .pt, .pth).
 
-    This parses the file in the calling process: for files from users, use ``core.jobs.inspect_isolated`` or a
+    This parses the file in the calling process: for files from users, use ``core.jobs.queue.inspect_isolated`` or a
     job, which run it in a worker with resource limits.
 
     Raises:
@@ -933,7 +933,7 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
     suffix = _check_suffix(path.name)
     if suffix == ".onnx":
         proto = validate_onnx_bytes(data, limits, what=path.name)
-        from core.onnx_fixes import fold_constants  # onnx_fixes reads graph facts from this module
+        from core.io.repair import fold_constants  # onnx_fixes reads graph facts from this module
 
         notes = []
         folded = fold_constants(proto, max_bytes=limits.max_file_bytes)
@@ -1035,7 +1035,7 @@ def _macs(proto) -> int | None:
 def capabilities(model: Model) -> dict:
     """Which techniques apply to this model, each with a short reason, and how a stranger's model will be fed,
     timed and compared (batch axis, synthetic inputs, fidelity)."""
-    from core.onnx_fixes import fixed_batch_size
+    from core.io.repair import fixed_batch_size
 
     ops = {n.op_type for n in model.onnx_model.graph.node}
     has_torch = model.torch_module is not None
@@ -1065,8 +1065,8 @@ def capabilities(model: Model) -> dict:
 
 
 def _input_description(model: Model, spec: TensorSpec) -> str:
-    """How synthetic inputs fill one input (core.data.synthetic_inputs), in words."""
-    from core.data import _vocab_size
+    """How synthetic inputs fill one input (core.io.data.synthetic_inputs), in words."""
+    from core.io.data import _vocab_size
 
     symbolic = [str(d) for d in spec.shape[1:] if not isinstance(d, int) or d <= 0]
     axes = f", {'/'.join(symbolic)} = benchmark.sequence_length" if symbolic else ""

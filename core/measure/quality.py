@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import BadInputError
-from core.models import onnx_opset
+from core.io.model import onnx_opset
 
 EVAL_BATCH = 256
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
@@ -273,7 +273,7 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
 
     Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
     Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
-    (`core.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
+    (`core.results.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
     size, so the overhead is negligible.
 
     `on_progress(fraction, message)`, when given, hears at most every PROGRESS_EVERY_S how far the benchmark is
@@ -284,7 +284,7 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
         "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample": {bs: J}, "source": str|None,
         "note": str|None}}`` with batch sizes as strings (JSON keys).
     """
-    from core.cost import EnergyCounter
+    from core.results.cost import EnergyCounter
 
     session = make_session(model_bytes, threads)
     sizes, note = possible_batch_sizes(input_specs, batch_sizes)

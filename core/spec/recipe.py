@@ -174,7 +174,7 @@ class PruneConfig(StepConfig):
                          SCOPES)
     importance: str = _option("l1", "Norm used to rank weights or channels.", IMPORTANCES)
     # 10 epochs recover digits-cnn to within 0.4 pt after 50% structured / 80% unstructured pruning in ~2-5 s
-    # on one thread (measured through core.pipeline.run_recipe, static int8 after the structured prune).
+    # on one thread (measured through core.pipeline.run.run_recipe, static int8 after the structured prune).
     finetune_epochs: int = _option(10, "Epochs of fine-tuning on the train split after pruning (0 = none).",
                                    minimum=0, maximum=1000)
     lr: float = _option(1e-3, "Fine-tuning learning rate (Adam).", minimum=0.0, maximum=1.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
+from core.results.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
                           within_budget)
 
 FONT = "Inter, 'Source Sans 3', 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"

@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from core import measure
-from core.data import SPLIT_NAMES, Dataset, load_data
+from core.measure import quality as measure
+from core.io.data import SPLIT_NAMES, Dataset, load_data
 from core.errors import BadInputError, FeatherweightError
-from core.models import Model, export_onnx, load_model, task_of
-from core.onnx_fixes import prepare_baseline
-from core.recipe import Recipe, slugify
+from core.io.model import Model, export_onnx, load_model, task_of
+from core.io.repair import prepare_baseline
+from core.spec.recipe import Recipe, slugify
 from core.techniques import Cancelled, Candidate, StepContext, apply_step
 
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
@@ -71,8 +71,8 @@ class VariantResult:
     build_s: float | None = None
     cpu_ms_per_sample: dict = field(default_factory=dict)  # {bs: process CPU ms per inference}
     energy: dict = field(default_factory=dict)  # {"joules_per_sample": {bs: J}, "source": str|None, "note"}
-    compute: dict = field(default_factory=dict)  # MACs, weight / peak activation bytes at batch 1 (core.cost)
-    cost: dict = field(default_factory=dict)  # USD / energy / CO2 under the default assumptions (core.cost)
+    compute: dict = field(default_factory=dict)  # MACs, weight / peak activation bytes at batch 1 (core.results.cost)
+    cost: dict = field(default_factory=dict)  # USD / energy / CO2 under the default assumptions (core.results.cost)
     flips: dict | None = None  # classifiers: {"count", "rate"} of samples whose top-1 differs from the baseline's
     agreement_confident: float | None = None  # agreement where the baseline's top-1 margin is clear (measure)
     confident_samples: int | None = None  # how many samples that was
@@ -118,7 +118,7 @@ class RunResult:
 
     def to_frame(self):
         """The results table (pandas), with ratios to the baseline."""
-        from core.results import results_frame
+        from core.results.table import results_frame
 
         return results_frame(self.to_dict())
 
@@ -240,8 +240,8 @@ def baseline_fidelity(result: VariantResult, baseline_outputs: list, task: str) 
 
 
 def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
-    """CPU time, energy, the compute profile and default-assumption cost (core.cost) into the result."""
-    from core import cost
+    """CPU time, energy, the compute profile and default-assumption cost (core.results.cost) into the result."""
+    from core.results import cost
 
     result.cpu_ms_per_sample = timing.get("cpu_ms_per_sample") or {}
     result.energy = timing.get("energy") or {}
@@ -253,7 +253,7 @@ def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
 
 
 def _input_specs(proto):
-    from core.models import graph_inputs
+    from core.io.model import graph_inputs
 
     return graph_inputs(proto)
 
@@ -298,7 +298,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     write_results(result, out_dir)
 
     if executor == "ray":
-        from core.executors import run_variants_ray
+        from core.pipeline.ray import run_variants_ray
 
         result.environment["executor"] = "ray"
         cancelled = run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir, result, progress,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import viz
-from core.compare import (Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt,
+from core.views import charts as viz
+from core.results.compare import (Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt,
                           why_no_speedup)
-from core.measure import CONFIDENT_MARGIN
-from core.results import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.measure.quality import CONFIDENT_MARGIN
+from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
 
 CSS = """
 body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.errors import BadInputError
-from core.scratch import scratch_cwd
+from core.io.files import scratch_cwd
 
 # --------------------------------------------------------------------------------------------------------------
 # Assumptions and their sources
@@ -918,8 +918,8 @@ def profile_from_artifact(run_dir, variant: dict) -> dict | None:
     if Path(run_dir).resolve() not in path.parents or not path.is_file():
         return None
     # Parsed in a worker with the upload limits: the file is a run's output, and a run may have been fed a
-    # hostile model (issue 15). core.jobs sits above this module; imported here, where it is needed.
-    from core.jobs import compute_profile_isolated
+    # hostile model (issue 15). core.jobs.queue sits above this module; imported here, where it is needed.
+    from core.jobs.queue import compute_profile_isolated
 
     try:
         return compute_profile_isolated(str(path))
@@ -932,7 +932,7 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
     energy was measured (filled) or estimated (open); variants that do not fit `device` are grey."""
     import plotly.graph_objects as go
 
-    from core.viz import ACCENT, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions
+    from core.views.charts import ACCENT, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions
 
     if frame is None or frame.empty:
         return empty_figure("No variants in this run yet.")

@@ -3,7 +3,7 @@
 Weight quantization that mirrors onnxruntime's int8 scheme exactly (so the error shown is the error onnxruntime's
 quantizer makes), activation ranges from onnxruntime's own calibrators, pruning masks and a quick
 accuracy-vs-sparsity sweep, soft targets at a temperature and a live two-student distillation, and a size
-estimate before anything runs. Never imports streamlit; the figures are in ``core.learn_viz``.
+estimate before anything runs. Never imports streamlit; the figures are in ``core.views.learn``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.recipe import brief_repr as brief
+from core.spec.recipe import brief_repr as brief
 from core.techniques import quantize
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
@@ -67,8 +67,8 @@ class LearnSource:
         Raises:
             FeatherweightError: the model or data cannot be loaded, or the data does not fit the model.
         """
-        from core.data import load_data, load_data_bytes
-        from core.models import load_model, load_model_bytes
+        from core.io.data import load_data, load_data_bytes
+        from core.io.model import load_model, load_model_bytes
 
         if self.model_content is not None:
             model = load_model_bytes(self.model_content, self.model_filename or "model.onnx")
@@ -394,7 +394,7 @@ def check_against_onnxruntime(model, dataset, weight_name: str, *, per_channel: 
     Returns:
         {"codes_equal", "codes_differing", "max_scale_diff", "max_dequantized_diff", "mse_ours", "mse_onnxruntime"}
     """
-    from core.recipe import QuantizeConfig
+    from core.spec.recipe import QuantizeConfig
     from core.techniques import Candidate, StepContext, apply_step
 
     candidate = apply_step(QuantizeConfig(mode="static", per_channel=per_channel, samples=32),
@@ -479,7 +479,7 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
     """
     import logging
 
-    from core.onnx_fixes import fixed_batch_size
+    from core.io.repair import fixed_batch_size
 
     if not 0 < percentile <= 100:
         raise BadInputError(f"percentile={percentile!r} is out of range; allowed: (0, 100]")
@@ -534,7 +534,7 @@ def activation_values(model, dataset, tensor: str, *, samples: int = CALIBRATION
     """
     from onnx import TensorProto, helper
 
-    from core import measure
+    from core.measure import quality as measure
 
     inputs = calibration_inputs(model, dataset, samples)
     if tensor in inputs:
@@ -747,7 +747,7 @@ def _onnx_sweep_point(model, dataset, pattern: str, amount: float) -> dict:
     """One sweep point for an ONNX-only model: the weight initializers masked, accuracy through onnxruntime."""
     from onnx import numpy_helper
 
-    from core import measure
+    from core.measure import quality as measure
 
     proto = copy.deepcopy(model.onnx_model)
     tensors = weight_tensors(proto)
@@ -808,7 +808,7 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
     Raises:
         UnsupportedModelError: the model is not a classifier (one 2-D output).
     """
-    from core.models import task_of
+    from core.io.model import task_of
     from core.techniques.distill import model_inputs, predict
 
     if task_of(model) != "classification":
@@ -816,7 +816,7 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
     inputs = model_inputs(split if limit is None else split.take(limit), [s.name for s in model.inputs])
     if model.torch_module is not None:
         return predict(model.torch_module, inputs)
-    from core import measure
+    from core.measure import quality as measure
 
     session = measure.make_session(model.onnx_bytes(), 1)
     return measure.run_batched(session, {s.name: a for s, a in zip(model.inputs, inputs)})[0].astype(np.float32)
@@ -862,7 +862,7 @@ def distill_live(model, dataset, *, width: float = 0.25, temperature: float = 4.
     import torch
     import torch.nn.functional as F
 
-    from core.recipe import DistillConfig
+    from core.spec.recipe import DistillConfig
     from core.techniques import Candidate, StepContext
     from core.techniques.distill import build_student, distillation_loss, model_inputs, param_count, predict
 
@@ -885,7 +885,7 @@ def distill_live(model, dataset, *, width: float = 0.25, temperature: float = 4.
     twin = copy.deepcopy(student)
     teacher_params = param_count(model.torch_module) if model.torch_module is not None else None
     if teacher_params is None:
-        from core.models import onnx_params
+        from core.io.model import onnx_params
 
         teacher_params = onnx_params(model.onnx_model)
     students = {"with teacher": (student, alpha), "labels only": (twin, 0.0)}
@@ -1043,7 +1043,7 @@ def _graph_from_card(card: dict) -> _Graph:
 
 
 def _as_step(step):
-    from core.recipe import StepConfig, step_from_dict
+    from core.spec.recipe import StepConfig, step_from_dict
 
     return step if isinstance(step, StepConfig) else step_from_dict(dict(step))
 
@@ -1134,7 +1134,7 @@ def estimate_breakdown(model_card_or_proto, steps=()) -> dict:
 
     Args:
         model_card_or_proto: an ``onnx.ModelProto`` (exact layer shapes) or a model card from
-            ``core.models.model_card`` (layer parameter counts only: a rougher estimate).
+            ``core.io.model.model_card`` (layer parameter counts only: a rougher estimate).
         steps: step configs (``QuantizeConfig``...) or their dicts, in recipe order.
 
     Returns:
@@ -1202,7 +1202,7 @@ def macs_per_sample(proto) -> dict:
 def technique_table(proto, *, amount: float = 0.5, width: float = 0.25) -> pd.DataFrame:
     """Each technique's effect on this model: estimated file size, bytes per weight and multiply-accumulates
     per sample (all computed from the graph), and which arithmetic the CPU runs."""
-    from core.recipe import DistillConfig, PruneConfig, QuantizeConfig
+    from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig
 
     macs = sum(macs_per_sample(proto).values())
     rows = [
@@ -1293,7 +1293,7 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
     Raises:
         FeatherweightError: the model cannot be found or loaded.
     """
-    from core.models import load_model
+    from core.io.model import load_model
 
     spec = results.get("model") or (results.get("recipe") or {}).get("model")
     if not isinstance(spec, str) or not spec:
@@ -1311,14 +1311,14 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The explainers' views, computed where the model is loaded: in a worker (core.jobs.explain_isolated), so the
+# The explainers' views, computed where the model is loaded: in a worker (core.jobs.queue.explain_isolated), so the
 # server never parses a model or data file (issue 15). Each takes (model, dataset, **params) and returns plain
 # data, numpy arrays and DataFrames, which `encode_view` turns into JSON and `decode_view` back, bit for bit.
 
 
 def model_facts(model, dataset) -> dict:
     """What the page needs before any explainer: the weights, the task, which data there is."""
-    from core.models import task_of
+    from core.io.model import task_of
 
     weights = weight_tensors(model.onnx_model)
     return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
@@ -1407,7 +1407,7 @@ PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or
 
 
 def explain(source: LearnSource, what: str, params: dict, on_point=None, on_loaded=None) -> Any:
-    """Load `source` in this process and compute one view: the worker's side of `core.jobs.explain_isolated`
+    """Load `source` in this process and compute one view: the worker's side of `core.jobs.queue.explain_isolated`
     (a server calls that, never this).
 
     Raises:

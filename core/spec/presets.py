@@ -8,7 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Callable
 
-from core.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant,
+from core.spec.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant,
                          default_recipe)
 
 

@@ -30,7 +30,7 @@ def scaling_table(models: dict, inputs: dict, *, batch_sizes=DEFAULT_BATCH_SIZES
         models: variant name -> ONNX bytes.
         inputs: input name -> array (cycled to each batch size).
         batch_sizes / thread_counts: the grid.
-        warmup / runs / max_seconds: per cell, as in core.measure.benchmark.
+        warmup / runs / max_seconds: per cell, as in core.measure.quality.benchmark.
 
     Returns:
         One row per cell: ``{"variant", "batch_size", "threads", "p50_ms", "p90_ms", "throughput",
@@ -41,8 +41,8 @@ def scaling_table(models: dict, inputs: dict, *, batch_sizes=DEFAULT_BATCH_SIZES
     """
     import onnx
 
-    from core import measure
-    from core.models import graph_inputs
+    from core.measure import quality as measure
+    from core.io.model import graph_inputs
 
     batch_sizes = sorted({int(b) for b in batch_sizes})
     thread_counts = sorted({int(t) for t in thread_counts})
@@ -70,7 +70,7 @@ def run_scaling(run_dir: str | Path, results: dict, variants: list[str], **grid)
     Raises:
         BadInputError: an unknown variant or one without a model file.
     """
-    from core.diagnostics import artifact_bytes, artifact_inputs
+    from core.analysis.diagnose import artifact_bytes, artifact_inputs
 
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}

@@ -22,7 +22,7 @@ from pathlib import Path
 from core.errors import BadInputError
 
 # Below this batch-1 latency the time is mostly onnxruntime's per-call overhead, not arithmetic (the same
-# threshold core.compare uses: an empty-ish graph measures ~0.01-0.03 ms on our 2-core box).
+# threshold core.results.compare uses: an empty-ish graph measures ~0.01-0.03 ms on our 2-core box).
 CALL_OVERHEAD_MS = 0.1
 # A speed-up under this is within run-to-run noise of a 1-thread benchmark on a shared machine.
 NO_SPEEDUP_RATIO = 1.1
@@ -41,7 +41,7 @@ FLOAT_COMPUTE_OPS = ("Conv", "FusedConv", "MatMul", "Gemm", "FusedGemm", "FusedM
 
 
 def _cpu_flags() -> tuple[str, set]:
-    from core.measure import _cpu_info
+    from core.measure.quality import _cpu_info
 
     return _cpu_info()
 
@@ -142,8 +142,8 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-    from core.measure import batch_inputs, make_session, session_fixed_batch
-    from core.models import graph_inputs
+    from core.measure.quality import batch_inputs, make_session, session_fixed_batch
+    from core.io.model import graph_inputs
 
     import onnx
 
@@ -356,8 +356,8 @@ def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 
     """Synthetic inputs of the model's input shapes (timing does not depend on the values for the models here)."""
     import onnx
 
-    from core.data import synthetic_inputs
-    from core.models import Model
+    from core.io.data import synthetic_inputs
+    from core.io.model import Model
 
     return synthetic_inputs(Model("artifact", onnx.load_from_string(model_bytes)), count, seed=seed,
                             sequence_length=sequence_length)
@@ -374,7 +374,7 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     Raises:
         BadInputError: an unknown variant, or one without a model file.
     """
-    from core.results import batch_sizes_of
+    from core.results.table import batch_sizes_of
 
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}

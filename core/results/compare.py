@@ -1,7 +1,7 @@
 """Comparing variants of a run: quality columns, budgets, the Pareto frontier, the best variant within budgets,
 "why no speedup?" notes, latency tables and side-by-side predictions against the baseline.
 
-Everything here takes the plain results dict (results.json) or the frame from `core.results.results_frame`,
+Everything here takes the plain results dict (results.json) or the frame from `core.results.table.results_frame`,
 so the dashboard, the HTML report and tests share one implementation.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.results import batch_sizes_of
+from core.results.table import batch_sizes_of
 
 # Below this batch-1 latency the time is mostly onnxruntime's per-call overhead (input binding, allocator,
 # kernel dispatch), not arithmetic: an empty-ish graph measures ~0.01-0.03 ms on our 2-core CI box, so a
@@ -245,7 +245,7 @@ def layer_sparsity_table(info: dict) -> pd.DataFrame:
 
 def combine_runs(runs: dict[str, dict]) -> pd.DataFrame:
     """Results of several runs in one frame (a `run` column first); ratios stay same-run ratios."""
-    from core.results import results_frame
+    from core.results.table import results_frame
 
     frames = []
     for run_id, results in runs.items():
@@ -301,10 +301,10 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
     Raises:
         BadInputError / FileNotFoundError: the artifacts or the data are gone or unreadable.
     """
-    from core.data import load_data
+    from core.io.data import load_data
     from core.errors import BadInputError
-    from core.measure import class_probabilities, make_session, prediction_changes, run_batched
-    from core.models import Model, validate_onnx_bytes
+    from core.measure.quality import class_probabilities, make_session, prediction_changes, run_batched
+    from core.io.model import Model, validate_onnx_bytes
 
     run_dir = Path(run_dir)
     base = variant(results, "baseline")
@@ -383,9 +383,9 @@ def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> Sid
     Raises:
         FeatherweightError: the comparison failed (one line), or the worker crashed or ran out of time.
     """
-    from core.jobs import run_isolated
+    from core.jobs.queue import run_isolated
 
-    value = run_isolated("core.compare:_side_by_side_entry", str(run_dir), name, int(count))
+    value = run_isolated("core.results.compare:_side_by_side_entry", str(run_dir), name, int(count))
     if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
         from core.errors import StepFailedError
 
@@ -402,7 +402,7 @@ def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
     """In the worker: read the run's results.json and compare; reply with JSON types only."""
     import json
 
-    from core.jobs import phase
+    from core.jobs.queue import phase
 
     phase("reading the run's models")
     results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
@@ -416,7 +416,7 @@ def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
 def clicked_variant(event) -> str | None:
     """The variant name of the first point in a plotly selection event (st.plotly_chart on_select), if any.
 
-    Every marker trace of `core.viz.pareto_figure` puts the variant name first in its customdata.
+    Every marker trace of `core.views.charts.pareto_figure` puts the variant name first in its customdata.
     """
     if event is None:
         return None

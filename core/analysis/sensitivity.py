@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
-from core.recipe import QuantizeConfig, Recipe, Variant, _check_bool, _check_choice, _check_range
+from core.spec.recipe import QuantizeConfig, Recipe, Variant, _check_bool, _check_choice, _check_range
 
 SENSITIVITY_VERSION = 1
 TECHNIQUES = ("quantize", "prune")
@@ -164,7 +164,7 @@ def sqnr_db(reference: list[np.ndarray], changed: list[np.ndarray]) -> float | N
 def quality_drop(accuracy: float | None, agreement: float | None, cosine_mean: float | None,
                  baseline_accuracy: float | None) -> tuple[float | None, str]:
     """The loss of quality in points and what it measures: accuracy drop with labels, else disagreement with the
-    baseline (classifiers), else 1 - cosine (as core.compare.quality_drop_pt does for whole variants)."""
+    baseline (classifiers), else 1 - cosine (as core.results.compare.quality_drop_pt does for whole variants)."""
     if accuracy is not None and baseline_accuracy is not None:
         return round((baseline_accuracy - accuracy) * 100.0, 4), "accuracy drop (pt)"
     if agreement is not None:
@@ -178,7 +178,7 @@ class _Scorer:
     """Runs changed models on the (possibly shortened) validation split and scores them against the baseline."""
 
     def __init__(self, baseline_bytes: bytes, dataset, task: str, max_samples: int | None, threads: int):
-        from core import measure
+        from core.measure import quality as measure
 
         split = dataset.selection if max_samples is None else dataset.selection.take(max_samples)
         self.split_name = dataset.selection_name
@@ -192,7 +192,7 @@ class _Scorer:
                                    None if task == "classification" else 1.0, base.accuracy)[1]
 
     def score(self, model_bytes: bytes) -> dict:
-        from core import measure
+        from core.measure import quality as measure
 
         session = measure.make_session(model_bytes, self.threads)
         outputs = measure.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
@@ -218,7 +218,7 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def quantizable_layers(proto) -> list[dict]:
     """Nodes a quantize step can keep in float or quantize: {name, type, params}, in graph order."""
-    from core.models import layer_table
+    from core.io.model import layer_table
 
     return [{"name": row["name"], "type": row["type"], "params": row["params"]} for row in layer_table(proto)
             if row["type"] in QUANTIZABLE_OPS]
@@ -263,11 +263,11 @@ def scan(model, dataset, config: SensitivityConfig, *,
     """Change one layer at a time as `config` says and measure each against the baseline.
 
     Args:
-        model: the core.models.Model (baseline).
-        dataset: its core.data.Dataset (validation split scored, `Dataset.selection`; calib split calibrates static
+        model: the core.io.model.Model (baseline).
+        dataset: its core.io.data.Dataset (validation split scored, `Dataset.selection`; calib split calibrates static
             quantization; the test split is never read).
         config: the technique and its settings.
-        on_progress: called with a core.pipeline.ProgressEvent per layer.
+        on_progress: called with a core.pipeline.run.ProgressEvent per layer.
         should_stop: polled between layers; when true the scan returns what it has (status "cancelled").
 
     Returns:
@@ -276,8 +276,8 @@ def scan(model, dataset, config: SensitivityConfig, *,
     Raises:
         UnsupportedModelError: the model has no layer the technique can change.
     """
-    from core.models import task_of
-    from core.pipeline import ProgressEvent
+    from core.io.model import task_of
+    from core.pipeline.run import ProgressEvent
 
     started = time.perf_counter()
     task = task_of(model)
@@ -360,7 +360,7 @@ def _prune_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
     if model.torch_module is not None:
         import torch
 
-        from core.pipeline import export_candidate
+        from core.pipeline.run import export_candidate
         from core.techniques import Candidate
         from core.techniques.prune import prunable_layers
 
@@ -450,7 +450,7 @@ def recipe_with_exclude(recipe: Recipe, names: list[str] | tuple) -> Recipe:
 
 def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> Path:
     """DIR/sensitivity.json, written atomically."""
-    from core.pipeline import write_atomic
+    from core.pipeline.run import write_atomic
 
     path = Path(out_dir) / "sensitivity.json"
     write_atomic(path, json.dumps(result.to_dict(), indent=2))
@@ -476,9 +476,9 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core import measure
-    from core.data import load_data
-    from core.models import load_model
+    from core.measure import quality as measure
+    from core.io.data import load_data
+    from core.io.model import load_model
 
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=0)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from core.viz import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, _layout, empty_figure, label_positions
+from core.views.charts import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, _layout, empty_figure, label_positions
 
 SENSITIVITY_SCALE = "OrRd"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import BadInputError
-from core.recipe import _check_bool, _check_range
+from core.spec.recipe import _check_bool, _check_range
 
 KINDS = ("sensitivity", "tune", "diagnose")
 SPEC_FILE = "insight.json"
 DIAGNOSTICS_FILE = "diagnostics.json"
-RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")  # as core.store.RunStore.run_dir accepts
+RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")  # as core.jobs.store.RunStore.run_dir accepts
 
 # Session-state keys of the Insight page (here, so the page and its tests agree).
 SCAN_RUN_KEY = "fw_insight_scan_run"  # run id of the sensitivity scan shown
@@ -37,11 +37,11 @@ NOTICE_KEY = "fw_insight_notice"  # one-shot message after a rerun
 def _check(kind: str, config: dict) -> dict:
     """Validate a job's config by building its config object; returns the normalized dict."""
     if kind == "sensitivity":
-        from core.sensitivity import SensitivityConfig
+        from core.analysis.sensitivity import SensitivityConfig
 
         return SensitivityConfig.from_dict(config).to_dict()
     if kind == "tune":
-        from core.tuner import TuneConfig
+        from core.analysis.tuner import TuneConfig
 
         return TuneConfig.from_dict(config).to_dict()
     if kind == "diagnose":
@@ -107,7 +107,7 @@ def submit_job(runner, owner: str, kind: str, config: dict, *, model_spec: str, 
     """Queue an insight job on a JobRunner; returns the run id.
 
     Args:
-        runner: a core.jobs.JobRunner.
+        runner: a core.jobs.queue.JobRunner.
         owner: who submits (admission is per owner, as for recipe runs).
         kind / config: what to do (validated here, so a bad config never reaches a worker).
         model_spec / data_spec: "sample:NAME" or "inputs/FILENAME" for a file in `uploads`.
@@ -116,7 +116,7 @@ def submit_job(runner, owner: str, kind: str, config: dict, *, model_spec: str, 
     Raises:
         BadInputError: an unknown kind, a bad config, or a full queue / an owner with a job already running.
     """
-    from core.recipe import Recipe
+    from core.spec.recipe import Recipe
 
     normalized = _check(kind, config)
     if uploads and SPEC_FILE in uploads:
@@ -177,13 +177,13 @@ def run_job(kind: str, run_dir: str | Path, model_spec: str, data_spec: str | No
         raise BadInputError(f"the job's {SPEC_FILE} is missing or is not a {kind} job")
     config = spec.get("config") or {}
     if kind == "sensitivity":
-        from core.sensitivity import SensitivityConfig, scan_to_dir
+        from core.analysis.sensitivity import SensitivityConfig, scan_to_dir
 
         result = scan_to_dir(model_spec, data_spec, SensitivityConfig.from_dict(config), run_dir,
                              on_progress=on_progress, should_stop=should_stop)
         return "cancelled" if result.status == "cancelled" else "completed"
     if kind == "tune":
-        from core.tuner import TuneConfig, tune_to_dir
+        from core.analysis.tuner import TuneConfig, tune_to_dir
 
         outcome = tune_to_dir(model_spec, data_spec, TuneConfig.from_dict(config), run_dir,
                               on_progress=on_progress, should_stop=should_stop)
@@ -197,9 +197,9 @@ def run_job(kind: str, run_dir: str | Path, model_spec: str, data_spec: str | No
 
 def diagnose(config: DiagnoseConfig, source_dir: Path, out_dir: Path, should_stop=lambda: False) -> dict:
     """Profile and/or time variants of the finished run in `source_dir`; write out_dir/diagnostics.json."""
-    from core.diagnostics import cpu_panel, diagnose_run
-    from core.pipeline import write_atomic
-    from core.scaling import run_scaling
+    from core.analysis.diagnose import cpu_panel, diagnose_run
+    from core.pipeline.run import write_atomic
+    from core.analysis.scaling import run_scaling
 
     try:
         results = json.loads((source_dir / "results.json").read_text(encoding="utf-8"))
@@ -223,19 +223,19 @@ def diagnose(config: DiagnoseConfig, source_dir: Path, out_dir: Path, should_sto
 
 def _worker_entry(kind: str, model_spec: str, data_spec: str | None, config: dict, out_dir: str) -> dict:
     """Inside an isolated worker: run a sensitivity scan or a tuning search; progress goes to the parent."""
-    from core.jobs import phase, send
+    from core.jobs.queue import phase, send
 
     def on_progress(event):
         send({"t": "progress", "event": event.to_dict()})
 
     if model_spec and not model_spec.startswith("sample:"):
-        from core.models import load_model
+        from core.io.model import load_model
 
         phase(f"reading {Path(model_spec).name}")
         load_model(model_spec)  # refuse a hostile file before the search imports torch
     phase(f"running the {kind}")
     if kind == "sensitivity":
-        from core.sensitivity import SensitivityConfig, scan_to_dir
+        from core.analysis.sensitivity import SensitivityConfig, scan_to_dir
 
         result = scan_to_dir(model_spec, data_spec, SensitivityConfig.from_dict(config), out_dir,
                              on_progress=on_progress)
@@ -243,7 +243,7 @@ def _worker_entry(kind: str, model_spec: str, data_spec: str | None, config: dic
                 "layers": [{"name": layer.name, "drop": layer.drop, "sqnr_db": layer.sqnr_db}
                            for layer in result.layers]}
     if kind == "tune":
-        from core.tuner import TuneConfig, tune_to_dir
+        from core.analysis.tuner import TuneConfig, tune_to_dir
 
         outcome = tune_to_dir(model_spec, data_spec, TuneConfig.from_dict(config), out_dir, on_progress=on_progress)
         return {"status": outcome.status, "best": outcome.best, "summary": outcome.summary,
@@ -261,14 +261,14 @@ def run_isolated_job(kind: str, model_spec: str, data_spec: str | None, config: 
     Raises:
         FeatherweightError: bad model, data or config; or the worker crashed, ran out of memory or time.
     """
-    from core.jobs import ResourceLimits, progress_forwarder, run_isolated
+    from core.jobs.queue import ResourceLimits, progress_forwarder, run_isolated
 
     config = _check(kind, config)
     limits = ResourceLimits.from_env()
     timeout = None
     if kind == "tune":  # the search stops itself at its budget; the margin covers loading and the last variant
         timeout = min(limits.wall_seconds, float(config["budget_s"]) * 1.5 + 120.0)
-    return run_isolated("core.insight:_worker_entry", kind, model_spec, data_spec, config, str(out_dir),
+    return run_isolated("core.jobs.insight:_worker_entry", kind, model_spec, data_spec, config, str(out_dir),
                         limits=limits, timeout=timeout, on_message=progress_forwarder(on_progress))
 
 

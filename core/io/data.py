@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BadInputError, FeatherweightError
-from core.models import LoadLimits, Model, TensorSpec, read_capped
+from core.io.model import LoadLimits, Model, TensorSpec, read_capped
 
 SPLIT_FRACTIONS = {"train": 0.6, "calib": 0.1, "eval": 0.3}  # for uploads that come as one array
 # Validation is a third of the held-out samples (the eval split as a loader or upload gives it), taken with a fixed

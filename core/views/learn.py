@@ -1,4 +1,4 @@
-"""Plotly figures for the Learn explainers, drawn from the plain numbers ``core.learn`` computes (no Streamlit)."""
+"""Plotly figures for the Learn explainers, drawn from the plain numbers ``core.teach.explainers`` computes (no Streamlit)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.viz import FONT, GRID, INK, MUTED, PALETTE, empty_figure, size_unit
+from core.views.charts import FONT, GRID, INK, MUTED, PALETTE, empty_figure, size_unit
 
 # One colour per idea, the same on every chart: the original, its quantized / pruned form, and each method.
 ORIGINAL = "#9ca3af"

@@ -15,7 +15,7 @@ The search is greedy and small, cheapest first, and adapts to what it measured:
 Every choice is made on the dataset's validation split (`Dataset.selection`: the drop judged against the budget, the
 sensitivity ranking, the timing inputs); the accuracy and fidelity written to results.json come from the held-out
 test split, which no choice saw, so the published drop of the winner is an honest estimate, not the minimum of many
-tries. Each variant is built and measured with `core.pipeline.build_variant`; for the latency objective its speed-up is
+tries. Each variant is built and measured with `core.pipeline.run.build_variant`; for the latency objective its speed-up is
 also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
 comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
 ``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import BadInputError
-from core.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
+from core.spec.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
                          _check_range)
 
 OBJECTIVES = ("latency", "size")
@@ -142,7 +142,7 @@ class TuneOutcome:
     summary: list
     status: str  # completed | budget | stopped
     elapsed_s: float
-    run: object  # core.pipeline.RunResult
+    run: object  # core.pipeline.run.RunResult
 
     def to_dict(self) -> dict:
         return {"best": self.best, "status": self.status, "elapsed_s": self.elapsed_s, "summary": self.summary,
@@ -187,9 +187,9 @@ class _Search:
 
     def __init__(self, model, dataset, config: TuneConfig, out_dir: Path, model_spec: str, data_spec: str | None,
                  on_progress, should_stop, started: float | None = None):
-        from core import measure
-        from core.models import graph_inputs, task_of
-        from core.pipeline import RunResult
+        from core.measure import quality as measure
+        from core.io.model import graph_inputs, task_of
+        from core.pipeline.run import RunResult
 
         self.model, self.dataset, self.config, self.out_dir = model, dataset, config, out_dir
         self.model_spec, self.data_spec = model_spec, data_spec
@@ -239,7 +239,7 @@ class _Search:
     def emit(self, kind: str, message: str, variant: str | None = None, result: dict | None = None) -> None:
         if self.on_progress is None:
             return
-        from core.pipeline import ProgressEvent
+        from core.pipeline.run import ProgressEvent
 
         fraction = min(1.0, self.elapsed_s() / max(1e-9, self.config.budget_s))
         self.on_progress(ProgressEvent(kind, variant, len(self.trials), len(self.trials) + 1, message, fraction,
@@ -248,9 +248,9 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
-        from core import measure
-        from core.pipeline import _measure  # the pipeline's own measurement, so results match `featherweight run`
-        from core.pipeline import baseline_fidelity
+        from core.measure import quality as measure
+        from core.pipeline.run import _measure  # the pipeline's own measurement, so results match `featherweight run`
+        from core.pipeline.run import baseline_fidelity
 
         self.emit("start", "measuring the baseline", "baseline")
         baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
@@ -273,13 +273,13 @@ class _Search:
 
     def resolution(self) -> str:
         """"±1 sample = X pt" on the validation split, where the budget is judged (empty for embeddings)."""
-        from core.results import resolution_text
+        from core.results.table import resolution_text
 
         return resolution_text(len(self.selection)) if self.task == "classification" else ""
 
     def drop_of(self, result) -> float | None:
         """The drop results.json reports: on the test split (dataset.eval)."""
-        from core.sensitivity import quality_drop
+        from core.analysis.sensitivity import quality_drop
 
         base = self.run.variants[0]
         drop, _ = quality_drop(result.accuracy, result.agreement, result.cosine_mean, base.accuracy)
@@ -287,8 +287,8 @@ class _Search:
 
     def selection_drop(self, session) -> float | None:
         """The drop the budget judges: the variant against the baseline on the validation split."""
-        from core import measure
-        from core.sensitivity import quality_drop
+        from core.measure import quality as measure
+        from core.analysis.sensitivity import quality_drop
 
         outputs = measure.run_batched(session, self.selection.x)
         fid = measure.fidelity(outputs, self.selection_outputs, self.selection.y, self.task)
@@ -320,8 +320,8 @@ class _Search:
 
     def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
         """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
-        from core import measure
-        from core.pipeline import build_variant
+        from core.measure import quality as measure
+        from core.pipeline.run import build_variant
 
         if any(v.name == variant.name for v in self.variants):
             return self.trial(variant.name)
@@ -382,8 +382,8 @@ class _Search:
         return trial
 
     def _requantized(self, variant: Variant, result) -> list[str]:
-        """Excluded layers whose weights onnxruntime quantizes anyway (see core.diagnostics)."""
-        from core.diagnostics import requantized_excluded
+        """Excluded layers whose weights onnxruntime quantizes anyway (see core.analysis.diagnose)."""
+        from core.analysis.diagnose import requantized_excluded
 
         exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
         if not exclude:
@@ -397,7 +397,7 @@ class _Search:
         return hits
 
     def _describe(self, trial: Trial) -> str:
-        from core.viz import format_bytes
+        from core.views.charts import format_bytes
 
         if self.config.objective == "size":
             return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
@@ -410,7 +410,7 @@ class _Search:
         return self.recipe.replace(variants=(variant,) if variant else ())
 
     def write(self, final: bool = False) -> None:
-        from core.pipeline import write_atomic, write_results
+        from core.pipeline.run import write_atomic, write_results
 
         self.run.duration_s = round(self.elapsed_s(), 3)
         if final:
@@ -425,7 +425,7 @@ class _Search:
 
     def split_log(self) -> dict:
         """tune.json's `split`: what the choices were scored on and where the reported numbers come from."""
-        from core.results import resolution_pt
+        from core.results.table import resolution_pt
 
         return {"selection": self.dataset.selection_name, "selection_n": len(self.selection),
                 "selection_resolution_pt": resolution_pt(len(self.selection)) if self.task == "classification"
@@ -435,7 +435,7 @@ class _Search:
 
     def split_lines(self) -> list[str]:
         """Which split chose and which reported, with the size of one sample, for the summary."""
-        from core.results import resolution_pt, resolution_text
+        from core.results.table import resolution_pt, resolution_text
 
         selection, n_sel, n_test = self.dataset.selection_name, len(self.selection), len(self.dataset.eval)
         classifier = self.task == "classification"
@@ -546,7 +546,7 @@ class _Search:
 
     def scan(self) -> list[str]:
         """Quantization sensitivity ranking (ONNX node names, most sensitive first); written as sensitivity.json."""
-        from core.sensitivity import SensitivityConfig, scan, top_layers, write_sensitivity
+        from core.analysis.sensitivity import SensitivityConfig, scan, top_layers, write_sensitivity
 
         if self.sensitivity is None:
             self.emit("step", "sensitivity scan: quantizing one layer at a time", "sensitivity")
@@ -675,7 +675,7 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
         config: objective, budgets and what may be tried.
         out_dir: where results, artifacts, tune.json and best.yaml go.
         model_spec / data_spec: how best.yaml names the model and data (default: their sources).
-        on_progress: called with core.pipeline.ProgressEvent (fraction = share of the time budget used).
+        on_progress: called with core.pipeline.run.ProgressEvent (fraction = share of the time budget used).
         should_stop: polled often; when true the search stops and keeps the best so far.
         started: time.perf_counter() when the budget started (default: now), so loading can count against it.
 
@@ -684,7 +684,7 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
     """
     import torch
 
-    from core.onnx_fixes import prepare_baseline
+    from core.io.repair import prepare_baseline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -715,9 +715,9 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core import measure
-    from core.data import load_data
-    from core.models import load_model
+    from core.measure import quality as measure
+    from core.io.data import load_data
+    from core.io.model import load_model
 
     started = time.perf_counter()
     model = load_model(model_spec)

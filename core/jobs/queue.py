@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import BadInputError, FeatherweightError, StepFailedError, UnsupportedModelError
-from core.store import ACTIVE, WORKER_MARKER, RunStore, write_atomic
+from core.jobs.store import ACTIVE, WORKER_MARKER, RunStore, write_atomic
 
 logger = logging.getLogger("featherweight.jobs")
 
@@ -138,7 +138,7 @@ def _apply_limits(limits: ResourceLimits, *, ray: bool = False) -> None:
 
 
 # Runs in the new interpreter, before anything else: die with the parent, then hand over to `_child_main`.
-# (core/__init__.py loads its re-exports lazily, so importing core.jobs here stays cheap.)
+# (core/__init__.py loads its re-exports lazily, so importing core.jobs.queue here stays cheap.)
 # A worker starts in its caller's working directory, so a relative path means there what it means to the caller
 # (the CLI makes every path absolute first anyway); `-c` puts that directory first on sys.path, where a stray
 # `numpy.py` would shadow the real one, so it is dropped before anything else is imported.
@@ -156,7 +156,7 @@ except Exception:
 if os.getppid() != parent:
     os._exit(70)
 sys.path.insert(0, root)
-from core.jobs import _child_main
+from core.jobs.queue import _child_main
 _child_main()
 """
 
@@ -506,7 +506,7 @@ def _own_peak_rss_mb() -> float | None:
 
 
 def _inspect_entry(spec: str, display: str | None = None) -> dict:
-    from core.models import load_model, model_card
+    from core.io.model import load_model, model_card
 
     name = display or spec
     phase(f"reading {name}")
@@ -519,8 +519,8 @@ def _inspect_entry(spec: str, display: str | None = None) -> dict:
 
 
 def _check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> dict:
-    from core.data import load_data
-    from core.models import load_model
+    from core.io.data import load_data
+    from core.io.model import load_model
 
     phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
     model = load_model(model_spec)
@@ -530,8 +530,8 @@ def _check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> 
 
 def _run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, data: str | None = None,
                       executor: str = "local", ray_address: str | None = None) -> dict:
-    from core.models import load_model
-    from core.recipe import Recipe
+    from core.io.model import load_model
+    from core.spec.recipe import Recipe
 
     phase("reading the recipe")
     recipe = Recipe.load(recipe_path)
@@ -543,12 +543,12 @@ def _run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, 
         phase(f"reading {Path(model_spec).name}")
         checked = load_model(model_spec)
         if data_spec and not data_spec.startswith("sample:"):
-            from core.data import load_data
+            from core.io.data import load_data
 
             phase(f"reading {Path(data_spec).name}")
             load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
     phase("running the recipe")
-    from core.pipeline import run_recipe
+    from core.pipeline.run import run_recipe
 
     def on_progress(event):
         send({"t": "progress", "event": event.to_dict()})
@@ -583,9 +583,9 @@ def _job_entry(spec: dict, limits: dict) -> None:
 
 
 def _learn_entry(source: dict, what: str, params: dict) -> Any:
-    """A Learn explainer's view (core.learn.EXPLAINERS[what]) of an uploaded, sample or local model, computed
+    """A Learn explainer's view (core.teach.explainers.EXPLAINERS[what]) of an uploaded, sample or local model, computed
     here; uploads arrive as files in a private temporary directory, read back into the bytes the page had."""
-    from core import learn
+    from core.teach import explainers as learn
 
     fields = dict(source)
     for kind in ("model", "data"):
@@ -599,7 +599,7 @@ def _learn_entry(source: dict, what: str, params: dict) -> Any:
 
 def _learn_run_estimates_entry(store_root: str, run_id: str, results: dict) -> Any:
     """Each finished variant's estimated size beside its measured one, from the run's own model file."""
-    from core import learn
+    from core.teach import explainers as learn
 
     phase(f"reading run {run_id}'s model")
     proto = learn.run_baseline_proto(RunStore(store_root), run_id, results)
@@ -608,10 +608,10 @@ def _learn_run_estimates_entry(store_root: str, run_id: str, results: dict) -> A
 
 
 def _compute_profile_entry(path: str) -> dict:
-    """The compute profile (core.cost.model_compute_profile) of a run's ONNX file (with its external data)."""
+    """The compute profile (core.results.cost.model_compute_profile) of a run's ONNX file (with its external data)."""
     import onnx
 
-    from core.cost import model_compute_profile
+    from core.results.cost import model_compute_profile
 
     phase(f"reading {Path(path).name}")
     proto = onnx.load(path)
@@ -639,7 +639,7 @@ ISOLATED_FUNCTIONS: dict[str, Callable] = {
 
 def _upload_dir(data: bytes, filename: str) -> tuple[str, Path]:
     """Write uploaded bytes to a private temporary directory under a safe name; return (dir, path)."""
-    from core.models import LoadLimits
+    from core.io.model import LoadLimits
 
     caps = LoadLimits.from_env()
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -666,13 +666,13 @@ def inspect_isolated(source: str | bytes, filename: str | None = None, *, limits
         limits / timeout / stats: as for `run_isolated` (default `ResourceLimits.for_inspect()`).
 
     Returns:
-        The model card (as `core.models.model_card`).
+        The model card (as `core.io.model.model_card`).
 
     Raises:
         BadInputError: the file is refused, or the worker crashed, ran out of memory or time reading it.
         UnsupportedModelError: a valid file Featherweight cannot use.
     """
-    from core.models import _check_suffix
+    from core.io.model import _check_suffix
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not filename:
@@ -743,19 +743,19 @@ def learn_limits() -> ResourceLimits:
 
 def explain_isolated(source, what: str, params: dict | None = None, *, on_point: Callable | None = None,
                      limits: ResourceLimits | None = None, stats: dict | None = None) -> Any:
-    """A Learn explainer's view (`core.learn.EXPLAINERS`) computed in a worker: the model and data of `source`
-    (a `core.learn.LearnSource`: sample, path or uploaded bytes) are parsed there, never in this process.
+    """A Learn explainer's view (`core.teach.explainers.EXPLAINERS`) computed in a worker: the model and data of `source`
+    (a `core.teach.explainers.LearnSource`: sample, path or uploaded bytes) are parsed there, never in this process.
 
     Args:
         on_point: for "sweep" and "distill", called in this thread with each row / epoch point as it comes.
 
     Returns:
-        The view, decoded (`core.learn.decode_view`): arrays and frames as the in-process function returns them.
+        The view, decoded (`core.teach.explainers.decode_view`): arrays and frames as the in-process function returns them.
 
     Raises:
         FeatherweightError: the file is refused, the view fails, or the worker crashed or ran out of time/memory.
     """
-    from core import learn
+    from core.teach import explainers as learn
 
     request = {"key": source.key, "label": source.label, "model_spec": source.model_spec,
                "model_filename": source.model_filename, "data_spec": source.data_spec,
@@ -782,19 +782,19 @@ def explain_isolated(source, what: str, params: dict | None = None, *, on_point:
 
 
 def run_estimates_isolated(store: RunStore, run_id: str, results: dict) -> Any:
-    """`core.learn.estimate_vs_measured` for a run, with the run's model file read in a worker (a DataFrame).
+    """`core.teach.explainers.estimate_vs_measured` for a run, with the run's model file read in a worker (a DataFrame).
 
     Raises:
         FeatherweightError: the model cannot be found (outside the run directory: refused) or loaded.
     """
-    from core import learn
+    from core.teach import explainers as learn
 
     return learn.decode_view(run_isolated("learn-run-estimates", str(store.root), run_id, results,
                                           limits=learn_limits()))
 
 
 def compute_profile_isolated(path: str) -> dict:
-    """`core.cost.model_compute_profile` of an ONNX file, parsed in a worker with the upload limits."""
+    """`core.results.cost.model_compute_profile` of an ONNX file, parsed in a worker with the upload limits."""
     return run_isolated("compute-profile", str(path), limits=ResourceLimits.for_inspect())
 
 
@@ -805,7 +805,7 @@ def progress_forwarder(on_progress) -> Callable[[dict], None]:
     def forward(message: dict) -> None:
         if on_progress is None or message.get("t") != "progress":
             return
-        from core.pipeline import ProgressEvent
+        from core.pipeline.run import ProgressEvent
 
         event = message.get("event")
         try:
@@ -830,7 +830,7 @@ class JobSpec:
     model: str
     data: str | None
     limits: dict | None = None  # this job's ResourceLimits, when they differ from the runner's
-    kind: str = "run"  # "run": the recipe; else an insight job (core.insight.KINDS: sensitivity, tune, diagnose)
+    kind: str = "run"  # "run": the recipe; else an insight job (core.jobs.insight.KINDS: sensitivity, tune, diagnose)
     executor: str = "local"  # "ray": the worker drives the run's variants as tasks on a Ray cluster
     ray_address: str | None = None
 
@@ -854,8 +854,8 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
         import torch
 
         torch.set_num_threads(limits.threads)
-        from core.pipeline import run_recipe
-        from core.recipe import Recipe
+        from core.pipeline.run import run_recipe
+        from core.spec.recipe import Recipe
 
         store = RunStore(run_dir.parent.parent)
         recipe = Recipe.load(run_dir / "recipe.yaml")
@@ -866,7 +866,7 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
 
         try:
             if spec.kind != "run":
-                from core.insight import run_job
+                from core.jobs.insight import run_job
 
                 status = run_job(spec.kind, run_dir, spec.model, spec.data, on_progress=on_progress,
                                  should_stop=cancel_flag.exists)
@@ -918,7 +918,7 @@ def _job_executor(executor: str | None, ray_address: str | None) -> tuple[str, s
     Raises:
         BadInputError: an unknown executor, or "ray" without an address.
     """
-    from core.executors import RAY_ADDRESS_ENV
+    from core.pipeline.ray import RAY_ADDRESS_ENV
 
     executor = (executor or os.environ.get(JOB_EXECUTOR_ENV, "").strip() or "local").lower()
     if executor not in ("local", "ray"):
@@ -997,14 +997,14 @@ class JobRunner:
                kind: str = "run") -> str:
         """Queue a run; uploaded files in `inputs` (name -> bytes) are saved into the run's inputs/ folder and
         `model`/`data` may refer to them as ``inputs/NAME``. `kind` other than "run" queues an insight job
-        (core.insight.submit_job prepares those).
+        (core.jobs.insight.submit_job prepares those).
 
         Raises:
             BadInputError: a bad spec or input name, more than `max_variants` variants, the owner already has
                 `per_owner` active jobs, or the queue is full.
         """
-        from core.models import LoadLimits
-        from core.recipe import Recipe
+        from core.io.model import LoadLimits
+        from core.spec.recipe import Recipe
 
         inputs = dict(inputs or {})
         caps = LoadLimits.from_env()
@@ -1017,7 +1017,7 @@ class JobRunner:
         if not model:
             raise BadInputError("no model given: choose a sample or upload a model")
         if kind != "run":
-            from core.insight import KINDS
+            from core.jobs.insight import KINDS
 
             if kind not in KINDS:
                 raise BadInputError(f"job kind {kind!r} is not supported; allowed: run, {', '.join(KINDS)}")

@@ -13,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from core.pipeline import VariantResult, build_variant, write_atomic, write_results
+from core.pipeline.run import VariantResult, build_variant, write_atomic, write_results
 
 RAY_ADDRESS_ENV = "FEATHERWEIGHT_RAY_ADDRESS"
 

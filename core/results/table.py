@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.cost import results_columns
+from core.results.cost import results_columns
 
 
 def resolution_pt(samples: int | None) -> float | None:
@@ -94,7 +94,7 @@ def results_frame(results: dict) -> pd.DataFrame:
             row[f"throughput_bs{bs}"] = (v.get("throughput") or {}).get(str(bs))
             row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
         # Cost per million, monthly saving vs baseline, energy (mJ) and CO2 per batch size under the assumptions
-        # stored with the run, plus MACs / weight / peak activation bytes (core.cost).
+        # stored with the run, plus MACs / weight / peak activation bytes (core.results.cost).
         row.update(results_columns(v, base, sizes, threads))
         row["error"] = v.get("error")
         row["notes"] = " ".join(v.get("notes") or [])

@@ -1,0 +1,1 @@
+"""Analyses of a model or run: sensitivity, tuner, diagnosis, scaling."""

@@ -1,0 +1,1 @@
+"""Files in, facts out: graph facts, file safety, model loading, repairs, datasets, files, sandbox, sessions."""

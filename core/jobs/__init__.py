@@ -1,0 +1,1 @@
+"""Jobs: the run store, the queue, worker entries and the registry of job kinds."""

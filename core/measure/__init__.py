@@ -1,0 +1,1 @@
+"""Measurement: quality, latency, environment, energy, compute and operator profiles."""

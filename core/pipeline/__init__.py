@@ -1,0 +1,1 @@
+"""The pipeline: build a variant, run a recipe, the Ray executor."""

@@ -1,0 +1,1 @@
+"""Results: the table, comparisons, explanations and cost."""

@@ -1,0 +1,1 @@
+"""What the user asks for, as validated data: recipes, presets, job configs."""

@@ -1,0 +1,1 @@
+"""Every plotly figure builder and the HTML report (no Streamlit)."""
