@@ -8,7 +8,7 @@ import math
 import streamlit as st
 
 from core.views import charts as viz
-from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, clicked_variant,
+from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant,
                           layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
                           within_budget)
 from core.results.cost import DEFAULT_DEVICES, variants_fitting
@@ -16,6 +16,7 @@ from core.errors import FeatherweightError
 from core.results.table import batch_sizes_of, quality_caption
 from core.jobs.store import ACTIVE
 from ui import services
+from ui.events import clicked_variant
 from core.jobs.insight import job_kind
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell

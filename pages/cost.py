@@ -12,6 +12,7 @@ from core.errors import FeatherweightError
 from ui import services
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
+from ui import state as state_keys
 
 ensure_app_shell()
 
@@ -20,13 +21,13 @@ RESET_ASSUMPTIONS_KEY = "cost_reset_assumptions"
 RESET_DEVICES_KEY = "cost_reset_devices"
 ALL_VARIANTS = "All variants"
 DEFAULTS = {
-    cost.COST_PRICING_KEY: cost.PRICING_MODES[0],
-    cost.COST_PRICE_KEY: cost.DEFAULT_PRICE_PER_CORE_HOUR_USD,
-    cost.COST_INSTANCE_PRICE_KEY: cost.DEFAULT_INSTANCE_PRICE_USD,
-    cost.COST_CORES_KEY: cost.DEFAULT_INSTANCE_CORES,
-    cost.COST_WATTS_KEY: cost.DEFAULT_WATTS_PER_CORE,
-    cost.COST_GRID_KEY: cost.DEFAULT_GRID_G_PER_KWH,
-    cost.COST_RPS_KEY: cost.DEFAULT_REQUESTS_PER_SECOND,
+    state_keys.COST_PRICING_KEY: cost.PRICING_MODES[0],
+    state_keys.COST_PRICE_KEY: cost.DEFAULT_PRICE_PER_CORE_HOUR_USD,
+    state_keys.COST_INSTANCE_PRICE_KEY: cost.DEFAULT_INSTANCE_PRICE_USD,
+    state_keys.COST_CORES_KEY: cost.DEFAULT_INSTANCE_CORES,
+    state_keys.COST_WATTS_KEY: cost.DEFAULT_WATTS_PER_CORE,
+    state_keys.COST_GRID_KEY: cost.DEFAULT_GRID_G_PER_KWH,
+    state_keys.COST_RPS_KEY: cost.DEFAULT_REQUESTS_PER_SECOND,
 }
 
 
@@ -36,7 +37,7 @@ def _reset_assumptions() -> None:
 
 
 def _reset_devices() -> None:
-    st.session_state[cost.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
     st.session_state.pop(DEVICE_EDITOR_KEY, None)
 
 
@@ -47,28 +48,28 @@ def assumptions_ui() -> cost.CostAssumptions | None:
     st.markdown("##### Assumptions")
     st.caption("These are assumptions, not measurements: the defaults are public figures (sources in each "
                "field's help and in the README). Edit them to your own prices and power.")
-    mode = st.radio("Price", cost.PRICING_MODES, key=cost.COST_PRICING_KEY, horizontal=True,
+    mode = st.radio("Price", cost.PRICING_MODES, key=state_keys.COST_PRICING_KEY, horizontal=True,
                     help="Price a core-hour directly, or an instance-hour divided by the instance's cores.")
     c1, c2, c3, c4, c5 = st.columns(5)
     if mode == cost.PRICING_MODES[0]:
         price = c1.number_input("USD per core-hour", min_value=0.0, step=0.005, format="%.4f",
-                                key=cost.COST_PRICE_KEY, help=cost.SOURCES["price_per_core_hour_usd"])
-        cores = int(st.session_state[cost.COST_CORES_KEY])
+                                key=state_keys.COST_PRICE_KEY, help=cost.SOURCES["price_per_core_hour_usd"])
+        cores = int(st.session_state[state_keys.COST_CORES_KEY])
     else:
         instance = c1.number_input("USD per instance-hour", min_value=0.0, step=0.01, format="%.4f",
-                                   key=cost.COST_INSTANCE_PRICE_KEY,
+                                   key=state_keys.COST_INSTANCE_PRICE_KEY,
                                    help="Default: AWS EC2 on-demand c7i.large (2 vCPU), us-east-1, Linux, "
                                         "$0.08925/h (list price; an assumption).")
-        cores = int(c2.number_input("Cores per instance", min_value=1, step=1, key=cost.COST_CORES_KEY,
+        cores = int(c2.number_input("Cores per instance", min_value=1, step=1, key=state_keys.COST_CORES_KEY,
                                     help="vCPUs of the instance: its price is divided by this to price one "
                                          "core-hour."))
         price = instance / cores
         c1.caption(f"= ${price:.4f} per core-hour")
-    watts = c3.number_input("Watts per busy core", min_value=0.0, step=0.5, format="%.2f", key=cost.COST_WATTS_KEY,
+    watts = c3.number_input("Watts per busy core", min_value=0.0, step=0.5, format="%.2f", key=state_keys.COST_WATTS_KEY,
                             help=cost.SOURCES["watts_per_core"])
     grid = c4.number_input("Grid gCO2/kWh", min_value=0.0, step=25.0, format="%.0f",
-                           key=cost.COST_GRID_KEY, help=cost.SOURCES["grid_g_per_kwh"])
-    rps = c5.number_input("Requests per second", min_value=0.0, step=10.0, format="%.1f", key=cost.COST_RPS_KEY,
+                           key=state_keys.COST_GRID_KEY, help=cost.SOURCES["grid_g_per_kwh"])
+    rps = c5.number_input("Requests per second", min_value=0.0, step=10.0, format="%.1f", key=state_keys.COST_RPS_KEY,
                           help=cost.SOURCES["requests_per_second"] + "; a month is " + cost.SOURCES["hours_per_month"])
     st.button("Reset assumptions to defaults", on_click=_reset_assumptions, icon=":material/restart_alt:",
               key=RESET_ASSUMPTIONS_KEY)
@@ -82,13 +83,13 @@ def assumptions_ui() -> cost.CostAssumptions | None:
 
 def devices_ui() -> list[cost.DeviceProfile]:
     """The editable table of target devices; returns the valid ones (bad rows are named and skipped)."""
-    if cost.COST_DEVICES_KEY not in st.session_state:
-        st.session_state[cost.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    if state_keys.COST_DEVICES_KEY not in st.session_state:
+        st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
     st.markdown("##### Target devices")
     st.caption("Rough, illustrative profiles (derivations in the README): edit a cell, add a row for your "
                "device. Weight memory is a separate store for weights (a microcontroller's flash); leave it "
                "empty when weights share the memory.")
-    base = pd.DataFrame(st.session_state[cost.COST_DEVICES_KEY],
+    base = pd.DataFrame(st.session_state[state_keys.COST_DEVICES_KEY],
                         columns=["name", "memory_mb", "weight_memory_mb", "int8_gops", "fp32_gflops",
                                  "bandwidth_gbps"])
     edited = st.data_editor(
@@ -158,7 +159,7 @@ def cost_page() -> None:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")
         return
-    run_id = run_picker_ui(records, cost.COST_RUN_KEY)
+    run_id = run_picker_ui(records, state_keys.COST_RUN_KEY)
     results = services.run_results(run_id)
     if results:
         results = _with_profiles(str(services.run_dir(run_id)), services.results_mtime(run_id), results)
@@ -174,14 +175,14 @@ def cost_page() -> None:
         return
 
     c1, c2 = st.columns(2)
-    if st.session_state.get(cost.COST_BATCH_KEY) not in sizes:
-        st.session_state[cost.COST_BATCH_KEY] = sizes[-1]
-    batch = c1.selectbox("Serving batch size", sizes, key=cost.COST_BATCH_KEY,
+    if st.session_state.get(state_keys.COST_BATCH_KEY) not in sizes:
+        st.session_state[state_keys.COST_BATCH_KEY] = sizes[-1]
+    batch = c1.selectbox("Serving batch size", sizes, key=state_keys.COST_BATCH_KEY,
                          help="Requests are priced at the throughput measured at this batch size.")
     names = [ALL_VARIANTS] + [d.name for d in devices]
-    if st.session_state.get(cost.COST_DEVICE_FILTER_KEY) not in names:
-        st.session_state[cost.COST_DEVICE_FILTER_KEY] = ALL_VARIANTS
-    device = c2.selectbox("Show variants that fit", names, key=cost.COST_DEVICE_FILTER_KEY,
+    if st.session_state.get(state_keys.COST_DEVICE_FILTER_KEY) not in names:
+        st.session_state[state_keys.COST_DEVICE_FILTER_KEY] = ALL_VARIANTS
+    device = c2.selectbox("Show variants that fit", names, key=state_keys.COST_DEVICE_FILTER_KEY,
                           help="Weights and peak activations within the device's memory (an estimate).")
     device = None if device == ALL_VARIANTS else device
 

@@ -14,6 +14,7 @@ from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSIO
 from core.jobs.store import ACTIVE
 from ui import services
 from ui.shell import ensure_app_shell
+from ui import state as state_keys
 
 ensure_app_shell()
 
@@ -57,7 +58,7 @@ def _submit(kind: str, config: dict, model, data, label: str, state_key: str) ->
         run_id = insight.submit_job(services.launcher().runner, services.owner_id(), kind, config,
                                     model_spec=model.spec, data_spec=data.spec, label=label, uploads=uploads)
     except FeatherweightError as exc:
-        st.session_state[insight.NOTICE_KEY] = ("error", str(exc))
+        st.session_state[state_keys.NOTICE_KEY] = ("error", str(exc))
     else:
         st.session_state[state_key] = run_id
 
@@ -70,7 +71,7 @@ def _submit_diagnose(config: dict, record, state_key: str, label: str) -> None:
         run_id = insight.submit_job(services.launcher().runner, services.owner_id(), "diagnose", config,
                                     model_spec=model_spec, data_spec=None, label=label)
     except FeatherweightError as exc:
-        st.session_state[insight.NOTICE_KEY] = ("error", str(exc))
+        st.session_state[state_keys.NOTICE_KEY] = ("error", str(exc))
     else:
         st.session_state[state_key] = run_id
 
@@ -172,16 +173,16 @@ def keep_top_k_ui(result: dict) -> None:
         return
     if not layers:
         return
-    if st.session_state.get(insight.TOPK_KEY, 1) > len(layers):  # left over from a scan with more layers
-        st.session_state[insight.TOPK_KEY] = len(layers)
+    if st.session_state.get(state_keys.TOPK_KEY, 1) > len(layers):  # left over from a scan with more layers
+        st.session_state[state_keys.TOPK_KEY] = len(layers)
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
-    k = c1.number_input("k", 1, len(layers), min(2, len(layers)), key=insight.TOPK_KEY)
+    k = c1.number_input("k", 1, len(layers), min(2, len(layers)), key=state_keys.TOPK_KEY)
     if c2.button(f"Keep the top {k} in float", icon=":material/ac_unit:", key="keep_top_k"):
         names = top_layers(result, int(k))
         recipe = st.session_state.get(RECIPE_KEY) or Recipe()
         st.session_state[RECIPE_KEY] = recipe_with_exclude(recipe, names)
         st.session_state[RECIPE_VERSION_KEY] = st.session_state.get(RECIPE_VERSION_KEY, 0) + 1
-        st.session_state[insight.NOTICE_KEY] = ("success", f"Every quantize step of the recipe now keeps "
+        st.session_state[state_keys.NOTICE_KEY] = ("success", f"Every quantize step of the recipe now keeps "
                                                            f"{', '.join(names)} in float.")
         st.rerun()
 
@@ -221,8 +222,8 @@ def sensitivity_ui(model, data) -> None:
         config = scan_form_ui(model)
         st.button("Scan layers", type="primary", icon=":material/radar:", key="scan_start",
                   on_click=_submit, args=("sensitivity", config, model, data,
-                                          f"sensitivity · {model.label}", insight.SCAN_RUN_KEY))
-    record = _pick_run(("sensitivity",), insight.SCAN_RUN_KEY, "scan_pick", label="Scan")
+                                          f"sensitivity · {model.label}", state_keys.SCAN_RUN_KEY))
+    record = _pick_run(("sensitivity",), state_keys.SCAN_RUN_KEY, "scan_pick", label="Scan")
     if record is None:
         st.info("No scan yet: choose the settings above and press **Scan layers**.", icon=":material/radar:")
         return
@@ -305,7 +306,7 @@ def _use_best(text: str) -> None:
     recipe = Recipe.from_text(text)
     st.session_state[RECIPE_KEY] = recipe.replace(model=None, data=None)
     st.session_state[RECIPE_VERSION_KEY] = st.session_state.get(RECIPE_VERSION_KEY, 0) + 1
-    st.session_state[insight.NOTICE_KEY] = ("success", "The best variant is now the Optimize page's recipe.")
+    st.session_state[state_keys.NOTICE_KEY] = ("success", "The best variant is now the Optimize page's recipe.")
 
 
 def tuner_ui(model, data) -> None:
@@ -316,8 +317,8 @@ def tuner_ui(model, data) -> None:
         config = tune_form_ui(model)
         st.button("Start tuning", type="primary", icon=":material/auto_fix_high:", key="tune_start",
                   on_click=_submit, args=("tune", config, model, data, f"tune · {model.label}",
-                                          insight.TUNE_RUN_KEY))
-    record = _pick_run(("tune",), insight.TUNE_RUN_KEY, "tune_pick", label="Tuning run")
+                                          state_keys.TUNE_RUN_KEY))
+    record = _pick_run(("tune",), state_keys.TUNE_RUN_KEY, "tune_pick", label="Tuning run")
     if record is None:
         st.info("No tuning run yet.", icon=":material/auto_fix_high:")
         return
@@ -368,8 +369,8 @@ def diagnostics_ui() -> None:
             st.button("Profile per operator", icon=":material/troubleshoot:", key="diag_start",
                       on_click=_submit_diagnose,
                       args=({"source_run": record.id, "variants": [variant], "batch_size": int(batch)}, record,
-                            insight.DIAG_RUN_KEY, f"profile · {variant}"))
-    diag_id = st.session_state.get(insight.DIAG_RUN_KEY)
+                            state_keys.DIAG_RUN_KEY, f"profile · {variant}"))
+    diag_id = st.session_state.get(state_keys.DIAG_RUN_KEY)
     if not diag_id:
         return
     state = job_status_ui(diag_id, "profile")
@@ -407,8 +408,8 @@ def scaling_ui() -> None:
                   disabled=not (chosen and sizes and threads), on_click=_submit_diagnose,
                   args=({"source_run": record.id, "variants": chosen, "profile": False,
                          "scaling_batch_sizes": sorted(sizes), "scaling_threads": sorted(threads)}, record,
-                        insight.SCALING_RUN_KEY, f"scaling · {len(chosen)} variants"))
-    run_id = st.session_state.get(insight.SCALING_RUN_KEY)
+                        state_keys.SCALING_RUN_KEY, f"scaling · {len(chosen)} variants"))
+    run_id = st.session_state.get(state_keys.SCALING_RUN_KEY)
     if not run_id:
         return
     state = job_status_ui(run_id, "scaling measurement")
@@ -428,7 +429,7 @@ st.title("Insight")
 st.caption("Which layer broke my accuracy, and why is my optimized model not faster?")
 current_model = st.session_state.get(MODEL_KEY)
 current_data = st.session_state.get(DATA_KEY) or NO_DATA
-notice = st.session_state.pop(insight.NOTICE_KEY, None)
+notice = st.session_state.pop(state_keys.NOTICE_KEY, None)
 if notice:
     {"error": st.error, "info": st.info}.get(notice[0], st.success)(notice[1])
 if current_model is None:

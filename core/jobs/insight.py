@@ -25,15 +25,6 @@ SPEC_FILE = "insight.json"
 DIAGNOSTICS_FILE = "diagnostics.json"
 RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")  # as core.jobs.store.RunStore.run_dir accepts
 
-# Session-state keys of the Insight page (here, so the page and its tests agree).
-SCAN_RUN_KEY = "fw_insight_scan_run"  # run id of the sensitivity scan shown
-TUNE_RUN_KEY = "fw_insight_tune_run"  # run id of the tuning job shown
-DIAG_RUN_KEY = "fw_insight_diag_run"  # run id of the profile (diagnose) job shown
-SCALING_RUN_KEY = "fw_insight_scaling_run"  # run id of the scaling (diagnose) job shown
-TOPK_KEY = "insight_topk"  # the k of "keep the top-k in float"
-NOTICE_KEY = "fw_insight_notice"  # one-shot message after a rerun
-
-
 def _check(kind: str, config: dict) -> dict:
     """Validate a job's config by building its config object; returns the normalized dict."""
     if kind == "sensitivity":

@@ -411,21 +411,3 @@ def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
     return {"rows": table.to_dict("records"), "columns": [str(c) for c in result.table.columns],
             "images": None if result.images is None else [img.tolist() for img in result.images],
             "task": result.task, "flips": result.flips, "scanned": result.scanned}
-
-
-def clicked_variant(event) -> str | None:
-    """The variant name of the first point in a plotly selection event (st.plotly_chart on_select), if any.
-
-    Every marker trace of `core.views.charts.pareto_figure` puts the variant name first in its customdata.
-    """
-    if event is None:
-        return None
-    selection = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
-    if selection is None:
-        return None
-    points = selection.get("points") if isinstance(selection, dict) else getattr(selection, "points", None)
-    for point in points or []:
-        custom = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(custom, (list, tuple)) and custom:
-            return str(custom[0])
-    return None

@@ -48,18 +48,6 @@ SOURCES = {
     "hours_per_month": "730 h per month (8760 / 12), the cloud price-list convention",
 }
 
-# Session-state keys of the Cost page (one place, so the page and its tests agree).
-COST_RUN_KEY = "fw_cost_run"
-COST_BATCH_KEY = "fw_cost_batch"
-COST_PRICING_KEY = "fw_cost_pricing"  # "per core-hour" | "per instance-hour"
-COST_PRICE_KEY = "fw_cost_price_per_core_hour"
-COST_INSTANCE_PRICE_KEY = "fw_cost_instance_price"
-COST_CORES_KEY = "fw_cost_cores"
-COST_WATTS_KEY = "fw_cost_watts_per_core"
-COST_GRID_KEY = "fw_cost_grid_g_per_kwh"
-COST_RPS_KEY = "fw_cost_requests_per_second"
-COST_DEVICES_KEY = "fw_cost_devices"
-COST_DEVICE_FILTER_KEY = "fw_cost_device_filter"
 PRICING_MODES = ("per core-hour", "per instance-hour")
 
 

@@ -138,7 +138,7 @@ def test_real_run_predictions_and_exports(make_app, fw_home):
 
 def test_click_selection_opens_variant():
     """A plotly click event's first point names the variant (the chart puts the name first in customdata)."""
-    from core.results.compare import clicked_variant
+    from ui.events import clicked_variant
 
     event = {"selection": {"points": [{"customdata": ["int8-static", "quantize static"], "x": 1, "y": 2}],
                            "point_indices": [0], "box": [], "lasso": []}}

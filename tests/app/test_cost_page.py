@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.results import cost
+from ui import state as state_keys
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "cost.py")
 MCU = "Microcontroller (Cortex-M7 class)"
@@ -78,36 +79,36 @@ def test_default_assumptions_price_the_largest_batch_and_label_energy_estimated(
     at = _page().run()
     assert not at.exception
     table = _table(at)
-    assert at.selectbox(key=cost.COST_BATCH_KEY).value == 32
+    assert at.selectbox(key=state_keys.COST_BATCH_KEY).value == 32
     # 1,000 inferences/s on one core: 1e6 / 1000 s = 0.2778 core-hours x $0.044625.
     assert table.loc["baseline", "usd_per_million"] == pytest.approx(0.2778 * 0.044625, rel=1e-3)
     assert table.loc["int8", "saving_pct"] == pytest.approx(75.0)
     assert set(table["energy_basis"]) == {"estimated"}
     assert any("Energy estimated" in c.value and "3.5 W" in c.value for c in at.caption)
-    assert "c7i.large" in at.number_input(key=cost.COST_PRICE_KEY).help
+    assert "c7i.large" in at.number_input(key=state_keys.COST_PRICE_KEY).help
 
 
 def test_changing_the_price_and_the_request_rate_recomputes_the_table(store_home):
     """Doubling the price doubles cost per million; the monthly saving follows the request rate."""
     _add_run(store_home)
     at = _page().run()
-    at.number_input(key=cost.COST_PRICE_KEY).set_value(3.6).run()
-    at.number_input(key=cost.COST_RPS_KEY).set_value(10.0).run()
+    at.number_input(key=state_keys.COST_PRICE_KEY).set_value(3.6).run()
+    at.number_input(key=state_keys.COST_RPS_KEY).set_value(10.0).run()
     table = _table(at)
     assert table.loc["baseline", "usd_per_million"] == pytest.approx(1.0)
     assert table.loc["int8", "usd_per_million"] == pytest.approx(0.25)
     assert table.loc["int8", "monthly_saving_usd"] == pytest.approx(0.75 * 10 * 730 * 3600 / 1e6)
     at.button(key="cost_reset_assumptions").click().run()
-    assert at.number_input(key=cost.COST_PRICE_KEY).value == pytest.approx(cost.DEFAULT_PRICE_PER_CORE_HOUR_USD)
+    assert at.number_input(key=state_keys.COST_PRICE_KEY).value == pytest.approx(cost.DEFAULT_PRICE_PER_CORE_HOUR_USD)
 
 
 def test_instance_pricing_divides_by_the_core_count(store_home):
     """Per-instance pricing: $0.40 an hour over 4 cores prices a core-hour at $0.10."""
     _add_run(store_home)
     at = _page().run()
-    at.radio(key=cost.COST_PRICING_KEY).set_value("per instance-hour").run()
-    at.number_input(key=cost.COST_INSTANCE_PRICE_KEY).set_value(0.4).run()
-    at.number_input(key=cost.COST_CORES_KEY).set_value(4).run()
+    at.radio(key=state_keys.COST_PRICING_KEY).set_value("per instance-hour").run()
+    at.number_input(key=state_keys.COST_INSTANCE_PRICE_KEY).set_value(0.4).run()
+    at.number_input(key=state_keys.COST_CORES_KEY).set_value(4).run()
     assert not at.exception
     assert any("= $0.1000 per core-hour" in c.value for c in at.caption)
     assert _table(at).loc["baseline", "usd_per_million"] == pytest.approx(1e6 / 1000 / 3600 * 0.1, rel=1e-3)
@@ -118,7 +119,7 @@ def test_device_filter_keeps_only_variants_that_fit(store_home):
     _add_run(store_home)
     at = _page().run()
     assert set(_table(at).index) == {"baseline", "int8"}
-    at.selectbox(key=cost.COST_DEVICE_FILTER_KEY).set_value(MCU).run()
+    at.selectbox(key=state_keys.COST_DEVICE_FILTER_KEY).set_value(MCU).run()
     table = _table(at)
     assert list(table.index) == ["int8"] and bool(table.loc["int8", f"fits: {MCU}"])
     assert f"est. ms: {MCU}" in table.columns
@@ -128,11 +129,11 @@ def test_a_seeded_device_table_drives_the_filter(store_home):
     """Devices come from session state: a custom 0.5 MB board fits neither variant, and the page says so."""
     _add_run(store_home)
     at = _page()
-    at.session_state[cost.COST_DEVICES_KEY] = [{"name": "Tiny board", "memory_mb": 0.5, "weight_memory_mb": None,
+    at.session_state[state_keys.COST_DEVICES_KEY] = [{"name": "Tiny board", "memory_mb": 0.5, "weight_memory_mb": None,
                                                "int8_gops": 2.0, "fp32_gflops": 1.0, "bandwidth_gbps": 1.0}]
     at.run()
-    assert at.selectbox(key=cost.COST_DEVICE_FILTER_KEY).options == ["All variants", "Tiny board"]
-    at.selectbox(key=cost.COST_DEVICE_FILTER_KEY).set_value("Tiny board").run()
+    assert at.selectbox(key=state_keys.COST_DEVICE_FILTER_KEY).options == ["All variants", "Tiny board"]
+    at.selectbox(key=state_keys.COST_DEVICE_FILTER_KEY).set_value("Tiny board").run()
     assert any("No variant of this run fits Tiny board" in i.value for i in at.info)
 
 
@@ -155,7 +156,7 @@ def test_picking_another_run_shows_its_numbers_and_opens_it_for_the_compare_page
     at.session_state[RUN_KEY] = estimated
     at.run()
     assert set(_table(at)["energy_basis"]) == {"estimated"}
-    at.selectbox(key=cost.COST_RUN_KEY).set_value(measured).run()
+    at.selectbox(key=state_keys.COST_RUN_KEY).set_value(measured).run()
     assert not at.exception
     assert set(_table(at)["energy_basis"]) == {"measured"} and at.session_state[RUN_KEY] == measured
 

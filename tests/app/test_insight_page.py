@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core.jobs import insight
 from core.spec.recipe import QuantizeConfig, Recipe, Variant
 from core.session import MODEL_KEY, OWNER_KEY, RECIPE_KEY, ModelChoice
+from ui import state as state_keys
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "insight.py")
 OWNER = "tester"
@@ -76,7 +77,7 @@ def test_a_scan_is_ranked_and_keep_top_k_fills_the_recipe_exclude(home):
     assert not at.exception
     assert len(at.get("plotly_chart")) >= 2
     assert at.metric[0].value == "3"
-    at.number_input(key=insight.TOPK_KEY).set_value(2).run()
+    at.number_input(key=state_keys.TOPK_KEY).set_value(2).run()
     at.button(key="keep_top_k").click().run()
     assert not at.exception
     updated = at.session_state[RECIPE_KEY]
@@ -119,7 +120,7 @@ def test_a_profile_shows_ops_side_by_side_and_explains_the_missing_speedup(home)
                       "fix": "Use static quantization"}]}}}
     run_id = _add_job(home, "diagnose", {insight.DIAGNOSTICS_FILE: diag},
                       {"source_run": "x", "variants": ["int8-dynamic-conv"]})
-    at = _page({insight.DIAG_RUN_KEY: run_id}).run()
+    at = _page({state_keys.DIAG_RUN_KEY: run_id}).run()
     assert not at.exception
     assert any("ConvInteger" in w.value and "Use static quantization" in w.value for w in at.warning)
     assert any("int8-dynamic-conv vs baseline" in h.value for h in at.subheader)
@@ -142,7 +143,7 @@ def test_scan_layers_submits_a_sensitivity_job_for_the_current_model(home, monke
     (owner, kind, config, kwargs), = calls
     assert (owner, kind, config["technique"], config["amount"]) == (OWNER, "sensitivity", "prune", 0.5)
     assert kwargs["model_spec"] == "sample:digits-mlp"
-    assert at.session_state[insight.SCAN_RUN_KEY] == "20990101-000000-abcdef"
+    assert at.session_state[state_keys.SCAN_RUN_KEY] == "20990101-000000-abcdef"
 
 
 def test_run_picker_label_is_stable_and_the_status_fresh(home):
