@@ -197,7 +197,7 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
     from core.views.report import build_report
     from core.session import portable_recipe
 
-    run_dir = services.store().run_dir(run_id)
+    run_dir = services.run_dir(run_id)
     v = variant(results, name) if name else None
     c = st.columns(4)
     if v is not None and v.get("status") == "ok" and v.get("artifact"):
@@ -238,17 +238,15 @@ st.title("Compare")
 # Only what Compare can show: recipe runs that are in progress or have results. Insight jobs (scans, tuning runs,
 # profiles, scaling) live in the store too but have no variants to compare; a run stopped before its baseline
 # was measured has nothing to draw (History still lists it).
-records = [r for r in services.visible_runs() if job_kind(services.store().run_dir(r.id)) == "run"
-           and (r.status in ACTIVE or any(v.get("status") == "ok"
-                                          for v in (services.run_results(r.id) or {}).get("variants") or []))]
+records = services.comparable_runs()
 if not records:
     st.info("No runs yet. Start one on the **Optimize** page: results appear here as each variant finishes.",
             icon=":material/scatter_plot:")
     st.page_link("pages/optimize.py", label="Go to Optimize", icon=":material/arrow_forward:")
     st.stop()
 
-run_id = run_picker_ui(records, RUN_PICK_KEY)
-record = next(r for r in records if r.id == run_id)
+record = run_picker_ui(records, RUN_PICK_KEY)
+run_id = record.id
 if record.status in ACTIVE:
     watch_ui(run_id)
 results = services.run_results(run_id)

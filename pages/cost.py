@@ -159,7 +159,7 @@ def cost_page() -> None:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")
         return
-    run_id = run_picker_ui(records, state_keys.COST_RUN_KEY)
+    run_id = run_picker_ui(records, state_keys.COST_RUN_KEY).id
     results = services.run_results(run_id)
     if results:
         results = _with_profiles(str(services.run_dir(run_id)), services.results_mtime(run_id), results)

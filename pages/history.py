@@ -56,7 +56,7 @@ st.caption("Every run is kept on disk: a browser refresh or a server restart los
               "You see the runs started from this browser."))
 listed = services.visible_runs(RECENT)
 # Insight jobs (sensitivity scans, tuning runs, profiles, scaling) are listed on the Insight page, as what they are.
-records = [r for r in listed if job_kind(services.store().run_dir(r.id)) == "run"]
+records = [r for r in listed if job_kind(services.run_dir(r.id)) == "run"]
 insight_jobs = len(listed) - len(records)
 if insight_jobs:
     st.caption(f"{insight_jobs} Insight job{'s are' if insight_jobs != 1 else ' is'} not listed here: find "

@@ -13,6 +13,8 @@ from core.views.insight import op_time_figure, scaling_figure, sensitivity_figur
 from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSION_KEY
 from core.jobs.store import ACTIVE
 from ui import services
+from ui.job_status import job_status_ui
+from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui import state as state_keys
 
@@ -49,91 +51,23 @@ SCALING_COLUMNS = {
 
 def _submit(kind: str, config: dict, model, data, label: str, state_key: str) -> None:
     """Queue an insight job for the current model and data and remember its run id under `state_key`."""
-    uploads = {}
-    if model.is_upload:
-        uploads[model.filename] = model.content
-    if data.is_upload:
-        uploads[data.filename] = data.content
     try:
-        run_id = insight.submit_job(services.launcher().runner, services.owner_id(), kind, config,
-                                    model_spec=model.spec, data_spec=data.spec, label=label, uploads=uploads)
+        st.session_state[state_key] = services.submit_insight_job(kind, config, model, data, label)
     except FeatherweightError as exc:
         st.session_state[state_keys.NOTICE_KEY] = ("error", str(exc))
-    else:
-        st.session_state[state_key] = run_id
 
 
 def _submit_diagnose(config: dict, record, state_key: str, label: str) -> None:
-    # A diagnosis reads the source run's model files; the job's own model spec only labels it (and must be one
-    # the server accepts without an upload, so an uploaded model is named by its run).
-    model_spec = record.model if (record.model or "").startswith("sample:") else f"sample:run-{record.id}"
     try:
-        run_id = insight.submit_job(services.launcher().runner, services.owner_id(), "diagnose", config,
-                                    model_spec=model_spec, data_spec=None, label=label)
+        st.session_state[state_key] = services.submit_diagnosis(config, record, label)
     except FeatherweightError as exc:
         st.session_state[state_keys.NOTICE_KEY] = ("error", str(exc))
-    else:
-        st.session_state[state_key] = run_id
-
-
-def job_status_ui(run_id: str, what: str) -> str | None:
-    """A queued / running job's progress (polled) with a Stop button; the final state once it ends. Returns the
-    job's state, or None when the run is gone."""
-    runner = services.launcher().runner
-    try:
-        status = runner.status(run_id)
-    except FeatherweightError:
-        st.info(f"That {what} is no longer in the store.")
-        return None
-    if status.state not in ACTIVE:
-        if status.state == "failed":
-            st.error(f"The {what} failed: {status.error}", icon=":material/error:")
-        elif status.state in ("cancelled", "interrupted"):
-            st.warning(f"The {what} was {status.state}: {status.error or 'stopped'}. What it finished is kept.",
-                       icon=":material/stop_circle:")
-        return status.state
-
-    @st.fragment(run_every=POLL_S)
-    def live() -> None:
-        now = runner.status(run_id)
-        if now.state not in ACTIVE:
-            st.rerun()
-        progress = now.progress or {}
-        if now.state == "queued":
-            st.info(f"The {what} is queued…", icon=":material/schedule:")
-        else:
-            text = (f"{progress.get('message')} · {progress.get('elapsed_s', 0.0):.0f} s" if progress
-                    else "Starting the worker (loading the model and data)…")
-            st.progress(min(1.0, float(progress.get("fraction") or 0.0)), text=text)
-        if st.button("Stop", key=f"stop.{run_id}", icon=":material/stop_circle:",
-                     help="Stops at the next check; what is finished (the tuner's best so far) is kept."):
-            runner.cancel(run_id)
-
-    live()
-    return status.state
-
-
-def _run_label(record) -> str:
-    # No status here: a select box keeps the label it selected as its value, so a status in it stays at
-    # "queued" after the job finished. The status is shown, fresh, under the picker.
-    return f"{record.label or record.model} · {record.id[:15]}"
 
 
 def _pick_run(kinds: tuple, state_key: str, widget_key: str, *, with_results: bool = False, label: str = "Run"):
-    """A select box over the owner's runs of these kinds, defaulting to the one in `state_key`."""
-    records = insight.runs_of_kind(services.store(), services.owner_id(), kinds, with_results=with_results)
-    if not records:
-        return None
-    ids = [r.id for r in records]
-    current = st.session_state.get(state_key)
-    index = ids.index(current) if current in ids else 0
-    chosen = st.selectbox(label, ids, index=index, key=widget_key,
-                          format_func=lambda i: _run_label(next(r for r in records if r.id == i)))
-    st.session_state[state_key] = chosen
-    record = next(r for r in records if r.id == chosen)
-    if record.status not in ACTIVE:  # queued / running: the job's live progress below says so
-        st.caption(f"Status: {record.status}")
-    return record
+    """The session's runs of these kinds in the one run picker, remembering the choice in `state_key`."""
+    records = services.runs_of_kind(kinds, with_results=with_results)
+    return run_picker_ui(records, widget_key, remember=state_key, label=label) if records else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -230,7 +164,7 @@ def sensitivity_ui(model, data) -> None:
     state = job_status_ui(record.id, "scan")
     from core.analysis.sensitivity import load_sensitivity
 
-    path = services.store().run_dir(record.id) / "sensitivity.json"
+    path = services.run_dir(record.id) / "sensitivity.json"
     if state not in ACTIVE and path.exists():
         try:
             sensitivity_result_ui(load_sensitivity(path).to_dict())
@@ -262,7 +196,7 @@ def tune_form_ui(model) -> dict:
 def tune_result_ui(run_id: str, active: bool) -> None:
     from core.analysis.tuner import load_tune_log
 
-    directory = services.store().run_dir(run_id)
+    directory = services.run_dir(run_id)
 
     @st.fragment(run_every=POLL_S if active else None)
     def live() -> None:
@@ -374,7 +308,7 @@ def diagnostics_ui() -> None:
     if not diag_id:
         return
     state = job_status_ui(diag_id, "profile")
-    diag = insight.load_diagnostics(services.store().run_dir(diag_id))
+    diag = insight.load_diagnostics(services.run_dir(diag_id))
     if state in ACTIVE or not diag:
         return
     for name, part in (diag.get("variants") or {}).items():
@@ -413,7 +347,7 @@ def scaling_ui() -> None:
     if not run_id:
         return
     state = job_status_ui(run_id, "scaling measurement")
-    diag = insight.load_diagnostics(services.store().run_dir(run_id))
+    diag = insight.load_diagnostics(services.run_dir(run_id))
     if state in ACTIVE or not diag or not diag.get("scaling"):
         return
     metric = st.radio("Show", ["throughput", "p50_ms", "ms_per_sample"], horizontal=True, key="scaling_metric",

@@ -17,6 +17,7 @@ from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY
 from core.views.charts import format_bytes, format_count
 from ui import services
+from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
 ensure_app_shell()
@@ -52,6 +53,7 @@ W_PRUNE_KEY = "learn_whatif_prune"
 W_AMOUNT_KEY = "learn_whatif_amount"
 W_WIDTH_KEY = "learn_whatif_width"
 RUN_PICK_KEY = "learn_run"
+RUN_CHOICE_KEY = "learn_run_choice"  # the run chosen for the estimate check
 
 SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this page last looked
 
@@ -457,12 +459,6 @@ def _estimate(key: str, _source, steps: tuple) -> dict:
     return jobs.explain_isolated(_source, "estimate", {"steps": [dict(s) for s in steps]})
 
 
-@st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
-def _run_estimates(run_id: str, mtime: float, _runs) -> pd.DataFrame:
-    """`_runs` is the session's owner-filtered store view (not hashed: the run id and mtime key the cache)."""
-    return jobs.run_estimates_isolated(_runs, run_id, _runs.results(run_id) or {})
-
-
 def _whatif_steps(quant: str, prune: str, amount: float, width: float | None) -> tuple:
     steps = []
     if width:
@@ -515,8 +511,7 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 
     st.subheader("Estimate vs measured")
     try:
-        store = services.store()  # this session's runs only
-        runs = [r for r in learn.completed_runs(store) if (store.results(r["id"]) or {}).get("variants")]
+        runs = services.runs_with_variants()  # this session's runs only
     except (FeatherweightError, OSError) as exc:
         st.warning(f"The run store cannot be read: {exc}")
         return
@@ -524,12 +519,9 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         st.info("No finished runs yet: run a recipe to compare (Optimize page), then come back to see each "
                 "variant's estimated size beside its measured one.", icon=":material/science:")
         return
-    labels = {r["id"]: f"{r['label']} · {r['id']}" for r in runs}
-    _keep_valid(RUN_PICK_KEY, list(labels), runs[0]["id"])
-    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key=RUN_PICK_KEY)
+    run_id = run_picker_ui(runs, RUN_PICK_KEY, remember=RUN_CHOICE_KEY).id
     try:
-        mtime = (store.run_dir(run_id) / "results.json").stat().st_mtime
-        compare = _run_estimates(run_id, mtime, store)
+        compare = services.run_estimates(run_id)
     except (FeatherweightError, OSError) as exc:
         st.warning(f"Cannot estimate this run's variants: {exc}")
         return

@@ -57,16 +57,7 @@ def _apply_preset() -> None:
 
 
 def _remove_variant(index: int) -> None:
-    recipe: Recipe = st.session_state[RECIPE_KEY]
-    _set_recipe(recipe.replace(variants=tuple(v for i, v in enumerate(recipe.variants) if i != index)))
-
-
-def _unique_name(name: str, taken: set[str]) -> str:
-    """`name`, or `name-2`, `name-3`... when a variant of the recipe already has it."""
-    base, n = name, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
-    return name
+    _set_recipe(st.session_state[RECIPE_KEY].without_variant(index))
 
 
 def _add_variant() -> None:
@@ -76,12 +67,11 @@ def _add_variant() -> None:
     if not techniques:
         st.session_state[MESSAGE_KEY] = ("error", "Pick at least one technique for the new variant.")
         return
-    name = _unique_name(name or "-".join(t for t in forms.TECHNIQUE_ORDER if t in techniques),
-                        {v.name for v in recipe.variants})
+    name = name or "-".join(t for t in forms.TECHNIQUE_ORDER if t in techniques)
     try:
         model = st.session_state.get(MODEL_KEY)
         variant = Variant(name, forms.new_variant_steps(techniques, model.card if model else None))
-        _set_recipe(recipe.replace(variants=recipe.variants + (variant,)))
+        _set_recipe(recipe.add_variants(variant))
     except FeatherweightError as exc:
         st.session_state[MESSAGE_KEY] = ("error", str(exc))
         return
@@ -202,14 +192,8 @@ def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS) -> t
 
 def _add_swept(recipe: Recipe, swept: tuple[Variant, ...]) -> None:
     """Append a sweep's variants (renamed where a name is taken) and redraw the page with them as forms."""
-    taken = {v.name for v in recipe.variants}
-    added = []
-    for variant in swept:
-        name = _unique_name(variant.name, taken)
-        taken.add(name)
-        added.append(Variant(name, variant.steps))
-    _set_recipe(recipe.replace(variants=recipe.variants + tuple(added)))
-    st.session_state[MESSAGE_KEY] = ("success", f"Added {len(added)} variant{'s' if len(added) != 1 else ''} "
+    _set_recipe(recipe.add_variants(*swept))
+    st.session_state[MESSAGE_KEY] = ("success", f"Added {len(swept)} variant{'s' if len(swept) != 1 else ''} "
                                                 f"from the sweep.")
     st.rerun()
 
@@ -335,8 +319,7 @@ def finished_variants_ui(run_id: str, active: bool) -> None:
 
 
 def _use_lighter_batches(sizes: tuple) -> None:
-    recipe: Recipe = st.session_state[RECIPE_KEY]
-    _set_recipe(recipe.replace(benchmark=dataclasses.replace(recipe.benchmark, batch_sizes=sizes)))
+    _set_recipe(st.session_state[RECIPE_KEY].with_batch_sizes(sizes))
 
 
 def slow_benchmark_ui(recipe: Recipe, model) -> None:

@@ -235,3 +235,19 @@ def test_brief_repr_is_short_and_fast_for_huge_values():
     assert time.perf_counter() - started < 0.05
     assert len(text) <= ECHO_CHARS and text.startswith("[['x', 'x'")
     assert brief_repr("static") == "'static'" and brief_repr(1.5) == "1.5"
+
+
+def test_recipe_edits_are_recipe_methods():
+    """Adding (renamed where a name is taken), removing and re-batching variants return new, valid recipes."""
+    from core.spec.recipe import QuantizeConfig, Recipe, Variant
+
+    int8 = Variant("int8", (QuantizeConfig(mode="static"),))
+    recipe = Recipe().add_variants(int8, int8, Variant("int8-2", (QuantizeConfig(mode="dynamic"),)))
+    assert [v.name for v in recipe.variants] == ["int8", "int8-2", "int8-2-2"]
+    assert recipe.unique_name("int8") == "int8-3" and recipe.unique_name("fp16") == "fp16"
+    assert [v.name for v in recipe.without_variant(1).variants] == ["int8", "int8-2-2"]
+    with pytest.raises(BadInputError, match="no variant 3"):
+        recipe.without_variant(3)
+    assert recipe.with_batch_sizes((1, 8)).benchmark.batch_sizes == (1, 8)
+    assert recipe.with_batch_sizes((1, 8)).benchmark.runs == recipe.benchmark.runs
+    assert Recipe.from_text(recipe.to_yaml()) == recipe

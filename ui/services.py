@@ -438,3 +438,73 @@ def open_run(run_id: str | None) -> None:
         st.query_params[RUN_PARAM] = run_id
     elif RUN_PARAM in st.query_params:
         del st.query_params[RUN_PARAM]
+
+
+def runs_of_kind(kinds: tuple, *, with_results: bool = False, limit: int = 50) -> list:
+    """This session's runs (newest first) whose job kind is in `kinds` ("run" = a recipe run, "sensitivity",
+    "tune", "diagnose"); with `with_results`, only those that wrote a results.json."""
+    from core.jobs.insight import runs_of_kind as of_kind
+
+    view = store()
+    return of_kind(view, None, kinds, limit=limit, with_results=with_results)
+
+
+def comparable_runs() -> list:
+    """Recipe runs with something to draw: still running, or with at least one measured variant."""
+    from core.jobs.store import ACTIVE
+
+    return [r for r in runs_of_kind(("run",), limit=200)
+            if r.status in ACTIVE or any(v.get("status") == "ok"
+                                         for v in (run_results(r.id) or {}).get("variants") or [])]
+
+
+def runs_with_variants() -> list:
+    """Finished runs and tuning jobs whose results.json lists variants (what an estimate can be checked on)."""
+    from core.jobs.store import ACTIVE
+
+    return [r for r in runs_of_kind(("run", "tune"), with_results=True, limit=20)
+            if r.status not in ACTIVE and (run_results(r.id) or {}).get("variants")]
+
+
+@st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
+def _run_estimates(root: str, run_id: str, mtime: float, _runs):
+    from core.jobs.queue import run_estimates_isolated
+
+    return run_estimates_isolated(_runs, run_id, _runs.results(run_id) or {})  # the run's model: in a worker
+
+
+def run_estimates(run_id: str):
+    """Each variant of a run, its size estimated from the baseline's layers beside the measured one (a frame),
+    computed in a worker and cached on the run's results (BadInputError for a run the session may not open)."""
+    root = _readable_root(run_id)
+    if root is None:
+        raise BadInputError(f"no run {run_id!r}")
+    return _run_estimates(root, run_id, results_mtime(run_id), store())
+
+
+def submit_insight_job(kind: str, config: dict, model, data, label: str) -> str:
+    """Queue an insight job ("sensitivity", "tune") for the session's model and data; returns its run id.
+
+    Raises:
+        FeatherweightError: a bad config, or the queue or this session's quota is full.
+    """
+    from core.jobs.insight import submit_job
+
+    uploads = {}
+    if model.is_upload:
+        uploads[model.filename] = model.content
+    if data.is_upload:
+        uploads[data.filename] = data.content
+    return submit_job(launcher().runner, owner_id(), kind, config, model_spec=model.spec, data_spec=data.spec,
+                      label=label, uploads=uploads)
+
+
+def submit_diagnosis(config: dict, record, label: str) -> str:
+    """Queue a diagnosis (profile or scaling) of the finished run `record`; returns the job's run id."""
+    from core.jobs.insight import submit_job
+
+    # A diagnosis reads the source run's model files; the job's own model spec only labels it (and must be one
+    # the server accepts without an upload, so an uploaded model is named by its run).
+    model_spec = record.model if (record.model or "").startswith("sample:") else f"sample:run-{record.id}"
+    return submit_job(launcher().runner, owner_id(), "diagnose", config, model_spec=model_spec, data_spec=None,
+                      label=label)

@@ -447,6 +447,36 @@ class Recipe:
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)
 
+    def unique_name(self, name: str) -> str:
+        """`name`, or `name-2`, `name-3`... when a variant of this recipe already has it."""
+        taken = {v.name for v in self.variants}
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def add_variants(self, *variants: "Variant") -> "Recipe":
+        """This recipe with `variants` appended, each renamed (`name-2`, ...) where the name is taken."""
+        recipe = self
+        for variant in variants:
+            renamed = Variant(recipe.unique_name(variant.name), variant.steps)
+            recipe = recipe.replace(variants=recipe.variants + (renamed,))
+        return recipe
+
+    def without_variant(self, index: int) -> "Recipe":
+        """This recipe without its `index`-th variant (counting from 0).
+
+        Raises:
+            BadInputError: no variant has that index.
+        """
+        if not 0 <= index < len(self.variants):
+            raise BadInputError(f"no variant {index}: the recipe has {len(self.variants)}")
+        return self.replace(variants=self.variants[:index] + self.variants[index + 1:])
+
+    def with_batch_sizes(self, batch_sizes: tuple) -> "Recipe":
+        """This recipe benchmarking at `batch_sizes` instead (its other benchmark settings kept)."""
+        return self.replace(benchmark=dataclasses.replace(self.benchmark, batch_sizes=tuple(batch_sizes)))
+
 
 # Bounds on recipe text, checked before anything walks the document. A 64-variant recipe (the job runner's
 # default cap) exported by the dashboard is ~20 KB and ~2,400 values and parses in 0.08 s; 10,000 values of
