@@ -11,7 +11,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -502,3 +502,53 @@ def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -
             state[PRESET_KEY] = (saved["preset"][0], list(saved["preset"][1]))
     state[SAVED_KEY] = session_fingerprint(state)
     return True
+
+
+def learn_sources(state: Mapping, *, spec_key: str, default: str) -> tuple[dict, str | None, list[str]]:
+    """What the Learn explainers can explain for this session: every source keyed by a plain cache key (the
+    session's current model first, then the samples, `default` first among them), the key of the current model
+    (from the Model page, or a spec under `spec_key`) if any, and warnings about a spec that cannot be used.
+
+    The key names the model and the data it is explained on (an upload by its digest), so two sessions with the
+    same choice share cached views and a different dataset never reuses another's.
+    """
+    # Here, not at the top: the explainers pull in pandas and onnx, which the dashboard's first render and the
+    # workers that import this module do not need.
+    from core.teach.explainers import LearnSource, learnable_samples, sample_source
+
+    out: dict[str, LearnSource] = {}
+    warnings: list[str] = []
+    spec = state.get(spec_key)
+    if isinstance(spec, str) and spec.strip():
+        try:
+            out[spec.strip()] = sample_source(spec.strip())
+        except FeatherweightError as exc:
+            warnings.append(f"Ignoring the model {spec!r}: {exc}")
+    choice = state.get(MODEL_KEY)
+    if choice is not None:
+        data = state.get(DATA_KEY)
+        data_spec = getattr(data, "spec", None)
+        data_upload = bool(getattr(data, "is_upload", False))
+        data_id = (getattr(data, "digest", None) if data_upload else data_spec) or "synthetic"
+        if choice.is_upload:
+            model_fields = {"model_filename": choice.filename, "model_content": choice.content}
+            key = f"upload:{choice.digest}:{data_id}"
+        else:
+            model_fields = {"model_spec": choice.spec}
+            sample_default = sample_source(choice.spec)
+            key = choice.spec if data is None or (not data_upload and data_spec == sample_default.data_spec) \
+                else f"{choice.spec}|{data_id}"
+        if data is None and not choice.is_upload:
+            data_fields = {"data_spec": sample_source(choice.spec).data_spec}
+        elif data_upload:
+            data_fields = {"data_filename": data.filename, "data_content": data.content}
+        else:
+            data_fields = {"data_spec": data_spec}
+        out.setdefault(key, LearnSource(key=key, label=f"{choice.label} (current model)", **model_fields,
+                                        **data_fields))
+    current = next(iter(out), None)
+    samples = learnable_samples()
+    samples.sort(key=lambda s: s != default)
+    for sample in samples:
+        out.setdefault(sample, sample_source(sample))
+    return out, current, warnings

@@ -17,7 +17,6 @@ from core.results.table import batch_sizes_of, quality_caption
 from core.jobs.store import ACTIVE
 from ui import services
 from ui.events import clicked_variant
-from core.jobs.insight import job_kind
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui

@@ -5,18 +5,16 @@ soft targets and a live two-student distillation, and a size estimate checked ag
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
-
-from core.jobs import queue as jobs
 
 from core.teach import explainers as learn
 
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
-from core.session import DATA_KEY, MODEL_KEY
+from core.session import learn_sources
 from core.views.charts import format_bytes, format_count
 from ui import services
+from ui.explain import explain, explain_live
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
@@ -80,74 +78,22 @@ def _keep_valid(key: str, options: list, default) -> None:
 def sources_ui() -> tuple[dict[str, learn.LearnSource], str | None]:
     """Every model the explainers can use, keyed by a plain cache key (the first is the default), and the key of
     the session's current model (from the Model page or 'fw_model_spec'), if any."""
-    out: dict[str, learn.LearnSource] = {}
-    spec = st.session_state.get(MODEL_SPEC_KEY)
-    if isinstance(spec, str) and spec.strip():
-        try:
-            out[spec.strip()] = learn.sample_source(spec.strip())
-        except FeatherweightError as exc:
-            st.warning(f"Ignoring the model {spec!r}: {exc}", icon=":material/info:")
-    choice = st.session_state.get(MODEL_KEY)
-    if choice is not None:
-        data = st.session_state.get(DATA_KEY)
-        data_spec = getattr(data, "spec", None)
-        data_upload = bool(getattr(data, "is_upload", False))
-        data_id = (getattr(data, "digest", None) if data_upload else data_spec) or "synthetic"
-        if choice.is_upload:
-            model_fields = {"model_filename": choice.filename, "model_content": choice.content}
-            key = f"upload:{choice.digest}:{data_id}"
-        else:
-            model_fields = {"model_spec": choice.spec}
-            default = learn.sample_source(choice.spec)
-            key = choice.spec if data is None or (not data_upload and data_spec == default.data_spec) \
-                else f"{choice.spec}|{data_id}"
-        if data is None and not choice.is_upload:
-            data_fields = {"data_spec": learn.sample_source(choice.spec).data_spec}
-        elif data_upload:
-            data_fields = {"data_filename": data.filename, "data_content": data.content}
-        else:
-            data_fields = {"data_spec": data_spec}
-        out.setdefault(key, learn.LearnSource(key=key, label=f"{choice.label} (current model)", **model_fields,
-                                              **data_fields))
-    current = next(iter(out), None)
-    samples = learn.learnable_samples()
-    samples.sort(key=lambda s: s != DEFAULT_SPEC)
-    for sample in samples:
-        out.setdefault(sample, learn.sample_source(sample))
-    return out, current
-
-
-# Every view below is computed in a worker (core.jobs.queue.explain_isolated): the model and data are parsed there,
-# never in this server process. The caches keep the views (plain data, arrays and frames), not the model.
-@st.cache_data(show_spinner="Loading the model…", max_entries=8)
-def _facts(key: str, _source: learn.LearnSource) -> dict:
-    return jobs.explain_isolated(_source, "facts")
+    sources, current, warnings = learn_sources(st.session_state, spec_key=MODEL_SPEC_KEY, default=DEFAULT_SPEC)
+    for warning in warnings:
+        st.warning(warning, icon=":material/info:")
+    return sources, current
 
 
 # --------------------------------------------------------------------------------------------------------------
 # 1. Quantization
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _quant_view(key: str, _source, tensor: str, bits: int, symmetric: bool) -> dict:
-    return jobs.explain_isolated(_source, "quantization", {"tensor": tensor, "bits": bits, "symmetric": symmetric})
 
 
-@st.cache_data(show_spinner="Quantizing with onnxruntime…", max_entries=16)
-def _ort_check(key: str, _source, tensor: str) -> dict:
-    return jobs.explain_isolated(_source, "onnxruntime_check", {"tensor": tensor})
 
 
-@st.cache_data(show_spinner="Calibrating with onnxruntime…", max_entries=32)
-def _calibration(key: str, _source, percentile: float, entropy_bins: int, tensor: str | None,
-                 samples: int) -> dict:
-    return jobs.explain_isolated(_source, "calibration", {"percentile": percentile, "entropy_bins": entropy_bins,
-                                                          "tensor": tensor, "samples": samples})
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _activations(key: str, _source, tensor: str, samples: int) -> np.ndarray:
-    return jobs.explain_isolated(_source, "activations", {"tensor": tensor, "samples": samples})
 
 
 def _calibration_samples(facts: dict) -> int:
@@ -170,7 +116,7 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     symmetric = c3.toggle("Symmetric", True, key=SYMMETRIC_KEY,
                           help="On: the grid is centred on 0 (zero point 0), as onnxruntime stores int8 weights. "
                                "Off: unsigned codes shifted by a zero point to cover exactly [min, max].")
-    view = _quant_view(key, source, tensor, bits, symmetric)
+    view = explain(source, "quantization", tensor=tensor, bits=bits, symmetric=symmetric)
     chart, numbers = st.columns([3, 1])
     chart.plotly_chart(learn_viz.weight_grid_figure(view["hist"], view["grid"], view["level_counts"], bits=bits),
                        key="learn_grid_chart", **CHART)
@@ -201,7 +147,7 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                    "weights and scales from the quantized graph, and compare.")
         if st.button("Check against onnxruntime", key=CHECK_ORT_KEY):
             try:
-                check = _ort_check(key, source, tensor)
+                check = explain(source, "onnxruntime_check", tensor=tensor)
             except FeatherweightError as exc:
                 st.error(str(exc))
             else:
@@ -228,7 +174,8 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     log_y = c4.toggle("Log y", True, key=LOG_Y_KEY, help="A log count axis shows the rare large values.")
     samples = _calibration_samples(facts)
     try:
-        study = _calibration(key, source, float(percentile), learn.DEFAULT_ENTROPY_BINS, None, samples)
+        study = explain(source, "calibration", percentile=float(percentile), entropy_bins=learn.DEFAULT_ENTROPY_BINS,
+                        tensor=None, samples=samples)
     except FeatherweightError as exc:
         st.error(str(exc))
         return
@@ -240,9 +187,10 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     activation = c1.selectbox("Activation tensor", tensors, key=CALIB_TENSOR_KEY)
     ranges = study["ranges"][activation]
     if entropy_bins != learn.DEFAULT_ENTROPY_BINS:
-        ranges = {**ranges, "entropy": _calibration(key, source, float(percentile), int(entropy_bins), activation,
-                                                    samples)["ranges"][activation]["entropy"]}
-    values = _activations(key, source, activation, samples)
+        entropy = explain(source, "calibration", percentile=float(percentile), entropy_bins=int(entropy_bins),
+                          tensor=activation, samples=samples)
+        ranges = {**ranges, "entropy": entropy["ranges"][activation]["entropy"]}
+    values = explain(source, "activations", tensor=activation, samples=samples)
     lo = min(float(values.min()), *(r[0] for r in ranges.values()))
     hi = max(float(values.max()), *(r[1] for r in ranges.values()))
     st.plotly_chart(learn_viz.activation_ranges_figure(learn.histogram(values, 120, (lo, hi)), ranges, log_y=log_y),
@@ -265,14 +213,8 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 # 2. Pruning
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _prune_view(key: str, _source, tensor: str, sparsity: float) -> dict:
-    return jobs.explain_isolated(_source, "pruning", {"tensor": tensor, "sparsity": sparsity})
 
 
-@st.cache_data(show_spinner="Pruning and measuring at each sparsity…", max_entries=16)
-def _sweep(key: str, _source, pattern: str, epochs: int) -> pd.DataFrame:
-    return jobs.explain_isolated(_source, "sweep", {"pattern": pattern, "epochs": epochs})
 
 
 def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
@@ -288,7 +230,7 @@ def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                           format_func=lambda n: f"{n} · {weights[n].op_type} {'×'.join(map(str, weights[n].shape))}")
     percent = c2.slider("Sparsity (%)", 0, 95, 50, step=5, key=SPARSITY_KEY,
                         help="Share of weights (or of channels) set to zero. 2:4 is always 50%.")
-    view = _prune_view(key, source, tensor, percent / 100)
+    view = explain(source, "pruning", tensor=tensor, sparsity=percent / 100)
     st.plotly_chart(learn_viz.mask_heatmaps_figure(view["matrices"], PATTERN_TITLES), key="learn_mask_chart",
                     **CHART)
     cols = st.columns(len(learn.PRUNE_PATTERNS))
@@ -326,7 +268,7 @@ def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                    + ". Takes a few seconds; the result is kept.")
         return
     try:
-        sweep = _sweep(key, source, pattern, int(epochs))
+        sweep = explain(source, "sweep", pattern=pattern, epochs=int(epochs))
     except FeatherweightError as exc:
         st.error(str(exc))
         return
@@ -345,16 +287,13 @@ def pruning_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 # 3. Distillation
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _teacher(key: str, _source) -> dict:
-    return jobs.explain_isolated(_source, "teacher")
 
 
 def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     if facts["task"] != "classification":
         st.info("Distillation explainers need a classifier (one 2-D logits output); this model is not one.")
         return
-    teacher = _teacher(key, source)
+    teacher = explain(source, "teacher")
     logits, labels = teacher["logits"], teacher["labels"]
     st.subheader("Soft targets: what the teacher knows that a label does not")
     c1, c2 = st.columns([3, 2])
@@ -411,9 +350,8 @@ def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         try:
             # The training runs in a worker with the Learn limits; leaving the page stops it (the rerun's
             # exception reaches run_isolated, which kills the worker).
-            points = jobs.explain_isolated(source, "distill", {
-                "width": width, "temperature": temperature, "alpha": alpha, "epochs": epochs,
-                "train_samples": examples}, on_point=on_point)
+            points = explain_live(source, "distill", on_point, width=width, temperature=temperature, alpha=alpha,
+                                  epochs=epochs, train_samples=examples)
         except FeatherweightError as exc:
             bar.empty()
             st.error(str(exc))
@@ -449,14 +387,8 @@ def distillation_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 # 4. Size and speed
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _technique_table(key: str, _source, amount: float, width: float) -> pd.DataFrame:
-    return jobs.explain_isolated(_source, "techniques", {"amount": amount, "width": width})
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _estimate(key: str, _source, steps: tuple) -> dict:
-    return jobs.explain_isolated(_source, "estimate", {"steps": [dict(s) for s in steps]})
 
 
 def _whatif_steps(quant: str, prune: str, amount: float, width: float | None) -> tuple:
@@ -475,7 +407,7 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     c1, c2 = st.columns(2)
     amount = c1.slider("Pruning amount (%)", 10, 90, 50, step=10, key=W_AMOUNT_KEY) / 100
     width = c2.select_slider("Student width", [0.125, 0.25, 0.5, 0.75], value=0.25, key=W_WIDTH_KEY)
-    table = _technique_table(key, source, amount, float(width))
+    table = explain(source, "techniques", amount=amount, width=float(width))
     left, right = st.columns([1, 1])
     left.dataframe(table, hide_index=True, width="stretch", key="learn_technique_table", column_config={
         "technique": "Technique", "size_bytes": st.column_config.NumberColumn("Est. size", format="bytes"),
@@ -501,8 +433,8 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     distill = c3.selectbox("Distill to a student", [None, 0.25, 0.5], key="learn_whatif_distill",
                            format_func=lambda w: "no" if w is None else f"width {w}")
     steps = _whatif_steps(quant, prune, amount, distill)
-    base = _estimate(key, source, ())
-    est = _estimate(key, source, steps)
+    base = explain(source, "estimate", steps=[])
+    est = explain(source, "estimate", steps=[dict(s) for s in steps])
     c1, c2, c3 = st.columns(3)
     c1.metric("Estimated size", format_bytes(est["total_bytes"]),
               delta=f"{base['total_bytes'] / max(1, est['total_bytes']):.1f}× smaller", delta_color="off")
@@ -554,7 +486,7 @@ model_key = top_left.selectbox("Model", list(available), format_func=lambda k: a
 section = top_right.segmented_control("Explainer", SECTIONS, default=SECTIONS[0], key=SECTION_KEY) or SECTIONS[0]
 current = available[model_key]
 try:
-    model_facts = _facts(model_key, current)
+    model_facts = explain(current, "facts")
 except FeatherweightError as exc:
     st.error(f"Cannot load {current.label}: {exc}", icon=":material/error:")
     st.stop()
