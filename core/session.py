@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
 from core.spec.recipe import Recipe
-from core.jobs.store import write_atomic
+from core.io.files import write_atomic
 
 # Session-state keys (one place, so pages and tests agree).
 MODEL_KEY = "fw_model"  # ModelChoice | None
@@ -102,7 +102,8 @@ def safe_filename(name: str, allowed_suffixes: tuple[str, ...]) -> str:
 
 def sample_card(name: str) -> dict:
     """The model card of a bundled sample (loads it, which imports torch: cache the result)."""
-    from core.io.model import load_model, model_card
+    from core.io.model import load_model
+    from core.measure.card import model_card
 
     return model_card(load_model(f"sample:{name}"))
 
@@ -118,7 +119,8 @@ def inspect_model_bytes(data: bytes, filename: str) -> dict:
     isolated = getattr(jobs, "inspect_isolated", None)
     if isolated is not None:
         return isolated(data, filename)
-    from core.io.model import load_model_bytes, model_card
+    from core.io.model import load_model_bytes
+    from core.measure.card import model_card
 
     return model_card(load_model_bytes(data, filename))
 
@@ -368,20 +370,6 @@ def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
 
 # --------------------------------------------------------------------------------------------------------------
 # Exports
-
-
-def portable_recipe(results: dict) -> Recipe:
-    """The run's recipe as `featherweight run` reproduces it: uploaded files named by their file name (put them
-    next to the recipe), samples unchanged."""
-    recipe = Recipe.from_dict(dict(results.get("recipe") or {}))
-
-    def portable(spec):
-        if spec and not spec.startswith("sample:"):
-            return Path(spec).name
-        return spec
-
-    return recipe.replace(model=portable(recipe.model or results.get("model")),
-                          data=portable(recipe.data if recipe.data is not None else results.get("data")))
 
 
 # --------------------------------------------------------------------------------------------------------------

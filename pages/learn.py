@@ -15,7 +15,7 @@ from core.teach import explainers as learn
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
 from core.session import DATA_KEY, MODEL_KEY
-from core.views.charts import format_bytes, format_count
+from core.format import format_bytes, format_count
 from ui import services
 from ui.shell import ensure_app_shell
 

@@ -11,10 +11,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core.results import cost
-from core.results.cost import (CostAssumptions, DeviceProfile, EnergyCounter, co2_grams, cost_frame, cost_per_million,
-                       device_fit, devices_from_rows, devices_to_rows, energy_per_inference, fits,
-                       model_compute_profile, monthly_cost, monthly_saving)
+from core.views import cost as views_cost
+from core.results.cost import (CostAssumptions, DeviceProfile, cost_frame, cost_per_million, device_fit,
+                               devices_from_rows, devices_to_rows, fits, monthly_cost, monthly_saving)
+from core.measure.energy import EnergyCounter
+from core.results.energy import co2_grams, energy_per_inference
+from core.measure.compute import model_compute_profile
 from core.errors import BadInputError
+from core.format import round_significant
 
 # --------------------------------------------------------------------------------------------------------------
 # Money
@@ -33,8 +37,8 @@ def test_results_are_rounded_to_four_significant_figures():
     """$0.044625 per core-hour at 3 inferences/s: 92.59 core-hours per million -> $4.132 (4 significant figures)."""
     value = cost_per_million(3.0, CostAssumptions())
     assert value == 4.132
-    assert cost._round_sig(0.000123456) == 0.0001235 and cost._round_sig(123456.0) == 123500.0
-    assert cost._round_sig(0) == 0.0 and cost._round_sig(float("nan")) is None
+    assert round_significant(0.000123456) == 0.0001235 and round_significant(123456.0) == 123500.0
+    assert round_significant(0) == 0.0 and round_significant(float("nan")) is None
 
 
 def test_instance_price_is_divided_by_its_cores_and_defaults_match_the_stated_source():
@@ -164,7 +168,7 @@ class _TickingCounter(EnergyCounter):
 def test_benchmark_records_cpu_time_and_switches_between_measured_and_estimated(tmp_path):
     """benchmark() records CPU ms per sample always and joules per sample only when counters are readable."""
     from core.measure.quality import benchmark
-    from core.io.model import graph_inputs
+    from core.io.graph import graph_inputs
 
     _zone(tmp_path / "rapl", "intel-rapl:0", "package-0", 0)
     model = _conv_model()
@@ -356,13 +360,13 @@ def test_cost_figure_marks_measured_and_estimated_and_greys_what_does_not_fit():
     """Filled markers for measured energy, open for estimated; variants that do not fit the device are grey."""
     tiny = DeviceProfile("tiny", 200_000, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
     frame = cost_frame(_results(measured=True), CostAssumptions(), [tiny])
-    fig = cost.cost_figure(frame, device="tiny")
+    fig = views_cost.cost_figure(frame, device="tiny")
     by_name = {t.name: t for t in fig.data}
     assert set(by_name) == {"energy measured", "energy estimated"}
     assert by_name["energy estimated"].marker.symbol == "circle-open"
     assert by_name["energy measured"].marker.color[0] == cost_figure_grey()  # baseline: 630 kB > 200 kB
     assert by_name["energy estimated"].marker.color[0] != cost_figure_grey()
-    assert not cost.cost_figure(frame.iloc[0:0]).data
+    assert not views_cost.cost_figure(frame.iloc[0:0]).data
 
 
 def cost_figure_grey():
@@ -408,7 +412,7 @@ def test_profile_from_artifact_parses_in_a_worker_and_only_inside_the_run(tmp_pa
     (run_dir / "variants" / "baseline").mkdir(parents=True)
     onnx.save(digits_mlp.onnx_model, run_dir / "variants" / "baseline" / "model.onnx")
     onnx.save(digits_mlp.onnx_model, tmp_path / "outside.onnx")
-    expected = cost.model_compute_profile(digits_mlp.onnx_model)
+    expected = model_compute_profile(digits_mlp.onnx_model)
 
     def refused(*args, **kwargs):
         raise AssertionError("onnx.load called in the server process")

@@ -27,7 +27,8 @@ def test_a_near_uniform_random_classifier_has_no_clear_samples_rather_than_readi
     import torch
 
     from core.io.data import load_data
-    from core.io.model import Model, export_onnx
+    from core.io.graph import Model
+    from core.io.model import export_onnx
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(),

@@ -17,7 +17,8 @@ import streamlit as st
 from core.errors import BadInputError
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
-from core.jobs.store import ACTIVE, RunStore, default_root, write_atomic
+from core.jobs.store import ACTIVE, RunStore, default_root
+from core.io.files import write_atomic
 
 XSRF_COOKIE = "_streamlit_xsrf"
 SERVER_FILE = "server.json"  # in the store root: which process serves it, and how many runners it started

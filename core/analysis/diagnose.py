@@ -41,9 +41,9 @@ FLOAT_COMPUTE_OPS = ("Conv", "FusedConv", "MatMul", "Gemm", "FusedGemm", "FusedM
 
 
 def _cpu_flags() -> tuple[str, set]:
-    from core.measure.quality import _cpu_info
+    from core.measure.quality import cpu_info
 
-    return _cpu_info()
+    return cpu_info()
 
 
 def cpu_panel(threads: int = 1) -> dict:
@@ -142,8 +142,9 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-    from core.measure.quality import batch_inputs, make_session, session_fixed_batch
-    from core.io.model import graph_inputs
+    from core.measure.quality import batch_inputs
+    from core.io.runtime import make_session, session_fixed_batch
+    from core.io.graph import graph_inputs
 
     import onnx
 
@@ -357,7 +358,7 @@ def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 
     import onnx
 
     from core.io.data import synthetic_inputs
-    from core.io.model import Model
+    from core.io.graph import Model
 
     return synthetic_inputs(Model("artifact", onnx.load_from_string(model_bytes)), count, seed=seed,
                             sequence_length=sequence_length)

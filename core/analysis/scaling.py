@@ -42,7 +42,7 @@ def scaling_table(models: dict, inputs: dict, *, batch_sizes=DEFAULT_BATCH_SIZES
     import onnx
 
     from core.measure import quality as measure
-    from core.io.model import graph_inputs
+    from core.io.graph import graph_inputs
 
     batch_sizes = sorted({int(b) for b in batch_sizes})
     thread_counts = sorted({int(t) for t in thread_counts})

@@ -35,8 +35,9 @@ from typing import Callable
 import numpy as np
 
 from core.errors import BadInputError
-from core.spec.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
-                         _check_range)
+from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
+from core.spec.checks import check_bool, check_choice, check_range
+from core.io import runtime
 
 OBJECTIVES = ("latency", "size")
 # Structured-prune amounts the binary search picks from (it starts in the middle); 0.3-0.5 with 10 epochs of
@@ -71,21 +72,21 @@ class TuneConfig:
     max_seconds: float = 2.0  # per batch size, in each variant's benchmark
 
     def __post_init__(self):
-        _check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
-        _check_choice("tune.objective", self.objective, OBJECTIVES)
-        _check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
-        _check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
-        _check_range("tune.threads", self.threads, 1, 256, integer=True)
-        _check_bool("tune.allow_prune", self.allow_prune)
-        _check_range("tune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
+        check_choice("tune.objective", self.objective, OBJECTIVES)
+        check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
+        check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
+        check_range("tune.threads", self.threads, 1, 256, integer=True)
+        check_bool("tune.allow_prune", self.allow_prune)
+        check_range("tune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
         amounts = tuple(self.prune_amounts)
         for a in amounts:
-            _check_range("tune.prune_amounts", a, 0.0, 1.0, low_open=True, high_open=True)
+            check_range("tune.prune_amounts", a, 0.0, 1.0, low_open=True, high_open=True)
         object.__setattr__(self, "prune_amounts", tuple(sorted(float(a) for a in amounts)))
-        _check_range("tune.seed", self.seed, 0, 2**32 - 1, integer=True)
-        _check_range("tune.warmup", self.warmup, 0, 100000, integer=True)
-        _check_range("tune.runs", self.runs, 1, 1000000, integer=True)
-        _check_range("tune.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
+        check_range("tune.seed", self.seed, 0, 2**32 - 1, integer=True)
+        check_range("tune.warmup", self.warmup, 0, 100000, integer=True)
+        check_range("tune.runs", self.runs, 1, 1000000, integer=True)
+        check_range("tune.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
 
     def benchmark(self) -> BenchmarkConfig:
         sizes = (1, self.batch_size) if self.batch_size != 1 else (1,)
@@ -188,8 +189,8 @@ class _Search:
     def __init__(self, model, dataset, config: TuneConfig, out_dir: Path, model_spec: str, data_spec: str | None,
                  on_progress, should_stop, started: float | None = None):
         from core.measure import quality as measure
-        from core.io.model import graph_inputs, task_of
-        from core.pipeline.run import RunResult
+        from core.io.graph import graph_inputs, task_of
+        from core.pipeline.build import RunResult
 
         self.model, self.dataset, self.config, self.out_dir = model, dataset, config, out_dir
         self.model_spec, self.data_spec = model_spec, data_spec
@@ -207,7 +208,7 @@ class _Search:
                                           "tuner": config.to_dict()},
                              started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                              task=self.task, dataset=dataset.summary())
-        self.base_session = measure.make_session(model.onnx_bytes(), config.threads)
+        self.base_session = runtime.make_session(model.onnx_bytes(), config.threads)
         specs = graph_inputs(model.onnx_model)
         sizes, _ = measure.possible_batch_sizes(specs, [config.batch_size])
         self.timing_batch = sizes[0]
@@ -239,7 +240,7 @@ class _Search:
     def emit(self, kind: str, message: str, variant: str | None = None, result: dict | None = None) -> None:
         if self.on_progress is None:
             return
-        from core.pipeline.run import ProgressEvent
+        from core.pipeline.build import ProgressEvent
 
         fraction = min(1.0, self.elapsed_s() / max(1e-9, self.config.budget_s))
         self.on_progress(ProgressEvent(kind, variant, len(self.trials), len(self.trials) + 1, message, fraction,
@@ -249,14 +250,14 @@ class _Search:
 
     def measure_baseline(self, notes: list) -> None:
         from core.measure import quality as measure
-        from core.pipeline.run import _measure  # the pipeline's own measurement, so results match `featherweight run`
-        from core.pipeline.run import baseline_fidelity
+        from core.pipeline.build import measure_variant
+        from core.pipeline.build import baseline_fidelity
 
         self.emit("start", "measuring the baseline", "baseline")
-        baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
+        baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None, self.task,
                                                    self.recipe, self.out_dir, lambda: False)
         baseline_fidelity(baseline, self.baseline_outputs, self.task)
-        self.selection_outputs = measure.run_batched(self.base_session, self.selection.x)
+        self.selection_outputs = runtime.run_batched(self.base_session, self.selection.x)
         self.selection_accuracy = measure.fidelity(self.selection_outputs, None, self.selection.y, self.task).accuracy
         baseline.split = {**baseline.split, **self.selection_split()}
         baseline.notes.extend(list(self.model.notes) + list(notes))
@@ -290,7 +291,7 @@ class _Search:
         from core.measure import quality as measure
         from core.analysis.sensitivity import quality_drop
 
-        outputs = measure.run_batched(session, self.selection.x)
+        outputs = runtime.run_batched(session, self.selection.x)
         fid = measure.fidelity(outputs, self.selection_outputs, self.selection.y, self.task)
         drop, _ = quality_drop(fid.accuracy, fid.agreement, fid.cosine_mean, self.selection_accuracy)
         return drop
@@ -321,7 +322,7 @@ class _Search:
     def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
         """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
         from core.measure import quality as measure
-        from core.pipeline.run import build_variant
+        from core.pipeline.build import build_variant
 
         if any(v.name == variant.name for v in self.variants):
             return self.trial(variant.name)
@@ -342,7 +343,7 @@ class _Search:
         trial = Trial(variant.name, result.status, phase=phase, build_s=result.build_s,
                       size_bytes=result.size_bytes)
         if result.status == "ok":
-            session = measure.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
+            session = runtime.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
             trial.drop_pt = self.selection_drop(session)
             trial.test_drop_pt = self.drop_of(result)
             result.split = {**result.split, **self.selection_split()}
@@ -397,7 +398,7 @@ class _Search:
         return hits
 
     def _describe(self, trial: Trial) -> str:
-        from core.views.charts import format_bytes
+        from core.format import format_bytes
 
         if self.config.objective == "size":
             return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
@@ -410,7 +411,8 @@ class _Search:
         return self.recipe.replace(variants=(variant,) if variant else ())
 
     def write(self, final: bool = False) -> None:
-        from core.pipeline.run import write_atomic, write_results
+        from core.io.files import write_atomic
+        from core.pipeline.build import write_results
 
         self.run.duration_s = round(self.elapsed_s(), 3)
         if final:
@@ -722,7 +724,7 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     started = time.perf_counter()
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=config.seed)
-    measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
+    runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     return tune(model, dataset, config, out_dir, model_spec=model_spec, data_spec=data_spec,
                 on_progress=on_progress, should_stop=should_stop, started=started)
 

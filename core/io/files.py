@@ -1,9 +1,11 @@
-"""A private working directory for onnx / onnxruntime tools that leave files in the current one."""
+"""Files: atomic writes (every writer of results, manifests and progress uses `write_atomic`), and a private working
+directory for onnx / onnxruntime tools that leave files in the current one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -40,4 +42,33 @@ def scratch_cwd(directory: str | Path | None = None) -> Iterator[Path]:
                 os.chdir(previous)
 
 
-__all__ = ["scratch_cwd"]
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a uniquely named temporary file beside `path`, fsync it, then rename it over `path`.
+
+    Safe against concurrent writers of the same path (threads or processes): each has its own temporary file
+    and the last rename wins whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+__all__ = ["scratch_cwd", "write_atomic"]

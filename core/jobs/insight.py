@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import BadInputError
-from core.spec.recipe import _check_bool, _check_range
+from core.spec.checks import check_bool, check_range
 
 KINDS = ("sensitivity", "tune", "diagnose")
 SPEC_FILE = "insight.json"
@@ -62,19 +62,19 @@ class DiagnoseConfig:
             raise BadInputError(f"diagnose.variants={variants!r} must be a non-empty list of variant names")
         object.__setattr__(self, "variants", tuple(variants))
         if self.batch_size is not None:
-            _check_range("diagnose.batch_size", self.batch_size, 1, 65536, integer=True)
-        _check_bool("diagnose.profile", self.profile)
+            check_range("diagnose.batch_size", self.batch_size, 1, 65536, integer=True)
+        check_bool("diagnose.profile", self.profile)
         for name in ("scaling_batch_sizes", "scaling_threads"):
             values = tuple(getattr(self, name) or ())
             for v in values:
-                _check_range(f"diagnose.{name}", v, 1, 65536, integer=True)
+                check_range(f"diagnose.{name}", v, 1, 65536, integer=True)
             object.__setattr__(self, name, values)
         if not self.scaling_threads:
             object.__setattr__(self, "scaling_threads", (1,))
         if not self.profile and not self.scaling_batch_sizes:
             raise BadInputError("diagnose needs profile: true or scaling_batch_sizes")
-        _check_range("diagnose.runs", self.runs, 1, 100000, integer=True)
-        _check_range("diagnose.threads", self.threads, 1, 256, integer=True)
+        check_range("diagnose.runs", self.runs, 1, 100000, integer=True)
+        check_range("diagnose.threads", self.threads, 1, 256, integer=True)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -189,7 +189,7 @@ def run_job(kind: str, run_dir: str | Path, model_spec: str, data_spec: str | No
 def diagnose(config: DiagnoseConfig, source_dir: Path, out_dir: Path, should_stop=lambda: False) -> dict:
     """Profile and/or time variants of the finished run in `source_dir`; write out_dir/diagnostics.json."""
     from core.analysis.diagnose import cpu_panel, diagnose_run
-    from core.pipeline.run import write_atomic
+    from core.io.files import write_atomic
     from core.analysis.scaling import run_scaling
 
     try:
@@ -214,7 +214,7 @@ def diagnose(config: DiagnoseConfig, source_dir: Path, out_dir: Path, should_sto
 
 def _worker_entry(kind: str, model_spec: str, data_spec: str | None, config: dict, out_dir: str) -> dict:
     """Inside an isolated worker: run a sensitivity scan or a tuning search; progress goes to the parent."""
-    from core.jobs.queue import phase, send
+    from core.io.sandbox import phase, send
 
     def on_progress(event):
         send({"t": "progress", "event": event.to_dict()})
@@ -252,7 +252,8 @@ def run_isolated_job(kind: str, model_spec: str, data_spec: str | None, config: 
     Raises:
         FeatherweightError: bad model, data or config; or the worker crashed, ran out of memory or time.
     """
-    from core.jobs.queue import ResourceLimits, progress_forwarder, run_isolated
+    from core.io.sandbox import ResourceLimits, run_isolated
+    from core.pipeline.build import progress_forwarder
 
     config = _check(kind, config)
     limits = ResourceLimits.from_env()

@@ -13,7 +13,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-from core.pipeline.run import VariantResult, build_variant, write_atomic, write_results
+from core.pipeline.build import VariantResult, build_variant, write_results
+from core.io.files import write_atomic
 
 RAY_ADDRESS_ENV = "FEATHERWEIGHT_RAY_ADDRESS"
 

@@ -303,8 +303,10 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
     """
     from core.io.data import load_data
     from core.errors import BadInputError
-    from core.measure.quality import class_probabilities, make_session, prediction_changes, run_batched
-    from core.io.model import Model, validate_onnx_bytes
+    from core.measure.quality import class_probabilities, prediction_changes
+    from core.io.runtime import make_session, run_batched
+    from core.io.graph import Model
+    from core.io.safety import validate_onnx_bytes
 
     run_dir = Path(run_dir)
     base = variant(results, "baseline")
@@ -383,7 +385,7 @@ def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> Sid
     Raises:
         FeatherweightError: the comparison failed (one line), or the worker crashed or ran out of time.
     """
-    from core.jobs.queue import run_isolated
+    from core.io.sandbox import run_isolated
 
     value = run_isolated("core.results.compare:_side_by_side_entry", str(run_dir), name, int(count))
     if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
@@ -402,7 +404,7 @@ def _side_by_side_entry(run_dir: str, name: str, count: int) -> dict:
     """In the worker: read the run's results.json and compare; reply with JSON types only."""
     import json
 
-    from core.jobs.queue import phase
+    from core.io.sandbox import phase
 
     phase("reading the run's models")
     results = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))

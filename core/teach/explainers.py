@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.spec.recipe import brief_repr as brief
+from core.spec.checks import brief_repr as brief
 from core.techniques import quantize
+from core.io import runtime
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
 # one thread spin-waits: one epoch of digits-cnn took 0.36 s on one thread and 8.7 s on two under load.
@@ -479,7 +480,7 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
     """
     import logging
 
-    from core.io.repair import fixed_batch_size
+    from core.io.graph import fixed_batch_size
 
     if not 0 < percentile <= 100:
         raise BadInputError(f"percentile={percentile!r} is out of range; allowed: (0, 100]")
@@ -545,9 +546,9 @@ def activation_values(model, dataset, tensor: str, *, samples: int = CALIBRATION
         proto = copy.deepcopy(model.onnx_model)
         if tensor not in {o.name for o in proto.graph.output}:
             proto.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
-        session = measure.make_session(proto.SerializeToString(), 1)
+        session = runtime.make_session(proto.SerializeToString(), 1)
         names = [o.name for o in session.get_outputs()]
-        outputs = measure.run_batched(session, inputs, 256)
+        outputs = runtime.run_batched(session, inputs, 256)
         values = np.asarray(outputs[names.index(tensor)], dtype=np.float32).ravel()
     if values.size > max_values:
         values = values[np.sort(np.random.default_rng(seed).choice(values.size, max_values, replace=False))]
@@ -770,8 +771,8 @@ def _onnx_sweep_point(model, dataset, pattern: str, amount: float) -> dict:
         inits[t.name].CopyFrom(numpy_helper.from_array(arrays[t.name].astype(np.float32), t.name))
     total = sum(a.size for a in arrays.values())
     sparsity = float(sum(int((a == 0).sum()) for a in arrays.values()) / max(1, total))
-    session = measure.make_session(proto.SerializeToString(), 1)
-    logits = measure.run_batched(session, dataset.eval.x)[0]
+    session = runtime.make_session(proto.SerializeToString(), 1)
+    logits = runtime.run_batched(session, dataset.eval.x)[0]
     return {"amount": amount, "sparsity": sparsity,
             "accuracy": float((logits.argmax(axis=1) == dataset.eval.y).mean()), "accuracy_finetuned": None}
 
@@ -808,7 +809,7 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
     Raises:
         UnsupportedModelError: the model is not a classifier (one 2-D output).
     """
-    from core.io.model import task_of
+    from core.io.graph import task_of
     from core.techniques.distill import model_inputs, predict
 
     if task_of(model) != "classification":
@@ -818,8 +819,8 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
         return predict(model.torch_module, inputs)
     from core.measure import quality as measure
 
-    session = measure.make_session(model.onnx_bytes(), 1)
-    return measure.run_batched(session, {s.name: a for s, a in zip(model.inputs, inputs)})[0].astype(np.float32)
+    session = runtime.make_session(model.onnx_bytes(), 1)
+    return runtime.run_batched(session, {s.name: a for s, a in zip(model.inputs, inputs)})[0].astype(np.float32)
 
 
 def soft_target_facts(logits_row: np.ndarray, temperature: float) -> dict:
@@ -885,7 +886,7 @@ def distill_live(model, dataset, *, width: float = 0.25, temperature: float = 4.
     twin = copy.deepcopy(student)
     teacher_params = param_count(model.torch_module) if model.torch_module is not None else None
     if teacher_params is None:
-        from core.io.model import onnx_params
+        from core.io.graph import onnx_params
 
         teacher_params = onnx_params(model.onnx_model)
     students = {"with teacher": (student, alpha), "labels only": (twin, 0.0)}
@@ -1318,7 +1319,7 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
 
 def model_facts(model, dataset) -> dict:
     """What the page needs before any explainer: the weights, the task, which data there is."""
-    from core.io.model import task_of
+    from core.io.graph import task_of
 
     weights = weight_tensors(model.onnx_model)
     return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
