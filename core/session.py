@@ -126,7 +126,7 @@ def inspect_model_bytes(data: bytes, filename: str) -> dict:
 
 
 def load_choice_model(choice: ModelChoice):
-    """The `core.io.model.Model` a choice refers to."""
+    """The `core.io.graph.Model` a choice refers to."""
     from core.io.model import load_model, load_model_bytes
 
     if choice.is_upload:

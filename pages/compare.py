@@ -10,8 +10,9 @@ import streamlit as st
 from core import format as fmt
 from core.views import charts as viz
 from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant,
-                          layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
-                          within_budget)
+                                  layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
+                                  within_budget)
+from core.results.explain import why_no_speedup
 from core.results.cost import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results.table import batch_sizes_of, quality_caption

@@ -115,7 +115,7 @@ def sources_ui() -> tuple[dict[str, learn.LearnSource], str | None]:
     return out, current
 
 
-# Every view below is computed in a worker (core.jobs.queue.explain_isolated): the model and data are parsed there,
+# Every view below is computed in a worker (core.jobs.entries.explain_isolated): the model and data are parsed there,
 # never in this server process. The caches keep the views (plain data, arrays and frames), not the model.
 @st.cache_data(show_spinner="Loading the model…", max_entries=8)
 def _facts(key: str, _source: learn.LearnSource) -> dict:

@@ -105,7 +105,7 @@ def test_table_csv_and_report_carry_the_fidelity_columns_and_say_which_split(dig
 
 def test_side_by_side_shows_the_flipped_samples_first(digits_run):
     """Compare's side by side searches the whole test split and puts the samples whose top-1 changed first."""
-    from core.results.compare import side_by_side
+    from core.analysis.side_by_side import side_by_side
 
     out, results = digits_run
     flips = results["variants"][1]["flips"]["count"]

@@ -371,7 +371,7 @@ def run_latency(run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
-    from core.results.compare import side_by_side_isolated
+    from core.analysis.side_by_side import side_by_side_isolated
 
     return side_by_side_isolated(Path(root) / "runs" / run_id, variant, count)  # user models: in a worker
 

@@ -20,12 +20,9 @@ from pathlib import Path
 
 
 from core.errors import BadInputError
+from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO
+from core.io.files import inside_run
 
-# Below this batch-1 latency the time is mostly onnxruntime's per-call overhead, not arithmetic (the same
-# threshold core.results.compare uses: an empty-ish graph measures ~0.01-0.03 ms on our 2-core box).
-CALL_OVERHEAD_MS = 0.1
-# A speed-up under this is within run-to-run noise of a 1-thread benchmark on a shared machine.
-NO_SPEEDUP_RATIO = 1.1
 # Shares of the variant's kernel time above which a cost is worth a finding.
 QDQ_SHARE = 0.15
 DYNAMIC_QUANT_SHARE = 0.10
@@ -344,8 +341,8 @@ def artifact_bytes(run_dir: Path, entry: dict) -> bytes:
     artifact = entry.get("artifact")
     if not artifact:
         raise BadInputError(f"variant {entry.get('name')!r} has no model file (status {entry.get('status')})")
-    path = (run_dir / artifact).resolve()
-    if run_dir.resolve() not in path.parents:
+    path = inside_run(run_dir, artifact)
+    if path is None:
         raise BadInputError(f"variant {entry.get('name')!r}: artifact path {artifact!r} leaves the run directory")
     try:
         return path.read_bytes()

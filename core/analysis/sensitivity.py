@@ -265,11 +265,11 @@ def scan(model, dataset, config: SensitivityConfig, *,
     """Change one layer at a time as `config` says and measure each against the baseline.
 
     Args:
-        model: the core.io.model.Model (baseline).
+        model: the core.io.graph.Model (baseline).
         dataset: its core.io.data.Dataset (validation split scored, `Dataset.selection`; calib split calibrates static
             quantization; the test split is never read).
         config: the technique and its settings.
-        on_progress: called with a core.pipeline.run.ProgressEvent per layer.
+        on_progress: called with a core.pipeline.build.ProgressEvent per layer.
         should_stop: polled between layers; when true the scan returns what it has (status "cancelled").
 
     Returns:
@@ -478,7 +478,6 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.measure import quality as measure
     from core.io.data import load_data
     from core.io.model import load_model
 

@@ -15,8 +15,8 @@ The search is greedy and small, cheapest first, and adapts to what it measured:
 Every choice is made on the dataset's validation split (`Dataset.selection`: the drop judged against the budget, the
 sensitivity ranking, the timing inputs); the accuracy and fidelity written to results.json come from the held-out
 test split, which no choice saw, so the published drop of the winner is an honest estimate, not the minimum of many
-tries. Each variant is built and measured with `core.pipeline.run.build_variant`; for the latency objective its speed-up is
-also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
+tries. Each variant is built and measured with `core.pipeline.build.build_variant`; for the latency objective its
+speed-up is also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
 comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
 ``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
 run`` reproduces) are rewritten, so a stop or a timeout still leaves a usable answer.
@@ -39,7 +39,8 @@ from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recip
 from core.spec.checks import check_bool, check_choice, check_range
 from core.io import runtime
 
-OBJECTIVES = ("latency", "size")
+# What the tuner can optimize (compare.OBJECTIVES is something else: what "best" means when picking from a run).
+TUNE_OBJECTIVES = ("latency", "size")
 # Structured-prune amounts the binary search picks from (it starts in the middle); 0.3-0.5 with 10 epochs of
 # fine-tuning kept digits-cnn within 0.4 pt
 # (measured: 0.4 -> 0.0 pt, 0.5 global -> 0.37 pt, 0.5 per-layer -> 0.19 pt after static int8).
@@ -73,7 +74,7 @@ class TuneConfig:
 
     def __post_init__(self):
         check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
-        check_choice("tune.objective", self.objective, OBJECTIVES)
+        check_choice("tune.objective", self.objective, TUNE_OBJECTIVES)
         check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
         check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
         check_range("tune.threads", self.threads, 1, 256, integer=True)
@@ -143,7 +144,7 @@ class TuneOutcome:
     summary: list
     status: str  # completed | budget | stopped
     elapsed_s: float
-    run: object  # core.pipeline.run.RunResult
+    run: object  # core.pipeline.build.RunResult
 
     def to_dict(self) -> dict:
         return {"best": self.best, "status": self.status, "elapsed_s": self.elapsed_s, "summary": self.summary,
@@ -254,8 +255,8 @@ class _Search:
         from core.pipeline.build import baseline_fidelity
 
         self.emit("start", "measuring the baseline", "baseline")
-        baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None, self.task,
-                                                   self.recipe, self.out_dir, lambda: False)
+        baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None,
+                                                          self.task, self.recipe, self.out_dir, lambda: False)
         baseline_fidelity(baseline, self.baseline_outputs, self.task)
         self.selection_outputs = runtime.run_batched(self.base_session, self.selection.x)
         self.selection_accuracy = measure.fidelity(self.selection_outputs, None, self.selection.y, self.task).accuracy
@@ -321,7 +322,6 @@ class _Search:
 
     def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
         """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
-        from core.measure import quality as measure
         from core.pipeline.build import build_variant
 
         if any(v.name == variant.name for v in self.variants):
@@ -677,7 +677,7 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
         config: objective, budgets and what may be tried.
         out_dir: where results, artifacts, tune.json and best.yaml go.
         model_spec / data_spec: how best.yaml names the model and data (default: their sources).
-        on_progress: called with core.pipeline.run.ProgressEvent (fraction = share of the time budget used).
+        on_progress: called with core.pipeline.build.ProgressEvent (fraction = share of the time budget used).
         should_stop: polled often; when true the search stops and keeps the best so far.
         started: time.perf_counter() when the budget started (default: now), so loading can count against it.
 
@@ -717,7 +717,6 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.measure import quality as measure
     from core.io.data import load_data
     from core.io.model import load_model
 
@@ -737,5 +736,5 @@ def load_tune_log(out_dir: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup", "tune",
+__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup", "tune",
            "tune_to_dir"]

@@ -1,4 +1,5 @@
-"""Files: atomic writes (every writer of results, manifests and progress uses `write_atomic`), and a private working
+"""Files: atomic writes (every writer of results, manifests and progress uses `write_atomic`), the one check that a
+file a run names lies inside the run (`inside_run`), and a private working
 directory for onnx / onnxruntime tools that leave files in the current one."""
 
 from __future__ import annotations
@@ -71,4 +72,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         pass
 
 
-__all__ = ["scratch_cwd", "write_atomic"]
+def inside_run(run_dir: str | Path, relative: str | Path) -> Path | None:
+    """`relative` resolved against `run_dir` (symlinks followed first), or None when the result is not inside
+    `run_dir`: the one check before reading a file a results.json names (it may have been edited by hand)."""
+    root = Path(run_dir).resolve()
+    path = (root / relative).resolve()
+    return path if root in path.parents else None
+
+
+__all__ = ["inside_run", "scratch_cwd", "write_atomic"]

@@ -132,10 +132,16 @@ def layer_table(proto) -> list[dict]:
     return rows
 
 
+def fixed_batch_of(inputs) -> int | None:
+    """The batch size a set of inputs (anything with a ``shape``: TensorSpecs, onnxruntime's NodeArgs) fixes on
+    axis 0, or None when axis 0 is symbolic (or absent): the one fixed-batch test."""
+    fixed = {i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    return min(fixed) if fixed else None
+
+
 def fixed_batch_size(proto) -> int | None:
     """The batch size the graph's real inputs fix on axis 0, or None when axis 0 is symbolic (or absent)."""
-    fixed = {s.shape[0] for s in graph_inputs(proto) if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    return min(fixed) if fixed else None
+    return fixed_batch_of(graph_inputs(proto))
 
 
 def vocab_size(model: Model, input_name: str) -> int | None:

@@ -241,7 +241,7 @@ def _load_safetensors(data: bytes, path: Path, limits: LoadLimits | None = None)
 def load_model(spec: str, limits: LoadLimits | None = None) -> Model:
     """Load a model from ``sample:NAME`` or a file path (.onnx, .safetensors, .pt, .pth).
 
-    This parses the file in the calling process: for files from users, use ``core.jobs.queue.inspect_isolated`` or a
+    This parses the file in the calling process: for files from users, use ``core.jobs.entries.inspect_isolated`` or a
     job, which run it in a worker with resource limits.
 
     Raises:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import BadInputError
+from core.io.graph import fixed_batch_of
 
 
 EVAL_BATCH = 256
@@ -30,8 +31,7 @@ def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | 
 
 def session_fixed_batch(session) -> int | None:
     """The batch size a session's inputs fix on axis 0, or None when it is symbolic."""
-    fixed = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
-    return min(fixed) if fixed else None
+    return fixed_batch_of(session.get_inputs())
 
 
 def run_batched(session, inputs: dict, batch: int = EVAL_BATCH) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Worker entries: what a sandboxed worker runs (named ``"core.jobs.entries:NAME"``, resolved in the worker by
+"""Worker entries: what a sandboxed worker runs (named ``f"{__name__}:NAME"``, resolved in the worker by
 `core.io.sandbox`), and the parent-side calls that start them: inspect an upload, check data against a model,
 run a recipe (the CLI), a Learn explainer, a run's estimates, and the body of a queued job (`worker_main`)."""
 
@@ -11,18 +11,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import BadInputError, FeatherweightError
+from core.io.data import load_data
+from core.io.model import load_model
+from core.io.safety import check_suffix
 from core.format import one_line
 from core.io.files import write_atomic
 from core.io.sandbox import ResourceLimits, looks_out_of_memory, phase, run_isolated, send, upload_dir
+from core.jobs.insight import run_job
 from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
 from core.jobs.store import RunStore
+from core.measure.card import model_card
+from core.pipeline.run import run_recipe
+from core.spec.recipe import Recipe
+from core.teach import explainers as learn
 from core.pipeline.build import progress_forwarder
 
 
 def inspect_entry(spec: str, display: str | None = None) -> dict:
-    from core.io.model import load_model
-    from core.measure.card import model_card
-
+    """Inside a worker: load a model spec (a file or a sample) and return its card."""
     name = display or spec
     phase(f"reading {name}")
     model = load_model(spec)
@@ -34,7 +40,7 @@ def inspect_entry(spec: str, display: str | None = None) -> dict:
 
 
 def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> dict:
-    from core.io.data import load_data
+    """Inside a worker: load the model and the data against it; the dataset summary."""
     from core.io.model import load_model
 
     phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
@@ -44,10 +50,8 @@ def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> d
 
 
 def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, data: str | None = None,
-                      executor: str = "local", ray_address: str | None = None) -> dict:
-    from core.io.model import load_model
-    from core.spec.recipe import Recipe
-
+                     executor: str = "local", ray_address: str | None = None) -> dict:
+    """Inside a worker: `featherweight run` (files checked before the pipeline imports torch); a short summary."""
     phase("reading the recipe")
     recipe = Recipe.load(recipe_path)
     model_spec = model or recipe.model
@@ -58,12 +62,9 @@ def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, d
         phase(f"reading {Path(model_spec).name}")
         checked = load_model(model_spec)
         if data_spec and not data_spec.startswith("sample:"):
-            from core.io.data import load_data
-
             phase(f"reading {Path(data_spec).name}")
             load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
     phase("running the recipe")
-    from core.pipeline.run import run_recipe
 
     def on_progress(event):
         send({"t": "progress", "event": event.to_dict()})
@@ -75,14 +76,13 @@ def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, d
 
 
 def job_entry(spec: dict, limits: dict) -> None:
+    """Inside a job worker (started by `core.jobs.queue.JobRunner`): `worker_main` for the JSON spec."""
     worker_main(JobSpec(**spec), ResourceLimits(**limits))
 
 
 def learn_entry(source: dict, what: str, params: dict) -> Any:
     """A Learn explainer's view (core.teach.explainers.EXPLAINERS[what]) of an uploaded, sample or local model, computed
     here; uploads arrive as files in a private temporary directory, read back into the bytes the page had."""
-    from core.teach import explainers as learn
-
     fields = dict(source)
     for kind in ("model", "data"):
         path = fields.pop(f"{kind}_path", None)
@@ -95,8 +95,6 @@ def learn_entry(source: dict, what: str, params: dict) -> Any:
 
 def learn_run_estimates_entry(store_root: str, run_id: str, results: dict) -> Any:
     """Each finished variant's estimated size beside its measured one, from the run's own model file."""
-    from core.teach import explainers as learn
-
     phase(f"reading run {run_id}'s model")
     proto = learn.run_baseline_proto(RunStore(store_root), run_id, results)
     phase("estimating the run's variants")
@@ -113,29 +111,27 @@ def inspect_isolated(source: str | bytes, filename: str | None = None, *, limits
         limits / timeout / stats: as for `run_isolated` (default `ResourceLimits.for_inspect()`).
 
     Returns:
-        The model card (as `core.io.model.model_card`).
+        The model card (as `core.measure.card.model_card`).
 
     Raises:
         BadInputError: the file is refused, or the worker crashed, ran out of memory or time reading it.
         UnsupportedModelError: a valid file Featherweight cannot use.
     """
-    from core.io.safety import check_suffix
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not filename:
             raise BadInputError("an uploaded model needs its file name (for the format)")
         check_suffix(Path(filename).name)
         directory, path = upload_dir(source, filename)
         try:
-            return run_isolated("core.jobs.entries:inspect_entry", str(path), Path(filename).name, limits=limits, timeout=timeout,
-                                stats=stats)
+            return run_isolated(f"{__name__}:inspect_entry", str(path), Path(filename).name, limits=limits,
+                                timeout=timeout, stats=stats)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     if not isinstance(source, str) or not source.strip():
         raise BadInputError("no model given: pass a path or sample:NAME")
     if not source.startswith("sample:"):
         check_suffix(Path(source).name)
-    return run_isolated("core.jobs.entries:inspect_entry", source, limits=limits, timeout=timeout, stats=stats)
+    return run_isolated(f"{__name__}:inspect_entry", source, limits=limits, timeout=timeout, stats=stats)
 
 
 def check_data_isolated(model: str | bytes, data: str | bytes | None, *, model_filename: str | None = None,
@@ -159,7 +155,8 @@ def check_data_isolated(model: str | bytes, data: str | bytes | None, *, model_f
             directory, path = upload_dir(data, data_filename or "data.npz")
             directories.append(directory)
             data = str(path)
-        return run_isolated("core.jobs.entries:check_data_entry", model, data, seed, limits=limits, timeout=timeout, stats=stats)
+        return run_isolated(f"{__name__}:check_data_entry", model, data, seed, limits=limits, timeout=timeout,
+                            stats=stats)
     finally:
         for directory in directories:
             shutil.rmtree(directory, ignore_errors=True)
@@ -177,8 +174,9 @@ def run_recipe_isolated(recipe_path: str, out_dir: str, *, model: str | None = N
         FeatherweightError: bad recipe, model or data; or the worker crashed, ran out of memory or time.
     """
     limits = limits or ResourceLimits.from_env()
-    return run_isolated("core.jobs.entries:run_recipe_entry", str(recipe_path), str(out_dir), model, data, executor, ray_address,
-                        limits=limits, on_message=progress_forwarder(on_progress))
+    return run_isolated(f"{__name__}:run_recipe_entry", str(recipe_path), str(out_dir), model, data, executor,
+                        ray_address, limits=limits, on_message=progress_forwarder(on_progress),
+                        ray=executor == "ray")
 
 
 def learn_limits() -> ResourceLimits:
@@ -190,20 +188,20 @@ def learn_limits() -> ResourceLimits:
 
 def explain_isolated(source, what: str, params: dict | None = None, *, on_point: Callable | None = None,
                      limits: ResourceLimits | None = None, stats: dict | None = None) -> Any:
-    """A Learn explainer's view (`core.teach.explainers.EXPLAINERS`) computed in a worker: the model and data of `source`
+    """A Learn explainer's view (`core.teach.explainers.EXPLAINERS`) computed in a worker: the model and data of
+    `source`
     (a `core.teach.explainers.LearnSource`: sample, path or uploaded bytes) are parsed there, never in this process.
 
     Args:
         on_point: for "sweep" and "distill", called in this thread with each row / epoch point as it comes.
 
     Returns:
-        The view, decoded (`core.teach.explainers.decode_view`): arrays and frames as the in-process function returns them.
+        The view, decoded (`core.teach.explainers.decode_view`): arrays and frames as the in-process function
+        returns them.
 
     Raises:
         FeatherweightError: the file is refused, the view fails, or the worker crashed or ran out of time/memory.
     """
-    from core.teach import explainers as learn
-
     request = {"key": source.key, "label": source.label, "model_spec": source.model_spec,
                "model_filename": source.model_filename, "data_spec": source.data_spec,
                "data_filename": source.data_filename}
@@ -220,8 +218,8 @@ def explain_isolated(source, what: str, params: dict | None = None, *, on_point:
                 directory, path = upload_dir(content, getattr(source, f"{kind}_filename") or f"{kind}.bin")
                 directories.append(directory)
                 request[f"{kind}_path"] = str(path)
-        value = run_isolated("core.jobs.entries:learn_entry", request, what, dict(params or {}), limits=limits or learn_limits(),
-                             on_message=forward, stats=stats)
+        value = run_isolated(f"{__name__}:learn_entry", request, what, dict(params or {}),
+                             limits=limits or learn_limits(), on_message=forward, stats=stats)
     finally:
         for directory in directories:
             shutil.rmtree(directory, ignore_errors=True)
@@ -234,9 +232,7 @@ def run_estimates_isolated(store: RunStore, run_id: str, results: dict) -> Any:
     Raises:
         FeatherweightError: the model cannot be found (outside the run directory: refused) or loaded.
     """
-    from core.teach import explainers as learn
-
-    return learn.decode_view(run_isolated("core.jobs.entries:learn_run_estimates_entry", str(store.root), run_id, results,
+    return learn.decode_view(run_isolated(f"{__name__}:learn_run_estimates_entry", str(store.root), run_id, results,
                                           limits=learn_limits()))
 
 
@@ -248,9 +244,6 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
         import torch
 
         torch.set_num_threads(limits.threads)
-        from core.pipeline.run import run_recipe
-        from core.spec.recipe import Recipe
-
         store = RunStore(run_dir.parent.parent)
         recipe = Recipe.load(run_dir / "recipe.yaml")
         cancel_flag = run_dir / CANCEL_FLAG
@@ -260,8 +253,6 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
 
         try:
             if spec.kind != "run":
-                from core.jobs.insight import run_job
-
                 status = run_job(spec.kind, run_dir, spec.model, spec.data, on_progress=on_progress,
                                  should_stop=cancel_flag.exists)
                 outcome = {"status": status, "error": None}

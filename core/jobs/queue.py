@@ -21,6 +21,7 @@ from core.format import one_line
 from core.io.files import write_atomic
 from core.io.sandbox import (LOG_TAIL_BYTES, ResourceLimits, describe_exit, kill_group, log_failure, start_worker,
                              wait_worker)
+from core.jobs.kinds import JOB_KINDS
 from core.jobs.store import ACTIVE, RunStore
 
 logger = logging.getLogger("featherweight.jobs")
@@ -43,7 +44,7 @@ class JobSpec:
     model: str
     data: str | None
     limits: dict | None = None  # this job's ResourceLimits, when they differ from the runner's
-    kind: str = "run"  # "run": the recipe; else an insight job (core.jobs.insight.KINDS: sensitivity, tune, diagnose)
+    kind: str = "run"  # "run": the recipe; else an insight job (core.jobs.kinds.JOB_KINDS)
     executor: str = "local"  # "ray": the worker drives the run's variants as tasks on a Ray cluster
     ray_address: str | None = None
 
@@ -187,11 +188,8 @@ class JobRunner:
                 raise BadInputError(f"{name} is over the {caps.max_file_bytes / 2**20:,.0f} MiB limit")
         if not model:
             raise BadInputError("no model given: choose a sample or upload a model")
-        if kind != "run":
-            from core.jobs.insight import KINDS
-
-            if kind not in KINDS:
-                raise BadInputError(f"job kind {kind!r} is not supported; allowed: run, {', '.join(KINDS)}")
+        if kind != "run" and kind not in JOB_KINDS:
+            raise BadInputError(f"job kind {kind!r} is not supported; allowed: run, {', '.join(JOB_KINDS)}")
         recipe = Recipe.from_text(recipe_yaml)
         if kind == "run" and len(recipe.variants) > self.max_variants:
             raise BadInputError(f"the recipe has {len(recipe.variants)} variants; this server runs at most "

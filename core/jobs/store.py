@@ -32,6 +32,7 @@ from pathlib import Path
 from core.errors import BadInputError
 from core.io.files import write_atomic
 from core.io.sandbox import WORKER_MARKER
+from core.spec.configs import RUN_ID_CHARS
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
@@ -45,7 +46,6 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_owner ON runs(owner, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
-_RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")
 
 
 def default_root() -> Path:
@@ -93,7 +93,7 @@ class RunStore:
             db.close()
 
     def run_dir(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not run_id or set(run_id) - _RUN_ID_CHARS:
+        if not isinstance(run_id, str) or not run_id or set(run_id) - RUN_ID_CHARS:
             raise BadInputError(f"invalid run id {run_id!r}")
         return self.root / "runs" / run_id
 

@@ -297,7 +297,7 @@ def _tensor_bytes(tensor) -> int:
 
 
 def profile_onnx_file(path: str) -> dict:
-    """The compute profile (core.results.cost.model_compute_profile) of a run's ONNX file (with its external data)."""
+    """`model_compute_profile` of a run's ONNX file (with its external data), inside a sandboxed worker."""
     import onnx
 
     phase(f"reading {Path(path).name}")
@@ -307,5 +307,5 @@ def profile_onnx_file(path: str) -> dict:
 
 
 def compute_profile_isolated(path: str) -> dict:
-    """`core.results.cost.model_compute_profile` of an ONNX file, parsed in a worker with the upload limits."""
+    """`model_compute_profile` of an ONNX file, parsed in a worker with the upload limits."""
     return run_isolated("core.measure.compute:profile_onnx_file", str(path), limits=ResourceLimits.for_inspect())

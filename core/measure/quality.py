@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.io.runtime import make_session
+from core.io.graph import fixed_batch_of
 
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
@@ -206,10 +207,9 @@ def batch_inputs(inputs: dict, input_specs, batch: int) -> dict:
 
 def possible_batch_sizes(input_specs, wanted) -> tuple[list[int], str | None]:
     """Batch sizes the graph accepts: all when the batch axis is symbolic, else only the fixed one."""
-    fixed = {s.shape[0] for s in input_specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    if not fixed:
+    only = fixed_batch_of(input_specs)
+    if only is None:
         return list(wanted), None
-    only = fixed.pop()
     if list(wanted) == [only]:
         return [only], None
     return [only], f"the model's batch axis is fixed at {only}; other batch sizes cannot be timed"
@@ -227,7 +227,7 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
 
     Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
     Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
-    (`core.results.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
+    (`core.measure.energy.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
     size, so the overhead is negligible.
 
     `on_progress(fraction, message)`, when given, hears at most every PROGRESS_EVERY_S how far the benchmark is

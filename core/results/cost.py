@@ -17,6 +17,7 @@ from core.format import format_bytes, format_money, round_significant
 from core.measure.compute import compute_profile_isolated
 from core.results.assumptions import SECONDS_PER_MONTH, SOURCES, CostAssumptions, check_number
 from core.results.energy import JOULES_PER_KWH, co2_grams, energy_per_inference
+from core.io.files import inside_run
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -378,11 +379,11 @@ def profile_from_artifact(run_dir, variant: dict) -> dict | None:
     artifact = variant.get("artifact")
     if not artifact or variant.get("status") not in (None, "ok"):
         return None
-    path = (Path(run_dir) / artifact).resolve()
-    if Path(run_dir).resolve() not in path.parents or not path.is_file():
+    path = inside_run(run_dir, artifact)
+    if path is None or not path.is_file():
         return None
     # Parsed in a worker with the upload limits: the file is a run's output, and a run may have been fed a
-    # hostile model (issue 15). core.jobs.queue sits above this module; imported here, where it is needed.
+    # hostile model (issue 15).
 
     try:
         return compute_profile_isolated(str(path))
@@ -418,7 +419,8 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
         energy = "–" if energy_mj is None else f"{energy_mj:.4g} mJ"
         saving_usd = _number(row["monthly_saving_usd"])
         saving = "" if row["name"] == "baseline" or saving_usd is None else (
-            f", saves {format_money(saving_usd)}/month" if saving_usd >= 0 else f", costs {format_money(-saving_usd)}/month more")
+            f", saves {format_money(saving_usd)}/month" if saving_usd >= 0
+            else f", costs {format_money(-saving_usd)}/month more")
         lines.append(f"  {row['name']}: {price} per million, {energy} per inference "
                      f"({row['energy_basis'] or 'n/a'}){saving}")
     return lines

@@ -23,6 +23,9 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.spec.checks import brief_repr as brief
 from core.techniques import quantize
 from core.io import runtime
+from core.spec.labels import steps_label
+from core.measure.compute import model_compute_profile
+from core.io.files import inside_run
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
 # one thread spin-waits: one epoch of digits-cnn took 0.36 s on one thread and 8.7 s on two under load.
@@ -535,7 +538,6 @@ def activation_values(model, dataset, tensor: str, *, samples: int = CALIBRATION
     """
     from onnx import TensorProto, helper
 
-    from core.measure import quality as measure
 
     inputs = calibration_inputs(model, dataset, samples)
     if tensor in inputs:
@@ -748,7 +750,6 @@ def _onnx_sweep_point(model, dataset, pattern: str, amount: float) -> dict:
     """One sweep point for an ONNX-only model: the weight initializers masked, accuracy through onnxruntime."""
     from onnx import numpy_helper
 
-    from core.measure import quality as measure
 
     proto = copy.deepcopy(model.onnx_model)
     tensors = weight_tensors(proto)
@@ -817,7 +818,6 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
     inputs = model_inputs(split if limit is None else split.take(limit), [s.name for s in model.inputs])
     if model.torch_module is not None:
         return predict(model.torch_module, inputs)
-    from core.measure import quality as measure
 
     session = runtime.make_session(model.onnx_bytes(), 1)
     return runtime.run_batched(session, {s.name: a for s, a in zip(model.inputs, inputs)})[0].astype(np.float32)
@@ -1135,7 +1135,7 @@ def estimate_breakdown(model_card_or_proto, steps=()) -> dict:
 
     Args:
         model_card_or_proto: an ``onnx.ModelProto`` (exact layer shapes) or a model card from
-            ``core.io.model.model_card`` (layer parameter counts only: a rougher estimate).
+            ``core.measure.card.model_card`` (layer parameter counts only: a rougher estimate).
         steps: step configs (``QuantizeConfig``...) or their dicts, in recipe order.
 
     Returns:
@@ -1174,38 +1174,12 @@ def estimate_size(model_card_or_proto, steps=()) -> int:
     return estimate_breakdown(model_card_or_proto, steps)["total_bytes"]
 
 
-def macs_per_sample(proto) -> dict:
-    """Multiply-accumulates per input sample of each Conv / Gemm / MatMul weight (name -> MACs), from onnx shape
-    inference with symbolic axes counted as 1."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # noqa: BLE001 - shape inference fails on some graphs; MACs are then unknown
-        return {}
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in value.type.tensor_type.shape.dim]
-        shapes[value.name] = dims
-    out = {}
-    nodes = {(n.name or n.output[0]): n for n in proto.graph.node}
-    for tensor in weight_tensors(proto):
-        node = nodes[tensor.node]
-        dims = shapes.get(node.output[0])
-        if not dims:
-            continue
-        per_output = tensor.size / max(1, tensor.channels)  # inputs each output value sums over
-        outputs = int(np.prod(dims[1:])) if len(dims) > 1 else 1
-        out[tensor.name] = int(outputs * per_output)
-    return out
-
-
 def technique_table(proto, *, amount: float = 0.5, width: float = 0.25) -> pd.DataFrame:
     """Each technique's effect on this model: estimated file size, bytes per weight and multiply-accumulates
     per sample (all computed from the graph), and which arithmetic the CPU runs."""
     from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig
 
-    macs = sum(macs_per_sample(proto).values())
+    macs = model_compute_profile(proto).get("macs") or 0  # the one MAC counter (core.measure.compute)
     rows = [
         ("baseline (fp32)", (), 1.0, "fp32 multiply-adds", "—"),
         ("fp16 weights", (QuantizeConfig(mode="fp16"),), 1.0, "fp32 on most CPUs (cast back)", "rarely"),
@@ -1256,24 +1230,12 @@ def estimate_vs_measured(results: dict, model_card_or_proto) -> pd.DataFrame:
         else:
             note = None
         measured = int(variant["size_bytes"])
-        rows.append({"variant": variant.get("name"), "steps": " + ".join(step_label(s) for s in steps) or "none",
+        rows.append({"variant": variant.get("name"), "steps": steps_label(steps),
                      "estimate_bytes": estimate, "measured_bytes": measured,
                      "error_pct": None if estimate is None else 100 * (estimate - measured) / measured,
                      "note": note})
     return pd.DataFrame(rows, columns=["variant", "steps", "estimate_bytes", "measured_bytes", "error_pct",
                                        "note"])
-
-
-def step_label(step: dict) -> str:
-    """A step as a short label: 'quantize static', 'prune structured 0.5', 'distill w0.25'."""
-    technique = step.get("technique")
-    if technique == "quantize":
-        return f"quantize {step.get('mode', 'static')}"
-    if technique == "prune":
-        return f"prune {step.get('method', 'structured')} {step.get('amount', 0.5)}"
-    if technique == "distill":
-        return f"distill w{step.get('width', 0.25)}"
-    return str(technique)
 
 
 def completed_runs(store, limit: int = 20) -> list[dict]:
@@ -1301,18 +1263,18 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
         raise BadInputError("the run does not say which model it used")
     if spec.startswith("sample:"):
         return load_model(spec).onnx_model
-    run_dir = store.run_dir(run_id).resolve()
+    run_dir = store.run_dir(run_id)
     # results.json names the file; whatever it says, only a file inside this run's directory is read (symlinks
     # resolved first), as saved there by the job runner.
-    candidates = ((run_dir / spec).resolve(), (run_dir / "inputs" / Path(spec).name).resolve())
-    path = next((c for c in candidates if run_dir in c.parents and c.is_file()), None)
+    candidates = (inside_run(run_dir, spec), inside_run(run_dir, Path("inputs") / Path(spec).name))
+    path = next((c for c in candidates if c is not None and c.is_file()), None)
     if path is None:
         raise BadInputError(f"the run's model {brief(spec)} is not a file inside its run directory; refused")
     return load_model(str(path)).onnx_model
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The explainers' views, computed where the model is loaded: in a worker (core.jobs.queue.explain_isolated), so the
+# The explainers' views, computed where the model is loaded: in a worker (core.jobs.entries.explain_isolated), so the
 # server never parses a model or data file (issue 15). Each takes (model, dataset, **params) and returns plain
 # data, numpy arrays and DataFrames, which `encode_view` turns into JSON and `decode_view` back, bit for bit.
 
@@ -1408,7 +1370,7 @@ PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or
 
 
 def explain(source: LearnSource, what: str, params: dict, on_point=None, on_loaded=None) -> Any:
-    """Load `source` in this process and compute one view: the worker's side of `core.jobs.queue.explain_isolated`
+    """Load `source` in this process and compute one view: the worker's side of `core.jobs.entries.explain_isolated`
     (a server calls that, never this).
 
     Raises:

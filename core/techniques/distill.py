@@ -160,7 +160,6 @@ def teacher_outputs(context: StepContext, inputs: list[np.ndarray]) -> np.ndarra
         return predict(baseline.torch_module, inputs)
     import torch
 
-    from core.measure import quality as measure
 
     session = runtime.make_session(baseline.onnx_bytes(), max(1, torch.get_num_threads()))
     feed = {spec.name: array for spec, array in zip(baseline.inputs, inputs)}

@@ -12,8 +12,8 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt,
-                          why_no_speedup)
+from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
+from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
 

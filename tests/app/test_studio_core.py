@@ -56,7 +56,7 @@ def test_quality_drop_falls_back_to_fidelity(frame):
 
 def test_why_no_speedup_rules():
     """Tiny models get the call-overhead note; unstructured sparsity and int8 without VNNI are explained."""
-    from core.results.compare import why_no_speedup
+    from core.results.explain import why_no_speedup
 
     results = synthetic_results()
     base = results["variants"][0]
