@@ -132,3 +132,14 @@ def format_usd(value) -> str:
     if 0 < abs(value) < 0.01:  # decimals, never "$7.872e-05": three significant digits after the zeros
         return f"${value:.{2 - math.floor(math.log10(abs(value)))}f}"
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
+
+
+def as_number(value) -> float | None:
+    """A number from a table cell or a JSON value: None for None, booleans, text and NaN."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number

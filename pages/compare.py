@@ -13,7 +13,7 @@ from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_cave
                                   layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
                                   within_budget)
 from core.results.explain import why_no_speedup
-from core.results.cost import DEFAULT_DEVICES, variants_fitting
+from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results.table import batch_sizes_of, quality_caption
 from core.jobs.store import ACTIVE

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.results import assumptions, cost
+from core.results import devices as device_profiles
 from core.views import cost as cost_view
 from core.errors import FeatherweightError
 from ui import services
@@ -38,7 +39,7 @@ def _reset_assumptions() -> None:
 
 
 def _reset_devices() -> None:
-    st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    st.session_state[state_keys.COST_DEVICES_KEY] = device_profiles.devices_to_rows(device_profiles.DEFAULT_DEVICES)
     st.session_state.pop(DEVICE_EDITOR_KEY, None)
 
 
@@ -82,10 +83,10 @@ def assumptions_ui() -> assumptions.CostAssumptions | None:
         return None
 
 
-def devices_ui() -> list[cost.DeviceProfile]:
+def devices_ui() -> list[device_profiles.DeviceProfile]:
     """The editable table of target devices; returns the valid ones (bad rows are named and skipped)."""
     if state_keys.COST_DEVICES_KEY not in st.session_state:
-        st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+        st.session_state[state_keys.COST_DEVICES_KEY] = device_profiles.devices_to_rows(device_profiles.DEFAULT_DEVICES)
     st.markdown("##### Target devices")
     st.caption("Rough, illustrative profiles (derivations in the README): edit a cell, add a row for your "
                "device. Weight memory is a separate store for weights (a microcontroller's flash); leave it "
@@ -111,7 +112,7 @@ def devices_ui() -> list[cost.DeviceProfile]:
             "bandwidth_gbps": st.column_config.NumberColumn("Bandwidth (GB/s)", min_value=0.0,
                                                             help="Sustained memory bandwidth"),
         })
-    devices, errors = cost.devices_from_rows(edited.to_dict("records"))
+    devices, errors = device_profiles.devices_from_rows(edited.to_dict("records"))
     for error in errors:
         st.warning(f"Device table: {error}. That row is left out.")
     st.button("Reset devices", on_click=_reset_devices, icon=":material/restart_alt:", key=RESET_DEVICES_KEY)

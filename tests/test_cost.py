@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core.results import cost
+from core.results import assumptions, cost
+from core.results import devices as device_profiles
 from core.views import cost as views_cost
-from core.results.cost import (CostAssumptions, DeviceProfile, cost_frame, cost_per_million, device_fit,
-                               devices_from_rows, devices_to_rows, fits, monthly_cost, monthly_saving)
+from core.results.assumptions import CostAssumptions
+from core.results.cost import cost_frame, cost_per_million, monthly_cost, monthly_saving
+from core.results.devices import DeviceProfile, device_fit, devices_from_rows, devices_to_rows, fits
 from core.measure.energy import EnergyCounter
 from core.results.energy import co2_grams, energy_per_inference
 from core.measure.compute import model_compute_profile
@@ -49,7 +51,7 @@ def test_instance_price_is_divided_by_its_cores_and_defaults_match_the_stated_so
     default = CostAssumptions()
     assert default.price_per_core_hour_usd == pytest.approx(0.08925 / 2)
     assert default.grid_g_per_kwh == 475 and default.watts_per_core == 3.5
-    assert "c7i.large" in cost.SOURCES["price_per_core_hour_usd"] and "IEA" in cost.SOURCES["grid_g_per_kwh"]
+    assert "c7i.large" in assumptions.SOURCES["price_per_core_hour_usd"] and "IEA" in assumptions.SOURCES["grid_g_per_kwh"]
     assert CostAssumptions.from_dict({"watts_per_core": 2.0, "unknown": 1}).watts_per_core == 2.0
 
 
@@ -265,7 +267,7 @@ def test_qdq_conv_counts_as_int8_and_its_folded_weights_are_not_activations():
 
 def test_roofline_estimate_is_the_slower_of_compute_and_memory():
     """1 G float MACs at 10 GFLOPS = 200 ms; 1 GB at 10 GB/s = 100 ms: 200 ms, compute-bound."""
-    device = DeviceProfile("d", 10_000 * cost.MB, int8_gops=40.0, fp32_gflops=10.0, bandwidth_gbps=10.0)
+    device = DeviceProfile("d", 10_000 * device_profiles.MB, int8_gops=40.0, fp32_gflops=10.0, bandwidth_gbps=10.0)
     profile = {"int8_macs": 0, "float_macs": 1e9, "weight_bytes": 10, "peak_activation_bytes": 10,
                "bytes_moved": 1e9}
     fit = device_fit(profile, device)
@@ -276,9 +278,9 @@ def test_roofline_estimate_is_the_slower_of_compute_and_memory():
 
 def test_fit_checks_memory_and_a_separate_weight_store():
     """Weights + activations must fit shared memory; with flash, weights and activations are checked apart."""
-    shared = DeviceProfile("board", 1 * cost.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
-    mcu = DeviceProfile("mcu", 1 * cost.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1,
-                        weight_memory_bytes=2 * cost.MB)
+    shared = DeviceProfile("board", 1 * device_profiles.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
+    mcu = DeviceProfile("mcu", 1 * device_profiles.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1,
+                        weight_memory_bytes=2 * device_profiles.MB)
     row = {"weight_bytes": 900_000, "peak_activation_bytes": 200_000}
     assert not fits(row, shared) and fits(row, mcu)
     assert "1.1 MB > memory 1 MB" in device_fit(row, shared)["reason"]
@@ -289,8 +291,8 @@ def test_fit_checks_memory_and_a_separate_weight_store():
 
 def test_device_rows_round_trip_and_bad_rows_are_reported():
     """Default devices survive the editor's units; a row without a name or with zero bandwidth is named."""
-    devices, errors = devices_from_rows(devices_to_rows(cost.DEFAULT_DEVICES))
-    assert devices == list(cost.DEFAULT_DEVICES) and errors == []
+    devices, errors = devices_from_rows(devices_to_rows(device_profiles.DEFAULT_DEVICES))
+    assert devices == list(device_profiles.DEFAULT_DEVICES) and errors == []
     rows = [{"name": "ok", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 1},
             {"name": "", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 1},
             {"name": "slow", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 0},
