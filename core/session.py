@@ -109,20 +109,15 @@ def sample_card(name: str) -> dict:
 
 
 def inspect_model_bytes(data: bytes, filename: str) -> dict:
-    """Check an uploaded model and return its card, in an isolated worker when core.jobs.queue offers one.
+    """Check an uploaded model and return its card, in an isolated worker (`core.jobs.entries.inspect_isolated`).
 
     Raises:
         FeatherweightError: the file is rejected (one line saying why).
     """
-    from core.jobs import queue as jobs
+    # core.jobs.entries loads the pipeline and pandas: imported on the first upload, not with every page.
+    from core.jobs.entries import inspect_isolated
 
-    isolated = getattr(jobs, "inspect_isolated", None)
-    if isolated is not None:
-        return isolated(data, filename)
-    from core.io.model import load_model_bytes
-    from core.measure.card import model_card
-
-    return model_card(load_model_bytes(data, filename))
+    return inspect_isolated(data, filename)
 
 
 def load_choice_model(choice: ModelChoice):
@@ -138,18 +133,19 @@ def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | No
               content: bytes | None = None) -> dict:
     """Load data (a sample, uploaded bytes, or none) against the model and return the dataset summary.
 
-    Uploaded files are parsed in an isolated worker when core.jobs.queue offers one; samples load in this process.
+    Uploaded files are parsed in an isolated worker (`core.jobs.entries.check_data_isolated`); samples load in this
+    process.
 
     Raises:
         FeatherweightError: the data is unreadable or does not fit the model's inputs.
     """
-    from core.jobs import queue as jobs
+    # core.jobs.entries loads the pipeline and pandas: imported on the first upload, not with every page.
+    from core.jobs.entries import check_data_isolated
 
-    isolated = getattr(jobs, "check_data_isolated", None)
-    if isolated is not None and (model_choice.is_upload or content is not None):
-        return isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
-                        content if content is not None else spec, model_filename=model_choice.filename,
-                        data_filename=filename)
+    if model_choice.is_upload or content is not None:
+        return check_data_isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
+                                   content if content is not None else spec, model_filename=model_choice.filename,
+                                   data_filename=filename)
     from core.io.data import load_data, load_data_bytes
 
     model = load_choice_model(model_choice)

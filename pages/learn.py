@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.jobs import queue as jobs
+from core.jobs import entries as jobs
 
 from core.teach import explainers as learn
 

@@ -22,6 +22,11 @@ from pathlib import Path
 from core.errors import BadInputError
 from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO
 from core.io.files import inside_run
+from core.io.data import synthetic_inputs
+from core.io.graph import Model, graph_inputs
+from core.io.runtime import make_session, session_fixed_batch
+from core.measure.quality import batch_inputs, cpu_info
+from core.results.table import batch_sizes_of
 
 # Shares of the variant's kernel time above which a cost is worth a finding.
 QDQ_SHARE = 0.15
@@ -38,8 +43,6 @@ FLOAT_COMPUTE_OPS = ("Conv", "FusedConv", "MatMul", "Gemm", "FusedGemm", "FusedM
 
 
 def _cpu_flags() -> tuple[str, set]:
-    from core.measure.quality import cpu_info
-
     return cpu_info()
 
 
@@ -139,10 +142,6 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-    from core.measure.quality import batch_inputs
-    from core.io.runtime import make_session, session_fixed_batch
-    from core.io.graph import graph_inputs
-
     import onnx
 
     specs = graph_inputs(onnx.load_from_string(model_bytes))
@@ -354,9 +353,6 @@ def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 
     """Synthetic inputs of the model's input shapes (timing does not depend on the values for the models here)."""
     import onnx
 
-    from core.io.data import synthetic_inputs
-    from core.io.graph import Model
-
     return synthetic_inputs(Model("artifact", onnx.load_from_string(model_bytes)), count, seed=seed,
                             sequence_length=sequence_length)
 
@@ -372,8 +368,6 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     Raises:
         BadInputError: an unknown variant, or one without a model file.
     """
-    from core.results.table import batch_sizes_of
-
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}
     if "baseline" not in entries:

@@ -27,6 +27,14 @@ from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 from core.spec.recipe import QuantizeConfig, Recipe, Variant
 from core.spec.checks import check_bool, check_choice, check_range
 from core.io import runtime
+from core.io.data import load_data
+from core.io.files import write_atomic
+from core.io.graph import layer_table, task_of
+from core.io.model import load_model
+from core.measure import quality as measure
+from core.pipeline.build import ProgressEvent, export_candidate
+from core.techniques import Candidate, StepContext, apply_step
+from core.techniques.prune import magnitude_masks, onnx_weight_initializers, prunable_layers
 
 SENSITIVITY_VERSION = 1
 TECHNIQUES = ("quantize", "prune")
@@ -180,8 +188,6 @@ class _Scorer:
     """Runs changed models on the (possibly shortened) validation split and scores them against the baseline."""
 
     def __init__(self, baseline_bytes: bytes, dataset, task: str, max_samples: int | None, threads: int):
-        from core.measure import quality as measure
-
         split = dataset.selection if max_samples is None else dataset.selection.take(max_samples)
         self.split_name = dataset.selection_name
         self.inputs, self.labels, self.task, self.threads = split.x, split.y, task, threads
@@ -194,8 +200,6 @@ class _Scorer:
                                    None if task == "classification" else 1.0, base.accuracy)[1]
 
     def score(self, model_bytes: bytes) -> dict:
-        from core.measure import quality as measure
-
         session = runtime.make_session(model_bytes, self.threads)
         outputs = runtime.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
         fid = measure.fidelity(outputs, self.baseline_outputs, self.labels, self.task, self.output_names)
@@ -220,8 +224,6 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def quantizable_layers(proto) -> list[dict]:
     """Nodes a quantize step can keep in float or quantize: {name, type, params}, in graph order."""
-    from core.io.graph import layer_table
-
     return [{"name": row["name"], "type": row["type"], "params": row["params"]} for row in layer_table(proto)
             if row["type"] in QUANTIZABLE_OPS]
 
@@ -278,9 +280,6 @@ def scan(model, dataset, config: SensitivityConfig, *,
     Raises:
         UnsupportedModelError: the model has no layer the technique can change.
     """
-    from core.io.graph import task_of
-    from core.pipeline.build import ProgressEvent
-
     started = time.perf_counter()
     task = task_of(model)
     proto = _named(model.onnx_model)
@@ -333,8 +332,6 @@ def scan(model, dataset, config: SensitivityConfig, *,
 
 def _quantize_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
     """(layer, build) per quantizable node; build() quantizes that node alone (every other node excluded)."""
-    from core.techniques import Candidate, StepContext, apply_step
-
     layers = quantizable_layers(proto)
     if not layers:
         raise UnsupportedModelError("the sensitivity scan found no Conv / Gemm / MatMul / Gather layer with "
@@ -355,16 +352,10 @@ def _quantize_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
 def _prune_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
     """(layer, build) per prunable layer; build() zeroes the `amount` smallest-magnitude weights of that layer
     alone (through the torch module's parameter when there is one, else the ONNX initializer)."""
-    from core.techniques.prune import magnitude_masks
-
     amounts = sorted({config.amount, *config.amounts})
     jobs = []
     if model.torch_module is not None:
         import torch
-
-        from core.pipeline.build import export_candidate
-        from core.techniques import Candidate
-        from core.techniques.prune import prunable_layers
 
         module = copy.deepcopy(model.torch_module).eval()
         for name, layer in prunable_layers(module):
@@ -388,8 +379,6 @@ def _prune_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
                                           params=int(layer.weight.numel())), build))
     else:
         from onnx import numpy_helper
-
-        from core.techniques.prune import onnx_weight_initializers
 
         targets = onnx_weight_initializers(proto)
         by_name = {i.name: i for i in proto.graph.initializer}
@@ -452,8 +441,6 @@ def recipe_with_exclude(recipe: Recipe, names: list[str] | tuple) -> Recipe:
 
 def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> Path:
     """DIR/sensitivity.json, written atomically."""
-    from core.io.files import write_atomic
-
     path = Path(out_dir) / "sensitivity.json"
     write_atomic(path, json.dumps(result.to_dict(), indent=2))
     return path
@@ -478,9 +465,6 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.io.data import load_data
-    from core.io.model import load_model
-
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=0)
     runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)

@@ -38,6 +38,18 @@ from core.errors import BadInputError
 from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.spec.checks import check_bool, check_choice, check_range
 from core.io import runtime
+from core.analysis.diagnose import requantized_excluded
+from core.analysis.sensitivity import SensitivityConfig, quality_drop, scan, top_layers, write_sensitivity
+from core.format import format_bytes
+from core.io.data import load_data
+from core.io.files import write_atomic
+from core.io.graph import graph_inputs, task_of
+from core.io.model import load_model
+from core.io.repair import prepare_baseline
+from core.measure import quality as measure
+from core.pipeline.build import (ProgressEvent, RunResult, baseline_fidelity, build_variant, measure_variant,
+                                 write_results)
+from core.results.table import resolution_pt, resolution_text
 
 # What the tuner can optimize (compare.OBJECTIVES is something else: what "best" means when picking from a run).
 TUNE_OBJECTIVES = ("latency", "size")
@@ -189,10 +201,6 @@ class _Search:
 
     def __init__(self, model, dataset, config: TuneConfig, out_dir: Path, model_spec: str, data_spec: str | None,
                  on_progress, should_stop, started: float | None = None):
-        from core.measure import quality as measure
-        from core.io.graph import graph_inputs, task_of
-        from core.pipeline.build import RunResult
-
         self.model, self.dataset, self.config, self.out_dir = model, dataset, config, out_dir
         self.model_spec, self.data_spec = model_spec, data_spec
         self.on_progress, self.user_stop = on_progress, should_stop
@@ -241,7 +249,6 @@ class _Search:
     def emit(self, kind: str, message: str, variant: str | None = None, result: dict | None = None) -> None:
         if self.on_progress is None:
             return
-        from core.pipeline.build import ProgressEvent
 
         fraction = min(1.0, self.elapsed_s() / max(1e-9, self.config.budget_s))
         self.on_progress(ProgressEvent(kind, variant, len(self.trials), len(self.trials) + 1, message, fraction,
@@ -250,10 +257,6 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
-        from core.measure import quality as measure
-        from core.pipeline.build import measure_variant
-        from core.pipeline.build import baseline_fidelity
-
         self.emit("start", "measuring the baseline", "baseline")
         baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None,
                                                           self.task, self.recipe, self.out_dir, lambda: False)
@@ -275,23 +278,16 @@ class _Search:
 
     def resolution(self) -> str:
         """"±1 sample = X pt" on the validation split, where the budget is judged (empty for embeddings)."""
-        from core.results.table import resolution_text
-
         return resolution_text(len(self.selection)) if self.task == "classification" else ""
 
     def drop_of(self, result) -> float | None:
         """The drop results.json reports: on the test split (dataset.eval)."""
-        from core.analysis.sensitivity import quality_drop
-
         base = self.run.variants[0]
         drop, _ = quality_drop(result.accuracy, result.agreement, result.cosine_mean, base.accuracy)
         return drop
 
     def selection_drop(self, session) -> float | None:
         """The drop the budget judges: the variant against the baseline on the validation split."""
-        from core.measure import quality as measure
-        from core.analysis.sensitivity import quality_drop
-
         outputs = runtime.run_batched(session, self.selection.x)
         fid = measure.fidelity(outputs, self.selection_outputs, self.selection.y, self.task)
         drop, _ = quality_drop(fid.accuracy, fid.agreement, fid.cosine_mean, self.selection_accuracy)
@@ -322,8 +318,6 @@ class _Search:
 
     def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
         """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
-        from core.pipeline.build import build_variant
-
         if any(v.name == variant.name for v in self.variants):
             return self.trial(variant.name)
         if self.stop_now():
@@ -384,8 +378,6 @@ class _Search:
 
     def _requantized(self, variant: Variant, result) -> list[str]:
         """Excluded layers whose weights onnxruntime quantizes anyway (see core.analysis.diagnose)."""
-        from core.analysis.diagnose import requantized_excluded
-
         exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
         if not exclude:
             return []
@@ -398,8 +390,6 @@ class _Search:
         return hits
 
     def _describe(self, trial: Trial) -> str:
-        from core.format import format_bytes
-
         if self.config.objective == "size":
             return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
         return f"{trial.speedup or 0:.2f}x at batch {self.timing_batch}, {trial.drop_pt or 0:.2f} pt"
@@ -411,9 +401,6 @@ class _Search:
         return self.recipe.replace(variants=(variant,) if variant else ())
 
     def write(self, final: bool = False) -> None:
-        from core.io.files import write_atomic
-        from core.pipeline.build import write_results
-
         self.run.duration_s = round(self.elapsed_s(), 3)
         if final:
             self.run.status = "cancelled" if self.stopped_by == "stopped" else "completed"
@@ -427,8 +414,6 @@ class _Search:
 
     def split_log(self) -> dict:
         """tune.json's `split`: what the choices were scored on and where the reported numbers come from."""
-        from core.results.table import resolution_pt
-
         return {"selection": self.dataset.selection_name, "selection_n": len(self.selection),
                 "selection_resolution_pt": resolution_pt(len(self.selection)) if self.task == "classification"
                 else None,
@@ -437,8 +422,6 @@ class _Search:
 
     def split_lines(self) -> list[str]:
         """Which split chose and which reported, with the size of one sample, for the summary."""
-        from core.results.table import resolution_pt, resolution_text
-
         selection, n_sel, n_test = self.dataset.selection_name, len(self.selection), len(self.dataset.eval)
         classifier = self.task == "classification"
         lines = [f"Chosen on the {selection} split ({n_sel} samples"
@@ -548,8 +531,6 @@ class _Search:
 
     def scan(self) -> list[str]:
         """Quantization sensitivity ranking (ONNX node names, most sensitive first); written as sensitivity.json."""
-        from core.analysis.sensitivity import SensitivityConfig, scan, top_layers, write_sensitivity
-
         if self.sensitivity is None:
             self.emit("step", "sensitivity scan: quantizing one layer at a time", "sensitivity")
             config = SensitivityConfig(technique="quantize", threads=self.config.threads)
@@ -686,8 +667,6 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
     """
     import torch
 
-    from core.io.repair import prepare_baseline
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, batch_notes = prepare_baseline(model, (1, config.batch_size))  # a fixed batch axis, freed
@@ -717,9 +696,6 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.io.data import load_data
-    from core.io.model import load_model
-
     started = time.perf_counter()
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=config.seed)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.io.graph import fixed_batch_size
+from core.io.graph import Model, fixed_batch_size
+from core.io.data import synthetic_inputs
+from core.io.runtime import make_session
 
 SYMBOLIC_BATCH = "batch"
 
@@ -86,10 +88,6 @@ def _free_reshape_batch(proto, batch: int) -> int:
 
 def _outputs_match(original, candidate, batch: int) -> bool:
     """Run `candidate` on 2 x batch samples at once and `original` on them in two runs; compare row by row."""
-    from core.io.data import synthetic_inputs
-    from core.io.runtime import make_session
-    from core.io.graph import Model
-
     import onnxruntime as ort
 
     quiet = ort.RunOptions()
@@ -162,8 +160,6 @@ def prepare_baseline(model, batch_sizes):
         ``(model, notes)``: the same model when nothing had to change, else a new ``Model`` with the freed graph;
         `notes` are the plain-language lines that say what was done or why it could not be.
     """
-    from core.io.graph import Model
-
     batch = fixed_batch_size(model.onnx_model)
     if batch is None:
         return model, []

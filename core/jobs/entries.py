@@ -41,8 +41,6 @@ def inspect_entry(spec: str, display: str | None = None) -> dict:
 
 def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> dict:
     """Inside a worker: load the model and the data against it; the dataset summary."""
-    from core.io.model import load_model
-
     phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
     model = load_model(model_spec)
     phase(f"reading {Path(data_spec).name if data_spec and not data_spec.startswith('sample:') else data_spec}")

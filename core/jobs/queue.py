@@ -21,8 +21,9 @@ from core.format import one_line
 from core.io.files import write_atomic
 from core.io.sandbox import (LOG_TAIL_BYTES, ResourceLimits, describe_exit, kill_group, log_failure, start_worker,
                              wait_worker)
-from core.jobs.kinds import JOB_KINDS
 from core.jobs.store import ACTIVE, RunStore
+from core.io.safety import LoadLimits
+from core.spec.recipe import Recipe
 
 logger = logging.getLogger("featherweight.jobs")
 
@@ -90,6 +91,7 @@ def _job_executor(executor: str | None, ray_address: str | None) -> tuple[str, s
     Raises:
         BadInputError: an unknown executor, or "ray" without an address.
     """
+    # core.pipeline.ray loads the pipeline (pandas): imported when a runner is made, not when this module is.
     from core.pipeline.ray import RAY_ADDRESS_ENV
 
     executor = (executor or os.environ.get(JOB_EXECUTOR_ENV, "").strip() or "local").lower()
@@ -175,9 +177,6 @@ class JobRunner:
             BadInputError: a bad spec or input name, more than `max_variants` variants, the owner already has
                 `per_owner` active jobs, or the queue is full.
         """
-        from core.io.safety import LoadLimits
-        from core.spec.recipe import Recipe
-
         inputs = dict(inputs or {})
         caps = LoadLimits.from_env()
         for name, content in inputs.items():
@@ -188,6 +187,10 @@ class JobRunner:
                 raise BadInputError(f"{name} is over the {caps.max_file_bytes / 2**20:,.0f} MiB limit")
         if not model:
             raise BadInputError("no model given: choose a sample or upload a model")
+        # The registry pulls in the analyses (pandas, onnx): imported on the first submit, not when the dashboard
+        # starts (ui.services builds a JobRunner on its first render).
+        from core.jobs.kinds import JOB_KINDS
+
         if kind != "run" and kind not in JOB_KINDS:
             raise BadInputError(f"job kind {kind!r} is not supported; allowed: run, {', '.join(JOB_KINDS)}")
         recipe = Recipe.from_text(recipe_yaml)

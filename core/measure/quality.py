@@ -12,6 +12,7 @@ import numpy as np
 
 from core.io.runtime import make_session
 from core.io.graph import fixed_batch_of
+from core.measure.energy import EnergyCounter
 
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
@@ -238,8 +239,6 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
         "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample": {bs: J}, "source": str|None,
         "note": str|None}}`` with batch sizes as strings (JSON keys).
     """
-    from core.measure.energy import EnergyCounter
-
     session = make_session(model_bytes, threads)
     sizes, note = possible_batch_sizes(input_specs, batch_sizes)
     counter = energy_counter if energy_counter is not None else EnergyCounter()

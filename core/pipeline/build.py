@@ -17,12 +17,14 @@ from core.measure import compute
 from core.measure import quality as measure
 from core.io.data import SPLIT_NAMES, Dataset
 from core.errors import BadInputError, FeatherweightError
-from core.io.graph import Model
+from core.io.graph import Model, graph_inputs
 from core.io.model import export_onnx
 from core.spec.recipe import Recipe, slugify
 from core.techniques import Cancelled, Candidate, StepContext, apply_step
 from core.io.files import write_atomic
 from core.io import runtime
+from core.results import cost
+from core.results.table import results_frame
 
 
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
@@ -121,8 +123,6 @@ class RunResult:
 
     def to_frame(self):
         """The results table (pandas), with ratios to the baseline."""
-        from core.results.table import results_frame
-
         return results_frame(self.to_dict())
 
 
@@ -233,8 +233,6 @@ def baseline_fidelity(result: VariantResult, baseline_outputs: list, task: str) 
 
 def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
     """CPU time, energy, the compute profile and default-assumption cost (core.results.cost) into the result."""
-    from core.results import cost
-
     result.cpu_ms_per_sample = timing.get("cpu_ms_per_sample") or {}
     result.energy = timing.get("energy") or {}
     try:
@@ -245,8 +243,6 @@ def _add_cost(result: VariantResult, timing: dict, proto, bench) -> None:
 
 
 def _input_specs(proto):
-    from core.io.graph import graph_inputs
-
     return graph_inputs(proto)
 
 

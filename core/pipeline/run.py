@@ -18,6 +18,7 @@ from core.pipeline.build import (ProgressEvent, ProgressTracker, RunResult, Vari
                                  build_variant, measure_variant, write_results)
 from core.spec.recipe import Recipe
 from core.io import runtime
+from core.pipeline.ray import run_variants_ray
 
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
@@ -60,8 +61,6 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
     write_results(result, out_dir)
 
     if executor == "ray":
-        from core.pipeline.ray import run_variants_ray
-
         result.environment["executor"] = "ray"
         cancelled = run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir, result, progress,
                                      should_stop, address=ray_address)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from core.results.table import results_frame
 
 
 
@@ -182,8 +183,6 @@ def layer_sparsity_table(info: dict) -> pd.DataFrame:
 
 def combine_runs(runs: dict[str, dict]) -> pd.DataFrame:
     """Results of several runs in one frame (a `run` column first); ratios stay same-run ratios."""
-    from core.results.table import results_frame
-
     frames = []
     for run_id, results in runs.items():
         frame = results_frame(results)

@@ -15,6 +15,7 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.techniques import quantize
 from core.io import runtime
 from core.teach.weights import error_stats, scale_zero_point
+from core.io.graph import fixed_batch_size
 
 # Activation calibration, through onnxruntime's calibrators
 
@@ -69,8 +70,6 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
         BadInputError: a knob out of range, an unknown tensor, or no calibration inputs.
     """
     import logging
-
-    from core.io.graph import fixed_batch_size
 
     if not 0 < percentile <= 100:
         raise BadInputError(f"percentile={percentile!r} is out of range; allowed: (0, 100]")

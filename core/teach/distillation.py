@@ -12,6 +12,10 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.io import runtime
 from core.teach.pruning import labelled_eval
 from core.teach.source import torch_threads
+from core.io.graph import onnx_params, task_of
+from core.spec.recipe import DistillConfig
+from core.techniques import Candidate, StepContext
+from core.techniques.distill import build_student, distillation_loss, model_inputs, param_count, predict
 
 # Distillation
 
@@ -44,9 +48,6 @@ def teacher_logits(model, split, limit: int | None = None) -> np.ndarray:
     Raises:
         UnsupportedModelError: the model is not a classifier (one 2-D output).
     """
-    from core.io.graph import task_of
-    from core.techniques.distill import model_inputs, predict
-
     if task_of(model) != "classification":
         raise UnsupportedModelError("soft targets need a classifier (one 2-D logits output)")
     inputs = model_inputs(split if limit is None else split.take(limit), [s.name for s in model.inputs])
@@ -97,10 +98,6 @@ def distill_live(model, dataset, *, width: float = 0.25, temperature: float = 4.
     import torch
     import torch.nn.functional as F
 
-    from core.spec.recipe import DistillConfig
-    from core.techniques import Candidate, StepContext
-    from core.techniques.distill import build_student, distillation_loss, model_inputs, param_count, predict
-
     config = DistillConfig(width=width, temperature=temperature, alpha=alpha, epochs=max(1, epochs), lr=lr,
                            batch_size=batch_size)
     if train_samples < 2:
@@ -120,8 +117,6 @@ def distill_live(model, dataset, *, width: float = 0.25, temperature: float = 4.
     twin = copy.deepcopy(student)
     teacher_params = param_count(model.torch_module) if model.torch_module is not None else None
     if teacher_params is None:
-        from core.io.graph import onnx_params
-
         teacher_params = onnx_params(model.onnx_model)
     students = {"with teacher": (student, alpha), "labels only": (twin, 0.0)}
     optimizers = {k: torch.optim.Adam(m.parameters(), lr=lr) for k, (m, _) in students.items()}

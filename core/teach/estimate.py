@@ -17,6 +17,8 @@ from core.spec.labels import steps_label
 from core.measure.compute import model_compute_profile
 from core.io.files import inside_run
 from core.teach.weights import weight_tensors
+from core.io.model import load_model
+from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig, StepConfig, step_from_dict
 
 # Size and speed: bytes per weight, arithmetic, and a size estimate before running anything
 
@@ -129,8 +131,6 @@ def _graph_from_card(card: dict) -> _Graph:
 
 
 def _as_step(step):
-    from core.spec.recipe import StepConfig, step_from_dict
-
     return step if isinstance(step, StepConfig) else step_from_dict(dict(step))
 
 
@@ -262,8 +262,6 @@ def estimate_size(model_card_or_proto, steps=()) -> int:
 def technique_table(proto, *, amount: float = 0.5, width: float = 0.25) -> pd.DataFrame:
     """Each technique's effect on this model: estimated file size, bytes per weight and multiply-accumulates
     per sample (all computed from the graph), and which arithmetic the CPU runs."""
-    from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig
-
     macs = model_compute_profile(proto).get("macs") or 0  # the one MAC counter (core.measure.compute)
     rows = [
         ("baseline (fp32)", (), 1.0, "fp32 multiply-adds", "—"),
@@ -341,8 +339,6 @@ def run_baseline_proto(store, run_id: str, results: dict) -> Any:
     Raises:
         FeatherweightError: the model cannot be found or loaded.
     """
-    from core.io.model import load_model
-
     spec = results.get("model") or (results.get("recipe") or {}).get("model")
     if not isinstance(spec, str) or not spec:
         raise BadInputError("the run does not say which model it used")

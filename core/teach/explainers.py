@@ -33,6 +33,7 @@ from core.teach.distillation import (STUDENTS, distill_live, entropy_bits, soft_
 from core.teach.estimate import (DYNAMIC_MATMUL_OVERHEAD, FP16_CAST_OVERHEAD, INT4_BLOCK, INT4_MATMUL_OVERHEAD,
                                  QDQ_ACTIVATION_OVERHEAD, QDQ_WEIGHT_OVERHEAD, completed_runs, estimate_breakdown,
                                  estimate_size, estimate_vs_measured, run_baseline_proto, technique_table)
+from core.io.graph import task_of
 
 # --------------------------------------------------------------------------------------------------------------
 # The explainers' views, computed where the model is loaded: in a worker (core.jobs.entries.explain_isolated), so the
@@ -42,8 +43,6 @@ from core.teach.estimate import (DYNAMIC_MATMUL_OVERHEAD, FP16_CAST_OVERHEAD, IN
 
 def model_facts(model, dataset) -> dict:
     """What the page needs before any explainer: the weights, the task, which data there is."""
-    from core.io.graph import task_of
-
     weights = weight_tensors(model.onnx_model)
     return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
             "labels": dataset.has_labels, "synthetic": dataset.synthetic, "eval": len(dataset.eval),

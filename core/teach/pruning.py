@@ -11,6 +11,9 @@ from core.errors import BadInputError
 from core.io import runtime
 from core.teach.source import torch_threads
 from core.teach.weights import weight_tensors
+from core.techniques import StepContext
+from core.techniques.distill import accuracy, fit, model_inputs
+from core.techniques.prune import magnitude_masks, prunable_layers, two_four_mask
 
 # Pruning
 
@@ -41,8 +44,6 @@ def pattern_mask(weight: np.ndarray, sparsity: float, pattern: str) -> np.ndarra
     Raises:
         BadInputError: unknown pattern or sparsity outside [0, 1).
     """
-    from core.techniques.prune import two_four_mask
-
     if pattern not in PRUNE_PATTERNS:
         raise BadInputError(f"pattern={pattern!r} is not supported; allowed: {', '.join(PRUNE_PATTERNS)}")
     if not 0 <= sparsity < 1:
@@ -91,8 +92,6 @@ def _torch_masks(module, amount: float, pattern: str) -> dict:
     output channels (weight and bias) per layer with the classifier head left whole."""
     import torch
 
-    from core.techniques.prune import magnitude_masks, prunable_layers
-
     layers = prunable_layers(module)
     masks: dict = {}
     if amount <= 0:
@@ -129,9 +128,6 @@ def sparsity_sweep(model, dataset, *, pattern: str = "unstructured", amounts=SWE
     Raises:
         BadInputError: no labels, an unknown pattern or an amount outside [0, 1).
     """
-    from core.techniques import StepContext
-    from core.techniques.distill import model_inputs
-
     if pattern not in SWEEP_PATTERNS:
         raise BadInputError(f"pattern={pattern!r} is not supported; allowed: {', '.join(SWEEP_PATTERNS)}")
     if any(not 0 <= a < 1 for a in amounts):
@@ -162,9 +158,6 @@ def _torch_sweep_point(model, amount: float, pattern: str, finetune_epochs: int,
                        train_y, eval_x, eval_y) -> dict:
     """One sweep point for a torch model: a pruned copy's accuracy, then again after a masked fine-tune."""
     import torch
-
-    from core.techniques.distill import accuracy, fit
-    from core.techniques.prune import prunable_layers
 
     module = copy.deepcopy(model.torch_module).eval()
     masks = _torch_masks(module, amount, pattern)

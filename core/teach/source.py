@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 
 from core.errors import BadInputError
+from core.io.data import load_data, load_data_bytes
+from core.io.model import load_model, load_model_bytes
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
 # one thread spin-waits: one epoch of digits-cnn took 0.36 s on one thread and 8.7 s on two under load.
@@ -52,9 +54,6 @@ class LearnSource:
         Raises:
             FeatherweightError: the model or data cannot be loaded, or the data does not fit the model.
         """
-        from core.io.data import load_data, load_data_bytes
-        from core.io.model import load_model, load_model_bytes
-
         if self.model_content is not None:
             model = load_model_bytes(self.model_content, self.model_filename or "model.onnx")
         elif self.model_spec:

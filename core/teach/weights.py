@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BadInputError
+from core.spec.recipe import QuantizeConfig
+from core.techniques import Candidate, StepContext, apply_step
 
 # Weight quantization (mirrors onnxruntime.quantization.quant_utils.compute_scale_zp / quantize_nparray)
 
@@ -299,9 +301,6 @@ def check_against_onnxruntime(model, dataset, weight_name: str, *, per_channel: 
     Returns:
         {"codes_equal", "codes_differing", "max_scale_diff", "max_dequantized_diff", "mse_ours", "mse_onnxruntime"}
     """
-    from core.spec.recipe import QuantizeConfig
-    from core.techniques import Candidate, StepContext, apply_step
-
     candidate = apply_step(QuantizeConfig(mode="static", per_channel=per_channel, samples=32),
                            Candidate(onnx_model=model.onnx_model), StepContext(dataset, model))
     theirs = read_quantized_weight(candidate.onnx_model, weight_name)

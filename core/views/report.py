@@ -16,6 +16,8 @@ from core.results.compare import Budget, best_caveats, best_variant, latency_tab
 from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.errors import FeatherweightError
+from core.spec.portable import portable_recipe
 
 CSS = """
 body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;
@@ -259,9 +261,6 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
 
 
 def _recipe_yaml(results: dict) -> str:
-    from core.errors import FeatherweightError
-    from core.spec.portable import portable_recipe
-
     try:
         return portable_recipe(results).to_yaml()
     except FeatherweightError:  # an old or hand-edited results.json: show what is there
