@@ -25,7 +25,7 @@ import numpy as np
 
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 from core.spec.recipe import QuantizeConfig, Recipe, Variant
-from core.spec.checks import check_bool, check_choice, check_range
+from core.spec.checks import check_bool, check_choice, check_keys, check_range
 from core.io import runtime
 from core.io.data import load_data
 from core.io.files import write_atomic
@@ -88,10 +88,7 @@ class SensitivityConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SensitivityConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in sensitivity; allowed: {', '.join(allowed)}")
+        check_keys("sensitivity", data, [f.name for f in dataclasses.fields(cls)])
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
             return cls(**values)

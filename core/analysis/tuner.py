@@ -36,7 +36,7 @@ import numpy as np
 
 from core.errors import BadInputError
 from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
-from core.spec.checks import check_bool, check_choice, check_range
+from core.spec.checks import check_bool, check_choice, check_keys, check_range
 from core.io import runtime
 from core.analysis.diagnose import requantized_excluded
 from core.analysis.sensitivity import SensitivityConfig, quality_drop, scan, top_layers, write_sensitivity
@@ -113,10 +113,7 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TuneConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in tune; allowed: {', '.join(allowed)}")
+        check_keys("tune", data, [f.name for f in dataclasses.fields(cls)])
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         for key in ("max_drop_pt", "budget_s", "max_seconds"):
             if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):

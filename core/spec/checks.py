@@ -49,3 +49,11 @@ def check_range(name: str, value: Any, low: float, high: float, *, low_open=Fals
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise BadInputError(f"{name}={brief_repr(value)} must be true or false")
+
+
+def check_keys(section: str, data: dict, allowed) -> None:
+    """Refuse keys of `data` that are not in `allowed`, naming them and the allowed ones (config dicts of jobs)."""
+    allowed = list(allowed)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise BadInputError(f"unknown key(s) {', '.join(unknown)} in {section}; allowed: {', '.join(allowed)}")

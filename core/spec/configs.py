@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from core.errors import BadInputError
-from core.spec.checks import check_bool, check_range
+from core.spec.checks import check_bool, check_keys, check_range
 
 
 # The characters of a run id (core.jobs.store.RunStore makes and accepts only these).
@@ -54,10 +54,7 @@ class DiagnoseConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiagnoseConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in diagnose; allowed: {', '.join(allowed)}")
+        check_keys("diagnose", data, [f.name for f in dataclasses.fields(cls)])
         if "source_run" not in data or "variants" not in data:
             raise BadInputError("diagnose needs source_run and variants")
         try:
