@@ -54,7 +54,7 @@ def _progress_bar():
 
 
 def cmd_run(args) -> int:
-    from core.jobs.queue import run_recipe_isolated
+    from core.jobs.entries import run_recipe_isolated
 
     # The recipe, model and data are read, and the run executes, in a worker process with resource limits
     # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
@@ -85,7 +85,7 @@ def _print_cost_summary(out_dir: str) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from core.jobs.queue import inspect_isolated
+    from core.jobs.entries import inspect_isolated
 
     card = inspect_isolated(_here(args.model))  # parsed in a worker with resource limits (FEATHERWEIGHT_INSPECT_*)
     print(json.dumps(card, indent=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
 from core.spec.recipe import Recipe
-from core.jobs.store import write_atomic
+from core.io.files import write_atomic
 
 # Session-state keys (one place, so pages and tests agree).
 MODEL_KEY = "fw_model"  # ModelChoice | None
@@ -102,29 +102,26 @@ def safe_filename(name: str, allowed_suffixes: tuple[str, ...]) -> str:
 
 def sample_card(name: str) -> dict:
     """The model card of a bundled sample (loads it, which imports torch: cache the result)."""
-    from core.io.model import load_model, model_card
+    from core.io.model import load_model
+    from core.measure.card import model_card
 
     return model_card(load_model(f"sample:{name}"))
 
 
 def inspect_model_bytes(data: bytes, filename: str) -> dict:
-    """Check an uploaded model and return its card, in an isolated worker when core.jobs.queue offers one.
+    """Check an uploaded model and return its card, in an isolated worker (`core.jobs.entries.inspect_isolated`).
 
     Raises:
         FeatherweightError: the file is rejected (one line saying why).
     """
-    from core.jobs import queue as jobs
+    # core.jobs.entries loads the pipeline and pandas: imported on the first upload, not with every page.
+    from core.jobs.entries import inspect_isolated
 
-    isolated = getattr(jobs, "inspect_isolated", None)
-    if isolated is not None:
-        return isolated(data, filename)
-    from core.io.model import load_model_bytes, model_card
-
-    return model_card(load_model_bytes(data, filename))
+    return inspect_isolated(data, filename)
 
 
 def load_choice_model(choice: ModelChoice):
-    """The `core.io.model.Model` a choice refers to."""
+    """The `core.io.graph.Model` a choice refers to."""
     from core.io.model import load_model, load_model_bytes
 
     if choice.is_upload:
@@ -136,18 +133,19 @@ def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | No
               content: bytes | None = None) -> dict:
     """Load data (a sample, uploaded bytes, or none) against the model and return the dataset summary.
 
-    Uploaded files are parsed in an isolated worker when core.jobs.queue offers one; samples load in this process.
+    Uploaded files are parsed in an isolated worker (`core.jobs.entries.check_data_isolated`); samples load in this
+    process.
 
     Raises:
         FeatherweightError: the data is unreadable or does not fit the model's inputs.
     """
-    from core.jobs import queue as jobs
+    # core.jobs.entries loads the pipeline and pandas: imported on the first upload, not with every page.
+    from core.jobs.entries import check_data_isolated
 
-    isolated = getattr(jobs, "check_data_isolated", None)
-    if isolated is not None and (model_choice.is_upload or content is not None):
-        return isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
-                        content if content is not None else spec, model_filename=model_choice.filename,
-                        data_filename=filename)
+    if model_choice.is_upload or content is not None:
+        return check_data_isolated(model_choice.content if model_choice.is_upload else model_choice.spec,
+                                   content if content is not None else spec, model_filename=model_choice.filename,
+                                   data_filename=filename)
     from core.io.data import load_data, load_data_bytes
 
     model = load_choice_model(model_choice)
@@ -370,20 +368,6 @@ def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
 # Exports
 
 
-def portable_recipe(results: dict) -> Recipe:
-    """The run's recipe as `featherweight run` reproduces it: uploaded files named by their file name (put them
-    next to the recipe), samples unchanged."""
-    recipe = Recipe.from_dict(dict(results.get("recipe") or {}))
-
-    def portable(spec):
-        if spec and not spec.startswith("sample:"):
-            return Path(spec).name
-        return spec
-
-    return recipe.replace(model=portable(recipe.model or results.get("model")),
-                          data=portable(recipe.data if recipe.data is not None else results.get("data")))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # What survives a reload and a server restart: the session's model, data and recipe, saved per owner
 
@@ -512,9 +496,9 @@ def learn_sources(state: Mapping, *, spec_key: str, default: str) -> tuple[dict,
     The key names the model and the data it is explained on (an upload by its digest), so two sessions with the
     same choice share cached views and a different dataset never reuses another's.
     """
-    # Here, not at the top: the explainers pull in pandas and onnx, which the dashboard's first render and the
+    # Here, not at the top: the teach sources pull in onnx and the samples, which the dashboard's first render and the
     # workers that import this module do not need.
-    from core.teach.explainers import LearnSource, learnable_samples, sample_source
+    from core.teach.source import LearnSource, learnable_samples, sample_source
 
     out: dict[str, LearnSource] = {}
     warnings: list[str] = []

@@ -7,11 +7,13 @@ import math
 
 import streamlit as st
 
+from core import format as fmt
 from core.views import charts as viz
 from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant,
-                          layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant, why_no_speedup,
-                          within_budget)
-from core.results.cost import DEFAULT_DEVICES, variants_fitting
+                                  layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
+                                  within_budget)
+from core.results.explain import why_no_speedup
+from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.results.table import batch_sizes_of, quality_caption
 from core.jobs.store import ACTIVE
@@ -57,7 +59,7 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
                           step, key=f"budget.lat.{run_id}.{batch_size}", format=_format(step),
                           help="Variants slower than this are greyed out.")
         budget["max_latency_ms"] = None if value >= _ceil(top, step) else value
-    unit, scale = viz.size_unit(rows["size_bytes"].max())
+    unit, scale = fmt.size_unit(rows["size_bytes"].max())
     top = float(rows["size_bytes"].max()) / scale * 1.05
     step = _step(top)
     value = c2.slider(f"Max size ({unit})", 0.0, _ceil(top, step), _ceil(top, step), step, format=_format(step),
@@ -110,14 +112,14 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
     row = frame[frame["name"] == name].iloc[0]
     drop, drop_label = quality_drop_pt(frame[frame["name"] == name])
     c = st.columns(4)
-    c[0].metric("Size", viz.format_bytes(row["size_bytes"]), f"{viz.format_ratio(row['x_smaller'])} smaller",
+    c[0].metric("Size", fmt.format_bytes(row["size_bytes"]), f"{fmt.format_ratio(row['x_smaller'])} smaller",
                 delta_color="off", delta_arrow="off")
-    c[1].metric(f"p50 at batch {batch_size}", viz.format_ms(row.get(f"p50_ms_bs{batch_size}")),
-                f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
+    c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
+                f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
                 delta_arrow="off")
     change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
     if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
-        c[2].metric("Accuracy", viz.format_pct(row["accuracy"]),
+        c[2].metric("Accuracy", fmt.format_pct(row["accuracy"]),
                     None if change is None or abs(change) < 0.005 else f"{change:+.2f} pt",
                     help="Change in percentage points vs the baseline")
     else:
@@ -194,7 +196,7 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                objective: str) -> None:
     """Downloads: the selected variant's model, the recipe, the results CSV and the HTML report."""
     from core.views.report import build_report
-    from core.session import portable_recipe
+    from core.spec.portable import portable_recipe
 
     run_dir = services.run_dir(run_id)
     v = variant(results, name) if name else None
@@ -302,8 +304,8 @@ else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
     caveats = best_caveats(frame, best, batch_size)
-    text = (f"**Best within budget ({objective}): {best}** — {viz.format_ratio(row['x_smaller'])} smaller, "
-            f"{viz.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
+    text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
+            f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
             f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
     if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
         st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.results import cost
+from core.results import assumptions, cost
+from core.results import devices as device_profiles
+from core.views import cost as cost_view
 from core.errors import FeatherweightError
 from ui import services
 from ui.run_picker import run_picker_ui
@@ -21,13 +23,13 @@ RESET_ASSUMPTIONS_KEY = "cost_reset_assumptions"
 RESET_DEVICES_KEY = "cost_reset_devices"
 ALL_VARIANTS = "All variants"
 DEFAULTS = {
-    state_keys.COST_PRICING_KEY: cost.PRICING_MODES[0],
-    state_keys.COST_PRICE_KEY: cost.DEFAULT_PRICE_PER_CORE_HOUR_USD,
-    state_keys.COST_INSTANCE_PRICE_KEY: cost.DEFAULT_INSTANCE_PRICE_USD,
-    state_keys.COST_CORES_KEY: cost.DEFAULT_INSTANCE_CORES,
-    state_keys.COST_WATTS_KEY: cost.DEFAULT_WATTS_PER_CORE,
-    state_keys.COST_GRID_KEY: cost.DEFAULT_GRID_G_PER_KWH,
-    state_keys.COST_RPS_KEY: cost.DEFAULT_REQUESTS_PER_SECOND,
+    state_keys.COST_PRICING_KEY: assumptions.PRICING_MODES[0],
+    state_keys.COST_PRICE_KEY: assumptions.DEFAULT_PRICE_PER_CORE_HOUR_USD,
+    state_keys.COST_INSTANCE_PRICE_KEY: assumptions.DEFAULT_INSTANCE_PRICE_USD,
+    state_keys.COST_CORES_KEY: assumptions.DEFAULT_INSTANCE_CORES,
+    state_keys.COST_WATTS_KEY: assumptions.DEFAULT_WATTS_PER_CORE,
+    state_keys.COST_GRID_KEY: assumptions.DEFAULT_GRID_G_PER_KWH,
+    state_keys.COST_RPS_KEY: assumptions.DEFAULT_REQUESTS_PER_SECOND,
 }
 
 
@@ -37,23 +39,23 @@ def _reset_assumptions() -> None:
 
 
 def _reset_devices() -> None:
-    st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+    st.session_state[state_keys.COST_DEVICES_KEY] = device_profiles.devices_to_rows(device_profiles.DEFAULT_DEVICES)
     st.session_state.pop(DEVICE_EDITOR_KEY, None)
 
 
-def assumptions_ui() -> cost.CostAssumptions | None:
+def assumptions_ui() -> assumptions.CostAssumptions | None:
     """The editable prices, power, grid intensity and traffic; None (with the error shown) when invalid."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     st.markdown("##### Assumptions")
     st.caption("These are assumptions, not measurements: the defaults are public figures (sources in each "
                "field's help and in the README). Edit them to your own prices and power.")
-    mode = st.radio("Price", cost.PRICING_MODES, key=state_keys.COST_PRICING_KEY, horizontal=True,
+    mode = st.radio("Price", assumptions.PRICING_MODES, key=state_keys.COST_PRICING_KEY, horizontal=True,
                     help="Price a core-hour directly, or an instance-hour divided by the instance's cores.")
     c1, c2, c3, c4, c5 = st.columns(5)
-    if mode == cost.PRICING_MODES[0]:
+    if mode == assumptions.PRICING_MODES[0]:
         price = c1.number_input("USD per core-hour", min_value=0.0, step=0.005, format="%.4f",
-                                key=state_keys.COST_PRICE_KEY, help=cost.SOURCES["price_per_core_hour_usd"])
+                                key=state_keys.COST_PRICE_KEY, help=assumptions.SOURCES["price_per_core_hour_usd"])
         cores = int(st.session_state[state_keys.COST_CORES_KEY])
     else:
         instance = c1.number_input("USD per instance-hour", min_value=0.0, step=0.01, format="%.4f",
@@ -66,25 +68,25 @@ def assumptions_ui() -> cost.CostAssumptions | None:
         price = instance / cores
         c1.caption(f"= ${price:.4f} per core-hour")
     watts = c3.number_input("Watts per busy core", min_value=0.0, step=0.5, format="%.2f", key=state_keys.COST_WATTS_KEY,
-                            help=cost.SOURCES["watts_per_core"])
+                            help=assumptions.SOURCES["watts_per_core"])
     grid = c4.number_input("Grid gCO2/kWh", min_value=0.0, step=25.0, format="%.0f",
-                           key=state_keys.COST_GRID_KEY, help=cost.SOURCES["grid_g_per_kwh"])
+                           key=state_keys.COST_GRID_KEY, help=assumptions.SOURCES["grid_g_per_kwh"])
     rps = c5.number_input("Requests per second", min_value=0.0, step=10.0, format="%.1f", key=state_keys.COST_RPS_KEY,
-                          help=cost.SOURCES["requests_per_second"] + "; a month is " + cost.SOURCES["hours_per_month"])
+                          help=assumptions.SOURCES["requests_per_second"] + "; a month is " + assumptions.SOURCES["hours_per_month"])
     st.button("Reset assumptions to defaults", on_click=_reset_assumptions, icon=":material/restart_alt:",
               key=RESET_ASSUMPTIONS_KEY)
     try:
-        return cost.CostAssumptions(price_per_core_hour_usd=float(price), cores=cores, watts_per_core=float(watts),
+        return assumptions.CostAssumptions(price_per_core_hour_usd=float(price), cores=cores, watts_per_core=float(watts),
                                     grid_g_per_kwh=float(grid), requests_per_second=float(rps))
     except FeatherweightError as exc:
         st.error(str(exc))
         return None
 
 
-def devices_ui() -> list[cost.DeviceProfile]:
+def devices_ui() -> list[device_profiles.DeviceProfile]:
     """The editable table of target devices; returns the valid ones (bad rows are named and skipped)."""
     if state_keys.COST_DEVICES_KEY not in st.session_state:
-        st.session_state[state_keys.COST_DEVICES_KEY] = cost.devices_to_rows(cost.DEFAULT_DEVICES)
+        st.session_state[state_keys.COST_DEVICES_KEY] = device_profiles.devices_to_rows(device_profiles.DEFAULT_DEVICES)
     st.markdown("##### Target devices")
     st.caption("Rough, illustrative profiles (derivations in the README): edit a cell, add a row for your "
                "device. Weight memory is a separate store for weights (a microcontroller's flash); leave it "
@@ -110,7 +112,7 @@ def devices_ui() -> list[cost.DeviceProfile]:
             "bandwidth_gbps": st.column_config.NumberColumn("Bandwidth (GB/s)", min_value=0.0,
                                                             help="Sustained memory bandwidth"),
         })
-    devices, errors = cost.devices_from_rows(edited.to_dict("records"))
+    devices, errors = device_profiles.devices_from_rows(edited.to_dict("records"))
     for error in errors:
         st.warning(f"Device table: {error}. That row is left out.")
     st.button("Reset devices", on_click=_reset_devices, icon=":material/restart_alt:", key=RESET_DEVICES_KEY)
@@ -213,7 +215,7 @@ def cost_page() -> None:
             config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
                 f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
         st.dataframe(shown[columns], hide_index=True, width="stretch", column_config=config)
-        st.plotly_chart(cost.cost_figure(frame, device=device), width="stretch")
+        st.plotly_chart(cost_view.cost_figure(frame, device=device), width="stretch")
     with st.expander("Device fit, variant by variant (estimates)"):
         st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
                    "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "

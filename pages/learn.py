@@ -12,7 +12,7 @@ from core.teach import explainers as learn
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
 from core.session import learn_sources
-from core.views.charts import format_bytes, format_count
+from core.format import format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
 from ui.run_picker import run_picker_ui

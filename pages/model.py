@@ -129,12 +129,13 @@ def card_ui(model) -> None:
     """The model card: headline numbers, inputs/outputs, op types and the per-layer table."""
     import pandas as pd
 
+    from core import format as fmt
     from core.views import charts as viz
 
     card = model.card
     cols = st.columns(5)
-    cols[0].metric("Parameters", viz.format_count(card.get("params")), help=f"{card.get('params', 0):,} weights")
-    cols[1].metric("File size", viz.format_bytes(card.get("size_bytes")),
+    cols[0].metric("Parameters", fmt.format_count(card.get("params")), help=f"{card.get('params', 0):,} weights")
+    cols[1].metric("File size", fmt.format_bytes(card.get("size_bytes")),
                    help=f"{card.get('size_bytes', 0):,} bytes as ONNX")
     cols[2].metric("Nodes", f"{card.get('nodes', 0):,}")
     cols[3].metric("Format", card.get("format", "–"), help=f"opset {card.get('opset')}, IR {card.get('ir_version')}")

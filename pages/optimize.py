@@ -11,6 +11,7 @@ from core.errors import FeatherweightError
 from core.jobs.queue import CANCEL_FLAG
 from core.spec.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, preset_recipe, run_seconds,
                           slow_batch_sizes)
+from core.spec.labels import steps_label
 from core.spec.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, RUN_KEY,
                           choose_sample_data, choose_sample_model, digest_of, live_elapsed_s)
@@ -81,17 +82,9 @@ def _add_variant() -> None:
 def _variant_summary(variant: Variant, key: str | None = None) -> str:
     """The variant's steps in a few words; with its form's `key`, as its widgets hold them now (the expander's
     title is drawn before them, and would otherwise show the previous run's values)."""
-    parts = []
     steps = variant.steps if key is None else [
         forms.current_step(step, f"{key}.{i}.{step.technique}") for i, step in enumerate(variant.steps)]
-    for s in steps:
-        if s.technique == "quantize":
-            parts.append(f"quantize {s.mode}")
-        elif s.technique == "prune":
-            parts.append(f"prune {s.method} {s.amount:.0%}")
-        elif s.technique == "distill":
-            parts.append(f"distill ×{s.width:g} width")
-    return " → ".join(parts) or "no steps"
+    return steps_label(steps, " → ") if steps else "no steps"
 
 
 def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:

@@ -25,7 +25,7 @@ class SampleModel:
     input_shape: tuple  # per-sample shape, without the batch axis
     description: str
     extra: str | None = None  # pip extra that must be installed to use it
-    load_model: Callable | None = None  # () -> core.io.model.Model, for samples with their own loader
+    load_model: Callable | None = None  # () -> core.io.graph.Model, for samples with their own loader
     train: Callable | None = None  # () -> None: rebuild the shipped weights (python -m sample_models.train)
     probe: Callable | None = None  # () -> bool: whether the extra is installed
 

@@ -134,7 +134,7 @@ def load_model():
     """``sample:minilm`` as a Model: the cached ONNX export (exported on first use, about 10 s)."""
     import onnx
 
-    from core.io.model import Model
+    from core.io.graph import Model
 
     _require_extra("sample:minilm")
     cached = cached_onnx_path()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from core.io.model import Model
+from core.io.graph import Model
 from core.techniques import Candidate, StepContext, apply_step
 
 

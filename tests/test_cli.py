@@ -272,7 +272,7 @@ def test_missing_recipe_names_the_absolute_path_it_tried(tmp_path):
 def test_isolated_workers_resolve_paths_where_their_caller_runs(tmp_path, monkeypatch):
     """A worker starts in its caller's working directory, so a relative path means the same file in both, and a
     module file there (onnx.py) does not shadow the real package in the worker."""
-    from core.jobs.queue import inspect_isolated
+    from core.jobs.entries import inspect_isolated
 
     mydir = tmp_path / "mydir"
     _write_contrib_model(mydir / "models")

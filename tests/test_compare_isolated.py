@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core.results.compare import side_by_side, side_by_side_isolated
+from core.analysis.side_by_side import side_by_side, side_by_side_isolated
 from core.errors import FeatherweightError
-from core.pipeline.run import load_results, run_recipe
+from core.pipeline.build import load_results
+from core.pipeline.run import run_recipe
 from core.spec.recipe import Recipe
 
 RECIPE = """model: sample:digits-mlp

@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core.io.data import load_data
-from core.io.model import load_model_bytes, model_card
+from core.io.model import load_model_bytes
+from core.measure.card import model_card
 from core.io.repair import fold_constants
 from core.spec.recipe import PruneConfig, QuantizeConfig
 from onnx_graphs import runtime_weights_classifier

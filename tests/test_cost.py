@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core.results import cost
-from core.results.cost import (CostAssumptions, DeviceProfile, EnergyCounter, co2_grams, cost_frame, cost_per_million,
-                       device_fit, devices_from_rows, devices_to_rows, energy_per_inference, fits,
-                       model_compute_profile, monthly_cost, monthly_saving)
+from core.results import assumptions, cost
+from core.results import devices as device_profiles
+from core.views import cost as views_cost
+from core.results.assumptions import CostAssumptions
+from core.results.cost import cost_frame, cost_per_million, monthly_cost, monthly_saving
+from core.results.devices import DeviceProfile, device_fit, devices_from_rows, devices_to_rows, fits
+from core.measure.energy import EnergyCounter
+from core.results.energy import co2_grams, energy_per_inference
+from core.measure.compute import model_compute_profile
 from core.errors import BadInputError
+from core.format import round_significant
 
 # --------------------------------------------------------------------------------------------------------------
 # Money
@@ -33,8 +39,8 @@ def test_results_are_rounded_to_four_significant_figures():
     """$0.044625 per core-hour at 3 inferences/s: 92.59 core-hours per million -> $4.132 (4 significant figures)."""
     value = cost_per_million(3.0, CostAssumptions())
     assert value == 4.132
-    assert cost._round_sig(0.000123456) == 0.0001235 and cost._round_sig(123456.0) == 123500.0
-    assert cost._round_sig(0) == 0.0 and cost._round_sig(float("nan")) is None
+    assert round_significant(0.000123456) == 0.0001235 and round_significant(123456.0) == 123500.0
+    assert round_significant(0) == 0.0 and round_significant(float("nan")) is None
 
 
 def test_instance_price_is_divided_by_its_cores_and_defaults_match_the_stated_source():
@@ -45,7 +51,7 @@ def test_instance_price_is_divided_by_its_cores_and_defaults_match_the_stated_so
     default = CostAssumptions()
     assert default.price_per_core_hour_usd == pytest.approx(0.08925 / 2)
     assert default.grid_g_per_kwh == 475 and default.watts_per_core == 3.5
-    assert "c7i.large" in cost.SOURCES["price_per_core_hour_usd"] and "IEA" in cost.SOURCES["grid_g_per_kwh"]
+    assert "c7i.large" in assumptions.SOURCES["price_per_core_hour_usd"] and "IEA" in assumptions.SOURCES["grid_g_per_kwh"]
     assert CostAssumptions.from_dict({"watts_per_core": 2.0, "unknown": 1}).watts_per_core == 2.0
 
 
@@ -164,7 +170,7 @@ class _TickingCounter(EnergyCounter):
 def test_benchmark_records_cpu_time_and_switches_between_measured_and_estimated(tmp_path):
     """benchmark() records CPU ms per sample always and joules per sample only when counters are readable."""
     from core.measure.quality import benchmark
-    from core.io.model import graph_inputs
+    from core.io.graph import graph_inputs
 
     _zone(tmp_path / "rapl", "intel-rapl:0", "package-0", 0)
     model = _conv_model()
@@ -261,7 +267,7 @@ def test_qdq_conv_counts_as_int8_and_its_folded_weights_are_not_activations():
 
 def test_roofline_estimate_is_the_slower_of_compute_and_memory():
     """1 G float MACs at 10 GFLOPS = 200 ms; 1 GB at 10 GB/s = 100 ms: 200 ms, compute-bound."""
-    device = DeviceProfile("d", 10_000 * cost.MB, int8_gops=40.0, fp32_gflops=10.0, bandwidth_gbps=10.0)
+    device = DeviceProfile("d", 10_000 * device_profiles.MB, int8_gops=40.0, fp32_gflops=10.0, bandwidth_gbps=10.0)
     profile = {"int8_macs": 0, "float_macs": 1e9, "weight_bytes": 10, "peak_activation_bytes": 10,
                "bytes_moved": 1e9}
     fit = device_fit(profile, device)
@@ -272,9 +278,9 @@ def test_roofline_estimate_is_the_slower_of_compute_and_memory():
 
 def test_fit_checks_memory_and_a_separate_weight_store():
     """Weights + activations must fit shared memory; with flash, weights and activations are checked apart."""
-    shared = DeviceProfile("board", 1 * cost.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
-    mcu = DeviceProfile("mcu", 1 * cost.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1,
-                        weight_memory_bytes=2 * cost.MB)
+    shared = DeviceProfile("board", 1 * device_profiles.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
+    mcu = DeviceProfile("mcu", 1 * device_profiles.MB, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1,
+                        weight_memory_bytes=2 * device_profiles.MB)
     row = {"weight_bytes": 900_000, "peak_activation_bytes": 200_000}
     assert not fits(row, shared) and fits(row, mcu)
     assert "1.1 MB > memory 1 MB" in device_fit(row, shared)["reason"]
@@ -285,8 +291,8 @@ def test_fit_checks_memory_and_a_separate_weight_store():
 
 def test_device_rows_round_trip_and_bad_rows_are_reported():
     """Default devices survive the editor's units; a row without a name or with zero bandwidth is named."""
-    devices, errors = devices_from_rows(devices_to_rows(cost.DEFAULT_DEVICES))
-    assert devices == list(cost.DEFAULT_DEVICES) and errors == []
+    devices, errors = devices_from_rows(devices_to_rows(device_profiles.DEFAULT_DEVICES))
+    assert devices == list(device_profiles.DEFAULT_DEVICES) and errors == []
     rows = [{"name": "ok", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 1},
             {"name": "", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 1},
             {"name": "slow", "memory_mb": 4, "int8_gops": 1, "fp32_gflops": 1, "bandwidth_gbps": 0},
@@ -356,13 +362,13 @@ def test_cost_figure_marks_measured_and_estimated_and_greys_what_does_not_fit():
     """Filled markers for measured energy, open for estimated; variants that do not fit the device are grey."""
     tiny = DeviceProfile("tiny", 200_000, int8_gops=1, fp32_gflops=1, bandwidth_gbps=1)
     frame = cost_frame(_results(measured=True), CostAssumptions(), [tiny])
-    fig = cost.cost_figure(frame, device="tiny")
+    fig = views_cost.cost_figure(frame, device="tiny")
     by_name = {t.name: t for t in fig.data}
     assert set(by_name) == {"energy measured", "energy estimated"}
     assert by_name["energy estimated"].marker.symbol == "circle-open"
     assert by_name["energy measured"].marker.color[0] == cost_figure_grey()  # baseline: 630 kB > 200 kB
     assert by_name["energy estimated"].marker.color[0] != cost_figure_grey()
-    assert not cost.cost_figure(frame.iloc[0:0]).data
+    assert not views_cost.cost_figure(frame.iloc[0:0]).data
 
 
 def cost_figure_grey():
@@ -408,7 +414,7 @@ def test_profile_from_artifact_parses_in_a_worker_and_only_inside_the_run(tmp_pa
     (run_dir / "variants" / "baseline").mkdir(parents=True)
     onnx.save(digits_mlp.onnx_model, run_dir / "variants" / "baseline" / "model.onnx")
     onnx.save(digits_mlp.onnx_model, tmp_path / "outside.onnx")
-    expected = cost.model_compute_profile(digits_mlp.onnx_model)
+    expected = model_compute_profile(digits_mlp.onnx_model)
 
     def refused(*args, **kwargs):
         raise AssertionError("onnx.load called in the server process")

@@ -7,7 +7,8 @@ import torch
 
 from core.io.data import Dataset, Split, load_data
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.model import Model, export_onnx
+from core.io.graph import Model
+from core.io.model import export_onnx
 from core.pipeline.run import run
 from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.techniques import Cancelled

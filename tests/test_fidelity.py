@@ -27,7 +27,8 @@ def test_a_near_uniform_random_classifier_has_no_clear_samples_rather_than_readi
     import torch
 
     from core.io.data import load_data
-    from core.io.model import Model, export_onnx
+    from core.io.graph import Model
+    from core.io.model import export_onnx
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(),
@@ -104,7 +105,7 @@ def test_table_csv_and_report_carry_the_fidelity_columns_and_say_which_split(dig
 
 def test_side_by_side_shows_the_flipped_samples_first(digits_run):
     """Compare's side by side searches the whole test split and puts the samples whose top-1 changed first."""
-    from core.results.compare import side_by_side
+    from core.analysis.side_by_side import side_by_side
 
     out, results = digits_run
     flips = results["variants"][1]["flips"]["count"]

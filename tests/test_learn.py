@@ -10,7 +10,8 @@ from onnx import numpy_helper
 
 from core.teach import explainers as learn
 from core.errors import BadInputError
-from core.io.model import Model, model_card
+from core.io.graph import Model
+from core.measure.card import model_card
 from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext
 from core.techniques.quantize import gemm_to_matmul, quantize
@@ -386,7 +387,7 @@ def test_run_baseline_proto_reads_only_files_inside_the_run(tmp_path, digits_mlp
 
 def test_explainer_views_from_the_worker_equal_the_in_process_ones(digits_cnn, digits_cnn_data):
     """Through explain_isolated, a sample's views come back bit for bit: arrays, frames and weight tensors."""
-    from core.jobs.queue import explain_isolated
+    from core.jobs.entries import explain_isolated
 
     source = learn.sample_source("sample:digits-cnn")
     stats: dict = {}
@@ -408,7 +409,7 @@ def test_explainer_views_from_the_worker_equal_the_in_process_ones(digits_cnn, d
 
 def test_live_distillation_in_a_worker_streams_every_point(digits_mlp, digits_mlp_data):
     """The worker sends each epoch's points as they come, and they equal an in-process run's."""
-    from core.jobs.queue import explain_isolated
+    from core.jobs.entries import explain_isolated
 
     settings = {"width": 0.25, "temperature": 4.0, "alpha": 0.7, "epochs": 2, "train_samples": 100}
     seen: list = []
@@ -419,7 +420,7 @@ def test_live_distillation_in_a_worker_streams_every_point(digits_mlp, digits_ml
 
 def test_explainer_worker_refuses_a_hostile_upload_with_one_line(tmp_path):
     """Uploaded bytes go to the worker; a corrupt file comes back as one BadInputError, the server untouched."""
-    from core.jobs.queue import explain_isolated
+    from core.jobs.entries import explain_isolated
 
     source = learn.LearnSource(key="upload:x", label="broken.onnx", model_filename="broken.onnx",
                                model_content=b"\x08\x07not a model")

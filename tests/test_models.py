@@ -9,9 +9,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.measure.quality import make_session
-from core.io.model import (LoadLimits, ensure_opset, export_onnx, load_model, load_model_bytes, model_card,
-                         onnx_opset, validate_onnx_bytes)
+from core.io.runtime import make_session
+from core.io.safety import LoadLimits, validate_onnx_bytes
+from core.io.model import ensure_opset, export_onnx, load_model, load_model_bytes
+from core.measure.card import model_card
+from core.io.graph import onnx_opset
 
 
 def _tiny_onnx(opset=17, batch="batch"):
@@ -145,7 +147,7 @@ def test_export_failure_is_an_unsupported_model_error():
 def test_the_export_command_in_the_hint_writes_one_file_we_accept(tmp_path, monkeypatch):
     """The command the pickle refusal suggests, run with torch 2.13, writes model.onnx alone (no model.onnx.data,
     which would be refused as external data), and that file loads (the old hint led to a second refusal)."""
-    from core.io.model import EXPORT_COMMAND, EXPORT_HINT
+    from core.io.safety import EXPORT_COMMAND, EXPORT_HINT
 
     class MyCNN(torch.nn.Module):
         def __init__(self):

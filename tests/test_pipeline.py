@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from core.io.data import load_data
-from core.pipeline.run import load_results, run, run_recipe
+from core.pipeline.build import load_results
+from core.pipeline.run import run, run_recipe
 from core.spec.recipe import QuantizeConfig, Recipe, Variant
 
 CONTRACT_KEYS = {"name", "status", "error", "steps", "size_bytes", "params", "accuracy", "agreement",
@@ -50,7 +51,7 @@ def _conv_only_model():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    from core.io.model import Model
+    from core.io.graph import Model
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 1, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["y"], name="conv")], "g",

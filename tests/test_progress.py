@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from core.measure import quality as measure
-from core.io.model import graph_inputs
+from core.io.graph import graph_inputs
 from core.pipeline.run import run_recipe
 from core.spec.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
 from core.session import live_elapsed_s

@@ -7,7 +7,8 @@ from torch import nn
 
 from core.io.data import Dataset, Split
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.model import Model, export_onnx
+from core.io.graph import Model
+from core.io.model import export_onnx
 from core.pipeline.run import run
 from core.spec.recipe import PruneConfig, QuantizeConfig, Recipe, Variant, step_from_dict
 from core.techniques import Cancelled

@@ -6,8 +6,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core.errors import UnsupportedModelError
-from core.measure.quality import logical_params, make_session, run_batched
-from core.io.model import Model
+from core.measure.quality import logical_params
+from core.io.runtime import make_session, run_batched
+from core.io.graph import Model
 from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext, apply_step
 from core.techniques.quantize import gemm_to_matmul

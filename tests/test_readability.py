@@ -60,7 +60,7 @@ def test_report_table_scrolls_inside_the_page_and_counts_variants_without_baseli
 
 def test_display_table_has_one_size_format_and_no_none():
     """The dashboard table writes sizes as format_bytes does ("160 kB") and leaves a failed row's numbers empty."""
-    from core.views.charts import format_bytes
+    from core.format import format_bytes
     from ui.tables import display_frame
 
     frame = results_frame(synthetic_results())
@@ -109,7 +109,7 @@ def test_pareto_with_one_winner_still_draws_the_frontier():
 
 def test_cost_chart_writes_dollars_not_si_prefixes():
     """The Cost chart's dollar axis has a $ prefix and no SI format ("100μ" dollars), and labels stay inside."""
-    from core.results import cost
+    from core.views import cost as views_cost
 
     frame = pd.DataFrame({"name": ["baseline", "int8", "fp16"], "status": ["ok"] * 3,
                           "usd_per_million": [0.0004, 0.0001, 0.00011], "energy_mj": [3.0, 1.0, 1.05],
@@ -117,7 +117,7 @@ def test_cost_chart_writes_dollars_not_si_prefixes():
                           "monthly_saving_usd": [0.0, 0.7, 0.65], "gco2_per_million": [1.0, 0.3, 0.3],
                           "weight_bytes": [600_000, 150_000, 300_000], "energy_assumption": ["3.5 W"] * 3,
                           "batch_size": [256] * 3})
-    fig = cost.cost_figure(frame)
+    fig = views_cost.cost_figure(frame)
     axis = fig.layout.xaxis
     assert axis.tickprefix == "$" and "s" not in (axis.tickformat or "s")
     trace = fig.data[0]
@@ -126,7 +126,7 @@ def test_cost_chart_writes_dollars_not_si_prefixes():
 
 def test_dollars_never_in_scientific_notation():
     """Tiny costs per million read as decimals ("$0.0000787"), not "$7.872e-05" (or "100μ")."""
-    from core.views.charts import format_usd
+    from core.format import format_usd
 
     assert format_usd(7.872e-05) == "$0.0000787"
     assert format_usd(0.0003377) == "$0.000338"

@@ -23,7 +23,8 @@ def fragile():
     import torch
 
     from core.io.data import load_data
-    from core.io.model import Model, export_onnx, load_sample_module
+    from core.io.graph import Model
+    from core.io.model import export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():
@@ -82,7 +83,7 @@ def test_the_scan_scores_on_validation_and_never_reads_the_test_labels(fragile):
 
 
 def test_prune_scan_through_torch_and_through_onnx_agree(digits_mlp, digits_mlp_data):
-    from core.io.model import Model
+    from core.io.graph import Model
 
     config = SensitivityConfig(technique="prune", amount=0.5, amounts=(0.2, 0.95), max_samples=300)
     torch_result = scan(digits_mlp, digits_mlp_data, config)

@@ -12,7 +12,9 @@ import time
 import pytest
 
 from core.errors import BadInputError
-from core.jobs.store import WORKER_MARKER, RunStore, write_atomic
+from core.io.sandbox import WORKER_MARKER
+from core.jobs.store import RunStore
+from core.io.files import write_atomic
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -29,7 +29,7 @@ def minilm():
 
 
 def _embed(model, sentences, length=SEQUENCE):
-    from core.measure.quality import make_session
+    from core.io.runtime import make_session
 
     feed = text.tokenize(sentences, length)
     return make_session(model.onnx_bytes()).run(None, feed)[0]
@@ -68,7 +68,8 @@ def test_bundled_sentences_are_distinct_pairs():
 def test_export_names_shapes_and_matches_sentence_transformers(minilm):
     """int64 input_ids / attention_mask with symbolic batch and sequence in, a normalized 384-d
     sentence_embedding out, the same as sentence-transformers, and padding changes nothing."""
-    from core.io.model import model_card, task_of
+    from core.measure.card import model_card
+    from core.io.graph import task_of
 
     assert [(s.name, s.shape, s.dtype) for s in minilm.inputs] == [
         ("input_ids", ("batch", "sequence"), "int64"), ("attention_mask", ("batch", "sequence"), "int64")]
@@ -147,7 +148,7 @@ def test_keeping_matmuls_in_float_never_loses_cosine_and_all_of_them_is_fp32(min
     import copy
 
     from core.io.data import load_data
-    from core.measure.quality import make_session, run_batched
+    from core.io.runtime import make_session, run_batched
     from core.spec.recipe import QuantizeConfig
     from core.techniques import Candidate, StepContext, apply_step
 

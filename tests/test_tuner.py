@@ -9,6 +9,7 @@ import pytest
 from core.errors import BadInputError
 from core.spec.recipe import Recipe
 from core.analysis.tuner import TuneConfig, load_tune_log, paired_speedup, tune
+from core.io import runtime
 
 QUICK = dict(runs=5, max_seconds=0.3, warmup=1, batch_size=32)
 
@@ -17,7 +18,8 @@ def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
     import torch
 
     from core.io.data import load_data
-    from core.io.model import Model, export_onnx, load_sample_module
+    from core.io.graph import Model
+    from core.io.model import export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():  # as in test_sensitivity: layer 3 cannot survive int8 weights
@@ -96,7 +98,8 @@ def test_best_yaml_reproduces_the_best_variant_with_featherweight_run(tmp_path, 
 def _fragile_onnx_only(tmp_path):
     import torch
 
-    from core.io.model import Model, export_onnx, load_sample_module
+    from core.io.graph import Model
+    from core.io.model import export_onnx, load_sample_module
 
     module = load_sample_module("digits-mlp")
     with torch.no_grad():  # as in test_sensitivity: plain int8 rounds layer 3's real weights to zero
@@ -151,13 +154,13 @@ def test_the_tuner_judges_the_budget_on_validation_and_reports_on_the_untouched_
 def model_predictions(model, x: dict) -> np.ndarray:
     from core.measure import quality as measure
 
-    return measure.run_batched(measure.make_session(model.onnx_bytes()), x)[0].argmax(axis=1)
+    return runtime.run_batched(runtime.make_session(model.onnx_bytes()), x)[0].argmax(axis=1)
 
 
 def test_paired_speedup_of_a_model_against_itself_is_about_one(digits_mlp, digits_mlp_data):
     from core.measure import quality as measure
 
-    session = measure.make_session(digits_mlp.onnx_bytes())
+    session = runtime.make_session(digits_mlp.onnx_bytes())
     feed = measure.batch_inputs(digits_mlp_data.eval.x, digits_mlp.inputs, 64)
     assert 0.5 < paired_speedup(session, session, feed, runs=10, max_seconds=0.5) < 2.0
 

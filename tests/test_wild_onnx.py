@@ -8,9 +8,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from core.io.data import load_data, synthetic_inputs
 from core.errors import BadInputError
-from core.measure.quality import make_session, retrieval_accuracy, run_batched
-from core.io.model import Model, ensure_opset, graph_inputs, load_model_bytes, model_card, onnx_opset, task_of
-from core.io.repair import fixed_batch_size, make_batch_symbolic
+from core.io.runtime import make_session, run_batched
+from core.measure.quality import retrieval_accuracy
+from core.io.graph import Model, graph_inputs, onnx_opset, task_of
+from core.io.model import ensure_opset, load_model_bytes
+from core.measure.card import model_card
+from core.io.graph import fixed_batch_size
+from core.io.repair import make_batch_symbolic
 from core.pipeline.run import run
 from core.spec.recipe import BenchmarkConfig, QuantizeConfig, Recipe, Variant
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from core.jobs.queue import explain_isolated
+from core.jobs.entries import explain_isolated
 
 # Views slow enough to say what they are doing while they compute (the others take well under a second).
 SPINNERS = {"facts": "Loading the model…", "onnxruntime_check": "Quantizing with onnxruntime…",

@@ -17,7 +17,8 @@ import streamlit as st
 from core.errors import BadInputError
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
-from core.jobs.store import ACTIVE, RunStore, default_root, write_atomic
+from core.jobs.store import ACTIVE, RunStore, default_root
+from core.io.files import write_atomic
 
 XSRF_COOKIE = "_streamlit_xsrf"
 SERVER_FILE = "server.json"  # in the store root: which process serves it, and how many runners it started
@@ -370,7 +371,7 @@ def run_latency(run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
-    from core.results.compare import side_by_side_isolated
+    from core.analysis.side_by_side import side_by_side_isolated
 
     return side_by_side_isolated(Path(root) / "runs" / run_id, variant, count)  # user models: in a worker
 
@@ -468,7 +469,7 @@ def runs_with_variants() -> list:
 
 @st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
 def _run_estimates(root: str, run_id: str, mtime: float, _runs):
-    from core.jobs.queue import run_estimates_isolated
+    from core.jobs.entries import run_estimates_isolated
 
     return run_estimates_isolated(_runs, run_id, _runs.results(run_id) or {})  # the run's model: in a worker
 

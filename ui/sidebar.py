@@ -40,7 +40,7 @@ def sidebar_ui() -> None:
         if model is None:
             st.caption("None yet — pick a sample or upload one on the **Model** page.")
         else:
-            from core.views.charts import format_bytes, format_count  # pandas + plotly: not on the first render's path
+            from core.format import format_bytes, format_count
 
             card = model.card
             st.markdown(f"**{escape_markdown(model.label)}**  \n{format_count(card.get('params'))} params · "

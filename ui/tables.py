@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.results.compare import quality_drop_pt
-from core.views.charts import format_bytes
+from core.format import format_bytes
 
 
 def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Series | None = None,
@@ -18,7 +18,7 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
         out["budget"] = [("★ best" if n == best else "inside" if (inside is None or bool(inside.iloc[i]))
                           else "outside") if s == "ok" else "–"
                          for i, (n, s) in enumerate(zip(frame["name"], frame["status"]))]
-    # Sizes as text, in the one format used everywhere ("641 kB", core.views.charts.format_bytes): the grid's own "bytes"
+    # Sizes as text, in the one format used everywhere ("641 kB", core.format.format_bytes): the grid's own "bytes"
     # format wrote "641KB" and clipped the first digit in a narrow column.
     out["size"] = frame["size_bytes"].map(format_bytes)
     out["x_smaller"] = frame["x_smaller"]

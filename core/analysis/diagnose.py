@@ -20,12 +20,14 @@ from pathlib import Path
 
 
 from core.errors import BadInputError
+from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO
+from core.io.files import inside_run
+from core.io.data import synthetic_inputs
+from core.io.graph import Model, graph_inputs
+from core.io.runtime import make_session, session_fixed_batch
+from core.measure.quality import batch_inputs, cpu_info
+from core.results.table import batch_sizes_of
 
-# Below this batch-1 latency the time is mostly onnxruntime's per-call overhead, not arithmetic (the same
-# threshold core.results.compare uses: an empty-ish graph measures ~0.01-0.03 ms on our 2-core box).
-CALL_OVERHEAD_MS = 0.1
-# A speed-up under this is within run-to-run noise of a 1-thread benchmark on a shared machine.
-NO_SPEEDUP_RATIO = 1.1
 # Shares of the variant's kernel time above which a cost is worth a finding.
 QDQ_SHARE = 0.15
 DYNAMIC_QUANT_SHARE = 0.10
@@ -41,9 +43,7 @@ FLOAT_COMPUTE_OPS = ("Conv", "FusedConv", "MatMul", "Gemm", "FusedGemm", "FusedM
 
 
 def _cpu_flags() -> tuple[str, set]:
-    from core.measure.quality import _cpu_info
-
-    return _cpu_info()
+    return cpu_info()
 
 
 def cpu_panel(threads: int = 1) -> dict:
@@ -142,9 +142,6 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
-    from core.measure.quality import batch_inputs, make_session, session_fixed_batch
-    from core.io.model import graph_inputs
-
     import onnx
 
     specs = graph_inputs(onnx.load_from_string(model_bytes))
@@ -343,8 +340,8 @@ def artifact_bytes(run_dir: Path, entry: dict) -> bytes:
     artifact = entry.get("artifact")
     if not artifact:
         raise BadInputError(f"variant {entry.get('name')!r} has no model file (status {entry.get('status')})")
-    path = (run_dir / artifact).resolve()
-    if run_dir.resolve() not in path.parents:
+    path = inside_run(run_dir, artifact)
+    if path is None:
         raise BadInputError(f"variant {entry.get('name')!r}: artifact path {artifact!r} leaves the run directory")
     try:
         return path.read_bytes()
@@ -355,9 +352,6 @@ def artifact_bytes(run_dir: Path, entry: dict) -> bytes:
 def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 128, seed: int = 0) -> dict:
     """Synthetic inputs of the model's input shapes (timing does not depend on the values for the models here)."""
     import onnx
-
-    from core.io.data import synthetic_inputs
-    from core.io.model import Model
 
     return synthetic_inputs(Model("artifact", onnx.load_from_string(model_bytes)), count, seed=seed,
                             sequence_length=sequence_length)
@@ -374,8 +368,6 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     Raises:
         BadInputError: an unknown variant, or one without a model file.
     """
-    from core.results.table import batch_sizes_of
-
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}
     if "baseline" not in entries:

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 from core.errors import BadInputError
+from core.analysis.diagnose import artifact_bytes, artifact_inputs
+from core.io.graph import graph_inputs
+from core.measure import quality as measure
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 256)
 
@@ -41,9 +44,6 @@ def scaling_table(models: dict, inputs: dict, *, batch_sizes=DEFAULT_BATCH_SIZES
     """
     import onnx
 
-    from core.measure import quality as measure
-    from core.io.model import graph_inputs
-
     batch_sizes = sorted({int(b) for b in batch_sizes})
     thread_counts = sorted({int(t) for t in thread_counts})
     if not batch_sizes or not thread_counts or min(batch_sizes) < 1 or min(thread_counts) < 1:
@@ -70,8 +70,6 @@ def run_scaling(run_dir: str | Path, results: dict, variants: list[str], **grid)
     Raises:
         BadInputError: an unknown variant or one without a model file.
     """
-    from core.analysis.diagnose import artifact_bytes, artifact_inputs
-
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}
     unknown = [n for n in variants if n not in entries]

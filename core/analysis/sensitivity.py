@@ -24,7 +24,17 @@ from typing import Callable
 import numpy as np
 
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
-from core.spec.recipe import QuantizeConfig, Recipe, Variant, _check_bool, _check_choice, _check_range
+from core.spec.recipe import QuantizeConfig, Recipe, Variant
+from core.spec.checks import check_bool, check_choice, check_keys, check_range
+from core.io import runtime
+from core.io.data import load_data
+from core.io.files import write_atomic
+from core.io.graph import layer_table, task_of
+from core.io.model import load_model
+from core.measure import quality as measure
+from core.pipeline.build import ProgressEvent, export_candidate
+from core.techniques import Candidate, StepContext, apply_step
+from core.techniques.prune import magnitude_masks, onnx_weight_initializers, prunable_layers
 
 SENSITIVITY_VERSION = 1
 TECHNIQUES = ("quantize", "prune")
@@ -50,22 +60,22 @@ class SensitivityConfig:
     threads: int = 1
 
     def __post_init__(self):
-        _check_choice("sensitivity.technique", self.technique, TECHNIQUES)
-        _check_choice("sensitivity.mode", self.mode, QuantizeConfig.MODES)
-        _check_choice("sensitivity.calibration", self.calibration, QuantizeConfig.CALIBRATIONS)
-        _check_bool("sensitivity.per_channel", self.per_channel)
-        _check_range("sensitivity.samples", self.samples, 1, 100000, integer=True)
-        _check_range("sensitivity.amount", self.amount, 0.0, 1.0, low_open=True, high_open=True)
+        check_choice("sensitivity.technique", self.technique, TECHNIQUES)
+        check_choice("sensitivity.mode", self.mode, QuantizeConfig.MODES)
+        check_choice("sensitivity.calibration", self.calibration, QuantizeConfig.CALIBRATIONS)
+        check_bool("sensitivity.per_channel", self.per_channel)
+        check_range("sensitivity.samples", self.samples, 1, 100000, integer=True)
+        check_range("sensitivity.amount", self.amount, 0.0, 1.0, low_open=True, high_open=True)
         amounts = (self.amounts,) if isinstance(self.amounts, (int, float)) else tuple(self.amounts)
         for value in amounts:
-            _check_range("sensitivity.amounts", value, 0.0, 1.0, low_open=True, high_open=True)
+            check_range("sensitivity.amounts", value, 0.0, 1.0, low_open=True, high_open=True)
         object.__setattr__(self, "amounts", tuple(float(a) for a in amounts))
         if self.max_samples is not None:
-            _check_range("sensitivity.max_samples", self.max_samples, 1, 10**9, integer=True)
+            check_range("sensitivity.max_samples", self.max_samples, 1, 10**9, integer=True)
         if isinstance(self.layers, str) or not all(isinstance(n, str) for n in self.layers):
             raise BadInputError(f"sensitivity.layers={self.layers!r} must be a list of layer names")
         object.__setattr__(self, "layers", tuple(self.layers))
-        _check_range("sensitivity.threads", self.threads, 1, 256, integer=True)
+        check_range("sensitivity.threads", self.threads, 1, 256, integer=True)
 
     def quantize_config(self, exclude: tuple = ()) -> QuantizeConfig:
         return QuantizeConfig(mode=self.mode, per_channel=self.per_channel, calibration=self.calibration,
@@ -78,10 +88,7 @@ class SensitivityConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SensitivityConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in sensitivity; allowed: {', '.join(allowed)}")
+        check_keys("sensitivity", data, [f.name for f in dataclasses.fields(cls)])
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
             return cls(**values)
@@ -178,24 +185,20 @@ class _Scorer:
     """Runs changed models on the (possibly shortened) validation split and scores them against the baseline."""
 
     def __init__(self, baseline_bytes: bytes, dataset, task: str, max_samples: int | None, threads: int):
-        from core.measure import quality as measure
-
         split = dataset.selection if max_samples is None else dataset.selection.take(max_samples)
         self.split_name = dataset.selection_name
         self.inputs, self.labels, self.task, self.threads = split.x, split.y, task, threads
-        session = measure.make_session(baseline_bytes, threads)
+        session = runtime.make_session(baseline_bytes, threads)
         self.output_names = [o.name for o in session.get_outputs()]
-        self.baseline_outputs = measure.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
+        self.baseline_outputs = runtime.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
         base = measure.fidelity(self.baseline_outputs, None, self.labels, task)
         self.baseline_accuracy = base.accuracy
         self.metric = quality_drop(base.accuracy, 1.0 if task == "classification" else None,
                                    None if task == "classification" else 1.0, base.accuracy)[1]
 
     def score(self, model_bytes: bytes) -> dict:
-        from core.measure import quality as measure
-
-        session = measure.make_session(model_bytes, self.threads)
-        outputs = measure.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
+        session = runtime.make_session(model_bytes, self.threads)
+        outputs = runtime.run_batched(session, self.inputs, SCAN_EVAL_BATCH)
         fid = measure.fidelity(outputs, self.baseline_outputs, self.labels, self.task, self.output_names)
         cosine = fid.cosine_mean
         if cosine is None and self.task == "classification":
@@ -218,8 +221,6 @@ def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def quantizable_layers(proto) -> list[dict]:
     """Nodes a quantize step can keep in float or quantize: {name, type, params}, in graph order."""
-    from core.io.model import layer_table
-
     return [{"name": row["name"], "type": row["type"], "params": row["params"]} for row in layer_table(proto)
             if row["type"] in QUANTIZABLE_OPS]
 
@@ -263,11 +264,11 @@ def scan(model, dataset, config: SensitivityConfig, *,
     """Change one layer at a time as `config` says and measure each against the baseline.
 
     Args:
-        model: the core.io.model.Model (baseline).
+        model: the core.io.graph.Model (baseline).
         dataset: its core.io.data.Dataset (validation split scored, `Dataset.selection`; calib split calibrates static
             quantization; the test split is never read).
         config: the technique and its settings.
-        on_progress: called with a core.pipeline.run.ProgressEvent per layer.
+        on_progress: called with a core.pipeline.build.ProgressEvent per layer.
         should_stop: polled between layers; when true the scan returns what it has (status "cancelled").
 
     Returns:
@@ -276,9 +277,6 @@ def scan(model, dataset, config: SensitivityConfig, *,
     Raises:
         UnsupportedModelError: the model has no layer the technique can change.
     """
-    from core.io.model import task_of
-    from core.pipeline.run import ProgressEvent
-
     started = time.perf_counter()
     task = task_of(model)
     proto = _named(model.onnx_model)
@@ -331,8 +329,6 @@ def scan(model, dataset, config: SensitivityConfig, *,
 
 def _quantize_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
     """(layer, build) per quantizable node; build() quantizes that node alone (every other node excluded)."""
-    from core.techniques import Candidate, StepContext, apply_step
-
     layers = quantizable_layers(proto)
     if not layers:
         raise UnsupportedModelError("the sensitivity scan found no Conv / Gemm / MatMul / Gather layer with "
@@ -353,16 +349,10 @@ def _quantize_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
 def _prune_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
     """(layer, build) per prunable layer; build() zeroes the `amount` smallest-magnitude weights of that layer
     alone (through the torch module's parameter when there is one, else the ONNX initializer)."""
-    from core.techniques.prune import magnitude_masks
-
     amounts = sorted({config.amount, *config.amounts})
     jobs = []
     if model.torch_module is not None:
         import torch
-
-        from core.pipeline.run import export_candidate
-        from core.techniques import Candidate
-        from core.techniques.prune import prunable_layers
 
         module = copy.deepcopy(model.torch_module).eval()
         for name, layer in prunable_layers(module):
@@ -386,8 +376,6 @@ def _prune_jobs(proto, dataset, model, config: SensitivityConfig) -> list:
                                           params=int(layer.weight.numel())), build))
     else:
         from onnx import numpy_helper
-
-        from core.techniques.prune import onnx_weight_initializers
 
         targets = onnx_weight_initializers(proto)
         by_name = {i.name: i for i in proto.graph.initializer}
@@ -450,8 +438,6 @@ def recipe_with_exclude(recipe: Recipe, names: list[str] | tuple) -> Recipe:
 
 def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> Path:
     """DIR/sensitivity.json, written atomically."""
-    from core.pipeline.run import write_atomic
-
     path = Path(out_dir) / "sensitivity.json"
     write_atomic(path, json.dumps(result.to_dict(), indent=2))
     return path
@@ -476,13 +462,9 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.measure import quality as measure
-    from core.io.data import load_data
-    from core.io.model import load_model
-
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=0)
-    measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
+    runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     result = scan(model, dataset, config, on_progress=on_progress, should_stop=should_stop)
     result.model, result.data = model_spec, data_spec
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ The search is greedy and small, cheapest first, and adapts to what it measured:
 Every choice is made on the dataset's validation split (`Dataset.selection`: the drop judged against the budget, the
 sensitivity ranking, the timing inputs); the accuracy and fidelity written to results.json come from the held-out
 test split, which no choice saw, so the published drop of the winner is an honest estimate, not the minimum of many
-tries. Each variant is built and measured with `core.pipeline.run.build_variant`; for the latency objective its speed-up is
-also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
+tries. Each variant is built and measured with `core.pipeline.build.build_variant`; for the latency objective its
+speed-up is also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
 comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
 ``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
 run`` reproduces) are rewritten, so a stop or a timeout still leaves a usable answer.
@@ -35,10 +35,24 @@ from typing import Callable
 import numpy as np
 
 from core.errors import BadInputError
-from core.spec.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
-                         _check_range)
+from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
+from core.spec.checks import check_bool, check_choice, check_keys, check_range
+from core.io import runtime
+from core.analysis.diagnose import requantized_excluded
+from core.analysis.sensitivity import SensitivityConfig, quality_drop, scan, top_layers, write_sensitivity
+from core.format import format_bytes
+from core.io.data import load_data
+from core.io.files import write_atomic
+from core.io.graph import graph_inputs, task_of
+from core.io.model import load_model
+from core.io.repair import prepare_baseline
+from core.measure import quality as measure
+from core.pipeline.build import (ProgressEvent, RunResult, baseline_fidelity, build_variant, measure_variant,
+                                 write_results)
+from core.results.table import resolution_pt, resolution_text
 
-OBJECTIVES = ("latency", "size")
+# What the tuner can optimize (compare.OBJECTIVES is something else: what "best" means when picking from a run).
+TUNE_OBJECTIVES = ("latency", "size")
 # Structured-prune amounts the binary search picks from (it starts in the middle); 0.3-0.5 with 10 epochs of
 # fine-tuning kept digits-cnn within 0.4 pt
 # (measured: 0.4 -> 0.0 pt, 0.5 global -> 0.37 pt, 0.5 per-layer -> 0.19 pt after static int8).
@@ -71,21 +85,21 @@ class TuneConfig:
     max_seconds: float = 2.0  # per batch size, in each variant's benchmark
 
     def __post_init__(self):
-        _check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
-        _check_choice("tune.objective", self.objective, OBJECTIVES)
-        _check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
-        _check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
-        _check_range("tune.threads", self.threads, 1, 256, integer=True)
-        _check_bool("tune.allow_prune", self.allow_prune)
-        _check_range("tune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
+        check_choice("tune.objective", self.objective, TUNE_OBJECTIVES)
+        check_range("tune.batch_size", self.batch_size, 1, 65536, integer=True)
+        check_range("tune.budget_s", self.budget_s, 0.0, 86400.0, low_open=True)
+        check_range("tune.threads", self.threads, 1, 256, integer=True)
+        check_bool("tune.allow_prune", self.allow_prune)
+        check_range("tune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
         amounts = tuple(self.prune_amounts)
         for a in amounts:
-            _check_range("tune.prune_amounts", a, 0.0, 1.0, low_open=True, high_open=True)
+            check_range("tune.prune_amounts", a, 0.0, 1.0, low_open=True, high_open=True)
         object.__setattr__(self, "prune_amounts", tuple(sorted(float(a) for a in amounts)))
-        _check_range("tune.seed", self.seed, 0, 2**32 - 1, integer=True)
-        _check_range("tune.warmup", self.warmup, 0, 100000, integer=True)
-        _check_range("tune.runs", self.runs, 1, 1000000, integer=True)
-        _check_range("tune.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
+        check_range("tune.seed", self.seed, 0, 2**32 - 1, integer=True)
+        check_range("tune.warmup", self.warmup, 0, 100000, integer=True)
+        check_range("tune.runs", self.runs, 1, 1000000, integer=True)
+        check_range("tune.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
 
     def benchmark(self) -> BenchmarkConfig:
         sizes = (1, self.batch_size) if self.batch_size != 1 else (1,)
@@ -99,10 +113,7 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TuneConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise BadInputError(f"unknown key(s) {', '.join(unknown)} in tune; allowed: {', '.join(allowed)}")
+        check_keys("tune", data, [f.name for f in dataclasses.fields(cls)])
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         for key in ("max_drop_pt", "budget_s", "max_seconds"):
             if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
@@ -142,7 +153,7 @@ class TuneOutcome:
     summary: list
     status: str  # completed | budget | stopped
     elapsed_s: float
-    run: object  # core.pipeline.run.RunResult
+    run: object  # core.pipeline.build.RunResult
 
     def to_dict(self) -> dict:
         return {"best": self.best, "status": self.status, "elapsed_s": self.elapsed_s, "summary": self.summary,
@@ -187,10 +198,6 @@ class _Search:
 
     def __init__(self, model, dataset, config: TuneConfig, out_dir: Path, model_spec: str, data_spec: str | None,
                  on_progress, should_stop, started: float | None = None):
-        from core.measure import quality as measure
-        from core.io.model import graph_inputs, task_of
-        from core.pipeline.run import RunResult
-
         self.model, self.dataset, self.config, self.out_dir = model, dataset, config, out_dir
         self.model_spec, self.data_spec = model_spec, data_spec
         self.on_progress, self.user_stop = on_progress, should_stop
@@ -207,7 +214,7 @@ class _Search:
                                           "tuner": config.to_dict()},
                              started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                              task=self.task, dataset=dataset.summary())
-        self.base_session = measure.make_session(model.onnx_bytes(), config.threads)
+        self.base_session = runtime.make_session(model.onnx_bytes(), config.threads)
         specs = graph_inputs(model.onnx_model)
         sizes, _ = measure.possible_batch_sizes(specs, [config.batch_size])
         self.timing_batch = sizes[0]
@@ -239,7 +246,6 @@ class _Search:
     def emit(self, kind: str, message: str, variant: str | None = None, result: dict | None = None) -> None:
         if self.on_progress is None:
             return
-        from core.pipeline.run import ProgressEvent
 
         fraction = min(1.0, self.elapsed_s() / max(1e-9, self.config.budget_s))
         self.on_progress(ProgressEvent(kind, variant, len(self.trials), len(self.trials) + 1, message, fraction,
@@ -248,15 +254,11 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
-        from core.measure import quality as measure
-        from core.pipeline.run import _measure  # the pipeline's own measurement, so results match `featherweight run`
-        from core.pipeline.run import baseline_fidelity
-
         self.emit("start", "measuring the baseline", "baseline")
-        baseline, self.baseline_outputs = _measure("baseline", self.model.onnx_model, self.dataset, None, self.task,
-                                                   self.recipe, self.out_dir, lambda: False)
+        baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None,
+                                                          self.task, self.recipe, self.out_dir, lambda: False)
         baseline_fidelity(baseline, self.baseline_outputs, self.task)
-        self.selection_outputs = measure.run_batched(self.base_session, self.selection.x)
+        self.selection_outputs = runtime.run_batched(self.base_session, self.selection.x)
         self.selection_accuracy = measure.fidelity(self.selection_outputs, None, self.selection.y, self.task).accuracy
         baseline.split = {**baseline.split, **self.selection_split()}
         baseline.notes.extend(list(self.model.notes) + list(notes))
@@ -273,24 +275,17 @@ class _Search:
 
     def resolution(self) -> str:
         """"±1 sample = X pt" on the validation split, where the budget is judged (empty for embeddings)."""
-        from core.results.table import resolution_text
-
         return resolution_text(len(self.selection)) if self.task == "classification" else ""
 
     def drop_of(self, result) -> float | None:
         """The drop results.json reports: on the test split (dataset.eval)."""
-        from core.analysis.sensitivity import quality_drop
-
         base = self.run.variants[0]
         drop, _ = quality_drop(result.accuracy, result.agreement, result.cosine_mean, base.accuracy)
         return drop
 
     def selection_drop(self, session) -> float | None:
         """The drop the budget judges: the variant against the baseline on the validation split."""
-        from core.measure import quality as measure
-        from core.analysis.sensitivity import quality_drop
-
-        outputs = measure.run_batched(session, self.selection.x)
+        outputs = runtime.run_batched(session, self.selection.x)
         fid = measure.fidelity(outputs, self.selection_outputs, self.selection.y, self.task)
         drop, _ = quality_drop(fid.accuracy, fid.agreement, fid.cosine_mean, self.selection_accuracy)
         return drop
@@ -320,9 +315,6 @@ class _Search:
 
     def try_variant(self, variant: Variant, phase: str, estimate_s: float = 0.0) -> Trial | None:
         """Build, measure and judge one variant; returns its trial (None when it was already tried)."""
-        from core.measure import quality as measure
-        from core.pipeline.run import build_variant
-
         if any(v.name == variant.name for v in self.variants):
             return self.trial(variant.name)
         if self.stop_now():
@@ -342,7 +334,7 @@ class _Search:
         trial = Trial(variant.name, result.status, phase=phase, build_s=result.build_s,
                       size_bytes=result.size_bytes)
         if result.status == "ok":
-            session = measure.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
+            session = runtime.make_session((self.out_dir / result.artifact).read_bytes(), self.config.threads)
             trial.drop_pt = self.selection_drop(session)
             trial.test_drop_pt = self.drop_of(result)
             result.split = {**result.split, **self.selection_split()}
@@ -383,8 +375,6 @@ class _Search:
 
     def _requantized(self, variant: Variant, result) -> list[str]:
         """Excluded layers whose weights onnxruntime quantizes anyway (see core.analysis.diagnose)."""
-        from core.analysis.diagnose import requantized_excluded
-
         exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
         if not exclude:
             return []
@@ -397,8 +387,6 @@ class _Search:
         return hits
 
     def _describe(self, trial: Trial) -> str:
-        from core.views.charts import format_bytes
-
         if self.config.objective == "size":
             return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
         return f"{trial.speedup or 0:.2f}x at batch {self.timing_batch}, {trial.drop_pt or 0:.2f} pt"
@@ -410,8 +398,6 @@ class _Search:
         return self.recipe.replace(variants=(variant,) if variant else ())
 
     def write(self, final: bool = False) -> None:
-        from core.pipeline.run import write_atomic, write_results
-
         self.run.duration_s = round(self.elapsed_s(), 3)
         if final:
             self.run.status = "cancelled" if self.stopped_by == "stopped" else "completed"
@@ -425,8 +411,6 @@ class _Search:
 
     def split_log(self) -> dict:
         """tune.json's `split`: what the choices were scored on and where the reported numbers come from."""
-        from core.results.table import resolution_pt
-
         return {"selection": self.dataset.selection_name, "selection_n": len(self.selection),
                 "selection_resolution_pt": resolution_pt(len(self.selection)) if self.task == "classification"
                 else None,
@@ -435,8 +419,6 @@ class _Search:
 
     def split_lines(self) -> list[str]:
         """Which split chose and which reported, with the size of one sample, for the summary."""
-        from core.results.table import resolution_pt, resolution_text
-
         selection, n_sel, n_test = self.dataset.selection_name, len(self.selection), len(self.dataset.eval)
         classifier = self.task == "classification"
         lines = [f"Chosen on the {selection} split ({n_sel} samples"
@@ -546,8 +528,6 @@ class _Search:
 
     def scan(self) -> list[str]:
         """Quantization sensitivity ranking (ONNX node names, most sensitive first); written as sensitivity.json."""
-        from core.analysis.sensitivity import SensitivityConfig, scan, top_layers, write_sensitivity
-
         if self.sensitivity is None:
             self.emit("step", "sensitivity scan: quantizing one layer at a time", "sensitivity")
             config = SensitivityConfig(technique="quantize", threads=self.config.threads)
@@ -675,7 +655,7 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
         config: objective, budgets and what may be tried.
         out_dir: where results, artifacts, tune.json and best.yaml go.
         model_spec / data_spec: how best.yaml names the model and data (default: their sources).
-        on_progress: called with core.pipeline.run.ProgressEvent (fraction = share of the time budget used).
+        on_progress: called with core.pipeline.build.ProgressEvent (fraction = share of the time budget used).
         should_stop: polled often; when true the search stops and keeps the best so far.
         started: time.perf_counter() when the budget started (default: now), so loading can count against it.
 
@@ -683,8 +663,6 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
         The TuneOutcome (best variant name, its recipe, every trial and a plain-language summary).
     """
     import torch
-
-    from core.io.repair import prepare_baseline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -715,14 +693,10 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     Raises:
         BadInputError: a rejected model or data that does not fit it.
     """
-    from core.measure import quality as measure
-    from core.io.data import load_data
-    from core.io.model import load_model
-
     started = time.perf_counter()
     model = load_model(model_spec)
     dataset = load_data(data_spec, model, seed=config.seed)
-    measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
+    runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     return tune(model, dataset, config, out_dir, model_spec=model_spec, data_spec=data_spec,
                 on_progress=on_progress, should_stop=should_stop, started=started)
 
@@ -735,5 +709,5 @@ def load_tune_log(out_dir: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup", "tune",
+__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup", "tune",
            "tune_to_dir"]

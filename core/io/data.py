@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BadInputError, FeatherweightError
-from core.io.model import LoadLimits, Model, TensorSpec, read_capped
+from core.io.safety import LoadLimits, read_capped
+from core.io.graph import Model, TensorSpec
+from core.io.graph import vocab_size
 
 SPLIT_FRACTIONS = {"train": 0.6, "calib": 0.1, "eval": 0.3}  # for uploads that come as one array
 # Validation is a third of the held-out samples (the eval split as a loader or upload gives it), taken with a fixed
@@ -407,20 +409,6 @@ def _load_data_bytes(data: bytes, filename: str, model: Model, seed: int, limits
     return _with_validation(filename, splits["train"], splits["calib"], splits["eval"], seed=seed)
 
 
-def _vocab_size(model: Model, input_name: str) -> int | None:
-    """For token-id inputs: the row count of the embedding table they index (Gather on an initializer)."""
-    inits = {i.name: i for i in model.onnx_model.graph.initializer}
-    names = {input_name}  # the ids and what they become through shape-only ops (Cast, Unsqueeze, ...)
-    passthrough = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity")
-    for node in model.onnx_model.graph.node:  # nodes are topologically sorted
-        if node.op_type in passthrough and node.input and node.input[0] in names:
-            names.update(node.output)
-        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in names \
-                and node.input[0] in inits and len(inits[node.input[0]].dims):
-            return int(inits[node.input[0]].dims[0])
-    return None
-
-
 def synthetic_inputs(model: Model, count: int, *, seed: int = 0, sequence_length: int = 128) -> dict:
     """Random inputs respecting each input's dtype and range: floats in [0, 1), token ids in the vocabulary,
     masks all ones; symbolic axes after the batch take `sequence_length`."""
@@ -440,7 +428,7 @@ def synthetic_inputs(model: Model, count: int, *, seed: int = 0, sequence_length
             out[spec.name] = np.zeros(shape, dtype=spec.dtype)
         else:
             # token ids index an embedding table; without one, small non-negative integers the dtype can hold
-            high = min(_vocab_size(model, spec.name) or 1000, int(np.iinfo(spec.dtype).max) + 1)
+            high = min(vocab_size(model, spec.name) or 1000, int(np.iinfo(spec.dtype).max) + 1)
             out[spec.name] = rng.integers(0, high, size=shape).astype(spec.dtype)
     return out
 

@@ -1,9 +1,12 @@
-"""A private working directory for onnx / onnxruntime tools that leave files in the current one."""
+"""Files: atomic writes (every writer of results, manifests and progress uses `write_atomic`), the one check that a
+file a run names lies inside the run (`inside_run`), and a private working
+directory for onnx / onnxruntime tools that leave files in the current one."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -40,4 +43,41 @@ def scratch_cwd(directory: str | Path | None = None) -> Iterator[Path]:
                 os.chdir(previous)
 
 
-__all__ = ["scratch_cwd"]
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a uniquely named temporary file beside `path`, fsync it, then rename it over `path`.
+
+    Safe against concurrent writers of the same path (threads or processes): each has its own temporary file
+    and the last rename wins whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def inside_run(run_dir: str | Path, relative: str | Path) -> Path | None:
+    """`relative` resolved against `run_dir` (symlinks followed first), or None when the result is not inside
+    `run_dir`: the one check before reading a file a results.json names (it may have been edited by hand)."""
+    root = Path(run_dir).resolve()
+    path = (root / relative).resolve()
+    return path if root in path.parents else None
+
+
+__all__ = ["inside_run", "scratch_cwd", "write_atomic"]

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.io.graph import Model, fixed_batch_size
+from core.io.data import synthetic_inputs
+from core.io.runtime import make_session
+
 SYMBOLIC_BATCH = "batch"
-
-
-def fixed_batch_size(proto) -> int | None:
-    """The batch size the graph's real inputs fix on axis 0, or None when axis 0 is symbolic (or absent)."""
-    from core.io.model import graph_inputs
-
-    fixed = {s.shape[0] for s in graph_inputs(proto) if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    return min(fixed) if fixed else None
 
 
 def drop_initializer_inputs(proto):
@@ -92,10 +88,6 @@ def _free_reshape_batch(proto, batch: int) -> int:
 
 def _outputs_match(original, candidate, batch: int) -> bool:
     """Run `candidate` on 2 x batch samples at once and `original` on them in two runs; compare row by row."""
-    from core.io.data import synthetic_inputs
-    from core.measure.quality import make_session
-    from core.io.model import Model
-
     import onnxruntime as ort
 
     quiet = ort.RunOptions()
@@ -168,8 +160,6 @@ def prepare_baseline(model, batch_sizes):
         ``(model, notes)``: the same model when nothing had to change, else a new ``Model`` with the freed graph;
         `notes` are the plain-language lines that say what was done or why it could not be.
     """
-    from core.io.model import Model
-
     batch = fixed_batch_size(model.onnx_model)
     if batch is None:
         return model, []
@@ -186,7 +176,7 @@ def prepare_baseline(model, batch_sizes):
     return fixed, [note]
 
 
-__all__ = ["drop_initializer_inputs", "fixed_batch_size", "make_batch_symbolic", "prepare_baseline",
+__all__ = ["drop_initializer_inputs", "make_batch_symbolic", "prepare_baseline",
            "raise_ir_version"]
 
 

@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
+from core.io.files import write_atomic
+from core.io.sandbox import WORKER_MARKER
+from core.spec.configs import RUN_ID_CHARS
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
-# Put on every worker's command line, so that recovery can tell our workers from a reused process id.
-WORKER_MARKER = "featherweight-worker"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, label TEXT, model TEXT, data TEXT,
@@ -45,40 +46,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_owner ON runs(owner, created_at);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
-_RUN_ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyz-")
 
 
 def default_root() -> Path:
     """FEATHERWEIGHT_HOME, else ~/.featherweight."""
     return Path(os.environ.get("FEATHERWEIGHT_HOME") or Path.home() / ".featherweight")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a uniquely named temporary file beside `path`, fsync it, then rename it over `path`.
-
-    Safe against concurrent writers of the same path (threads or processes): each has its own temporary file
-    and the last rename wins whole.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 @dataclass(frozen=True)
@@ -121,7 +93,7 @@ class RunStore:
             db.close()
 
     def run_dir(self, run_id: str) -> Path:
-        if not isinstance(run_id, str) or not run_id or set(run_id) - _RUN_ID_CHARS:
+        if not isinstance(run_id, str) or not run_id or set(run_id) - RUN_ID_CHARS:
             raise BadInputError(f"invalid run id {run_id!r}")
         return self.root / "runs" / run_id
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import BadInputError
-from core.io.model import onnx_opset
+from core.io.runtime import make_session
+from core.io.graph import fixed_batch_of
+from core.measure.energy import EnergyCounter
 
-EVAL_BATCH = 256
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
 # probability points: a near-uniform model (random weights, 1,000 classes ~0.001 apart) has no clear sample, so
@@ -26,50 +26,6 @@ TOPK = 5
 # Flags that decide which int8 / fp16 kernels onnxruntime can use on this CPU.
 CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "i8mm")
-
-
-def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | None = None):
-    """An onnxruntime CPU session with fixed thread counts and full graph optimization; with `profile_prefix`,
-    onnxruntime's per-operator profiler writes there."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def session_fixed_batch(session) -> int | None:
-    """The batch size a session's inputs fix on axis 0, or None when it is symbolic."""
-    fixed = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
-    return min(fixed) if fixed else None
-
-
-def run_batched(session, inputs: dict, batch: int = EVAL_BATCH) -> list[np.ndarray]:
-    """Run all samples through the session in batches; return every output, concatenated.
-
-    A graph with a fixed batch axis gets batches of exactly that size (the last one padded, the padding's
-    outputs dropped)."""
-    n = len(next(iter(inputs.values())))
-    names = [i.name for i in session.get_inputs()]
-    fixed = session_fixed_batch(session)
-    batch = fixed or batch
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, n, batch):
-        feed = {k: inputs[k][start:start + batch] for k in names}
-        real = len(next(iter(feed.values())))
-        if fixed and real < fixed:
-            feed = {k: np.resize(v, (fixed, *v.shape[1:])) for k, v in feed.items()}
-            chunks.append([o[:real] if o.ndim and o.shape[0] == fixed else o for o in session.run(None, feed)])
-        else:
-            chunks.append(session.run(None, feed))
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
 def size_bytes(model_bytes: bytes) -> int:
@@ -252,10 +208,9 @@ def batch_inputs(inputs: dict, input_specs, batch: int) -> dict:
 
 def possible_batch_sizes(input_specs, wanted) -> tuple[list[int], str | None]:
     """Batch sizes the graph accepts: all when the batch axis is symbolic, else only the fixed one."""
-    fixed = {s.shape[0] for s in input_specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    if not fixed:
+    only = fixed_batch_of(input_specs)
+    if only is None:
         return list(wanted), None
-    only = fixed.pop()
     if list(wanted) == [only]:
         return [only], None
     return [only], f"the model's batch axis is fixed at {only}; other batch sizes cannot be timed"
@@ -273,7 +228,7 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
 
     Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
     Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
-    (`core.results.cost.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
+    (`core.measure.energy.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
     size, so the overhead is negligible.
 
     `on_progress(fraction, message)`, when given, hears at most every PROGRESS_EVERY_S how far the benchmark is
@@ -284,8 +239,6 @@ def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, thr
         "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample": {bs: J}, "source": str|None,
         "note": str|None}}`` with batch sizes as strings (JSON keys).
     """
-    from core.results.cost import EnergyCounter
-
     session = make_session(model_bytes, threads)
     sizes, note = possible_batch_sizes(input_specs, batch_sizes)
     counter = energy_counter if energy_counter is not None else EnergyCounter()
@@ -370,7 +323,8 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cpu_info() -> tuple[str, set]:
+def cpu_info() -> tuple[str, set]:
+    """This CPU's model name and its instruction-set flags (from /proc/cpuinfo; the platform's name elsewhere)."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -414,7 +368,7 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import torch
 
-    model, flags = _cpu_info()
+    model, flags = cpu_info()
     return {
         "cpu": model,
         "cpu_flags": [f for f in CPU_FLAGS if f in flags],
@@ -428,16 +382,6 @@ def environment(threads: int) -> dict:
     }
 
 
-def check_runs(model_bytes: bytes, inputs: dict) -> None:
-    """Load the model in onnxruntime and run one sample, turning failures into one-line errors."""
-    try:
-        session = make_session(model_bytes)
-        count = session_fixed_batch(session) or 1
-        session.run(None, {k: np.resize(v[:count], (count, *v.shape[1:])) for k, v in inputs.items()})
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several exception types
-        raise BadInputError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0][:300]}") from None
-
-
 __all__ = ["CONFIDENT_MARGIN", "benchmark", "class_probabilities", "environment", "fidelity", "prediction_changes",
-           "top1_margin", "topk_of", "logical_params", "make_session", "run_batched",
-           "size_bytes", "compressed_bytes", "onnx_opset", "check_runs", "retrieval_accuracy", "session_fixed_batch"]
+           "top1_margin", "topk_of", "logical_params", 
+           "size_bytes", "compressed_bytes", "retrieval_accuracy"]

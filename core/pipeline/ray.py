@@ -13,7 +13,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-from core.pipeline.run import VariantResult, build_variant, write_atomic, write_results
+from core.pipeline.build import VariantResult, build_variant, write_results
+from core.io.files import write_atomic
+from core.errors import BadInputError
 
 RAY_ADDRESS_ENV = "FEATHERWEIGHT_RAY_ADDRESS"
 
@@ -74,8 +76,6 @@ def ray_init(address: str | None = None):
     try:
         import ray
     except ImportError:
-        from core.errors import BadInputError
-
         raise BadInputError("the ray executor needs Ray: pip install -e '.[ray]'") from None
     address = address or os.environ.get(RAY_ADDRESS_ENV)
     if not ray.is_initialized():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core.results.cost import results_columns
+from core.spec.labels import steps_label
 
 
 def resolution_pt(samples: int | None) -> float | None:
@@ -67,7 +68,7 @@ def results_frame(results: dict) -> pd.DataFrame:
     rows = []
     for v in variants:
         row = {"name": v.get("name"), "status": v.get("status"),
-               "technique": " + ".join(_step_label(s) for s in v.get("steps") or []) or "none",
+               "technique": steps_label(v.get("steps")),
                "size_bytes": v.get("size_bytes"), "compressed_bytes": v.get("compressed_bytes"),
                "params": v.get("params"), "accuracy": v.get("accuracy"), "agreement": v.get("agreement"),
                "cosine_mean": v.get("cosine_mean"), "cosine_min": v.get("cosine_min")}
@@ -108,12 +109,3 @@ def _ratio(numerator, denominator):
     return round(numerator / denominator, 4)
 
 
-def _step_label(step: dict) -> str:
-    technique = step.get("technique")
-    if technique == "quantize":
-        return f"quantize {step.get('mode')}"
-    if technique == "prune":
-        return f"prune {step.get('method')} {step.get('amount')}"
-    if technique == "distill":
-        return f"distill w{step.get('width')}"
-    return str(technique)

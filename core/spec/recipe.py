@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,24 +25,11 @@ from typing import Any, ClassVar
 import yaml
 
 from core.errors import BadInputError
+from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 
 RECIPE_VERSION = 1
 
 
-# What an error message may echo of a value: a few items, a short string, at most ECHO_CHARS in all. A value
-# can be as big as the recipe allows, and `repr` of it in full once took 5 s and 2 GB (issue 15).
-ECHO_CHARS = 80
-_ECHO = reprlib.Repr()
-_ECHO.maxlevel = 3
-_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxset = _ECHO.maxfrozenset = _ECHO.maxdict = 4
-_ECHO.maxstring = _ECHO.maxother = 60
-_ECHO.maxlong = 40
-
-
-def brief_repr(value: Any) -> str:
-    """`repr(value)` cut to at most ECHO_CHARS characters, in time that does not grow with the value's size."""
-    text = _ECHO.repr(value)
-    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
 
 
 def key_list(keys, limit: int = 10) -> str:
@@ -59,32 +45,6 @@ def _option(default: Any, help: str, choices: tuple | None = None, **extra: Any)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise BadInputError(f"{name}={brief_repr(value)} is not supported; allowed: {allowed}")
-
-
-def _check_range(name: str, value: Any, low: float, high: float, *, low_open=False, high_open=False,
-                 integer=False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        kind = "an integer" if integer else "a number"
-        raise BadInputError(f"{name}={brief_repr(value)} must be {kind}")
-    if not math.isfinite(value):  # NaN compares false with everything, so it would pass the range checks below
-        raise BadInputError(f"{name}={brief_repr(value)} must be a finite number")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise BadInputError(f"{name}={brief_repr(value)} is out of range; allowed: {lo}{low}, {high}{hi}")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise BadInputError(f"{name}={brief_repr(value)} must be true or false")
 
 
 def resolve_spec(spec: str | None, base: str | Path) -> str | None:
@@ -141,12 +101,12 @@ class QuantizeConfig(StepConfig):
     block_size: int = _option(32, "int4 only: weights per quantization block (a power of two >= 16).")
 
     def __post_init__(self):
-        _check_choice("quantize.mode", self.mode, self.MODES)
-        _check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
-        _check_bool("quantize.per_channel", self.per_channel)
-        _check_bool("quantize.quantize_conv", self.quantize_conv)
-        _check_range("quantize.samples", self.samples, 1, 100000, integer=True)
-        _check_range("quantize.block_size", self.block_size, 16, 4096, integer=True)
+        check_choice("quantize.mode", self.mode, self.MODES)
+        check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
+        check_bool("quantize.per_channel", self.per_channel)
+        check_bool("quantize.quantize_conv", self.quantize_conv)
+        check_range("quantize.samples", self.samples, 1, 100000, integer=True)
+        check_range("quantize.block_size", self.block_size, 16, 4096, integer=True)
         if self.block_size & (self.block_size - 1):
             raise BadInputError(f"quantize.block_size={self.block_size} must be a power of two")
         exclude = self.exclude
@@ -180,12 +140,12 @@ class PruneConfig(StepConfig):
     lr: float = _option(1e-3, "Fine-tuning learning rate (Adam).", minimum=0.0, maximum=1.0)
 
     def __post_init__(self):
-        _check_choice("prune.method", self.method, self.METHODS)
-        _check_choice("prune.scope", self.scope, self.SCOPES)
-        _check_choice("prune.importance", self.importance, self.IMPORTANCES)
-        _check_range("prune.amount", self.amount, 0.0, 1.0, low_open=True, high_open=True)
-        _check_range("prune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
-        _check_range("prune.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_choice("prune.method", self.method, self.METHODS)
+        check_choice("prune.scope", self.scope, self.SCOPES)
+        check_choice("prune.importance", self.importance, self.IMPORTANCES)
+        check_range("prune.amount", self.amount, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("prune.finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        check_range("prune.lr", self.lr, 0.0, 1.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -207,13 +167,13 @@ class DistillConfig(StepConfig):
     control: bool = _option(False, "Also train the same student without the teacher, as its own variant.")
 
     def __post_init__(self):
-        _check_range("distill.width", self.width, 0.0, 1.0, low_open=True)
-        _check_range("distill.temperature", self.temperature, 0.0, 100.0, low_open=True)
-        _check_range("distill.alpha", self.alpha, 0.0, 1.0)
-        _check_range("distill.epochs", self.epochs, 1, 10000, integer=True)
-        _check_range("distill.lr", self.lr, 0.0, 1.0, low_open=True)
-        _check_range("distill.batch_size", self.batch_size, 1, 65536, integer=True)
-        _check_bool("distill.control", self.control)
+        check_range("distill.width", self.width, 0.0, 1.0, low_open=True)
+        check_range("distill.temperature", self.temperature, 0.0, 100.0, low_open=True)
+        check_range("distill.alpha", self.alpha, 0.0, 1.0)
+        check_range("distill.epochs", self.epochs, 1, 10000, integer=True)
+        check_range("distill.lr", self.lr, 0.0, 1.0, low_open=True)
+        check_range("distill.batch_size", self.batch_size, 1, 65536, integer=True)
+        check_bool("distill.control", self.control)
 
 
 STEP_TYPES: dict[str, type[StepConfig]] = {
@@ -280,11 +240,11 @@ class BenchmarkConfig:
             raise BadInputError(f"benchmark.batch_sizes={brief_repr(self.batch_sizes)} must be integers in "
                                 "[1, 65536]")
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(sizes))))
-        _check_range("benchmark.threads", self.threads, 1, 256, integer=True)
-        _check_range("benchmark.warmup", self.warmup, 0, 100000, integer=True)
-        _check_range("benchmark.runs", self.runs, 1, 1000000, integer=True)
-        _check_range("benchmark.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
-        _check_range("benchmark.sequence_length", self.sequence_length, 1, 65536, integer=True)
+        check_range("benchmark.threads", self.threads, 1, 256, integer=True)
+        check_range("benchmark.warmup", self.warmup, 0, 100000, integer=True)
+        check_range("benchmark.runs", self.runs, 1, 1000000, integer=True)
+        check_range("benchmark.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
+        check_range("benchmark.sequence_length", self.sequence_length, 1, 65536, integer=True)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -357,7 +317,7 @@ class Recipe:
     variants: tuple = ()
 
     def __post_init__(self):
-        _check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
+        check_range("seed", self.seed, 0, 2**32 - 1, integer=True)
         for key in ("model", "data"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):

@@ -34,7 +34,7 @@ class StepContext:
     """What a step may use: the data, the baseline (teacher), the seed, progress reporting and cancellation."""
 
     dataset: Any  # core.io.data.Dataset
-    baseline: Any  # core.io.model.Model
+    baseline: Any  # core.io.graph.Model
     seed: int = 0
     sequence_length: int = 128
     report: Callable[[str, float], None] = lambda message, fraction: None

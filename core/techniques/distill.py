@@ -8,9 +8,10 @@ import dataclasses
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.model import onnx_params, task_of
+from core.io.graph import onnx_params, task_of
 from core.spec.recipe import DistillConfig
 from core.techniques import Candidate, StepContext, register
+from core.io import runtime
 
 INFERENCE_BATCH = 512
 # Student templates for ONNX uploads (no architecture to scale): the smallest hidden size / channel count tried.
@@ -159,11 +160,10 @@ def teacher_outputs(context: StepContext, inputs: list[np.ndarray]) -> np.ndarra
         return predict(baseline.torch_module, inputs)
     import torch
 
-    from core.measure import quality as measure
 
-    session = measure.make_session(baseline.onnx_bytes(), max(1, torch.get_num_threads()))
+    session = runtime.make_session(baseline.onnx_bytes(), max(1, torch.get_num_threads()))
     feed = {spec.name: array for spec, array in zip(baseline.inputs, inputs)}
-    return measure.run_batched(session, feed, INFERENCE_BATCH)[0].astype(np.float32)
+    return runtime.run_batched(session, feed, INFERENCE_BATCH)[0].astype(np.float32)
 
 
 def _mlp_template(features: int, hidden: int, classes: int):

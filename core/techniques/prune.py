@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.model import task_of
+from core.io.graph import task_of
 from core.spec.recipe import PruneConfig
 from core.techniques import Candidate, StepContext, register
 from core.techniques.distill import fit, model_inputs, param_count, teacher_outputs

@@ -10,7 +10,8 @@ import numpy as np
 
 from core.errors import UnsupportedModelError
 from core.io.model import ensure_opset
-from core.io.repair import drop_initializer_inputs, fixed_batch_size
+from core.io.repair import drop_initializer_inputs
+from core.io.graph import fixed_batch_size
 from core.spec.recipe import QuantizeConfig
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register

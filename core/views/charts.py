@@ -12,6 +12,9 @@ import plotly.graph_objects as go
 from core.results.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
                           within_budget)
 
+from core.format import (format_bytes, format_count, format_ms, format_pct, format_ratio, format_usd,
+                         size_unit)
+
 FONT = "Inter, 'Source Sans 3', 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 INK = "#1f2937"
 MUTED = "#9ca3af"
@@ -24,7 +27,7 @@ PALETTE = ["#4f46e5", "#e69f00", "#009e73", "#cc79a7", "#0072b2", "#d55e00", "#5
 QUALITY_SCALE = "Viridis"
 
 
-def _layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legend: bool = True) -> go.Figure:
+def layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legend: bool = True) -> go.Figure:
     fig.update_layout(
         template="plotly_white", height=height, font=dict(family=FONT, size=14, color=INK),
         title=dict(text=title, x=0, xanchor="left", font=dict(size=17)) if title else None,
@@ -47,96 +50,15 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
                        xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, height=height, legend=False)
+    return layout(fig, height=height, legend=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Number formats
 
 
-def size_unit(max_bytes: float) -> tuple[str, float]:
-    """The decimal unit that keeps sizes readable: ('kB', 1e3), ('MB', 1e6) or ('GB', 1e9)."""
-    if max_bytes >= 1e9:
-        return "GB", 1e9
-    if max_bytes >= 1e6:
-        return "MB", 1e6
-    return "kB", 1e3
-
-
-def format_bytes(value) -> str:
-    """1234567 -> '1.23 MB'; None -> '–'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    value = float(value)
-    if value < 1e3:
-        return f"{value:,.0f} B"
-    unit, scale = size_unit(value)
-    scaled = value / scale
-    return f"{scaled:,.{0 if scaled >= 100 else 1 if scaled >= 10 else 2}f} {unit}"
-
-
-def format_count(value) -> str:
-    """159626 -> '160k'; 1234567 -> '1.23M'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    value = float(value)
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit:
-            scaled = value / limit
-            return f"{scaled:,.{0 if scaled >= 100 else 1 if scaled >= 10 else 2}f}{suffix}"
-    return f"{value:,.0f}"
-
-
-def format_ms(value) -> str:
-    """Latency with digits that matter: 0.0213 -> '0.021 ms', 3.51 -> '3.51 ms', 123.4 -> '123 ms'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    value = float(value)
-    if value >= 100:
-        return f"{value:,.0f} ms"
-    if value >= 10:
-        return f"{value:.1f} ms"
-    if value >= 1:
-        return f"{value:.2f} ms"
-    return f"{value:.3f} ms"
-
-
-def format_ratio(value) -> str:
-    """3.4167 -> '3.4×'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value):.{1 if value >= 1 else 2}f}×"
-
-
-def format_pct(value, digits: int = 1) -> str:
-    """0.98333 -> '98.3%'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{float(value) * 100:.{digits}f}%"
-
-
-def format_pt(value) -> str:
-    """An accuracy change in percentage points, signed: 0.19 -> '−0.19 pt' (a drop), -0.2 -> '+0.20 pt'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    value = float(value)
-    if abs(value) < 0.005:
-        return "±0 pt"
-    return f"{'−' if value > 0 else '+'}{abs(value):.2f} pt"
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Results
-
-
-def format_usd(value) -> str:
-    """Dollars for a cost per million inferences: '$0.0123', or '–' when unknown."""
-    if value is None or pd.isna(value):
-        return "–"
-    value = float(value)
-    if 0 < abs(value) < 0.01:  # decimals, never "$7.872e-05": three significant digits after the zeros
-        return f"${value:.{2 - math.floor(math.log10(abs(value)))}f}"
-    return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
 
 
 def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray, str]:
@@ -322,7 +244,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         fig.add_vline(x=budget.max_size_bytes / scale, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", range=[0, y_top])
-    _layout(fig, height=height)
+    layout(fig, height=height)
     fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
     return fig
 
@@ -339,7 +261,7 @@ def latency_percentiles_figure(latency: pd.DataFrame, batch_size: int, height: i
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_xaxes(title="Variant")
     fig.update_yaxes(title=f"Latency at batch {batch_size} (ms)", rangemode="tozero")
-    return _layout(fig, height=height)
+    return layout(fig, height=height)
 
 
 def batch_scaling_figure(latency: pd.DataFrame, metric: str = "throughput", height: int = 380) -> go.Figure:
@@ -360,7 +282,7 @@ def batch_scaling_figure(latency: pd.DataFrame, metric: str = "throughput", heig
     if latency["batch_size"].nunique() == 1:
         fig.add_annotation(text="Only one batch size was timed: add more in the benchmark settings.",
                            showarrow=False, x=0.5, y=1.0, xref="paper", yref="paper", font=dict(color=MUTED))
-    return _layout(fig, height=height)
+    return layout(fig, height=height)
 
 
 def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -> go.Figure:
@@ -384,7 +306,7 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="Ratio to baseline (×, higher is better)", rangemode="tozero")
     fig.update_yaxes(title=None, autorange="reversed")
-    return _layout(fig, height=max(height, 90 + 60 * len(rows)))
+    return layout(fig, height=max(height, 90 + 60 * len(rows)))
 
 
 def layer_sparsity_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
@@ -395,7 +317,7 @@ def layer_sparsity_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
                            hovertemplate="%{y}: %{x:.1f}% zeros<extra></extra>"))
     fig.update_xaxes(title="Weights removed or zero (%)", range=[0, 100])
     fig.update_yaxes(title=None, autorange="reversed")
-    return _layout(fig, height=max(height, 80 + 28 * len(table)), legend=False)
+    return layout(fig, height=max(height, 80 + 28 * len(table)), legend=False)
 
 
 def history_figure(combined: pd.DataFrame, batch_size: int, height: int = 460) -> go.Figure:
@@ -414,7 +336,7 @@ def history_figure(combined: pd.DataFrame, batch_size: int, height: int = 460) -
             hovertemplate="%{text}<br>%{x:.3g} " + unit + ", %{y:.4g} ms<extra>" + run + "</extra>"))
     fig.update_xaxes(title=f"Model file size ({unit})", rangemode="tozero")
     fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", rangemode="tozero")
-    return _layout(fig, height=height)
+    return layout(fig, height=height)
 
 
 def predictions_figure(images: list, titles: list[str], height: int = 200) -> go.Figure:
@@ -428,7 +350,7 @@ def predictions_figure(images: list, titles: list[str], height: int = 200) -> go
                                  hoverinfo="skip"), row=1, col=i)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    _layout(fig, height=height, legend=False)
+    layout(fig, height=height, legend=False)
     fig.update_annotations(font=dict(size=12))
     return fig
 
@@ -448,7 +370,7 @@ def op_types_figure(card: dict, height: int = 320) -> go.Figure:
                            hovertemplate="%{y}: %{x} nodes<extra></extra>"))
     fig.update_xaxes(title="Nodes (count)", rangemode="tozero")
     fig.update_yaxes(title=None)
-    return _layout(fig, height=max(height, 60 + 26 * len(items)), legend=False)
+    return layout(fig, height=max(height, 60 + 26 * len(items)), legend=False)
 
 
 def layer_share_figure(card: dict, height: int = 320, top: int = 15) -> go.Figure:
@@ -464,4 +386,4 @@ def layer_share_figure(card: dict, height: int = 320, top: int = 15) -> go.Figur
                                          "weights<extra></extra>"))
     fig.update_xaxes(title="Share of weight bytes (%)", rangemode="tozero")
     fig.update_yaxes(title=None)
-    return _layout(fig, height=max(height, 60 + 26 * len(layers)), legend=False)
+    return layout(fig, height=max(height, 60 + 26 * len(layers)), legend=False)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from core.views.charts import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, _layout, empty_figure, label_positions
+from core.views.charts import ACCENT, BASELINE_COLOR, INK, MUTED, OUT_OF_BUDGET, PALETTE, layout, empty_figure, label_positions
 
 SENSITIVITY_SCALE = "OrRd"
 
@@ -41,7 +41,7 @@ def sensitivity_figure(result: dict, top: int = 30, height: int = 420) -> go.Fig
         f"pruned {float((result.get('config') or {}).get('amount', 0.5)):.0%}"
     fig.update_xaxes(title=f"{result.get('metric', 'drop (pt)')} with only this layer {what}")
     fig.update_yaxes(title=None, autorange="reversed", type="category")
-    return _layout(fig, height=max(height, 90 + 26 * len(layers)), legend=False)
+    return layout(fig, height=max(height, 90 + 26 * len(layers)), legend=False)
 
 
 def sensitivity_heatmap(result: dict, top: int = 40, height: int = 420) -> go.Figure:
@@ -79,7 +79,7 @@ def sensitivity_heatmap(result: dict, top: int = 40, height: int = 420) -> go.Fi
                                    hovertemplate="%{y}<br>%{x}: %{text}<extra></extra>"))
         fig.update_xaxes(title=None, side="top")
     fig.update_yaxes(title=None, autorange="reversed", type="category")
-    return _layout(fig, height=max(height, 100 + 24 * len(layers)), legend=False)
+    return layout(fig, height=max(height, 100 + 24 * len(layers)), legend=False)
 
 
 def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
@@ -138,7 +138,7 @@ def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
         fig.add_hline(y=1.0, line=dict(color=MUTED, dash="dot", width=1))
     else:
         fig.update_yaxes(title="Model file size (kB, lower is better)", rangemode="tozero")
-    return _layout(fig, height=height)
+    return layout(fig, height=height)
 
 
 def _front(trials: list, objective: str) -> list:
@@ -171,7 +171,7 @@ def op_time_figure(comparison: list, before_label: str = "baseline", after_label
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="Kernel time per run (ms)", rangemode="tozero")
     fig.update_yaxes(title=None, autorange="reversed", type="category")
-    return _layout(fig, height=max(height, 90 + 44 * len(rows)))
+    return layout(fig, height=max(height, 90 + 44 * len(rows)))
 
 
 def scaling_figure(rows: list, metric: str = "throughput", height: int = 420) -> go.Figure:
@@ -198,7 +198,7 @@ def scaling_figure(rows: list, metric: str = "throughput", height: int = 420) ->
                 hovertemplate=f"{name}, {t} thread(s)<br>batch %{{x}}: %{{y:,.4g}}<extra></extra>"))
     fig.update_xaxes(title="Batch size (samples)", type="log", tickvals=sorted({r["batch_size"] for r in rows}))
     fig.update_yaxes(title=labels.get(metric, metric), rangemode="tozero")
-    return _layout(fig, height=height)
+    return layout(fig, height=height)
 
 
 __all__ = ["op_time_figure", "scaling_figure", "sensitivity_figure", "sensitivity_heatmap", "tune_figure"]

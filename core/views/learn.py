@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.views.charts import FONT, GRID, INK, MUTED, PALETTE, empty_figure, size_unit
+from core.views.charts import FONT, GRID, INK, MUTED, PALETTE, empty_figure
+from core.format import size_unit
 
 # One colour per idea, the same on every chart: the original, its quantized / pruned form, and each method.
 ORIGINAL = "#9ca3af"

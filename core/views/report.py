@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt,
-                          why_no_speedup)
+from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
+from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.errors import FeatherweightError
+from core.spec.portable import portable_recipe
 
 CSS = """
 body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;
@@ -58,7 +61,7 @@ def _cost_basis(results: dict) -> str:
 def _flips_text(row) -> str:
     if row.get("flips") is None or pd.isna(row.get("flips")):
         return "–"
-    return f"{int(row['flips'])} ({viz.format_pct(row.get('flip_rate'))})"
+    return f"{int(row['flips'])} ({fmt.format_pct(row.get('flip_rate'))})"
 
 
 def _confident_text(row) -> str:
@@ -67,7 +70,7 @@ def _confident_text(row) -> str:
     if n is None or pd.isna(n):
         return "–"
     value = row.get("agreement_confident")
-    return f"{'–' if value is None or pd.isna(value) else viz.format_pct(value)} of {int(n)}"
+    return f"{'–' if value is None or pd.isna(value) else fmt.format_pct(value)} of {int(n)}"
 
 
 def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
@@ -85,14 +88,14 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
     rows = []
     for i, r in frame.iterrows():
         technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
-        cells = [r["name"], technique, r["status"], viz.format_bytes(r["size_bytes"]),
-                 viz.format_ratio(r["x_smaller"]), viz.format_count(r["params"]), viz.format_pct(r.get("accuracy")),
+        cells = [r["name"], technique, r["status"], fmt.format_bytes(r["size_bytes"]),
+                 fmt.format_ratio(r["x_smaller"]), fmt.format_count(r["params"]), fmt.format_pct(r.get("accuracy")),
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
         if fidelity:
-            cells += [_flips_text(r), _confident_text(r), viz.format_pct(r.get("topk_overlap"))]
+            cells += [_flips_text(r), _confident_text(r), fmt.format_pct(r.get("topk_overlap"))]
         for bs in batch_sizes:
-            cells += [viz.format_ms(r.get(f"p50_ms_bs{bs}")), viz.format_ratio(r.get(f"speedup_bs{bs}")),
-                      viz.format_usd(r.get(f"usd_per_million_bs{bs}"))]
+            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), fmt.format_ratio(r.get(f"speedup_bs{bs}")),
+                      fmt.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     # Wide tables (many batch sizes) scroll inside their box instead of pushing the page wider than the window.
@@ -149,8 +152,8 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
                 *[(k, v) for k, v in versions.items()]]
     dataset = results.get("dataset") or {}
     budget_text = ", ".join(filter(None, [
-        f"latency ≤ {viz.format_ms(budget.max_latency_ms)}" if budget.max_latency_ms is not None else None,
-        f"size ≤ {viz.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
+        f"latency ≤ {fmt.format_ms(budget.max_latency_ms)}" if budget.max_latency_ms is not None else None,
+        f"size ≤ {fmt.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
         f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
     best_text = (f"best = {objective} within {budget_text}" if budget_text
                  else f"best = {objective}, no budget set")
@@ -207,11 +210,11 @@ def results_text_table(results: dict) -> str:
     rows = []
     for i, r in frame.iterrows():
         value = r.get(quality) if quality else None
-        shown = ("–" if value is None or pd.isna(value) else viz.format_pct(value, 2) if quality != "cosine_mean"
+        shown = ("–" if value is None or pd.isna(value) else fmt.format_pct(value, 2) if quality != "cosine_mean"
                  else f"{value:.4f}")
-        cells = [str(r["name"]), str(r["status"]), viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]),
+        cells = [str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
                  shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
-        cells += [viz.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        cells += [fmt.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
         rows.append(cells)
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
@@ -236,16 +239,16 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
     cards = []
     if not base.empty:
         b = base.iloc[0]
-        cards.append(("Baseline", f"{viz.format_bytes(b['size_bytes'])} · "
-                                  f"{viz.format_ms(b.get(f'p50_ms_bs{batch_size}'))}"))
+        cards.append(("Baseline", f"{fmt.format_bytes(b['size_bytes'])} · "
+                                  f"{fmt.format_ms(b.get(f'p50_ms_bs{batch_size}'))}"))
         if b.get("accuracy") is not None and not pd.isna(b.get("accuracy")):
-            cards.append(("Baseline accuracy", viz.format_pct(b["accuracy"])))
+            cards.append(("Baseline accuracy", fmt.format_pct(b["accuracy"])))
     if best is not None:
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
-        cards += [("Best within budget", best), ("Smaller", viz.format_ratio(r["x_smaller"])),
-                  (f"Faster at batch {batch_size}", viz.format_ratio(r.get(f"speedup_bs{batch_size}"))),
-                  ("Quality change", viz.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
+        cards += [("Best within budget", best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
+                  (f"Faster at batch {batch_size}", fmt.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]
         caveats = best_caveats(measured, best, batch_size)
@@ -258,9 +261,6 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
 
 
 def _recipe_yaml(results: dict) -> str:
-    from core.errors import FeatherweightError
-    from core.session import portable_recipe
-
     try:
         return portable_recipe(results).to_yaml()
     except FeatherweightError:  # an old or hand-edited results.json: show what is there

@@ -165,7 +165,7 @@ def test_slider_and_page_switch_reuse_cached_results(make_app, fw_home, monkeypa
 
 def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
     """Choosing a device on a measured run narrows the Pareto chart to the variants that fit it."""
-    from core.results.cost import DEFAULT_DEVICES, variants_fitting
+    from core.results.devices import DEFAULT_DEVICES, variants_fitting
     from core.jobs.store import RunStore
 
     run_id = add_real_run(fw_home)

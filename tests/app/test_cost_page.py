@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.results import cost
+from core.results import assumptions
 from ui import state as state_keys
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "cost.py")
@@ -42,7 +42,7 @@ def store_home(tmp_path, monkeypatch):
 
 
 def _add_run(home: Path, measured: bool = False, label: str = "digits-cnn test run") -> str:
-    from core.pipeline.run import write_atomic
+    from core.io.files import write_atomic
     from core.jobs.store import RunStore
 
     store = RunStore(home)
@@ -99,7 +99,7 @@ def test_changing_the_price_and_the_request_rate_recomputes_the_table(store_home
     assert table.loc["int8", "usd_per_million"] == pytest.approx(0.25)
     assert table.loc["int8", "monthly_saving_usd"] == pytest.approx(0.75 * 10 * 730 * 3600 / 1e6)
     at.button(key="cost_reset_assumptions").click().run()
-    assert at.number_input(key=state_keys.COST_PRICE_KEY).value == pytest.approx(cost.DEFAULT_PRICE_PER_CORE_HOUR_USD)
+    assert at.number_input(key=state_keys.COST_PRICE_KEY).value == pytest.approx(assumptions.DEFAULT_PRICE_PER_CORE_HOUR_USD)
 
 
 def test_instance_pricing_divides_by_the_core_count(store_home):
@@ -163,7 +163,7 @@ def test_picking_another_run_shows_its_numbers_and_opens_it_for_the_compare_page
 
 def test_a_run_without_measured_variants_says_so(store_home):
     """A run whose results hold no throughput yet (the baseline failed) gets a plain message, not a table."""
-    from core.pipeline.run import write_atomic
+    from core.io.files import write_atomic
     from core.jobs.store import RunStore
 
     store = RunStore(store_home)

@@ -26,7 +26,7 @@ def home(fw_home):
 
 def _add_job(home: Path, kind: str, files: dict, config: dict | None = None) -> str:
     """A finished insight job of `kind` with its output files, as a worker leaves it."""
-    from core.pipeline.run import write_atomic
+    from core.io.files import write_atomic
     from core.jobs.store import RunStore
 
     store = RunStore(home)

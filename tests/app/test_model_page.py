@@ -40,7 +40,7 @@ def test_choose_sample_shows_card_and_data(make_app):
     assert not errors_of(at)
     metrics = {m.label: m.value for m in at.metric}
     card = sample_choice("digits-mlp").card
-    from core.views.charts import format_bytes, format_count
+    from core.format import format_bytes, format_count
 
     assert metrics["Parameters"] == format_count(card["params"])
     assert metrics["File size"] == format_bytes(card["size_bytes"])

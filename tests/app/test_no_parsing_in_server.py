@@ -18,6 +18,7 @@ PARSERS = [("onnx", "load"), ("onnx", "load_model"), ("onnx", "load_from_string"
            ("onnxruntime", "InferenceSession"), ("torch", "load"), ("safetensors.torch", "load"),
            ("safetensors.torch", "load_file"), ("safetensors", "safe_open"), ("numpy", "load"), ("pandas", "read_csv"),
            ("core.io.model", "load_model"), ("core.io.model", "load_model_bytes"), ("core.io.model", "validate_onnx_bytes"),
+           ("core.io.safety", "validate_onnx_bytes"),
            ("core.io.data", "load_data"), ("core.io.data", "load_data_bytes"), ("core.session", "load_choice_model")]
 
 

@@ -56,7 +56,7 @@ def test_quality_drop_falls_back_to_fidelity(frame):
 
 def test_why_no_speedup_rules():
     """Tiny models get the call-overhead note; unstructured sparsity and int8 without VNNI are explained."""
-    from core.results.compare import why_no_speedup
+    from core.results.explain import why_no_speedup
 
     results = synthetic_results()
     base = results["variants"][0]
@@ -82,20 +82,20 @@ def test_why_no_speedup_rules():
                                          (12_345_678, "12.3 MB")])
 def test_format_bytes(value, text):
     """Sizes read in decimal units with three significant digits."""
-    from core.views.charts import format_bytes
+    from core.format import format_bytes
 
     assert format_bytes(value) == text
 
 
 def test_number_formats():
     """Latency, ratios, counts and accuracy changes read naturally."""
-    from core.views import charts as viz
+    from core import format as fmt
 
-    assert viz.format_ms(0.02134) == "0.021 ms" and viz.format_ms(3.514) == "3.51 ms"
-    assert viz.format_ratio(3.4167) == "3.4×" and viz.format_ratio(0.91) == "0.91×"
-    assert viz.format_count(159_626) == "160k" and viz.format_count(22_700_000) == "22.7M"
-    assert viz.format_pt(0.19) == "−0.19 pt" and viz.format_pt(-0.2) == "+0.20 pt"
-    assert viz.format_pct(0.98333) == "98.3%" and viz.format_pct(float("nan")) == "–"
+    assert fmt.format_ms(0.02134) == "0.021 ms" and fmt.format_ms(3.514) == "3.51 ms"
+    assert fmt.format_ratio(3.4167) == "3.4×" and fmt.format_ratio(0.91) == "0.91×"
+    assert fmt.format_count(159_626) == "160k" and fmt.format_count(22_700_000) == "22.7M"
+    assert fmt.format_pt(0.19) == "−0.19 pt" and fmt.format_pt(-0.2) == "+0.20 pt"
+    assert fmt.format_pct(0.98333) == "98.3%" and fmt.format_pct(float("nan")) == "–"
 
 
 def test_every_figure_labels_its_axes_with_units(frame):
@@ -152,7 +152,7 @@ def test_report_is_self_contained(frame):
 def test_portable_recipe_names_uploads_by_file_name():
     """An exported recipe reproduces with `featherweight run`: uploads are referred to by their file name."""
     from core.spec.recipe import Recipe
-    from core.session import portable_recipe
+    from core.spec.portable import portable_recipe
 
     results = synthetic_results()
     results["recipe"]["model"] = "/srv/home/runs/x/inputs/my_model.onnx"

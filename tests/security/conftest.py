@@ -304,6 +304,6 @@ def valid_files():
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny ONNX model loaded (input x [N, 4]), for data binding tests without torch."""
-    from core.io.model import Model
+    from core.io.graph import Model
 
     return Model("tiny.onnx", tiny_onnx())

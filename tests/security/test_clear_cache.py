@@ -73,7 +73,8 @@ def _server_file(home: Path) -> dict | None:
 def test_clear_cache_from_a_raw_websocket_keeps_the_runner_and_every_run(tmp_path):
     """Three clear_cache messages leave one runner (server.json: same id, one start) and a queued and a running
     run exactly as they were: nothing is marked interrupted."""
-    from core.jobs.store import WORKER_MARKER, RunStore
+    from core.io.sandbox import WORKER_MARKER
+    from core.jobs.store import RunStore
 
     home = tmp_path / "home"
     home.mkdir()

@@ -34,11 +34,11 @@ QUICK_BENCH = {"batch_sizes": [1], "threads": 1, "warmup": 1, "runs": 5}
 
 @pytest.fixture
 def measured(monkeypatch, refusal_log, request):
-    """Wrap core.jobs.queue.run_isolated so that each CLI call records its worker's wall time and peak memory; the
+    """Wrap core.jobs.entries.run_isolated so that each CLI call records its worker's wall time and peak memory; the
     call's figures are checked against the bounds and kept for the session summary."""
-    import core.jobs.queue
+    import core.jobs.entries
 
-    original = core.jobs.queue.run_isolated
+    original = core.jobs.entries.run_isolated
     calls = []
 
     def wrapper(*args, **kwargs):
@@ -50,7 +50,7 @@ def measured(monkeypatch, refusal_log, request):
         finally:
             calls.append((time.monotonic() - started, stats.get("peak_rss_mb") or 0.0))
 
-    monkeypatch.setattr(core.jobs.queue, "run_isolated", wrapper)
+    monkeypatch.setattr(core.jobs.entries, "run_isolated", wrapper)
     yield calls
     for wall_s, peak_mb in calls:
         refusal_log.append((request.node.name, wall_s, peak_mb))
@@ -177,7 +177,7 @@ def test_real_cli_process_refuses_within_bounds(hostile_files, tmp_path, payload
 
 def test_native_crash_in_the_worker_is_a_bad_input_error():
     """A segfault while reading becomes BadInputError('... crashed ... while reading ...'); the caller lives on."""
-    from core.jobs.queue import run_isolated
+    from core.io.sandbox import run_isolated
 
     with pytest.raises(BadInputError, match="crashed .*while reading"):
         run_isolated("selftest-segfault")
@@ -186,7 +186,7 @@ def test_native_crash_in_the_worker_is_a_bad_input_error():
 
 def test_worker_timeout_and_memory_cap_give_clear_errors():
     """A worker past its wall clock is killed; one past its address-space cap reports running out of memory."""
-    from core.jobs.queue import ResourceLimits, run_isolated
+    from core.io.sandbox import ResourceLimits, run_isolated
 
     started = time.monotonic()
     with pytest.raises(BadInputError, match="longer than 1 s"):
@@ -198,7 +198,7 @@ def test_worker_timeout_and_memory_cap_give_clear_errors():
 
 def test_upload_bytes_are_inspected_in_a_worker(hostile_files, valid_files):
     """The dashboard's path: uploaded bytes are written to a private temp dir and checked in a worker."""
-    from core.jobs.queue import inspect_isolated
+    from core.jobs.entries import inspect_isolated
 
     card = inspect_isolated(valid_files[".onnx"], "my model.onnx")
     assert card["source"] == "my model.onnx" and card["inputs"][0]["name"] == "x"
@@ -210,7 +210,7 @@ def test_upload_bytes_are_inspected_in_a_worker(hostile_files, valid_files):
 
 def test_data_upload_is_checked_against_the_model_in_a_worker(hostile_files, valid_files, tiny_model_path):
     """Uploaded data is bound to the model in a worker; a pickled NPZ is refused there."""
-    from core.jobs.queue import check_data_isolated
+    from core.jobs.entries import check_data_isolated
 
     summary = check_data_isolated(valid_files[".onnx"], valid_files[".npz"], model_filename="m.onnx",
                                   data_filename="d.npz")

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from core.errors import BadInputError
-from core.jobs.queue import JobRunner, ResourceLimits, _read_outcome
+from core.jobs.queue import JobRunner, _read_outcome
+from core.io.sandbox import ResourceLimits
 from core.jobs.store import RunStore
 
 pytestmark = pytest.mark.timeout(240)
@@ -220,7 +221,7 @@ def test_env_settings_are_validated(monkeypatch):
     assert ResourceLimits.from_env().address_space_mb == 2048
     assert ResourceLimits.for_inspect().wall_seconds == 7.5
     monkeypatch.setenv("FEATHERWEIGHT_MAX_NODES", "-3")
-    from core.io.model import LoadLimits
+    from core.io.safety import LoadLimits
 
     with pytest.raises(BadInputError, match="FEATHERWEIGHT_MAX_NODES"):
         LoadLimits.from_env()

@@ -64,7 +64,7 @@ def mutated(draw, original: bytes):
 @given(data=st.binary(max_size=4096))
 def test_validate_onnx_random_bytes(data):
     """Random bytes: a model or our error."""
-    from core.io.model import validate_onnx_bytes
+    from core.io.safety import validate_onnx_bytes
 
     _result_or_our_error(lambda: validate_onnx_bytes(data))
 
@@ -73,7 +73,7 @@ def test_validate_onnx_random_bytes(data):
 @given(data=st.data())
 def test_validate_onnx_mutated_model(valid_files, data):
     """A valid model with random edits: a model or our error."""
-    from core.io.model import validate_onnx_bytes
+    from core.io.safety import validate_onnx_bytes
 
     blob = data.draw(mutated(valid_files[".onnx"]))
     _result_or_our_error(lambda: validate_onnx_bytes(blob))
@@ -90,7 +90,7 @@ def test_validate_onnx_crafted_values(valid_files, dims, data_type, external, lo
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from core.io.model import validate_onnx_bytes
+    from core.io.safety import validate_onnx_bytes
 
     model = onnx.load_from_string(valid_files[".onnx"])
     weight = model.graph.initializer[0]

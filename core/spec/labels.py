@@ -1,0 +1,34 @@
+"""How a step reads in a table, a chart and a page: one short label per step ('quantize static',
+'prune structured 0.5', 'distill w0.25'), the same in the results table, Learn, the tuner and the Optimize page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig, StepConfig
+
+
+def step_label(step: dict | StepConfig) -> str:
+    """A step (a results.json / recipe dict, or a step config) as a short label; an option the dict leaves out
+    reads as the config's default.
+
+    Returns:
+        'quantize static', 'prune structured 0.5', 'distill w0.25'; another technique by its name.
+    """
+    data: dict[str, Any] = step.to_dict() if isinstance(step, StepConfig) else dict(step or {})
+    technique = data.get("technique")
+    if technique == "quantize":
+        return f"quantize {data.get('mode', QuantizeConfig.mode)}"
+    if technique == "prune":
+        return f"prune {data.get('method', PruneConfig.method)} {data.get('amount', PruneConfig.amount)}"
+    if technique == "distill":
+        return f"distill w{data.get('width', DistillConfig.width)}"
+    return str(technique)
+
+
+def steps_label(steps, separator: str = " + ") -> str:
+    """A variant's steps as one label ('prune structured 0.5 + quantize static'); 'none' without steps."""
+    return separator.join(step_label(s) for s in steps or []) or "none"
+
+
+__all__ = ["step_label", "steps_label"]
