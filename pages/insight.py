@@ -214,6 +214,17 @@ def sensitivity_result_ui(result: dict) -> None:
                   for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS)
 
 
+def graph_link_ui(result: dict, scan_id: str) -> None:
+    """A layer of the scan -> its node on the Graph page, with this scan's sensitivity overlaid."""
+    nodes = [row["node"] for row in result.get("layers", []) if row.get("node")]
+    if not nodes:
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    node = c1.selectbox("Layer to find on the graph", nodes, key=f"scan_graph_node.{scan_id}")
+    c2.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
+                 query_params={"node": node, "scan": scan_id})
+
+
 def sensitivity_ui(model, data) -> None:
     st.markdown("Change **one layer at a time** and measure how much each one alone costs: the layers at the top "
                 "are the ones to keep in float (or prune less).")
@@ -232,7 +243,9 @@ def sensitivity_ui(model, data) -> None:
     path = services.store().run_dir(record.id) / "sensitivity.json"
     if state not in ACTIVE and path.exists():
         try:
-            sensitivity_result_ui(load_sensitivity(path).to_dict())
+            result = load_sensitivity(path).to_dict()
+            sensitivity_result_ui(result)
+            graph_link_ui(result, record.id)
         except FeatherweightError as exc:
             st.error(str(exc), icon=":material/error:")
 

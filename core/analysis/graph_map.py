@@ -337,5 +337,65 @@ def float_for_no_reason(mapping: GraphMapping, variant_proto, steps) -> dict:
     return flagged
 
 
+_PROFILE_SUFFIX = re.compile(r"(_token_\d+|_nchwc|_quant|_nhwc)+$")
+
+
+def profile_node_times(proto, profile_nodes) -> dict:
+    """Kernel time per graph node from onnxruntime's per-node profile (``profile_ops(...)["nodes"]``).
+
+    The profiler names the nodes of the graph onnxruntime optimized: ``fused <name>`` (a fused kernel),
+    ``<name>_token_<k>`` (a layout transform of it), ``<tensor>_nchwc`` (a Conv + activation fused into a blocked
+    kernel, named after the activation's output). Each is traced back to a node of `proto` (for a tensor, its
+    producer, walking up past activations to the node of the kernel's operator type); layout nodes onnxruntime
+    adds itself (``ReorderOutput``, ``Transpose_token_13``) are summed under ``""``.
+
+    Returns:
+        node name -> ms per run, plus ``""`` -> ms of kernels no node of `proto` accounts for.
+    """
+    graph = proto.graph
+    names = node_names(graph)
+    nodes = dict(zip(names, graph.node))
+    producer = {out: name for name, node in nodes.items() for out in node.output}
+    times: dict[str, float] = {}
+    for row in profile_nodes or []:
+        raw, op, ms = str(row.get("node", "")), str(row.get("op", "")), float(row.get("ms", 0.0))
+        name = raw[len("fused "):] if raw.startswith("fused ") else raw
+        name = _PROFILE_SUFFIX.sub("", name)
+        target = name if name in nodes else None
+        if target is None and name in producer:
+            target = producer[name]
+            # A fused Conv + Relu is named after the Relu's output: walk up to the node of the kernel's type.
+            for _ in range(3):
+                node = nodes[target]
+                if op.endswith(node.op_type) or node.op_type in COMPUTE_OPS or not node.input:
+                    break
+                upstream = producer.get(node.input[0])
+                if upstream is None:
+                    break
+                target = upstream
+        key = target or ""
+        times[key] = times.get(key, 0.0) + ms
+    return {k: round(v, 6) for k, v in times.items()}
+
+
+def principal_renames(mapping: GraphMapping, variant_names) -> dict:
+    """Variant node -> baseline id for the one node that stands for each renamed baseline node (MatMulNBits for a
+    Gemm, MatMulInteger for dynamic int8), so both panes share the id and highlight together. Helpers and the
+    other parts of a group keep their own ids; a node that already has its baseline name needs no rename."""
+    taken = set(variant_names)
+    renames = {}
+    for base in dict.fromkeys(mapping.base_of.values()):
+        parts = mapping.variants_of(base)
+        if base in parts or base in taken:
+            continue
+        ranked = sorted(parts, key=lambda n: (mapping.how.get(n) == "helper",
+                                              mapping.precision.get(n) not in ("int8", "int4"),
+                                              "scale" in n or n.endswith("_bias"), len(n)))
+        if ranked:
+            renames[ranked[0]] = base
+            taken.add(base)
+    return renames
+
+
 __all__ = ["COMPUTE_OPS", "GraphMapping", "INT8_OPS", "PRECISIONS", "float_for_no_reason", "map_graphs",
-           "node_names", "node_precisions", "weight_bytes"]
+           "node_names", "node_precisions", "principal_renames", "profile_node_times", "weight_bytes"]
