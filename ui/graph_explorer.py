@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
+import streamlit as st
 import streamlit.components.v1 as components
 
 from core.io.model import cache_dir
@@ -133,9 +134,11 @@ def web_root() -> Path:
 
 
 def register() -> str:
-    """Register the folder with Streamlit (idempotent) and return the URL path it is served under."""
+    """Register the folder with Streamlit (idempotent) and return the URL path it is served under (absolute,
+    under the server's ``server.baseUrlPath``)."""
     components.declare_component(COMPONENT, path=str(web_root()))
-    return f"component/{__name__}.{COMPONENT}/"
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base + '/' if base else ''}component/{__name__}.{COMPONENT}/"
 
 
 def new_view_dir() -> tuple[str, Path]:
@@ -155,7 +158,7 @@ def view_dir(token: str) -> Path | None:
 
 
 def view_url(token: str, *, focus: str | None = None) -> str:
-    """The iframe URL of a view, relative to the page (so it works under any server.baseUrlPath); `focus` selects
+    """The iframe URL of a view (a path on the dashboard's own host and port); `focus` selects
     a node in both panes (mapped nodes share the baseline's id)."""
     folder = view_dir(token)
     if folder is None:
@@ -170,7 +173,7 @@ def view_url(token: str, *, focus: str | None = None) -> str:
 
 def show(token: str, *, height: int = 900, focus: str | None = None) -> None:
     """Draw a view in an iframe."""
-    components.iframe(view_url(token, focus=focus), height=height, scrolling=False)
+    st.iframe(view_url(token, focus=focus), height=height)
 
 
 def graph_view(run_id: str, variant: str, scan_id: str | None = None) -> dict:
