@@ -12,7 +12,7 @@ from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graph
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
 from core.jobs.queue import phase, run_isolated
-from core.views.graph import (OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
+from core.views.graph import (EXPAND_ALL_MAX_NODES, OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
                               explorer_data, node_data, rename_graph, rename_nodes, write_view)
 
 # Profile settings: a small batch keeps the page quick (digits-cnn profiles both graphs in well under a second);
@@ -214,7 +214,7 @@ def build_graph_view(run_dir: str | Path, variant_name: str, out_dir: str | Path
     for pane, graphs in zip(panes, (base_graphs, var_graphs)):
         rename_graph(graphs, pane["name"])
         pane["graph_id"] = pane["name"]
-    data = explorer_data(panes)
+    data = explorer_data(panes, expand_all=max(len(base_names), len(var_names)) <= EXPAND_ALL_MAX_NODES)
     write_view(out_dir, [base_graphs, var_graphs], overlays, data)
     counts = {"baseline_nodes": len(base_names), "variant_nodes": len(var_names),
               "mapped": sum(1 for v in var_names if mapping.base_of.get(v)), "added": len(mapping.added),
