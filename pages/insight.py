@@ -221,8 +221,9 @@ def graph_link_ui(result: dict, scan_id: str) -> None:
         return
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     node = c1.selectbox("Layer to find on the graph", nodes, key=f"scan_graph_node.{scan_id}")
-    c2.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
-                 query_params={"node": node, "scan": scan_id})
+    # A button, not st.page_link: the page also runs on its own (tests), where no navigation lists pages/graph.py.
+    if c2.button("Open in graph", icon=":material/account_tree:", key=f"scan_graph_open.{scan_id}"):
+        st.switch_page("pages/graph.py", query_params={"node": node, "scan": scan_id})
 
 
 def sensitivity_ui(model, data) -> None:

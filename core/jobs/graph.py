@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
+
+from core.analysis.diagnose import profile_ops
 from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graphs, node_names, principal_renames,
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
+from core.io.data import synthetic_inputs
+from core.io.model import Model
 from core.jobs.queue import phase, run_isolated
 from core.views.graph import (EXPAND_ALL_MAX_NODES, OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
                               explorer_data, node_data, rename_graph, rename_nodes, write_view)
@@ -78,10 +83,6 @@ def _channels(variant: dict, base_proto) -> dict:
 
 
 def _profile(path: Path, proto, batch: int, runs: int) -> tuple[dict, dict]:
-    from core.analysis.diagnose import profile_ops
-    from core.io.data import synthetic_inputs
-    from core.io.model import Model
-
     # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.
     inputs = synthetic_inputs(Model(str(path), proto), batch, seed=0)
     profile = profile_ops(path.read_bytes(), inputs, batch_size=batch, runs=runs, warmup=PROFILE_WARMUP,
@@ -101,8 +102,6 @@ def build_graph_view(run_dir: str | Path, variant_name: str, out_dir: str | Path
     Raises:
         BadInputError: no such variant, or it has no model file.
     """
-    import onnx
-
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     variants = results.get("variants", [])

@@ -89,13 +89,8 @@ def test_insight_scan_layer_links_to_its_node_and_the_graph_overlays_the_scan(ma
     at = make_app().run()
     at.switch_page("pages/insight.py").run()
     assert not errors_of(at)
-    links = [link for link in at.get("page_link") if link.proto.label == "Open in graph"]
-    assert links and parse_qs(links[0].proto.query_string) == {"node": ["/net/net.3/Gemm"], "scan": [record.id]}
-
-    at = make_app().run()
-    at.query_params["node"] = "/net/net.3/Gemm"
-    at.query_params["scan"] = record.id
-    at.switch_page("pages/graph.py").run()
+    at.selectbox(key=f"scan_graph_node.{record.id}").select("/net/net.3/Gemm").run()
+    at.button(key=f"scan_graph_open.{record.id}").click().run()
     assert not errors_of(at)
     assert at.session_state["fw_run"] == run_id and at.session_state["graph_scan"] == record.id
     data = json.loads(unquote(parse_qs(urlsplit(_iframe_src(at)).query)["data"][0]))
