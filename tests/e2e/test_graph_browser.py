@@ -11,6 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 from tests.e2e.conftest import ROOT, StudioServer
 from tests.e2e.test_studio import wait_idle
 
@@ -71,7 +73,7 @@ def _explorer(page):
 
 def _variant_table(frame) -> tuple[list, list]:
     """The variant pane's per-node table: the one with Q/DQ rows and a Precision column."""
-    for _ in range(60):
+    for _ in range(180):  # 90 s: a loaded machine draws slowly
         for table in frame.evaluate(TABLES_JS):
             labels = [row[1][0] for row in table["rows"] if len(row) > 2]
             if any(h.startswith("Precision") or "Precision" in h for h in table["headers"]) and \
@@ -95,7 +97,9 @@ def test_compare_opens_the_variant_graph_coloured_by_precision_with_latency(stud
     page.goto(f"{studio.url}/compare?run={studio.run_id}")
     wait_idle(page)
     link = page.get_by_role("link", name="Open in graph")
-    if not link.count():  # the detail opened on the baseline: pick the variant
+    try:
+        link.first.wait_for(timeout=30_000)
+    except PlaywrightTimeout:  # the detail opened on the baseline: pick the variant
         page.get_by_test_id("stSelectbox").filter(has_text="Variant").click()
         page.get_by_role("option", name="int8-static").click()
         wait_idle(page)
