@@ -131,3 +131,34 @@ def test_unnamed_nodes_get_positional_names(wild):
         node.name = ""
     mapping = map_graphs(model.onnx_model, proto)
     assert mapping.base_of["<node_0>"] == "conv1" and mapping.base_of["<node_4>"] == "flatten"
+
+
+def _wild_mlp() -> Model:
+    """A hand-built MLP as a wild exporter leaves it: MatMul + Add with stored weights, and no node names."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
+             for name, shape in (("w1", (64, 128)), ("b1", (128,)), ("w2", (128, 10)))]
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["hr"]), helper.make_node("MatMul", ["hr", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "wild_mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
+    model.ir_version = 8
+    return Model("wild_mlp.onnx", model)
+
+
+@pytest.mark.parametrize("mode, precision", [("dynamic", "int8"), ("int4", "int4"), ("fp16", "fp16"),
+                                             ("static", "int8")])
+def test_wild_unnamed_mlp_maps_in_every_mode(mode, precision):
+    """The anonymous MatMuls of a wild MLP are traced through each quantize mode and get the mode's precision."""
+    model = _wild_mlp()
+    variant = _variant(model, synthetic_dataset(model), QuantizeConfig(mode=mode, block_size=32))
+    mapping = map_graphs(model.onnx_model, variant)
+    assert not mapping.added and not mapping.removed, (mapping.added, mapping.removed)
+    assert set(mapping.base_of) == set(node_names(variant.graph))
+    first = mapping.variants_of("<node_0>")
+    assert first and any(mapping.precision[v] == precision for v in first), (first, mapping.precision)
+    assert mapping.variants_of("<node_3>")

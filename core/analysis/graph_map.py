@@ -17,7 +17,8 @@ The rules, tried in order for each variant node (the first that applies wins; ``
 - otherwise the node is ``added``.
 
 A baseline node that no variant node maps to is ``fused`` when a variant node now produces its output tensor
-(QDQ folds Relu into the Conv before it), else ``removed``.
+(QDQ folds Relu into the Conv before it) or reads its weights (MatMul + Add fused into a Gemm that reads the Add's
+bias), else ``removed``.
 """
 
 from __future__ import annotations
@@ -262,6 +263,11 @@ def map_graphs(base_proto, variant_proto) -> GraphMapping:
         if name in mapped_bases:
             continue
         makers = [producer[t] for t in node.output if t in producer]
+        if not makers:
+            # Its weights live on in another node (MatMul + Add fused into a Gemm that reads the bias).
+            weights = {t for t in node.input if t in owners}
+            readers = [v for v, vn in vnode.items() if any(_SUFFIX.sub("", t) in weights for t in vn.input)]
+            makers = sorted(readers, key=lambda v: how.get(v) == "helper")
         if makers:
             fused[name] = makers[0]
         else:
