@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.errors import FeatherweightError
 from core.jobs.insight import job_kind, runs_of_kind
+from core.session import RUN_KEY
 from core.views.graph import PRECISION_COLOR
 from ui import graph_explorer, services
 from ui.run_picker import run_picker_ui
@@ -82,6 +83,14 @@ if not records:
     st.page_link("pages/optimize.py", label="Go to Optimize", icon=":material/arrow_forward:")
     st.stop()
 
+_scan_from_url = st.query_params.get(SCAN_PARAM)
+if _scan_from_url and st.session_state.get("graph_scan.opened") != _scan_from_url:
+    # From Insight: open the newest run of the scanned model, so the scan's layers are on the graph.
+    st.session_state["graph_scan.opened"] = _scan_from_url
+    scanned = next((r for r in services.visible_runs() if r.id == _scan_from_url), None)
+    same_model = [r for r in records if scanned is not None and r.model == scanned.model]
+    if same_model and st.session_state.get(RUN_KEY) not in {r.id for r in same_model}:
+        services.open_run(same_model[0].id)
 run_id = run_picker_ui(records, RUN_PICK_KEY)
 results = services.run_results(run_id) or {}
 names = [v["name"] for v in (results.get("variants") or [])[1:] if v.get("status") == "ok" and v.get("artifact")]
