@@ -23,6 +23,7 @@ PAGES = {
     "Deep dives": [
         st.Page("pages/insight.py", title="Insight", icon=":material/troubleshoot:"),
         st.Page("pages/cost.py", title="Cost", icon=":material/payments:"),
+        st.Page("pages/graph.py", title="Graph", icon=":material/account_tree:"),
     ],
     "Workshop": [
         st.Page("pages/learn.py", title="Learn", icon=":material/school:"),

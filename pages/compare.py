@@ -126,6 +126,10 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
         c[2].metric(drop_label.capitalize(), "–" if change is None else f"{-change:.2f}")
     c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
 
+    if name != "baseline":
+        st.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
+                     query_params={"run": run_id, "variant": name},
+                     help="This variant beside the baseline, node by node (precision, latency, mapping).")
     for note in why_no_speedup(results, name, batch_size):
         st.info(f"**Why no speed-up?** {note}", icon=":material/lightbulb:")
 

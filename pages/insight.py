@@ -149,6 +149,18 @@ def sensitivity_result_ui(result: dict) -> None:
                   for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS)
 
 
+def graph_link_ui(result: dict, scan_id: str) -> None:
+    """A layer of the scan -> its node on the Graph page, with this scan's sensitivity overlaid."""
+    nodes = [row["node"] for row in result.get("layers", []) if row.get("node")]
+    if not nodes:
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    node = c1.selectbox("Layer to find on the graph", nodes, key=f"scan_graph_node.{scan_id}")
+    # A button, not st.page_link: the page also runs on its own (tests), where no navigation lists pages/graph.py.
+    if c2.button("Open in graph", icon=":material/account_tree:", key=f"scan_graph_open.{scan_id}"):
+        st.switch_page("pages/graph.py", query_params={"node": node, "scan": scan_id})
+
+
 def sensitivity_ui(model, data) -> None:
     st.markdown("Change **one layer at a time** and measure how much each one alone costs: the layers at the top "
                 "are the ones to keep in float (or prune less).")
@@ -167,7 +179,9 @@ def sensitivity_ui(model, data) -> None:
     path = services.run_dir(record.id) / "sensitivity.json"
     if state not in ACTIVE and path.exists():
         try:
-            sensitivity_result_ui(load_sensitivity(path).to_dict())
+            result = load_sensitivity(path).to_dict()
+            sensitivity_result_ui(result)
+            graph_link_ui(result, record.id)
         except FeatherweightError as exc:
             st.error(str(exc), icon=":material/error:")
 

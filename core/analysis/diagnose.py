@@ -95,7 +95,7 @@ def cpu_panel(threads: int = 1) -> dict:
 # Per-operator time from onnxruntime's profiler
 
 
-def parse_profile(events: list, skip_runs: int = 0) -> dict:
+def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) -> dict:
     """Kernel time per operator type from an onnxruntime profile (the JSON list of trace events).
 
     Node events (``cat == "Node"``) whose name ends in ``_kernel_time`` are summed by ``args.op_name``. The first
@@ -127,17 +127,18 @@ def parse_profile(events: list, skip_runs: int = 0) -> dict:
     rows.sort(key=lambda r: -r["ms"])
     node_rows = sorted(({"node": n["node"], "op": n["op"], "ms": round(n["us"] / counted / 1000.0, 6)}
                         for n in nodes.values()), key=lambda r: -r["ms"])
-    return {"runs": counted, "ops": rows, "nodes": node_rows[:50], "total_ms": round(sum(r["ms"] for r in rows), 6)}
+    return {"runs": counted, "ops": rows, "nodes": node_rows[:max_nodes], "total_ms": round(sum(r["ms"] for r in rows), 6)}
 
 
 def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: int = 20, warmup: int = 3,
-                threads: int = 1) -> dict:
+                threads: int = 1, max_nodes: int | None = 50) -> dict:
     """Run the model with onnxruntime's profiler on and return its kernel time per operator type (per run).
 
     Args:
         model_bytes: the ONNX model.
         inputs: input name -> array (cycled to `batch_size`).
         batch_size / runs / warmup / threads: what to profile (warm-up runs are excluded).
+        max_nodes: how many of the slowest nodes to keep per node (None: all).
 
     Returns:
         As `parse_profile`, plus ``batch_size``.
@@ -156,7 +157,7 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
             events = json.loads(Path(path).read_text(encoding="utf-8"))
         finally:
             Path(path).unlink(missing_ok=True)
-    result = parse_profile(events, skip_runs=warmup)
+    result = parse_profile(events, skip_runs=warmup, max_nodes=max_nodes)
     result["batch_size"] = batch
     return result
 

@@ -1,0 +1,181 @@
+"""The Graph page's drawing data for Google's Model Explorer: the graphs JSON of its ONNX adapter (node ids aligned
+across the two panes so mapped nodes highlight together) and the per-node overlays (node data with a legend).
+
+Everything here takes plain data (node name -> value dicts) and returns JSON types; the model is read, mapped and
+profiled by the worker that calls it (`core.jobs.graph`), never by the dashboard.
+
+Node data format (Model Explorer's ``GraphNodeData``): ``{"name", "results": {node_id: {"value", "bgColor"}},
+"thresholds" | "gradient"}``; the thresholds / gradient stops are the legend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+# Precision colours (and the number each one is stored as: Model Explorer's node data values are numbers).
+PRECISION_VALUE = {"int4": 4, "int8": 8, "fp16": 16, "fp32": 32}
+PRECISION_COLOR = {"int4": "#60a5fa", "int8": "#4ade80", "fp16": "#fbbf24", "fp32": "#d1d5db"}
+FLAG_COLOR = "#ef4444"
+# Mapping status: baseline pane 0 kept / 1 fused into another node / 2 removed; variant pane 0 same node /
+# 1 changed by the technique (quantized, re-fused, renamed) / 2 added by it to serve a node (Q/DQ, Cast) / 3 new.
+STATUS_BASE = {"kept": 0, "fused": 1, "removed": 2}
+STATUS_VARIANT = {"same": 0, "changed": 1, "helper": 2, "added": 3}
+STATUS_COLOR = ["#e5e7eb", "#a78bfa", "#f97316", "#ef4444"]
+# Latency ratio (after / before): below 0.9 is faster, above 1.1 slower; the band between is run-to-run noise of a
+# 1-thread profile on a shared machine (core.analysis.diagnose.NO_SPEEDUP_RATIO is 1.1 too).
+RATIO_FASTER, RATIO_SLOWER = 0.9, 1.1
+OVERLAYS = ("precision", "latency_ms", "latency_ratio", "sensitivity", "channels_kept", "weight_bytes",
+            "float_for_no_reason", "mapping")
+OVERLAY_TITLES = {"precision": "Precision (32 fp32 / 16 fp16 / 8 int8 / 4 int4)", "latency_ms": "Latency (ms)",
+                  "latency_ratio": "Latency after / before", "sensitivity": "Sensitivity (drop, pt)",
+                  "channels_kept": "Channels kept (fraction)", "weight_bytes": "Weight bytes",
+                  "float_for_no_reason": "Stayed in float for no reason",
+                  "mapping": "Mapping (0 same / 1 changed / 2 helper / 3 new; baseline: 1 fused / 2 removed)"}
+
+
+def adapter_graphs(model_path: str | Path) -> dict:
+    """Model Explorer's graphs JSON of an ONNX file, from the ``model-explorer-onnx`` adapter (in a worker)."""
+    # heavy imports (model_explorer brings flask and torch): only in the worker that draws a graph
+    from model_explorer.utils import convert_adapter_response
+    from model_explorer_onnx.main import ONNXAdapter
+
+    return convert_adapter_response(ONNXAdapter().convert(str(model_path), {}))
+
+
+def rename_nodes(graphs: dict, renames: dict) -> dict:
+    """Give nodes new ids (and rewrite the edges that name them), keeping the old id as a node attribute."""
+    if not renames:
+        return graphs
+    for graph in graphs.get("graphs", []):
+        for node in graph.get("nodes", []):
+            old = node["id"]
+            if old in renames:
+                node["id"] = renames[old]
+                node.setdefault("attrs", []).append({"key": "onnx node", "value": old})
+            for edge in node.get("incomingEdges", []):
+                if edge.get("sourceNodeId") in renames:
+                    edge["sourceNodeId"] = renames[edge["sourceNodeId"]]
+    return graphs
+
+
+def rename_graph(graphs: dict, graph_id: str) -> dict:
+    """Give the main graph (the first) a new id: two panes drawing two models' ``main_graph`` tell them apart by it."""
+    if graphs.get("graphs"):
+        graph = graphs["graphs"][0]
+        old = graph["id"]
+        graph["id"] = graph_id
+        attributes = graph.get("groupNodeAttributes") or {}
+        if old in attributes:
+            attributes[graph_id] = attributes.pop(old)
+    return graphs
+
+
+def add_node_attrs(graphs: dict, attrs: dict) -> dict:
+    """Append ``{key: value}`` attributes per node id (shown in Model Explorer's node info panel)."""
+    for graph in graphs.get("graphs", []):
+        for node in graph.get("nodes", []):
+            for key, value in (attrs.get(node["id"]) or {}).items():
+                node.setdefault("attrs", []).append({"key": key, "value": str(value)})
+    return graphs
+
+
+def _gradient(low: str, high: str) -> list:
+    return [{"stop": 0, "bgColor": low}, {"stop": 1, "bgColor": high}]
+
+
+def node_data(name: str, kind: str, values: dict) -> dict | None:
+    """One overlay as Model Explorer node data, or None when no node has a value.
+
+    Args:
+        name: what the overlay is called in Model Explorer's node data list.
+        kind: one of `OVERLAYS`.
+        values: node id -> value (precision: ``"int8"`` ...; the others numbers; None skipped).
+    """
+    values = {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    if not values:
+        return None
+    results: dict = {}
+    out: dict = {"name": name, "results": results}
+    if kind == "precision":
+        for node, precision in values.items():
+            results[node] = {"value": PRECISION_VALUE[precision], "bgColor": PRECISION_COLOR[precision]}
+        out["thresholds"] = [{"value": PRECISION_VALUE[p], "bgColor": PRECISION_COLOR[p]}
+                             for p in ("int4", "int8", "fp16", "fp32")]
+    elif kind == "float_for_no_reason":
+        for node, flagged in values.items():
+            results[node] = {"value": 1 if flagged else 0, "bgColor": FLAG_COLOR if flagged else "#ffffff"}
+        out["thresholds"] = [{"value": 0, "bgColor": "#ffffff"}, {"value": 1, "bgColor": FLAG_COLOR}]
+    elif kind == "mapping":
+        for node, status in values.items():
+            results[node] = {"value": int(status), "bgColor": STATUS_COLOR[int(status)]}
+        out["thresholds"] = [{"value": i, "bgColor": c} for i, c in enumerate(STATUS_COLOR)]
+    elif kind == "latency_ratio":
+        for node, ratio in values.items():
+            color = "#4ade80" if ratio < RATIO_FASTER else FLAG_COLOR if ratio > RATIO_SLOWER else "#e5e7eb"
+            results[node] = {"value": round(float(ratio), 3), "bgColor": color}
+        out["thresholds"] = [{"value": RATIO_FASTER, "bgColor": "#4ade80"},
+                             {"value": RATIO_SLOWER, "bgColor": "#e5e7eb"},
+                             {"value": 1e9, "bgColor": FLAG_COLOR}]
+    else:
+        low, high = {"latency_ms": ("#fff7ed", "#dc2626"), "sensitivity": ("#f0fdf4", "#b91c1c"),
+                     "channels_kept": ("#fee2e2", "#4ade80"), "weight_bytes": ("#eff6ff", "#1d4ed8")}[kind]
+        for node, value in values.items():
+            results[node] = {"value": round(float(value), 6)}
+        # Model Explorer spreads the gradient's stops over the values' min..max
+        out["gradient"] = _gradient(low, high)
+    return out
+
+
+# Panes open with every layer expanded up to this many nodes (a small model reads best whole), collapsed to the top
+# layers above it: Model Explorer lays out every expanded layer before it draws, and a 200-node chain expanded took
+# 10.9 s to its first draw against 6.3 s collapsed (headless Chromium, software WebGL, shared 2-core machine).
+EXPAND_ALL_MAX_NODES = 100
+
+
+def explorer_data(panes: list[dict], *, sync: bool = True, expand_all: bool = True) -> dict:
+    """The ``data`` URL parameter of Model Explorer for side-by-side panes.
+
+    Args:
+        panes: ``[{"name", "graph_index", "node_data": [index, ...]}]``, baseline first.
+        sync: navigate both panes together, matching node ids (mapped nodes carry the baseline's id).
+        expand_all: open every layer (else only the top level; see `EXPAND_ALL_MAX_NODES`).
+    """
+    models, node_data_sources, targets, states = [], [], [], []
+    for pane in panes:
+        models.append({"url": f"graphs://{pane['name']}/{pane['graph_index']}"})
+        for index, title in pane["node_data"]:
+            node_data_sources.append(f"node_data://{title}/{index}")
+            targets.append(pane["name"])
+        states.append({"deepestExpandedGroupNodeIds": ["___all___"] if expand_all else [], "selectedNodeId": "",
+                       "selectedGraphId": pane.get("graph_id", "main_graph"),
+                       "selectedCollectionLabel": "", "widthFraction": 1 / len(panes),
+                       "selected": len(states) == 0})
+    data = {"models": models, "nodeData": node_data_sources, "nodeDataTargets": targets,
+            "uiState": {"paneStates": states}}
+    if sync and len(panes) > 1:
+        data["sync"] = {"mode": "match_node_id"}
+    return data
+
+
+def write_view(out_dir: str | Path, graphs: list[dict], overlays: list[dict], data: dict) -> list[str]:
+    """Write the files the Graph page serves: ``graph_{i}.json``, ``node_data_{i}.json`` and ``view.json`` (the
+    Model Explorer URL data). Each file is written to a temporary name and renamed, so a reader never sees half."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    files = [(f"graph_{i}.json", g) for i, g in enumerate(graphs)] + \
+            [(f"node_data_{i}.json", d) for i, d in enumerate(overlays)] + [("view.json", data)]
+    for name, content in files:
+        with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp", encoding="utf-8") as handle:
+            json.dump(content, handle, separators=(",", ":"))
+        Path(handle.name).replace(out / name)
+        written.append(name)
+    return written
+
+
+__all__ = ["EXPAND_ALL_MAX_NODES", "OVERLAYS", "OVERLAY_TITLES", "PRECISION_COLOR", "PRECISION_VALUE", "STATUS_BASE", "STATUS_VARIANT",
+           "add_node_attrs", "adapter_graphs", "explorer_data", "node_data", "rename_graph", "rename_nodes",
+           "write_view"]
