@@ -28,6 +28,7 @@ import numpy as np
 
 from core.results import cost
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
+from core.io.decoder import DECODER_SUFFIX, DecoderCheckpoint, load_decoder_bytes
 
 # Opset our exports target; quantization needs >= 13 for per-channel QDQ, int4 MatMulNBits needs >= 21 only in
 # the contrib domain (so 17 is fine for every technique here).
@@ -605,7 +606,8 @@ def _load_sample(name: str) -> Model:
     sample = _sample(name)
     if getattr(sample, "load_model", None) is not None:  # samples with their own loader (text models)
         model = sample.load_model()
-        stamp_producer(model.onnx_model)
+        if not isinstance(model, DecoderCheckpoint):  # a decoder sample is a checkpoint folder, not ONNX
+            stamp_producer(model.onnx_model)
         return model
     import torch  # after the branch above: a cached text sample loads in ~0.3 s without torch
     module = load_sample_module(name)
@@ -867,7 +869,7 @@ def _load_safetensors(data: bytes, path: Path, limits: LoadLimits | None = None)
     return _state_dict_into_sample(state, path.name)
 
 
-MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth")
+MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth", DECODER_SUFFIX)  # .zip: a decoder checkpoint folder
 
 # Formats that are programs, refused with a pointer to what to upload instead.
 CODE_SUFFIXES = {
@@ -948,6 +950,9 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
         raise BadInputError(f"{path.name} is {len(data) / 2**20:,.1f} MiB; the limit is "
                             f"{limits.max_file_bytes / 2**20:,.0f} MiB")
     try:
+        if suffix == DECODER_SUFFIX:  # a zipped Hugging Face decoder folder (core.io.decoder)
+            return load_decoder_bytes(data, path.name, cache_dir() / "decoders", max_bytes=limits.max_file_bytes,
+                                      max_elements=limits.max_tensor_elements)
         if suffix == ".safetensors":
             return _load_safetensors(data, path, limits)
         return _load_torch_weights(data, path, limits)
@@ -998,6 +1003,8 @@ def layer_table(proto) -> list[dict]:
 
 def model_card(model: Model) -> dict:
     """Facts about a model for the dashboard and ``featherweight inspect``."""
+    if isinstance(model, DecoderCheckpoint):
+        return model.card()
     proto = model.onnx_model
     ops = Counter(n.op_type for n in proto.graph.node)
     size = len(model.onnx_bytes())
