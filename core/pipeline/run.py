@@ -17,7 +17,9 @@ import numpy as np
 from core.measure import quality as measure
 from core.io.data import SPLIT_NAMES, Dataset, load_data
 from core.errors import BadInputError, FeatherweightError
+from core.io.decoder import DecoderCheckpoint
 from core.io.model import Model, export_onnx, load_model, task_of
+from core.pipeline import decoder as decoder_pipeline
 from core.io.repair import prepare_baseline
 from core.spec.recipe import Recipe, slugify
 from core.techniques import Cancelled, Candidate, StepContext, apply_step
@@ -25,7 +27,9 @@ from core.techniques import Cancelled, Candidate, StepContext, apply_step
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
                  "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
-                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split")
+                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split",
+                 # decoders (core.pipeline.decoder)
+                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "greedy_agreement", "greedy_divergence")
 
 
 @dataclass
@@ -80,6 +84,12 @@ class VariantResult:
     topk: int | None = None
     split: dict = field(default_factory=dict)  # {"quality": "test", "n": N}: where every quality number is from;
     # the tuner adds "selection": "validation", "selection_n": M (what it chose on)
+    tokens_per_s: dict | None = None  # decoders: {"prefill", "decode"} tokens/s at batch 1
+    ttft_ms: float | None = None  # decoders: time to first token (prefill + first generated token), median
+    peak_rss_mb: float | None = None  # decoders: peak resident memory of the process that measured the variant
+    perplexity: float | None = None  # decoders: on the held-out text
+    greedy_agreement: float | None = None  # decoders: share of greedy tokens equal to the fp32 baseline's
+    greedy_divergence: dict | None = None  # decoders: first divergence position per prompt, mean, how many
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}
@@ -413,11 +423,71 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
         raise BadInputError("the recipe names no model; add 'model:' or pass --model")
     data_spec = data_spec if data_spec is not None else recipe.data
     model = load_model(model_spec)
+    if isinstance(model, DecoderCheckpoint):  # a causal LM: built and measured by core.pipeline.decoder
+        return run_decoder(model, recipe.replace(model=model_spec, data=data_spec), out_dir,
+                           on_progress=on_progress, should_stop=should_stop)
     dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
     measure.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     recipe = recipe.replace(model=model_spec, data=data_spec)
     return run(model, dataset, recipe, out_dir, on_progress=on_progress, should_stop=should_stop,
                executor=executor, ray_address=ray_address)
+
+
+def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
+                on_progress: Callable[[ProgressEvent], None] | None = None,
+                should_stop: Callable[[], bool] = lambda: False, heldout: tuple | None = None) -> RunResult:
+    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai and measure them (batch 1).
+
+    `heldout` overrides the held-out text: ``(eval_ids, prompts, summary)`` (the bench's random-weight model).
+
+    Returns:
+        The RunResult (task ``text-generation``), written like any other run.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    eval_ids, prompts, summary = heldout or decoder_pipeline.heldout(checkpoint, recipe.data)
+    result = RunResult(model=checkpoint.source, data=recipe.data, recipe=recipe.to_dict(),
+                       environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
+                       started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       task="text-generation", dataset=summary)
+    progress = _Progress(on_progress, len(recipe.variants) + 1)
+    runs = max(1, min(recipe.benchmark.runs, 5))  # passes over the prompts; each times PROMPTS generations
+    baseline, cancelled = None, False
+    for index, variant in enumerate([None, *recipe.variants]):
+        name, slug, steps = ("baseline", "baseline", ()) if variant is None else (variant.name, variant.slug,
+                                                                                 variant.steps)
+        progress.index, progress.variant = index, name
+        if cancelled or should_stop():
+            cancelled = True
+            result.variants.append(VariantResult(name, status="cancelled", error="cancelled by the user",
+                                                 steps=[s.to_dict() for s in steps]))
+            continue
+        progress.emit("step", f"building {name}")
+        try:
+            fields = decoder_pipeline.build_and_measure(
+                checkpoint, slug, steps, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads, runs=runs,
+                baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
+            measured = VariantResult(name, **fields)
+        except FeatherweightError as exc:
+            measured = VariantResult(name, status="failed", error=str(exc))
+        measured.steps = [s.to_dict() for s in steps]
+        if variant is None:
+            if measured.status != "ok":  # nothing to compare against: the run fails with its reason
+                result.variants.append(measured)
+                result.status = "failed"
+                write_results(result, out_dir)
+                raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
+            baseline = measured.to_dict()
+        result.variants.append(measured)
+        progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
+        write_results(result, out_dir)
+    result.status = "cancelled" if cancelled else "completed"
+    result.duration_s = round(time.perf_counter() - started, 3)
+    write_results(result, out_dir)
+    progress.index, progress.variant = progress.count, None
+    progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
+    return result
 
 
 def load_results(out_dir: str | Path) -> RunResult:
@@ -429,5 +499,6 @@ def load_results(out_dir: str | Path) -> RunResult:
         raise BadInputError(f"cannot read {path}: {exc}") from None
 
 
-__all__ = ["ProgressEvent", "RunResult", "VariantResult", "baseline_fidelity", "quality_split", "run", "run_recipe",
+__all__ = ["ProgressEvent", "RunResult", "VariantResult", "baseline_fidelity", "quality_split", "run", "run_decoder",
+           "run_recipe",
            "load_results", "write_results", "write_atomic"]
