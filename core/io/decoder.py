@@ -47,6 +47,18 @@ _SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2,
 
 
 @dataclass(frozen=True)
+class TokenInput:
+    """The one input a decoder's data binds to (core.io.data reads name / shape / dtype, as of a TensorSpec)."""
+
+    name: str = "input_ids"
+    shape: tuple = ("batch", "sequence")
+    dtype: str = "int64"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
 class DecoderCheckpoint:
     """A checked Hugging Face causal-LM folder on disk: what the decoder pipeline builds its variants from."""
 
@@ -58,15 +70,25 @@ class DecoderCheckpoint:
     notes: tuple = ()
 
     @property
-    def is_decoder(self) -> bool:
-        return True
+    def inputs(self) -> tuple:
+        """Token ids, batch and sequence axes free: what sample:tiny-lm-text binds to."""
+        return (TokenInput(),)
+
+    @property
+    def outputs(self) -> tuple:
+        return (TokenInput("logits", ("batch", "sequence", "vocab"), "float32"),)
 
     def card(self) -> dict:
         """Facts for the model card and ``featherweight inspect``."""
         keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "vocab_size", "max_position_embeddings")
-        return {"source": self.source, "task": "text-generation", "architecture": self.architecture,
-                "params": self.params, "size_bytes": weights_bytes(self.folder),
+        return {"source": self.source, "task": "text-generation", "format": "Hugging Face decoder (safetensors)",
+                "architecture": self.architecture, "params": self.params, "size_bytes": weights_bytes(self.folder),
+                "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+                "op_types": {}, "layers": [],
+                "capabilities": {"quantize": "int4 (mode int4) and int8 (mode dynamic) weight-only MatMulNBits, "
+                                             "built by onnxruntime-genai's model builder",
+                                 "prune": "not offered for decoders", "distill": "not offered for decoders"},
                 "config": {k: self.config.get(k) for k in keys if k in self.config}, "notes": list(self.notes)}
 
 
@@ -275,5 +297,5 @@ def _common_folder(entries) -> str:
     return ""
 
 
-__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "SUPPORTED_ARCHITECTURES", "check_config",
+__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "check_config",
            "check_safetensors_header", "load_decoder_bytes", "open_folder", "weights_bytes"]

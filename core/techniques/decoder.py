@@ -84,6 +84,15 @@ def build_for_steps(steps) -> DecoderBuild:
     return DecoderBuild(DECODER_MODES[step.mode], step.block_size, step.accuracy_level)
 
 
+def refusal(steps) -> str | None:
+    """Why a variant's steps cannot build on a decoder (the one-line error), or None when they can."""
+    try:
+        build_for_steps(steps)
+    except (BadInputError, UnsupportedModelError) as exc:
+        return str(exc)
+    return None
+
+
 def build_decoder(checkpoint: DecoderCheckpoint, build: DecoderBuild, out_dir: str | Path, *,
                   threads: int = 1) -> Path:
     """Build one ONNX decoder (with KV cache) from `checkpoint` into `out_dir` with onnxruntime-genai's builder.
@@ -139,4 +148,4 @@ def onnx_bytes(model_dir: Path) -> int:
 
 
 __all__ = ["BUILDER_BLOCK_SIZES", "DECODER_MODES", "DecoderBuild", "PRECISIONS", "build_decoder", "build_for_steps",
-           "onnx_bytes", "set_threads"]
+           "onnx_bytes", "refusal", "set_threads"]
