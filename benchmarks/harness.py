@@ -231,7 +231,8 @@ TARGETS += [
         Check("int4 greedy agreement with fp32", lambda f, r: row(f, "int4", "greedy_agreement"), "report"),
         Check("int4 mean first divergence (of 32 tokens)", lambda f, r: row(f, "int4", "mean_first_divergence"),
               "report", unit="tokens"),
-        Check("int4 decode speed-up (cache-resident: small)", lambda f, r: row(f, "int4", "decode_speedup"),
+        Check("int4 decode speed-up on the cache-resident sample (kernels, not memory)",
+              lambda f, r: row(f, "int4", "decode_speedup"),
               "report", unit="x", isa_dependent=True),
     ], requires=lambda: sample_unavailable("tiny-lm")),
     Target("~0.5B random-weight Llama int4 decode at batch 1", {

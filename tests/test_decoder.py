@@ -190,3 +190,19 @@ def test_a_classifier_dataset_is_refused_for_a_decoder():
 
     with pytest.raises(FeatherweightError, match="not held-out text for a decoder; allowed: sample:tiny-lm-text"):
         heldout(load_model("sample:tiny-lm"), "sample:digits")
+
+
+def test_the_dashboard_upload_inspects_a_zip_in_a_worker_and_refuses_remote_code(tmp_path, monkeypatch):
+    """A zipped checkpoint uploaded through the session is inspected in a worker: a good one becomes the model
+    (a text-generation card), one asking for remote code leaves the session as it was with one error line."""
+    from core import session
+
+    monkeypatch.setenv("FEATHERWEIGHT_CACHE", str(tmp_path))
+    state = {}
+    outcome = session.apply_model_upload(state, "llama.zip", _zip(_checkpoint_files()))
+    assert outcome.error is None, outcome.error
+    assert state[session.MODEL_KEY].card["task"] == "text-generation"
+    evil = _zip(_checkpoint_files(auto_map={"AutoModelForCausalLM": "modeling_evil.Evil"}))
+    outcome = session.apply_model_upload(state, "evil.zip", evil)
+    assert outcome.error and "\n" not in outcome.error and "remote code" in outcome.error
+    assert state[session.MODEL_KEY].label == "llama.zip"
