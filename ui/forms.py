@@ -27,6 +27,8 @@ RELEVANT = {
     ("quantize", "samples"): (lambda v: v["mode"] == "static", "static mode only"),
     ("quantize", "quantize_conv"): (lambda v: v["mode"] == "dynamic", "dynamic mode only"),
     ("quantize", "block_size"): (lambda v: v["mode"] == "int4", "int4 mode only"),
+    ("quantize", "accuracy_level"): (lambda v: v["mode"] in ("int4", "dynamic"),
+                                     "int4 mode, and dynamic (int8 weight-only) on decoders, only"),
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
 }
 # Sliders where a slider reads better than a number box; (min, max, step) inside the config's open ranges.
