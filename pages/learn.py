@@ -570,7 +570,7 @@ def int4_ui() -> None:
     except FeatherweightError as exc:
         st.error(f"Cannot read sample:tiny-lm's weights: {exc}", icon=":material/error:")
         return
-    st.plotly_chart(learn_viz.int4_block_figure(table), **CHART)
+    st.plotly_chart(learn_viz.int4_block_figure(table), key="learn_int4_chart", **CHART)
     shown = table.assign(block=lambda t: t["block_size"].map(lambda b: "fp32" if b == 0 else str(int(b))),
                          size=lambda t: t["total_bytes"].map(format_bytes),
                          error_pct=lambda t: (t["relative_rms_error"] * 100).round(2))
