@@ -471,6 +471,9 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
             measured = VariantResult(name, **fields)
         except FeatherweightError as exc:
             measured = VariantResult(name, status="failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {first}")
         measured.steps = [s.to_dict() for s in steps]
         if variant is None:
             if measured.status != "ok":  # nothing to compare against: the run fails with its reason
