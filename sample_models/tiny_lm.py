@@ -8,7 +8,9 @@ little above it, and a quantized variant's distance from the fp32 one means some
 
 The checkpoint ships as a Hugging Face folder (``config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``tokenizer_config.json``) in ``sample_models/weights/tiny-lm/``, so it goes through exactly the path an uploaded
-checkpoint takes. ``python -m sample_models.train tiny-lm`` rebuilds it deterministically.
+checkpoint takes. ``python -m sample_models.train tiny-lm`` rebuilds it deterministically: a rebuild (checked
+2026-12-01) gives every tensor bit for bit; the file's bytes can differ only in the order safetensors writes the
+metadata keys of its header.
 """
 
 from __future__ import annotations
