@@ -189,6 +189,64 @@ TARGETS: list[Target] = [
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Decoders (issue 20): quality on sample:tiny-lm; speed on a ~0.5B random-weight Llama built from its config.
+
+# A Llama-class config of ~0.49B parameters (Qwen2.5-0.5B's depth, TinyLlama's 32k vocabulary): big enough that
+# its fp32 weights (~1.9 GB) stream from DRAM for every token, so decoding at batch 1 is memory-bound.
+BIG_LLAMA = {"hidden_size": 1024, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048}
+BIG_PROMPTS = 4  # prompts timed on the big model (fp32 decodes a few tokens per second on one thread)
+
+
+def run_random_decoder(spec: dict, out: Path):
+    """Build the ~0.5B Llama with random weights (seeded, nothing downloaded) and run the decoder recipe on it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.io.decoder import open_folder
+    from core.pipeline.run import run_decoder
+    from sample_models import tiny_lm
+
+    folder = out / "checkpoint"
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(0)
+        config = LlamaConfig(**BIG_LLAMA, bos_token_id=tiny_lm.BOS_ID, eos_token_id=tiny_lm.EOS_ID,
+                             pad_token_id=tiny_lm.PAD_ID, tie_word_embeddings=False)
+        tiny_lm.save_checkpoint(LlamaForCausalLM(config).eval(), folder)  # the word tokenizer: ids < its 93
+    checkpoint = open_folder(folder, "random ~0.5B Llama (bench only)")
+    ids = tiny_lm.split("eval")[0]
+    heldout = (ids[:2], ids[:BIG_PROMPTS, :16], {"source": "sample:tiny-lm-text", "split": "eval", "windows": 2,
+                                                 "note": "random weights: perplexity means nothing here"})
+    return run_decoder(checkpoint, Recipe.from_dict(spec), out, heldout=heldout)
+
+
+DECODER_INT4 = {"technique": "quantize", "mode": "int4", "block_size": 32, "accuracy_level": 4}
+TARGETS += [
+    Target("tiny-lm int4 weight-only (onnxruntime-genai)", {
+        "model": "sample:tiny-lm", "data": "sample:tiny-lm-text", "benchmark": {"threads": 1, "runs": 3},
+        "variants": [{"name": "int4", "steps": [DECODER_INT4]},
+                     {"name": "int8", "steps": [{"technique": "quantize", "mode": "dynamic", "accuracy_level": 4}]}]}, [
+        Check("int4 size: x smaller", lambda f, r: row(f, "int4", "x_smaller"), ">=", 3.5, "x"),
+        Check("int4 perplexity increase", lambda f, r: row(f, "int4", "perplexity_increase_pct"), "<=", 5.0, "%"),
+        Check("int4 greedy agreement with fp32", lambda f, r: row(f, "int4", "greedy_agreement"), "report"),
+        Check("int4 mean first divergence (of 32 tokens)", lambda f, r: row(f, "int4", "mean_first_divergence"),
+              "report", unit="tokens"),
+        Check("int4 decode speed-up on the cache-resident sample (kernels, not memory)",
+              lambda f, r: row(f, "int4", "decode_speedup"),
+              "report", unit="x", isa_dependent=True),
+    ], requires=lambda: sample_unavailable("tiny-lm")),
+    Target("~0.5B random-weight Llama int4 decode at batch 1", {
+        "model": "random ~0.5B Llama", "benchmark": {"threads": 1, "runs": 1},
+        "variants": [{"name": "int4", "steps": [DECODER_INT4]}]}, [
+        Check("int4 decode: x faster than fp32", lambda f, r: row(f, "int4", "decode_speedup"), ">=", 1.8, "x",
+              isa_dependent=True),
+        Check("int4 size: x smaller", lambda f, r: row(f, "int4", "x_smaller"), "report", unit="x"),
+        Check("fp32 decode tokens/s", lambda f, r: row(f, "baseline", "decode_tok_s"), "report", unit="tok/s"),
+    ], requires=lambda: sample_unavailable("tiny-lm"), execute=run_random_decoder),
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Tuner targets: `execute` runs core.analysis.tuner instead of a recipe; checks read the best variant from tune.json.
 
 
@@ -430,7 +488,9 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
         columns = [c for c in ("name", "status", "size_bytes", "x_smaller", "x_smaller_compressed", "params",
                                "accuracy", "accuracy_drop_pt", "agreement", "flips", "cosine_mean", "p50_ms_bs1",
                                "p50_ms_bs32", "p50_ms_bs64", "p50_ms_bs256", "speedup_bs32", "speedup_bs64",
-                               "speedup_bs256")
+                               "speedup_bs256", "decode_tok_s", "decode_speedup", "prefill_tok_s", "ttft_ms",
+                               "peak_rss_mb", "perplexity", "perplexity_increase_pct", "greedy_agreement",
+                               "mean_first_divergence")
                    if c in frame.columns]
         last = " (the last of its runs)" if outcome.get("repeats", 1) > 1 else ""
         lines += [f"### {outcome['target'].name}{last} ({outcome['wall_s']:.1f} s)", "",

@@ -29,7 +29,7 @@ RUN_KEY = "fw_run"  # run id open on the Compare page (and followed on the Optim
 OWNER_KEY = "fw_owner"  # who submits jobs: stable per browser where possible
 UPLOAD_SEEN_KEY = "fw_upload_seen"  # file ids already handled, so a rerun does not re-process an upload
 
-MODEL_UPLOAD_TYPES = ("onnx", "pt", "pth", "safetensors")
+MODEL_UPLOAD_TYPES = ("onnx", "pt", "pth", "safetensors", "zip")  # zip: a decoder checkpoint folder
 DATA_UPLOAD_TYPES = ("npz", "csv")
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 

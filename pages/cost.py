@@ -189,6 +189,19 @@ def cost_page() -> None:
     device = None if device == ALL_VARIANTS else device
 
     frame = cost.cost_frame(results, assumptions, devices, batch)
+    if results.get("task") == "text-generation":  # a decoder: its throughput is decode tokens/s at batch 1
+        threads = int((results.get("environment") or {}).get("threads") or 1)
+        per_token = [{"variant": v["name"], **{k: c[k] for k in ("usd_per_million_tokens",
+                                                                  "usd_per_million_prompt_tokens")}}
+                     for v in variants if v.get("status") == "ok"
+                     for c in [cost.decoder_cost(v, assumptions, threads)]]
+        st.caption(":material/token: A decoder run: a \"million\" below is a million generated tokens, priced at "
+                   "the measured decode tokens/s at batch 1 (prompt tokens, priced at the prefill rate, cost less).")
+        st.dataframe(pd.DataFrame(per_token), hide_index=True, width="stretch", column_config={
+            "usd_per_million_tokens": st.column_config.NumberColumn("USD / million generated tokens",
+                                                                    format="$%.4g"),
+            "usd_per_million_prompt_tokens": st.column_config.NumberColumn("USD / million prompt tokens",
+                                                                           format="$%.4g")})
     shown = frame[frame["status"] == "ok"]
     if device is not None:
         shown = shown[shown[f"fits: {device}"].astype(bool)]

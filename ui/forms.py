@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.errors import BadInputError, FeatherweightError
 from core.spec.recipe import STEP_TYPES, BenchmarkConfig, StepConfig, Variant
+from core.techniques import decoder as decoder_technique
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 BLOCK_SIZES = [16, 32, 64, 128, 256]
@@ -26,6 +27,8 @@ RELEVANT = {
     ("quantize", "samples"): (lambda v: v["mode"] == "static", "static mode only"),
     ("quantize", "quantize_conv"): (lambda v: v["mode"] == "dynamic", "dynamic mode only"),
     ("quantize", "block_size"): (lambda v: v["mode"] == "int4", "int4 mode only"),
+    ("quantize", "accuracy_level"): (lambda v: v["mode"] in ("int4", "dynamic"),
+                                     "int4 mode, and dynamic (int8 weight-only) on decoders, only"),
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
 }
 # Sliders where a slider reads better than a number box; (min, max, step) inside the config's open ranges.
@@ -116,6 +119,8 @@ def step_ui(step: StepConfig, key: str, node_names: list[str], torch_model: bool
 
 def doomed_reason(variant: Variant, card: dict) -> str | None:
     """Why this variant cannot run on the model of `card` (None when it can): what the card already knows."""
+    if card.get("task") == "text-generation":  # a decoder: the builder's own rules (core.techniques.decoder)
+        return decoder_technique.refusal(variant.steps)
     torch_model = card.get("format") == "torch+onnx"
     ops = set(card.get("op_types") or {})
     for step in variant.steps:

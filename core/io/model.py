@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 from core.format import first_line
+from core.io.decoder import DECODER_SUFFIX, DecoderCheckpoint, load_decoder_bytes
 from core.io.graph import Model, onnx_opset
 from core.io.repair import fold_constants, raise_ir_version
 from core.io.safety import (EXPORT_HINT, LoadLimits, check_safetensors, check_suffix, read_capped, scan_torch_file,
@@ -151,7 +152,8 @@ def _load_sample(name: str) -> Model:
     sample = _sample(name)
     if getattr(sample, "load_model", None) is not None:  # samples with their own loader (text models)
         model = sample.load_model()
-        stamp_producer(model.onnx_model)
+        if not isinstance(model, DecoderCheckpoint):  # a decoder sample is a checkpoint folder, not ONNX
+            stamp_producer(model.onnx_model)
         return model
     import torch  # after the branch above: a cached text sample loads in ~0.3 s without torch
     module = load_sample_module(name)
@@ -286,6 +288,9 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
         raise BadInputError(f"{path.name} is {len(data) / 2**20:,.1f} MiB; the limit is "
                             f"{limits.max_file_bytes / 2**20:,.0f} MiB")
     try:
+        if suffix == DECODER_SUFFIX:  # a zipped Hugging Face decoder folder (core.io.decoder)
+            return load_decoder_bytes(data, path.name, cache_dir() / "decoders", max_bytes=limits.max_file_bytes,
+                                      max_elements=limits.max_tensor_elements)
         if suffix == ".safetensors":
             return _load_safetensors(data, path, limits)
         return _load_torch_weights(data, path, limits)

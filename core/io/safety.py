@@ -16,6 +16,7 @@ import numpy as np
 
 from core.errors import BadInputError, FeatherweightError
 from core.format import first_line
+from core.io.decoder import DECODER_SUFFIX
 from core.io.graph import DTYPE_BYTES
 
 
@@ -547,7 +548,7 @@ def check_safetensors(data: bytes, what: str, limits: LoadLimits) -> None:
                                 "match its bytes)")
 
 
-MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth")
+MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth", DECODER_SUFFIX)  # .zip: a decoder checkpoint folder
 
 
 # Formats that are programs, refused with a pointer to what to upload instead.

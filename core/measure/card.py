@@ -7,12 +7,15 @@ from collections import Counter
 
 from core.io.data import vocab_size
 from core.io.graph import Model, TensorSpec, fixed_batch_size, layer_table, onnx_opset, onnx_params, task_of
+from core.io.decoder import DecoderCheckpoint
 from core.io.model import MIN_OPSET
 from core.measure.compute import model_compute_profile
 
 
 def model_card(model: Model) -> dict:
     """Facts about a model for the dashboard and ``featherweight inspect``."""
+    if isinstance(model, DecoderCheckpoint):
+        return model.card()
     proto = model.onnx_model
     ops = Counter(n.op_type for n in proto.graph.node)
     size = len(model.onnx_bytes())

@@ -30,7 +30,9 @@ from core.results.table import results_frame
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
                  "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
-                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split")
+                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split",
+                 # decoders (core.pipeline.decoder)
+                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "greedy_agreement", "greedy_divergence")
 
 
 @dataclass
@@ -85,6 +87,12 @@ class VariantResult:
     topk: int | None = None
     split: dict = field(default_factory=dict)  # {"quality": "test", "n": N}: where every quality number is from;
     # the tuner adds "selection": "validation", "selection_n": M (what it chose on)
+    tokens_per_s: dict | None = None  # decoders: {"prefill", "decode"} tokens/s at batch 1
+    ttft_ms: float | None = None  # decoders: time to first token (prefill + first generated token), median
+    peak_rss_mb: float | None = None  # decoders: peak resident memory of the process that measured the variant
+    perplexity: float | None = None  # decoders: on the held-out text
+    greedy_agreement: float | None = None  # decoders: share of greedy tokens equal to the fp32 baseline's
+    greedy_divergence: dict | None = None  # decoders: first divergence position per prompt, mean, how many
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}

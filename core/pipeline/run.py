@@ -10,7 +10,8 @@ from typing import Callable
 
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
-from core.errors import BadInputError
+from core.errors import BadInputError, FeatherweightError
+from core.io.decoder import DecoderCheckpoint
 from core.io.graph import Model, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
@@ -18,6 +19,7 @@ from core.pipeline.build import (ProgressEvent, ProgressTracker, RunResult, Vari
                                  build_variant, measure_variant, write_results)
 from core.spec.recipe import Recipe
 from core.io import runtime
+from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
 
 
@@ -104,6 +106,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
         raise BadInputError("the recipe names no model; add 'model:' or pass --model")
     data_spec = data_spec if data_spec is not None else recipe.data
     model = load_model(model_spec)
+    if isinstance(model, DecoderCheckpoint):  # a causal LM: built and measured by core.pipeline.decoder
+        return run_decoder(model, recipe.replace(model=model_spec, data=data_spec), out_dir,
+                           on_progress=on_progress, should_stop=should_stop)
     dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
     runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     recipe = recipe.replace(model=model_spec, data=data_spec)
@@ -111,4 +116,64 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
                executor=executor, ray_address=ray_address)
 
 
-__all__ = ["run", "run_recipe"]
+def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
+                on_progress: Callable[[ProgressEvent], None] | None = None,
+                should_stop: Callable[[], bool] = lambda: False, heldout: tuple | None = None) -> RunResult:
+    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai and measure them (batch 1).
+
+    `heldout` overrides the held-out text: ``(eval_ids, prompts, summary)`` (the bench's random-weight model).
+
+    Returns:
+        The RunResult (task ``text-generation``), written like any other run.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    eval_ids, prompts, summary = heldout or decoder_pipeline.heldout(checkpoint, recipe.data)
+    result = RunResult(model=checkpoint.source, data=recipe.data, recipe=recipe.to_dict(),
+                       environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
+                       started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       task="text-generation", dataset=summary)
+    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
+    runs = max(1, min(recipe.benchmark.runs, 5))  # passes over the prompts; each times PROMPTS generations
+    baseline, cancelled = None, False
+    for index, variant in enumerate([None, *recipe.variants]):
+        name, slug, steps = ("baseline", "baseline", ()) if variant is None else (variant.name, variant.slug,
+                                                                                 variant.steps)
+        progress.index, progress.variant = index, name
+        if cancelled or should_stop():
+            cancelled = True
+            result.variants.append(VariantResult(name, status="cancelled", error="cancelled by the user",
+                                                 steps=[s.to_dict() for s in steps]))
+            continue
+        progress.emit("step", f"building {name}")
+        try:
+            fields = decoder_pipeline.build_and_measure(
+                checkpoint, slug, steps, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads, runs=runs,
+                baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
+            measured = VariantResult(name, **fields)
+        except FeatherweightError as exc:
+            measured = VariantResult(name, status="failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {first}")
+        measured.steps = [s.to_dict() for s in steps]
+        if variant is None:
+            if measured.status != "ok":  # nothing to compare against: the run fails with its reason
+                result.variants.append(measured)
+                result.status = "failed"
+                write_results(result, out_dir)
+                raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
+            baseline = measured.to_dict()
+        result.variants.append(measured)
+        progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
+        write_results(result, out_dir)
+    result.status = "cancelled" if cancelled else "completed"
+    result.duration_s = round(time.perf_counter() - started, 3)
+    write_results(result, out_dir)
+    progress.index, progress.variant = progress.count, None
+    progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
+    return result
+
+
+__all__ = ["run", "run_decoder", "run_recipe"]

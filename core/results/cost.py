@@ -42,6 +42,24 @@ def cost_per_million(throughput_per_s: float | None, assumptions: CostAssumption
     return round_significant(core_hours * assumptions.price_per_core_hour_usd)
 
 
+def decoder_cost(variant: dict, assumptions: CostAssumptions | None = None, threads: int = 1) -> dict:
+    """A decoder variant's cost per million generated tokens, from its measured decode tokens/s at batch 1.
+
+    Generation is decode-bound (one forward pass per token), so the decode rate prices a token; prefill is
+    faster per token and reported beside it. Same arithmetic as `cost_per_million`, with tokens for inferences.
+
+    Returns:
+        ``{"usd_per_million_tokens": decode-priced, "usd_per_million_prompt_tokens": prefill-priced,
+        "basis": str, "assumptions": {...}, "threads": n}``.
+    """
+    assumptions = assumptions or CostAssumptions()
+    rates = variant.get("tokens_per_s") or {}
+    return {"usd_per_million_tokens": cost_per_million(rates.get("decode"), assumptions, threads),
+            "usd_per_million_prompt_tokens": cost_per_million(rates.get("prefill"), assumptions, threads),
+            "basis": "measured decode (and prefill) tokens/s at batch 1 x price per core-hour x threads",
+            "assumptions": assumptions.to_dict(), "threads": threads}
+
+
 def monthly_cost(usd_per_million: float | None, requests_per_second: float) -> float | None:
     """USD a month to serve `requests_per_second` (one inference each) for 730 hours."""
     if usd_per_million is None:

@@ -97,10 +97,31 @@ def results_frame(results: dict) -> pd.DataFrame:
         # Cost per million, monthly saving vs baseline, energy (mJ) and CO2 per batch size under the assumptions
         # stored with the run, plus MACs / weight / peak activation bytes (core.results.cost).
         row.update(results_columns(v, base, sizes, threads))
+        if results.get("task") == "text-generation":
+            row.update(decoder_columns(v, base))
         row["error"] = v.get("error")
         row["notes"] = " ".join(v.get("notes") or [])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def decoder_columns(variant: dict, baseline: dict) -> dict:
+    """A decoder run's columns: tokens/s, time to first token, peak RSS, perplexity (and its increase over the
+    same-run fp32 baseline), greedy agreement, first divergence, teacher-forced next-token agreement (all held-out
+    positions, and those fp32 is decided on), decode speed-up and cost per million tokens."""
+    rates = variant.get("tokens_per_s") or {}
+    base_rates = baseline.get("tokens_per_s") or {}
+    divergence = variant.get("greedy_divergence") or {}
+    ppl, base_ppl = variant.get("perplexity"), baseline.get("perplexity")
+    return {"prefill_tok_s": rates.get("prefill"), "decode_tok_s": rates.get("decode"),
+            "decode_speedup": _ratio(rates.get("decode"), base_rates.get("decode")),
+            "ttft_ms": variant.get("ttft_ms"), "peak_rss_mb": variant.get("peak_rss_mb"), "perplexity": ppl,
+            "perplexity_increase_pct": round((ppl / base_ppl - 1) * 100, 4) if ppl and base_ppl else None,
+            "greedy_agreement": variant.get("greedy_agreement"),
+            "mean_first_divergence": divergence.get("mean_first_divergence"),
+            "next_token_agreement": (variant.get("info") or {}).get("next_token_agreement"),
+            "next_token_agreement_confident": (variant.get("info") or {}).get("next_token_agreement_confident"),
+            "usd_per_million_tokens": (variant.get("cost") or {}).get("usd_per_million_tokens")}
 
 
 def _ratio(numerator, denominator):

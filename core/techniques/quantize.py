@@ -416,7 +416,8 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                                             "weights; this model has none (try static int8)")
             context.report(f"packing {len(targets)} MatMul weights to 4 bits", 0.4)
             quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=config.block_size, is_symmetric=True,
-                                             nodes_to_exclude=list(config.exclude))
+                                             nodes_to_exclude=list(config.exclude),
+                                             accuracy_level=config.accuracy_level or None)
             quantizer.process()
             onnx.save(quantizer.model.model, str(out))
             if "Conv" in ops_before:

@@ -168,6 +168,8 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     Variants outside the budget are grey; the best one inside is starred; the baseline is a black diamond.
     Every marker's customdata starts with the variant name (for click-to-open).
     """
+    if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
+        return decoder_pareto_figure(frame, selected=selected, height=height)
     rows = ok_rows(frame)
     y_col = latency_column(batch_size)
     if rows.empty or y_col not in rows or rows[y_col].isna().all():
@@ -244,6 +246,53 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         fig.add_vline(x=budget.max_size_bytes / scale, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", range=[0, y_top])
+    layout(fig, height=height)
+    fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
+    return fig
+
+
+def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480) -> go.Figure:
+    """A decoder run: model size vs decode tokens/s at batch 1, coloured by held-out perplexity; the frontier
+    (smaller and faster) dotted. Every marker's customdata starts with the variant name (for click-to-open)."""
+    rows = ok_rows(frame)
+    if rows.empty or rows["decode_tok_s"].isna().all():
+        return empty_figure("No measured variants yet: results appear here as each variant finishes.")
+    rows = rows[rows["decode_tok_s"].notna()].reset_index(drop=True)
+    unit, scale = size_unit(rows["size_bytes"].max())
+    x, y = rows["size_bytes"] / scale, rows["decode_tok_s"]
+    x_top, y_top = float(x.max()) * 1.15 or 1.0, float(y.max()) * 1.15 or 1.0
+    fig = go.Figure()
+    ordered = rows.sort_values("size_bytes")
+    front, best_rate = [], -1.0
+    for _, row in ordered.iterrows():  # smaller first: on the frontier when faster than everything smaller
+        if row["decode_tok_s"] > best_rate:
+            front.append(row)
+            best_rate = row["decode_tok_s"]
+    if front:
+        fx = [float(r["size_bytes"]) / scale for r in front]
+        fy = [float(r["decode_tok_s"]) for r in front]
+        fig.add_trace(go.Scatter(x=fx + [x_top], y=fy + [fy[-1]], mode="lines", name="Pareto frontier",
+                                 line=dict(color=ACCENT, width=2, dash="dot", shape="hv"), hoverinfo="skip"))
+    ppl = rows["perplexity"] if "perplexity" in rows else pd.Series([None] * len(rows))
+    agreement = rows["greedy_agreement"] if "greedy_agreement" in rows else pd.Series([None] * len(rows))
+    custom = np.array([[n, format_bytes(b), f"{d:,.0f}", "—" if pd.isna(p) else f"{p:.3f}",
+                        "—" if pd.isna(a) else f"{a * 100:.1f}%"]
+                       for n, b, d, p, a in zip(rows["name"], rows["size_bytes"], y, ppl, agreement)], dtype=object)
+    marker = dict(size=[16] * len(rows), symbol=["diamond" if n == "baseline" else "circle" for n in rows["name"]],
+                  line=dict(width=[3 if n == selected else 1 for n in rows["name"]],
+                            color=[ACCENT if n == selected else "white" for n in rows["name"]]))
+    if ppl.notna().any():
+        marker.update(color=ppl, colorscale=QUALITY_SCALE, reversescale=True, showscale=True,
+                      colorbar=dict(title=dict(text="Perplexity", side="right"), thickness=14))
+    else:
+        marker["color"] = ACCENT
+    fig.add_trace(go.Scatter(
+        x=x, y=y, mode="markers+text", name="variants", marker=marker, text=rows["name"], textposition="top center",
+        cliponaxis=False, textfont=dict(color=INK, size=13), customdata=custom, showlegend=False,
+        hovertemplate="<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
+                      "<br>perplexity %{customdata[3]}<br>greedy agreement %{customdata[4]}<extra></extra>"))
+    fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
+    fig.update_yaxes(title="Decode tokens/s at batch 1 (higher is better)", range=[0, y_top])
     layout(fig, height=height)
     fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
     return fig

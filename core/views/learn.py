@@ -283,3 +283,23 @@ def finite(value) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def int4_block_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
+    """int4 block quantization of a decoder's weights: error (left axis) and bits per weight (right axis) for each
+    block size, from ``core.teach.int4.block_size_table`` (rows with block_size 0, the fp32 original, are left out)."""
+    rows = table[table["block_size"] > 0] if not table.empty else table
+    if rows.empty:
+        return empty_figure("No weights to quantize.")
+    labels = [str(int(b)) for b in rows["block_size"]]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=labels, y=rows["relative_rms_error"] * 100, name="relative RMS error (%)",
+                         marker_color=QUANTIZED, hovertemplate="block %{x}: error %{y:.2f}%<extra></extra>"),
+                  secondary_y=False)
+    fig.add_trace(go.Scatter(x=labels, y=rows["bits_per_weight"], name="bits per weight (4 + scale)",
+                             mode="lines+markers", line=dict(color=PER_TENSOR, width=3),
+                             hovertemplate="block %{x}: %{y:.2f} bits per weight<extra></extra>"), secondary_y=True)
+    fig.update_xaxes(title="Block size (weights sharing one scale)", type="category")
+    fig.update_yaxes(title="Relative RMS error (%)", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title="Bits per weight", secondary_y=True, rangemode="tozero", showgrid=False)
+    return _layout(fig, height=height)

@@ -103,6 +103,34 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
+def decoder_table_html(frame: pd.DataFrame) -> str:
+    """A decoder run's own table: tokens/s, time to first token, peak RSS, perplexity, greedy agreement and cost
+    per million tokens ('' for other runs)."""
+    if "decode_tok_s" not in frame:
+        return ""
+    head = ["Variant", "Size", "× smaller", "Decode tok/s", "× faster decode", "Prefill tok/s", "TTFT", "Peak RSS",
+            "Perplexity", "Perplexity +%", "Greedy agreement", "Mean first divergence", "Next-token agreement",
+            "$ / million tokens"]
+    rows = []
+    for _, r in frame.iterrows():
+        def num(key, digits=1):
+            value = r.get(key)
+            return "–" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
+
+        cells = [r["name"], viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]), num("decode_tok_s"),
+                 viz.format_ratio(r.get("decode_speedup")), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
+                 f"{num('peak_rss_mb', 0)} MB", num("perplexity", 3), num("perplexity_increase_pct", 2),
+                 viz.format_pct(r.get("greedy_agreement")), num("mean_first_divergence"),
+                 viz.format_pct(r.get("next_token_agreement")), viz.format_usd(r.get("usd_per_million_tokens"))]
+        rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+    return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured per variant with onnxruntime-genai in the "
+            "same run: tokens/s are medians over fixed prompts; perplexity is on the held-out text; greedy agreement "
+            "compares 32 greedy tokens per prompt with the fp32 build's; the cost prices generated tokens at the "
+            "decode rate.</p><div class='table-wrap'><table><thead><tr>"
+            + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table></div>")
+
+
 def build_report(results: dict, *, title: str | None = None, run_id: str | None = None,
                  batch_size: int | None = None, budget: Budget | None = None, objective: str = "fastest") -> str:
     """Render a run as one HTML page that needs no network.
@@ -175,6 +203,7 @@ Flips: samples whose top-1 class differs from the baseline's; agreement at margi
 samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
 qualified is shown). {_esc(_cost_basis(results))}</p>
 {results_table_html(frame, sizes, best)}
+{decoder_table_html(frame)}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>
 {'<ul class="notes">' + ''.join(notes) + '</ul>' if notes else '<p>No caveats for this run.</p>'}

@@ -1,0 +1,301 @@
+"""Decoder checkpoints: a zipped Hugging Face folder of a Llama / Qwen / Phi / Gemma-class causal LM, checked as data.
+
+Nothing in a checkpoint is executed. The zip's entries are checked before anything is extracted (flat names only,
+sizes capped, no compression bombs); weights must be safetensors (a pickle-only checkpoint such as
+``pytorch_model.bin`` is refused); ``config.json`` is parsed as JSON and refused when it asks for remote code
+(``auto_map``), names an architecture transformers does not ship natively, or one onnxruntime-genai's model builder
+cannot build; each safetensors header is checked (dtypes, shapes, offsets inside the file). The tokenizer is
+read only as ``tokenizer.json`` (the `tokenizers` library parses it as data). Like `core.io.model`, this parses
+in the calling process: user files go through a worker (`core.jobs.queue`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import BadInputError, UnsupportedModelError
+
+DECODER_SUFFIX = ".zip"
+
+# Causal-LM architectures transformers implements natively and onnxruntime-genai's builder converts
+# (onnxruntime_genai/models/builder.py, create_model's dispatch), restricted to the Llama / Qwen / Phi / Gemma
+# classes the studio is tested on.
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                           "PhiForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
+                           "SmolLM3ForCausalLM", "GraniteForCausalLM", "OlmoForCausalLM")
+
+# Files a checkpoint folder may hold. Anything else is refused by name, so nothing unexpected rides along.
+DATA_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "added_tokens.json", "model.safetensors.index.json", "vocab.json",
+              "merges.txt", "tokenizer.model", "README.md", "LICENSE", "LICENSE.txt", ".gitattributes")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".dll", ".dylib", ".sh")
+MAX_JSON_BYTES = 32 * 2**20  # config / tokenizer JSON; a real 150k-token tokenizer.json is ~10 MB
+MAX_ENTRIES = 64
+COMPLETE_MARKER = ".complete"  # written last into an extracted folder, so a half-extracted one is never used
+MAX_RATIO = 200  # uncompressed / compressed; safetensors of random or trained weights compress < 1.2x
+
+_SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
+                      "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+@dataclass(frozen=True)
+class TokenInput:
+    """The one input a decoder's data binds to (core.io.data reads name / shape / dtype, as of a TensorSpec)."""
+
+    name: str = "input_ids"
+    shape: tuple = ("batch", "sequence")
+    dtype: str = "int64"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class DecoderCheckpoint:
+    """A checked Hugging Face causal-LM folder on disk: what the decoder pipeline builds its variants from."""
+
+    source: str  # what the user named: sample:tiny-lm, or the uploaded file's name
+    folder: Path  # holds config.json, *.safetensors, tokenizer.json
+    architecture: str  # config.json's architectures[0], e.g. LlamaForCausalLM
+    params: int  # weights counted from the safetensors headers
+    config: dict = field(default_factory=dict)
+    notes: tuple = ()
+
+    @property
+    def inputs(self) -> tuple:
+        """Token ids, batch and sequence axes free: what sample:tiny-lm-text binds to."""
+        return (TokenInput(),)
+
+    @property
+    def outputs(self) -> tuple:
+        return (TokenInput("logits", ("batch", "sequence", "vocab"), "float32"),)
+
+    def card(self) -> dict:
+        """Facts for the model card and ``featherweight inspect``."""
+        keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "vocab_size", "max_position_embeddings")
+        return {"source": self.source, "task": "text-generation", "format": "Hugging Face decoder (safetensors)",
+                "architecture": self.architecture, "params": self.params, "size_bytes": weights_bytes(self.folder),
+                "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+                "op_types": {}, "layers": [],
+                "capabilities": {"quantize": "int4 (mode int4) and int8 (mode dynamic) weight-only MatMulNBits, "
+                                             "built by onnxruntime-genai's model builder",
+                                 "prune": "not offered for decoders", "distill": "not offered for decoders"},
+                "config": {k: self.config.get(k) for k in keys if k in self.config}, "notes": list(self.notes)}
+
+
+def weights_bytes(folder: Path) -> int:
+    """Bytes of the checkpoint's safetensors files."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def _refuse_name(name: str, what: str) -> None:
+    base = name.rsplit("/", 1)[-1]
+    lower = base.lower()
+    if lower.endswith(CODE_SUFFIXES):
+        raise BadInputError(f"{what} holds {base}, which is code; Featherweight never runs code from a checkpoint "
+                            "(no trust_remote_code): upload config.json, *.safetensors and tokenizer files only")
+    if lower.endswith(PICKLE_SUFFIXES):
+        raise BadInputError(f"{what} holds {base}, a pickle; only safetensors weights are loaded: convert it "
+                            "(safetensors.torch.save_file(model.state_dict(), 'model.safetensors'))")
+    if not (lower.endswith(".safetensors") or base in DATA_FILES):
+        raise BadInputError(f"{what} holds {base!r}, which is not part of a checkpoint; allowed: "
+                            f"*.safetensors, {', '.join(DATA_FILES[:7])} and the like")
+
+
+def check_config(config, what: str) -> str:
+    """Refuse a config.json that asks for remote code or names an architecture the builder cannot build.
+
+    Returns:
+        The architecture name.
+
+    Raises:
+        BadInputError: remote code asked for (``auto_map``), or not a config at all.
+        UnsupportedModelError: an architecture outside SUPPORTED_ARCHITECTURES.
+    """
+    if not isinstance(config, dict):
+        raise BadInputError(f"{what}: config.json is not a JSON object")
+    if "auto_map" in config or config.get("trust_remote_code"):
+        mapped = ", ".join(sorted(config.get("auto_map") or {})) or "trust_remote_code"
+        raise BadInputError(f"{what}: config.json asks for remote code (auto_map: {mapped[:80]}); Featherweight "
+                            "never runs code from a checkpoint (trust_remote_code is off)")
+    architectures = config.get("architectures")
+    if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
+        raise BadInputError(f"{what}: config.json names no architecture (an 'architectures' list); "
+                            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    if architectures[0] not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(f"{what}: architecture {architectures[0][:60]!r} is not supported; supported: "
+                                    f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+    return architectures[0]
+
+
+def check_safetensors_header(head: bytes, file_size: int, what: str, max_elements: int) -> int:
+    """Check a safetensors header (8-byte length, JSON table) against the file's size; returns its element count.
+
+    Raises:
+        BadInputError: a header that does not parse, an unknown dtype, or a tensor outside the file.
+    """
+    if len(head) < 8:
+        raise BadInputError(f"{what} is not a valid safetensors file (shorter than its 8-byte header length)")
+    length = int.from_bytes(head[:8], "little")
+    if length > min(100 * 2**20, file_size - 8) or len(head) < 8 + length:
+        raise BadInputError(f"{what} is not a valid safetensors file (header length {length:,} does not fit)")
+    try:
+        header = json.loads(head[8:8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInputError(f"{what} is not a valid safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise BadInputError(f"{what} is not a valid safetensors file (its header is not a table)")
+    body, total = file_size - 8 - length, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_BYTES:
+            raise BadInputError(f"{what}: tensor {str(name)[:60]!r} has no supported dtype; allowed: "
+                                f"{', '.join(_SAFETENSORS_BYTES)}")
+        if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape + offsets):
+            raise BadInputError(f"{what} is not a valid safetensors file (bad entry for {str(name)[:60]!r})")
+        elements = math.prod(shape)
+        if elements > max_elements:
+            raise BadInputError(f"{what}: tensor {str(name)[:60]!r} has {elements:,} elements; the limit is "
+                                f"{max_elements:,}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= body or end - begin != elements * _SAFETENSORS_BYTES[entry["dtype"]]:
+            raise BadInputError(f"{what} is not a valid safetensors file (tensor {str(name)[:60]!r} does not "
+                                "match its bytes)")
+        total += elements
+    return total
+
+
+def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -> DecoderCheckpoint:
+    """Check a checkpoint folder already on disk (a sample's, or an extracted upload).
+
+    Raises:
+        BadInputError: missing config.json / tokenizer.json / safetensors, remote code, a pickle, a bad header.
+        UnsupportedModelError: an architecture the builder cannot build.
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise BadInputError(f"{source}: no config.json in the checkpoint folder")
+    for path in folder.iterdir():
+        if path.name != COMPLETE_MARKER:
+            _refuse_name(path.name, source)
+    config_bytes = (folder / "config.json").read_bytes()
+    if len(config_bytes) > MAX_JSON_BYTES:
+        raise BadInputError(f"{source}: config.json is {len(config_bytes):,} bytes; the limit is {MAX_JSON_BYTES:,}")
+    try:
+        config = json.loads(config_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInputError(f"{source}: config.json is not valid JSON") from None
+    architecture = check_config(config, source)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise BadInputError(f"{source}: no *.safetensors weights (a pickle-only checkpoint is refused: convert "
+                            "pytorch_model.bin to model.safetensors)")
+    params = 0
+    for path in weights:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            head += fh.read(min(length, 100 * 2**20))
+        params += check_safetensors_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements)
+    if not (folder / "tokenizer.json").is_file():
+        raise BadInputError(f"{source}: no tokenizer.json (the fast-tokenizer file); Featherweight reads only "
+                            "that form of tokenizer, as data")
+    if (folder / "tokenizer.json").stat().st_size > MAX_JSON_BYTES:
+        raise BadInputError(f"{source}: tokenizer.json is over {MAX_JSON_BYTES // 2**20} MiB")
+    return DecoderCheckpoint(source, folder, architecture, params, config)
+
+
+def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_bytes: int,
+                       max_elements: int = 2**31) -> DecoderCheckpoint:
+    """Check a zipped checkpoint folder and extract it, flat, under `extract_root`/<content digest>.
+
+    Args:
+        data: the zip's bytes.
+        filename: the uploaded name (for messages).
+        extract_root: where extracted checkpoints live (``core.io.model.cache_dir() / "decoders"``).
+        max_bytes: cap on the total uncompressed size (the upload limit).
+        max_elements: cap on the elements of one tensor.
+
+    Raises:
+        BadInputError: not a zip, nested or unsafe names, over a cap, pickles, code, remote code, bad headers.
+        UnsupportedModelError: an architecture the builder cannot build.
+    """
+    what = Path(filename).name
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [e for e in archive.infolist() if not e.is_dir()]
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise BadInputError(f"{what} is not a zip archive (zip a Hugging Face checkpoint folder)") from None
+    if not entries:
+        raise BadInputError(f"{what} is an empty zip")
+    if len(entries) > MAX_ENTRIES:
+        raise BadInputError(f"{what} holds {len(entries)} files; the limit is {MAX_ENTRIES}")
+    prefix = _common_folder(entries)
+    names = {}
+    total = 0
+    for entry in entries:
+        inner = entry.filename[len(prefix):]
+        if "/" in inner or "\\" in inner or inner.startswith(".") and inner != ".gitattributes" or not inner:
+            raise BadInputError(f"{what}: {entry.filename[:80]!r} is not a file at the checkpoint folder's top "
+                                "level; zip one flat folder")
+        _refuse_name(inner, what)
+        total += entry.file_size
+        if entry.file_size > MAX_RATIO * max(1, entry.compress_size) + 2**20:
+            raise BadInputError(f"{what}: {inner} expands {entry.file_size / max(1, entry.compress_size):,.0f}x; "
+                                f"the limit is {MAX_RATIO}x")
+        names[inner] = entry
+    if total > max_bytes:
+        raise BadInputError(f"{what} expands to {total / 2**20:,.1f} MiB; the limit is {max_bytes / 2**20:,.0f} MiB")
+    if "config.json" not in names:
+        raise BadInputError(f"{what} has no config.json at the top of its folder")
+    config_entry = names["config.json"]
+    if config_entry.file_size > MAX_JSON_BYTES:
+        raise BadInputError(f"{what}: config.json is over {MAX_JSON_BYTES // 2**20} MiB")
+    try:
+        config = json.loads(archive.read(config_entry).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInputError(f"{what}: config.json is not valid JSON") from None
+    check_config(config, what)  # refuse remote code before a single weight is written to disk
+    folder = Path(extract_root) / hashlib.sha256(data).hexdigest()[:20]
+    if not (folder / COMPLETE_MARKER).exists():
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        staging.mkdir(parents=True, exist_ok=True)
+        for inner, entry in names.items():
+            with archive.open(entry) as src, open(staging / inner, "wb") as dst:
+                copied = 0
+                while chunk := src.read(2**20):
+                    copied += len(chunk)
+                    if copied > entry.file_size:  # a header that lies about the size
+                        raise BadInputError(f"{what}: {inner} is larger than its zip entry says")
+                    dst.write(chunk)
+        (staging / COMPLETE_MARKER).write_text("ok", encoding="utf-8")
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another worker extracted the same bytes first
+            pass
+    return open_folder(folder, what, max_elements=max_elements)
+
+
+def _common_folder(entries) -> str:
+    """'name/' when every entry sits in one top folder (how `zip -r x.zip name` stores it), else ''."""
+    first = entries[0].filename.split("/", 1)
+    if len(first) == 2 and all(e.filename.startswith(first[0] + "/") for e in entries):
+        return first[0] + "/"
+    return ""
+
+
+__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "check_config",
+           "check_safetensors_header", "load_decoder_bytes", "open_folder", "weights_bytes"]
