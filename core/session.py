@@ -365,10 +365,6 @@ def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Exports
-
-
-# --------------------------------------------------------------------------------------------------------------
 # What survives a reload and a server restart: the session's model, data and recipe, saved per owner
 
 SESSIONS_DIR = "sessions"  # under the run store's root: sessions/<owner>/state.json and sessions/<owner>/inputs/

@@ -43,7 +43,6 @@ def scratch_cwd(directory: str | Path | None = None) -> Iterator[Path]:
                 os.chdir(previous)
 
 
-
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a uniquely named temporary file beside `path`, fsync it, then rename it over `path`.
 

@@ -303,4 +303,3 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
             from None
 
 
-

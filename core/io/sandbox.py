@@ -528,7 +528,6 @@ def upload_dir(data: bytes, filename: str) -> tuple[str, Path]:
     return directory, path
 
 
-
 # The sandbox's own checks, by short name (operators and tests check isolation with them).
 SELFTESTS: dict[str, Callable] = {
     "selftest-segfault": selftest_segfault,

@@ -15,7 +15,6 @@ import pandas as pd
 from core.results.table import results_frame
 
 
-
 QUALITY_METRICS = {
     "accuracy": "Accuracy (%)",
     "agreement": "Top-1 agreement with baseline (%)",

@@ -30,8 +30,6 @@ from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 RECIPE_VERSION = 1
 
 
-
-
 def key_list(keys, limit: int = 10) -> str:
     """Mapping keys for an error message: the first `limit`, each cut short (keys need not be strings)."""
     shown = sorted((k if len(k) <= 40 else k[:37] + "...") if isinstance(k, str) else brief_repr(k) for k in keys)

@@ -1,0 +1,75 @@
+"""Concepts written once (issue 17): the step label, the byte format, the artifact-containment check, the fixed-batch
+test and the job-kind registry, each checked where every caller now gets it from."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from core.errors import BadInputError
+from core.format import format_bytes, is_missing
+from core.io.files import inside_run
+from core.io.graph import fixed_batch_of
+from core.spec.labels import step_label, steps_label
+from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig
+
+
+def test_step_label_reads_dicts_and_configs_alike_with_defaults():
+    """A results.json step, a step config and a dict that leaves options out read the same."""
+    assert step_label(QuantizeConfig(mode="dynamic")) == step_label({"technique": "quantize", "mode": "dynamic"}) \
+        == "quantize dynamic"
+    assert step_label({"technique": "quantize"}) == "quantize static"
+    assert step_label(PruneConfig(amount=0.3)) == "prune structured 0.3"
+    assert step_label({"technique": "distill"}) == step_label(DistillConfig()) == "distill w0.25"
+    assert steps_label([]) == "none" and steps_label(None) == "none"
+    assert steps_label([PruneConfig(), QuantizeConfig()], " → ") == "prune structured 0.5 → quantize static"
+
+
+@pytest.mark.parametrize("value, text", [(None, "–"), (float("nan"), "–"), (512, "512 B"), (1_100_000, "1.1 MB"),
+                                         (1_000_000, "1 MB"), (160_000, "160 kB"), (2.5e12, "2,500 GB")])
+def test_format_bytes_is_none_safe_and_keeps_three_significant_digits(value, text):
+    """One size format: None and NaN are a dash; three significant digits, no trailing zeros."""
+    assert format_bytes(value) == text
+
+
+def test_is_missing_knows_pandas_na():
+    """The one "not there" test: None, NaN and pandas' NA; zero is a number."""
+    import pandas as pd
+
+    assert is_missing(None) and is_missing(float("nan")) and is_missing(pd.NA) and not is_missing(0)
+
+
+def test_inside_run_refuses_paths_and_links_that_leave_the_run(tmp_path):
+    """A results.json artifact path that climbs out, or a link pointing out, resolves to None."""
+    run = tmp_path / "run"
+    (run / "variants").mkdir(parents=True)
+    (run / "variants" / "model.onnx").write_bytes(b"x")
+    (tmp_path / "secret.onnx").write_bytes(b"y")
+    os.symlink(tmp_path / "secret.onnx", run / "variants" / "link.onnx")
+    assert inside_run(run, "variants/model.onnx") == (run / "variants" / "model.onnx").resolve()
+    assert inside_run(run, "../secret.onnx") is None
+    assert inside_run(run, "variants/link.onnx") is None
+    assert inside_run(run, str(tmp_path / "secret.onnx")) is None  # an absolute path is not inside either
+
+
+def test_fixed_batch_of_reads_specs_and_session_inputs_alike():
+    """Axis 0 fixed at 4 on one input: 4; symbolic or absent: None (TensorSpecs and onnxruntime NodeArgs)."""
+    specs = [SimpleNamespace(shape=("batch", 3)), SimpleNamespace(shape=(4, 3))]
+    assert fixed_batch_of(specs) == 4
+    assert fixed_batch_of([SimpleNamespace(shape=("batch", 8)), SimpleNamespace(shape=())]) is None
+    assert fixed_batch_of([SimpleNamespace(shape=(0, 8))]) is None
+
+
+def test_one_registry_of_job_kinds():
+    """The queue, insight and the CLI share one registry; an unknown kind names the allowed ones."""
+    from core.jobs import insight
+    from core.jobs.kinds import JOB_KINDS, job_kind_of
+
+    assert insight.KINDS == tuple(JOB_KINDS) == ("sensitivity", "tune", "diagnose")
+    assert [k for k, v in JOB_KINDS.items() if v.summary is not None] == ["sensitivity", "tune"]
+    with pytest.raises(BadInputError, match="allowed: sensitivity, tune, diagnose"):
+        job_kind_of("profile")
+    with pytest.raises(BadInputError, match="unknown key"):
+        job_kind_of("diagnose").check({"source_run": "r1", "variants": ["a"], "colour": "red"})
