@@ -23,7 +23,12 @@ TECHNIQUE_ORDER = ("prune", "distill", "quantize")  # torch steps before ONNX st
 RELEVANT = {
     ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic"), "static and dynamic modes only"),
     ("quantize", "calibration"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "samples"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "samples"): (lambda v: v["mode"] in ("static", "qat"), "static and qat modes only"),
+    ("quantize", "equalize"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "bias_correction"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "calibration_overrides"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "epochs"): (lambda v: v["mode"] == "qat", "qat mode only"),
+    ("quantize", "lr"): (lambda v: v["mode"] == "qat", "qat mode only"),
     ("quantize", "quantize_conv"): (lambda v: v["mode"] == "dynamic", "dynamic mode only"),
     ("quantize", "block_size"): (lambda v: v["mode"] == "int4", "int4 mode only"),
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
@@ -286,6 +291,9 @@ def sweep_field_ui(technique: str, f: dataclasses.Field, key: str, axes: dict[st
         help_text = f"{help_text} (Applies to {why}: the other variants ignore it.)"
     disabled = not some
     choices = meta.get("choices")
+    if f.name == "calibration_overrides":  # a per-tensor mapping the sensitivity scan writes: not an axis
+        st.caption(f"{label}: none (the tuner's calibration phase chooses them per tensor)")
+        return [{}]
     if f.name == "exclude":  # a list-valued option: one list for every variant, not an axis
         picked = st.multiselect(label, sorted(node_names), key=key, help=f"{help_text} The same for every variant.",
                                 accept_new_options=True, placeholder="no node excluded", disabled=disabled)
@@ -348,7 +356,7 @@ def distinct_variant_count(variants: tuple[Variant, ...]) -> int:
             for f in dataclasses.fields(step):
                 relevant, _ = RELEVANT.get((step.technique, f.name), (None, None))
                 if relevant is not None and not relevant(values):
-                    values[f.name] = f.default
+                    values[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             steps.append(values)
         seen.add(json.dumps(steps, sort_keys=True, default=str))
     return len(seen)
