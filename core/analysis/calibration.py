@@ -20,6 +20,7 @@ import numpy as np
 from core.measure.quality import make_session, run_batched
 from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext, apply_step
+from core.techniques.equalize import equalize
 from core.techniques.quantize import CalibrationReader, calibration_ranges, preprocess
 
 METHODS = ("minmax", "percentile")
@@ -106,8 +107,6 @@ def choose_calibration(model, dataset, quant: QuantizeConfig | None = None, *, s
     # Every method's range for every tensor, on the float graph the quantizer saw.
     float_proto = copy.deepcopy(model.onnx_model)
     if quant.equalize:
-        from core.techniques.equalize import equalize
-
         equalize(float_proto)
     calib = dataset.calib.take(quant.samples).x
     with tempfile.TemporaryDirectory(prefix="fw-calib-") as tmp:

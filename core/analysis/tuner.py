@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.analysis.calibration import choose_calibration
 from core.errors import BadInputError
 from core.spec.recipe import (BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant, _check_bool, _check_choice,
                          _check_range)
@@ -558,8 +559,6 @@ class _Search:
     def recovery_phase(self, base: QuantizeConfig, plain: Trial) -> QuantizeConfig | None:
         """Issue 18's post-training recovery, cheapest first: bias correction, then cross-layer equalization with
         it, then a per-tensor minmax / percentile choice on validation; returns the first within budget."""
-        from core.analysis.calibration import choose_calibration
-
         estimate = 2 * (plain.build_s or 0)
         corrected = dataclasses.replace(base, bias_correction=True)
         equalized = dataclasses.replace(corrected, equalize=True)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
 from core.spec.recipe import brief_repr as brief
+from core.teach.depthwise import depthwise_view
 from core.techniques import quantize
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
@@ -1402,6 +1403,7 @@ EXPLAINERS = {
     "techniques": lambda model, dataset, amount, width: technique_table(model.onnx_model, amount=amount,
                                                                         width=width),
     "estimate": lambda model, dataset, steps: estimate_breakdown(model.onnx_model, [dict(s) for s in steps]),
+    "depthwise": depthwise_view,
 }
 PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or epoch is sent as it comes
 
