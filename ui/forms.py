@@ -21,7 +21,8 @@ TECHNIQUE_ORDER = ("prune", "distill", "quantize")  # torch steps before ONNX st
 
 # When an option matters, given the values above it (others are shown but disabled, with the reason).
 RELEVANT = {
-    ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic"), "static and dynamic modes only"),
+    ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic", "qat"),
+                                  "static, dynamic and qat modes only"),
     ("quantize", "calibration"): (lambda v: v["mode"] == "static", "static mode only"),
     ("quantize", "samples"): (lambda v: v["mode"] in ("static", "qat"), "static and qat modes only"),
     ("quantize", "equalize"): (lambda v: v["mode"] == "static", "static mode only"),

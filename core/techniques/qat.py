@@ -1,8 +1,8 @@
 """Quantization-aware fine-tuning (QAT) for torch-backed models, exported as QDQ ONNX that onnxruntime runs.
 
 The scheme is the one onnxruntime's static int8 uses, so what is trained is what runs: BN folded into the conv
-before it; per-output-channel symmetric int8 weights (levels -127..127, zero point 0); per-tensor asymmetric
-uint8 activations at every Conv / Gemm input. Weights, weight scales and activation scales / zero points are
+before it; symmetric int8 weights (levels -127..127, zero point 0), one scale per output channel (or per tensor
+with ``per_channel: false``); per-tensor asymmetric uint8 activations at every Conv / Gemm input. Weights, weight scales and activation scales / zero points are
 learned together (LSQ+, Bhalgat et al. 2020, through torch's learnable fake-quant ops), for a few epochs, with the
 fp32 model as the teacher (distillation, Hinton et al. 2015), so no labels are needed.
 
@@ -60,13 +60,14 @@ def _fake_quant_class():
     class FakeQuantLayer(nn.Module):
         """A Conv2d / Linear whose input and weight pass through learnable fake quantization."""
 
-        def __init__(self, layer: nn.Module):
+        def __init__(self, layer: nn.Module, per_channel: bool = True):
             super().__init__()
             self.layer = layer
+            self.per_channel = per_channel
             weight = layer.weight.detach()
-            absmax = weight.abs().reshape(weight.shape[0], -1).amax(1).clamp_min(1e-8)
-            self.weight_scale = nn.Parameter(absmax / WEIGHT_QMAX)
-            self.register_buffer("weight_zero", torch.zeros(weight.shape[0]))
+            absmax = weight.abs().reshape(weight.shape[0], -1).amax(1) if per_channel else weight.abs().max()[None]
+            self.weight_scale = nn.Parameter(absmax.clamp_min(1e-8) / WEIGHT_QMAX)
+            self.register_buffer("weight_zero", torch.zeros(len(absmax)))
             self.act_scale = nn.Parameter(torch.ones(1))
             self.act_zero = nn.Parameter(torch.zeros(1))
             self.observing = False  # first pass: record the input range (minmax calibration)
@@ -87,8 +88,12 @@ def _fake_quant_class():
                 return self._run(x, self.layer.weight)
             xq = torch._fake_quantize_learnable_per_tensor_affine(  # noqa: SLF001 - torch's LSQ+ op
                 x, self.act_scale, self.act_zero, ACT_QMIN, ACT_QMAX, 1.0)
-            wq = torch._fake_quantize_learnable_per_channel_affine(  # noqa: SLF001
-                self.layer.weight, self.weight_scale, self.weight_zero, 0, WEIGHT_QMIN, WEIGHT_QMAX, 1.0)
+            if self.per_channel:
+                wq = torch._fake_quantize_learnable_per_channel_affine(  # noqa: SLF001
+                    self.layer.weight, self.weight_scale, self.weight_zero, 0, WEIGHT_QMIN, WEIGHT_QMAX, 1.0)
+            else:
+                wq = torch._fake_quantize_learnable_per_tensor_affine(  # noqa: SLF001
+                    self.layer.weight, self.weight_scale, self.weight_zero, WEIGHT_QMIN, WEIGHT_QMAX, 1.0)
             return self._run(xq, wq)
 
         def _run(self, x, weight):
@@ -100,8 +105,9 @@ def _fake_quant_class():
     return FakeQuantLayer
 
 
-def wrap_layers(module) -> list:
-    """Replace every Conv2d / Linear of `module` with a FakeQuantLayer; returns (qualified name, wrapper)."""
+def wrap_layers(module, per_channel: bool = True) -> list:
+    """Replace every Conv2d / Linear of `module` with a FakeQuantLayer (one weight scale per output channel, or one
+    per tensor); returns (qualified name, wrapper)."""
     from torch import nn
 
     wrapper = _fake_quant_class()
@@ -109,7 +115,7 @@ def wrap_layers(module) -> list:
     for name, parent in list(module.named_modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, (nn.Conv2d, nn.Linear)) and not isinstance(parent, wrapper):
-                fq = wrapper(child)
+                fq = wrapper(child, per_channel)
                 setattr(parent, child_name, fq)
                 wrapped.append((f"{name}.{child_name}" if name else child_name, fq))
     return wrapped
@@ -166,8 +172,9 @@ def write_learned_scales(quantized, float_proto, learned: dict) -> int:
         float_node = float_nodes[node.name]
         weight = numpy_helper.to_array(float_inits[float_node.input[1]]).astype(np.float64)
         axis = next((helper.get_attribute_value(a) for a in weight_dq.attribute if a.name == "axis"), 1)
-        if numpy_helper.to_array(inits[weight_dq.input[1]]).size != weight.shape[0] or (axis % weight.ndim) != 0:
-            continue  # per-tensor weights or another channel axis: keep onnxruntime's scales
+        scale_size = numpy_helper.to_array(inits[weight_dq.input[1]]).size
+        if scale_size != np.asarray(weight_scale).size or (scale_size > 1 and (axis % weight.ndim) != 0):
+            continue  # another granularity or channel axis than was trained: keep onnxruntime's scales
         # Activation: the Q and DQ of this tensor share their scale / zero point initializers.
         zero_dtype = numpy_helper.to_array(inits[act_dq.input[2]]).dtype if len(act_dq.input) > 2 else np.uint8
         put(act_dq.input[1], np.asarray(act_scale, dtype=np.float32).reshape(
@@ -181,14 +188,17 @@ def write_learned_scales(quantized, float_proto, learned: dict) -> int:
                 if len(source_q.input) > position and source_q.input[position] != act_dq.input[position]:
                     put(source_q.input[position], numpy_helper.to_array(inits[act_dq.input[position]]))
         # Weights: int8 = clip(round(w / s)) per output channel, with the learned s.
-        scale = np.asarray(weight_scale, dtype=np.float32)
-        shape = (-1,) + (1,) * (weight.ndim - 1)
+        scale = np.asarray(weight_scale, dtype=np.float32).reshape(
+            numpy_helper.to_array(inits[weight_dq.input[1]]).shape)
+        shape = (-1,) + (1,) * (weight.ndim - 1) if scale.size > 1 else ()
         q = np.clip(np.round(weight / scale.astype(np.float64).reshape(shape)), WEIGHT_QMIN, WEIGHT_QMAX)
         put(weight_dq.input[0], q.astype(np.int8))
         put(weight_dq.input[1], scale)
         if bias_dq is not None and len(float_node.input) > 2 and float_node.input[2] in float_inits:
             bias = numpy_helper.to_array(float_inits[float_node.input[2]]).astype(np.float64)
             bias_scale = (float(act_scale) * scale.astype(np.float64)).astype(np.float32)
+            bias_scale = bias_scale.reshape(numpy_helper.to_array(inits[bias_dq.input[1]]).shape) \
+                if bias_scale.size == numpy_helper.to_array(inits[bias_dq.input[1]]).size else bias_scale
             info = np.iinfo(np.int32)
             put(bias_dq.input[0], np.clip(np.round(bias / bias_scale), info.min, info.max).astype(np.int32))
             put(bias_dq.input[1], bias_scale)
@@ -234,7 +244,7 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext) 
     teacher = copy.deepcopy(candidate.torch_module).eval()
     student = copy.deepcopy(candidate.torch_module).eval()
     folded = fuse_batch_norms(student)
-    wrapped = wrap_layers(student)
+    wrapped = wrap_layers(student, config.per_channel)
     if not wrapped:
         raise UnsupportedModelError("QAT found no Conv2d / Linear layer to quantize")
     train_x = context.dataset.train.first
@@ -293,7 +303,7 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext) 
     layer_by_node = _match_layers(float_proto, [(n, fq) for n, fq in wrapped])
     learned = {node: learned_by_layer[id(fq.layer)] for node, fq in layer_by_node.items()}
     context.report("exporting QDQ ONNX with the learned scales", 0.8)
-    static = QuantizeConfig(mode="static", per_channel=True, calibration="minmax", samples=config.samples,
+    static = QuantizeConfig(mode="static", per_channel=config.per_channel, calibration="minmax", samples=config.samples,
                             exclude=config.exclude)
     result = quantize(static, dataclasses.replace(candidate, onnx_model=float_proto), context)
     written = write_learned_scales(result.onnx_model, float_proto, learned)
