@@ -315,7 +315,8 @@ TARGETS += [
             {"name": "int8-per-channel", "steps": [{**_STATIC, "per_channel": True}]},
             {"name": "int8-per-tensor-cle-bc", "steps": [{**_STATIC, "per_channel": False, "equalize": True,
                                                            "bias_correction": True}]},
-            {"name": "int8-qat", "steps": [{"technique": "quantize", "mode": "qat", "epochs": 3}]}]}, [
+            {"name": "int8-qat", "steps": [{"technique": "quantize", "mode": "qat", "per_channel": False,
+                                            "epochs": 3}]}]}, [
         Check("plain per-tensor int8: accuracy drop",
               lambda f, r: row(f, "int8-per-tensor", "accuracy_drop_pt"), "report", unit="pt"),
         Check("plain per-channel int8: accuracy drop",

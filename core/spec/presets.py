@@ -119,7 +119,9 @@ def _recover(card: dict) -> list:
                 Variant("int8-per-tensor-cle-bc", (static(per_channel=False, equalize=True, bias_correction=True),)),
                 Variant("int8-per-channel-bc", (static(per_channel=True, bias_correction=True),))]
     if f["torch"]:
-        variants.append(Variant("int8-qat", (QuantizeConfig(mode="qat", epochs=3),)))
+        # Per tensor: on shapes-mobile per-tensor QAT kept fp32 accuracy (0.0 pt) where per-channel lost 2.3 pt, all
+        # of it in onnxruntime's AVX2 int8 kernels (the same QDQ graph run unfused keeps 97% agreement).
+        variants.append(Variant("int8-qat", (QuantizeConfig(mode="qat", per_channel=False, epochs=3),)))
     else:
         variants.append(LeftOut("int8-qat", NEEDS_TORCH_QAT))
     return variants
