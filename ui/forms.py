@@ -87,6 +87,15 @@ def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values:
         return tuple(st.multiselect(label, options, default=list(value), key=key, help=help_text,
                                     disabled=disabled, accept_new_options=True,
                                     placeholder="no node excluded"))
+    if isinstance(value, dict):  # calibration_overrides: {tensor: method} as JSON (the tuner's choice writes it)
+        text = st.text_input(label, json.dumps(value) if value else "", key=key, help=help_text, disabled=disabled,
+                             placeholder='{"tensor name": "percentile"}')
+        try:
+            parsed = json.loads(text) if text.strip() else {}
+        except ValueError:
+            raise BadInputError(f"{technique}.{f.name}: {text[:60]!r} is not a JSON mapping of tensor name to "
+                                "method") from None
+        return parsed
     if f.name == "block_size":
         options = sorted(set(BLOCK_SIZES) | {value})
         return st.selectbox(label, options, index=options.index(value), key=key, help=help_text, disabled=disabled)
