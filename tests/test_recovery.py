@@ -210,3 +210,20 @@ def test_shapes_mobile_is_a_depthwise_net_with_shipped_weights(shapes_mobile, sh
                  if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
     assert 0.75 <= accuracy < 0.95  # well below 100%: techniques visibly differ
     assert len(depthwise) == 8 and ops.count("Clip") >= 15 and "Add" in ops  # inverted residuals
+
+
+def test_depthwise_explainer_reads_the_real_weights(shapes_mobile):
+    """The Learn explainer finds the 8 depthwise convs, names the worst, and equalization gives its smallest
+    channel more int8 levels; the figure draws both panels."""
+    from core.teach.depthwise import depthwise_view
+    from core.views.learn import depthwise_spread_figure
+
+    view = depthwise_view(shapes_mobile)
+    layers = view["layers"]
+    worst = layers[layers["layer"] == view["worst"]].iloc[0]
+
+    assert view["depthwise"] == 8 and worst["kind"] == "depthwise"
+    assert worst["spread_before"] == layers[layers["kind"] == "depthwise"]["spread_before"].max()
+    assert worst["smallest_levels_after"] > 2 * worst["smallest_levels_before"]
+    assert len(view["ranges_before"]) == worst["channels"] == len(view["ranges_after"])
+    assert len(depthwise_spread_figure(view).data) == 4
