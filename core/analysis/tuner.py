@@ -585,7 +585,8 @@ class _Search:
         if self.model.torch_module is None:
             return None
         step = QuantizeConfig(mode="qat", per_channel=True, samples=base.samples, epochs=QAT_EPOCHS)
-        t = self.try_variant(Variant(_quant_name(step), (step,)), "qat", estimate_s=QAT_COST_FACTOR * (plain.build_s or 0))
+        t = self.try_variant(Variant(_quant_name(step), (step,)), "qat",
+                             estimate_s=QAT_COST_FACTOR * (plain.build_s or 0))
         return step if t is not None and t.within_budget else None
 
     def recovery_lines(self) -> list[str]:

@@ -2,7 +2,8 @@
 
 The scheme is the one onnxruntime's static int8 uses, so what is trained is what runs: BN folded into the conv
 before it; symmetric int8 weights (levels -127..127, zero point 0), one scale per output channel (or per tensor
-with ``per_channel: false``); per-tensor asymmetric uint8 activations at every Conv / Gemm input. Weights, weight scales and activation scales / zero points are
+with ``per_channel: false``); per-tensor asymmetric uint8 activations at every Conv / Gemm input. Weights,
+weight scales and activation scales / zero points are
 learned together (LSQ+, Bhalgat et al. 2020, through torch's learnable fake-quant ops), for a few epochs, with the
 fp32 model as the teacher (distillation, Hinton et al. 2015), so no labels are needed.
 
@@ -293,7 +294,8 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext) 
     # The fine-tuned float model, plain layers back in place, exported and quantized by onnxruntime.
     learned_by_layer = {}
     for name, fq in wrapped:
-        learned_by_layer[id(fq.layer)] = (float(fq.act_scale.detach()), float(np.clip(round(float(fq.act_zero.detach())), 0, 255)),
+        zero = float(np.clip(round(float(fq.act_zero.detach())), ACT_QMIN, ACT_QMAX))
+        learned_by_layer[id(fq.layer)] = (float(fq.act_scale.detach()), zero,
                                           fq.weight_scale.detach().numpy().astype(np.float32).copy())
     plain = _unwrap(student, wrapped)
     baseline = context.baseline
