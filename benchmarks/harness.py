@@ -361,6 +361,41 @@ TARGETS += [
         execute=run_float_layers),
 ]
 
+# Accuracy recovery on the depthwise sample (issue 18): plain per-tensor / per-channel static int8 are reported, the
+# recovery variants checked; every ratio is against the fp32 baseline of the same run.
+RECOVERY_BENCH = {"batch_sizes": [1, 64], "threads": 1, "warmup": 20, "runs": 200, "max_seconds": 10}
+_STATIC = {"technique": "quantize", "mode": "static"}
+TARGETS += [
+    Target("shapes-mobile accuracy recovery (equalization, bias correction, QAT)", {
+        "model": "sample:shapes-mobile", "data": "sample:shapes", "benchmark": RECOVERY_BENCH,
+        "variants": [
+            {"name": "int8-per-tensor", "steps": [{**_STATIC, "per_channel": False}]},
+            {"name": "int8-per-channel", "steps": [{**_STATIC, "per_channel": True}]},
+            {"name": "int8-per-tensor-cle-bc", "steps": [{**_STATIC, "per_channel": False, "equalize": True,
+                                                           "bias_correction": True}]},
+            {"name": "int8-qat", "steps": [{"technique": "quantize", "mode": "qat", "per_channel": False,
+                                            "epochs": 3}]}]}, [
+        Check("plain per-tensor int8: accuracy drop",
+              lambda f, r: row(f, "int8-per-tensor", "accuracy_drop_pt"), "report", unit="pt"),
+        Check("plain per-channel int8: accuracy drop",
+              lambda f, r: row(f, "int8-per-channel", "accuracy_drop_pt"), "report", unit="pt"),
+        Check("equalization + bias correction, per-tensor: accuracy drop",
+              lambda f, r: row(f, "int8-per-tensor-cle-bc", "accuracy_drop_pt"), "<=", 1.0, "pt"),
+        Check("QAT: accuracy drop", lambda f, r: row(f, "int8-qat", "accuracy_drop_pt"), "<=", 0.3, "pt"),
+        Check("equalization + bias correction: x smaller",
+              lambda f, r: row(f, "int8-per-tensor-cle-bc", "x_smaller"), ">=", 3.5, "x"),
+        Check("QAT: x smaller", lambda f, r: row(f, "int8-qat", "x_smaller"), ">=", 3.5, "x"),
+        Check("equalization + bias correction: x faster at batch 1",
+              lambda f, r: row(f, "int8-per-tensor-cle-bc", "speedup_bs1"), ">=", 3.5, "x", isa_dependent=True),
+        Check("equalization + bias correction: x faster at batch 64",
+              lambda f, r: row(f, "int8-per-tensor-cle-bc", "speedup_bs64"), ">=", 3.5, "x", isa_dependent=True),
+        Check("QAT: x faster at batch 1", lambda f, r: row(f, "int8-qat", "speedup_bs1"), ">=", 3.5, "x",
+              isa_dependent=True),
+        Check("QAT: x faster at batch 64", lambda f, r: row(f, "int8-qat", "speedup_bs64"), ">=", 3.5, "x",
+              isa_dependent=True),
+    ], requires=lambda: sample_unavailable("shapes-mobile")),
+]
+
 
 # --------------------------------------------------------------------------------------------------------------
 # The Graph page: the first draw of a 200-node graph (baseline and variant side by side) in headless Chromium.

@@ -58,7 +58,8 @@ RUN_CHOICE_KEY = "learn_run_choice"  # the run chosen for the estimate check
 SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this page last looked
 
 INT4_SECTION = "int4 blocks (LM)"
-SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", INT4_SECTION]
+DEPTHWISE_SECTION = "Depthwise"
+SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION]
 DEFAULT_SPEC = "sample:digits-cnn"
 LARGE_MODEL_PARAMS = 5_000_000
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -473,6 +474,36 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                "cuts (and size) differ most from the even cut the estimate assumes.")
 
 
+def depthwise_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
+    """Why depthwise convs quantize badly, and what cross-layer equalization does about it (issue 18)."""
+    st.subheader("Why depthwise convolutions lose most under per-tensor int8")
+    try:
+        view = explain(source, "depthwise")
+    except FeatherweightError as exc:
+        st.error(str(exc))
+        return
+    layers = view["layers"]
+    if layers.empty:
+        st.info("This model has no Conv layers: nothing to equalize.")
+        return
+    st.plotly_chart(learn_viz.depthwise_spread_figure(view), key="learn_depthwise_chart", **CHART)
+    worst = layers[layers["layer"] == view["worst"]].iloc[0]
+    st.caption(f"One int8 scale per tensor must fit the channel with the largest weights. In {view['worst']} "
+               f"({worst['kind']}, {worst['channels']} channels) the largest channel's weights are "
+               f"{worst['spread_before']:.0f}x the smallest's, so the smallest spans "
+               f"{worst['smallest_levels_before']:.1f} of 127 levels. Cross-layer equalization divides each channel "
+               f"by a factor and multiplies the next layer's matching input by it (exact in fp32): after it, "
+               f"{worst['spread_after']:.1f}x and {worst['smallest_levels_after']:.1f} levels, over "
+               f"{view['pairs']} equalized pairs. Per-channel int8 solves the same problem with one scale per channel.")
+    st.dataframe(layers, hide_index=True, width="stretch", key="learn_depthwise_table",
+                 column_config={"spread_before": st.column_config.NumberColumn("Spread before", format="%.1fx"),
+                                "spread_after": st.column_config.NumberColumn("Spread after", format="%.1fx"),
+                                "smallest_levels_before": st.column_config.NumberColumn("Levels before",
+                                                                                        format="%.1f"),
+                                "smallest_levels_after": st.column_config.NumberColumn("Levels after",
+                                                                                       format="%.1f")})
+
+
 # --------------------------------------------------------------------------------------------------------------
 # int4 blocks: a decoder's weights, block size vs error vs bytes (core.teach.int4)
 
@@ -543,5 +574,7 @@ elif section == "Pruning":
     pruning_ui(model_key, current, model_facts)
 elif section == "Distillation":
     distillation_ui(model_key, current, model_facts)
+elif section == DEPTHWISE_SECTION:
+    depthwise_ui(model_key, current, model_facts)
 else:
     size_ui(model_key, current, model_facts)

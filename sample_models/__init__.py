@@ -98,6 +98,26 @@ for _module in ("sample_models.shapes", "sample_models.text", "sample_models.tin
             raise
 
 
+def _build_shapes_mobile(width: float = 1.0):
+    from sample_models.architectures import ShapesMobileNet
+
+    return ShapesMobileNet(width)
+
+
+def _train_shapes_mobile() -> float:
+    from sample_models.train import train_shapes_mobile
+
+    return train_shapes_mobile()
+
+
+register_model(SampleModel(
+    "shapes-mobile", "shapes", _build_shapes_mobile, (1, 32, 32),
+    "A MobileNetV2-style CNN (inverted residuals, depthwise 3x3 convs, BN, ReLU6; 0.16M parameters) on 32x32 "
+    "shapes: the depthwise family that loses most under plain int8, where equalization, bias correction and QAT "
+    "show their worth.",
+    train=_train_shapes_mobile))
+
+
 def available(sample: SampleModel) -> tuple[bool, str | None]:
     """Whether a sample can be used here; if not, the install hint."""
     if sample.extra is None:

@@ -219,6 +219,9 @@ def _random_dihedral(xb, generator):
     return torch.stack(variants)[pick, torch.arange(len(xb))]
 
 
+random_dihedral = _random_dihedral  # public name: sample_models.train's shapes-mobile recipe augments the same way
+
+
 def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
     """Train ShapesCNN deterministically on the train split and save the shipped weights.
 

@@ -51,6 +51,65 @@ TRAINING = {
 }
 
 
+# shapes-mobile: trained as MobileNetV2s normally are (SGD with Nesterov momentum, weight decay on every weight,
+# a one-cycle schedule, BN in train mode), with the dihedral augmentation shapes-cnn uses; nothing is done to
+# make int8 look worse or better.
+SHAPES_MOBILE_TRAINING = {"epochs": 8, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 4e-5}
+
+
+def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
+    """Train ShapesMobileNet deterministically on the shapes train split and save its shipped weights.
+
+    Args:
+        seed: seeds initialisation, data order and augmentation.
+        on_epoch: optional callback (epoch, mean_train_loss).
+
+    Returns:
+        Accuracy on the eval split.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS
+    from sample_models.shapes import random_dihedral
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # a shared 2-core box
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    sample = SAMPLE_MODELS["shapes-mobile"]
+    splits = SAMPLE_DATASETS[sample.dataset].load()
+    x, y = (torch.from_numpy(a) for a in splits["train"])
+    module = sample.build(1.0)
+    cfg = SHAPES_MOBILE_TRAINING
+    epochs, batch_size = cfg["epochs"], cfg["batch_size"]
+    optimizer = torch.optim.SGD(module.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True,
+                                weight_decay=cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg["lr"], pct_start=0.25,
+                                                    total_steps=epochs * -(-len(x) // batch_size))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for epoch in range(epochs):
+        module.train()
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(module(random_dihedral(x[idx], generator)), y[idx])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+        if on_epoch:
+            on_epoch(epoch + 1, total / len(x))
+    module.eval()
+    acc = accuracy(module, *splits["eval"])
+    sample.weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(sample.weights_path),
+              metadata={"architecture": sample.name, "eval_accuracy": f"{acc:.4f}"})
+    return acc
+
+
 def train_sample(name: str) -> float:
     import torch
     from safetensors.torch import save_file

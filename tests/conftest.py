@@ -36,6 +36,20 @@ def digits_cnn_data(digits_cnn):
     return load_data("sample:digits", digits_cnn)
 
 
+@pytest.fixture(scope="session")
+def shapes_mobile():
+    from core.io.model import load_model
+
+    return load_model("sample:shapes-mobile")
+
+
+@pytest.fixture(scope="session")
+def shapes_mobile_data(shapes_mobile):
+    from core.io.data import load_data
+
+    return load_data("sample:shapes", shapes_mobile)
+
+
 @pytest.fixture
 def fast_bench():
     """A benchmark config that times little: tests check behaviour, `make bench` checks speed."""

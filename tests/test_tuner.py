@@ -52,6 +52,10 @@ def test_fragile_layer_is_kept_in_float_to_meet_the_drop_budget(tmp_path):
     assert trials[outcome.best].within_budget  # here the baseline: on a tiny MLP no int8 variant is faster
     assert (tmp_path / "out" / "sensitivity.json").exists()
     assert any("Structured pruning was not tried" in line for line in outcome.summary)
+    # Issue 18: the recovery steps came first, cheapest first, and the summary says what each won back.
+    recovery = [t.name for t in outcome.trials if t.phase == "recovery"]
+    assert recovery[:2] == ["int8-static[bias_correction]", "int8-static[equalize,bias_correction]"]
+    assert any(line.startswith("Recovery from plain static int8") for line in outcome.summary)
 
 
 def test_time_budget_is_respected_and_leaves_a_usable_answer(tmp_path, digits_cnn, digits_cnn_data):

@@ -13,7 +13,8 @@ from core.jobs.entries import explain_isolated
 
 # Views slow enough to say what they are doing while they compute (the others take well under a second).
 SPINNERS = {"facts": "Loading the model…", "onnxruntime_check": "Quantizing with onnxruntime…",
-            "calibration": "Calibrating with onnxruntime…", "sweep": "Pruning and measuring at each sparsity…"}
+            "calibration": "Calibrating with onnxruntime…", "sweep": "Pruning and measuring at each sparsity…",
+            "depthwise": "Equalizing the model's convolutions…"}
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

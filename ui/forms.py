@@ -22,9 +22,15 @@ TECHNIQUE_ORDER = ("prune", "distill", "quantize")  # torch steps before ONNX st
 
 # When an option matters, given the values above it (others are shown but disabled, with the reason).
 RELEVANT = {
-    ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic"), "static and dynamic modes only"),
+    ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic", "qat"),
+                                  "static, dynamic and qat modes only"),
     ("quantize", "calibration"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "samples"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "samples"): (lambda v: v["mode"] in ("static", "qat"), "static and qat modes only"),
+    ("quantize", "equalize"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "bias_correction"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "calibration_overrides"): (lambda v: v["mode"] == "static", "static mode only"),
+    ("quantize", "epochs"): (lambda v: v["mode"] == "qat", "qat mode only"),
+    ("quantize", "lr"): (lambda v: v["mode"] == "qat", "qat mode only"),
     ("quantize", "quantize_conv"): (lambda v: v["mode"] == "dynamic", "dynamic mode only"),
     ("quantize", "block_size"): (lambda v: v["mode"] == "int4", "int4 mode only"),
     ("quantize", "accuracy_level"): (lambda v: v["mode"] in ("int4", "dynamic"),
@@ -84,6 +90,15 @@ def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values:
         return tuple(st.multiselect(label, options, default=list(value), key=key, help=help_text,
                                     disabled=disabled, accept_new_options=True,
                                     placeholder="no node excluded"))
+    if isinstance(value, dict):  # calibration_overrides: {tensor: method} as JSON (the tuner's choice writes it)
+        text = st.text_input(label, json.dumps(value) if value else "", key=key, help=help_text, disabled=disabled,
+                             placeholder='{"tensor name": "percentile"}')
+        try:
+            parsed = json.loads(text) if text.strip() else {}
+        except ValueError:
+            raise BadInputError(f"{technique}.{f.name}: {text[:60]!r} is not a JSON mapping of tensor name to "
+                                "method") from None
+        return parsed
     if f.name == "block_size":
         options = sorted(set(BLOCK_SIZES) | {value})
         return st.selectbox(label, options, index=options.index(value), key=key, help=help_text, disabled=disabled)
@@ -291,6 +306,9 @@ def sweep_field_ui(technique: str, f: dataclasses.Field, key: str, axes: dict[st
         help_text = f"{help_text} (Applies to {why}: the other variants ignore it.)"
     disabled = not some
     choices = meta.get("choices")
+    if f.name == "calibration_overrides":  # a per-tensor mapping the sensitivity scan writes: not an axis
+        st.caption(f"{label}: none (the tuner's calibration phase chooses them per tensor)")
+        return [{}]
     if f.name == "exclude":  # a list-valued option: one list for every variant, not an axis
         picked = st.multiselect(label, sorted(node_names), key=key, help=f"{help_text} The same for every variant.",
                                 accept_new_options=True, placeholder="no node excluded", disabled=disabled)
@@ -353,7 +371,7 @@ def distinct_variant_count(variants: tuple[Variant, ...]) -> int:
             for f in dataclasses.fields(step):
                 relevant, _ = RELEVANT.get((step.technique, f.name), (None, None))
                 if relevant is not None and not relevant(values):
-                    values[f.name] = f.default
+                    values[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             steps.append(values)
         seen.add(json.dumps(steps, sort_keys=True, default=str))
     return len(seen)

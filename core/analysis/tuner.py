@@ -3,8 +3,11 @@ stays within a budget, inside a time budget, always keeping the best so far.
 
 The search is greedy and small, cheapest first, and adapts to what it measured:
 
-1. static int8 (per-channel, minmax); if it drops too much: other calibrations, then a sensitivity scan and
-   static int8 keeping the top-k most sensitive layers in float for k = 1, 2, ...;
+1. static int8 (per-channel, minmax); if it drops too much, the recovery steps in order of cost: bias correction,
+   cross-layer equalization + bias correction, a minmax / percentile choice per tensor (core.analysis.calibration);
+   then other calibrations, a sensitivity scan and static int8 keeping the top-k most sensitive layers in float
+   for k = 1, 2, ...; last, with a torch model, quantization-aware fine-tuning (QAT). The summary says which
+   recovery step won back how much;
 2. a small grid of cheap quantization settings (per-tensor static, dynamic int8 where the model has MatMul/Gemm,
    and for the size objective fp16 / int4);
 3. with a torch model: structured pruning with a short fine-tune, followed by the best quantization found,
@@ -34,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.analysis.calibration import choose_calibration
 from core.errors import BadInputError
 from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.spec.checks import check_bool, check_choice, check_keys, check_range
@@ -63,6 +67,10 @@ MAX_EXCLUDED = 8
 # A variant must be this much better than the best so far to replace it on latency, so timing noise between two
 # equally fast variants does not decide (ties go to the smaller quality drop).
 LATENCY_TIE = 0.03
+# QAT in the tuner: 3 epochs (the recipe default); its cost is estimated as this many static builds (measured on
+# shapes-mobile: a static build ~5 s, 3 QAT epochs over 8,000 images several minutes on one core).
+QAT_EPOCHS = 3
+QAT_COST_FACTOR = 40
 PAIRED_RUNS = 25
 PAIRED_MAX_S = 2.0
 
@@ -470,6 +478,7 @@ class _Search:
             for t in tried:
                 if t.name != "int8-static":
                     lines.append(f"- {t.name}: {t.reason}")
+        lines.extend(self.recovery_lines())
         over = [t for t in tried if t.status == "ok" and not t.within_budget]
         if self.best_name == "baseline" and over:
             lines.append("Variants over the quality budget: " + "; ".join(f"{t.name} {t.reason}" for t in over))
@@ -507,6 +516,9 @@ class _Search:
             return None
         if plain.within_budget:
             return base
+        recovered = self.recovery_phase(base, plain)
+        if recovered is not None or self.stop_now():
+            return recovered
         for calibration in ("percentile", "entropy"):
             step = dataclasses.replace(base, calibration=calibration)
             t = self.try_variant(Variant(_quant_name(step), (step,)), "quantize", estimate_s=plain.build_s or 0)
@@ -524,7 +536,52 @@ class _Search:
                 return None
             if t.within_budget:
                 return step
-        return None
+        return self.qat_phase(base, plain)
+
+    def recovery_phase(self, base: QuantizeConfig, plain: Trial) -> QuantizeConfig | None:
+        """Issue 18's post-training recovery, cheapest first: bias correction, then cross-layer equalization with
+        it, then a per-tensor minmax / percentile choice on validation; returns the first within budget."""
+        estimate = 2 * (plain.build_s or 0)
+        corrected = dataclasses.replace(base, bias_correction=True)
+        equalized = dataclasses.replace(corrected, equalize=True)
+        for step in (corrected, equalized):
+            t = self.try_variant(Variant(_quant_name(step), (step,)), "recovery", estimate_s=estimate)
+            if t is None:
+                return None
+            if t.within_budget:
+                return step
+        if self.remaining_s() < 3 * estimate:
+            return None
+        self.emit("step", "choosing minmax / percentile per tensor on validation", "calibration")
+        best = self.trial(_quant_name(equalized))
+        start = equalized if best is not None and (best.drop_pt or 0) <= (plain.drop_pt or 0) else corrected
+        choice = choose_calibration(self.model, self.dataset, start, seed=self.config.seed)
+        if not choice.overrides:
+            return None
+        step = dataclasses.replace(start, calibration_overrides=choice.overrides)
+        t = self.try_variant(Variant(_quant_name(step), (step,)), "recovery", estimate_s=estimate)
+        return step if t is not None and t.within_budget else None
+
+    def qat_phase(self, base: QuantizeConfig, plain: Trial) -> QuantizeConfig | None:
+        """The costliest recovery: quantization-aware fine-tuning (torch models only)."""
+        if self.model.torch_module is None:
+            return None
+        step = QuantizeConfig(mode="qat", per_channel=True, samples=base.samples, epochs=QAT_EPOCHS)
+        t = self.try_variant(Variant(_quant_name(step), (step,)), "qat",
+                             estimate_s=QAT_COST_FACTOR * (plain.build_s or 0))
+        return step if t is not None and t.within_budget else None
+
+    def recovery_lines(self) -> list[str]:
+        """Which recovery step won back how much, against plain static int8, on validation."""
+        plain = self.trial("int8-static")
+        tried = [t for t in self.trials if t.phase in ("recovery", "qat") and t.status == "ok"]
+        if plain is None or plain.drop_pt is None or not tried:
+            return []
+        lines = [f"Recovery from plain static int8 ({plain.drop_pt:.2f} pt on {self.dataset.selection_name}):"]
+        for t in tried:
+            won = plain.drop_pt - (t.drop_pt or 0.0)
+            lines.append(f"- {t.name}: {t.drop_pt or 0:.2f} pt, {won:+.2f} pt recovered")
+        return lines
 
     def scan(self) -> list[str]:
         """Quantization sensitivity ranking (ONNX node names, most sensitive first); written as sensitivity.json."""
@@ -625,6 +682,9 @@ def _quant_name(quant: QuantizeConfig) -> str:
         changed.append(f"calibration={quant.calibration}")
     if not quant.per_channel:
         changed.append("per_channel=False")
+    changed += [flag for flag in ("equalize", "bias_correction") if getattr(quant, flag)]
+    if quant.calibration_overrides:
+        changed.append(f"overrides={len(quant.calibration_overrides)}")
     return name + (f"[{','.join(changed)}]" if changed else "")
 
 
@@ -636,6 +696,7 @@ def _quant_label(quant: QuantizeConfig) -> str:
         label += f"-float-top{len(quant.exclude)}"
     if quant.calibration != "minmax":
         label += f"-{quant.calibration}"
+    label += "-cle" * quant.equalize + "-bc" * quant.bias_correction
     return label
 
 

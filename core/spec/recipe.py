@@ -84,13 +84,14 @@ class QuantizeConfig(StepConfig):
 
     technique: ClassVar[str] = "quantize"
     stage: ClassVar[str] = "onnx"
-    MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4")
+    MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4", "qat")
     CALIBRATIONS: ClassVar[tuple] = ("minmax", "entropy", "percentile")
     ACCURACY_LEVELS: ClassVar[tuple] = (0, 1, 2, 3, 4)
 
     mode: str = _option("static", "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
                         "static: int8 weights and activations from calibration (QDQ); fp16: half-precision "
-                        "weights; int4: 4-bit weight-only MatMul (MatMulNBits)", MODES)
+                        "weights; int4: 4-bit weight-only MatMul (MatMulNBits); qat: static int8 whose scales "
+                        "and weights are fine-tuned with fake quantization (torch-backed models)", MODES)
     per_channel: bool = _option(True, "One scale per output channel instead of one per tensor (more accurate).")
     calibration: str = _option("minmax", "How static quantization picks activation ranges.", CALIBRATIONS)
     samples: int = _option(128, "Calibration inputs drawn from the calibration split.", minimum=1, maximum=100000)
@@ -104,11 +105,35 @@ class QuantizeConfig(StepConfig):
                                   "0 the runtime's default (fp32), 1 fp32, 2 fp16, 3 bf16, 4 int8 (activations "
                                   "quantized to int8 too; fastest on CPU).", ACCURACY_LEVELS)
 
+    # Recovery steps (issue 18); defaults measured on shapes-mobile and digits-cnn, see README "Accuracy recovery".
+    equalize: bool = _option(False, "Static / QAT: cross-layer equalization first (BN folded, conv pairs "
+                             "rescaled through ReLU / ReLU6; exact in fp32), for per-tensor int8 of depthwise nets.")
+    bias_correction: bool = _option(False, "Static / QAT: add each quantized Conv / Gemm's mean output shift "
+                                    "against fp32, measured on the calibration data, back to its bias.")
+    calibration_overrides: dict = _option({}, "Static: a calibration method per activation tensor "
+                                          "({tensor: minmax | percentile | entropy}), overriding `calibration` "
+                                          "(the sensitivity scan's per-tensor choice writes it).")
+    epochs: int = _option(3, "QAT only: fine-tuning epochs over the train split (distilled from fp32, no "
+                          "labels).", minimum=1, maximum=1000)
+    lr: float = _option(1e-4, "QAT only: learning rate (Adam) for weights and quantizer scales.",
+                        minimum=0.0, maximum=1.0)
+
     def __post_init__(self):
         check_choice("quantize.mode", self.mode, self.MODES)
         check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
         check_bool("quantize.per_channel", self.per_channel)
         check_bool("quantize.quantize_conv", self.quantize_conv)
+        check_bool("quantize.equalize", self.equalize)
+        check_bool("quantize.bias_correction", self.bias_correction)
+        check_range("quantize.epochs", self.epochs, 1, 1000, integer=True)
+        check_range("quantize.lr", self.lr, 0.0, 1.0, low_open=True)
+        overrides = self.calibration_overrides
+        if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+            raise BadInputError(f"quantize.calibration_overrides={brief_repr(overrides)} must be a mapping of "
+                                "tensor name to calibration method")
+        for tensor, method in overrides.items():
+            check_choice(f"quantize.calibration_overrides[{brief_repr(tensor)}]", method, self.CALIBRATIONS)
+        object.__setattr__(self, "calibration_overrides", dict(overrides))
         check_range("quantize.samples", self.samples, 1, 100000, integer=True)
         check_range("quantize.block_size", self.block_size, 16, 4096, integer=True)
         if self.block_size & (self.block_size - 1):

@@ -23,6 +23,7 @@ from core.teach.source import (LearnSource, TORCH_THREADS, learnable_samples, sa
 from core.teach.weights import (OnnxQuantizedWeight, QuantizedTensor, WeightTensor, bit_width_curve,
                                 channel_error_table, check_against_onnxruntime, error_stats, histogram, integer_range,
                                 quantize_tensor, read_quantized_weight, scale_zero_point, weight_array, weight_tensors)
+from core.teach.depthwise import depthwise_view
 from core.teach.calibration import (CALIBRATION_BATCH, CALIBRATION_METHODS, CALIBRATION_SAMPLES, CalibrationStudy,
                                     DEFAULT_ENTROPY_BINS, DEFAULT_PERCENTILE, ENTROPY_QUANTIZED_BINS,
                                     activation_range_table, activation_values, calibration_inputs, calibration_study)
@@ -125,6 +126,7 @@ EXPLAINERS = {
     "techniques": lambda model, dataset, amount, width: technique_table(model.onnx_model, amount=amount,
                                                                         width=width),
     "estimate": lambda model, dataset, steps: estimate_breakdown(model.onnx_model, [dict(s) for s in steps]),
+    "depthwise": depthwise_view,
 }
 PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or epoch is sent as it comes
 

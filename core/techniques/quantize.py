@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UnsupportedModelError
+from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
 from core.io.graph import fixed_batch_size
-from core.spec.recipe import QuantizeConfig
+from core.spec.recipe import QuantizeConfig, key_list
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
+from core.techniques.bias_correction import correct_biases
+from core.techniques.equalize import equalize
 
 # Ops dynamic quantization touches by default: ConvInteger has no fast CPU kernel (measured several times slower
 # than fp32 Conv here), so Conv is left in float unless quantize_conv is set.
@@ -317,6 +319,28 @@ def calibration_ranges(proto, reader, calibration: str, workdir: Path, *, percen
     return data
 
 
+def merge_calibration(proto, reader, data, overrides: dict, workdir: Path):
+    """`data` (onnxruntime's TensorsData) with the tensors named in `overrides` calibrated by their own method.
+
+    Raises:
+        BadInputError: an override names a tensor the calibrator does not see (the message lists some it does).
+    """
+    from onnxruntime.quantization.calibrate import TensorsData
+
+    known = set(data.keys()) if hasattr(data, "keys") else {k for k in data}
+    unknown = [t for t in overrides if t not in known]
+    if unknown:
+        raise BadInputError(f"quantize.calibration_overrides names unknown tensor(s) {key_list(unknown)}; "
+                            f"allowed: {key_list(known)}")
+    merged = {k: data[k] for k in known}
+    for method in sorted(set(overrides.values())):
+        tensors = [t for t, m in overrides.items() if m == method]
+        other = calibration_ranges(proto, reader, method, workdir, tensors=tensors)
+        for tensor in tensors:
+            merged[tensor] = other[tensor]
+    return TensorsData(data.calibration_method, merged)
+
+
 def _quantized_node_names(proto) -> list[str]:
     kinds = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "MatMulNBits", "QLinearConv", "QLinearMatMul")
@@ -344,6 +368,13 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
     ops_before = {n.op_type for n in proto.graph.node}
     notes = list(candidate.notes)
     info = dict(candidate.info)
+    if config.mode == "qat":
+        from core.techniques.qat import quantize_aware_training  # imports torch
+
+        return quantize_aware_training(config, candidate, context)
+    if config.equalize and config.mode == "static":
+        context.report("cross-layer equalization", 0.05)
+        info["equalization"] = equalize(proto).to_dict()
     with tempfile.TemporaryDirectory(prefix="fw-quant-") as tmp:
         workdir = Path(tmp)
         out = workdir / "quantized.onnx"
@@ -385,7 +416,11 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             context.report(f"calibrating on {used} samples ({config.calibration})", 0.3)
             reader = CalibrationReader(inputs, config.samples, fixed_batch_size(proto))
             cache = workdir / "calibration.json"
-            save_tensors_data(calibration_ranges(proto, reader, config.calibration, workdir), cache)
+            ranges = calibration_ranges(proto, reader, config.calibration, workdir)
+            if config.calibration_overrides:
+                ranges = merge_calibration(proto, reader, ranges, config.calibration_overrides, workdir)
+                info["calibration_overrides"] = dict(config.calibration_overrides)
+            save_tensors_data(ranges, cache)
             quantize_static(proto, str(out), None,
                             quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -397,6 +432,12 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                 kept = onnx.load(str(out))
                 info["float_inputs_restored"] = keep_excluded_in_float(kept, config.exclude, proto)
                 onnx.save(kept, str(out))
+            if config.bias_correction:
+                corrected = onnx.load(str(out))
+                info["bias_correction"] = correct_biases(
+                    corrected, proto, inputs, report=lambda m, f: context.report(m, 0.6 + 0.3 * f),
+                    should_stop=context.check_stop, fixed_batch=fixed_batch_size(proto)).to_dict()
+                onnx.save(corrected, str(out))
             info["calibration_samples"] = used
         elif config.mode == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16

@@ -303,3 +303,33 @@ def int4_block_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
     fig.update_yaxes(title="Relative RMS error (%)", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title="Bits per weight", secondary_y=True, rangemode="tozero", showgrid=False)
     return _layout(fig, height=height)
+
+
+def depthwise_spread_figure(view: dict, height: int = 380) -> go.Figure:
+    """Left: the worst depthwise layer's per-channel max |w|, largest first, before and after equalization (log
+    scale). Right: every conv layer's range spread (largest / smallest channel) before and after."""
+    layers = view.get("layers")
+    if layers is None or len(layers) == 0:
+        return empty_figure("This model has no Conv layers")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+                        subplot_titles=(f"Channels of {view['worst']}", "Range spread per layer"))
+    before = np.sort(np.asarray(view["ranges_before"], dtype=float))[::-1]
+    after = np.sort(np.asarray(view["ranges_after"], dtype=float))[::-1]
+    channels = np.arange(1, len(before) + 1)
+    fig.add_trace(go.Bar(x=channels, y=before, name="before equalization", marker_color=PER_TENSOR), 1, 1)
+    if len(after):
+        fig.add_trace(go.Bar(x=channels, y=after, name="after equalization", marker_color=PER_CHANNEL), 1, 1)
+    labels = [f"{i + 1}. {kind}" for i, kind in enumerate(layers["kind"])]
+    fig.add_trace(go.Scatter(x=labels, y=layers["spread_before"], mode="markers+lines", name="spread before",
+                             marker_color=PER_TENSOR, showlegend=False, text=layers["layer"],
+                             hovertemplate="%{text}<br>spread %{y:.1f}x<extra>before</extra>"), 1, 2)
+    fig.add_trace(go.Scatter(x=labels, y=layers["spread_after"], mode="markers+lines", name="spread after",
+                             marker_color=PER_CHANNEL, showlegend=False, text=layers["layer"],
+                             hovertemplate="%{text}<br>spread %{y:.1f}x<extra>after</extra>"), 1, 2)
+    fig.update_yaxes(type="log", title_text="max |weight| of the channel", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="largest / smallest channel", row=1, col=2)
+    fig.update_xaxes(title_text="channel (sorted)", row=1, col=1)
+    fig.update_xaxes(title_text="conv layer, in graph order", showticklabels=False, row=1, col=2)
+    fig.update_layout(barmode="overlay")
+    fig.update_traces(opacity=0.75, selector=dict(type="bar"))
+    return _layout(fig, height=height)

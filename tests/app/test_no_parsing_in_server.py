@@ -72,7 +72,7 @@ def uploaded(fw_home, digits_mlp, digits_mlp_data):
 
 
 @pytest.mark.parametrize("page, sections", [
-    ("pages/learn.py", ["Quantization", "Pruning", "Distillation", "Size & speed"]),
+    ("pages/learn.py", ["Quantization", "Pruning", "Distillation", "Depthwise", "Size & speed"]),
     ("pages/cost.py", [None]), ("pages/compare.py", [None]), ("pages/model.py", [None]),
     ("pages/optimize.py", [None]), ("pages/insight.py", [None])])
 def test_pages_parse_no_model_or_data_file_in_the_server(make_app, uploaded, parser_spy, page, sections):

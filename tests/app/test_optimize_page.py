@@ -112,7 +112,7 @@ def test_default_preset_and_every_option_rendered(make_app):
     recipe = at.session_state["fw_recipe"]
     assert [v.name for v in recipe.variants] == ["int8-dynamic", "int8-static", "fp16"]
     labels = {w.label for w in list(at.radio) + list(at.checkbox) + list(at.number_input) + list(at.selectbox)
-              + list(at.multiselect)}
+              + list(at.multiselect) + list(at.text_input)}  # text: calibration_overrides, a JSON mapping
     for f in dataclasses.fields(QuantizeConfig):
         assert f.name.replace("_", " ").capitalize() in labels, f.name
     assert all(r.help for r in at.radio if r.label == "Mode")

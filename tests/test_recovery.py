@@ -1,0 +1,229 @@
+"""Accuracy recovery (issue 18): equalization is exact in fp32, bias correction moves the int8 mean toward fp32 on
+held-out data, QAT exports QDQ that onnxruntime runs, and the recipe validates the new options."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from core.errors import BadInputError, UnsupportedModelError
+from core.io.runtime import make_session, run_batched
+from core.spec.recipe import QuantizeConfig, Recipe, step_from_dict
+from core.techniques.bias_correction import channel_means
+from core.techniques.equalize import equalize, find_pairs, range_spread
+from tests.step_support import apply_to_copy
+
+
+def _run(proto, x: np.ndarray) -> np.ndarray:
+    session = make_session(proto.SerializeToString())
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _hand_built_graph(seed: int = 0):
+    """Conv 3x3 (3->6) -> BN -> Clip(0, 6) -> depthwise 3x3 -> Relu -> Conv 1x1 (6->5): channels whose weights
+    differ by up to ~1000x, as trained depthwise layers' do."""
+    rng = np.random.default_rng(seed)
+    spread = np.logspace(-1.5, 1.5, 6).astype(np.float32)
+    w1 = rng.normal(size=(6, 3, 3, 3)).astype(np.float32) * spread[:, None, None, None]
+    b1 = rng.normal(size=6).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    mean, var = rng.normal(size=6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32)
+    w2 = rng.normal(size=(6, 1, 3, 3)).astype(np.float32) * spread[::-1, None, None, None]
+    b2 = rng.normal(size=6).astype(np.float32)
+    w3 = rng.normal(size=(5, 6, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (gamma, "g"), (beta, "beta"),
+                                                        (mean, "m"), (var, "v"), (w2, "w2"), (b2, "b2"),
+                                                        (w3, "w3"), (np.array(0, np.float32), "lo"),
+                                                        (np.array(6, np.float32), "hi")]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "g", "beta", "m", "v"], ["bn"], name="bn1"),
+             helper.make_node("Clip", ["bn", "lo", "hi"], ["a1"], name="relu6"),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], name="dw", group=6, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["a2"], name="relu"),
+             helper.make_node("Conv", ["a2", "w3"], ["y"], name="pw")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_equalization_is_exact_in_fp32_on_a_hand_built_graph():
+    """BN folded, both pairs (through ReLU6 and ReLU) equalized: outputs match fp32 and the spread collapses."""
+    proto = _hand_built_graph()
+    x = np.random.default_rng(1).normal(size=(4, 3, 8, 8)).astype(np.float32) * 3
+    reference = _run(proto, x)
+    equalized = copy.deepcopy(proto)
+
+    report = equalize(equalized)
+
+    onnx.checker.check_model(equalized)
+    np.testing.assert_allclose(_run(equalized, x), reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    assert report.folded_batch_norms == 1
+    assert [p[1] for p in report.pairs] == ["Clip", "Relu"]
+    assert "BatchNormalization" not in {n.op_type for n in equalized.graph.node}
+    assert "Min" in {n.op_type for n in equalized.graph.node}  # ReLU6's cap, now per channel
+    assert report.spread_after["dw"] < report.spread_before["dw"] / 20
+    probe = copy.deepcopy(proto)  # the input drives some channels past ReLU6's cap: an inexact cap would show
+    probe.graph.output.insert(0, helper.make_empty_tensor_value_info("bn"))
+    assert (_run(probe, x) > 6).any()
+
+
+def test_equalization_skips_what_it_cannot_rescale_exactly():
+    """A Clip with a negative lower bound is not positively homogeneous: that pair is left alone."""
+    proto = _hand_built_graph()
+    lo = next(i for i in proto.graph.initializer if i.name == "lo")
+    lo.CopyFrom(numpy_helper.from_array(np.array(-1, np.float32), "lo"))
+
+    pairs = find_pairs(proto)
+
+    assert [(p.conv1.name, p.conv2.name) for p in pairs] == [("dw", "pw")]
+
+
+def test_equalization_is_exact_on_shapes_mobile(shapes_mobile, shapes_mobile_data):
+    """On the trained MobileNetV2-style sample, equalized fp32 logits equal the original's on held-out images."""
+    x = shapes_mobile_data.validation.first[:64]
+    reference = _run(shapes_mobile.onnx_model, x)
+    equalized = copy.deepcopy(shapes_mobile.onnx_model)
+
+    report = equalize(equalized)
+
+    np.testing.assert_allclose(_run(equalized, x), reference, atol=1e-4 * np.abs(reference).max())
+    assert len(report.pairs) >= 15
+    depthwise = [n.name for n in shapes_mobile.onnx_model.graph.node
+                 if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    worst_before = max(report.spread_before[n] for n in depthwise)
+    worst_after = max(report.spread_after[n] for n in depthwise)
+    assert worst_after < worst_before / 3
+
+
+def test_range_spread_ignores_dead_channels():
+    """A channel of zeros does not make the spread infinite."""
+    weight = np.stack([np.full((2, 3, 3), 2.0), np.zeros((2, 3, 3)), np.full((2, 3, 3), 0.5)])
+    assert range_spread(weight) == pytest.approx(4.0)
+
+
+def test_bias_correction_moves_the_int8_mean_toward_fp32_on_held_out_data(digits_cnn, digits_cnn_data):
+    """Per-tensor int8 with bias correction: the logits' per-class mean error against fp32, on validation data
+    the correction never saw, shrinks."""
+    plain, _ = apply_to_copy(QuantizeConfig(mode="static", per_channel=False), digits_cnn, digits_cnn_data)
+    corrected, _ = apply_to_copy(QuantizeConfig(mode="static", per_channel=False, bias_correction=True),
+                                 digits_cnn, digits_cnn_data)
+    held_out = digits_cnn_data.validation.x
+    output = digits_cnn.outputs[0].name
+
+    fp32 = channel_means(digits_cnn.onnx_model, held_out, [output])[output]
+    before = np.abs(channel_means(plain.onnx_model, held_out, [output])[output] - fp32).mean()
+    after = np.abs(channel_means(corrected.onnx_model, held_out, [output])[output] - fp32).mean()
+
+    assert after < before * 0.8
+    assert corrected.info["bias_correction"]["corrected"] == 5
+    agreement = (run_batched(make_session(corrected.onnx_model.SerializeToString()), digits_cnn_data.eval.x)[0]
+                 .argmax(1) == digits_cnn_data.eval.y).mean()
+    assert agreement >= 0.97  # still a working classifier
+
+
+def test_static_with_equalization_and_bias_correction_runs_quantized(digits_cnn, digits_cnn_data):
+    """equalize + bias_correction keep every Conv / Gemm quantized and report what they did."""
+    result, _ = apply_to_copy(QuantizeConfig(mode="static", per_channel=False, equalize=True, bias_correction=True),
+                              digits_cnn, digits_cnn_data)
+    ops = [n.op_type for n in result.onnx_model.graph.node]
+    assert ops.count("DequantizeLinear") >= 10
+    assert result.info["equalization"]["pairs"]
+    assert digits_cnn.onnx_model.ByteSize() / result.onnx_model.ByteSize() > 3.3
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_qat_exports_qdq_that_onnxruntime_runs(digits_cnn, digits_cnn_data, one_torch_thread, per_channel):
+    """One epoch of QAT gives a QDQ graph carrying the learned scales (per channel or per tensor), run by
+    onnxruntime, close to fp32."""
+    result, _ = apply_to_copy(QuantizeConfig(mode="qat", epochs=1, per_channel=per_channel), digits_cnn,
+                              digits_cnn_data)
+    proto = result.onnx_model
+    ops = [n.op_type for n in proto.graph.node]
+
+    outputs = run_batched(make_session(proto.SerializeToString()), digits_cnn_data.eval.x)[0]
+    reference = run_batched(make_session(digits_cnn.onnx_model.SerializeToString()), digits_cnn_data.eval.x)[0]
+
+    assert ops.count("QuantizeLinear") >= 5 and ops.count("DequantizeLinear") >= 10
+    assert result.info["qat"]["learned_scales_written"] == 5
+    assert (outputs.argmax(1) == reference.argmax(1)).mean() >= 0.97
+    assert digits_cnn.onnx_model.ByteSize() / proto.ByteSize() > 3.3
+    # int8 weights with the learned per-channel scales: every weight lies on its channel's grid
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    int8 = [v for v in inits.values() if v.dtype == np.int8]
+    assert int8 and all(np.abs(v.astype(np.int32)).max() <= 127 for v in int8)
+
+
+def test_qat_needs_a_torch_module(digits_cnn, digits_cnn_data):
+    """An ONNX-only model cannot be fine-tuned: the error says what to use instead."""
+    with pytest.raises(UnsupportedModelError, match="torch module"):
+        apply_to_copy(QuantizeConfig(mode="qat"), digits_cnn, digits_cnn_data, onnx_only=True)
+
+
+def test_recipe_accepts_and_round_trips_the_recovery_options():
+    """equalize, bias_correction, calibration_overrides and qat's epochs survive a YAML round trip."""
+    recipe = Recipe.from_dict({"model": "sample:shapes-mobile", "data": "sample:shapes", "variants": [
+        {"name": "cle-bc", "steps": [{"technique": "quantize", "per_channel": False, "equalize": True,
+                                      "bias_correction": True, "calibration_overrides": {"t1": "percentile"}}]},
+        {"name": "qat", "steps": [{"technique": "quantize", "mode": "qat", "epochs": 2}]}]})
+
+    again = Recipe.from_text(recipe.to_yaml())
+
+    assert again == recipe
+    step = again.variants[0].steps[0]
+    assert step.equalize and step.bias_correction and step.calibration_overrides == {"t1": "percentile"}
+    assert again.variants[1].steps[0].mode == "qat" and again.variants[1].steps[0].epochs == 2
+
+
+@pytest.mark.parametrize("step, message", [
+    ({"equalize": "yes"}, "quantize.equalize='yes' must be true or false"),
+    ({"bias_correction": 1}, "quantize.bias_correction=1 must be true or false"),
+    ({"calibration_overrides": {"t": "mse"}}, "allowed: 'minmax', 'entropy', 'percentile'"),
+    ({"calibration_overrides": ["t"]}, "must be a mapping"),
+    ({"mode": "qat", "epochs": 0}, "quantize.epochs=0 is out of range"),
+    ({"mode": "qat8"}, "allowed: 'dynamic', 'static', 'fp16', 'int4', 'qat'"),
+    ({"equalise": True}, "allowed: mode, per_channel"),
+])
+def test_recipe_rejects_bad_recovery_options(step, message):
+    """Bad values and unknown keys are one-line errors naming the allowed ones."""
+    with pytest.raises(BadInputError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        step_from_dict({"technique": "quantize", **step})
+
+
+def test_unknown_override_tensor_names_the_known_ones(digits_cnn, digits_cnn_data):
+    """A calibration override for a tensor the calibrator never sees fails naming tensors it does see."""
+    from core.errors import FeatherweightError
+
+    with pytest.raises(FeatherweightError, match="unknown tensor.*no-such-tensor.*allowed: "):
+        apply_to_copy(QuantizeConfig(mode="static", calibration_overrides={"no-such-tensor": "percentile"}),
+                      digits_cnn, digits_cnn_data)
+
+
+def test_shapes_mobile_is_a_depthwise_net_with_shipped_weights(shapes_mobile, shapes_mobile_data):
+    """The shipped weights classify the eval split as trained (0.8115 in training, fp32 ONNX ~0.80 on the test
+    part), and the graph has depthwise convs and ReLU6 (Clip) as MobileNetV2 does."""
+    outputs = run_batched(make_session(shapes_mobile.onnx_bytes()), shapes_mobile_data.eval.x)[0]
+    accuracy = float((outputs.argmax(1) == shapes_mobile_data.eval.y).mean())
+    ops = [n.op_type for n in shapes_mobile.onnx_model.graph.node]
+    depthwise = [n for n in shapes_mobile.onnx_model.graph.node
+                 if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert 0.75 <= accuracy < 0.95  # well below 100%: techniques visibly differ
+    assert len(depthwise) == 8 and ops.count("Clip") >= 15 and "Add" in ops  # inverted residuals
+
+
+def test_depthwise_explainer_reads_the_real_weights(shapes_mobile):
+    """The Learn explainer finds the 8 depthwise convs, names the worst, and equalization gives its smallest
+    channel more int8 levels; the figure draws both panels."""
+    from core.teach.depthwise import depthwise_view
+    from core.views.learn import depthwise_spread_figure
+
+    view = depthwise_view(shapes_mobile)
+    layers = view["layers"]
+    worst = layers[layers["layer"] == view["worst"]].iloc[0]
+
+    assert view["depthwise"] == 8 and worst["kind"] == "depthwise"
+    assert worst["spread_before"] == layers[layers["kind"] == "depthwise"]["spread_before"].max()
+    assert worst["smallest_levels_after"] > 2 * worst["smallest_levels_before"]
+    assert len(view["ranges_before"]) == worst["channels"] == len(view["ranges_after"])
+    assert len(depthwise_spread_figure(view).data) == 4
