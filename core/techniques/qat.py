@@ -18,10 +18,13 @@ import copy
 import dataclasses
 import functools
 
+from typing import Callable
+
 import numpy as np
 
 from core.errors import UnsupportedModelError
 from core.io.model import export_onnx
+from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext
 
 QAT_BATCH = 64
@@ -226,16 +229,17 @@ def _match_layers(float_proto, wrapped) -> dict:
     return matched
 
 
-def quantize_aware_training(config, candidate: Candidate, context: StepContext) -> Candidate:
+def quantize_aware_training(config, candidate: Candidate, context: StepContext, quantize: Callable) -> Candidate:
     """The ``mode: qat`` quantize step: fine-tune with fake quantization, export QDQ ONNX with the learned scales.
+
+    `quantize` is the post-training quantize step (``core.techniques.quantize.quantize``), passed in by it: the
+    fine-tuned model goes through onnxruntime's QDQ quantizer like any static int8 model, and this module does
+    not import the module that calls it.
 
     Raises:
         UnsupportedModelError: no torch module (an ONNX-only upload), or nothing to quantize.
     """
     import torch
-
-    from core.spec.recipe import QuantizeConfig
-    from core.techniques.quantize import quantize
 
     if candidate.torch_module is None:
         raise UnsupportedModelError("QAT needs the model's torch module; an ONNX-only model has no weights to "

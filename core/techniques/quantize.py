@@ -371,7 +371,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
     if config.mode == "qat":
         from core.techniques.qat import quantize_aware_training  # imports torch
 
-        return quantize_aware_training(config, candidate, context)
+        return quantize_aware_training(config, candidate, context, quantize)
     if config.equalize and config.mode == "static":
         context.report("cross-layer equalization", 0.05)
         info["equalization"] = equalize(proto).to_dict()
