@@ -219,7 +219,31 @@ def _random_dihedral(xb, generator):
     return torch.stack(variants)[pick, torch.arange(len(xb))]
 
 
-random_dihedral = _random_dihedral  # public name: sample_models.train's shapes-mobile recipe augments the same way
+def train_augmented(module, x, y, config: dict, generator, on_epoch=None) -> None:
+    """The shapes training loop both shapes samples use: SGD with Nesterov momentum and weight decay, a one-cycle
+    schedule, the dihedral augmentation, `config["epochs"]` passes over (x, y) in `generator`'s order."""
+    import torch
+
+    epochs, batch_size = config["epochs"], config["batch_size"]
+    optimizer = torch.optim.SGD(module.parameters(), lr=config["lr"], momentum=config["momentum"], nesterov=True,
+                                weight_decay=config["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], pct_start=0.25,
+                                                    total_steps=epochs * -(-len(x) // batch_size))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for epoch in range(epochs):
+        module.train()
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(module(_random_dihedral(x[idx], generator)), y[idx])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+        if on_epoch:
+            on_epoch(epoch + 1, total / len(x))
 
 
 def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
@@ -244,26 +268,7 @@ def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
     splits = shapes_splits()
     x, y = (torch.from_numpy(a) for a in splits["train"])
     module = _build_shapes_cnn(1.0)
-    epochs, batch_size = TRAINING["epochs"], TRAINING["batch_size"]
-    optimizer = torch.optim.SGD(module.parameters(), lr=TRAINING["lr"], momentum=TRAINING["momentum"], nesterov=True,
-                                weight_decay=TRAINING["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TRAINING["lr"], pct_start=0.25,
-                                                    total_steps=epochs * -(-len(x) // batch_size))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        module.train()
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(module(_random_dihedral(x[idx], generator)), y[idx])
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-        if on_epoch:
-            on_epoch(epoch + 1, total / len(x))
+    train_augmented(module, x, y, TRAINING, generator, on_epoch)
     module.eval()
     acc = accuracy(module, *splits["eval"])
     path = SHAPES_CNN.weights_path

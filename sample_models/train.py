@@ -71,7 +71,7 @@ def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
     from safetensors.torch import save_file
 
     from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS
-    from sample_models.shapes import random_dihedral
+    from sample_models.shapes import train_augmented
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # a shared 2-core box
     torch.use_deterministic_algorithms(True)
@@ -81,27 +81,7 @@ def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
     splits = SAMPLE_DATASETS[sample.dataset].load()
     x, y = (torch.from_numpy(a) for a in splits["train"])
     module = sample.build(1.0)
-    cfg = SHAPES_MOBILE_TRAINING
-    epochs, batch_size = cfg["epochs"], cfg["batch_size"]
-    optimizer = torch.optim.SGD(module.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True,
-                                weight_decay=cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg["lr"], pct_start=0.25,
-                                                    total_steps=epochs * -(-len(x) // batch_size))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        module.train()
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(module(random_dihedral(x[idx], generator)), y[idx])
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-        if on_epoch:
-            on_epoch(epoch + 1, total / len(x))
+    train_augmented(module, x, y, SHAPES_MOBILE_TRAINING, generator, on_epoch)
     module.eval()
     acc = accuracy(module, *splits["eval"])
     sample.weights_path.parent.mkdir(parents=True, exist_ok=True)
