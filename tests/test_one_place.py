@@ -21,10 +21,10 @@ def test_step_label_reads_dicts_and_configs_alike_with_defaults():
     assert step_label(QuantizeConfig(mode="dynamic")) == step_label({"technique": "quantize", "mode": "dynamic"}) \
         == "quantize dynamic"
     assert step_label({"technique": "quantize"}) == "quantize static"
-    assert step_label(PruneConfig(amount=0.3)) == "prune structured 0.3"
-    assert step_label({"technique": "distill"}) == step_label(DistillConfig()) == "distill w0.25"
+    assert step_label(PruneConfig(amount=0.3)) == "prune structured 30%"
+    assert step_label({"technique": "distill"}) == step_label(DistillConfig()) == "distill to width 0.25"
     assert steps_label([]) == "none" and steps_label(None) == "none"
-    assert steps_label([PruneConfig(), QuantizeConfig()], " → ") == "prune structured 0.5 → quantize static"
+    assert steps_label([PruneConfig(), QuantizeConfig()], " → ") == "prune structured 50% → quantize static"
 
 
 @pytest.mark.parametrize("value, text", [(None, "–"), (float("nan"), "–"), (512, "512 B"), (1_100_000, "1.1 MB"),

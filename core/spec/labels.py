@@ -1,5 +1,6 @@
 """How a step reads in a table, a chart and a page: one short label per step ('quantize static',
-'prune structured 0.5', 'distill w0.25'), the same in the results table, Learn, the tuner and the Optimize page."""
+'prune structured 50%', 'distill to width 0.25'), the same in the results table, Learn, the tuner and the
+Optimize page."""
 
 from __future__ import annotations
 
@@ -13,21 +14,24 @@ def step_label(step: dict | StepConfig) -> str:
     reads as the config's default.
 
     Returns:
-        'quantize static', 'prune structured 0.5', 'distill w0.25'; another technique by its name.
+        'quantize static', 'prune structured 50%', 'distill to width 0.25'; another technique by its name.
     """
     data: dict[str, Any] = step.to_dict() if isinstance(step, StepConfig) else dict(step or {})
     technique = data.get("technique")
     if technique == "quantize":
         return f"quantize {data.get('mode', QuantizeConfig.mode)}"
     if technique == "prune":
-        return f"prune {data.get('method', PruneConfig.method)} {data.get('amount', PruneConfig.amount)}"
+        amount = data.get("amount", PruneConfig.amount)
+        amount = f"{amount:.0%}" if isinstance(amount, (int, float)) else str(amount)
+        return f"prune {data.get('method', PruneConfig.method)} {amount}"
     if technique == "distill":
-        return f"distill w{data.get('width', DistillConfig.width)}"
+        width = data.get("width", DistillConfig.width)
+        return f"distill to width {width:g}" if isinstance(width, (int, float)) else f"distill to width {width}"
     return str(technique)
 
 
 def steps_label(steps, separator: str = " + ") -> str:
-    """A variant's steps as one label ('prune structured 0.5 + quantize static'); 'none' without steps."""
+    """A variant's steps as one label ('prune structured 50% + quantize static'); 'none' without steps."""
     return separator.join(step_label(s) for s in steps or []) or "none"
 
 
