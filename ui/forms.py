@@ -155,6 +155,12 @@ def current_step(step: StepConfig, key: str) -> StepConfig:
     values = {f.name: st.session_state.get(f"{key}.{f.name}", getattr(step, f.name)) for f in dataclasses.fields(step)}
     if isinstance(values.get("exclude"), list):
         values["exclude"] = tuple(values["exclude"])
+    for name, value in values.items():  # a mapping's widget holds its JSON text (see the dict branch above)
+        if isinstance(getattr(step, name), dict) and isinstance(value, str):
+            try:
+                values[name] = json.loads(value) if value.strip() else {}
+            except ValueError:
+                return step
     try:
         return type(step)(**values)
     except (FeatherweightError, TypeError, ValueError):

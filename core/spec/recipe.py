@@ -399,7 +399,9 @@ class Recipe:
                    benchmark=_build(BenchmarkConfig, bench, "benchmark"), variants=expanded)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+        # Without anchors: two variants sharing one step would otherwise be written as an alias (&id001 / *id001),
+        # which the bounded loader refuses, so the recipe would not read back.
+        return yaml.dump(self.to_dict(), Dumper=_PlainDumper, sort_keys=False, default_flow_style=None, width=110)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -477,6 +479,13 @@ class Recipe:
 MAX_RECIPE_CHARS = 256 * 1024
 MAX_RECIPE_NODES = 10_000
 MAX_RECIPE_DEPTH = 32
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """PyYAML's SafeDumper that writes a value seen twice out again instead of as an alias."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 class _BoundedLoader(yaml.SafeLoader):
