@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from core.analysis.calibration import choose_calibration
-from core.errors import BadInputError
+from core.errors import BadInputError, FeatherweightError
 from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.spec.checks import check_bool, check_choice, check_keys, check_range
 from core.io import runtime
@@ -555,7 +555,12 @@ class _Search:
         self.emit("step", "choosing minmax / percentile per tensor on validation", "calibration")
         best = self.trial(_quant_name(equalized))
         start = equalized if best is not None and (best.drop_pt or 0) <= (plain.drop_pt or 0) else corrected
-        choice = choose_calibration(self.model, self.dataset, start, seed=self.config.seed)
+        try:
+            choice = choose_calibration(self.model, self.dataset, start, seed=self.config.seed)
+        except FeatherweightError as exc:  # one phase failing (a degenerate range) must not end the search
+            self.trials.append(Trial("per-tensor calibration", "failed", reason=str(exc), phase="recovery"))
+            self.write()
+            return None
         if not choice.overrides:
             return None
         step = dataclasses.replace(start, calibration_overrides=choice.overrides)
