@@ -83,11 +83,16 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                 progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
             write_results(result, out_dir)
 
+    return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
+
+
+def finish_run(result: RunResult, out_dir: Path, progress: ProgressTracker, *, cancelled: bool,
+               started: float) -> RunResult:
+    """End a run (recipe or decoder alike): its final status and duration written, then the "done" event."""
     result.status = "cancelled" if cancelled else "completed"
     result.duration_s = round(time.perf_counter() - started, 3)
     write_results(result, out_dir)
-    progress.index = progress.count
-    progress.variant = None
+    progress.index, progress.variant = progress.count, None
     progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
     return result
 
@@ -168,12 +173,7 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
         result.variants.append(measured)
         progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
         write_results(result, out_dir)
-    result.status = "cancelled" if cancelled else "completed"
-    result.duration_s = round(time.perf_counter() - started, 3)
-    write_results(result, out_dir)
-    progress.index, progress.variant = progress.count, None
-    progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
-    return result
+    return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 
 __all__ = ["run", "run_decoder", "run_recipe"]
