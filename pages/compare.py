@@ -15,6 +15,7 @@ from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_cave
 from core.results.explain import why_no_speedup
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
+from core.io.files import inside_run
 from core.results.table import batch_sizes_of, quality_caption
 from core.jobs.store import ACTIVE
 from ui import services
@@ -206,10 +207,10 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
     v = variant(results, name) if name else None
     c = st.columns(4)
     if v is not None and v.get("status") == "ok" and v.get("artifact"):
-        artifact = (run_dir / v["artifact"]).resolve()
+        artifact = inside_run(run_dir, v["artifact"])
 
         def model_bytes() -> bytes:
-            if run_dir.resolve() not in artifact.parents:
+            if artifact is None:
                 raise FeatherweightError("artifact outside the run directory")
             return artifact.read_bytes()
 
