@@ -424,3 +424,21 @@ def test_profile_from_artifact_parses_in_a_worker_and_only_inside_the_run(tmp_pa
     assert cost.profile_from_artifact(run_dir, variant) == json.loads(json.dumps(expected))
     assert cost.profile_from_artifact(run_dir, {**variant, "artifact": "../outside.onnx"}) is None
     assert cost.profile_from_artifact(run_dir, {**variant, "artifact": "variants/none.onnx"}) is None
+
+
+def test_cli_cost_summary_of_a_decoder_run_counts_generated_tokens():
+    """A decoder's throughput is decode tokens/s, so its summary prices a million generated tokens, gives energy per
+    generated token and reads the traffic assumption as tokens/s; it never says "inference"."""
+    from core.results.cost import decoder_cost, summary_lines
+
+    def variant(name, decode):
+        v = {"name": name, "status": "ok", "throughput": {"1": decode}, "latency_ms": {"1": {"p50": 1000 / decode}},
+             "tokens_per_s": {"prefill": 4 * decode, "decode": decode}, "cpu_ms_per_sample": {}, "energy": {}}
+        v["cost"] = decoder_cost(v)
+        return v
+
+    results = {"task": "text-generation", "variants": [variant("baseline", 200.0), variant("int4", 800.0)]}
+    text = "\n".join(summary_lines(results))
+    assert "inference" not in text
+    assert "per million generated tokens" in text and "generated tokens/s" in text
+    assert "int4: $" in text and "saves $" in text

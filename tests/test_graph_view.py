@@ -152,3 +152,21 @@ def test_patched_web_app_loads_nothing_from_other_hosts():
     assert "https://" not in html.replace(SHIM, "")
     assert "/api/v1/check_new_version" in html and '<base href="/">' not in html
     assert 'url(/static_files/' not in html
+
+
+def test_view_json_carries_no_weight_values(static_view, run_dir):
+    """A view URL is shareable (a capability link): its graph JSON names tensors and shapes but holds no weights.
+
+    Model Explorer's ONNX adapter writes up to 1024 values of every initializer into a ``__value`` attribute by
+    default; the first weights of digits-cnn's first Conv must appear nowhere in the files a view serves."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    _, out = static_view
+    model = onnx.load(str(run_dir / "variants" / "baseline" / "model.onnx"))
+    weight = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("0.weight"))
+    served = "".join(p.read_text() for p in out.glob("*.json"))
+    assert "__value" not in served
+    for value in weight.flatten()[:8]:
+        assert json.dumps(float(np.float32(value))) not in served

@@ -262,9 +262,12 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
     if frame.empty or frame["batch_size"].isna().all():
         return []
     batch = int(frame["batch_size"].iloc[0])
+    # A decoder's throughput is its decode tokens/s (core.pipeline.decoder), so every figure is per generated token.
+    decoder = results.get("task") == "text-generation"
+    unit, rate = ("generated token", "generated tokens/s") if decoder else ("inference", "req/s")
     lines = [f"cost and energy at batch {batch} (assumed: ${assumptions.price_per_core_hour_usd:.4g} per core-hour, "
              f"{assumptions.watts_per_core:g} W per busy core when estimated, {assumptions.requests_per_second:g} "
-             f"req/s, {assumptions.grid_g_per_kwh:g} gCO2/kWh):"]
+             f"{rate}, {assumptions.grid_g_per_kwh:g} gCO2/kWh):"]
     sources = {(v.get("energy") or {}).get("source") for v in variants} - {None}
     notes = {(v.get("energy") or {}).get("note") for v in variants} - {None}
     if sources:
@@ -280,7 +283,7 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
         saving = "" if row["name"] == "baseline" or saving_usd is None else (
             f", saves {format_money(saving_usd)}/month" if saving_usd >= 0
             else f", costs {format_money(-saving_usd)}/month more")
-        lines.append(f"  {row['name']}: {price} per million, {energy} per inference "
+        lines.append(f"  {row['name']}: {price} per million {unit}s, {energy} per {unit} "
                      f"({row['energy_basis'] or 'n/a'}){saving}")
     return lines
 

@@ -36,13 +36,29 @@ OVERLAY_TITLES = {"precision": "Precision (32 fp32 / 16 fp16 / 8 int8 / 4 int4)"
                   "mapping": "Mapping (0 same / 1 changed / 2 helper / 3 new; baseline: 1 fused / 2 removed)"}
 
 
+# The adapter writes up to this many values of a tensor into the JSON. Initializer and Constant values (the
+# weights) are dropped whole (`_drop_values`); this caps what other operators' tensor attributes show (the fill
+# value of a ConstantOfShape is one element) so that a view, a shareable link, never carries weights.
+TENSOR_VALUES_SHOWN = 1
+
+
 def adapter_graphs(model_path: str | Path) -> dict:
-    """Model Explorer's graphs JSON of an ONNX file, from the ``model-explorer-onnx`` adapter (in a worker)."""
+    """Model Explorer's graphs JSON of an ONNX file, from the ``model-explorer-onnx`` adapter (in a worker), with no
+    weight values in it: names, shapes and attributes only."""
     # heavy imports (model_explorer brings flask and torch): only in the worker that draws a graph
     from model_explorer.utils import convert_adapter_response
     from model_explorer_onnx.main import ONNXAdapter
 
-    return convert_adapter_response(ONNXAdapter().convert(str(model_path), {}))
+    settings = {"const_element_count_limit": TENSOR_VALUES_SHOWN}
+    return _drop_values(convert_adapter_response(ONNXAdapter().convert(str(model_path), settings)))
+
+
+def _drop_values(graphs: dict) -> dict:
+    """Remove the ``__value`` attribute (an initializer's or Constant's values, i.e. the weights) from every node."""
+    for graph in graphs.get("graphs", []):
+        for node in graph.get("nodes", []):
+            node["attrs"] = [attr for attr in node.get("attrs", []) if attr.get("key") != "__value"]
+    return graphs
 
 
 def rename_nodes(graphs: dict, renames: dict) -> dict:
