@@ -252,3 +252,28 @@ def test_recipe_edits_are_recipe_methods():
     assert recipe.with_batch_sizes((1, 8)).benchmark.batch_sizes == (1, 8)
     assert recipe.with_batch_sizes((1, 8)).benchmark.runs == recipe.benchmark.runs
     assert Recipe.from_text(recipe.to_yaml()) == recipe
+
+
+def test_paths_with_a_home_tilde_mean_the_users_home(tmp_path, monkeypatch):
+    """`model: ~/m.onnx` in a recipe (where no shell expands it) and on the command line (quoted) is the file in
+    the user's home, not a folder named "~" under the recipe's folder; FEATHERWEIGHT_HOME and FEATHERWEIGHT_CACHE
+    given as `~/...` or relative are made absolute once, so a worker with another working directory agrees."""
+    from core.io.model import cache_dir
+    from core.jobs.store import default_root
+    from core.spec.recipe import Recipe, resolve_spec
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    assert resolve_spec("~/models/m.onnx", tmp_path / "elsewhere") == str(home / "models" / "m.onnx")
+    recipe_file = tmp_path / "recipes" / "r.yaml"
+    recipe_file.parent.mkdir()
+    recipe_file.write_text("model: ~/m.onnx\ndata: data/d.npz\n")
+    recipe = Recipe.load(recipe_file)
+    assert recipe.model == str(home / "m.onnx") and recipe.data == str(tmp_path / "recipes" / "data" / "d.npz")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEATHERWEIGHT_HOME", "~/fw")
+    monkeypatch.setenv("FEATHERWEIGHT_CACHE", "cache")
+    assert default_root() == home / "fw"
+    assert cache_dir() == tmp_path / "cache"

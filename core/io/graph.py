@@ -144,6 +144,35 @@ def fixed_batch_size(proto) -> int | None:
     return fixed_batch_of(graph_inputs(proto))
 
 
+# Elementwise ops between attention's score MatMul and its Softmax (scaling, the additive mask, casts).
+_SCORE_OPS = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}
+
+
+def attention_softmaxes(proto) -> list[str]:
+    """Names of the Softmax nodes that normalise attention scores: fed, through elementwise ops only (scale, mask),
+    by a MatMul of two activations (queries x keys), not by a layer with constant weights (a classifier head)."""
+    constants = {i.name for i in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    found = []
+    for node in proto.graph.node:
+        if node.op_type != "Softmax":
+            continue
+        frontier, seen = [node.input[0]], set()
+        while frontier:
+            tensor = frontier.pop()
+            source = producer.get(tensor)
+            if source is None or tensor in seen:
+                continue
+            seen.add(tensor)
+            if source.op_type == "MatMul" and not constants & set(source.input):
+                found.append(node.name or node.output[0])
+                break
+            if source.op_type in _SCORE_OPS:
+                frontier += [i for i in source.input if i and i not in constants]
+    return found
+
+
 def vocab_size(model: Model, input_name: str) -> int | None:
     """For token-id inputs: the row count of the embedding table they index (Gather on an initializer)."""
     inits = {i.name: i for i in model.onnx_model.graph.initializer}

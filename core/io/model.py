@@ -115,8 +115,9 @@ def stamp_producer(proto):
 
 
 def cache_dir() -> Path:
-    """Where exported sample ONNX files are cached (FEATHERWEIGHT_CACHE, else ~/.cache/featherweight)."""
+    """Where exported sample ONNX files are cached (FEATHERWEIGHT_CACHE, else ~/.cache/featherweight), absolute."""
     path = Path(os.environ.get("FEATHERWEIGHT_CACHE") or Path.home() / ".cache" / "featherweight")
+    path = path.expanduser().absolute()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -49,8 +49,9 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 
 
 def default_root() -> Path:
-    """FEATHERWEIGHT_HOME, else ~/.featherweight."""
-    return Path(os.environ.get("FEATHERWEIGHT_HOME") or Path.home() / ".featherweight")
+    """FEATHERWEIGHT_HOME, else ~/.featherweight; absolute (``~`` expanded, a relative one against the working
+    directory), so workers started elsewhere share the same store."""
+    return Path(os.environ.get("FEATHERWEIGHT_HOME") or Path.home() / ".featherweight").expanduser().absolute()
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ def _option(default: Any, help: str, choices: tuple | None = None, **extra: Any)
 
 
 def resolve_spec(spec: str | None, base: str | Path) -> str | None:
-    """A model or data spec with a relative file path made absolute against `base`; ``sample:NAME``, an
-    absolute path and None (no data) come back as they are.
+    """A model or data spec with a relative file path made absolute against `base` (and a leading ``~`` the
+    user's home); ``sample:NAME``, an absolute path and None (no data) come back as they are.
 
     The command line resolves what a user types against their working directory, `Recipe.load` the recipe's
     `model:` / `data:` against the recipe file's folder; after that a path means the same file in every worker,
@@ -55,7 +55,8 @@ def resolve_spec(spec: str | None, base: str | Path) -> str | None:
     """
     if spec is None or not isinstance(spec, str) or not spec.strip() or spec.startswith("sample:"):
         return spec
-    return os.path.normpath(os.path.join(os.path.abspath(base), spec))
+    # "~/m.onnx" is the user's home in a recipe too, where no shell expands it
+    return os.path.normpath(os.path.join(os.path.abspath(base), os.path.expanduser(spec)))
 
 
 def slugify(name: str) -> str:
