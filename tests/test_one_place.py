@@ -73,3 +73,25 @@ def test_one_registry_of_job_kinds():
         job_kind_of("profile")
     with pytest.raises(BadInputError, match="unknown key"):
         job_kind_of("diagnose").check({"source_run": "r1", "variants": ["a"], "colour": "red"})
+
+
+@pytest.mark.parametrize("flags, fast", [({"avx", "avx2", "fma"}, False), ({"avx2", "avx512f", "avx512bw"}, False),
+                                         ({"avx2", "avx_vnni"}, True), ({"avx2", "avx512f", "avx512_vnni"}, True),
+                                         ({"avx2", "amx_tile"}, True), ({"asimd", "asimddp"}, True)])
+def test_int8_is_fast_here_is_one_test(flags, fast, monkeypatch):
+    """The ISA label, the "why not faster" rule and the Insight CPU panel agree on every CPU: one table
+    (`core.measure.quality.INT8_ISAS`) behind all three. They disagreed on an AMX CPU with only ``amx_tile``."""
+    from core.analysis import diagnose
+    from core.measure.quality import INT8_ISAS, int8_fast, int8_isa
+    from core.results.explain import why_no_speedup
+
+    assert int8_fast(flags) is fast
+    assert dict((name, has) for name, _, has in INT8_ISAS)[int8_isa(flags)] is fast
+    monkeypatch.setattr(diagnose, "_cpu_flags", lambda: ("a CPU", set(flags)))
+    assert diagnose.cpu_panel()["int8_fast"] is fast
+    results = {"environment": {"cpu_flags": sorted(flags)}, "variants": [
+        {"name": "baseline", "status": "ok", "latency_ms": {"64": {"p50": 10.0}}, "throughput": {"64": 6400.0}},
+        {"name": "int8", "status": "ok", "steps": [{"technique": "quantize", "mode": "static"}],
+         "latency_ms": {"64": {"p50": 10.0}}, "throughput": {"64": 6400.0}}]}
+    said = any("no VNNI" in note for note in why_no_speedup(results, "int8"))
+    assert said is not fast

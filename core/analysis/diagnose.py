@@ -25,7 +25,7 @@ from core.io.files import inside_run
 from core.io.data import synthetic_inputs
 from core.io.graph import Model, graph_inputs
 from core.io.runtime import make_session, session_fixed_batch
-from core.measure.quality import batch_inputs, cpu_info
+from core.measure.quality import batch_inputs, cpu_info, int8_fast
 from core.results.table import batch_sizes_of
 
 # Shares of the variant's kernel time above which a cost is worth a finding.
@@ -72,9 +72,9 @@ def cpu_panel(threads: int = 1) -> dict:
         "ARM i8mm": "i8mm" in flags,
         "fp16 arithmetic": bool(flags & {"avx512_fp16", "asimdhp"}),
     }
-    int8_fast = features["VNNI"] or features["AMX"] or features["ARM dot-product"] or features["ARM i8mm"]
+    fast = int8_fast(flags)
     notes = []
-    if not int8_fast:
+    if not fast:
         # no figure: how much less int8 gains here is what the profile below measures, on this CPU
         notes.append("No VNNI / AMX / dot-product instructions: onnxruntime's int8 matrix kernels go through 16-bit "
                      "intermediate sums here, so int8 gains less over float on this CPU than on CPUs that have them.")
@@ -84,7 +84,7 @@ def cpu_panel(threads: int = 1) -> dict:
         notes.append("No fp16 arithmetic: fp16 models compute in float32 through Cast ops (smaller file, no "
                      "speed-up).")
     return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical, "threads_used": threads,
-            "features": features, "int8_fast": int8_fast, "fp16_arithmetic": features["fp16 arithmetic"],
+            "features": features, "int8_fast": fast, "fp16_arithmetic": features["fp16 arithmetic"],
             "flags": sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd",
                                      "asimddp", "asimdhp", "sve", "i8mm"}),

@@ -340,26 +340,25 @@ def cpu_info() -> tuple[str, set]:
     return model, flags
 
 
-def int8_isa(flags) -> str:
-    """The fastest int8 instruction set among the CPU `flags`, as onnxruntime's x86 kernels choose between them.
+# The int8 instruction sets onnxruntime's kernels choose between, fastest first: (name, CPU flags, has an int8
+# dot product). MLAS picks its u8s8 GEMM kernels by these (AMX tiles, AVX-512 VNNI, AVX-VNNI, plain AVX2 through
+# 16-bit intermediate sums), so every int8 speed figure depends on which one the CPU has.
+INT8_ISAS = (("AMX", {"amx_int8", "amx_tile"}, True), ("AVX-512 VNNI", {"avx512_vnni"}, True),
+             ("AVX-VNNI", {"avx_vnni"}, True), ("AVX-512 (no VNNI)", {"avx512f", "avx512bw"}, False),
+             ("AVX2 (no VNNI)", {"avx2"}, False), ("ARM dot-product", {"i8mm", "asimddp"}, True))
+INT8_FAST_FLAGS = frozenset().union(*(names for _, names, fast in INT8_ISAS if fast))
 
-    onnxruntime's MLAS picks its u8s8 GEMM kernels by these (AMX tiles, AVX-512 VNNI, AVX-VNNI, plain AVX2), so
-    every int8 speed figure depends on which one the CPU has.
-    """
+
+def int8_isa(flags) -> str:
+    """The fastest int8 instruction set among the CPU `flags` (`INT8_ISAS`), or ``"no int8 SIMD"``."""
     flags = set(flags)
-    if "amx_int8" in flags or "amx_tile" in flags:
-        return "AMX"
-    if "avx512_vnni" in flags:
-        return "AVX-512 VNNI"
-    if "avx_vnni" in flags:
-        return "AVX-VNNI"
-    if "avx512f" in flags or "avx512bw" in flags:
-        return "AVX-512 (no VNNI)"
-    if "avx2" in flags:
-        return "AVX2 (no VNNI)"
-    if "i8mm" in flags or "asimddp" in flags:
-        return "ARM dot-product"
-    return "no int8 SIMD"
+    return next((name for name, names, _ in INT8_ISAS if flags & names), "no int8 SIMD")
+
+
+def int8_fast(flags) -> bool:
+    """Whether the CPU `flags` include an int8 dot-product instruction (VNNI, AMX, ARM dot-product / i8mm): the
+    one test behind "int8 gains less on this CPU"."""
+    return bool(set(flags) & INT8_FAST_FLAGS)
 
 
 def environment(threads: int) -> dict:
@@ -382,6 +381,6 @@ def environment(threads: int) -> dict:
     }
 
 
-__all__ = ["CONFIDENT_MARGIN", "benchmark", "class_probabilities", "environment", "fidelity", "prediction_changes",
-           "top1_margin", "topk_of", "logical_params", 
+__all__ = ["CONFIDENT_MARGIN", "INT8_FAST_FLAGS", "INT8_ISAS", "benchmark", "class_probabilities", "environment",
+           "fidelity", "int8_fast", "int8_isa", "prediction_changes", "top1_margin", "topk_of", "logical_params",
            "size_bytes", "compressed_bytes", "retrieval_accuracy"]

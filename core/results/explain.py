@@ -4,6 +4,7 @@ thresholds."""
 
 from __future__ import annotations
 
+from core.measure.quality import int8_fast
 from core.results.compare import variant
 from core.results.table import batch_sizes_of
 
@@ -15,7 +16,6 @@ CALL_OVERHEAD_MS = 0.1
 # Speed-ups smaller than this are within run-to-run noise of a 1-thread benchmark on a shared machine.
 NO_SPEEDUP_RATIO = 1.1
 # CPU flags whose int8 dot-product instructions make int8 kernels clearly faster than float.
-INT8_FAST_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> list[str]:
@@ -44,7 +44,7 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     if speedup is not None and speedup < NO_SPEEDUP_RATIO:
         flags = set((results.get("environment") or {}).get("cpu_flags") or [])
         int8 = any(s.get("technique") == "quantize" and s.get("mode") in ("static", "dynamic") for s in steps)
-        if int8 and flags and not flags & set(INT8_FAST_FLAGS):
+        if int8 and flags and not int8_fast(flags):
             notes.append("This CPU has no VNNI / dot-product int8 instructions, so int8 kernels gain less over "
                          "float than on newer CPUs.")
         unstructured = any(s.get("technique") == "prune" and s.get("method") in ("unstructured", "2:4")
@@ -69,4 +69,4 @@ def _speedup(base: dict, v: dict, batch_size: int | None) -> float | None:
     return base_p50 / p50
 
 
-__all__ = ["CALL_OVERHEAD_MS", "INT8_FAST_FLAGS", "NO_SPEEDUP_RATIO", "why_no_speedup"]
+__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "why_no_speedup"]
