@@ -206,3 +206,17 @@ def test_the_dashboard_upload_inspects_a_zip_in_a_worker_and_refuses_remote_code
     outcome = session.apply_model_upload(state, "evil.zip", evil)
     assert outcome.error and "\n" not in outcome.error and "remote code" in outcome.error
     assert state[session.MODEL_KEY].label == "llama.zip"
+
+
+def test_a_decoder_card_has_a_layer_table_from_the_safetensors_headers():
+    """The model card lists every weight tensor of the checkpoint (read from the headers, no weights loaded):
+    the rows add up to the checkpoint's parameters and bytes, and tiny-lm's projections read as linear layers."""
+    checkpoint = load_model("sample:tiny-lm")
+    layers = checkpoint.card()["layers"]
+    assert sum(row["params"] for row in layers) == checkpoint.params
+    assert abs(sum(row["share"] for row in layers) - 1.0) < 1e-9
+    assert sum(row["bytes"] for row in layers) <= checkpoint.card()["size_bytes"]
+    kinds = {row["name"]: row["type"] for row in layers}
+    assert any(name.endswith("q_proj.weight") and kind == "linear" for name, kind in kinds.items())
+    assert any("embed" in name and kind == "embedding" for name, kind in kinds.items())
+    assert any(kind == "norm / bias" for kind in kinds.values())

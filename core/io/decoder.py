@@ -68,6 +68,20 @@ class DecoderCheckpoint:
     params: int  # weights counted from the safetensors headers
     config: dict = field(default_factory=dict)
     notes: tuple = ()
+    tensors: tuple = ()  # (name, safetensors dtype, shape) of every weight, from the headers
+
+    def layer_table(self) -> list[dict]:
+        """One row per weight tensor, as `core.io.graph.layer_table` has one per ONNX node that owns weights:
+        name, kind (read from the name and rank: embedding / linear / norm or bias), params and share of bytes."""
+        sizes = [math.prod(shape) * _SAFETENSORS_BYTES[dtype] for _, dtype, shape in self.tensors]
+        total = sum(sizes) or 1
+        rows = []
+        for (name, dtype, shape), nbytes in zip(self.tensors, sizes):
+            kind = ("embedding" if "embed" in name else "linear" if len(shape) == 2 else
+                    "norm / bias" if len(shape) == 1 else f"{len(shape)}-d")
+            rows.append({"name": name, "type": kind, "params": math.prod(shape), "bytes": nbytes,
+                         "share": nbytes / total, "dtype": dtype, "shape": "x".join(map(str, shape))})
+        return rows
 
     @property
     def inputs(self) -> tuple:
@@ -85,7 +99,7 @@ class DecoderCheckpoint:
         return {"source": self.source, "task": "text-generation", "format": "Hugging Face decoder (safetensors)",
                 "architecture": self.architecture, "params": self.params, "size_bytes": weights_bytes(self.folder),
                 "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
-                "op_types": {}, "layers": [],
+                "op_types": {}, "layers": self.layer_table(),
                 "capabilities": {"quantize": "int4 (mode int4) and int8 (mode dynamic) weight-only MatMulNBits, "
                                              "built by onnxruntime-genai's model builder",
                                  "prune": "not offered for decoders", "distill": "not offered for decoders"},
@@ -137,8 +151,9 @@ def check_config(config, what: str) -> str:
     return architectures[0]
 
 
-def check_safetensors_header(head: bytes, file_size: int, what: str, max_elements: int) -> int:
-    """Check a safetensors header (8-byte length, JSON table) against the file's size; returns its element count.
+def check_safetensors_header(head: bytes, file_size: int, what: str, max_elements: int) -> list[tuple]:
+    """Check a safetensors header (8-byte length, JSON table) against the file's size; returns its tensors as
+    ``(name, dtype, shape)`` in file order.
 
     Raises:
         BadInputError: a header that does not parse, an unknown dtype, or a tensor outside the file.
@@ -154,7 +169,7 @@ def check_safetensors_header(head: bytes, file_size: int, what: str, max_element
         raise BadInputError(f"{what} is not a valid safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise BadInputError(f"{what} is not a valid safetensors file (its header is not a table)")
-    body, total = file_size - 8 - length, 0
+    body, tensors = file_size - 8 - length, []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -174,8 +189,8 @@ def check_safetensors_header(head: bytes, file_size: int, what: str, max_element
         if not 0 <= begin <= end <= body or end - begin != elements * _SAFETENSORS_BYTES[entry["dtype"]]:
             raise BadInputError(f"{what} is not a valid safetensors file (tensor {str(name)[:60]!r} does not "
                                 "match its bytes)")
-        total += elements
-    return total
+        tensors.append((str(name), entry["dtype"], tuple(shape), begin))
+    return [t[:3] for t in sorted(tensors, key=lambda t: t[3])]
 
 
 def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -> DecoderCheckpoint:
@@ -203,19 +218,20 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
     if not weights:
         raise BadInputError(f"{source}: no *.safetensors weights (a pickle-only checkpoint is refused: convert "
                             "pytorch_model.bin to model.safetensors)")
-    params = 0
+    tensors: list[tuple] = []
     for path in weights:
         with open(path, "rb") as fh:
             head = fh.read(8)
             length = int.from_bytes(head, "little") if len(head) == 8 else 0
             head += fh.read(min(length, 100 * 2**20))
-        params += check_safetensors_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements)
+        tensors += check_safetensors_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements)
+    params = sum(math.prod(shape) for _, _, shape in tensors)
     if not (folder / "tokenizer.json").is_file():
         raise BadInputError(f"{source}: no tokenizer.json (the fast-tokenizer file); Featherweight reads only "
                             "that form of tokenizer, as data")
     if (folder / "tokenizer.json").stat().st_size > MAX_JSON_BYTES:
         raise BadInputError(f"{source}: tokenizer.json is over {MAX_JSON_BYTES // 2**20} MiB")
-    return DecoderCheckpoint(source, folder, architecture, params, config)
+    return DecoderCheckpoint(source, folder, architecture, params, config, tensors=tuple(tensors))
 
 
 def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_bytes: int,
