@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BadInputError, UnsupportedModelError
+from core.io.safetensors_header import DTYPE_BYTES, MAX_HEADER, check_header, header_length
 
 DECODER_SUFFIX = ".zip"
 
@@ -41,10 +42,6 @@ MAX_JSON_BYTES = 32 * 2**20  # config / tokenizer JSON; a real 150k-token tokeni
 MAX_ENTRIES = 64
 COMPLETE_MARKER = ".complete"  # written last into an extracted folder, so a half-extracted one is never used
 MAX_RATIO = 200  # uncompressed / compressed; safetensors of random or trained weights compress < 1.2x
-
-_SAFETENSORS_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
-                      "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-
 
 @dataclass(frozen=True)
 class TokenInput:
@@ -73,7 +70,7 @@ class DecoderCheckpoint:
     def layer_table(self) -> list[dict]:
         """One row per weight tensor, as `core.io.graph.layer_table` has one per ONNX node that owns weights:
         name, kind (read from the name and rank: embedding / linear / norm or bias), params and share of bytes."""
-        sizes = [math.prod(shape) * _SAFETENSORS_BYTES[dtype] for _, dtype, shape in self.tensors]
+        sizes = [math.prod(shape) * DTYPE_BYTES[dtype] for _, dtype, shape in self.tensors]
         total = sum(sizes) or 1
         rows = []
         for (name, dtype, shape), nbytes in zip(self.tensors, sizes):
@@ -151,48 +148,6 @@ def check_config(config, what: str) -> str:
     return architectures[0]
 
 
-def check_safetensors_header(head: bytes, file_size: int, what: str, max_elements: int) -> list[tuple]:
-    """Check a safetensors header (8-byte length, JSON table) against the file's size; returns its tensors as
-    ``(name, dtype, shape)`` in file order.
-
-    Raises:
-        BadInputError: a header that does not parse, an unknown dtype, or a tensor outside the file.
-    """
-    if len(head) < 8:
-        raise BadInputError(f"{what} is not a valid safetensors file (shorter than its 8-byte header length)")
-    length = int.from_bytes(head[:8], "little")
-    if length > min(100 * 2**20, file_size - 8) or len(head) < 8 + length:
-        raise BadInputError(f"{what} is not a valid safetensors file (header length {length:,} does not fit)")
-    try:
-        header = json.loads(head[8:8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadInputError(f"{what} is not a valid safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise BadInputError(f"{what} is not a valid safetensors file (its header is not a table)")
-    body, tensors = file_size - 8 - length, []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_BYTES:
-            raise BadInputError(f"{what}: tensor {str(name)[:60]!r} has no supported dtype; allowed: "
-                                f"{', '.join(_SAFETENSORS_BYTES)}")
-        if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape + offsets):
-            raise BadInputError(f"{what} is not a valid safetensors file (bad entry for {str(name)[:60]!r})")
-        elements = math.prod(shape)
-        if elements > max_elements:
-            raise BadInputError(f"{what}: tensor {str(name)[:60]!r} has {elements:,} elements; the limit is "
-                                f"{max_elements:,}")
-        begin, end = offsets
-        if not 0 <= begin <= end <= body or end - begin != elements * _SAFETENSORS_BYTES[entry["dtype"]]:
-            raise BadInputError(f"{what} is not a valid safetensors file (tensor {str(name)[:60]!r} does not "
-                                "match its bytes)")
-        tensors.append((str(name), entry["dtype"], tuple(shape), begin))
-    return [t[:3] for t in sorted(tensors, key=lambda t: t[3])]
-
-
 def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -> DecoderCheckpoint:
     """Check a checkpoint folder already on disk (a sample's, or an extracted upload).
 
@@ -220,11 +175,10 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
                             "pytorch_model.bin to model.safetensors)")
     tensors: list[tuple] = []
     for path in weights:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # only the header is read: the weights stay on disk
             head = fh.read(8)
-            length = int.from_bytes(head, "little") if len(head) == 8 else 0
-            head += fh.read(min(length, 100 * 2**20))
-        tensors += check_safetensors_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements)
+            head += fh.read(min(header_length(head), MAX_HEADER))
+        tensors += check_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements=max_elements)
     params = sum(math.prod(shape) for _, _, shape in tensors)
     if not (folder / "tokenizer.json").is_file():
         raise BadInputError(f"{source}: no tokenizer.json (the fast-tokenizer file); Featherweight reads only "
@@ -314,4 +268,4 @@ def _common_folder(entries) -> str:
 
 
 __all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "check_config",
-           "check_safetensors_header", "load_decoder_bytes", "open_folder", "weights_bytes"]
+           "load_decoder_bytes", "open_folder", "weights_bytes"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from core.errors import BadInputError, FeatherweightError
 from core.format import first_line
 from core.io.decoder import DECODER_SUFFIX
 from core.io.graph import DTYPE_BYTES
+from core.io.safetensors_header import check_header
 
 
 # ---- a look at the protobuf wire format before parsing: count nodes and nesting without allocating them
@@ -510,42 +510,10 @@ def scan_torch_file(data: bytes, what: str, limits: LoadLimits) -> None:
         _scan_pickle(stream, what)
 
 
-_SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-                       "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-
-
-SAFETENSORS_MAX_HEADER = 100 * 2**20  # the format's own cap on the JSON header
-
-
 def check_safetensors(data: bytes, what: str, limits: LoadLimits) -> None:
     """Check the header (8-byte length, JSON table of dtype / shape / offsets) before torch is imported: every
-    tensor's bytes must lie inside the file and match its declared shape."""
-    if len(data) < 8:
-        raise BadInputError(f"{what} is not a valid safetensors file (shorter than its 8-byte header length)")
-    length = int.from_bytes(data[:8], "little")
-    if length > min(SAFETENSORS_MAX_HEADER, len(data) - 8):
-        raise BadInputError(f"{what} is not a valid safetensors file (header length {length:,} does not fit)")
-    try:
-        header = json.loads(data[8:8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadInputError(f"{what} is not a valid safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise BadInputError(f"{what} is not a valid safetensors file (its header is not a table)")
-    body = len(data) - 8 - length
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES \
-                or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("data_offsets"), list) \
-                or len(entry["data_offsets"]) != 2 \
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry["shape"]
-                           + entry["data_offsets"]):
-            raise BadInputError(f"{what} is not a valid safetensors file (bad entry for {str(name)[:60]!r})")
-        elements = _tensor_elements(entry["shape"], f"{what} tensor {str(name)[:60]!r}", limits)
-        begin, end = entry["data_offsets"]
-        if not 0 <= begin <= end <= body or end - begin != elements * _SAFETENSORS_DTYPES[entry["dtype"]]:
-            raise BadInputError(f"{what} is not a valid safetensors file (tensor {str(name)[:60]!r} does not "
-                                "match its bytes)")
+    tensor's bytes must lie inside the file and match its declared shape (`core.io.safetensors_header`)."""
+    check_header(data, len(data), what, max_elements=limits.max_tensor_elements, max_dim=limits.max_dim)
 
 
 MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth", DECODER_SUFFIX)  # .zip: a decoder checkpoint folder
