@@ -93,5 +93,22 @@ def test_int8_is_fast_here_is_one_test(flags, fast, monkeypatch):
         {"name": "baseline", "status": "ok", "latency_ms": {"64": {"p50": 10.0}}, "throughput": {"64": 6400.0}},
         {"name": "int8", "status": "ok", "steps": [{"technique": "quantize", "mode": "static"}],
          "latency_ms": {"64": {"p50": 10.0}}, "throughput": {"64": 6400.0}}]}
-    said = any("no VNNI" in note for note in why_no_speedup(results, "int8"))
+    said = any("No VNNI" in note for note in why_no_speedup(results, "int8"))
     assert said is not fast
+
+
+def test_why_not_faster_reads_the_same_on_compare_and_insight():
+    """A rule's wording lives once (`core.results.explain.reason`): Compare's note is its message and advice,
+    Insight's finding the same message and fix."""
+    from core.analysis.diagnose import explain
+    from core.results.explain import reason, why_no_speedup
+
+    steps = [{"technique": "quantize", "mode": "static"}]
+    results = {"environment": {"cpu_flags": ["avx2"]}, "variants": [
+        {"name": "baseline", "status": "ok", "latency_ms": {"64": {"p50": 10.0}}},
+        {"name": "int8", "status": "ok", "steps": steps, "latency_ms": {"64": {"p50": 10.0}}}]}
+    message, fix = reason("no_vnni")
+    assert f"{message} {fix}" in why_no_speedup(results, "int8")
+    finding = next(f for f in explain({"int8_fast": False, "fp16_arithmetic": False}, None, None, steps=steps)
+                   if f.rule == "no_vnni")
+    assert (finding.message, finding.fix) == (message, fix)

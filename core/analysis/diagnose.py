@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 from core.errors import BadInputError
-from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO
+from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO, reason
 from core.io.files import inside_run
 from core.io.data import synthetic_inputs
 from core.io.graph import Model, graph_inputs
@@ -267,33 +267,16 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
             "Use static quantization (Conv becomes QLinearConv), or leave Conv in float under dynamic quantization."))
     int8 = bool(set(after_ops) & set(INT8_OPS)) or bool(modes & {"static", "dynamic"})
     if int8 and not cpu.get("int8_fast", True):
-        found.append(Finding(
-            "no_vnni",
-            "No VNNI / AMX (or ARM dot-product) on this CPU: int8 kernels gain less over float here than on CPUs "
-            "that have them (the measured speed-up is above).",
-            "Expect more on a CPU with AVX512-VNNI, AVX-VNNI or AMX; for more speed here, combine int8 with "
-            "structured pruning (fewer channels = less work on any CPU)."))
+        found.append(Finding("no_vnni", *reason("no_vnni")))
     cast_share = _share(after, ("Cast",))
     if ("fp16" in modes or cast_share >= CAST_SHARE) and not cpu.get("fp16_arithmetic", False):
-        found.append(Finding(
-            "fp16_casts",
-            f"fp16 on a CPU without fp16 arithmetic runs through casts (Cast ops take {cast_share:.0%} of the time) "
-            "and computes in float32 anyway.",
-            "Use fp16 to halve the file, not for speed on this CPU; use static int8 for speed."))
+        found.append(Finding("fp16_casts", *reason("fp16_casts", share=cast_share)))
     sparsity = info.get("sparsity")
     if prune_methods & {"unstructured", "2:4"} or (sparsity is not None and sparsity >= 0.3
                                                    and "structured" not in prune_methods):
-        found.append(Finding(
-            "dense_sparsity",
-            "Unstructured sparsity: dense kernels still multiply every zero, so zeroed weights run no faster"
-            + (f" ({sparsity:.0%} of the weights are zero)." if sparsity is not None else "."),
-            "Prune structurally (whole channels) for speed; unstructured pruning only shrinks the compressed file."))
+        found.append(Finding("dense_sparsity", *reason("dense_sparsity", share=sparsity)))
     if batch1_ms is not None and batch1_ms < CALL_OVERHEAD_MS and (profile_batch or 1) == 1:
-        found.append(Finding(
-            "tiny_model",
-            f"Tiny model: at batch 1 the baseline runs in {batch1_ms:.3f} ms, mostly onnxruntime's per-call overhead "
-            "(binding inputs, dispatching kernels), so doing less arithmetic barely shows.",
-            "Batch requests together, or judge speed at a larger batch size."))
+        found.append(Finding("tiny_model", *reason("tiny_model", batch=1, ms=batch1_ms)))
     qdq = _share(after, ("QuantizeLinear", "DequantizeLinear"))
     if qdq >= QDQ_SHARE:
         found.append(Finding(

@@ -15,7 +15,43 @@ from core.results.table import batch_sizes_of
 CALL_OVERHEAD_MS = 0.1
 # Speed-ups smaller than this are within run-to-run noise of a 1-thread benchmark on a shared machine.
 NO_SPEEDUP_RATIO = 1.1
-# CPU flags whose int8 dot-product instructions make int8 kernels clearly faster than float.
+
+
+def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None) -> tuple[str, str]:
+    """The one wording of a "why not faster" rule, as (what happened, what to do): Compare's notes
+    (`why_no_speedup`) and Insight's diagnosis (`core.analysis.diagnose.explain`) both say it this way.
+
+    Args:
+        rule: ``tiny_model``, ``no_vnni``, ``fp16_casts`` or ``dense_sparsity``.
+        batch, ms: the batch size and latency the per-call overhead rule speaks of.
+        share: what the diagnosis measured, when it did: the Cast ops' share of the time (fp16), the zeroed
+            share of the weights (sparsity).
+    """
+    if rule == "tiny_model":
+        return (f"At batch {batch} this model runs in {ms:.3f} ms, mostly onnxruntime's per-call overhead "
+                "(binding inputs, dispatching kernels), so doing less arithmetic barely shows.",
+                "Batch requests together, or judge speed at a larger batch size.")
+    if rule == "no_vnni":
+        return ("No VNNI / AMX (or ARM dot-product) on this CPU: int8 kernels gain less over float here than on "
+                "CPUs that have them.",
+                "Expect more on a CPU with AVX512-VNNI, AVX-VNNI or AMX; for more speed here, combine int8 with "
+                "structured pruning (fewer channels = less work on any CPU).")
+    if rule == "fp16_casts":
+        measured = f" (they take {share:.0%} of the time)" if share is not None else ""
+        return (f"fp16 halves the size, but without fp16 arithmetic (most CPUs) onnxruntime computes in float32 "
+                f"behind Cast ops{measured}, which cost time of their own.",
+                "Use fp16 to halve the file, not for speed on this CPU; use static int8 for speed.")
+    if rule == "dense_sparsity":
+        zeros = f" ({share:.0%} of the weights are zero)" if share is not None else ""
+        return (f"Unstructured sparsity: dense kernels still multiply every zero, so zeroed weights run no "
+                f"faster{zeros}.",
+                "Prune structurally (whole channels) for speed; unstructured pruning only shrinks the compressed "
+                "file.")
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+def _note(rule: str, **numbers) -> str:
+    return " ".join(reason(rule, **numbers))
 
 
 def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> list[str]:
@@ -38,24 +74,19 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
         small_speedup = _speedup(base, v, smallest)
         if (p50 is not None and base_p50 is not None and min(p50, base_p50) < CALL_OVERHEAD_MS
                 and small_speedup is not None and small_speedup < NO_SPEEDUP_RATIO):
-            notes.append(f"At batch {smallest} this model runs in {p50:.3f} ms: the time is mostly onnxruntime's "
-                         f"per-call overhead, not arithmetic, so doing less math barely shows. Compare at a larger "
-                         f"batch size.")
+            notes.append(_note("tiny_model", batch=smallest, ms=p50))
     if speedup is not None and speedup < NO_SPEEDUP_RATIO:
         flags = set((results.get("environment") or {}).get("cpu_flags") or [])
         int8 = any(s.get("technique") == "quantize" and s.get("mode") in ("static", "dynamic") for s in steps)
         if int8 and flags and not int8_fast(flags):
-            notes.append("This CPU has no VNNI / dot-product int8 instructions, so int8 kernels gain less over "
-                         "float than on newer CPUs.")
+            notes.append(_note("no_vnni"))
         unstructured = any(s.get("technique") == "prune" and s.get("method") in ("unstructured", "2:4")
                            for s in steps)
         fp16 = any(s.get("technique") == "quantize" and s.get("mode") == "fp16" for s in steps)
         if fp16:
-            notes.append("fp16 halves the size, but most CPUs have no fast fp16 kernels: onnxruntime runs the "
-                         "layers in float32 behind casts, which cost time of their own.")
+            notes.append(_note("fp16_casts"))
         if unstructured and not any("dense" in n.lower() for n in notes):
-            notes.append("Zeroed weights are still stored and multiplied: dense CPU kernels run no faster. The "
-                         "file compresses better; for speed, prune structurally.")
+            notes.append(_note("dense_sparsity"))
     return list(dict.fromkeys(notes))
 
 
@@ -69,4 +100,4 @@ def _speedup(base: dict, v: dict, batch_size: int | None) -> float | None:
     return base_p50 / p50
 
 
-__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "why_no_speedup"]
+__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "reason", "why_no_speedup"]

@@ -73,7 +73,7 @@ def test_why_no_speedup_rules():
     assert any("dense" in n for n in why_no_speedup(results, "pruned", 256))
     fast = synthetic_results()
     assert not any("overhead" in n for n in why_no_speedup(fast, "pruned", 256))  # 0.04 ms but faster
-    assert any("fp16 kernels" in n for n in why_no_speedup(fast, "fp16", 256))  # 4.2 ms against 4.0: slower
+    assert any("fp16 arithmetic" in n for n in why_no_speedup(fast, "fp16", 256))  # 4.2 ms against 4.0: slower
     fast["variants"][2]["latency_ms"]["256"]["p50"] = 2.0
     assert not any("fp16" in n for n in why_no_speedup(fast, "fp16", 256))  # measured faster: no excuse needed
 
