@@ -27,7 +27,9 @@ PALETTE = ["#4f46e5", "#e69f00", "#009e73", "#cc79a7", "#0072b2", "#d55e00", "#5
 QUALITY_SCALE = "Viridis"
 
 
-def layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legend: bool = True) -> go.Figure:
+def layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legend: bool = True,
+           bargap: float | None = None) -> go.Figure:
+    """The one chart style (fonts, colours, grid, legend on top) every figure of the dashboard and report uses."""
     fig.update_layout(
         template="plotly_white", height=height, font=dict(family=FONT, size=14, color=INK),
         title=dict(text=title, x=0, xanchor="left", font=dict(size=17)) if title else None,
@@ -36,6 +38,8 @@ def layout(fig: go.Figure, *, title: str | None = None, height: int = 420, legen
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title=None),
         paper_bgcolor="white", plot_bgcolor="white",
     )
+    if bargap is not None:
+        fig.update_layout(bargap=bargap)
     fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, ticks="outside", tickcolor=GRID,
                      title_font=dict(size=14))
     fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, ticks="outside", tickcolor=GRID,

@@ -4,7 +4,7 @@ variants that do not fit a device in grey (colours from `core.views.charts`)."""
 from __future__ import annotations
 
 from core.format import format_bytes, format_money
-from core.views.charts import ACCENT, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions
+from core.views.charts import ACCENT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions, layout
 
 
 def cost_figure(frame, *, device: str | None = None, height: int = 440):
@@ -50,10 +50,8 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
                            "<br>%{customdata[5]} CO2 per million · weights %{customdata[6]}"
                            "<br><i>%{customdata[7]}</i><extra></extra>")))
     batch = rows["batch_size"].iloc[0]
-    fig.update_layout(template="plotly_white", height=height, font=dict(family=FONT, size=14, color=INK),
-                      margin=dict(l=10, r=10, t=40, b=10), paper_bgcolor="white", plot_bgcolor="white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
-                      hoverlabel=dict(font=dict(family=FONT, size=13), bgcolor="white"))
+    layout(fig, height=height)
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))  # room for the marker legend above
     # Dollars as dollars: plotly's default SI ticks wrote "100μ" for $0.0001.
     fig.update_xaxes(title=f"USD per million inferences (batch {batch}; assumed price)", range=[0, x_top],
                      gridcolor=GRID, zerolinecolor=GRID, tickprefix="$", tickformat=",.2~r" if x_top < 1 else ",.2f")

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.views.charts import FONT, GRID, INK, MUTED, PALETTE, empty_figure
+from core.views.charts import MUTED, PALETTE, empty_figure, layout
 from core.format import size_unit
 
 # One colour per idea, the same on every chart: the original, its quantized / pruned form, and each method.
@@ -23,16 +23,9 @@ PRUNED_CELL = "#f3d9d9"  # the heatmap background shows through where a weight w
 
 
 def _layout(fig: go.Figure, *, height: int = 360, legend: bool = True, title: str | None = None) -> go.Figure:
-    fig.update_layout(
-        template="plotly_white", height=height, font=dict(family=FONT, size=14, color=INK),
-        title=dict(text=title, x=0, xanchor="left", font=dict(size=16)) if title else None,
-        margin=dict(l=10, r=10, t=56 if title else 30, b=10), colorway=PALETTE, showlegend=legend,
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title=None),
-        paper_bgcolor="white", plot_bgcolor="white", bargap=0.02,
-    )
-    fig.update_xaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID)
-    fig.update_yaxes(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID)
-    return fig
+    """The dashboard's chart style (`core.views.charts.layout`), at the Learn page's height and with touching
+    histogram bars."""
+    return layout(fig, title=title, height=height, legend=legend, bargap=0.02)
 
 
 def _vertical_lines(xs, y_top: float) -> tuple[list, list]:
