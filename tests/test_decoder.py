@@ -220,3 +220,12 @@ def test_a_decoder_card_has_a_layer_table_from_the_safetensors_headers():
     assert any(name.endswith("q_proj.weight") and kind == "linear" for name, kind in kinds.items())
     assert any("embed" in name and kind == "embedding" for name, kind in kinds.items())
     assert any(kind == "norm / bias" for kind in kinds.values())
+
+
+def test_a_checkpoint_with_fp8_weights_is_refused_in_one_line(tmp_path):
+    """The one header check knows F8 (a weight upload may carry it); the decoder builder does not read it."""
+    files = _checkpoint_files()
+    header = json.dumps({"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    files["model.safetensors"] = len(header).to_bytes(8, "little") + header + b"\x00" * 4
+    with pytest.raises(BadInputError, match="F8_E4M3, which the model builder does not read"):
+        load_decoder_bytes(_zip(files), "fp8.zip", tmp_path / "a", max_bytes=2**30)

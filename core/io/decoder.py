@@ -42,6 +42,7 @@ MAX_JSON_BYTES = 32 * 2**20  # config / tokenizer JSON; a real 150k-token tokeni
 MAX_ENTRIES = 64
 COMPLETE_MARKER = ".complete"  # written last into an extracted folder, so a half-extracted one is never used
 MAX_RATIO = 200  # uncompressed / compressed; safetensors of random or trained weights compress < 1.2x
+BUILDER_DTYPES = set(DTYPE_BYTES) - {"F8_E5M2", "F8_E4M3"}  # what onnxruntime-genai's builder reads from safetensors
 
 @dataclass(frozen=True)
 class TokenInput:
@@ -178,7 +179,12 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
         with open(path, "rb") as fh:  # only the header is read: the weights stay on disk
             head = fh.read(8)
             head += fh.read(min(header_length(head), MAX_HEADER))
-        tensors += check_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements=max_elements)
+        found = check_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements=max_elements)
+        for name, dtype, _ in found:
+            if dtype not in BUILDER_DTYPES:
+                raise BadInputError(f"{source}: {path.name}: tensor {name[:60]!r} is {dtype}, which the model "
+                                    f"builder does not read; allowed: {', '.join(sorted(BUILDER_DTYPES))}")
+        tensors += found
     params = sum(math.prod(shape) for _, _, shape in tensors)
     if not (folder / "tokenizer.json").is_file():
         raise BadInputError(f"{source}: no tokenizer.json (the fast-tokenizer file); Featherweight reads only "
