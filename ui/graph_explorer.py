@@ -30,7 +30,7 @@ from ui import services
 
 COMPONENT = "model_explorer"
 VIEWS = "views"
-PATCH_VERSION = 3  # bump when patch_index changes: the patched copy in the cache is made once per version
+PATCH_VERSION = 4  # bump when patch_index changes: the patched copy in the cache is made once per version
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _LOCK = threading.Lock()
 _ROOT: Path | None = None
@@ -47,7 +47,16 @@ SHIM = """<script>
   var view = new URLSearchParams(location.search).get("fw_view") || "";
   if (!/^[A-Za-z0-9_-]{16,64}$/.test(view)) { view = ""; }
   var folder = base + "views/" + view + "/";
-  try { localStorage.setItem("sync_navigation_match_node_id_highlight_diffs", "true"); } catch (e) {}
+  try {
+    localStorage.setItem("sync_navigation_match_node_id_highlight_diffs", "true");
+    // Model Explorer hides constant nodes by default ("Const", "pseudo_const", ... for TFLite); the ONNX adapter
+    // labels them "Initializer", so each weight, scale and zero point got a node of its own. Hide those too, as a
+    // default only: a user who saves Model Explorer's settings keeps theirs.
+    if (localStorage.getItem("model_explorer_settings") === null) {
+      localStorage.setItem("model_explorer_settings", JSON.stringify({hide_op_nodes_with_labels:
+        "Const,no_value,pseudo_const,pseudo_qconst,ReadVariableOp,Initializer"}));
+    }
+  } catch (e) {}
   var realFetch = window.fetch.bind(window);
   function reply(body, status) {
     return Promise.resolve(new Response(JSON.stringify(body),
