@@ -48,6 +48,15 @@ def point_labels(page, timeout_s: float = 30.0) -> list[str]:
     return labels
 
 
+def click_point(page, name: str) -> None:
+    """Click the marker of variant `name` on the first plotly chart (markers and their labels share one order)."""
+    labels = point_labels(page)
+    points = page.locator(".js-plotly-plot").first.locator("path.point")
+    assert points.count() == len(labels), (points.count(), labels)
+    box = points.nth(labels.index(name)).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's drag layer
+
+
 def nav(page, title: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
     page.wait_for_timeout(300)
@@ -99,10 +108,17 @@ def test_quantize_compare_download_reload(server, page, tmp_path):
     assert "baseline" in labels and "int8-static" in labels, labels
     assert page.get_by_text("Best within budget").first.is_visible()
 
+    # The detail opens on the best variant within budget. Which one that is depends on this CPU's int8 kernels and
+    # its load ("fastest" at batch 32: a loaded 2-core box once measured int8 slower), so read the page's own pick.
+    best = re.search(r"Best within budget \([a-z ]+\): (\S+)",
+                     page.get_by_text("Best within budget").first.inner_text()).group(1)
     variant_box = page.get_by_role("combobox", name="Variant")
-    expect(variant_box).not_to_have_value("baseline")
-    box = page.locator(".js-plotly-plot").first.locator("path.point").first.bounding_box()  # the baseline
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's drag layer
+    expect(variant_box).to_have_value(best)
+    if best == "baseline":  # start the click test from the other variant
+        click_point(page, "int8-static")
+        expect(variant_box).to_have_value("int8-static", timeout=15_000)
+        wait_idle(page)
+    click_point(page, "baseline")
     expect(variant_box).to_have_value("baseline", timeout=15_000)
     wait_idle(page)  # the rerun the click started has drawn the export buttons (a deferred download is per run)
 
