@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Mapping
 
 
 def is_missing(value) -> bool:
@@ -132,6 +132,35 @@ def format_usd(value) -> str:
     if 0 < abs(value) < 0.01:  # decimals, never "$7.872e-05": three significant digits after the zeros
         return f"${value:.{2 - math.floor(math.log10(abs(value)))}f}"
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
+
+
+def speedup_verdict(entry: Mapping | None) -> str | None:
+    """'faster', 'slower' or 'no measurable difference' for a results.json speedup entry (None when there is none).
+    An interval that contains 1 never reads 'slower'."""
+    if not entry:
+        return None
+    low, high = float(entry.get("low", entry["ratio"])), float(entry.get("high", entry["ratio"]))
+    if low > 1.0:
+        return "faster"
+    if high < 1.0:
+        return "slower"
+    return "no measurable difference"
+
+
+def format_speedup(entry: Mapping | None) -> str:
+    """A speed-up as people read it: '2.1x (2.0–2.2)'; an interval containing 1 reads
+    'no measurable difference (0.97–1.04x)'; '–' when there is none."""
+    if not entry:
+        return "–"
+    ratio, low, high = float(entry["ratio"]), float(entry.get("low", entry["ratio"])), float(
+        entry.get("high", entry["ratio"]))
+    if speedup_verdict(entry) == "no measurable difference":
+        return f"no measurable difference ({_short(low)}–{_short(high)}x)"
+    return f"{_short(ratio)}x ({_short(low)}–{_short(high)})"
+
+
+def _short(value: float) -> str:
+    return f"{value:.{2 if value < 10 else 1}f}" if value < 100 else f"{value:.0f}"
 
 
 def as_number(value) -> float | None:

@@ -1,0 +1,290 @@
+"""Timing you can bet on: what is compared is timed interleaved in rounds, and a speed-up is the median of per-round
+ratios with a 95% bootstrap interval; rounds go on until every interval is within ±5% or the time cap.
+
+Why rounds: on a shared machine the load drifts over seconds. Timing the baseline for ten seconds and then a variant
+for ten seconds compares two different machines; timing them alternately, a few milliseconds each, compares them
+under the same load, and the per-round ratio cancels what the load does to both. The median of the ratios shrugs
+off a round that a burst hit one side of, and the bootstrap interval says how sure the figure is.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from core.format import speedup_verdict
+
+# An interval "within ±5%" of its ratio: both ends inside ratio * (1 ± TARGET_HALF_WIDTH). Tighter costs rounds
+# (the width shrinks as 1/sqrt(rounds)); 5% is below every decision a user makes on a speed-up (the tuner's 1.5x
+# targets, "no measurable difference" around 1) and above the ±2-3% that p50 ratios repeat to on an idle machine.
+TARGET_HALF_WIDTH = 0.05
+CONFIDENCE = 0.95
+# Bootstrap resamples of the median ratio: 2,000 puts the 2.5th / 97.5th percentiles' own Monte-Carlo error well
+# below the interval's width (Efron & Tibshirani, ch. 13), and takes ~1 ms per check for 200 rounds.
+BOOTSTRAP_RESAMPLES = 2000
+# Fewest rounds before an interval may end the timing. Stopping as soon as an interval looks narrow favours the
+# intervals that are narrow by luck: on tests/test_timing.py's bursty synthetic machine (200 seeds) the 95% interval
+# covered the true ratio 90-93% of the time with 8 or 12 rounds at least, 93.5-96% with 16, 94-95% with 20.
+MIN_ROUNDS = 16
+# Wall time one runner gets per round: long enough that the clock's resolution and the call overhead vanish
+# (perf_counter is ~100 ns), short enough that a round sees one load level. 25 ms measured as the knee here:
+# shorter rounds gave no narrower intervals, longer ones let bursts split rounds.
+ROUND_SECONDS = 0.025
+# "Measured under contention": this process got less than this share of the CPU time it asked for while timing
+# (preempted by others on its core), or the hypervisor stole more than STEAL_LIMIT of the machine's time.
+CPU_SHARE_LIMIT = 0.9
+STEAL_LIMIT = 0.05
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """A same-run speed-up against the baseline: the median per-round ratio and its bootstrap interval."""
+
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    converged: bool = False  # the interval reached ±TARGET_HALF_WIDTH of the ratio
+
+    def to_dict(self) -> dict:
+        return {"ratio": round(self.ratio, 4), "low": round(self.low, 4), "high": round(self.high, 4),
+                "rounds": self.rounds, "converged": self.converged}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Speedup":
+        return cls(float(data["ratio"]), float(data["low"]), float(data["high"]), int(data.get("rounds", 0)),
+                   bool(data.get("converged", False)))
+
+    @property
+    def verdict(self) -> str:
+        """'faster' or 'slower' when the whole interval is on one side of 1, else 'no measurable difference'."""
+        return speedup_verdict(self.to_dict())
+
+
+def median_interval(ratios: Sequence[float], *, confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """The median of `ratios` and its percentile-bootstrap interval: (median, low, high).
+
+    Deterministic for a given seed. With a single ratio the interval is that ratio.
+    """
+    values = np.asarray(ratios, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no ratios to summarise")
+    median = float(np.median(values))
+    if values.size == 1:
+        return median, median, median
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(resamples, values.size))
+    medians = np.median(values[picks], axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(medians, [tail, 1.0 - tail])
+    return median, float(low), float(high)
+
+
+def speedup_of(baseline_s: Sequence[float], variant_s: Sequence[float], *, target: float = TARGET_HALF_WIDTH,
+               seed: int = 0) -> Speedup:
+    """The speed-up of a variant from paired per-round times: baseline time / variant time per round, summarised by
+    `median_interval`. `converged` says whether the interval is within ±`target` of the ratio."""
+    base = np.asarray(baseline_s, dtype=np.float64)
+    var = np.asarray(variant_s, dtype=np.float64)
+    if base.shape != var.shape or base.size == 0:
+        raise ValueError("baseline and variant need the same, non-zero number of rounds")
+    ratio, low, high = median_interval(base / np.maximum(var, 1e-12), seed=seed)
+    return Speedup(ratio, low, high, int(base.size), within_target(ratio, low, high, target))
+
+
+def within_target(ratio: float, low: float, high: float, target: float = TARGET_HALF_WIDTH) -> bool:
+    """Both ends of the interval inside ratio * (1 ± target)."""
+    return low >= ratio * (1.0 - target) and high <= ratio * (1.0 + target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Contention
+
+
+def _steal_jiffies() -> tuple[int, int] | None:
+    """(steal, total) jiffies of the whole machine from /proc/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:]]
+    steal = values[7] if len(values) > 7 else 0
+    # guest time is already counted in user time; the first 8 fields are the whole
+    return steal, sum(values[:8])
+
+
+def _rusage() -> tuple[float, int]:
+    """(CPU seconds, involuntary context switches) of this process so far."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return time.process_time(), 0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, int(usage.ru_nivcsw)
+
+
+@dataclass
+class ContentionProbe:
+    """What else the machine was doing while we timed: started before the timed rounds, read after.
+
+    `cpu_share` is the CPU time this process got over the wall time it spent asking for `threads` cores: a timed
+    call that is preempted shows as lost share. `steal_share` is the hypervisor's (other guests). The load average
+    and the involuntary context switches per second are recorded as they are.
+    """
+
+    threads: int = 1
+    started_wall: float = field(default=0.0, init=False)
+    started_cpu: float = field(default=0.0, init=False)
+    started_switches: int = field(default=0, init=False)
+    started_steal: tuple[int, int] | None = field(default=None, init=False)
+
+    def start(self) -> "ContentionProbe":
+        self.started_wall = time.perf_counter()
+        self.started_cpu, self.started_switches = _rusage()
+        self.started_steal = _steal_jiffies()
+        return self
+
+    def read(self) -> dict:
+        """The contention seen since start(): cpu_share, steal_share, involuntary switches per second, the 1-minute
+        load average, the core count, and `contended` with its reasons."""
+        wall = max(1e-9, time.perf_counter() - self.started_wall)
+        cpu, switches = _rusage()
+        cpu_share = min(1.0, (cpu - self.started_cpu) / (wall * max(1, self.threads)))
+        steal_share = None
+        now_steal = _steal_jiffies()
+        if self.started_steal is not None and now_steal is not None:
+            total = now_steal[1] - self.started_steal[1]
+            steal_share = (now_steal[0] - self.started_steal[0]) / total if total > 0 else 0.0
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            load = None
+        reasons = []
+        if cpu_share < CPU_SHARE_LIMIT:
+            reasons.append(f"this process got {cpu_share:.0%} of the CPU time it asked for")
+        if steal_share is not None and steal_share > STEAL_LIMIT:
+            reasons.append(f"the hypervisor stole {steal_share:.0%} of the CPU")
+        return {"cpu_share": round(cpu_share, 3),
+                "steal_share": None if steal_share is None else round(steal_share, 4),
+                "involuntary_switches_per_s": round((switches - self.started_switches) / wall, 1),
+                "load_avg_1m": None if load is None else round(load, 2), "cores": os.cpu_count(),
+                "seconds": round(wall, 3), "contended": bool(reasons), "reasons": reasons}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rounds
+
+
+@dataclass
+class RoundsTiming:
+    """What `time_in_rounds` measured: every call's latency per runner, the speed-ups against the baseline, how many
+    rounds, whether every interval converged, and the contention seen."""
+
+    latency_ms: dict  # name -> {p50, p90, p99, mean, runs}
+    speedup: dict  # name -> Speedup (the baseline has none)
+    round_ms: dict  # name -> per-round median call time, ms (what the ratios are made of)
+    rounds: int
+    converged: bool
+    stopped: bool
+    elapsed_s: float
+    contention: dict
+
+    def speedup_dicts(self) -> dict:
+        return {name: s.to_dict() for name, s in self.speedup.items()}
+
+
+def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *, warmup: int = 3,
+                   min_rounds: int = MIN_ROUNDS, max_rounds: int = 10_000, max_seconds: float = 10.0,
+                   target: float = TARGET_HALF_WIDTH, round_seconds: float = ROUND_SECONDS, threads: int = 1,
+                   should_stop: Callable[[], bool] = lambda: False,
+                   on_progress: Callable[[float, str], None] | None = None,
+                   clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> RoundsTiming:
+    """Time `runners` (name -> a call to time) interleaved in rounds against `runners[baseline]`.
+
+    Each runner is warmed up (`warmup` calls), then each round times every runner for about `round_seconds` of
+    calls (at least one) and keeps the median call of the round. The order is a fixed cycle (round robin), so every
+    runner's turn follows another runner's turn alike: a model that runs slower when its weights are cold in the
+    cache pays that in every turn, the baseline too. (Rotating the order would let one runner follow itself at
+    every other round boundary, and the per-round ratios then alternate.) After `min_rounds`, rounds stop once every speed-up's interval is within
+    ±`target` of its ratio, or at `max_rounds`, `max_seconds` (the whole timing, all runners) or `should_stop()`.
+
+    Args:
+        runners: name -> zero-argument callable; each call is one timed inference. Must contain `baseline`.
+        baseline: the name every speed-up is against.
+        clock: seconds as a float (tests inject a synthetic clock).
+        seed: the bootstrap's seed, so a run's intervals are reproducible from its times.
+
+    Returns:
+        A RoundsTiming. Latency percentiles come from every timed call (warm-up excluded).
+    """
+    if baseline not in runners:
+        raise ValueError(f"baseline {baseline!r} is not among the runners {sorted(runners)}")
+    names = list(runners)
+    probe = ContentionProbe(threads=threads).start()
+    started = clock()
+    per_call: dict[str, float] = {}
+    for name in names:
+        t0 = clock()
+        for _ in range(max(1, warmup)):
+            runners[name]()
+        per_call[name] = max(1e-9, (clock() - t0) / max(1, warmup))
+    calls = {name: max(1, int(round_seconds / per_call[name])) for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    others = [n for n in names if n != baseline]
+    converged, stopped, rounds = not others, False, 0
+    deadline = started + max_seconds
+    check_every = 1
+    while rounds < max_rounds:
+        if should_stop():
+            stopped = True
+            break
+        for name in names:
+            times = []
+            run = runners[name]
+            for _ in range(calls[name]):
+                t0 = clock()
+                run()
+                times.append(clock() - t0)
+            samples[name].extend(times)
+            per_round[name].append(float(np.median(times)))
+        rounds += 1
+        now = clock()
+        if rounds >= min_rounds and (rounds % check_every == 0 or now >= deadline):
+            converged = all(speedup_of(per_round[baseline], per_round[n], target=target, seed=seed).converged
+                            for n in others)
+            # checking costs a bootstrap per variant: space the checks out as rounds accumulate
+            check_every = max(1, rounds // 16)
+            if converged:
+                break
+        if on_progress is not None:
+            spent = (now - started) / max(1e-9, max_seconds)
+            on_progress(min(1.0, max(spent, rounds / max_rounds)), f"round {rounds}")
+        if now >= deadline and rounds >= 2:
+            break
+    speedups = {}
+    if rounds:
+        speedups = {n: speedup_of(per_round[baseline], per_round[n], target=target, seed=seed) for n in others}
+        converged = all(s.converged for s in speedups.values())
+    latency = {}
+    for name in names:
+        ms = np.asarray(samples[name], dtype=np.float64) * 1000.0
+        if ms.size:
+            latency[name] = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "runs": int(ms.size)}
+    return RoundsTiming(latency_ms=latency, speedup=speedups,
+                        round_ms={n: [t * 1000.0 for t in per_round[n]] for n in names}, rounds=rounds,
+                        converged=converged, stopped=stopped, elapsed_s=round(clock() - started, 3),
+                        contention=probe.read())
+
+
+__all__ = ["BOOTSTRAP_RESAMPLES", "CONFIDENCE", "ContentionProbe", "MIN_ROUNDS", "ROUND_SECONDS", "RoundsTiming",
+           "Speedup", "TARGET_HALF_WIDTH", "median_interval", "speedup_of", "time_in_rounds", "within_target"]
