@@ -17,6 +17,7 @@ from core.session import learn_sources
 from core.format import format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
+from ui.lessons import glossary_ui, lessons_ui
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
@@ -59,7 +60,10 @@ SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this
 
 INT4_SECTION = "int4 blocks (LM)"
 DEPTHWISE_SECTION = "Depthwise"
-SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION]
+LESSONS_SECTION = "Lessons"  # the default: the lesson path loads no model, so a new visitor sees it at once
+GLOSSARY_SECTION = "Glossary"
+EXPLAINER_SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION]
+SECTIONS = [LESSONS_SECTION, *EXPLAINER_SECTIONS, GLOSSARY_SECTION]
 DEFAULT_SPEC = "sample:digits-cnn"
 LARGE_MODEL_PARAMS = 5_000_000
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -547,17 +551,31 @@ def int4_ui() -> None:
 # --------------------------------------------------------------------------------------------------------------
 # The page
 
+def _open_section(section: str) -> None:
+    st.session_state[SECTION_KEY] = section
+
+
 st.title("Learn")
+section = st.segmented_control("Section", SECTIONS, default=SECTIONS[0], key=SECTION_KEY,
+                               label_visibility="collapsed") or SECTIONS[0]
+if section == LESSONS_SECTION:
+    st.caption("A path of short lessons, each with an exercise on a sample, what we measured, and a question "
+               "answered from your own run. The explainers (above) show each knob on a model's real weights.")
+    lessons_ui(_open_section, section_key=SECTION_KEY, explainers=EXPLAINER_SECTIONS,
+               glossary_section=GLOSSARY_SECTION)
+    st.stop()
+if section == GLOSSARY_SECTION:
+    glossary_ui(lambda: _open_section(LESSONS_SECTION))
+    st.stop()
 st.caption("What does each knob do? Move it and watch, on this model's real weights and data.")
 available, session_model = sources_ui()
 if session_model is not None and st.session_state.get(SEEN_CURRENT_KEY) != session_model:
     st.session_state[SEEN_CURRENT_KEY] = session_model  # a new current model: explain that one
     st.session_state[LEARN_MODEL_KEY] = session_model
 _keep_valid(LEARN_MODEL_KEY, list(available), next(iter(available)))
-top_left, top_right = st.columns([1, 2])
+top_left, _ = st.columns([1, 2])
 model_key = top_left.selectbox("Model", list(available), format_func=lambda k: available[k].label,
                                key=LEARN_MODEL_KEY)
-section = top_right.segmented_control("Explainer", SECTIONS, default=SECTIONS[0], key=SECTION_KEY) or SECTIONS[0]
 current = available[model_key]
 if section == INT4_SECTION:  # always on sample:tiny-lm's weights: the section needs a decoder, not this model
     int4_ui()

@@ -509,3 +509,86 @@ def submit_diagnosis(config: dict, record, label: str) -> str:
     model_spec = record.model if (record.model or "").startswith("sample:") else f"sample:run-{record.id}"
     return submit_job(launcher().runner, owner_id(), "diagnose", config, model_spec=model_spec, data_spec=None,
                       label=label)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Workshop mode: the session's own lesson progress, and the teacher's view behind the workshop token
+
+
+def lesson_progress():
+    """This session's place on the lesson path (`core.workshop.Progress`)."""
+    from core.workshop import load_progress
+
+    return load_progress(store().root, owner_id())
+
+
+def open_lesson(lesson_id: str):
+    """Record that this session has lesson `lesson_id` open."""
+    from core.workshop import open_lesson as record
+
+    return record(store().root, owner_id(), lesson_id)
+
+
+def lesson_passed(lesson_id: str):
+    """Record that this session's answer to lesson `lesson_id` was checked right."""
+    from core.workshop import mark_passed
+
+    return mark_passed(store().root, owner_id(), lesson_id)
+
+
+def set_attendee_name(name: str):
+    """The name this session's attendee gives the teacher."""
+    from core.workshop import set_name
+
+    return set_name(store().root, owner_id(), name)
+
+
+def lesson_runs(limit: int = 20) -> list[tuple]:
+    """This session's recipe runs since the teacher last reset it, newest first, each with its results.json."""
+    from core.workshop import runs_since_reset
+
+    runs = runs_since_reset(runs_of_kind(("run",), limit=limit), lesson_progress())
+    return [(record, run_results(record.id)) for record in runs]
+
+
+def apply_workshop_reset() -> bool:
+    """Drop what this session holds when the teacher reset it since it last looked (see core.workshop)."""
+    from core.workshop import apply_reset
+
+    try:
+        reset = apply_reset(st.session_state, store().root, owner_id())
+    except (OSError, BadInputError):
+        return False
+    if reset:  # the Learn page's own state (the lesson open, answers, checks) goes too
+        for key in [k for k in st.session_state if str(k).startswith("learn_")]:
+            del st.session_state[key]
+    return reset
+
+
+def workshop_room(token: str) -> dict:
+    """The teacher's view of the room (`core.workshop.room_overview`): counts, attendee codes, the queue and the
+    load, never anyone's models or data.
+
+    Raises:
+        BadInputError: `token` is not the workshop token (or workshop mode is off).
+    """
+    from core.workshop import require_teacher, room_overview
+
+    require_teacher(token)
+    found = process_launcher()
+    runner = found.runner
+    return room_overview(found.store, queue_length=runner.queue_length(), running=runner.running_count(),
+                         workers=runner.max_workers)
+
+
+def reset_attendee(token: str, code: str) -> str:
+    """Reset one attendee's session (cancel their jobs, forget their saved model, data, recipe and lesson progress).
+
+    Raises:
+        BadInputError: `token` is not the workshop token, or no attendee has `code`.
+    """
+    from core.workshop import require_teacher, reset_attendee as reset
+
+    require_teacher(token)
+    found = process_launcher()
+    return reset(found.store, code, cancel=found.runner.cancel)
