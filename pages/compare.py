@@ -13,6 +13,7 @@ from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_cave
                                   layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
                                   within_budget)
 from core.results.explain import why_no_speedup
+from core.results.summary import default_summary_variant, run_summary, summary_variants
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.io.files import inside_run
@@ -240,6 +241,45 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                          on_click="ignore")
 
 
+def summary_ui(results: dict, run_id: str, sizes: list[int]) -> None:
+    """The one-screen summary: one variant against the baseline, with its PNG and PDF."""
+    names = summary_variants(results)
+    if not names:
+        st.info("No measured variant beside the baseline yet.", icon=":material/hourglass_top:")
+        return
+    c1, c2 = st.columns(2)
+    batch_size = c1.selectbox("Batch size", sizes, index=len(sizes) - 1, key=f"summary_bs.{run_id}")
+    default = default_summary_variant(results, batch_size)
+    name = c2.selectbox("Variant", names, index=names.index(default) if default in names else 0,
+                        key=f"summary_variant.{run_id}", help="Opens on the fastest variant that loses less than "
+                                                              "one test sample of quality.")
+    summary = run_summary(results, name, batch_size, run_id=run_id)
+    with st.container(border=True, key="summary_card"):
+        st.subheader(f"{summary.model} → {summary.variant}")
+        st.caption(f"Against the baseline measured in the same run · batch {summary.batch_size}")
+        c = st.columns(4)
+        c[0].metric("× smaller", fmt.format_ratio(summary.x_smaller), summary.size_text, delta_color="off",
+                    delta_arrow="off")
+        c[1].metric(f"× {summary.speed_label}", fmt.format_ratio(summary.speed_ratio), summary.speed_text,
+                    delta_color="off", delta_arrow="off",
+                    help="Timed interleaved with the baseline, with its 95% interval, where the run has it; else "
+                         "the ratio of the two p50 latencies of this one run.")
+        c[2].metric(f"{summary.quality_label.capitalize()} change", summary.quality_change,
+                    summary.quality_note or None, delta_color="off", delta_arrow="off")
+        c[3].metric(summary.cost_unit.capitalize(), fmt.format_usd(summary.cost_usd),
+                    f"baseline {fmt.format_usd(summary.base_cost_usd)}", delta_color="off", delta_arrow="off",
+                    help="Measured throughput priced at the run's cost assumptions (Cost page).")
+        st.success(summary.verdict, icon=":material/campaign:")
+        st.caption(f"Measured on {summary.measured_on} · run {run_id}")
+    c = st.columns(2)
+    for column, image_format, mime in ((c[0], "png", "image/png"), (c[1], "pdf", "application/pdf")):
+        column.download_button(f"Summary · {image_format.upper()}", width="stretch", icon=":material/download:",
+                               data=lambda f=image_format: services.run_summary_image(run_id, name, batch_size, f),
+                               file_name=f"featherweight-summary-{run_id}.{image_format}", mime=mime, key=f"dl_summary_{image_format}.{run_id}",
+                               on_click="ignore", help="The same summary as one 16:9 image (PNG 2560 × 1440) or "
+                                                       "one PDF page, for a slide or an e-mail.")
+
+
 st.title("Compare")
 # Only what Compare can show: recipe runs that are in progress or have results. Insight jobs (scans, tuning runs,
 # profiles, scaling) live in the store too but have no variants to compare; a run stopped before its baseline
@@ -272,6 +312,11 @@ st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic 
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))
+view = st.segmented_control("View", ["Explore", "Summary"], default="Explore", key=f"compare_view.{run_id}",
+                            help="Summary: one variant against the baseline on one screen, as PNG or PDF.")
+if view == "Summary":
+    summary_ui(results, run_id, sizes)
+    st.stop()
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)

@@ -156,7 +156,7 @@ def cost_page() -> None:
     st.caption("What each variant costs to serve, the energy it uses and whether it fits a target device. "
                "Throughput, CPU time and (where the CPU exposes them) energy counters are measured; prices, "
                "watts, grid intensity and device profiles are assumptions you can edit.")
-    records = [r for r in services.visible_runs() if services.results_mtime(r.id)]
+    records = [r for r in services.visible_runs() if services.results_mtime(r.id)] + services.gallery_runs()
     if not records:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")

@@ -23,9 +23,9 @@ NO_SCAN = ""
 
 
 def _graph_runs() -> list:
-    """The session's recipe runs with at least one measured variant beside the baseline."""
+    """The session's recipe runs with at least one measured variant beside the baseline, then the gallery's."""
     out = []
-    for record in services.runs_of_kind(("run",), limit=200):
+    for record in [*services.runs_of_kind(("run",), limit=200), *services.gallery_runs()]:
         variants = (services.run_results(record.id) or {}).get("variants") or []
         if len([v for v in variants if v.get("status") == "ok" and v.get("artifact")]) > 1:
             out.append(record)

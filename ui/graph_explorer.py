@@ -24,6 +24,7 @@ from urllib.parse import quote
 import streamlit as st
 import streamlit.components.v1 as components
 
+from core.io.files import prebuilt_path
 from core.io.model import cache_dir
 from core.jobs.graph import graph_view_isolated
 from ui import services
@@ -199,9 +200,14 @@ def graph_view(run_id: str, variant: str, scan_id: str | None = None) -> dict:
         cached = _VIEWS.get(key)
     if cached is not None and view_dir(cached["token"]) is not None:
         return cached
+    prebuilt = prebuilt_path(run_dir, "graph", variant)
     token, folder = new_view_dir()
     try:
-        summary = graph_view_isolated(run_dir, variant, folder, sensitivity_dir=scan_dir)
+        if scan_id is None and (prebuilt / "summary.json").is_file():  # a reference run: built with the gallery
+            shutil.copytree(prebuilt, folder, dirs_exist_ok=True)
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        else:
+            summary = graph_view_isolated(run_dir, variant, folder, sensitivity_dir=scan_dir)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

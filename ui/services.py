@@ -17,7 +17,7 @@ import streamlit as st
 from core.errors import BadInputError
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
-from core.jobs.store import ACTIVE, RunStore, default_root
+from core.jobs.store import ACTIVE, GALLERY_OWNER, RunStore, default_root
 from core.io.files import write_atomic
 
 XSRF_COOKIE = "_streamlit_xsrf"
@@ -111,7 +111,8 @@ def client_address() -> str | None:
 
 
 class SessionRuns:
-    """The run store as one session sees it: its owner's runs only (everyone's with FEATHERWEIGHT_SHARED_HISTORY=1).
+    """The run store as one session sees it: its owner's runs only (everyone's with FEATHERWEIGHT_SHARED_HISTORY=1),
+    plus the reference gallery's runs, which every session may read and none may change.
 
     Another owner's run behaves as if it did not exist ("no run"), whatever id a widget or a URL carries; the one
     write is `delete`, of the session's own runs. There is no other way from a page to the store.
@@ -127,7 +128,7 @@ class SessionRuns:
         return self._runs.root
 
     def _may_read(self, owner: str | None) -> bool:
-        return owner is None or owner == self._owner or self._shared
+        return owner is None or owner == self._owner or self._shared or owner == GALLERY_OWNER
 
     def list(self, owner: str | None = None, limit: int = 200) -> list:
         """The session's runs, newest first (`owner`: another owner's only with shared history)."""
@@ -139,6 +140,8 @@ class SessionRuns:
         """A run's record; BadInputError "no run" for a run the session may not see."""
         if not self._may_read(owner):
             raise BadInputError(f"no run {run_id!r}")
+        if owner is None and not self._shared and self.can_view(run_id):
+            return self._runs.get(run_id)  # the session's own, or a reference run of the gallery
         return self._runs.get(run_id, owner if owner is not None else (None if self._shared else self._owner))
 
     def can_view(self, run_id: str) -> bool:
@@ -154,7 +157,15 @@ class SessionRuns:
             if len(_OWNERS) >= _OWNERS_MAX:
                 _OWNERS.clear()
             _OWNERS[key] = owner
-        return self._shared or owner == self._owner
+        return self._shared or owner == self._owner or owner == GALLERY_OWNER
+
+    def is_reference(self, run_id: str) -> bool:
+        """Whether the run is one of the gallery's reference runs (read-only, the same for every visitor)."""
+        return self.can_view(run_id) and _OWNERS.get((str(self._runs.root), run_id)) == GALLERY_OWNER
+
+    def gallery(self, limit: int = 200) -> list:
+        """The reference gallery's completed runs, newest first (`make demo` builds them)."""
+        return [r for r in self._runs.list(GALLERY_OWNER, limit=limit) if r.status == "completed"]
 
     def run_dir(self, run_id: str) -> Path:
         """The run's directory, only for a run the session may see (else BadInputError "no run")."""
@@ -370,6 +381,27 @@ def run_latency(run_id: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
+def _summary_image(root: str, run_id: str, mtime: float, variant: str, batch_size: int, image_format: str) -> bytes:
+    from core.results.summary import run_summary
+    from core.views.summary import summary_image
+
+    results = _results(root, run_id, mtime) or {}
+    return summary_image(run_summary(results, variant, batch_size, run_id=run_id), image_format)
+
+
+def run_summary_image(run_id: str, variant: str, batch_size: int, image_format: str) -> bytes:
+    """The one-screen summary of a run's variant as PNG or PDF (rendered with kaleido, cached on the results file).
+
+    Raises:
+        BadInputError: a run this session may not open; StepFailedError: the image could not be rendered.
+    """
+    root = _readable_root(run_id)
+    if root is None:
+        raise BadInputError(f"no run {run_id!r}")
+    return _summary_image(root, run_id, results_mtime(run_id), variant, int(batch_size), image_format)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
     from core.analysis.side_by_side import side_by_side_isolated
 
@@ -451,12 +483,24 @@ def runs_of_kind(kinds: tuple, *, with_results: bool = False, limit: int = 50) -
 
 
 def comparable_runs() -> list:
-    """Recipe runs with something to draw: still running, or with at least one measured variant."""
+    """Recipe runs with something to draw: still running, or with at least one measured variant; then the
+    reference gallery's runs."""
     from core.jobs.store import ACTIVE
 
     return [r for r in runs_of_kind(("run",), limit=200)
             if r.status in ACTIVE or any(v.get("status") == "ok"
-                                         for v in (run_results(r.id) or {}).get("variants") or [])]
+                                         for v in (run_results(r.id) or {}).get("variants") or [])] \
+        + gallery_runs()
+
+
+def gallery_runs() -> list:
+    """The reference gallery's runs (every visitor sees the same, read-only), newest first."""
+    return store().gallery()
+
+
+def is_reference_run(run_id: str) -> bool:
+    """Whether `run_id` is a reference run of the gallery."""
+    return store().is_reference(run_id)
 
 
 def runs_with_variants() -> list:

@@ -38,6 +38,9 @@ ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
+# The owner of the reference gallery's runs (core.jobs.gallery): every visitor may read them, none may change them.
+# Browser sessions are "browser-<digest>" or "session-<hex>", so no visitor is this owner.
+GALLERY_OWNER = "gallery"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, label TEXT, model TEXT, data TEXT,
