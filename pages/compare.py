@@ -354,7 +354,9 @@ else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
     caveats = best_caveats(frame, best, batch_size)
-    text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
+    budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
+    heading = f"Best within budget ({objective})" if budget_set else f"{objective.capitalize()} (no budget set)"
+    text = (f"**{heading}: {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
             f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
             f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
     if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
