@@ -142,6 +142,7 @@ def question_ui(item: Lesson, results: dict | None) -> None:
         st.session_state.setdefault(CHECK_RESULT_KEY, {})[item.id] = verdict
         if verdict.passed:
             services.lesson_passed(item.id)
+            st.rerun()  # the path, drawn above, ticks the lesson
     verdict = (st.session_state.get(CHECK_RESULT_KEY) or {}).get(item.id)
     if verdict is None:
         return
