@@ -143,13 +143,23 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
         else:
             st.caption("The unmodified model, measured in the same run.")
         info = v.get("info") or {}
-        nodes = info.get("quantized_nodes")
-        if nodes:
-            st.markdown(f"###### Quantized nodes ({len(nodes)})")
-            st.dataframe({"node": nodes}, hide_index=True, height=min(300, 38 + 35 * len(nodes)), width="stretch")
+        nodes, layers = info.get("quantized_nodes"), info.get("quantized_layers")
+        if layers:  # the layers now in integers; the Q/DQ nodes around them are counted, not listed
+            st.markdown(f"###### Quantized layers ({len(layers)})")
+            st.dataframe({"layer": layers}, hide_index=True, placeholder=fmt.MISSING,
+                         height=min(300, 38 + 35 * len(layers)), width="stretch")
+            helpers = len([n for n in nodes or [] if n not in layers])
+            if helpers:
+                st.caption(f"and {helpers} Quantize / Dequantize nodes that convert between float and int8 "
+                           "around them")
+        elif nodes:  # a run from before quantized layers were recorded
+            st.markdown(f"###### Quantize / dequantize nodes ({len(nodes)})")
+            st.dataframe({"node": nodes}, hide_index=True, placeholder=fmt.MISSING,
+                         height=min(300, 38 + 35 * len(nodes)), width="stretch")
         if info.get("excluded_nodes"):
             st.caption("Kept in float: " + ", ".join(info["excluded_nodes"]))
-        extra = {k: val for k, val in info.items() if k not in ("quantized_nodes", "layer_sparsity", "excluded_nodes")}
+        shown = ("quantized_nodes", "quantized_layers", "layer_sparsity", "excluded_nodes")
+        extra = {k: val for k, val in info.items() if k not in shown}
         if extra:
             with st.expander("More details"):
                 st.json(extra, expanded=False)
@@ -186,14 +196,14 @@ def predictions_ui(run_id: str, name: str) -> None:
             titles = [f"{'✓' if a else '✗'} {b}→{o}" for a, b, o in zip(table["agree"], table["baseline"], table[name])]
             st.plotly_chart(viz.predictions_figure(result.images, titles, height=150), theme=None,
                             key=f"thumbs.{name}", config={"displayModeBar": False, "staticPlot": True})
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
+        st.dataframe(table, hide_index=True, placeholder=fmt.MISSING, width="stretch", column_config={
             "baseline_conf": st.column_config.NumberColumn("baseline p", format="percent"),
             f"{name}_conf": st.column_config.NumberColumn(f"{name} p", format="percent"),
             "agree": st.column_config.CheckboxColumn("same")})
     else:
         st.caption(f"The {len(table)} least faithful of {result.scanned or len(table)} test samples (lowest cosine "
                    "to the baseline) first.")
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
+        st.dataframe(table, hide_index=True, placeholder=fmt.MISSING, width="stretch", column_config={
             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
             "max_abs_diff": st.column_config.NumberColumn("max |Δ|", format="%.4g")})
 

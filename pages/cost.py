@@ -11,6 +11,7 @@ from core.results import assumptions, cost
 from core.results import devices as device_profiles
 from core.views import cost as cost_view
 from core.errors import FeatherweightError
+from core.format import MISSING
 from ui import services
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
@@ -197,7 +198,7 @@ def cost_page() -> None:
                      for c in [cost.decoder_cost(v, assumptions, threads)]]
         st.caption(":material/token: A decoder run: a \"million\" below is a million generated tokens, priced at "
                    "the measured decode tokens/s at batch 1 (prompt tokens, priced at the prefill rate, cost less).")
-        st.dataframe(pd.DataFrame(per_token), hide_index=True, width="stretch", column_config={
+        st.dataframe(pd.DataFrame(per_token), hide_index=True, placeholder=MISSING, width="stretch", column_config={
             "usd_per_million_tokens": st.column_config.NumberColumn("USD / million generated tokens",
                                                                     format="$%.4g"),
             "usd_per_million_prompt_tokens": st.column_config.NumberColumn("USD / million prompt tokens",
@@ -227,13 +228,13 @@ def cost_page() -> None:
             config[f"fits: {d.name}"] = st.column_config.CheckboxColumn(f"Fits {d.name}")
             config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
                 f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
-        st.dataframe(shown[columns], hide_index=True, width="stretch", column_config=config)
+        st.dataframe(shown[columns], hide_index=True, placeholder=MISSING, width="stretch", column_config=config)
         st.plotly_chart(cost_view.cost_figure(frame, device=device), width="stretch")
     with st.expander("Device fit, variant by variant (estimates)"):
         st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
                    "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "
                    "operator support.")
-        st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, width="stretch")
+        st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, placeholder=MISSING, width="stretch")
 
 
 cost_page()

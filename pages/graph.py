@@ -9,6 +9,7 @@ import streamlit as st
 from core.errors import FeatherweightError
 from core.session import RUN_KEY
 from core.views.graph import PRECISION_COLOR
+from core.format import MISSING
 from ui import graph_explorer, services
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
@@ -116,7 +117,7 @@ legend_ui()
 focus = st.query_params.get(NODE_PARAM)
 graph_explorer.show(view["token"], focus=focus)
 with st.expander("Node by node", expanded=False):
-    st.dataframe(view["rows"], hide_index=True, key=f"graph_rows.{run_id}.{name}",
+    st.dataframe(view["rows"], hide_index=True, placeholder=MISSING, key=f"graph_rows.{run_id}.{name}",
                  column_config={"before_ms": st.column_config.NumberColumn("before (ms)", format="%.4f"),
                                 "after_ms": st.column_config.NumberColumn("after (ms)", format="%.4f"),
                                 "ratio": st.column_config.NumberColumn("after / before", format="%.2f")})

@@ -14,7 +14,7 @@ from core.teach import int4
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
 from core.session import learn_sources
-from core.format import format_bytes, format_count
+from core.format import MISSING, format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
 from ui.lessons import glossary_ui, lessons_ui
@@ -65,6 +65,8 @@ GLOSSARY_SECTION = "Glossary"
 EXPLAINER_SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION]
 SECTIONS = [LESSONS_SECTION, *EXPLAINER_SECTIONS, GLOSSARY_SECTION]
 DEFAULT_SPEC = "sample:digits-cnn"
+DEPTHWISE_DEFAULT = "sample:shapes-mobile"  # the Depthwise explainer opens on a net with depthwise layers
+DEPTHWISE_OPENED_KEY = "learn_depthwise_opened"
 LARGE_MODEL_PARAMS = 5_000_000
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
 ENTROPY_BINS = [128, 512, 2048, 4096]  # 2048: what the quantize step uses
@@ -204,7 +206,8 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     st.plotly_chart(learn_viz.activation_ranges_figure(learn.histogram(values, 120, (lo, hi)), ranges, log_y=log_y),
                     key="learn_calibration_chart", **CHART)
     table = learn.activation_range_table(values, ranges)
-    st.dataframe(table, hide_index=True, width="stretch", key="learn_calibration_table", column_config={
+    st.dataframe(table, hide_index=True, width="stretch", key="learn_calibration_table",
+                 placeholder=MISSING, column_config={
         "method": "Method", "low": st.column_config.NumberColumn("Low", format="%.4g"),
         "high": st.column_config.NumberColumn("High", format="%.4g"),
         "scale": st.column_config.NumberColumn("uint8 scale", format="%.4g"), "zero_point": "Zero point",
@@ -416,9 +419,12 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     amount = c1.slider("Pruning amount (%)", 10, 90, 50, step=10, key=W_AMOUNT_KEY) / 100
     width = c2.select_slider("Student width", [0.125, 0.25, 0.5, 0.75], value=0.25, key=W_WIDTH_KEY)
     table = explain(source, "techniques", amount=amount, width=float(width))
-    left, right = st.columns([1, 1])
-    left.dataframe(table, hide_index=True, width="stretch", key="learn_technique_table", column_config={
-        "technique": "Technique", "size_bytes": st.column_config.NumberColumn("Est. size", format="bytes"),
+    # The table full width (beside the chart its MACs column was cut off), sizes as format_bytes writes them
+    # everywhere ("641 kB", where the column format gave "641KB"), then size and MACs side by side.
+    shown = table.assign(size_bytes=table["size_bytes"].map(format_bytes))
+    st.dataframe(shown, hide_index=True, width="stretch", key="learn_technique_table",
+                 placeholder=MISSING, column_config={
+        "technique": "Technique", "size_bytes": st.column_config.TextColumn("Est. size"),
         "x_smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
         "bytes_per_weight": st.column_config.NumberColumn(
             "Bytes / weight", format="%.2f", help="Averaged over all of this model's weights, scales included; "
@@ -426,7 +432,7 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         "params": st.column_config.NumberColumn("Weights", format="localized"),
         "macs_per_sample": st.column_config.NumberColumn("MACs / sample", format="localized"),
         "arithmetic": "Arithmetic", "faster_on_cpu": "Faster on a CPU?"})
-    right.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
+    st.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
     st.caption("Sizes are **estimates** from this model's layers: weights at 4 bytes (fp32), 2 (fp16), 1 (int8, plus "
                "a scale per channel) or half (int4, plus a scale per 32), plus the graph structure the quantizers add, "
                "a per-tensor overhead fitted to the quantized digits samples' files. Run a recipe to measure them; "
@@ -467,10 +473,12 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         return
     left, right = st.columns([3, 2])
     left.plotly_chart(learn_viz.estimate_vs_measured_figure(compare), key="learn_compare_chart", **CHART)
-    right.dataframe(compare.drop(columns=["note"]), hide_index=True, width="stretch", key="learn_compare_table",
+    right.dataframe(compare.drop(columns=["note"]).assign(estimate_bytes=compare["estimate_bytes"].map(format_bytes),
+                                                          measured_bytes=compare["measured_bytes"].map(format_bytes)),
+                    hide_index=True, width="stretch", key="learn_compare_table", placeholder=MISSING,
                     column_config={"variant": "Variant", "steps": "Steps",
-                                   "estimate_bytes": st.column_config.NumberColumn("Estimated", format="bytes"),
-                                   "measured_bytes": st.column_config.NumberColumn("Measured", format="bytes"),
+                                   "estimate_bytes": st.column_config.TextColumn("Estimated"),
+                                   "measured_bytes": st.column_config.TextColumn("Measured"),
                                    "error_pct": st.column_config.NumberColumn("Error", format="%+.1f%%")})
     worst = compare["error_pct"].abs().max()
     st.caption(f"The estimate counts weights, scales and graph structure from the baseline's layers; it is within "
@@ -499,7 +507,7 @@ def depthwise_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                f"by a factor and multiplies the next layer's matching input by it (exact in fp32): after it, "
                f"{worst['spread_after']:.1f}x and {worst['smallest_levels_after']:.1f} levels, over "
                f"{view['pairs']} equalized pairs. Per-channel int8 solves the same problem with one scale per channel.")
-    st.dataframe(layers, hide_index=True, width="stretch", key="learn_depthwise_table",
+    st.dataframe(layers, hide_index=True, placeholder=MISSING, width="stretch", key="learn_depthwise_table",
                  column_config={"spread_before": st.column_config.NumberColumn("Spread before", format="%.1fx"),
                                 "spread_after": st.column_config.NumberColumn("Spread after", format="%.1fx"),
                                 "smallest_levels_before": st.column_config.NumberColumn("Levels before",
@@ -535,6 +543,7 @@ def int4_ui() -> None:
                          size=lambda t: t["total_bytes"].map(format_bytes),
                          error_pct=lambda t: (t["relative_rms_error"] * 100).round(2))
     st.dataframe(shown[["block", "bits_per_weight", "size", "error_pct", "max_abs_error"]], hide_index=True,
+                 placeholder=MISSING,
                  width="stretch")
     st.subheader("Why tiny-lm's int4 speed-up says little about memory")
     st.markdown("Decoding one token reads every weight once. tiny-lm's 2.4M weights are about 10 MB in fp32 and "
@@ -572,6 +581,10 @@ available, session_model = sources_ui()
 if session_model is not None and st.session_state.get(SEEN_CURRENT_KEY) != session_model:
     st.session_state[SEEN_CURRENT_KEY] = session_model  # a new current model: explain that one
     st.session_state[LEARN_MODEL_KEY] = session_model
+if section == DEPTHWISE_SECTION and session_model is None and not st.session_state.get(DEPTHWISE_OPENED_KEY) \
+        and DEPTHWISE_DEFAULT in available:
+    st.session_state[DEPTHWISE_OPENED_KEY] = True  # once: the visitor's own choice wins afterwards
+    st.session_state[LEARN_MODEL_KEY] = DEPTHWISE_DEFAULT
 _keep_valid(LEARN_MODEL_KEY, list(available), next(iter(available)))
 top_left, _ = st.columns([1, 2])
 model_key = top_left.selectbox("Model", list(available), format_func=lambda k: available[k].label,

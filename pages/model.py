@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.format import MISSING
 from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, UPLOAD_SEEN_KEY,
                           Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
 from ui import services
@@ -146,7 +147,7 @@ def card_ui(model) -> None:
         st.markdown("###### Inputs and outputs")
         rows = [{"kind": kind, "name": t["name"], "shape": " × ".join(str(d) for d in t["shape"]), "dtype": t["dtype"]}
                 for kind, key in (("input", "inputs"), ("output", "outputs")) for t in card.get(key, [])]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=MISSING, width="stretch")
         st.markdown("###### What applies")
         for technique, text in (card.get("capabilities") or {}).items():
             icon = ":material/check_circle:" if text.startswith("yes") else ":material/info:"
@@ -164,7 +165,7 @@ def card_ui(model) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.dataframe(
-            layers, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(layers)),
+            layers, hide_index=True, placeholder=MISSING, width="stretch", height=min(420, 38 + 35 * len(layers)),
             column_config={
                 "name": st.column_config.TextColumn("Layer"), "type": st.column_config.TextColumn("Op type"),
                 "params": st.column_config.NumberColumn("Params", format="localized"),

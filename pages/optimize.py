@@ -408,9 +408,23 @@ else:
                  f"{launcher.runner.max_variants}. Remove some, or split the sweep into several runs.",
                  icon=":material/error:")
     slow_benchmark_ui(recipe, model)
+    # A variant this model cannot run would fail in the worker: say so here, offer to drop it, and hold Run.
+    doomed = [i for i, v in enumerate(recipe.variants) if forms.doomed_reason(v, model.card)]
+    if doomed:
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.warning(f"{len(doomed)} variant{'s' if len(doomed) != 1 else ''} cannot run on {model.label} ("
+                   + ", ".join(recipe.variants[i].name for i in doomed) + "): see above, change "
+                   + ("them" if len(doomed) != 1 else "it") + " or remove " + ("them" if len(doomed) != 1 else "it")
+                   + ".", icon=":material/warning:")
+        if c2.button("Remove them" if len(doomed) != 1 else "Remove it", key="remove_doomed", width="stretch"):
+            for index in reversed(doomed):
+                recipe = recipe.without_variant(index)
+            _set_recipe(recipe)
+            st.rerun()
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     clicked = c1.button(f"Run {count} variant{'s' if count != 1 else ''}", type="primary", icon=":material/play_arrow:",
-                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many, key="run_button",
+                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many or bool(doomed),
+                        key="run_button",
                         width="stretch", help="Each variant, and the baseline measured first, is built and timed.")
     c2.caption("Runs in a worker process: this page stays responsive and you can switch pages. "
                + ("A run of yours is in progress; cancel it or wait to start another." if active_mine else

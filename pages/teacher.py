@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import FeatherweightError
+from core.format import MISSING
 from core.workshop import MIN_TOKEN_CHARS, WORKSHOP_TOKEN_VAR, token_matches, workshop_token
 from ui import services
 from ui.shell import ensure_app_shell
@@ -56,7 +57,7 @@ def room_ui(token: str) -> None:
                                         "and pages wait for a CPU.")
     lessons = pd.DataFrame(room["lessons"]).drop(columns=["id"])
     st.markdown("##### Where the room is")
-    st.dataframe(lessons, hide_index=True, width="stretch", placeholder="–", key="teacher_lessons",
+    st.dataframe(lessons, hide_index=True, width="stretch", placeholder=MISSING, key="teacher_lessons",
                  column_config={"lesson": "Lesson", "here": st.column_config.NumberColumn("At it now"),
                                 "passed": st.column_config.NumberColumn("Answer checked")})
     st.markdown("##### Attendees")
@@ -64,7 +65,7 @@ def room_ui(token: str) -> None:
         st.caption("Nobody has opened a lesson yet. Attendees appear here when they open Learn.")
         return
     rows = pd.DataFrame(room["rows"])
-    st.dataframe(rows, hide_index=True, width="stretch", placeholder="–", key="teacher_attendees",
+    st.dataframe(rows, hide_index=True, width="stretch", placeholder=MISSING, key="teacher_attendees",
                  column_config={"code": "Code", "name": "Name", "lesson": "Lesson open",
                                 "passed": st.column_config.NumberColumn("Lessons passed"),
                                 "seen_s_ago": st.column_config.NumberColumn("Last active (s ago)"),

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import FeatherweightError
-from core.format import format_ratio
+from core.format import MISSING, format_ratio
 from core.session import DATA_KEY, MODEL_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, choose_sample_model
 from core.teach.lessons import (GLOSSARY, LESSON_IDS, LESSONS, MEASURED_ON, Lesson, answer_choices, check_answer,
                                 expected_rows, find_exercise_results, lesson)
@@ -101,7 +101,7 @@ def expected_ui(item: Lesson, results: dict | None) -> None:
         "": ("✓" if yours[e.label].in_range else "≠") if e.label in yours and yours[e.label].yours is not None
         else "",
         "note": e.note} for e in item.expected])
-    st.dataframe(table, hide_index=True, width="stretch", placeholder="–", key=f"learn_expected.{item.id}",
+    st.dataframe(table, hide_index=True, width="stretch", placeholder=MISSING, key=f"learn_expected.{item.id}",
                  column_config={"result": "Result", "expected": "We measured", "yours": "Your run",
                                 "": st.column_config.TextColumn("", width="small",
                                                                 help="✓ within our range; ≠ outside it"),

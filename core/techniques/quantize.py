@@ -11,7 +11,7 @@ import numpy as np
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
-from core.io.graph import attention_softmaxes, fixed_batch_size
+from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_layer_names
 from core.spec.recipe import QuantizeConfig, key_list
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
@@ -476,6 +476,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                 notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
         result = onnx.load(str(out))
     info["quantized_nodes"] = _quantized_node_names(result)
+    info["quantized_layers"] = quantized_layer_names(result)
     info["excluded_nodes"] = list(config.exclude)
     if not info["quantized_nodes"] and config.mode in ("static", "dynamic", "int4"):
         notes.append("no node was quantized: the variant is the float model")
