@@ -469,6 +469,8 @@ def _render(run, key: str):
 TARGETS += [
     Target("Dashboard: a new browser on an idle server", {}, [
         Check("Learn's first render (the lesson path)", lambda f, r: _render(r, "learn_s"), "<=", 3.0, "s"),
+        Check("the floor: History with no run (any page's start in a new browser)", lambda f, r: _render(
+            r, "history_s"), "report", unit="s"),
         Check("plain alternative: Learn opened on the Quantization explainer, fresh server", lambda f, r: _render(
             r, "learn_explainer_first_s"), "report", unit="s"),
         Check("reference run: Compare", lambda f, r: _render(r, "compare_s"), "<=", 3.0, "s"),

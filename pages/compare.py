@@ -350,6 +350,7 @@ if device_name != ANY_DEVICE:
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
+budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
 inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
@@ -364,7 +365,6 @@ else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
     caveats = best_caveats(frame, best, batch_size)
-    budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
     heading = f"Best within budget ({objective})" if budget_set else f"{objective.capitalize()} (no budget set)"
     text = (f"**{heading}: {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
             f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
@@ -375,7 +375,8 @@ else:
     else:
         st.success(text, icon=":material/star:")
 
-st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
+st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected,
+                                  best_label="best within budget" if budget_set else objective),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
 st.caption("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "

@@ -67,15 +67,17 @@ def sample_gallery_ui(current_spec: str | None) -> str | None:
     columns = st.columns(min(3, max(1, len(SAMPLE_MODELS))))
     for i, sample in enumerate(SAMPLE_MODELS.values()):
         ok, note = available(sample)
-        with columns[i % len(columns)].container(border=True, height=236):  # equal cards, buttons aligned
+        # The button under the name: buttons line up across cards, and a long description (shapes-mobile's)
+        # only makes its card taller (in a fixed-height card it pushed the button out, clipped).
+        with columns[i % len(columns)].container(border=True):
             st.markdown(f"**{sample.name}**")
-            st.caption(sample.description)
-            st.caption(f"data: sample:{sample.dataset}")
             in_use = current_spec == f"sample:{sample.name}"
             if st.button(f"Use {sample.name}" if not in_use else f"{sample.name} in use", key=f"use_{sample.name}",
                          type="primary" if not in_use else "secondary", disabled=not ok or in_use,
                          help=note, width="stretch"):
                 clicked = sample.name
+            st.caption(sample.description)
+            st.caption(f"data: sample:{sample.dataset}")
     return clicked
 
 

@@ -349,8 +349,12 @@ def kept_text(results: dict) -> str:
 
 def _final_status_ui(status, record) -> None:
     results = services.run_results(record.id) or {}
-    duration = results.get("duration_s")
+    duration = results.get("duration_s")  # the worker's own measuring time
+    waited = record.updated_at - record.created_at  # from Run to the end: what the user waited
     took = f" in {duration:.1f} s" if duration else ""
+    if duration and waited > duration + 1.0:  # it said 17.1 s for a run the user waited 25.7 s for
+        took = (f" in {waited:.1f} s ({duration:.1f} s measuring; the rest in the queue and starting the "
+                "worker)")
     if status.state == "completed":
         st.success(f"Run completed{took}.", icon=":material/check_circle:")
     elif status.state == "cancelled":

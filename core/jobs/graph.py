@@ -18,7 +18,8 @@ from core.io.data import synthetic_inputs
 from core.io.model import Model
 from core.io.sandbox import phase, run_isolated
 from core.views.graph import (EXPAND_ALL_MAX_NODES, OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
-                              explorer_data, node_data, rename_graph, rename_nodes, write_view)
+                              explorer_data, layers_to_expand, nest_helpers, node_data, rename_graph, rename_nodes,
+                              write_view)
 
 # Profile settings: a small batch keeps the page quick (digits-cnn profiles both graphs in well under a second);
 # the per-node ratios are what the page shows, and the Insight page profiles at the batch sizes a user picks.
@@ -213,6 +214,7 @@ def build_graph_view(run_dir: str | Path, variant_name: str, out_dir: str | Path
     for pane, graphs in zip(panes, (base_graphs, var_graphs)):
         rename_graph(graphs, pane["name"])
         pane["graph_id"] = pane["name"]
+        pane["expand"] = layers_to_expand(nest_helpers(graphs))
     data = explorer_data(panes, expand_all=max(len(base_names), len(var_names)) <= EXPAND_ALL_MAX_NODES)
     write_view(out_dir, [base_graphs, var_graphs], overlays, data)
     counts = {"baseline_nodes": len(base_names), "variant_nodes": len(var_names),

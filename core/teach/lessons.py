@@ -14,8 +14,10 @@ from core.results.compare import Budget, best_variant, ok_rows
 from core.results.table import results_frame
 from core.spec.recipe import Recipe
 
-# Where the expected ranges were measured: each exercise run three times with the benchmark below, the dashboard's
-# job limits, on the development server while other work ran on it (`make bench` reruns them: "Lesson exercises").
+# Where the expected ranges were measured: each exercise run three or four times (benchmark below, torch on one thread
+# as in a worker) on the 2-core development server while other work kept it at a load of 7-13; sizes, parameters
+# and accuracies did not move, speed-ups did (`make bench` reruns them: "Lesson N exercise"). Each exercise took
+# 1-22 s there (lesson 7's tiny-lm the longest), under the minute an exercise may take on a shared server.
 MEASURED_ON = "Intel Xeon, AVX-512 VNNI + AMX, 2 shared cores, 1 benchmark thread (2026-12)"
 # A light benchmark: an exercise must finish in under a minute on a shared 2-core server. Speed-ups from 50 runs
 # of 1 s at most are noisy; the lessons read them as "about", never as a pass mark.
@@ -250,7 +252,7 @@ LESSONS: tuple[Lesson, ...] = (
         expected=(Expected("int8: × smaller", "int8-minmax", "x_smaller", 3.63, 3.63, "×"),
                   Expected("minmax: accuracy drop", "int8-minmax", "accuracy_drop_pt", 0.0, 0.0, "pt"),
                   Expected("percentile: accuracy drop", "int8-percentile", "accuracy_drop_pt", 0.0, 0.0, "pt"),
-                  Expected("minmax: × faster at batch 32", "int8-minmax", "speedup_bs32", 2.2, 2.4, "×",
+                  Expected("minmax: × faster at batch 32", "int8-minmax", "speedup_bs32", 2.0, 2.5, "×",
                            note="VNNI / AMX CPUs; an AVX2 CPU without VNNI gains less")),
         question=Question("How many times faster than the baseline is **int8-minmax** at batch 32 on your run? "
                           "(one decimal)", variant="int8-minmax", column="speedup_bs32", unit="×",
@@ -330,7 +332,9 @@ LESSONS: tuple[Lesson, ...] = (
             {"name": "student", "steps": [{"technique": "distill", "width": 0.25, "epochs": 25,
                                            "control": True}]}]),
         expected=(Expected("student: × fewer parameters", "student", "x_fewer_params", 15.43, 15.43, "×"),
-                  Expected("student: × faster at batch 32", "student", "speedup_bs32", 6.5, 7.5, "×"),
+                  Expected("student: × faster at batch 32", "student", "speedup_bs32", 7.3, 26.0, "×",
+                           note="so small a model's time is mostly per-call overhead: on a busy server its "
+                                "ratio moves a lot between runs"),
                   Expected("student: accuracy drop", "student", "accuracy_drop_pt", 2.22, 2.22, "pt"),
                   Expected("control: accuracy drop", "student (control)", "accuracy_drop_pt", 2.22, 2.22, "pt",
                            note="with every label of digits the student alone does as well; the live explainer "
@@ -385,7 +389,7 @@ LESSONS: tuple[Lesson, ...] = (
             "benchmark": {"batch_sizes": [1], "threads": 1, "warmup": 2, "runs": 10, "max_seconds": 1.0}},
         expected=(Expected("int4: × smaller", "int4", "x_smaller", 5.86, 5.86, "×"),
                   Expected("int4: perplexity change", "int4", "perplexity_increase_pct", 0.046, 0.046, "%"),
-                  Expected("int4: × faster decode", "int4", "decode_speedup", 2.0, 2.5, "×",
+                  Expected("int4: × faster decode", "int4", "decode_speedup", 2.1, 3.7, "×",
                            note="kernels, not memory: tiny-lm fits in cache; moves a lot between CPUs")),
         question=Question("How many times smaller than fp32 is your **int4** model? (one decimal)", variant="int4",
                           column="x_smaller", unit="×", tolerance_rel=0.03,

@@ -93,13 +93,18 @@ _LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left"
 
 
 def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tuple | None = None,
-                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420) -> list[str]:
+                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420,
+                    keep: set | None = None) -> list[str | None]:
     """A text position for each marker label so that labels do not overlap each other and stay inside the plot.
 
     A greedy placement on estimated label boxes (characters x `char_px`, in a plot about `width_px` x `height_px`):
     each label takes the first position in _LABEL_POSITIONS whose box overlaps no placed box and does not run
     past the plot's edges; when none fits, the one with the least overlap. Clustered variants (the tuner's
     int8-static family) and points at the right edge ("seline" for a clipped "baseline") read cleanly.
+
+    With `keep` (the labels that must show: the baseline, the frontier, the best), those are placed first, and any
+    other label that cannot be placed clear of the rest gets None: no text, its name in the hover (a cluster of
+    int8 variants still overlapped when every label was forced in).
     """
     xs, ys = [float(v) for v in x], [float(v) for v in y]
     if not xs:
@@ -111,7 +116,8 @@ def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tupl
     placed: list[tuple[float, float, float, float]] = []
     out: list = []
     marker_px = 14.0  # half the largest marker (the best's star, 22 px) plus a little air
-    for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
+    order = sorted(range(len(xs)), key=lambda k: (keep is not None and labels[k] not in keep, xs[k], ys[k]))
+    for i in order:
         px, py = (xs[i] - x0) * sx, (ys[i] - y0) * sy  # y up
         w, h = max(1, len(str(labels[i]))) * char_px, 16.0
         best, best_cost, best_box = _LABEL_POSITIONS[0], math.inf, None
@@ -129,6 +135,10 @@ def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tupl
                 best, best_cost, best_box = position, cost, box
             if cost == 0:
                 break
+        if keep is not None and labels[i] not in keep and best_cost > 0:
+            placed.append((px - marker_px / 2, py - marker_px / 2, px + marker_px / 2, py + marker_px / 2))
+            out.append((i, None))
+            continue
         placed.append(best_box)
         placed.append((px - marker_px / 2, py - marker_px / 2, px + marker_px / 2, py + marker_px / 2))
         out.append((i, best))
@@ -162,11 +172,14 @@ def color_range(values: pd.Series, metric: str) -> tuple[float, float]:
 
 
 def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accuracy", budget: Budget | None = None,
-                  best: str | None = None, selected: str | None = None, height: int = 480) -> go.Figure:
+                  best: str | None = None, selected: str | None = None, height: int = 480,
+                  best_label: str = "best within budget") -> go.Figure:
     """Size vs p50 latency at `batch_size`, coloured by a quality metric, with the Pareto frontier drawn.
 
-    Variants outside the budget are grey; the best one inside is starred; the baseline is a black diamond.
-    Every marker's customdata starts with the variant name (for click-to-open).
+    Variants outside the budget are grey; the best one inside is starred (and labelled `best_label`: "fastest"
+    when no budget is set); the baseline is a black diamond. The baseline, the frontier, the best and the selected
+    variant are always named; another variant's name is left to its hover where it would overlap. Every marker's
+    customdata starts with the variant name (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
         return decoder_pareto_figure(frame, selected=selected, height=height)
@@ -200,8 +213,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     has_best = best is not None and best in set(names)
     bx = list(x) + ([float(x[names.index(best)])] if has_best else [])
     by = list(y) + ([float(y[names.index(best)])] if has_best else [])
-    placed = label_positions(bx, by, names + (["best within budget"] if has_best else []), x_range=(0.0, x_top),
-                             y_range=(0.0, y_top), height_px=max(200, height - 120))
+    placed = label_positions(bx, by, names + ([best_label] if has_best else []), x_range=(0.0, x_top),
+                             y_range=(0.0, y_top), height_px=max(200, height - 120),
+                             keep={"baseline", best_label, *front, *([best] if best else []),
+                                   *([selected] if selected else [])})
     positions = dict(zip(names, placed))
 
     if color_by not in rows or rows[color_by].isna().all():
@@ -230,7 +245,8 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
                                         thickness=14))
         fig.add_trace(go.Scatter(
             x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
-            text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
+            text=[n if positions[n] else "" for n in part["name"]],
+            textposition=[positions[n] or "top center" for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
             customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
     if has_best:
@@ -238,7 +254,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         vertical, horizontal = placed[-1].split()
         ax = {"left": -70, "right": 70}.get(horizontal, 0)
         ay = {"top": -34, "bottom": 34}.get(vertical, 0)
-        fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text="best within budget", showarrow=True,
+        fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text=best_label, showarrow=True,
                            arrowhead=2, ax=ax or 40, ay=ay, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
     if budget is not None and budget.max_latency_ms is not None:
         fig.add_hline(y=budget.max_latency_ms, line=dict(color=MUTED, dash="dash", width=1))

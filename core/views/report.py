@@ -191,7 +191,9 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     title = title or f"Featherweight report: {results.get('model', 'model')}"
     env = results.get("environment") or {}
 
-    figures = [("Size vs latency", viz.pareto_figure(frame, batch_size, budget=budget, best=best)),
+    budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
+    figures = [("Size vs latency", viz.pareto_figure(frame, batch_size, budget=budget, best=best,
+                                                     best_label="best within budget" if budget_set else objective)),
                ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
                (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
                ("Batch-size scaling", viz.batch_scaling_figure(latency))]
@@ -203,7 +205,6 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         chart_html.append(f"<h2>{_esc(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=False,
                                                                      config={"displaylogo": False}))
 
-    budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
     summary = _summary_cards(frame, best, batch_size, quality_split_of(results), results.get("task"),
                              best_label="Best within budget" if budget_set else
                              f"{OBJECTIVES.get(objective, objective).capitalize()} (no budget set)")

@@ -113,7 +113,7 @@ def test_variant_detail_nodes_sparsity_and_notes(make_app, fw_home):
     run_id = add_run(fw_home, synthetic_results())
     at = _compare(make_app, run_id)
     at.selectbox(key=f"variant_pick.{run_id}").set_value("int8-static").run()
-    assert any("Quantized nodes (2)" in m.value for m in at.markdown)
+    assert any("Quantize / dequantize nodes (2)" in m.value for m in at.markdown)  # a run before quantized layers
     at.selectbox(key=f"variant_pick.{run_id}").set_value("pruned").run()
     assert any(json.loads(c.proto.spec)["data"][0]["y"] == ["conv1", "fc"] for c in at.get("plotly_chart"))
     at.selectbox(key=f"variant_pick.{run_id}").set_value("fp16").run()
@@ -180,3 +180,17 @@ def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
     assert any(f"{len(expected)} variant(s) that fit on {tiny.name}" in c.value for c in at.caption)
     roomy = max(DEFAULT_DEVICES, key=lambda d: d.memory_bytes)
     assert set(variants_fitting(results, roomy)) == {v["name"] for v in results["variants"]}
+
+
+def test_quantized_layers_are_listed_and_their_qdq_nodes_counted(make_app, fw_home):
+    """A variant that records its quantized layers lists those (Conv, Gemm) and counts the Q/DQ nodes around
+    them, instead of listing 28 DequantizeLinear nodes as "quantized nodes"."""
+    results = synthetic_results()
+    info = next(v for v in results["variants"] if v["name"] == "int8-static")["info"]
+    info["quantized_layers"] = ["/conv1/Conv", "/fc/Gemm"]
+    info["quantized_nodes"] = info["quantized_layers"] + [f"dq{i}_DequantizeLinear" for i in range(26)]
+    run_id = add_run(fw_home, results)
+    at = _compare(make_app, run_id)
+    at.selectbox(key=f"variant_pick.{run_id}").set_value("int8-static").run()
+    assert any("Quantized layers (2)" in m.value for m in at.markdown)
+    assert any("26 Quantize / Dequantize nodes" in c.value for c in at.caption)
