@@ -77,6 +77,9 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
                           + (" Cosine loss = 100 × (1 − mean cosine to the baseline's outputs)." if shown != label
                              else ""))
         budget["max_drop_pt"] = None if value >= _ceil(high, 0.05) else value
+    # Each slider opens at its right end, which is no limit: an encoder's "15.6 pt" there read as a chosen budget.
+    st.caption("Budgets: a slider at its right end sets no limit. " + (
+        "None set." if not any(v is not None for v in budget.values()) else "Variants outside them are grey."))
     return Budget(**budget)
 
 
