@@ -474,6 +474,8 @@ TARGETS += [
         Check("plain alternative: Learn opened on the Quantization explainer, fresh server", lambda f, r: _render(
             r, "learn_explainer_first_s"), "report", unit="s"),
         Check("reference run: Compare", lambda f, r: _render(r, "compare_s"), "<=", 3.0, "s"),
+        Check("of which to Compare's first words (before the browser compiles plotly.js for the first chart)",
+              lambda f, r: _render(r, "compare_first_words_s"), "report", unit="s"),
         Check("reference run: Summary (clicked on Compare)", lambda f, r: _render(r, "summary_s"), "<=", 3.0, "s"),
         Check("reference run: Graph", lambda f, r: _render(r, "graph_s"), "<=", 3.0, "s"),
         Check("plain alternative: running that recipe yourself", lambda f, r: _render(r, "own_run_s"), "report",
