@@ -273,6 +273,9 @@ def progress_ui(run_id: str) -> None:
             cancelling = (runner.store.run_dir(run_id) / CANCEL_FLAG).exists()
             if not progress:
                 label = "Starting the worker process (loading the model and data)…"
+            elif progress.get("variant") == "timing":  # the run's timing phase: every variant together
+                label = (f"Timing the baseline and every variant together — {progress.get('message')} · "
+                         f"{live_elapsed_s(progress):.0f} s elapsed")
             else:
                 label = (f"Variant {index} of {count}: **{progress.get('variant') or 'finishing'}** — "
                          f"{progress.get('message')} · {live_elapsed_s(progress):.0f} s elapsed")

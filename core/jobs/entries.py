@@ -21,7 +21,7 @@ from core.jobs.insight import run_job
 from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
 from core.jobs.store import RunStore
 from core.measure.card import model_card
-from core.measure.timing import pin_to, set_core_gate
+from core.measure.timing import set_core_gate
 from core.pipeline.run import run_recipe
 from core.spec.recipe import Recipe
 from core.teach import explainers as learn
@@ -236,13 +236,12 @@ def run_estimates_isolated(store: RunStore, run_id: str, results: dict) -> Any:
 
 
 def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
-    """The body of a job worker (limits already applied): pin to its core, run the recipe, write outcome.json
-    atomically. Every timing phase of the job goes through the store's core lock (one per core at a time)."""
+    """The body of a job worker (limits applied, pinned to `spec.core` by the sandbox): run the recipe, write
+    outcome.json atomically. Every timing phase of the job goes through the store's core lock (one timing phase
+    per core at a time, across workers)."""
     run_dir = Path(spec.run_dir)
     outcome = {"status": "failed", "error": None}
     try:
-        if spec.core is not None:
-            pin_to({spec.core})  # before torch and onnxruntime start threads: they inherit it
         import torch
 
         torch.set_num_threads(limits.threads)

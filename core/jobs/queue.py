@@ -332,7 +332,7 @@ class JobRunner:
                 # Started by name: the generic sandbox imports none of its callers, and this module none of the
                 # worker's entries.
                 request = {"entry": "core.jobs.entries:job_entry", "args": [dataclasses.asdict(spec), limits.to_dict()],
-                           "limits": limits.to_dict(), "ray": spec.executor == "ray"}
+                           "limits": limits.to_dict(), "ray": spec.executor == "ray", "core": spec.core}
                 try:
                     with open(self.logs_dir / f"{spec.run_id}.log", "ab") as log:
                         process = start_worker(request, limits, stdout=log, stderr=log, cwd=spec.run_dir)

@@ -264,8 +264,11 @@ def time_variants(run: RunResult, out_dir: Path, dataset: Dataset, recipe: Recip
                   "confidence": CONFIDENCE, "max_seconds_per_model": bench.max_seconds, "max_rounds": bench.runs,
                   "holdout": "alternate rounds are held out for choosing (selection.speedup); the reported "
                              "figures come from the others", "batches": {}}
-    sizes, _ = measure.possible_batch_sizes(graph_inputs(baseline_proto), bench.batch_sizes)
+    sizes, fixed_note = measure.possible_batch_sizes(graph_inputs(baseline_proto), bench.batch_sizes)
     by_name = {v.name: v for v in timed}
+    if fixed_note:
+        for variant in timed:
+            variant.notes.append(fixed_note)
     for index, batch in enumerate(sizes):
         def progress(fraction, message, _index=index):
             report(message, (_index + fraction) / max(1, len(sizes)))
@@ -291,8 +294,6 @@ def time_variants(run: RunResult, out_dir: Path, dataset: Dataset, recipe: Recip
                 if measured["selection"][key]:
                     variant.selection.setdefault(key, {}).update(measured["selection"][key])
         run.timing["batches"].update(figures["batches"])
-        if figures["note"]:
-            run.variants[0].notes.append(figures["note"])
         if figures["stopped"]:
             break
         if on_batch is not None:

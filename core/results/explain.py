@@ -126,7 +126,7 @@ def _measured(entry: dict) -> str:
         return f"{text}: faster, but by less than {NO_SPEEDUP_RATIO:g}x"
     if verdict is None:
         return f"{text} (one p50 ratio, no interval: a run from before interleaved timing)"
-    return text
+    return f"{text}: slower" if verdict == "slower" else text
 
 
 __all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "not_faster", "reason", "why_no_speedup"]

@@ -32,8 +32,10 @@ def sensitivity_figure(result: dict, top: int = 30, height: int = 420) -> go.Fig
              f"{'identical' if row.get('sqnr_db') is None else format(row['sqnr_db'], '.1f') + ' dB'}"
              f"<br>agreement {'' if row.get('agreement') is None else format(row['agreement'] * 100, '.2f') + '%'}"
              for row in layers]
+    # "0.56 =": tied within one validation sample with another layer (core.analysis.sensitivity.mark_ties)
     fig = go.Figure(go.Bar(
-        x=drops, y=names, orientation="h", text=[f"{d:.2f}" for d in drops], textposition="outside",
+        x=drops, y=names, orientation="h", text=[f"{row['drop']:.2f}{' =' if row.get('tied') else ''}"
+                                                  for row in layers], textposition="outside",
         marker=dict(color=colors, colorscale=SENSITIVITY_SCALE, reversescale=True, showscale=bool(finite),
                     colorbar=dict(title=dict(text="SQNR (dB)", side="right"), thickness=14)),
         hovertext=hover, hoverinfo="text"))
