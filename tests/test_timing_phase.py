@@ -181,20 +181,36 @@ with RunStore(sys.argv[1]).timing_cores([0], 1) as cores:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 def test_one_timing_phase_per_core_across_processes(tmp_path):
-    """While another process holds core 0 for timing, a phase wanting core 0 waits (and says so) until it is free;
-    one that may take core 1 takes it at once; a stop while waiting gives up."""
+    """While another process holds core 0 for timing, a phase that may take core 1 takes it at once, a stop while
+    waiting gives up, one that needs core 0 waits (and says so) until it is free, and a holder killed with SIGKILL
+    frees its core at once."""
     from core.jobs.store import RunStore
 
     store = RunStore(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(LOCK_HOLDER), str(tmp_path), "1.5"],
-                              stdout=subprocess.PIPE, text=True, env=env)
+
+    def holder(seconds: float) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(LOCK_HOLDER), str(tmp_path),
+                                    str(seconds)], stdout=subprocess.PIPE, text=True, env=env)
+        assert process.stdout.readline().startswith("held [0]")
+        return process
+
+    killed = holder(60.0)
     try:
-        assert holder.stdout.readline().startswith("held [0]")
         with store.timing_cores([0, 1], 1) as cores:
             assert cores == [1]  # core 0 is taken: the next candidate
         with store.timing_cores([0], 1, should_stop=lambda: True) as cores:
             assert cores is None  # stopped while waiting
+        killed.kill()  # SIGKILL while holding core 0: the kernel drops its flock
+        killed.wait()
+        started = time.monotonic()
+        with store.timing_cores([0], 1) as cores:
+            assert cores == [0] and time.monotonic() - started < 1.0
+    finally:
+        killed.kill()
+        killed.wait()
+    slow = holder(1.0)
+    try:
         waits = []
         started = time.monotonic()
         with store.timing_cores([0], 1, on_wait=waits.append) as cores:
@@ -202,8 +218,8 @@ def test_one_timing_phase_per_core_across_processes(tmp_path):
             assert cores == [0]
         assert waited > 0.3 and len(waits) == 1 and "another job is timing on core 0" in waits[0]
     finally:
-        holder.kill()
-        holder.wait()
+        slow.kill()
+        slow.wait()
 
 
 def test_workers_get_cores_of_their_own(monkeypatch):

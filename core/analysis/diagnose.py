@@ -201,7 +201,7 @@ def profile_in_rounds(models: dict, inputs: dict, *, baseline: str = "baseline",
     with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp, \
             timing_cores(threads, should_stop=should_stop) as cores:
         if cores is None:
-            raise BadInputError("stopped before profiling")
+            raise BadInputError("stopped while waiting for a core to profile on")
         sessions = {name: make_session(data, threads, profile_prefix=os.path.join(tmp, f"profile-{i}"))
                     for i, (name, data) in enumerate(models.items())}
         batch = session_fixed_batch(sessions[baseline]) or batch_size
@@ -448,8 +448,13 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     cpu = cpu_panel(threads)
     chosen = [n for n in dict.fromkeys(variants) if n != "baseline"]
     models = {"baseline": base_bytes, **{name: artifact_bytes(run_dir, entries[name]) for name in chosen}}
-    profiled = profile_in_rounds(models, inputs, batch_size=batch, threads=threads, max_rounds=runs,
-                                 max_seconds=max_seconds, should_stop=should_stop)
+    try:
+        profiled = profile_in_rounds(models, inputs, batch_size=batch, threads=threads, max_rounds=runs,
+                                     max_seconds=max_seconds, should_stop=should_stop)
+    except BadInputError:
+        if should_stop():  # stopped while waiting for a core: nothing profiled, nothing to explain
+            return {"cpu": cpu, "batch_size": batch, "baseline": None, "variants": {}}
+        raise
     before = profiled["profiles"]["baseline"]
     base_lat = entries["baseline"].get("latency_ms") or {}
     batch1 = (base_lat.get("1") or {}).get("p50")

@@ -65,7 +65,8 @@ def results_frame(results: dict) -> pd.DataFrame:
     number is from; ``selection_split`` the one the tuner chose on (tuned runs only). What choices read and
     reports never show: ``selection_accuracy`` / ``selection_agreement`` / ``selection_cosine_mean`` on the
     validation split, ``selection_p50_ms_bs{N}`` / ``selection_speedup_bs{N}`` from the timing rounds held out
-    for choosing (`core.results.compare.chosen_on`).
+    for choosing (`core.results.compare.chosen_on`). ``cpu_share_bs{N}`` / ``contended_bs{N}``: the share of the CPU
+    the run's timing phase got at that batch size and whether it was measured under contention.
     """
     variants = results.get("variants", [])
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
@@ -110,6 +111,9 @@ def results_frame(results: dict) -> pd.DataFrame:
             else:  # the baseline (1 by definition), or a run from before intervals
                 row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
                 row[f"speedup_low_bs{bs}"] = row[f"speedup_high_bs{bs}"] = row[f"speedup_rounds_bs{bs}"] = None
+            seen = (((results.get("timing") or {}).get("batches") or {}).get(str(bs)) or {}).get("contention") or {}
+            row[f"cpu_share_bs{bs}"] = seen.get("cpu_share")  # what the run's timing phase got of the CPU
+            row[f"contended_bs{bs}"] = seen.get("contended")  # "measured under contention" at this batch size
             held = chosen.get("latency_ms", {}).get(str(bs)) or {}
             row[f"selection_p50_ms_bs{bs}"] = held.get("p50")
             row[f"selection_speedup_bs{bs}"] = ((chosen.get("speedup") or {}).get(str(bs)) or {}).get("ratio")
