@@ -602,7 +602,8 @@ def contention_line(timing: dict) -> str:
     """A variant table's note on the contention its timing saw ('' when it saw none or recorded none)."""
     if not timing.get("contended"):
         return ""
-    return f"Measured under contention: {timing.get('contention_note')}."
+    note = str(timing.get("contention_note") or "measured under contention")
+    return note[:1].upper() + note[1:] + "."
 
 
 def median(values: list):
