@@ -591,8 +591,11 @@ METHOD_PARAGRAPH = (
     "Every speed-up here comes from one method (`core.measure.timing`). The baseline and the variants of a run "
     "take turns of about 25 ms each, round after round, in one process on the same pinned core, so whatever "
     "else the machine is doing slows both sides of each comparison alike. Each round gives a ratio (baseline time "
-    "over variant time); the figure is the median of those ratios, and a 95% bootstrap interval around it says how "
-    "sure it is. Rounds go on until the interval is within ±5% of the figure or the time cap is reached. A target "
+    "over variant time, each call timed on the thread's CPU clock, so time the scheduler gives other processes "
+    "does not count); the figure is the median of those ratios, and a 95% bootstrap interval around it says how "
+    "sure it is. Rounds go on until the interval is within ±5% of the figure or the time cap is reached. The "
+    "interval is one timing phase's: another phase, with sessions of its own, can land a few percent away, so "
+    "repeated runs agree at about ±5%, which the repeatability target checks. A target "
     "passes on the figure; its row says when the interval straddles the threshold, and an interval that holds 1 "
     "reads \"no measurable difference\", never \"slower\". Each run also records how much CPU time it got, the "
     "hypervisor's steal and the load of the other cores, and says when it was measured under contention.")

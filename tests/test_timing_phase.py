@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from core.format import format_speedup, speedup_verdict
-from core.measure.timing import allowed_cores, set_core_gate
+from core.measure.timing import TARGET_HALF_WIDTH, allowed_cores, set_core_gate
 
 TWINS = """
 model: sample:digits-cnn
@@ -71,6 +71,8 @@ def test_identical_variants_read_the_same_beside_a_busy_loop(tmp_path):
         result = run_recipe(Recipe.from_text(TWINS), tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())
     a, b = (next(v for v in data["variants"] if v["name"] == name)["speedup"]["32"] for name in ("twin-a", "twin-b"))
+    print(f"\ntwins beside a busy loop: {format_speedup(a)} and {format_speedup(b)}, "
+          f"{data['timing']['batches']['32']['contention']['cpu_share']:.0%} of the core")
     assert max(a["low"], b["low"]) <= min(a["high"], b["high"]), (a, b)  # the intervals overlap
     assert abs(a["ratio"] / b["ratio"] - 1) <= 0.10, (a, b)
     assert speedup_verdict(a) != "slower" and speedup_verdict(b) != "slower"
@@ -91,9 +93,19 @@ variants:
 """
 
 
+def at_resolution(entry: dict) -> tuple[float, float]:
+    """An interval, widened where it is narrower to the ±5% the method resolves between two timing phases."""
+    ratio = entry["ratio"]
+    return min(entry["low"], ratio * (1 - TARGET_HALF_WIDTH)), max(entry["high"], ratio * (1 + TARGET_HALF_WIDTH))
+
+
 def test_graph_kernel_time_ratio_agrees_with_compare_speedup(tmp_path):
     """The Graph page's kernel-time speed-up (both graphs profiled interleaved in rounds at the run's batch) and
-    Compare's speed-up (the run's timing phase) of the same variant: their intervals overlap."""
+    Compare's speed-up (the run's timing phase) of the same variant agree within their intervals, each taken at
+    least at the method's ±5%: the two come from two timing phases in two pairs of sessions, and those differ by
+    more than one phase's interval (identical sessions of one model measured up to 3% apart in one phase, from
+    where their memory landed; back-to-back Graph profiles of one pair moved by ±4%). Before, the Graph page read
+    0.35x where Compare read 2.0x (batch 8 against 256, one graph after the other)."""
     from core.jobs.graph import build_graph_view
     from core.pipeline.run import run_recipe
     from core.spec.recipe import Recipe
@@ -104,7 +116,9 @@ def test_graph_kernel_time_ratio_agrees_with_compare_speedup(tmp_path):
     graph = view["profile"]
     kernel = graph["kernel_speedup"]
     assert graph["batch_size"] == 256 and graph["run_speedup"] == compare
-    assert max(kernel["low"], compare["low"]) <= min(kernel["high"], compare["high"]), (
+    print(f"\nGraph kernel time {format_speedup(kernel)}, Compare {format_speedup(compare)}")
+    (graph_low, graph_high), (compare_low, compare_high) = at_resolution(kernel), at_resolution(compare)
+    assert max(graph_low, compare_low) <= min(graph_high, compare_high), (
         f"Graph {format_speedup(kernel)} vs Compare {format_speedup(compare)}")
 
 

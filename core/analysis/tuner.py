@@ -54,7 +54,7 @@ from core.io.graph import graph_inputs, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
 from core.measure import quality as measure
-from core.measure.timing import Speedup, time_in_rounds, timing_cores
+from core.measure.timing import Speedup, cpu_clock_for, time_in_rounds, timing_cores
 from core.pipeline.build import (ProgressEvent, RunResult, baseline_fidelity, build_variant, measure_variant,
                                  time_variants, write_results)
 from core.results.table import resolution_pt, resolution_text
@@ -198,7 +198,7 @@ def selection_speedup(base_session, session, feed: dict, *, max_seconds: float =
         timed = time_in_rounds({"baseline": lambda: base_session.run(None, feed),
                                 "variant": lambda: session.run(None, feed)}, "baseline", warmup=warmup,
                                max_rounds=max_rounds, max_seconds=2 * max_seconds, threads=threads,
-                               should_stop=should_stop)
+                               should_stop=should_stop, cpu_clock=cpu_clock_for(threads))
     return timed.speedup.get("variant")
 
 

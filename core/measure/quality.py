@@ -14,7 +14,8 @@ import numpy as np
 from core.io.runtime import make_session
 from core.io.graph import fixed_batch_of
 from core.measure.energy import EnergyCounter
-from core.measure.timing import CONFIDENCE, ROUND_SECONDS, TARGET_HALF_WIDTH, time_in_rounds, timing_cores
+from core.measure.timing import (CONFIDENCE, ROUND_SECONDS, TARGET_HALF_WIDTH, cpu_clock_for, time_in_rounds,
+                                 timing_cores)
 
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
@@ -230,7 +231,9 @@ GROUP_MAX_MODELS = 16
 TIMING_METHOD = ("interleaved rounds: the baseline and every variant take turns of about "
                  f"{ROUND_SECONDS * 1000:.0f} ms in one process, on the same pinned core(s); speed-up = median of "
                  f"per-round ratios with a {CONFIDENCE:.0%} bootstrap interval; rounds until every interval is "
-                 f"within ±{TARGET_HALF_WIDTH:.0%} or the time cap")
+                 f"within ±{TARGET_HALF_WIDTH:.0%} or the time cap; with one thread each call's time in the "
+                 "ratios is the thread's CPU time (time taken away by other processes does not count), and the "
+                 "latency percentiles are wall-clock")
 
 
 def timing_groups(sizes: Mapping[str, int], baseline: str, *, max_bytes: int = GROUP_MAX_BYTES,
@@ -324,7 +327,8 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
                 report(step, f"timing batch {batch}: warm-up ({warmup} calls per model)")
                 timed = time_in_rounds(runners, baseline, warmup=warmup, max_rounds=runs, max_seconds=cap_s,
                                        threads=threads, holdout=holdout, energy_counter=counter if counter.available
-                                       else None, should_stop=should_stop, on_progress=progress)
+                                       else None, should_stop=should_stop, on_progress=progress,
+                                       cpu_clock=cpu_clock_for(threads))
                 del runners, sessions
             first = group_index == 0
             for name in group:

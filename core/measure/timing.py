@@ -4,7 +4,13 @@ ratios with a 95% bootstrap interval; rounds go on until every interval is withi
 Why rounds: on a shared machine the load drifts over seconds. Timing the baseline for ten seconds and then a variant
 for ten seconds compares two different machines; timing them alternately, a few milliseconds each, compares them
 under the same load, and the per-round ratio cancels what the load does to both. The median of the ratios shrugs
-off a round that a burst hit one side of, and the bootstrap interval says how sure the figure is.
+off a round that a burst hit one side of, and the bootstrap interval says how sure the figure is. With one thread the
+calls are timed on the thread's CPU clock for the ratios (`cpu_clock_for`), so the time the scheduler gives other
+processes is not counted at all.
+
+What the interval does not cover: another timing phase, with its own sessions. Identical sessions of one model
+measured up to 3% apart in one phase (where their memory landed), so two phases agree at the ±5% target, not at
+their narrower intervals.
 """
 
 from __future__ import annotations
@@ -226,6 +232,8 @@ class RoundsTiming:
     calls_per_round: dict = field(default_factory=dict)  # name -> timed calls in each of its turns
     warmup_calls: dict = field(default_factory=dict)  # name -> untimed calls before the first round
     holdout: bool = False
+    ratio_clock: str = "wall"  # what the per-round times (and so the ratios) are: "wall" or "thread CPU"
+    call_s: dict = field(default_factory=dict)  # name -> per round, each timed call's (wall s, ratio-clock s)
 
     def speedup_dicts(self) -> dict:
         return {name: s.to_dict() for name, s in self.speedup.items()}
@@ -245,7 +253,8 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
                    holdout: bool = False, max_calls_per_round: int | None = None, energy_counter=None,
                    should_stop: Callable[[], bool] = lambda: False,
                    on_progress: Callable[[float, str], None] | None = None,
-                   clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> RoundsTiming:
+                   clock: Callable[[], float] = time.perf_counter, cpu_clock: Callable[[], float] | None = None,
+                   seed: int = 0) -> RoundsTiming:
     """Time `runners` (name -> a call to time) interleaved in rounds against `runners[baseline]`.
 
     Each runner is warmed up (`warmup` calls), then each round times every runner for about `round_seconds` of
@@ -265,7 +274,12 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
             target and `min_rounds` then apply to the reported half.
         max_calls_per_round: a cap on one turn's calls (a profiled session writes an event per node per call).
         energy_counter: a `core.measure.energy.EnergyCounter` read around every turn, or None.
-        clock: seconds as a float (tests inject a synthetic clock).
+        clock: seconds as a float (tests inject a synthetic clock): the latency percentiles, the caps.
+        cpu_clock: the calling thread's CPU clock (`cpu_clock_for`), or None. When given, each call is also timed
+            on it and the per-round times (so the ratios) come from it: a call the scheduler sets aside for another
+            process's slice runs no longer on it, where on the wall clock a long call is set aside far more often
+            than a short one and the ratio inflates (beside a busy loop on its core: 8.8x on the wall clock,
+            2.3x on the CPU clock, for a pair at 2.4x on an idle core).
         seed: the bootstrap's seed, so a run's intervals are reproducible from its times.
 
     Returns:
@@ -299,6 +313,7 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
     if max_calls_per_round is not None:
         calls = {name: min(count, max(1, int(max_calls_per_round))) for name, count in calls.items()}
     turns: dict[str, list[list[float]]] = {name: [] for name in names}
+    ratio_turns: dict[str, list[list[float]]] = {name: [] for name in names}
     per_round: dict[str, list[float]] = {name: [] for name in names}
     usage = {name: {"calls": 0, "busy_s": 0.0, "cpu_s": 0.0, "energy_j": 0.0 if energy_counter is not None
                     and energy_counter.available else None} for name in names}
@@ -318,15 +333,19 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
             stopped = True
             break
         for name in names:
-            times = []
+            times, on_cpu = [], []
             run = runners[name]
             cpu_before = _rusage()[0]
             energy_before = energy_counter.read() if usage[name]["energy_j"] is not None else None
             turn_started = clock()
             for _ in range(calls[name]):
+                c0 = cpu_clock() if cpu_clock is not None else 0.0
                 t0 = clock()
                 run()
-                times.append(clock() - t0)
+                t1 = clock()
+                times.append(t1 - t0)
+                if cpu_clock is not None:
+                    on_cpu.append(cpu_clock() - c0)
             spent = usage[name]
             spent["busy_s"] += clock() - turn_started
             spent["cpu_s"] += _rusage()[0] - cpu_before
@@ -335,7 +354,8 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
                 joules = energy_counter.joules(energy_before, energy_counter.read())
                 spent["energy_j"] = None if joules is None else spent["energy_j"] + joules
             turns[name].append(times)
-            per_round[name].append(float(np.median(times)))
+            ratio_turns[name].append(on_cpu if cpu_clock is not None else times)
+            per_round[name].append(float(np.median(ratio_turns[name][-1])))
         rounds += 1
         now = clock()
         if reported_count(rounds) >= min_rounds and (rounds % check_every == 0 or now >= deadline):
@@ -376,7 +396,16 @@ def time_in_rounds(runners: Mapping[str, Callable[[], object]], baseline: str, *
                         round_ms={n: [t * 1000.0 for t in per_round[n]] for n in names}, rounds=rounds,
                         converged=converged, stopped=stopped, elapsed_s=round(clock() - started, 3),
                         contention=probe.read(), selection=selection, selection_latency_ms=held_latency,
-                        usage=usage, calls_per_round=calls, warmup_calls=warmed, holdout=holdout)
+                        usage=usage, calls_per_round=calls, warmup_calls=warmed, holdout=holdout,
+                        ratio_clock="wall" if cpu_clock is None else "thread CPU",
+                        call_s={n: [list(zip(w, c)) for w, c in zip(turns[n], ratio_turns[n])] for n in names})
+
+
+def cpu_clock_for(threads: int) -> Callable[[], float] | None:
+    """The clock a timing's ratios read: this thread's CPU time when the model runs on the calling thread alone
+    (onnxruntime with one intra-op thread computes inline), else None (the wall clock: with a thread pool, the
+    calling thread's CPU time misses the pool's work)."""
+    return time.thread_time if int(threads) == 1 else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -465,5 +494,5 @@ def timing_cores(threads: int = 1, *, should_stop: Callable[[], bool] = lambda: 
 
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "CONFIDENCE", "ContentionProbe", "CoreGate", "MIN_ROUNDS", "ROUND_SECONDS",
-           "RoundsTiming", "Speedup", "TARGET_HALF_WIDTH", "allowed_cores", "median_interval", "pin_to",
+           "RoundsTiming", "Speedup", "TARGET_HALF_WIDTH", "allowed_cores", "cpu_clock_for", "median_interval", "pin_to",
            "set_core_gate", "speedup_of", "time_in_rounds", "timing_cores", "within_target"]

@@ -173,11 +173,13 @@ def export_candidate(candidate: Candidate, baseline: Model, dataset: Dataset) ->
 
 
 class ProgressTracker:
-    """Turns step-level reports into ProgressEvents with an overall fraction."""
+    """Turns step-level reports into ProgressEvents with an overall fraction: `count` variants (the baseline
+    included), plus `extra_parts` of the bar after them (the run's timing phase), each worth a variant."""
 
-    def __init__(self, callback: Callable[[ProgressEvent], None] | None, count: int):
+    def __init__(self, callback: Callable[[ProgressEvent], None] | None, count: int, extra_parts: int = 0):
         self.callback = callback
         self.count = count
+        self.parts = count + extra_parts
         self.start = time.perf_counter()
         self.index = 0
         self.variant: str | None = None
@@ -185,7 +187,7 @@ class ProgressTracker:
     def emit(self, kind: str, message: str, within: float = 0.0, result: dict | None = None) -> None:
         if self.callback is None:
             return
-        fraction = min(1.0, (self.index + max(0.0, min(1.0, within))) / max(1, self.count))
+        fraction = min(1.0, (self.index + max(0.0, min(1.0, within))) / max(1, self.parts))
         # a snapshot: the timing phase fills the same variant's latency in later
         self.callback(ProgressEvent(kind, self.variant, self.index, self.count, message, fraction,
                                     time.perf_counter() - self.start, copy.deepcopy(result), time.time()))

@@ -55,7 +55,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
                        dataset=dataset.summary())
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 2)  # the baseline, the variants, the timing
+    progress = ProgressTracker(on_progress, len(recipe.variants) + 1, extra_parts=1)  # + the timing phase
     progress.variant = "baseline"
     progress.emit("start", "scoring the baseline")
     torch.manual_seed(recipe.seed)
@@ -89,7 +89,7 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                 progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
             write_results(result, out_dir)
 
-    progress.index, progress.variant = progress.count - 1, "timing"
+    progress.index, progress.variant = progress.count, "timing"
     progress.emit("step", "timing the baseline and every variant together", 0.0)
     stop = (lambda: True) if cancelled else should_stop
     time_variants(result, out_dir, dataset, recipe, should_stop=stop,
@@ -105,7 +105,7 @@ def finish_run(result: RunResult, out_dir: Path, progress: ProgressTracker, *, c
     result.status = "cancelled" if cancelled else "completed"
     result.duration_s = round(time.perf_counter() - started, 3)
     write_results(result, out_dir)
-    progress.index, progress.variant = progress.count, None
+    progress.index, progress.variant = progress.parts, None
     progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
     return result
 
