@@ -148,3 +148,25 @@ def test_a_ratio_without_an_interval_gets_no_verdict():
     assert speedup_verdict({"ratio": 0.97}) is None
     assert format_speedup({"ratio": 0.97}) == "0.97x"
     assert format_speedup({"ratio": 2.1, "low": None, "high": None}) == "2.10x"
+
+
+def test_ratios_read_the_cpu_clock_so_time_given_to_other_processes_does_not_count():
+    """A long call set aside for another process's slice more often than a short one: on the wall clock the ratio
+    inflates; on the thread's CPU clock it is the true 2x. The latency percentiles stay wall-clock."""
+    rng = np.random.default_rng(0)
+    state = {"wall": 0.0, "cpu": 0.0}
+
+    def runner(seconds, preempted_share):
+        def call():
+            state["cpu"] += seconds
+            state["wall"] += seconds + (0.030 if rng.random() < preempted_share else 0.0)
+        return call
+
+    def timing(cpu_clock):
+        return time_in_rounds({"base": runner(0.010, 0.8), "fast": runner(0.005, 0.1)}, "base", min_rounds=30,
+                              max_rounds=30, round_seconds=0.2, clock=lambda: state["wall"], cpu_clock=cpu_clock)
+
+    on_wall, on_cpu = timing(None), timing(lambda: state["cpu"])
+    assert on_wall.speedup["fast"].ratio > 3.0 and on_wall.ratio_clock == "wall"
+    assert on_cpu.speedup["fast"].ratio == pytest.approx(2.0) and on_cpu.ratio_clock == "thread CPU"
+    assert on_cpu.latency_ms["base"]["p50"] > 30.0  # wall-clock percentiles: preempted calls show
