@@ -47,9 +47,7 @@ CPU_SHARE_LIMIT = 0.9
 STEAL_LIMIT = 0.05
 # ... or other processes kept the rest of the machine's cores more than this busy. Pinned to its own core, a
 # timing phase still shares caches and memory bandwidth with them, and on an SMT sibling the very execution units,
-# which can slow one kind of kernel more than another, so the per-round ratio does not cancel it: on this 2-vCPU
-# machine, with other jobs on the other vCPU, digits-cnn int8 at batch 64 measured 4.8x fp32 in one phase and 2.4x
-# in the next (fp32's turns slowed), each with a narrow interval.
+# which can slow one kind of kernel more than another: neither the per-round ratio nor the CPU clock cancels that.
 OTHERS_BUSY_LIMIT = 0.5
 
 
