@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
-from core.format import one_line
+from core.format import hide_paths, one_line
 from core.io.disk import DiskLimits
 from core.io.files import write_atomic
+from core.io.pool import WorkerPool
 from core.io.sandbox import (LOG_TAIL_BYTES, ResourceLimits, describe_exit, kill_group, log_failure, start_worker,
                              wait_worker)
 from core.jobs.store import ACTIVE, RunStore
@@ -130,12 +131,15 @@ class JobRunner:
             job's worker process; "ray" as tasks on the Ray cluster at `ray_address` (FEATHERWEIGHT_RAY_ADDRESS,
             required: a server never starts a Ray runtime per job). The worker still loads the model and measures
             the baseline; insight jobs always run in the worker.
+        pool: the process's worker pool (`core.io.pool.process_pool()` on a server): a job worker starts only when
+            the pool's job lane has a slot, so jobs and the interactive workers (upload checks, Graph, Learn, ...)
+            together stay within the configured limits. Without one, `max_workers` alone bounds the jobs.
     """
 
     def __init__(self, store: RunStore, *, max_workers: int | None = None, max_queue: int | None = None,
                  per_owner: int | None = None, max_variants: int | None = None,
                  limits: ResourceLimits | None = None, poll_s: float = 0.2, allow_local_paths: bool | None = None,
-                 executor: str | None = None, ray_address: str | None = None):
+                 executor: str | None = None, ray_address: str | None = None, pool: WorkerPool | None = None):
         def setting(value, var, default):
             if value is not None:
                 number = value
@@ -147,7 +151,9 @@ class JobRunner:
             return number
 
         self.store = store
-        self.max_workers = setting(max_workers, "FEATHERWEIGHT_WORKERS", 1)
+        self.pool = pool
+        self.max_workers = setting(max_workers if max_workers is not None or pool is None
+                                   else pool.limits.job_workers, "FEATHERWEIGHT_WORKERS", 1)
         self.max_queue = setting(max_queue, "FEATHERWEIGHT_MAX_QUEUE", 32)
         self.per_owner = setting(per_owner, "FEATHERWEIGHT_JOBS_PER_SESSION", 1)
         self.max_variants = setting(max_variants, "FEATHERWEIGHT_MAX_VARIANTS", 64)
@@ -317,6 +323,7 @@ class JobRunner:
             for run_id, (process, _, _) in list(self._running.items()):
                 kill_group(process)
                 wait_worker(process, block=True)
+                self._release_slot()
                 self.store.set_status(run_id, "interrupted", "the server stopped before this run finished")
             self._running.clear()
             for spec in self._queue:
@@ -344,12 +351,18 @@ class JobRunner:
                 logger.exception("job dispatcher error")
             self._stop.wait(self.poll_s)
 
+    def _release_slot(self) -> None:
+        if self.pool is not None:
+            self.pool.release_job()
+
     def _limits_of(self, spec: JobSpec) -> ResourceLimits:
         return ResourceLimits(**spec.limits) if spec.limits else self.limits
 
     def _start_next(self) -> None:
         with self._lock:
             while self._queue and len(self._running) < self.max_workers and not self._stop.is_set():
+                if self.pool is not None and not self.pool.try_acquire_job():
+                    break
                 spec = self._queue.popleft()
                 limits = self._limits_of(spec)
                 # Started by name: the generic sandbox imports none of its callers, and this module none of the
@@ -360,6 +373,7 @@ class JobRunner:
                     with open(self.logs_dir / f"{spec.run_id}.log", "ab") as log:
                         process = start_worker(request, limits, stdout=log, stderr=log, cwd=spec.run_dir)
                 except OSError as exc:
+                    self._release_slot()
                     self.store.set_status(spec.run_id, "failed", f"could not start a worker: {exc.strerror or exc}")
                     self.store.discard_outputs(spec.run_id)
                     continue
@@ -392,10 +406,11 @@ class JobRunner:
                     status, error = "failed", describe_exit(code, limits, "", tail)
                     log_failure(f"job {run_id}", f"exit {code}", tail)
                 logger.info("job %s %s in %.1f s, worker peak %.0f MiB", run_id, status, now - started, peak)
-                self.store.set_status(run_id, status, error)
+                self.store.set_status(run_id, status, hide_paths(error) if error else error)  # visitors see it
                 if status == "failed":  # a refused upload or a failed run leaves nothing that fills the disk
                     self.store.discard_outputs(run_id)
                 self._running.pop(run_id)
+                self._release_slot()
                 self._cancel_at.pop(run_id, None)
 
 
