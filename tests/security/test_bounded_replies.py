@@ -114,3 +114,19 @@ def test_an_onnx_card_caps_layers_inputs_and_op_types(tmp_path):
     assert len(card["inputs"]) == 64 and card["inputs_total"] == 300
     assert len(card["op_types"]) == 65 and card["op_types"]["other"] == 300 - 64 + 1
     assert len(json.dumps(card)) < 256 * 1024
+
+
+def test_an_oversized_session_state_is_neither_written_whole_nor_read_back(tmp_path):
+    """A card or summary that would make state.json pass 1 MiB is saved without its tables; an old 3 MB
+    state.json is not parsed at the next reload."""
+    from core.session import MAX_STATE_BYTES, MODEL_KEY, ModelChoice, restore_saved_session, save_session
+
+    card = {"task": "classification", "params": 5, "layers": [{"name": "x" * 100, "params": 1}] * 20_000}
+    state = {MODEL_KEY: ModelChoice("sample:digits-mlp", "digits-mlp", card)}
+    assert save_session(state, tmp_path, "browser-big")
+    saved = tmp_path / "sessions" / "browser-big" / "state.json"
+    assert saved.stat().st_size < MAX_STATE_BYTES
+    assert json.loads(saved.read_text())["model"]["card"] == {"task": "classification", "params": 5}
+    saved.write_text(json.dumps({"version": 1, "model": {"spec": "sample:digits-mlp", "label": "x",
+                                                         "card": {"pad": "y" * 3_000_000}}}))
+    assert not restore_saved_session({}, tmp_path, "browser-big")
