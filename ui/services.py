@@ -311,6 +311,7 @@ def serve_visitor() -> None:
     """Make this script run's worker requests (upload checks, views, Graph, side by side) this session's: its owner
     and client address count against the worker pool's per-session and per-address caps (core.io.pool), and while a
     request waits for a free worker the page says where it is in the line."""
+    _WAITING.note = None  # a note of an earlier run of this thread is not this run's element
     acting_for(Requester(owner_id(), client_address(), _show_place_in_line))
 
 

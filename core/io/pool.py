@@ -80,7 +80,7 @@ class Requester:
 
     owner: str | None = None
     address: str | None = None
-    on_wait: Callable[[int, int], None] | None = None  # (place in line, 1 = next; slots busy)
+    on_wait: Callable[[int, int], None] | None = None  # (place in line, 1 = next, 0 = its turn now; slots busy)
 
 
 @dataclass
@@ -191,6 +191,7 @@ class WorkerPool:
 
     def _wait_turn(self, ticket: _Ticket, requester: Requester) -> None:
         deadline = time.monotonic() + self.limits.wait_s
+        waited = False
         while True:
             with self._lock:
                 line = self._line()
@@ -203,7 +204,8 @@ class WorkerPool:
                     self.started[INTERACTIVE_LANE] += 1
                     self._note_alive()
                     self._lock.notify_all()
-                    return
+                    busy = len(self._running)
+                    break
                 place, busy = line.index(ticket) + 1, len(self._running)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -211,7 +213,10 @@ class WorkerPool:
                                         "try again shortly")
                 self._lock.wait(min(WAIT_REPORT_S, remaining))
             if requester.on_wait is not None:
+                waited = True
                 requester.on_wait(place, busy)  # outside the lock: it may draw (and a rerun may stop the wait)
+        if waited:
+            requester.on_wait(0, busy)  # its turn: the page clears its note
 
     def _note_alive(self) -> None:
         self.peak_alive = max(self.peak_alive, self._jobs + len(self._running))

@@ -186,3 +186,23 @@ def test_four_tabs_uploading_keep_to_the_configured_workers_and_another_visitors
     assert waited < 2.0, f"the job waited {waited:.1f} s behind the uploads"
     # 1.5x (the issue's bound): the job's worker keeps its core; the uploads share the other one with the server.
     assert contended <= 1.5 * alone
+
+
+def test_a_waiting_request_hears_its_place_in_line_and_when_its_turn_comes():
+    """While a request waits, its requester's on_wait is told its place (1 = next) and the busy slots, then 0 when
+    it gets its slot (the page then clears its note)."""
+    pool = WorkerPool(PoolLimits(interactive_workers=1))
+    heard, release = [], threading.Event()
+
+    def holder():
+        with pool.interactive_slot(Requester("holder", "198.51.100.1")):
+            release.wait(10)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    time.sleep(0.1)
+    threading.Timer(1.2, release.set).start()
+    with pool.interactive_slot(Requester("waiter", "203.0.113.5", lambda place, busy: heard.append((place, busy)))):
+        pass
+    thread.join(5)
+    assert heard[0] == (1, 1) and heard[-1][0] == 0, heard
