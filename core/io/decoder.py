@@ -142,8 +142,9 @@ def refuse_remote_code(config, what: str, file: str = "config.json") -> None:
     if not isinstance(config, dict):
         raise BadInputError(f"{what}: {file} is not a JSON object")
     if "auto_map" in config or config.get("trust_remote_code"):
-        mapped = ", ".join(sorted(str(k) for k in (config.get("auto_map") or {}) if isinstance(
-            config.get("auto_map"), dict))) or "trust_remote_code"
+        auto_map = config.get("auto_map")
+        mapped = ", ".join(sorted(str(k) for k in auto_map)) if isinstance(auto_map, dict) and auto_map \
+            else "trust_remote_code"
         raise BadInputError(f"{what}: {file} asks for remote code (auto_map: {mapped[:80]}); Featherweight "
                             "never runs code from a checkpoint (trust_remote_code is off)")
 
@@ -201,7 +202,8 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31, m
             _refuse_name(path.name, source)
     if (folder / "config.json").stat().st_size > MAX_JSON_BYTES:
         raise BadInputError(f"{source}: config.json is over {MAX_JSON_BYTES // 2**20} MiB")
-    architecture = check_config(_read_json((folder / "config.json").read_bytes(), source, "config.json"), source)
+    config = _read_json((folder / "config.json").read_bytes(), source, "config.json")
+    architecture = check_config(config, source)
     tokenizer_config = folder / "tokenizer_config.json"
     if tokenizer_config.is_file():
         if tokenizer_config.stat().st_size > MAX_JSON_BYTES:
@@ -230,8 +232,7 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31, m
                             "that form of tokenizer, as data")
     if (folder / "tokenizer.json").stat().st_size > MAX_JSON_BYTES:
         raise BadInputError(f"{source}: tokenizer.json is over {MAX_JSON_BYTES // 2**20} MiB")
-    return DecoderCheckpoint(source, folder, architecture, params, _read_json(
-        (folder / "config.json").read_bytes(), source, "config.json"), tensors=tuple(tensors))
+    return DecoderCheckpoint(source, folder, architecture, params, config, tensors=tuple(tensors))
 
 
 # Compression methods a checkpoint zip may use: stored and deflate (what `zip` and Python write).

@@ -438,7 +438,8 @@ def tiny_lm_files(**config_changes) -> dict:
     folder = tiny_lm.CHECKPOINT_DIR
     config = json.loads((folder / "config.json").read_text())
     config.update(config_changes)
-    return {"config.json": json.dumps(config).encode(), "model.safetensors": (folder / "model.safetensors").read_bytes(),
+    return {"config.json": json.dumps(config).encode(),
+            "model.safetensors": (folder / "model.safetensors").read_bytes(),
             "tokenizer.json": (folder / "tokenizer.json").read_bytes(),
             "tokenizer_config.json": (folder / "tokenizer_config.json").read_bytes()}
 

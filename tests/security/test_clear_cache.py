@@ -214,7 +214,8 @@ def test_clear_cache_from_a_stranger_costs_another_visitors_learn_page_nothing(t
     finally:
         server.stop()
     print(f"Learn: first load {cold:.1f} s ({len(cold_workers)} workers), reload {warm:.2f} s "
-          f"({len(warm_workers)} workers), after {CLEARS_HOSTILE} clear_cache {after:.2f} s ({len(after_workers)} workers)")
+          f"({len(warm_workers)} workers), after {CLEARS_HOSTILE} clear_cache {after:.2f} s "
+          f"({len(after_workers)} workers)")
     assert cold_workers, "the first load computes the views in workers"
     assert elements_after == elements
     assert not after_workers, f"the reload after clear_cache started {len(after_workers)} workers"
