@@ -66,6 +66,7 @@ def process_launcher() -> RunLauncher:
                 write_atomic(Path(root) / SERVER_FILE, json.dumps({
                     "pid": os.getpid(), "runner_id": uuid.uuid4().hex, "started_at": time.time(),
                     "runners_started": _STARTS[root], "max_workers": runner.max_workers,
+                    "interactive_workers": process_pool().limits.interactive_workers,
                     "max_queue": runner.max_queue, "jobs_per_session": runner.per_owner,
                     "jobs_per_address": os.environ.get(ADDRESS_LIMIT_VAR) or DEFAULT_JOBS_PER_ADDRESS,
                     "recovered": len(runner.recovered)}, indent=2))
