@@ -15,12 +15,11 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BadInputError
-from core.io.pool import process_pool
+from core.io.pool import Requester, acting_for, process_pool
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
 from core.jobs.store import ACTIVE, RunStore, default_root
 from core.io.files import write_atomic
-from core.io.pool import Requester, acting_for
 from ui.process_cache import process_cached
 
 XSRF_COOKIE = "_streamlit_xsrf"

@@ -4,9 +4,9 @@ slow another visitor's job; a huge safetensors header is refused from its length
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,22 +29,21 @@ variants:
 
 
 def _workers_alive() -> set[int]:
-    """Pids of this process's live workers (children started with the worker marker)."""
-    me, found = str(os.getpid()), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """Pids of this process's live workers: its children (read from /proc/self/task/*/children, cheap enough to
+    poll often beside a timed job) started with the worker marker."""
+    found = set()
+    for children in Path("/proc/self/task").glob("*/children"):
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if fields[0] == b"Z" or fields[1].decode() != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if WORKER_MARKER.encode() in fh.read():
-                    found.add(int(entry))
-        except (OSError, ValueError, IndexError):
+            pids = children.read_text().split()
+        except OSError:
             continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if WORKER_MARKER.encode() in fh.read():
+                        found.add(int(pid))
+            except OSError:
+                continue
     return found
 
 
@@ -128,7 +127,8 @@ def test_four_tabs_uploading_keep_to_the_configured_workers_and_another_visitors
         tmp_path, monkeypatch):
     """FEATHERWEIGHT_WORKERS=1 and one interactive worker: four tabs (new cookies, one address) upload the
     450k-tensor header over and over while another visitor runs a 2-variant digits-cnn job. At most 2 workers are
-    ever alive (before: 5), the job starts at once (its own lane) and takes at most 1.5x its time alone."""
+    ever alive (before: 5), the job starts at once (its own lane) and takes at most 1.5x its time alone (the mean
+    of a run before and one after)."""
     from conftest import many_tensor_safetensors
 
     from core import session
@@ -173,6 +173,10 @@ def test_four_tabs_uploading_keep_to_the_configured_workers_and_another_visitors
         stop.set()
         for thread in tabs:
             thread.join(60)
+        sampler.stop()
+        # Timed alone again: the baseline brackets the contended run, so a change in the machine's load from other
+        # work (this box is shared) falls on both sides of the ratio.
+        alone = (alone + timed_job("victim-alone-again")[0]) / 2
     finally:
         stop.set()
         sampler.stop()
