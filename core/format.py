@@ -46,6 +46,17 @@ def one_line(text: Any, limit: int = 1000) -> str:
     return text[:limit]
 
 
+# An absolute path of two or more parts (not a ratio like 1/2, a unit like km/h or a URL: the slash must not follow
+# a letter, digit, dot, colon or slash).
+_PATH = re.compile(r"(?<![\w.~:/])(?:~)?/(?:[^\s/:'\"(),;]+/)+([^\s/:'\"(),;]*)")
+
+
+def hide_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part ("/srv/fw/runs/x/model.onnx" -> "model.onnx"): what a
+    visitor sees of an error never names the server's folders."""
+    return _PATH.sub(lambda match: match.group(1) or "…", text)
+
+
 def size_unit(max_bytes: float) -> tuple[str, float]:
     """The decimal unit that keeps sizes readable: ('kB', 1e3), ('MB', 1e6) or ('GB', 1e9)."""
     if max_bytes >= 1e9:
@@ -137,12 +148,23 @@ def format_usd(value) -> str:
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
 
 
-def speedup_verdict(entry: Mapping | None) -> str | None:
-    """'faster', 'slower' or 'no measurable difference' for a results.json speedup entry (None when there is none).
-    An interval that contains 1 never reads 'slower'."""
+def speedup_interval(entry: Mapping | None) -> tuple[float, float] | None:
+    """(low, high) of a speedup entry, or None when it has no interval (a run from before intervals, a bare ratio)."""
     if not entry:
         return None
-    low, high = float(entry.get("low", entry["ratio"])), float(entry.get("high", entry["ratio"]))
+    low, high = entry.get("low"), entry.get("high")
+    if is_missing(low) or is_missing(high):
+        return None
+    return float(low), float(high)
+
+
+def speedup_verdict(entry: Mapping | None) -> str | None:
+    """'faster', 'slower' or 'no measurable difference' for a results.json speedup entry (None when there is none,
+    or it has no interval: a bare ratio cannot say). An interval that contains 1 never reads 'slower'."""
+    interval = speedup_interval(entry)
+    if interval is None:
+        return None
+    low, high = interval
     if low > 1.0:
         return "faster"
     if high < 1.0:
@@ -152,11 +174,14 @@ def speedup_verdict(entry: Mapping | None) -> str | None:
 
 def format_speedup(entry: Mapping | None) -> str:
     """A speed-up as people read it: '2.1x (2.0–2.2)'; an interval containing 1 reads
-    'no measurable difference (0.97–1.04x)'; '–' when there is none."""
-    if not entry:
+    'no measurable difference (0.97–1.04x)'; a ratio without an interval (an older run) is just '2.10x'; '–' when
+    there is none."""
+    if not entry or is_missing(entry.get("ratio")):
         return "–"
-    ratio, low, high = float(entry["ratio"]), float(entry.get("low", entry["ratio"])), float(
-        entry.get("high", entry["ratio"]))
+    ratio, interval = float(entry["ratio"]), speedup_interval(entry)
+    if interval is None:
+        return f"{_short(ratio)}x"
+    low, high = interval
     if speedup_verdict(entry) == "no measurable difference":
         return f"no measurable difference ({_short(low)}–{_short(high)}x)"
     return f"{_short(ratio)}x ({_short(low)}–{_short(high)})"

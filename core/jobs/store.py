@@ -9,11 +9,14 @@ Layout under the store root::
     runs/<id>/variants/<name>/    artifacts
     runs/<id>/results.json        results (rewritten atomically as variants finish)
     runs/<id>/manifest.json       written last: the run is final when this exists
+    locks/core-<n>.lock           held (flock) by the process timing on core n (`RunStore.timing_cores`)
+    logs/<id>.log                 the worker's output (the server log's, never the user's)
 
 Every file is written to a temporary name beside it and ``os.replace``d, so a reader never sees half a file and
 a process killed mid-write leaves the previous version. A run whose worker died mid-way (server restart, kill)
 is shown as ``interrupted`` after `recover`; earlier runs are never touched. One server (one `JobRunner`) owns a
-store at a time.
+store at a time. Disk: `owner_bytes` measures what an owner keeps (the job runner's quota), and a failed run keeps
+only its records (`discard_outputs`).
 """
 
 from __future__ import annotations
@@ -26,21 +29,35 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process core lock; timing phases run unserialized
+    fcntl = None
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
+from core.io.disk import remove, tree_bytes
 from core.io.files import write_atomic
 from core.io.sandbox import WORKER_MARKER
 from core.spec.configs import RUN_ID_CHARS
 
 ACTIVE = ("queued", "running")
+# How often a timing phase waiting for a core checks again: a phase lasts seconds, so a tenth of a second costs
+# nothing and keeps a cancel prompt.
+TIMING_LOCK_POLL_S = 0.1
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
 # The owner of the reference gallery's runs (core.jobs.gallery): every visitor may read them, none may change them.
 # Browser sessions are "browser-<digest>" or "session-<hex>", so no visitor is this owner.
 GALLERY_OWNER = "gallery"
+INDEX_FILE = "index.sqlite"
+RECORD_SUFFIXES = (".json", ".yaml")  # what a failed run keeps: its recipe, results so far, progress, manifest
+RECORD_MAX_BYTES = 2**20
+LOG_TAIL_KEPT = 64 * 1024  # of a failed run's log (the error's context for the operator)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, label TEXT, model TEXT, data TEXT,
@@ -88,7 +105,7 @@ class RunStore:
 
     @contextmanager
     def _connect(self):
-        db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.root / INDEX_FILE, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -205,6 +222,53 @@ class RunStore:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
+    @contextmanager
+    def timing_cores(self, candidates: list, count: int, should_stop: Callable[[], bool] = lambda: False,
+                     on_wait: Callable[[str], None] | None = None) -> Iterator[list | None]:
+        """The cross-process lock of timing phases (a `core.measure.timing` core gate): hold `count` of the
+        `candidates` cores (in order of preference), so that only one timing phase runs on a core at a time across
+        every worker of this store. Builds, calibration and training take no lock and stay concurrent.
+
+        Waits while the cores are taken (telling `on_wait` once). Each core is an flock() on locks/core-N.lock:
+        the kernel releases it when the block ends or the holding process dies, so a killed worker never leaves
+        a core locked.
+
+        Yields:
+            The cores held, or None when `should_stop` turned true while waiting.
+        """
+        held: list[tuple[int, int]] = []
+        if fcntl is not None:
+            folder = self.root / "locks"
+            folder.mkdir(exist_ok=True)
+            told = False
+            while True:
+                for core in candidates:
+                    fd = os.open(folder / f"core-{int(core)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    held.append((int(core), fd))
+                    if len(held) == count:
+                        break
+                if len(held) == count:
+                    break
+                _release(held)
+                held = []
+                if should_stop():
+                    break
+                if on_wait is not None and not told:
+                    told = True
+                    on_wait(f"another job is timing on core{'s' if count > 1 else ''} "
+                            f"{', '.join(str(c) for c in candidates)}")
+                time.sleep(TIMING_LOCK_POLL_S)
+        cores = [core for core, _ in held] if fcntl is not None else list(candidates[:count])
+        try:
+            yield cores if len(cores) == count else None
+        finally:
+            _release(held)
+
     def results(self, run_id: str) -> dict | None:
         """The run's results.json (partial while it runs), or None before the baseline is measured."""
         path = self.run_dir(run_id) / "results.json"
@@ -223,17 +287,53 @@ class RunStore:
     def write_progress(self, run_id: str, event: dict) -> None:
         write_atomic(self.run_dir(run_id) / "progress.json", json.dumps(event, default=str))
 
-    def recover(self) -> list[str]:
+    def owner_bytes(self, owner: str) -> int:
+        """Bytes the owner's runs keep on disk: their folders (uploads, artifacts, results) and their logs."""
+        total = 0
+        for record in self.list(owner, limit=1_000_000):
+            total += tree_bytes(self.run_dir(record.id)) + tree_bytes(self.root / "logs" / f"{record.id}.log")
+        return total
+
+    def discard_outputs(self, run_id: str) -> int:
+        """Remove what a failed run wrote and was given (uploads, model files, anything but its small JSON / YAML
+        records), and cut its log to the last 64 KiB: a refusal or a failure leaves nothing that fills the disk.
+
+        Returns:
+            The bytes freed.
+        """
+        directory = self.run_dir(run_id)
+        before = tree_bytes(directory)
+        for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_symlink() or path.is_file():
+                if path.suffix not in RECORD_SUFFIXES or path.stat().st_size > RECORD_MAX_BYTES or path.is_symlink():
+                    remove(path)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        log = self.root / "logs" / f"{run_id}.log"
+        try:
+            if log.stat().st_size > LOG_TAIL_KEPT:
+                with open(log, "rb") as fh:
+                    fh.seek(-LOG_TAIL_KEPT, os.SEEK_END)
+                    tail = fh.read()
+                write_atomic(log, tail)
+        except OSError:
+            pass
+        return before - tree_bytes(directory)
+
+    def recover(self, keep_queued=None) -> list[str]:
         """After a restart: settle runs a dead server or worker left queued or running; return their ids.
 
         A run whose manifest says it finished takes that status (the server died between the manifest and the
-        index). Otherwise it becomes ``interrupted``. A worker still alive from a dead server (adopted by init,
-        so nobody will collect its result) is killed first. Leftover temporary files are removed. Runs that are
-        already final are not touched.
+        index). Otherwise it becomes ``interrupted``, except a queued run for which `keep_queued(record)` is true
+        (the job runner re-queues those). A worker still alive from a dead server (adopted by init, so nobody will
+        collect its result) is killed first. Leftover temporary files are removed. Runs that are already final are
+        not touched.
         """
         settled = []
         for record in self.list(limit=1_000_000):
             if record.status not in ACTIVE:
+                continue
+            if record.status == "queued" and keep_queued is not None and keep_queued(record):
                 continue
             if _alive(record.pid):
                 if not _orphaned(record.pid):
@@ -253,6 +353,14 @@ class RunStore:
                 tmp.unlink(missing_ok=True)
             settled.append(record.id)
         return settled
+
+
+def _release(held: list) -> None:
+    for _, fd in held:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def _cmdline(pid: int) -> bytes | None:

@@ -12,10 +12,12 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import OBJECTIVES, Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
+from core.results.compare import (OBJECTIVES, Budget, best_caveats, best_variant, chose_on_reported, latency_table,
+                                  ok_rows, quality_drop_pt)
 from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
-from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
+                                speedup_text, timing_caption)
 from core.errors import FeatherweightError
 from core.results.summary import run_summary
 from core.spec.portable import portable_recipe
@@ -95,16 +97,7 @@ def _table_html(head: list[str], rows: list[tuple[str, list]], wrap: tuple[int, 
             + "</tr></thead><tbody>" + body + "</tbody></table></div>")
 
 
-def _speedup_text(results: dict | None, row, bs: int) -> str:
-    """× faster at a batch size: the interleaved ratio with its interval where the run has one, else the p50 ratio."""
-    entry = next(((v.get("speedup") or {}).get(str(bs)) for v in (results or {}).get("variants") or []
-                  if v.get("name") == row["name"]), None)
-    return fmt.format_speedup(entry) if isinstance(entry, dict) and "ratio" in entry else \
-        fmt.format_ratio(row.get(f"speedup_bs{bs}"))
-
-
-def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None,
-                       results: dict | None = None) -> str:
+def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
     """The results as tables no wider than a laptop screen, ratios to the baseline: size and quality (classifiers
     also get flips, agreement on clear-margin samples and top-k overlap), then speed and cost, at most
     BATCHES_PER_TABLE batch sizes per table."""
@@ -129,10 +122,10 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
     tables = [_table_html(head, rows, wrap=(0, 1))]
     for start in range(0, len(batch_sizes), BATCHES_PER_TABLE):
         sizes = batch_sizes[start:start + BATCHES_PER_TABLE]
-        speed_head = ["Variant"] + [h for bs in sizes for h in (f"p50 @ {bs}", f"× faster @ {bs}",
+        speed_head = ["Variant"] + [h for bs in sizes for h in (f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)",
                                                                  f"$ / million @ {bs}")]
         speed_rows = [(css[r["name"]], [r["name"]] + [c for bs in sizes for c in (
-            fmt.format_ms(r.get(f"p50_ms_bs{bs}")), _speedup_text(results, r, bs),
+            fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
             fmt.format_usd(r.get(f"usd_per_million_bs{bs}")))]) for _, r in frame.iterrows()]
         tables.append(_table_html(speed_head, speed_rows, wrap=(0,)))
     return "".join(tables)
@@ -248,11 +241,12 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {verdict}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(quality_caption(results))}
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(timing_caption(results))}
+{_esc(quality_caption(results))} {_esc(_choice_caption(frame))}
 Flips: samples whose top-1 class differs from the baseline's; agreement at margin ≥ {CONFIDENT_MARGIN:g}: on the
 samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
 qualified is shown). {_esc(_cost_basis(results))}</p>
-{results_table_html(frame, sizes, best, results)}
+{results_table_html(frame, sizes, best)}
 {decoder_table_html(frame)}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>
@@ -285,7 +279,7 @@ def results_text_table(results: dict) -> str:
                    None)
     head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
                                                        "cosine_mean": "cosine"}.get(quality, "quality"),
-            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+            drop_label.replace(" (pt)", " pt")] + [f"speed-up @{bs}" for bs in sizes]
     rows = []
     for i, r in frame.iterrows():
         value = r.get(quality) if quality else None
@@ -293,13 +287,14 @@ def results_text_table(results: dict) -> str:
                  else f"{value:.4f}")
         cells = [str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
                  shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
-        cells += [fmt.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        cells += [speedup_text(r, bs) for bs in sizes]
         rows.append(cells)
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
               for row in rows]
-    return "\n".join(lines)
+    caption = timing_caption(results)
+    return "\n".join(lines + ([caption] if caption else []))
 
 
 def results_table_text(out_dir) -> str:
@@ -327,6 +322,14 @@ def plotly_script(full: bool = False) -> tuple[str, bool]:
     return get_plotlyjs(), False
 
 
+def _choice_caption(frame: pd.DataFrame) -> str:
+    """What the best within budget was chosen on (never the numbers shown for it)."""
+    if chose_on_reported(frame):
+        return "The best within budget is chosen on the numbers shown (this run predates validation scoring)."
+    return ("The best within budget is chosen on the validation split and the timing rounds held out for choosing; "
+            "the numbers shown for it are the test split's and the reported rounds'.")
+
+
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
                    task: str | None = None, best_label: str = "Best within budget") -> str:
     measured = ok_rows(frame)
@@ -342,7 +345,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
         cards += [(best_label, best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
-                  (f"Faster at batch {batch_size}", fmt.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  (f"Speed-up at batch {batch_size}", speedup_text(r, batch_size)),
                   ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]
