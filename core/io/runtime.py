@@ -39,19 +39,26 @@ def run_batched(session, inputs: dict, batch: int = EVAL_BATCH) -> list[np.ndarr
 
     A graph with a fixed batch axis gets batches of exactly that size (the last one padded, the padding's
     outputs dropped)."""
+    return run_in_batches(lambda feed: session.run(None, feed), [i.name for i in session.get_inputs()], inputs,
+                          batch, session_fixed_batch(session))
+
+
+def run_in_batches(run, input_names: list[str], inputs: dict, batch: int,
+                   fixed: int | None = None) -> list[np.ndarray]:
+    """All samples of `inputs` through `run(feed) -> outputs` (any runtime's call) in batches of `batch`, or of
+    exactly `fixed` when the model only takes that batch (the last chunk padded, the padding's outputs dropped);
+    every output concatenated."""
     n = len(next(iter(inputs.values())))
-    names = [i.name for i in session.get_inputs()]
-    fixed = session_fixed_batch(session)
     batch = fixed or batch
     chunks: list[list[np.ndarray]] = []
     for start in range(0, n, batch):
-        feed = {k: inputs[k][start:start + batch] for k in names}
+        feed = {k: inputs[k][start:start + batch] for k in input_names}
         real = len(next(iter(feed.values())))
         if fixed and real < fixed:
             feed = {k: np.resize(v, (fixed, *v.shape[1:])) for k, v in feed.items()}
-            chunks.append([o[:real] if o.ndim and o.shape[0] == fixed else o for o in session.run(None, feed)])
+            chunks.append([o[:real] if o.ndim and o.shape[0] == fixed else o for o in run(feed)])
         else:
-            chunks.append(session.run(None, feed))
+            chunks.append(run(feed))
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 

@@ -138,7 +138,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
 
 
-def _relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     """||output - reference|| / ||reference|| over the whole output (0 when both are zero)."""
     reference = reference.astype(np.float64)
     norm = float(np.linalg.norm(reference))
@@ -174,7 +174,7 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
         for name, o, b in zip(names, outputs, baseline_outputs):
             cos = _cosines(o, b) if o.size else np.ones(1)
             per_output.append({"name": name, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                               "relative_error": _relative_error(o, b)})
+                               "relative_error": relative_error(o, b)})
     return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output, samples=len(first), **changes)
 
 
