@@ -197,3 +197,53 @@ def test_a_missing_runtime_says_which_extra_installs_it(monkeypatch):
     assert missing_reason("openvino") == ("OpenVINO is not installed (pip install 'featherweight[openvino]', or "
                                           "`make setup`)")
     assert missing_reason("onnxruntime") is None
+
+
+def _bakeoff() -> dict:
+    """A finished two-runtime run with round numbers: int8 is fastest on OpenVINO, fp32 ties on both."""
+    def timed(p50, ratio, low, high, cross=None):
+        out = {"status": "ok", "latency_ms": {"1": {"p50": p50}}, "speedup": {"1": {"ratio": ratio, "low": low,
+                                                                                 "high": high}}}
+        if cross:
+            out["vs_onnxruntime"] = {"1": dict(zip(("ratio", "low", "high"), cross))}
+        return out
+
+    q = {"technique": "quantize", "mode": "static"}
+    base_ov = {**timed(1.0, 1.0, 1.0, 1.0, (1.0, 0.96, 1.04)), "accuracy": 0.9, "agreement": 1.0}
+    int8_ov = {**timed(0.4, 2.5, 2.4, 2.6, (2.5, 2.4, 2.6)), "accuracy": 0.898, "agreement": 0.99}
+    return {"environment": {"cpu_flags": ["avx2"]}, "task": "classification",
+            "recipe": {"benchmark": {"batch_sizes": [1], "runtimes": ["onnxruntime", "openvino"]}},
+            "variants": [
+                {"name": "baseline", "status": "ok", "steps": [], "size_bytes": 400, "params": 100, "accuracy": 0.9,
+                 "agreement": 1.0, "latency_ms": {"1": {"p50": 1.0}},
+                 "runtimes": {"onnxruntime": timed(1.0, 1.0, 1.0, 1.0), "openvino": base_ov}},
+                {"name": "int8", "status": "ok", "steps": [q], "size_bytes": 100, "params": 100, "accuracy": 0.9,
+                 "agreement": 0.99, "latency_ms": {"1": {"p50": 0.5}},
+                 "runtimes": {"onnxruntime": timed(0.5, 2.0, 1.9, 2.1), "openvino": int8_ov}},
+                {"name": "dyn", "status": "ok", "steps": [{**q, "mode": "dynamic"}], "size_bytes": 300, "params": 100,
+                 "accuracy": 0.9, "agreement": 1.0, "latency_ms": {"1": {"p50": 1.0}},
+                 "runtimes": {"onnxruntime": timed(1.0, 1.0, 0.95, 1.05),
+                              "openvino": {"status": "failed", "error": "OpenVINO's CPU plugin cannot compile"}}}]}
+
+
+def test_bakeoff_points_best_and_which_runtime_to_ship():
+    """Every variant x runtime is a point; the best within a 1 pt budget names its runtime; the ship table says
+    int8 goes on OpenVINO (measurably faster), fp32 ties, a variant one runtime failed on ships on the other."""
+    from core.results.compare import Budget, best_variant
+    from core.results.runtimes import runtime_frame, ship_table
+    from core.views.charts import pareto_figure
+
+    frame = runtime_frame(_bakeoff())
+    assert set(frame["name"]) == {"baseline · onnxruntime", "int8 · onnxruntime", "dyn · onnxruntime",
+                                  "baseline · OpenVINO", "int8 · OpenVINO", "dyn · OpenVINO"}
+    failed = frame[frame["name"] == "dyn · OpenVINO"].iloc[0]
+    assert failed["status"] == "failed" and "cannot compile" in failed["error"]
+    assert best_variant(frame, Budget(max_drop_pt=1.0), 1, "fastest") == "int8 · OpenVINO"
+    ship = ship_table(_bakeoff(), 1).set_index("variant")
+    assert ship.loc["int8", "ship_on"] == "OpenVINO" and ship.loc["int8", "margin"] == "measurably faster than " \
+                                                                                     "onnxruntime"
+    assert ship.loc["baseline", "margin"].startswith("no measurable difference")
+    assert ship.loc["dyn", "ship_on"] == "onnxruntime" and ship.loc["dyn", "margin"] == "the only runtime that ran it"
+    fig = pareto_figure(frame, 1, color_by="accuracy")
+    legend = {t.name: t.marker.symbol for t in fig.data if t.hoverinfo == "skip" and t.mode == "markers"}
+    assert legend == {"onnxruntime": "circle", "OpenVINO": "square"}
