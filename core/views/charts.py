@@ -229,10 +229,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         if by_runtime:  # a bake-off: the shape is the runtime, each runtime's baseline outlined in black
             is_base = part["variant"] == "baseline"
             marker["symbol"] = [runtime_symbol(r) for r in part["runtime"]]
-            marker["line"] = dict(width=[3 if n == selected else 2.5 if b else 1
-                                         for n, b in zip(part["name"], is_base)],
-                                  color=[ACCENT if n == selected else BASELINE_COLOR if b else "white"
-                                         for n, b in zip(part["name"], is_base)])
+            picked = [selected in (n, v) for n, v in zip(part["name"], part["variant"])]  # a variant: all its points
+            marker["line"] = dict(width=[3 if p else 2.5 if b else 1 for p, b in zip(picked, is_base)],
+                                  color=[ACCENT if p else BASELINE_COLOR if b else "white"
+                                         for p, b in zip(picked, is_base)])
         if faded or color_values is None:
             marker["color"] = OUT_OF_BUDGET if faded else ACCENT
         else:
