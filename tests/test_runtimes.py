@@ -247,3 +247,20 @@ def test_bakeoff_points_best_and_which_runtime_to_ship():
     fig = pareto_figure(frame, 1, color_by="accuracy")
     legend = {t.name: t.marker.symbol for t in fig.data if t.hoverinfo == "skip" and t.mode == "markers"}
     assert legend == {"onnxruntime": "circle", "OpenVINO": "square"}
+
+
+def test_report_and_terminal_summary_say_which_runtime_to_ship():
+    """The HTML report of a bake-off has the ship table and its best point with the runtime; the terminal summary
+    names the runtime per variant and the runtime that failed, with why."""
+    from core.results.runtimes import ship_lines
+    from core.views.report import build_report
+
+    results = _bakeoff()
+    html = build_report(results, batch_size=1)
+    assert "Which runtime to ship" in html and "<b>int8 · OpenVINO</b>" in html
+    lines = ship_lines(results)
+    assert any(line.startswith("  int8: ship on OpenVINO, 2.50x (2.40–2.60)") for line in lines), lines
+    assert any("dyn · OpenVINO: failed: OpenVINO's CPU plugin cannot compile" in line for line in lines)
+    assert ship_lines({**results, "recipe": {"benchmark": {"runtimes": ["onnxruntime"]}},
+                       "variants": [{k: v for k, v in var.items() if k != "runtimes"}
+                                    for var in results["variants"]]}) == []

@@ -123,10 +123,30 @@ def ship_table(results: dict, batch_size: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "ship_on", "speed", "p50_ms", "runner_up", "margin"])
 
 
+def ship_lines(results: dict, batch_size: int | None = None) -> list[str]:
+    """Which runtime to ship each variant on, as lines for a terminal or a summary (empty for a one-runtime run):
+    'int8: ship on OpenVINO, 2.5x (2.4–2.6) against onnxruntime fp32 at batch 1, measurably faster than
+    onnxruntime'; then every runtime that could not run a variant, with why."""
+    if len(run_runtimes(results)) < 2:
+        return []
+    sizes = batch_sizes_of(results)
+    if not sizes:
+        return []
+    batch_size = batch_size if batch_size in sizes else sizes[-1]
+    lines = [f"which runtime to ship (speed against the baseline on onnxruntime at batch {batch_size}, 95% "
+             "interval):"]
+    for _, row in ship_table(results, batch_size).iterrows():
+        lines.append(f"  {row['variant']}: ship on {row['ship_on']}, {row['speed']}, {row['margin']}")
+    frame = runtime_frame(results)
+    for _, row in frame[frame["status"] != "ok"].iterrows():
+        lines.append(f"  {row['name']}: {row['status']}: {row['error']}")
+    return lines
+
+
 def runtime_symbol(runtime: str) -> str:
     """A runtime's marker shape on the Pareto chart (plotly symbol)."""
     return RUNTIMES[runtime].symbol if runtime in RUNTIMES else "circle"
 
 
 __all__ = ["POINT_SEPARATOR", "point_name", "run_runtimes", "runtime_entry", "runtime_frame", "runtime_symbol",
-           "ship_table"]
+           "ship_lines", "ship_table"]
