@@ -41,7 +41,8 @@ def failed(runtime: str, error: str, status: str = "failed") -> RuntimeVariant:
 
 def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, steps, dataset: Dataset, task: str,
                      runtimes, *, threads: int, max_batch: int, reference_outputs: list, baseline_outputs,
-                     out_dir: Path, report=lambda message: None) -> dict[str, RuntimeVariant]:
+                     out_dir: Path, baseline_selection=None,
+                     report=lambda message: None) -> dict[str, RuntimeVariant]:
     """Make one variant ready on every runtime in `runtimes` besides onnxruntime (which measured it already).
 
     Args:
@@ -51,6 +52,8 @@ def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, ste
         steps: the variant's steps as dicts (results.json's `steps`).
         reference_outputs: the variant's outputs on onnxruntime over the test split (the OpenVINO check).
         baseline_outputs: the baseline's on onnxruntime (each runtime's agreement and flips are against it).
+        baseline_selection: the baseline's outputs on onnxruntime over the validation split: each runtime's
+            `selection` quality (what a choice reads) is scored against it; None skips it.
         max_batch: the largest batch the timing phase will run (an ExecuTorch program is planned for it).
 
     Returns:
@@ -73,13 +76,14 @@ def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, ste
             if runtime == "executorch":
                 prepared[runtime] = _prepare_edge(name, slug, torch_module, steps, dataset, task, threads=threads,
                                                   max_batch=max_batch, baseline_outputs=baseline_outputs,
-                                                  out_dir=out_dir)
+                                                  baseline_selection=baseline_selection, out_dir=out_dir)
                 continue
             runner = open_runner(runtime, model_bytes, threads, batch=min(len(dataset.eval), 32))
             outputs = run_all(runner, inputs)
             check = check_runtime_outputs(outputs, reference_outputs, task, runtime=runtime, variant=name)
             entry = {"status": "ok", "error": None, "fidelity": check.to_dict(),
-                     "kernels": runner.kernel_precisions(), **_quality(outputs, baseline_outputs, dataset, task)}
+                     "kernels": runner.kernel_precisions(), **_quality(outputs, baseline_outputs, dataset, task),
+                     "selection": _selection(runner, dataset, baseline_selection, task)}
             if hasattr(runner, "settings"):
                 entry["settings"] = runner.settings()
             prepared[runtime] = RuntimeVariant(runtime, entry, model_bytes, names)
@@ -92,7 +96,7 @@ def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, ste
 
 
 def _prepare_edge(name: str, slug: str, torch_module, steps, dataset: Dataset, task: str, *, threads: int,
-                  max_batch: int, baseline_outputs, out_dir: Path) -> RuntimeVariant:
+                  max_batch: int, baseline_outputs, baseline_selection, out_dir: Path) -> RuntimeVariant:
     """Export the variant's torch module to a .pte (written beside its ONNX file), check the program's outputs
     against the torch module it was lowered from, and measure its quality."""
     import torch  # heavy
@@ -120,8 +124,20 @@ def _prepare_edge(name: str, slug: str, torch_module, steps, dataset: Dataset, t
                                   reference_name=f"its {export.precision} torch module")
     entry = {"status": "ok", "error": None, "fidelity": check.to_dict(), "export": export.summary(),
              "artifact": artifact.as_posix(), "size_bytes": len(export.program),
-             **_quality(outputs, baseline_outputs, dataset, task)}
+             **_quality(outputs, baseline_outputs, dataset, task),
+             "selection": _selection(runner, dataset, baseline_selection, task, step)}
     return RuntimeVariant("executorch", entry, export.program, list(inputs))
+
+
+def _selection(runner, dataset: Dataset, baseline_selection, task: str, batch: int = 32) -> dict:
+    """Quality on this runtime over the validation split (what "best within budget" chooses on), as results.json's
+    `selection` has it; {} without the baseline's validation outputs."""
+    if baseline_selection is None:
+        return {}
+    split = dataset.selection
+    fid = measure.fidelity(run_all(runner, split.x, batch), baseline_selection, split.y, task)
+    return {"split": dataset.selection_name, "n": len(split), "accuracy": fid.accuracy, "agreement": fid.agreement,
+            "cosine_mean": fid.cosine_mean}
 
 
 def _quality(outputs: list, baseline_outputs, dataset: Dataset, task: str) -> dict:

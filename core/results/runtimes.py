@@ -37,7 +37,7 @@ def runtime_entry(v: dict, runtime: str) -> dict:
         return entry
     if runtime == REFERENCE_RUNTIME:
         return {"status": v.get("status"), "error": v.get("error"), "latency_ms": v.get("latency_ms") or {},
-                "speedup": v.get("speedup") or {}}
+                "speedup": v.get("speedup") or {}, "selection": v.get("selection") or {}}
     return {}
 
 
@@ -46,8 +46,10 @@ def runtime_frame(results: dict) -> pd.DataFrame:
     error, ``size_bytes`` (the ONNX file; the .pte program on ExecuTorch), quality measured on that runtime
     (``accuracy``, ``agreement``, ``cosine_mean``, ``accuracy_drop_pt`` against the baseline on onnxruntime),
     ``x_smaller`` against the baseline's ONNX file, and per batch size ``p50_ms_bs{N}``, ``speedup_bs{N}`` (against
-    the baseline on the same runtime, same rounds) and ``vs_onnxruntime_bs{N}`` with ``_low`` / ``_high`` (against
-    the baseline on onnxruntime, the one reference of every cross-runtime ratio)."""
+    the baseline on the same runtime, same rounds, with ``speedup_low_bs{N}`` / ``speedup_high_bs{N}``) and
+    ``vs_onnxruntime_bs{N}`` with ``_low`` / ``_high`` (against the baseline on onnxruntime, the one reference of
+    every cross-runtime ratio); the ``selection_*`` columns a choice reads, as `results_frame` has them (validation
+    quality on that runtime, the held-out timing rounds)."""
     variants = results.get("variants", [])
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
     sizes = batch_sizes_of(results)
@@ -72,13 +74,24 @@ def runtime_frame(results: dict) -> pd.DataFrame:
                    else None}
             row["accuracy_drop_pt"] = (round((base["accuracy"] - row["accuracy"]) * 100, 4)
                                        if base.get("accuracy") is not None and row["accuracy"] is not None else None)
+            # what a choice reads (core.results.compare.chosen_on): validation quality on this runtime and the
+            # timing rounds held out for choosing; onnxruntime's are the variant's own
+            chosen = (v.get("selection") if onnx_quality else entry.get("selection")) or {}
+            row.update({"selection_accuracy": chosen.get("accuracy"), "selection_agreement": chosen.get("agreement"),
+                        "selection_cosine_mean": chosen.get("cosine_mean"), "selection_n": chosen.get("n")})
             for bs in sizes:
                 key = str(bs)
                 lat = (entry.get("latency_ms") or {}).get(key) or {}
                 speed = (entry.get("speedup") or {}).get(key) or {}
                 cross = (entry.get("vs_onnxruntime") or {}).get(key) or {}
                 row[f"p50_ms_bs{bs}"] = lat.get("p50") if ok else None
+                row[f"p99_ms_bs{bs}"] = lat.get("p99") if ok else None
                 row[f"speedup_bs{bs}"] = speed.get("ratio") if ok else None
+                row[f"speedup_low_bs{bs}"], row[f"speedup_high_bs{bs}"] = speed.get("low"), speed.get("high")
+                row[f"speedup_rounds_bs{bs}"] = speed.get("rounds")
+                held = (entry.get("selection") or {}) if not onnx_quality else chosen
+                row[f"selection_p50_ms_bs{bs}"] = ((held.get("latency_ms") or {}).get(key) or {}).get("p50")
+                row[f"selection_speedup_bs{bs}"] = ((held.get("speedup") or {}).get(key) or {}).get("ratio")
                 if runtime == REFERENCE_RUNTIME and v is base:
                     cross = {"ratio": 1.0, "low": 1.0, "high": 1.0}
                 elif runtime == REFERENCE_RUNTIME and not cross:
