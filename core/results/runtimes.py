@@ -124,6 +124,8 @@ def ship_table(results: dict, batch_size: int) -> pd.DataFrame:
         part = part[part[col].notna()].sort_values(col, ascending=False, kind="mergesort")
         best = part.iloc[0]
         entry = {"ratio": best[col], "low": best[low], "high": best[high]}
+        reference = variant == "baseline" and best["runtime"] == REFERENCE_RUNTIME
+        speed = "1x (the reference)" if reference else format_speedup(entry)
         if len(part) == 1:
             runner_up, margin = None, "the only runtime that ran it"
         else:
@@ -131,7 +133,7 @@ def ship_table(results: dict, batch_size: int) -> pd.DataFrame:
             runner_up = second["runtime_label"]
             margin = (f"measurably faster than {runner_up}" if best[low] > second[high]
                       else f"no measurable difference from {runner_up}")
-        rows.append({"variant": variant, "ship_on": best["runtime_label"], "speed": format_speedup(entry),
+        rows.append({"variant": variant, "ship_on": best["runtime_label"], "speed": speed,
                      "p50_ms": best.get(lat), "runner_up": runner_up, "margin": margin})
     return pd.DataFrame(rows, columns=["variant", "ship_on", "speed", "p50_ms", "runner_up", "margin"])
 
