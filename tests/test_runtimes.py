@@ -264,3 +264,15 @@ def test_report_and_terminal_summary_say_which_runtime_to_ship():
     assert ship_lines({**results, "recipe": {"benchmark": {"runtimes": ["onnxruntime"]}},
                        "variants": [{k: v for k, v in var.items() if k != "runtimes"}
                                     for var in results["variants"]]}) == []
+
+
+def test_a_near_uniform_classifier_is_judged_by_its_logits():
+    """1,000 classes and no clear sample (top probability ~0.1): rounding-sized noise passes on the centred logits'
+    cosine; the logits of another model with the same offset fail."""
+    rng = np.random.default_rng(1)
+    logits = (5.0 + rng.normal(scale=2.0, size=(100, 1000))).astype(np.float32)
+    noisy = logits + rng.normal(scale=0.05, size=logits.shape).astype(np.float32)
+    check = compare_outputs([noisy], [logits], "classification", runtime="x")
+    assert check.passed and check.confident_samples < 20 and "mean cosine" in check.rule, check
+    other = (5.0 + rng.normal(scale=2.0, size=logits.shape)).astype(np.float32)
+    assert not compare_outputs([other], [logits], "classification", runtime="x").passed

@@ -21,6 +21,10 @@ SAME_RELATIVE_ERROR = 1e-3
 MIN_CONFIDENT_AGREEMENT = 0.97
 # Other outputs (embeddings): the worst sample's cosine to the reference.
 MIN_COSINE = 0.99
+# A classifier with fewer clear samples than this (a near-uniform 1,000-class model on unlabelled crops) is judged
+# by its logits instead: their mean cosine to the reference's (each row centred), at least MIN_COSINE. 20 clear samples put one
+# disagreement at 5 points, already past the 97% bar, so fewer cannot tell rounding from a broken runtime.
+MIN_CONFIDENT_SAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,9 @@ class RuntimeFidelity:
 def compare_outputs(outputs: list[np.ndarray], reference: list[np.ndarray], task: str, *, runtime: str,
                     reference_name: str = "onnxruntime") -> RuntimeFidelity:
     """Judge `outputs` against `reference` (same samples, same order): the same within SAME_RELATIVE_ERROR, else
-    (classifiers) top-1 agreement of at least MIN_CONFIDENT_AGREEMENT on the reference's clear samples, else (other
-    outputs) cosine of at least MIN_COSINE on every sample. NaN or infinite outputs, or a shape that differs, fail."""
+    (classifiers) top-1 agreement of at least MIN_CONFIDENT_AGREEMENT on the reference's clear samples (with fewer
+    than MIN_CONFIDENT_SAMPLES of them: the logits' mean cosine of at least MIN_COSINE), else (other outputs)
+    cosine of at least MIN_COSINE on every sample. NaN or infinite outputs, or a shape that differs, fail."""
     samples = len(reference[0]) if reference else 0
     shapes_match = len(outputs) == len(reference) and all(o.shape == r.shape for o, r in zip(outputs, reference))
     finite = shapes_match and all(np.isfinite(o).all() for o in outputs)
@@ -64,11 +69,18 @@ def compare_outputs(outputs: list[np.ndarray], reference: list[np.ndarray], task
     cosine_min = fid.cosine_min  # embeddings only: classifiers are judged by their top-1 classes
     if error <= SAME_RELATIVE_ERROR:
         passed, rule = True, f"same outputs (relative error {error:.1e} <= {SAME_RELATIVE_ERROR:.0e})"
-    elif task == "classification":
-        confident = fid.agreement_confident if fid.agreement_confident is not None else fid.agreement
+    elif task == "classification" and (fid.confident_samples or 0) >= MIN_CONFIDENT_SAMPLES:
+        confident = fid.agreement_confident
         passed = confident is not None and confident >= MIN_CONFIDENT_AGREEMENT
         rule = (f"top-1 agreement {confident:.1%} on the {fid.confident_samples} samples with a clear reference "
                 f"class (at least {MIN_CONFIDENT_AGREEMENT:.0%} needed)")
+    elif task == "classification":  # too few clear samples for top-1 to mean anything: the logits themselves,
+        # each sample's centred (a constant offset, softmax's one invariance, would make any two logit rows alike)
+        centred = [[o - o.mean(axis=-1, keepdims=True) for o in group] for group in (outputs, reference)]
+        logits = fidelity(centred[0], centred[1], None, "embedding")
+        passed = logits.cosine_mean is not None and logits.cosine_mean >= MIN_COSINE
+        rule = (f"only {fid.confident_samples or 0} samples with a clear reference class, so the logits: mean "
+                f"cosine {logits.cosine_mean:.4f} (at least {MIN_COSINE} needed)")
     else:
         passed = cosine_min is not None and cosine_min >= MIN_COSINE
         rule = f"worst cosine {cosine_min:.4f} (at least {MIN_COSINE} needed)"
@@ -90,5 +102,5 @@ def check_runtime_outputs(outputs: list[np.ndarray], reference: list[np.ndarray]
     return result
 
 
-__all__ = ["MIN_CONFIDENT_AGREEMENT", "MIN_COSINE", "RuntimeFidelity", "SAME_RELATIVE_ERROR",
+__all__ = ["MIN_CONFIDENT_AGREEMENT", "MIN_CONFIDENT_SAMPLES", "MIN_COSINE", "RuntimeFidelity", "SAME_RELATIVE_ERROR",
            "check_runtime_outputs", "compare_outputs"]
