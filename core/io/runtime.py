@@ -3,6 +3,9 @@ through it in batches, and check that a graph runs at all. The one place that op
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 
 from core.errors import BadInputError
@@ -27,6 +30,22 @@ def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | 
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def optimized_graph(model_bytes: bytes, level: str = "all"):
+    """The graph onnxruntime runs after its graph optimizations (`level`: "basic" or "all", the level sessions
+    time at), as it saves it: which Q/DQ pairs it fused into int8 kernels, which weights it quantized at load."""
+    import onnx  # heavy: loaded where a graph is inspected
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="fw-opt-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath, load_external_data=False).graph
 
 
 def session_fixed_batch(session) -> int | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,18 +110,8 @@ class OnnxRuntimeRunner:
 def ort_kernel_precisions(model_bytes: bytes) -> dict:
     """Heavy layers of `model_bytes` in int8 / float once onnxruntime has optimized the graph (fused the Q/DQ pairs
     it knows), read from the optimized graph it saves."""
-    import onnx  # heavy: loaded when a kernel count is asked for
-    import onnxruntime as ort
-
     counts = {"int8": 0, "float": 0, "float_layers": []}
-    with tempfile.TemporaryDirectory(prefix="fw-kernels-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
-    for node in graph.node:
+    for node in ort_runtime.optimized_graph(model_bytes, "all").node:
         if node.op_type in ORT_INT8_OPS:
             counts["int8"] += 1
         elif node.op_type in ORT_FLOAT_OPS:
