@@ -41,8 +41,8 @@ def failed(runtime: str, error: str, status: str = "failed") -> RuntimeVariant:
 
 def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, steps, dataset: Dataset, task: str,
                      runtimes, *, threads: int, max_batch: int, reference_outputs: list, baseline_outputs,
-                     out_dir: Path, baseline_selection=None,
-                     report=lambda message: None) -> dict[str, RuntimeVariant]:
+                     out_dir: Path, baseline_selection=None, report=lambda message: None,
+                     should_stop=lambda: False) -> dict[str, RuntimeVariant]:
     """Make one variant ready on every runtime in `runtimes` besides onnxruntime (which measured it already).
 
     Args:
@@ -66,6 +66,9 @@ def prepare_runtimes(name: str, slug: str, model_bytes: bytes, torch_module, ste
     names = list(inputs)
     for runtime in runtimes:
         if runtime == REFERENCE_RUNTIME:
+            continue
+        if should_stop():
+            prepared[runtime] = failed(runtime, "cancelled by the user", "cancelled")
             continue
         missing = missing_reason(runtime)
         if missing:
