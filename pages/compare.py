@@ -9,16 +9,16 @@ import streamlit as st
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant,
-                                  layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
-                                  within_budget)
+from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chose_on_reported,
+                                  chosen_on, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
+                                  variant, within_budget)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import POINT_SEPARATOR, run_runtimes, runtime_entry, ship_table
 from core.io.runtimes import runtime_label
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.io.files import inside_run
-from core.results.table import batch_sizes_of, quality_caption
+from core.results.table import batch_sizes_of, quality_caption, speedup_text, timing_caption
 from core.jobs.store import ACTIVE
 from ui import services
 from ui.events import clicked_variant
@@ -118,8 +118,8 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
     c[0].metric("Size", fmt.format_bytes(row["size_bytes"]), f"{fmt.format_ratio(row['x_smaller'])} smaller",
                 delta_color="off", delta_arrow="off")
     c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
-                f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
-                delta_arrow="off")
+                speedup_text(row, batch_size), delta_color="off", delta_arrow="off",
+                help="Speed-up against the same-run baseline: median per-round ratio and its 95% interval.")
     change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
     if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
         c[2].metric("Accuracy", fmt.format_pct(row["accuracy"]),
@@ -312,6 +312,8 @@ st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic 
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))
+if timing_caption(results):
+    st.caption(timing_caption(results))
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
@@ -347,7 +349,7 @@ if device_name != ANY_DEVICE:
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
-inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")
+inside = within_budget(chosen_on(frame), budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
 names = list(ok_rows(table)["name"]) + [n for n, s in zip(table["name"], table["status"]) if s != "ok"]
@@ -363,8 +365,11 @@ else:
     drop, _ = quality_drop_pt(frame[frame["name"] == best])
     caveats = best_caveats(frame, best, batch_size)
     text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
-            f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
-            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
+            f"speed-up {speedup_text(row, batch_size)} at batch {batch_size}, "
+            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}. "
+            + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
+               else "Chosen on the validation split and the timing rounds held out for choosing; the numbers "
+                    "shown are the test split's and the reported rounds'."))
     if bakeoff:  # the point names its runtime; its speed is against the one reference, onnxruntime fp32
         ratio, low, high = (row.get(f"vs_onnxruntime{k}_bs{batch_size}") for k in ("", "_low", "_high"))
         speed = fmt.format_speedup({"ratio": ratio, "low": low, "high": high}) if ratio else "–"
@@ -382,6 +387,7 @@ st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=b
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
 st.caption("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
+           "Error bars: the speed-up's 95% interval against the same-run baseline, carried onto the latency. "
            "Click a point to open it below.")
 if bakeoff:
     st.subheader("Which runtime to ship")

@@ -12,12 +12,14 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
+from core.results.compare import (Budget, best_caveats, best_variant, chose_on_reported, latency_table, ok_rows,
+                                  quality_drop_pt)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_table
 from core.io.runtimes import runtime_label
 from core.measure.quality import CONFIDENT_MARGIN
-from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
+                                speedup_text, timing_caption)
 from core.errors import FeatherweightError
 from core.spec.portable import portable_recipe
 
@@ -86,7 +88,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         head += ["Flips", f"Agreement, margin ≥ {CONFIDENT_MARGIN:g}",
                  f"Top-{int(k.iloc[0]) if len(k) else 'k'} overlap"]
     for bs in batch_sizes:
-        head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
+        head += [f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
         technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
@@ -96,7 +98,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         if fidelity:
             cells += [_flips_text(r), _confident_text(r), fmt.format_pct(r.get("topk_overlap"))]
         for bs in batch_sizes:
-            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), fmt.format_ratio(r.get(f"speedup_bs{bs}")),
+            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
                       fmt.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
@@ -207,7 +209,8 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(quality_caption(results))}
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(timing_caption(results))}
+{_esc(quality_caption(results))} {_esc(_choice_caption(frame))}
 Flips: samples whose top-1 class differs from the baseline's; agreement at margin ≥ {CONFIDENT_MARGIN:g}: on the
 samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
 qualified is shown). {_esc(_cost_basis(results))}</p>
@@ -265,7 +268,7 @@ def results_text_table(results: dict) -> str:
                    None)
     head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
                                                        "cosine_mean": "cosine"}.get(quality, "quality"),
-            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+            drop_label.replace(" (pt)", " pt")] + [f"speed-up @{bs}" for bs in sizes]
     rows = []
     for i, r in frame.iterrows():
         value = r.get(quality) if quality else None
@@ -273,13 +276,14 @@ def results_text_table(results: dict) -> str:
                  else f"{value:.4f}")
         cells = [str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
                  shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
-        cells += [fmt.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        cells += [speedup_text(r, bs) for bs in sizes]
         rows.append(cells)
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
               for row in rows]
-    return "\n".join(lines)
+    caption = timing_caption(results)
+    return "\n".join(lines + ([caption] if caption else []))
 
 
 def results_table_text(out_dir) -> str:
@@ -289,6 +293,14 @@ def results_table_text(out_dir) -> str:
     except (OSError, ValueError):
         return ""
     return results_text_table(results)
+
+
+def _choice_caption(frame: pd.DataFrame) -> str:
+    """What the best within budget was chosen on (never the numbers shown for it)."""
+    if chose_on_reported(frame):
+        return "The best within budget is chosen on the numbers shown (this run predates validation scoring)."
+    return ("The best within budget is chosen on the validation split and the timing rounds held out for choosing; "
+            "the numbers shown for it are the test split's and the reported rounds'.")
 
 
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
@@ -306,7 +318,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
         cards += [("Best within budget", best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
-                  (f"Faster at batch {batch_size}", fmt.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  (f"Speed-up at batch {batch_size}", speedup_text(r, batch_size)),
                   ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]
