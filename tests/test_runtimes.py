@@ -276,3 +276,35 @@ def test_a_near_uniform_classifier_is_judged_by_its_logits():
     assert check.passed and check.confident_samples < 20 and "mean cosine" in check.rule, check
     other = (5.0 + rng.normal(scale=2.0, size=logits.shape)).astype(np.float32)
     assert not compare_outputs([other], [logits], "classification", runtime="x").passed
+
+
+def test_a_run_timed_on_two_runtimes_records_each_runtime_and_keeps_the_old_fields(tmp_path, digits_cnn,
+                                                                                   digits_cnn_data):
+    """digits-cnn with one int8 variant on onnxruntime and OpenVINO: the top-level latency and speed-up stay
+    onnxruntime's; each variant's `runtimes` has OpenVINO's latency, its speed-up against OpenVINO's baseline and
+    against onnxruntime fp32 (with intervals, same rounds), the passed fidelity check and the kernel counts."""
+    pytest.importorskip("openvino")
+    from core.pipeline.run import run
+    from core.results.runtimes import runtime_frame
+    from core.spec.recipe import Variant
+
+    bench = BenchmarkConfig(batch_sizes=(1,), threads=1, warmup=1, runs=6, max_seconds=0.5,
+                            runtimes=("onnxruntime", "openvino"))
+    recipe = Recipe(benchmark=bench, variants=(Variant("int8", (QuantizeConfig(mode="static", samples=64),)),))
+    run(digits_cnn, digits_cnn_data, recipe, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    base, int8 = results["variants"]
+    assert results["environment"]["versions"]["openvino"]
+    assert int8["latency_ms"]["1"]["p50"] > 0 and set(int8["speedup"]["1"]) >= {"ratio", "low", "high"}
+    assert int8["runtimes"]["onnxruntime"]["speedup"] == int8["speedup"]
+    ov = int8["runtimes"]["openvino"]
+    assert ov["status"] == "ok" and ov["fidelity"]["passed"] and ov["kernels"]["int8"] >= 3
+    assert ov["latency_ms"]["1"]["p50"] > 0
+    for key in ("speedup", "vs_onnxruntime"):
+        entry = ov[key]["1"]
+        assert entry["low"] <= entry["ratio"] <= entry["high"], (key, entry)
+    assert "vs_onnxruntime" in base["runtimes"]["openvino"] and not base["runtimes"]["openvino"].get("speedup")
+    points = runtime_frame(results)
+    assert sorted(points["name"]) == ["baseline · OpenVINO", "baseline · onnxruntime", "int8 · OpenVINO",
+                                      "int8 · onnxruntime"]
+    assert points["selection_agreement"].notna().all() and points["selection_p50_ms_bs1"].notna().all()
