@@ -238,3 +238,24 @@ def test_bakeoff_puts_every_variant_x_runtime_on_one_pareto_and_names_the_runtim
     assert not errors_of(at)
     names = [n for t in _chart(at)["data"] if t.get("text") for n in t["text"]]
     assert names and all(n.endswith("· onnxruntime") for n in names)
+
+
+def test_an_edge_program_is_downloadable_beside_the_onnx_file(make_app, fw_home):
+    """A variant with an ExecuTorch program offers it for download next to its ONNX file, from the run's folder."""
+    from core.jobs.store import RunStore
+
+    results = _bakeoff_results()
+    results["recipe"]["benchmark"]["runtimes"].append("executorch")
+    v = next(v for v in results["variants"] if v["name"] == "int8-static")
+    v["runtimes"]["executorch"] = {"status": "ok", "artifact": "variants/int8-static/model.pte", "size_bytes": 4,
+                                   "export": {"precision": "int8", "delegated_share": 0.92},
+                                   "latency_ms": {"256": {"p50": 1.0}}}
+    run_id = add_run(fw_home, results)
+    program = RunStore(fw_home).run_dir(run_id) / "variants" / "int8-static" / "model.pte"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_bytes(b"pte!")
+    at = _compare(make_app, run_id)
+    at.selectbox(key=f"variant_pick.{run_id}").set_value("int8-static").run()
+    assert not errors_of(at)
+    downloads = [b.label for b in at.get("download_button")]
+    assert "Edge program · int8-static.pte (ExecuTorch, XNNPACK)" in downloads, downloads
