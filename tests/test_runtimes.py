@@ -297,6 +297,7 @@ def test_a_run_timed_on_two_runtimes_records_each_runtime_and_keeps_the_old_fiel
     assert results["environment"]["versions"]["openvino"]
     assert int8["latency_ms"]["1"]["p50"] > 0 and set(int8["speedup"]["1"]) >= {"ratio", "low", "high"}
     assert int8["runtimes"]["onnxruntime"]["speedup"] == int8["speedup"]
+    assert int8["runtimes"]["onnxruntime"]["kernels"]["float"] == 0  # its own quantizer's layout: all fused
     ov = int8["runtimes"]["openvino"]
     assert ov["status"] == "ok" and ov["fidelity"]["passed"] and ov["kernels"]["int8"] >= 3
     assert ov["latency_ms"]["1"]["p50"] > 0

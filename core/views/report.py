@@ -178,7 +178,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     for name in measured["name"] if not measured.empty else []:
         for note in why_no_speedup(results, name, batch_size):
             notes.append(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>")
-        for runtime in run_runtimes(results)[1:]:  # the other runtimes of a bake-off
+        for runtime in run_runtimes(results) if len(run_runtimes(results)) > 1 else ():  # a bake-off's runtimes
             for note in why_not_faster_on(results, name, runtime, batch_size):
                 notes.append(f"<li><b>{_esc(point_name(name, runtime))}</b>: {_esc(note)}</li>")
     failures = [f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
