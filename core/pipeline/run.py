@@ -22,6 +22,7 @@ from core.spec.recipe import Recipe
 from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
+from core.io.runtimes import versions as runtime_versions
 
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
@@ -56,13 +57,16 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
                        dataset=dataset.summary())
+    if len(recipe.benchmark.runtimes) > 1:  # each runtime's release, beside onnxruntime's
+        result.environment["versions"].update(runtime_versions(recipe.benchmark.runtimes))
     progress = ProgressTracker(on_progress, len(recipe.variants) + 1, extra_parts=1)  # + the timing phase
     progress.variant = "baseline"
     progress.emit("start", "scoring the baseline")
     torch.manual_seed(recipe.seed)
     baseline, baseline_outputs, baseline_selection = measure_variant(
         "baseline", model.onnx_model, dataset, None, task, recipe, out_dir, should_stop,
-        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f))
+        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f), torch_module=model.torch_module,
+        steps=[])
     baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
@@ -183,6 +187,10 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                 result.status = "failed"
                 write_results(result, out_dir)
                 raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
+            if len(recipe.benchmark.runtimes) > 1:  # said, not silently dropped
+                measured.notes.append("benchmark.runtimes: a decoder is timed on onnxruntime-genai only; "
+                                      f"{', '.join(r for r in recipe.benchmark.runtimes if r != 'onnxruntime')} "
+                                      "not timed")
             baseline = measured.to_dict()
         result.variants.append(measured)
         progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())

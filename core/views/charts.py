@@ -13,6 +13,8 @@ from core.results.compare import (QUALITY_METRICS, Budget, chosen_on, latency_co
                                   quality_drop_pt, within_budget)
 from core.results.table import speedup_text
 
+from core.io.runtimes import runtime_label
+from core.results.runtimes import runtime_symbol
 from core.format import (format_bytes, format_count, format_ms, format_pct, format_ratio, format_usd,
                          size_unit)
 
@@ -94,18 +96,13 @@ _LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left"
 
 
 def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tuple | None = None,
-                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420,
-                    keep: set | None = None) -> list[str | None]:
+                    char_px: float = 7.5, width_px: float = 800, height_px: float = 420) -> list[str]:
     """A text position for each marker label so that labels do not overlap each other and stay inside the plot.
 
     A greedy placement on estimated label boxes (characters x `char_px`, in a plot about `width_px` x `height_px`):
     each label takes the first position in _LABEL_POSITIONS whose box overlaps no placed box and does not run
     past the plot's edges; when none fits, the one with the least overlap. Clustered variants (the tuner's
     int8-static family) and points at the right edge ("seline" for a clipped "baseline") read cleanly.
-
-    With `keep` (the labels that must show: the baseline, the frontier, the best), those are placed first, and any
-    other label that cannot be placed clear of the rest gets None: no text, its name in the hover (a cluster of
-    int8 variants still overlapped when every label was forced in).
     """
     xs, ys = [float(v) for v in x], [float(v) for v in y]
     if not xs:
@@ -117,8 +114,7 @@ def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tupl
     placed: list[tuple[float, float, float, float]] = []
     out: list = []
     marker_px = 14.0  # half the largest marker (the best's star, 22 px) plus a little air
-    order = sorted(range(len(xs)), key=lambda k: (keep is not None and labels[k] not in keep, xs[k], ys[k]))
-    for i in order:
+    for i in sorted(range(len(xs)), key=lambda k: (xs[k], ys[k])):
         px, py = (xs[i] - x0) * sx, (ys[i] - y0) * sy  # y up
         w, h = max(1, len(str(labels[i]))) * char_px, 16.0
         best, best_cost, best_box = _LABEL_POSITIONS[0], math.inf, None
@@ -136,10 +132,6 @@ def label_positions(x, y, labels, *, x_range: tuple | None = None, y_range: tupl
                 best, best_cost, best_box = position, cost, box
             if cost == 0:
                 break
-        if keep is not None and labels[i] not in keep and best_cost > 0:
-            placed.append((px - marker_px / 2, py - marker_px / 2, px + marker_px / 2, py + marker_px / 2))
-            out.append((i, None))
-            continue
         placed.append(best_box)
         placed.append((px - marker_px / 2, py - marker_px / 2, px + marker_px / 2, py + marker_px / 2))
         out.append((i, best))
@@ -178,9 +170,8 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     """Size vs p50 latency at `batch_size`, coloured by a quality metric, with the Pareto frontier drawn.
 
     Variants outside the budget are grey; the best one inside is starred (and labelled `best_label`: "fastest"
-    when no budget is set); the baseline is a black diamond. The baseline, the frontier, the best and the selected
-    variant are always named; another variant's name is left to its hover where it would overlap. Every marker's
-    customdata starts with the variant name (for click-to-open).
+    when no budget is set); the baseline is a black diamond. Every marker's customdata starts with the variant name
+    (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
         return decoder_pareto_figure(frame, selected=selected, height=height)
@@ -219,9 +210,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     bx = list(x) + ([float(x[names.index(best)])] if has_best else [])
     by = list(y) + ([float(y[names.index(best)])] if has_best else [])
     placed = label_positions(bx, by, names + ([best_label] if has_best else []), x_range=(0.0, x_top),
-                             y_range=(0.0, y_top), height_px=max(200, height - 120),
-                             keep={"baseline", best_label, *front, *([best] if best else []),
-                                   *([selected] if selected else [])})
+                             y_range=(0.0, y_top), height_px=max(200, height - 120))
     positions = dict(zip(names, placed))
 
     if color_by not in rows or rows[color_by].isna().all():
@@ -229,6 +218,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     color_values = rows[color_by] * (100 if color_by in ("accuracy", "agreement") else 1) if color_by else None
     show_scale = color_by is not None
 
+    by_runtime = "runtime" in rows and rows["runtime"].nunique() > 1
+    for runtime in (dict.fromkeys(rows["runtime"]) if by_runtime else ()):  # the legend of marker shapes
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=runtime_label(runtime), hoverinfo="skip",
+                                 marker=dict(symbol=runtime_symbol(runtime), size=12, color=MUTED)))
     for mask, name, symbol, faded in ((~inside, "outside budget", "circle", True),
                                       (inside, "variants", "circle", False)):
         part = rows[mask]
@@ -240,6 +233,13 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
                               for n, b in zip(part["name"], is_base)],
                       line=dict(width=[3 if n == selected else 1 for n in part["name"]],
                                 color=[ACCENT if n == selected else "white" for n in part["name"]]))
+        if by_runtime:  # a bake-off: the shape is the runtime, each runtime's baseline outlined in black
+            is_base = part["variant"] == "baseline"
+            marker["symbol"] = [runtime_symbol(r) for r in part["runtime"]]
+            picked = [selected in (n, v) for n, v in zip(part["name"], part["variant"])]  # a variant: all its points
+            marker["line"] = dict(width=[3 if p else 2.5 if b else 1 for p, b in zip(picked, is_base)],
+                                  color=[ACCENT if p else BASELINE_COLOR if b else "white"
+                                         for p, b in zip(picked, is_base)])
         if faded or color_values is None:
             marker["color"] = OUT_OF_BUDGET if faded else ACCENT
         else:
@@ -250,8 +250,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
                                         thickness=14))
         fig.add_trace(go.Scatter(
             x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
-            text=[n if positions[n] else "" for n in part["name"]],
-            textposition=[positions[n] or "top center" for n in part["name"]], cliponaxis=False,
+            text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
             error_y=dict(type="data", symmetric=False, array=error_up[mask].tolist(),
                          arrayminus=error_down[mask].tolist(), color=MUTED if faded else INK, thickness=1.2,
