@@ -53,6 +53,7 @@ def click_point(page, name: str) -> None:
     labels = point_labels(page)
     points = page.locator(".js-plotly-plot").first.locator("path.point")
     assert points.count() == len(labels), (points.count(), labels)
+    points.nth(labels.index(name)).scroll_into_view_if_needed()  # a mouse click outside the window is lost
     box = points.nth(labels.index(name)).bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's drag layer
 
