@@ -384,6 +384,25 @@ def run_side_by_side(run_id: str, variant: str, count: int = 8):
     return _side_by_side(root, run_id, variant, results_mtime(run_id), count)
 
 
+def decoder_export(run_id: str, variant_name: str) -> Path:
+    """A decoder variant of a run as one zip (model, external data, genai_config.json, tokenizer), written beside
+    its folder on first use (`core.io.decoder.export_zip`).
+
+    Raises:
+        BadInputError: a run the session may not open, a variant without a model, a path outside the run.
+    """
+    from core.io.decoder import export_zip
+    from core.io.files import inside_run
+    from core.results.compare import variant
+
+    folder = run_dir(run_id)
+    entry = variant(run_results(run_id) or {}, variant_name) or {}
+    artifact = inside_run(folder, entry.get("artifact") or "") if entry.get("status") == "ok" else None
+    if artifact is None:
+        raise BadInputError(f"variant {variant_name!r} of run {run_id} has no model to export")
+    return export_zip(artifact.parent)
+
+
 @st.cache_data(show_spinner=False)
 def sample_card(name: str) -> dict:
     """A sample model's card (computed once per server: loading a sample imports torch)."""

@@ -130,12 +130,12 @@ def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) 
     return {"runs": counted, "ops": rows, "nodes": node_rows[:max_nodes], "total_ms": round(sum(r["ms"] for r in rows), 6)}
 
 
-def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: int = 20, warmup: int = 3,
+def profile_ops(model_bytes: bytes | Path, inputs: dict, *, batch_size: int = 1, runs: int = 20, warmup: int = 3,
                 threads: int = 1, max_nodes: int | None = 50) -> dict:
     """Run the model with onnxruntime's profiler on and return its kernel time per operator type (per run).
 
     Args:
-        model_bytes: the ONNX model.
+        model_bytes: the ONNX model, or its path (a model with external data beside it).
         inputs: input name -> array (cycled to `batch_size`).
         batch_size / runs / warmup / threads: what to profile (warm-up runs are excluded).
         max_nodes: how many of the slowest nodes to keep per node (None: all).
@@ -145,7 +145,8 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     """
     import onnx
 
-    specs = graph_inputs(onnx.load_from_string(model_bytes))
+    specs = graph_inputs(onnx.load(str(model_bytes), load_external_data=False) if isinstance(model_bytes, Path)
+                         else onnx.load_from_string(model_bytes))
     with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp:
         session = make_session(model_bytes, threads, profile_prefix=os.path.join(tmp, "profile"))
         batch = session_fixed_batch(session) or batch_size

@@ -15,6 +15,8 @@ from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graph
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
 from core.io.data import synthetic_inputs
+from core.io.decoder import prefill_inputs
+from core.io.graph import graph_inputs
 from core.io.model import Model
 from core.io.sandbox import phase, run_isolated
 from core.views.graph import (EXPAND_ALL_MAX_NODES, OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
@@ -84,6 +86,11 @@ def _channels(variant: dict, base_proto) -> dict:
 
 def _profile(path: Path, proto, batch: int, runs: int) -> tuple[dict, dict]:
     # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.
+    if (path.parent / "genai_config.json").is_file():  # a decoder: one prompt's prefill, its weights beside it
+        inputs = prefill_inputs(path.parent, graph_inputs(proto))
+        profile = profile_ops(path, inputs, batch_size=1, runs=runs, warmup=PROFILE_WARMUP, max_nodes=None)
+        return profile_node_times(proto, profile["nodes"]), {"batch_size": profile["batch_size"],
+                                                             "total_ms": profile["total_ms"]}
     inputs = synthetic_inputs(Model(str(path), proto), batch, seed=0)
     profile = profile_ops(path.read_bytes(), inputs, batch_size=batch, runs=runs, warmup=PROFILE_WARMUP,
                           max_nodes=None)

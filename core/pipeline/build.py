@@ -32,7 +32,8 @@ RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_b
                  "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
                  "agreement_confident", "confident_samples", "topk_overlap", "topk", "split",
                  # decoders (core.pipeline.decoder)
-                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "greedy_agreement", "greedy_divergence")
+                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "kl_per_token", "next_token_agreement",
+                 "greedy_divergence", "speedup")
 
 
 @dataclass
@@ -89,10 +90,12 @@ class VariantResult:
     # the tuner adds "selection": "validation", "selection_n": M (what it chose on)
     tokens_per_s: dict | None = None  # decoders: {"prefill", "decode"} tokens/s at batch 1
     ttft_ms: float | None = None  # decoders: time to first token (prefill + first generated token), median
-    peak_rss_mb: float | None = None  # decoders: peak resident memory of the process that measured the variant
+    peak_rss_mb: float | None = None  # decoders: peak resident memory (VmHWM) of the worker that held the variant
     perplexity: float | None = None  # decoders: on the held-out text
-    greedy_agreement: float | None = None  # decoders: share of greedy tokens equal to the fp32 baseline's
-    greedy_divergence: dict | None = None  # decoders: first divergence position per prompt, mean, how many
+    kl_per_token: float | None = None  # decoders: KL(fp32 || variant) in nats per held-out token, teacher-forced
+    next_token_agreement: float | None = None  # decoders: teacher-forced top-1 agreement with fp32, every position
+    greedy_divergence: dict | None = None  # decoders: greedy tokens matching fp32's before the first difference
+    speedup: dict = field(default_factory=dict)  # {batch: {ratio, low, high, rounds}} vs the baseline, interleaved
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}

@@ -21,6 +21,7 @@ from core.spec.recipe import Recipe
 from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
+from core.results.explain import decoder_notes
 
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
@@ -124,12 +125,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
 def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
                 on_progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] = lambda: False, heldout: tuple | None = None) -> RunResult:
-    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai and measure them (batch 1).
+    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai, then measure them together
+    (`core.pipeline.decoder.run_variants`: one worker per variant, decode speed timed interleaved in rounds).
 
     `heldout` overrides the held-out text: ``(eval_ids, prompts, summary)`` (the bench's random-weight model).
 
     Returns:
         The RunResult (task ``text-generation``), written like any other run.
+
+    Raises:
+        BadInputError: the fp32 baseline could not be built or measured (nothing to compare with).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,40 +144,38 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        task="text-generation", dataset=summary)
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
-    runs = max(1, min(recipe.benchmark.runs, 5))  # passes over the prompts; each times PROMPTS generations
-    baseline, cancelled = None, False
-    for index, variant in enumerate([None, *recipe.variants]):
-        name, slug, steps = ("baseline", "baseline", ()) if variant is None else (variant.name, variant.slug,
-                                                                                 variant.steps)
-        progress.index, progress.variant = index, name
-        if cancelled or should_stop():
-            cancelled = True
-            result.variants.append(VariantResult(name, status="cancelled", error="cancelled by the user",
-                                                 steps=[s.to_dict() for s in steps]))
-            continue
-        progress.emit("step", f"building {name}")
-        try:
-            fields = decoder_pipeline.build_and_measure(
-                checkpoint, slug, steps, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads, runs=runs,
-                baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
-            measured = VariantResult(name, **fields)
-        except FeatherweightError as exc:
-            measured = VariantResult(name, status="failed", error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {first}")
-        measured.steps = [s.to_dict() for s in steps]
-        if variant is None:
-            if measured.status != "ok":  # nothing to compare against: the run fails with its reason
-                result.variants.append(measured)
-                result.status = "failed"
-                write_results(result, out_dir)
-                raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
-            baseline = measured.to_dict()
-        result.variants.append(measured)
-        progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
+    progress = ProgressTracker(on_progress, 1)
+    variants = [("baseline", "baseline", ())] + [(v.name, v.slug, v.steps) for v in recipe.variants]
+
+    def emit(variant, message, fraction):
+        progress.variant = variant
+        progress.emit("step", f"{variant}: {message}" if variant else message, fraction)
+
+    progress.emit("start", f"building {len(variants)} decoders, then measuring them together")
+    try:
+        outcome, timing = decoder_pipeline.run_variants(
+            checkpoint, variants, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads,
+            max_seconds=recipe.benchmark.max_seconds * len(variants), seed=recipe.seed, should_stop=should_stop,
+            emit=emit)
+    except FeatherweightError as exc:
+        result.variants.append(VariantResult("baseline", status="failed", error=str(exc)))
+        result.status = "failed"
         write_results(result, out_dir)
+        raise BadInputError(str(exc) if str(exc).startswith(checkpoint.source) else
+                            f"{checkpoint.source}: {exc}") from None
+    if timing:
+        result.environment["timing"] = timing
+    cancelled = False
+    for name, _, steps in variants:
+        done = outcome[name]
+        measured = VariantResult(name, status=done["status"], error=done["error"], **done["fields"])
+        measured.steps = [s.to_dict() for s in steps]
+        cancelled = cancelled or measured.status == "cancelled"
+        result.variants.append(measured)
+    for measured in result.variants:  # "why not faster" needs the whole run: every variant measured first
+        if measured.status == "ok":
+            measured.notes = decoder_notes(result.to_dict(), measured.name)
+        progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 

@@ -4,6 +4,7 @@ thresholds."""
 
 from __future__ import annotations
 
+from core.format import format_bytes
 from core.measure.quality import int8_fast
 from core.results.compare import variant
 from core.results.table import batch_sizes_of
@@ -17,15 +18,19 @@ CALL_OVERHEAD_MS = 0.1
 NO_SPEEDUP_RATIO = 1.1
 
 
-def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None) -> tuple[str, str]:
+def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None, level: int = 0,
+           bits: int = 4, bytes_: int = 0, cache: int = 0) -> tuple[str, str]:
     """The one wording of a "why not faster" rule, as (what happened, what to do): Compare's notes
     (`why_no_speedup`) and Insight's diagnosis (`core.analysis.diagnose.explain`) both say it this way.
 
     Args:
-        rule: ``tiny_model``, ``no_vnni``, ``fp16_casts`` or ``dense_sparsity``.
+        rule: ``tiny_model``, ``no_vnni``, ``fp16_casts``, ``dense_sparsity``; for decoders
+            ``nbits_float_compute``, ``cache_resident`` and ``contended``.
         batch, ms: the batch size and latency the per-call overhead rule speaks of.
         share: what the diagnosis measured, when it did: the Cast ops' share of the time (fp16), the zeroed
             share of the weights (sparsity).
+        level, bits: a decoder variant's accuracy_level and weight bits (nbits_float_compute).
+        bytes_, cache: the fp32 weights' bytes and the last-level cache's (cache_resident).
     """
     if rule == "tiny_model":
         return (f"At batch {batch} this model runs in {ms:.3f} ms, mostly onnxruntime's per-call overhead "
@@ -47,6 +52,21 @@ def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float |
                 f"faster{zeros}.",
                 "Prune structurally (whole channels) for speed; unstructured pruning only shrinks the compressed "
                 "file.")
+    if rule == "nbits_float_compute":
+        return (f"MatMulNBits computes in float at accuracy_level {level}: each call unpacks the {bits}-bit weights "
+                "block by block to float32 before multiplying, which costs more than fp32's plain matrix multiply"
+                + (" (onnxruntime has no fast float kernel for 8-bit weights)" if bits == 8 else "") + ".",
+                "Use accuracy_level auto (level 4, int8 compute, where it measures faster on this CPU) or 4.")
+    if rule == "cache_resident":
+        return (f"The fp32 weights ({format_bytes(bytes_)}) fit in this CPU's {format_bytes(cache)} last-level "
+                "cache, so decoding one token is not limited by reading weights from memory; fewer weight bytes "
+                "then buy little, and the kernels' own speed decides.",
+                "Judge int4 / int8 decode speed on a model whose weights do not fit in cache (a 0.5B model is ~2 GB "
+                "in fp32).")
+    if rule == "contended":
+        return ("The machine was busy while this was timed (the decoding workers got less CPU than they asked "
+                "for), and the speed-up's interval includes 1: no measurable difference.",
+                "Rerun on a quiet machine for a firmer figure.")
     raise ValueError(f"unknown rule {rule!r}")
 
 
@@ -60,6 +80,8 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     v = variant(results, name)
     if v is None or v.get("status") != "ok":
         return []
+    if results.get("task") == "text-generation":
+        return decoder_notes(results, name)
     notes = list(v.get("notes") or [])
     base = variant(results, "baseline") or {}
     sizes = batch_sizes_of(results)
@@ -90,6 +112,40 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     return list(dict.fromkeys(notes))
 
 
+def decoder_notes(results: dict, name: str) -> list[str]:
+    """A decoder variant's notes, and when its decode is not faster than fp32 (interleaved speed-up below
+    NO_SPEEDUP_RATIO), why: float compute in MatMulNBits (accuracy_level below 4), no int8 dot-product instructions,
+    weights that fit in cache (decode not memory-bound), or a busy machine that left the interval around 1."""
+    v = variant(results, name) or {}
+    notes = list(v.get("notes") or [])
+    if name == "baseline":
+        return notes
+    base = variant(results, "baseline") or {}
+    interval = (v.get("speedup") or {}).get("1") or {}
+    speedup = interval.get("ratio")
+    if speedup is None:
+        rate, base_rate = (v.get("tokens_per_s") or {}).get("decode"), (base.get("tokens_per_s") or {}).get("decode")
+        speedup = rate / base_rate if rate and base_rate else None
+    if speedup is None or speedup >= NO_SPEEDUP_RATIO:
+        return notes
+    build = (v.get("info") or {}).get("build") or {}
+    precision, level = build.get("precision"), build.get("accuracy_level")
+    environment = results.get("environment") or {}
+    flags = set(environment.get("cpu_flags") or [])
+    found = []
+    if precision in ("int4", "int8") and isinstance(level, int) and level < 4:
+        found.append(_note("nbits_float_compute", level=level, bits=4 if precision == "int4" else 8))
+    elif precision in ("int4", "int8") and flags and not int8_fast(flags):
+        found.append(_note("no_vnni"))
+    cache = environment.get("last_level_cache_bytes")
+    if not found and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
+        found.append(_note("cache_resident", bytes_=base["size_bytes"], cache=cache))
+    contended = ((environment.get("timing") or {}).get("contention") or {}).get("contended")
+    if contended and interval and interval.get("low", 1.0) <= 1.0 <= interval.get("high", 1.0):
+        found.append(_note("contended"))
+    return list(dict.fromkeys(notes + found))
+
+
 def _speedup(base: dict, v: dict, batch_size: int | None) -> float | None:
     if batch_size is None:
         return None
@@ -100,4 +156,4 @@ def _speedup(base: dict, v: dict, batch_size: int | None) -> float | None:
     return base_p50 / p50
 
 
-__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "reason", "why_no_speedup"]
+__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "decoder_notes", "reason", "why_no_speedup"]

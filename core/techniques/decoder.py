@@ -21,17 +21,19 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BadInputError, StepFailedError, UnsupportedModelError
 from core.io.decoder import DecoderCheckpoint
+from core.measure.nbits import choice_text, resolve_level
 from core.spec.recipe import QuantizeConfig
 
 PRECISIONS = ("fp32", "int8", "int4")
 # Block sizes the builder accepts for MatMulNBits (builder.py's extra_options help: 16/32/64/128/256).
 BUILDER_BLOCK_SIZES = (16, 32, 64, 128, 256)
 DECODER_MODES = {"int4": "int4", "dynamic": "int8"}  # quantize.mode -> builder precision
+PRECISION_BITS = {"int4": 4, "int8": 8}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class DecoderBuild:
     precision: str = "fp32"
     block_size: int = 32
     accuracy_level: int = 0
+    level_choice: dict | None = field(default=None, compare=False)  # the measurement behind an "auto" level
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -58,19 +61,24 @@ class DecoderBuild:
         return options
 
     def to_dict(self) -> dict:
-        return {"precision": self.precision, "block_size": self.block_size if self.precision != "fp32" else None,
-                "accuracy_level": self.accuracy_level if self.precision != "fp32" else None}
+        out = {"precision": self.precision, "block_size": self.block_size if self.precision != "fp32" else None,
+               "accuracy_level": self.accuracy_level if self.precision != "fp32" else None}
+        if self.level_choice is not None:
+            out["accuracy_level_auto"] = choice_text(self.level_choice)
+        return out
 
 
-def build_for_steps(steps) -> DecoderBuild:
-    """The build a variant's steps ask for.
+def checked_step(steps) -> QuantizeConfig | None:
+    """The one quantize step a decoder variant may have (None for the fp32 baseline), checked without measuring
+    anything: cheap enough for a form to call on every redraw.
 
     Raises:
         UnsupportedModelError: a step decoders do not support (the message names the supported ones).
+        BadInputError: a block size the builder refuses.
     """
     steps = tuple(steps)
     if not steps:
-        return DecoderBuild("fp32")
+        return None
     if len(steps) > 1 or not isinstance(steps[0], QuantizeConfig):
         names = ", ".join(s.technique for s in steps)
         raise UnsupportedModelError(f"decoders take one quantize step (mode int4 or dynamic), got: {names}; "
@@ -81,13 +89,29 @@ def build_for_steps(steps) -> DecoderBuild:
                                     f"{', '.join(DECODER_MODES)} (int4 / int8 weight-only MatMulNBits)")
     if step.exclude:
         raise UnsupportedModelError("quantize.exclude is not offered for decoders (the builder names its own nodes)")
-    return DecoderBuild(DECODER_MODES[step.mode], step.block_size, step.accuracy_level)
+    DecoderBuild(DECODER_MODES[step.mode], step.block_size)  # the builder's block sizes
+    return step
+
+
+def build_for_steps(steps) -> DecoderBuild:
+    """The build a variant's steps ask for, with an "auto" accuracy level resolved for this CPU
+    (`core.measure.nbits`: measured once per CPU and onnxruntime version, then cached).
+
+    Raises:
+        UnsupportedModelError / BadInputError: as `checked_step`.
+    """
+    step = checked_step(steps)
+    if step is None:
+        return DecoderBuild("fp32")
+    precision = DECODER_MODES[step.mode]
+    level, choice = resolve_level(step.accuracy_level, PRECISION_BITS[precision])
+    return DecoderBuild(precision, step.block_size, level, choice)
 
 
 def refusal(steps) -> str | None:
     """Why a variant's steps cannot build on a decoder (the one-line error), or None when they can."""
     try:
-        build_for_steps(steps)
+        checked_step(steps)
     except (BadInputError, UnsupportedModelError) as exc:
         return str(exc)
     return None
@@ -147,5 +171,6 @@ def onnx_bytes(model_dir: Path) -> int:
                if p.name.endswith(".onnx") or p.name.endswith(".onnx.data"))
 
 
-__all__ = ["BUILDER_BLOCK_SIZES", "DECODER_MODES", "DecoderBuild", "PRECISIONS", "build_decoder", "build_for_steps",
+__all__ = ["BUILDER_BLOCK_SIZES", "DECODER_MODES", "DecoderBuild", "PRECISIONS", "PRECISION_BITS", "build_decoder",
+           "build_for_steps", "checked_step",
            "onnx_bytes", "refusal", "set_threads"]
