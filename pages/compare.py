@@ -227,7 +227,7 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
     c = st.columns(4)
     if v is not None and v.get("status") == "ok" and v.get("artifact") and is_decoder_run(results):
         slug = v["artifact"].split("/")[-2]
-        c[0].download_button(f"Model · {slug}.zip", data=lambda: services.decoder_export(run_id, name).read_bytes(),
+        c[0].download_button(f"Model · {slug}.zip", data=services.decoder_export(run_id, name),
                              file_name=f"{slug}.zip", mime="application/zip", icon=":material/download:",
                              width="stretch", key=f"dl_model.{run_id}.{name}", on_click="ignore",
                              help="model.onnx, its external data, genai_config.json and the tokenizer: "

@@ -232,8 +232,10 @@ if source == "Sample":
     show_outcome(st.session_state.pop(SAMPLE_MESSAGE_KEY, None))
 else:
     upload_ui("Upload a model", MODEL_UPLOAD_TYPES, MODEL_UPLOADER_KEY, apply_model_upload,
-              "ONNX (single file, no external data), or PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
-              "bundled architecture. Pickled modules and TorchScript are refused.")
+              "ONNX (single file, no external data), PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
+              "bundled architecture, or a language model: a zipped Hugging Face folder (config.json, *.safetensors, "
+              "tokenizer.json) of a Llama, Mistral, Qwen2/3, Phi / Phi-3, Gemma, SmolLM, Granite or OLMo. Pickled "
+              "modules, TorchScript and checkpoint code are refused.")
 
 model = st.session_state.get(MODEL_KEY)
 if model is None:

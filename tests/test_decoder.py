@@ -401,3 +401,114 @@ def test_a_checkpoint_with_fp8_weights_is_refused_in_one_line(tmp_path):
     files["model.safetensors"] = len(header).to_bytes(8, "little") + header + b"\x00" * 4
     with pytest.raises(BadInputError, match="F8_E4M3, which the model builder does not read"):
         load_decoder_bytes(_zip(files), "fp8.zip", tmp_path / "a", max_bytes=2**30)
+
+
+def _decoder_results(**variants) -> dict:
+    """A decoder run's results.json with round numbers: name -> (decode tok/s, perplexity, build, speed-up)."""
+    rows = []
+    for name, (rate, ppl, build, interval) in variants.items():
+        rows.append({"name": name, "status": "ok", "steps": [], "size_bytes": 9_660_000 if name == "baseline"
+                     else 1_650_000, "tokens_per_s": {"prefill": 10_000.0, "decode": rate}, "perplexity": ppl,
+                     "latency_ms": {"1": {"p50": 1000.0 / rate}}, "throughput": {"1": rate},
+                     "speedup": {"1": interval} if interval else {}, "info": {"build": build}, "notes": []})
+    return {"task": "text-generation", "variants": rows, "dataset": {"source": "sample:tiny-lm-text"},
+            "environment": {"cpu_flags": ["avx2", "avx512_vnni"], "last_level_cache_bytes": 2**30,
+                            "timing": {"contention": {"contended": False}}}}
+
+
+def test_a_slower_decoder_variant_says_why():
+    """A decoder variant not faster than fp32 gets a note naming the cause: float compute at accuracy_level 0,
+    no int8 dot-product instructions at level 4, or weights that fit in cache; a faster one gets none."""
+    from core.results.explain import why_no_speedup
+
+    level0 = {"precision": "int8", "accuracy_level": 0}
+    level4 = {"precision": "int4", "accuracy_level": 4}
+    slow = {"ratio": 0.2, "low": 0.19, "high": 0.21, "rounds": 20}
+    same = {"ratio": 1.02, "low": 0.97, "high": 1.06, "rounds": 20}
+    fast = {"ratio": 2.1, "low": 2.0, "high": 2.2, "rounds": 20}
+    results = _decoder_results(baseline=(4000.0, 2.71, {"precision": "fp32"}, None), int8=(800.0, 2.71, level0, slow),
+                               int4=(4100.0, 2.72, level4, same), fast=(8400.0, 2.72, level4, fast))
+    notes = " ".join(why_no_speedup(results, "int8"))
+    assert "accuracy_level 0" in notes and "8-bit" in notes and "accuracy_level auto" in notes
+    assert "fit in this CPU's" in " ".join(why_no_speedup(results, "int4"))  # 9.66 MB fp32 < 1 GiB of cache
+    assert why_no_speedup(results, "fast") == []
+    results["environment"]["cpu_flags"] = ["avx2"]
+    assert "No VNNI / AMX" in " ".join(why_no_speedup(results, "int4"))
+
+
+def test_best_within_budget_judges_decoders_on_perplexity_and_never_takes_missing_for_zero():
+    """Budgets on a decoder run are perplexity increases in percent; a variant whose perplexity is missing is
+    never the "most accurate" (before: the missing drop counted as 0 and int4 was called most accurate)."""
+    from core.results.compare import DECODER_DROP_LABEL, Budget, best_variant, quality_drop_pt
+    from core.results.table import results_frame
+
+    level4 = {"precision": "int4", "accuracy_level": 4}
+    results = _decoder_results(baseline=(4000.0, 2.700, {"precision": "fp32"}, None),
+                               int8=(6000.0, 2.7027, level4, None), int4=(7000.0, None, level4, None))
+    frame = results_frame(results)
+    drop, label = quality_drop_pt(frame)
+    assert label == DECODER_DROP_LABEL and round(drop.iloc[1], 3) == 0.1 and np.isnan(drop.iloc[2])
+    assert best_variant(frame, Budget(), 1, "most accurate") == "baseline"
+    assert best_variant(frame[frame["name"] != "baseline"], Budget(), 1, "most accurate") == "int8"
+    assert best_variant(frame, Budget(max_drop_pt=0.5), 1, "fastest") == "int8"  # int4's quality is unmeasured
+
+
+def test_every_decoder_preset_runs_and_the_others_are_not_offered():
+    """Every preset offered for a decoder builds variants the builder takes (int4 / int8 weight-only, accuracy level
+    auto, batch 1); presets of static int8, pruning and distillation are not offered for it."""
+    from core.spec.presets import PRESETS, preset_recipe, presets_for
+    from core.techniques.decoder import refusal
+
+    card = load_model("sample:tiny-lm").card()
+    offered = presets_for(card)
+    assert offered == ["Quick quantization", "Smallest", "Compare everything"] and len(PRESETS) > len(offered)
+    for name in offered:
+        recipe, left_out = preset_recipe(name, card)
+        assert recipe.variants and not left_out and recipe.benchmark.batch_sizes == (1,)
+        assert all(refusal(v.steps) is None for v in recipe.variants), name
+    quick, _ = preset_recipe("Quick quantization", card)
+    assert [(s.mode, s.accuracy_level) for v in quick.variants for s in v.steps] == [("int4", "auto"),
+                                                                                     ("dynamic", "auto")]
+    with pytest.raises(KeyError, match="does not apply to a language model"):
+        preset_recipe("Recover accuracy", card)
+
+
+def test_learn_explains_a_decoder():
+    """With a decoder as the model, Learn's facts, weight grid, int4 blocks and decoding views work on its own weights
+    and shapes (before: every section but int4 raised AttributeError); ONNX-only views are refused in one line."""
+    from core.teach import explainers as learn
+
+    source = learn.sample_source("sample:tiny-lm")
+    assert "sample:tiny-lm" in learn.learnable_samples()
+    facts = learn.explain(source, "facts", {})
+    assert facts["decoder"] and facts["task"] == "text-generation" and len(facts["weights"]) == 43
+    weight = next(w for w in facts["weights"] if w.name.endswith("q_proj.weight"))
+    view = learn.explain(source, "quantization", {"tensor": weight.name, "bits": 4, "symmetric": True})
+    assert view["channels"] == weight.shape[0] and view["mse_per_channel"] <= view["mse"]
+    decoding = learn.explain(source, "decoding", {})
+    assert decoding["kv_bytes_per_token"] == 2 * 6 * 2 * 32 * 4  # key + value, 6 layers, 2 KV heads, head size 32
+    assert decoding["weight_bytes"]["int4"] < decoding["weight_bytes"]["int8"] < decoding["weight_bytes"]["fp32"]
+    rates = decoding["roofline"]["int4"]
+    assert decoding["bandwidth_gb_s"] > 0 and rates[0] >= rates[-1]  # per-sequence rate falls with batch size
+    table = learn.explain(source, "int4_blocks", {"weights": 8})
+    assert list(table["block_size"]) == [0, 16, 32, 64, 128, 256]
+    learn.decode_view(learn.encode_view(decoding))
+    with pytest.raises(BadInputError, match="is a decoder"):
+        learn.explain(source, "pruning", {"tensor": weight.name, "sparsity": 0.5})
+
+
+def test_choosing_another_model_drops_the_recipe_made_for_the_previous_one():
+    """The recipe (with its excluded node names) belongs to the model it was made for: choosing another model drops
+    it and records which model it was for; choosing the same model again keeps it."""
+    from core import session
+
+    state = {}
+    assert session.choose_sample_model(state, "digits-mlp").error is None
+    recipe = Recipe.from_dict({"variants": [{"name": "int8", "steps": [{"technique": "quantize", "mode": "static",
+                                                                        "exclude": ["fc1"]}]}]})
+    state[session.RECIPE_KEY] = recipe
+    assert session.choose_sample_model(state, "digits-mlp").error is None
+    assert state[session.RECIPE_KEY] == recipe and session.RECIPE_RESET_KEY not in state
+    assert session.choose_sample_model(state, "tiny-lm").error is None
+    assert session.RECIPE_KEY not in state and state[session.RECIPE_RESET_KEY] == "digits-mlp"
+    assert state[session.DATA_KEY].spec == "sample:tiny-lm-text"
