@@ -398,11 +398,12 @@ def _time_rounds(workers: dict, baseline: str, prompts: np.ndarray, warm: dict, 
                 clock["t"] += got["decode_s"]  # the rounds see decode time only, as the worker measured it
             return run
 
-        # Enough measured time for MIN_ROUNDS rounds: each runner gets at least one call a round, about
-        # ROUND_SECONDS of calls when they are short.
+        # Enough measured time for the warm-up and MIN_ROUNDS rounds: each runner gets at least one call a round,
+        # about ROUND_SECONDS of calls when they are short. The estimate comes from the greedy pass; the 1.5 is for
+        # a machine that gets busier (a contended ~0.5B run here stopped at 14 rounds with 1.25).
         per_round = sum(max(ROUND_SECONDS, float(np.median(warm[n])) if warm.get(n) else ROUND_SECONDS)
                         for n in workers)
-        budget = max(max_seconds, 1.25 * MIN_ROUNDS * per_round)
+        budget = max(max_seconds, 1.5 * (MIN_ROUNDS + 1) * per_round)
         started = time.perf_counter()
         try:
             rounds = time_in_rounds({n: runner(n) for n in workers}, baseline, warmup=1, max_seconds=budget,

@@ -60,7 +60,7 @@ def build_one(checkpoint: DecoderCheckpoint, slug: str, steps, out_dir: Path, *,
     started = time.perf_counter()
     build = technique.build_for_steps(steps)
     report(f"building {build.precision} with onnxruntime-genai's model builder", 0.1)
-    technique.build_decoder(checkpoint, build, out_dir / "variants" / slug, threads=threads)
+    technique.build_decoder_isolated(checkpoint, build, out_dir / "variants" / slug, threads=threads)
     return build, time.perf_counter() - started
 
 
