@@ -512,3 +512,26 @@ def test_choosing_another_model_drops_the_recipe_made_for_the_previous_one():
     assert session.choose_sample_model(state, "tiny-lm").error is None
     assert session.RECIPE_KEY not in state and state[session.RECIPE_RESET_KEY] == "digits-mlp"
     assert state[session.DATA_KEY].spec == "sample:tiny-lm-text"
+
+
+@pytest.mark.slow
+def test_a_variant_whose_worker_fails_is_failed_and_the_others_measured(tiny_run, tmp_path):
+    """A built variant its worker cannot load fails alone (one line, the worker's last output) while the others
+    are measured; a baseline that cannot be measured fails the measurement, since nothing compares with it."""
+    import shutil
+
+    from core.errors import StepFailedError
+    from core.measure.decoding import measure_decoders
+
+    result, out = tiny_run
+    dirs = {name: (out / v.artifact).parent for name, v in zip(("baseline", "int4"), result.variants)}
+    broken = tmp_path / "broken"
+    shutil.copytree(dirs["int4"], broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    windows = tiny_lm.split("eval")[0][:2]
+    measured = measure_decoders({**dirs, "broken": broken}, windows, windows[:2, :16], max_seconds=0.3)
+    assert set(measured.fields) == {"baseline", "int4"} and set(measured.failed) == {"broken"}
+    assert "loading failed" in measured.failed["broken"] and "\n" not in measured.failed["broken"]
+    assert measured.fields["int4"]["speedup"]["1"]["rounds"] >= 2
+    with pytest.raises(StepFailedError, match="the fp32 baseline could not be measured"):
+        measure_decoders({"baseline": broken, "int4": dirs["int4"]}, windows, windows[:2, :16], max_seconds=0.3)

@@ -144,12 +144,18 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        task="text-generation", dataset=summary)
-    progress = ProgressTracker(on_progress, 1)
     variants = [("baseline", "baseline", ())] + [(v.name, v.slug, v.steps) for v in recipe.variants]
+    names = [name for name, _, _ in variants]
+    progress = ProgressTracker(on_progress, len(variants))
 
     def emit(variant, message, fraction):
-        progress.variant = variant
-        progress.emit("step", f"{variant}: {message}" if variant else message, fraction)
+        # Builds go one variant at a time; the measurement is of all of them at once (interleaved rounds), so the
+        # event names the variant being built, then "all variants", with the run's own fraction done.
+        if on_progress is not None:
+            on_progress(ProgressEvent("step", variant or "all variants, measured together",
+                                      names.index(variant) if variant in names else len(names) - 1, len(names),
+                                      message, min(1.0, max(0.0, fraction)), time.perf_counter() - started, None,
+                                      time.time()))
 
     progress.emit("start", f"building {len(variants)} decoders, then measuring them together")
     try:
@@ -172,9 +178,10 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
         measured.steps = [s.to_dict() for s in steps]
         cancelled = cancelled or measured.status == "cancelled"
         result.variants.append(measured)
-    for measured in result.variants:  # "why not faster" needs the whole run: every variant measured first
+    for index, measured in enumerate(result.variants):  # "why not faster" needs every variant measured first
         if measured.status == "ok":
             measured.notes = decoder_notes(result.to_dict(), measured.name)
+        progress.index, progress.variant = index, measured.name
         progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 

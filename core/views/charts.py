@@ -274,23 +274,26 @@ def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, h
         fig.add_trace(go.Scatter(x=fx + [x_top], y=fy + [fy[-1]], mode="lines", name="Pareto frontier",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"), hoverinfo="skip"))
     ppl = rows["perplexity"] if "perplexity" in rows else pd.Series([None] * len(rows))
-    agreement = rows["greedy_agreement"] if "greedy_agreement" in rows else pd.Series([None] * len(rows))
+    kl = rows["kl_per_token"] if "kl_per_token" in rows else pd.Series([None] * len(rows))
+    agreement = rows["next_token_agreement"] if "next_token_agreement" in rows else pd.Series([None] * len(rows))
     custom = np.array([[n, format_bytes(b), f"{d:,.0f}", "—" if pd.isna(p) else f"{p:.3f}",
-                        "—" if pd.isna(a) else f"{a * 100:.1f}%"]
-                       for n, b, d, p, a in zip(rows["name"], rows["size_bytes"], y, ppl, agreement)], dtype=object)
+                        "—" if pd.isna(a) else f"{a * 100:.1f}%", "—" if pd.isna(k) else f"{k:.2e}"]
+                       for n, b, d, p, a, k in zip(rows["name"], rows["size_bytes"], y, ppl, agreement, kl)],
+                      dtype=object)
     marker = dict(size=[16] * len(rows), symbol=["diamond" if n == "baseline" else "circle" for n in rows["name"]],
                   line=dict(width=[3 if n == selected else 1 for n in rows["name"]],
                             color=[ACCENT if n == selected else "white" for n in rows["name"]]))
     if ppl.notna().any():
         marker.update(color=ppl, colorscale=QUALITY_SCALE, reversescale=True, showscale=True,
-                      colorbar=dict(title=dict(text="Perplexity", side="right"), thickness=14))
+                      colorbar=dict(title=dict(text="Perplexity (lower is better)", side="right"), thickness=14))
     else:
         marker["color"] = ACCENT
     fig.add_trace(go.Scatter(
         x=x, y=y, mode="markers+text", name="variants", marker=marker, text=rows["name"], textposition="top center",
         cliponaxis=False, textfont=dict(color=INK, size=13), customdata=custom, showlegend=False,
         hovertemplate="<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
-                      "<br>perplexity %{customdata[3]}<br>greedy agreement %{customdata[4]}<extra></extra>"))
+                      "<br>perplexity %{customdata[3]} · KL %{customdata[5]} nats/token"
+                      "<br>next-token agreement with fp32 %{customdata[4]}<extra></extra>"))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title="Decode tokens/s at batch 1 (higher is better)", range=[0, y_top])
     layout(fig, height=height)
