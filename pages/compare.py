@@ -135,11 +135,18 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
         c[2].metric("Perplexity", f"{row['perplexity']:.4g}", drop_text(None if change is None else -change,
                                                                            drop_label) + " vs fp32",
                     delta_color="off", delta_arrow="off",
-                    help=f"On the held-out text; lower is better. KL(fp32 ‖ variant) {row.get('kl_per_token'):.2e} "
-                         "nats per token.")
+                    help="On the held-out text; lower is better.")
     else:
         c[2].metric(drop_label.capitalize(), "–" if change is None else f"{-change:.2f}")
-    c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
+    if is_decoder_run(results):  # quality against fp32, teacher-forced on the held-out text
+        agreement = row.get("next_token_agreement")
+        c[3].metric("KL(fp32 ‖ variant) / token", f"{row['kl_per_token']:.2e}",
+                    None if agreement is None or math.isnan(agreement) else f"{agreement:.1%} same top-1 as fp32",
+                    delta_color="off", delta_arrow="off",
+                    help="Nats per held-out token; 0 = the same next-token distribution as fp32. Below: the share "
+                         "of positions whose most likely next token is fp32's.")
+    else:
+        c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
 
     if name != "baseline":
         st.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
