@@ -128,6 +128,10 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     swept = sweep_builder_ui(node_names, room)
 
     with st.expander("Benchmark settings", expanded=False, key=f"r{version}.bench.open"):
+        if is_decoder_card(model.card):
+            st.caption("A language model is timed at batch 1 (its decode tokens/s), every variant interleaved in "
+                       "rounds: the time cap × the number of models bounds the timing (it grows when one round of "
+                       "every model needs more); batch sizes, warm-up and timed runs do not apply.")
         sequence = any(isinstance(d, str) for t in model.card.get("inputs", []) for d in t["shape"][1:])
         bench = forms.benchmark_ui(recipe.benchmark, f"r{version}.bench", sequence_inputs=sequence)
         seed = st.number_input("Seed", 0, 2**32 - 1, recipe.seed, key=f"r{version}.seed",

@@ -535,3 +535,16 @@ def test_a_variant_whose_worker_fails_is_failed_and_the_others_measured(tiny_run
     assert measured.fields["int4"]["speedup"]["1"]["rounds"] >= 2
     with pytest.raises(StepFailedError, match="the fp32 baseline could not be measured"):
         measure_decoders({"baseline": broken, "int4": dirs["int4"]}, windows, windows[:2, :16], max_seconds=0.3)
+
+
+def test_a_decoder_run_stopped_before_it_starts_is_cancelled_and_written(tmp_path):
+    """Cancelling a decoder run before its first build leaves every variant cancelled (with its steps) and the run
+    cancelled, written like any other run."""
+    from core.pipeline.run import run_recipe
+
+    recipe = Recipe.from_dict({"model": "sample:tiny-lm", "variants": [
+        {"name": "int4", "steps": [{"technique": "quantize", "mode": "int4"}]}]})
+    result = run_recipe(recipe, tmp_path, should_stop=lambda: True)
+    assert result.status == "cancelled" and [v.status for v in result.variants] == ["cancelled", "cancelled"]
+    assert result.variants[1].steps[0]["mode"] == "int4"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "cancelled"

@@ -65,31 +65,45 @@ def _generator(og, model, length: int):
     return og.Generator(model, params)
 
 
+# Positions reduced at a time when scoring a window: float64 work arrays of SCORE_CHUNK x vocabulary (a 150k-token
+# vocabulary: 19 MB), so the scoring's temporaries stay small next to the weights in each worker's peak memory.
+SCORE_CHUNK = 16
+
+
 def _score(og, model, command: dict) -> dict:
     """One held-out window: its negative log-likelihood, and against fp32's log-probabilities (written here when
     this is fp32, read otherwise) the KL divergence and the top-1 agreement."""
     window = np.asarray(command["window"], dtype=np.int32)
+    positions = len(window) - 1
     generator = _generator(og, model, len(window) + 1)
     generator.append_tokens(window[None, :])
-    logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0, : len(window) - 1]
+    logits = np.asarray(generator.get_output("logits"))[0, :positions]  # float32 (positions, vocabulary)
     del generator
-    logp = _log_softmax(logits)
-    nll = -float(logp[np.arange(len(window) - 1), window[1:]].sum())
-    reference = command["reference"]
-    if command.get("write_reference"):
-        np.save(reference, logp.astype(np.float32))
-        ref = logp
-    else:
-        ref = np.load(reference).astype(np.float64)
-        if ref.shape != logp.shape:
-            raise ValueError(f"fp32's log-probabilities have shape {ref.shape}, this model's {logp.shape}")
-    p = np.exp(ref)
-    kl = float((p * (ref - logp)).sum())
-    ranked = np.sort(p, axis=-1)
-    confident = (ranked[:, -1] - ranked[:, -2]) >= CONFIDENT_MARGIN
-    same = logp.argmax(axis=-1) == ref.argmax(axis=-1)
-    return {"nll": nll, "tokens": int(len(window) - 1), "kl": kl, "same": int(same.sum()),
-            "confident": int(confident.sum()), "confident_same": int(same[confident].sum())}
+    reference, writing = command["reference"], bool(command.get("write_reference"))
+    ref_all = np.empty(logits.shape, dtype=np.float32) if writing else np.load(reference, mmap_mode="r")
+    if ref_all.shape != logits.shape:
+        raise ValueError(f"fp32's log-probabilities have shape {ref_all.shape}, this model's {logits.shape}")
+    totals = {"nll": 0.0, "kl": 0.0, "same": 0, "confident": 0, "confident_same": 0}
+    for start in range(0, positions, SCORE_CHUNK):
+        stop = min(positions, start + SCORE_CHUNK)
+        logp = _log_softmax(logits[start:stop].astype(np.float64))
+        totals["nll"] -= float(logp[np.arange(stop - start), window[start + 1:stop + 1]].sum())
+        if writing:
+            ref_all[start:stop] = logp
+            ref = logp
+        else:
+            ref = np.asarray(ref_all[start:stop], dtype=np.float64)
+        p = np.exp(ref)
+        totals["kl"] += float((p * (ref - logp)).sum())
+        top2 = np.partition(p, -2, axis=-1)[:, -2:]
+        confident = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
+        same = logp.argmax(axis=-1) == ref.argmax(axis=-1)
+        totals["same"] += int(same.sum())
+        totals["confident"] += int(confident.sum())
+        totals["confident_same"] += int(same[confident].sum())
+    if writing:
+        np.save(reference, ref_all)
+    return {**totals, "tokens": int(positions)}
 
 
 def _generate(og, model, command: dict) -> dict:

@@ -152,7 +152,7 @@ def run_variants(checkpoint: DecoderCheckpoint, variants: list, out_dir: Path, e
             outcome[name] = {"status": "ok", "error": None, "fields": variant_fields(
                 checkpoint, slug, build, built_s, measured.fields[name], out_dir, threads,
                 is_baseline=name == baseline)}
-    return outcome, measured.timing
+    return outcome, {**measured.timing, "stopped": measured.stopped}
 
 
 __all__ = ["BUILD_SHARE", "PROMPTS", "PROMPT_TOKENS", "build_one", "decoded_texts", "heldout", "run_variants",

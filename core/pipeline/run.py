@@ -169,9 +169,9 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
         write_results(result, out_dir)
         raise BadInputError(str(exc) if str(exc).startswith(checkpoint.source) else
                             f"{checkpoint.source}: {exc}") from None
+    cancelled = bool(timing.pop("stopped", False))  # stopped in the timed rounds: what was measured is kept
     if timing:
         result.environment["timing"] = timing
-    cancelled = False
     for name, _, steps in variants:
         done = outcome[name]
         measured = VariantResult(name, status=done["status"], error=done["error"], **done["fields"])
