@@ -125,7 +125,7 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
                        if is_decoder_card(model.card) else None)
         c3.button("Add", on_click=_add_variant, icon=":material/add:", width="stretch")
     room = max(0, services.launcher().runner.max_variants - len(recipe.variants))
-    swept = sweep_builder_ui(node_names, room)
+    swept = sweep_builder_ui(node_names, room, forms.techniques_for(model.card))
 
     with st.expander("Benchmark settings", expanded=False, key=f"r{version}.bench.open"):
         if is_decoder_card(model.card):
@@ -146,17 +146,19 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     return edited, errors
 
 
-def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS) -> tuple[Variant, ...]:
+def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS,
+                     techniques: list[str] | None = None) -> tuple[Variant, ...]:
     """Several values per option, one variant per combination; returns the variants when "Add sweep" is pressed.
 
     `room`: how many more variants one run of this server takes (its FEATHERWEIGHT_MAX_VARIANTS less the recipe's
-    variants), so that a sweep too big to run is refused here, not after Run."""
+    variants), so that a sweep too big to run is refused here, not after Run. `techniques`: those the model takes
+    (a language model: quantize only)."""
     variants: tuple[Variant, ...] = ()
     # A key gives the expander an identity of its own, so it stays open when a one-shot message above it comes
     # or goes (without one, a shifted position makes it a new, collapsed expander).
     with st.expander("**Add a sweep** · several values per option, one variant per combination",
                      key=f"{SWEEP_KEY}.open"):
-        sweep, errors = forms.sweep_ui(SWEEP_KEY, node_names)
+        sweep, errors = forms.sweep_ui(SWEEP_KEY, node_names, techniques)
         for error in errors:
             st.error(error, icon=":material/error:")
         if sweep is None:

@@ -360,7 +360,8 @@ def sweep_field_ui(technique: str, f: dataclasses.Field, key: str, axes: dict[st
     return [f.default] if disabled else parse_numbers(technique, f, text)
 
 
-def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
+def sweep_ui(key: str, node_names: list[str], techniques_offered: list[str] | None = None
+             ) -> tuple[dict | None, list[str]]:
     """A sweep's name, techniques and every option of each step with several values allowed.
 
     Returns:
@@ -371,7 +372,8 @@ def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
     name = c1.text_input("Sweep name", key=f"{key}.name", placeholder="sweep",
                          help="Variants are named NAME[option=value,...] after the options that vary.")
     techniques = c2.multiselect("Techniques to sweep (run in this order: prune, distill, quantize)",
-                                list(TECHNIQUE_ORDER), key=f"{key}.techniques", format_func=TECHNIQUE_TITLES.get)
+                                list(techniques_offered or TECHNIQUE_ORDER), key=f"{key}.techniques",
+                                format_func=TECHNIQUE_TITLES.get)
     if not techniques:
         return None, []
     steps, errors = [], []
