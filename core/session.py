@@ -69,6 +69,13 @@ class DataChoice:
 
 
 NO_DATA = DataChoice(None, "none (synthetic inputs: fidelity only, no accuracy)")
+# A language model without text of its own: scored on the bundled everyday sentences (core.io.text).
+NO_TEXT = DataChoice(None, "the bundled sentences (no text of your own)")
+
+
+def no_data_for(card: dict | None) -> DataChoice:
+    """What "no data" means for a model: synthetic inputs, or for a language model the bundled sentences."""
+    return NO_TEXT if (card or {}).get("task") == "text-generation" else NO_DATA
 
 
 @dataclass(frozen=True)
@@ -211,7 +218,7 @@ def choose_sample_model(state: MutableMapping, name: str, *, card: dict | None =
     except FeatherweightError as exc:
         return Outcome(error=str(exc))
     _set_model(state, choice)
-    state[DATA_KEY] = DataChoice(data_spec, data_spec, summary) if data_spec else NO_DATA
+    state[DATA_KEY] = DataChoice(data_spec, data_spec, summary) if data_spec else no_data_for(card)
     return Outcome()
 
 
@@ -230,7 +237,7 @@ def apply_model_upload(state: MutableMapping, filename: str, data: bytes) -> Out
     choice = ModelChoice(f"inputs/{name}", name, card, filename=name, content=bytes(data), digest=digest_of(data))
     notice = None
     current = state.get(DATA_KEY)
-    new_data = NO_DATA
+    new_data = no_data_for(card)
     if current is not None and current.spec is not None:
         try:
             summary = bind_data(choice, current.spec, filename=current.filename, content=current.content)
@@ -269,7 +276,7 @@ def choose_sample_data(state: MutableMapping, name: str | None, *, data_summary=
     if model is None:
         return Outcome(error="choose a model first")
     if name is None:
-        state[DATA_KEY] = NO_DATA
+        state[DATA_KEY] = no_data_for(model.card)
         return Outcome()
     spec = f"sample:{name}"
     try:
@@ -494,7 +501,7 @@ def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -
         model = ModelChoice(str(m["spec"]), str(m["label"]), dict(m.get("card") or {}), filename=m.get("filename"),
                             content=model_bytes, digest=m.get("digest"))
         d = saved.get("data")
-        data = NO_DATA
+        data = no_data_for(model.card)
         if d and d.get("spec"):
             data_bytes = content(d)
             data = DataChoice(str(d["spec"]), str(d["label"]), d.get("summary"), filename=d.get("filename"),

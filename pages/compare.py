@@ -301,7 +301,8 @@ if not results or frame is None or ok_rows(frame).empty:
 sizes = batch_sizes_of(results)
 env = results.get("environment") or {}
 others = int((frame["name"] != "baseline").sum())  # counted without the baseline, as in the run's label
-st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
+scored_on = results.get("data") or ((results.get("dataset") or {}).get("source") if is_decoder_run(results) else None)
+st.caption(f"**{results.get('model')}** on **{scored_on or 'synthetic inputs'}** · baseline and {others} "
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))

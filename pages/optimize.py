@@ -14,7 +14,7 @@ from core.spec.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fit
 from core.spec.labels import steps_label
 from core.spec.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_RESET_KEY, RECIPE_VERSION_KEY,
-                          RUN_KEY, choose_sample_data, choose_sample_model, digest_of, live_elapsed_s)
+                          RUN_KEY, choose_sample_data, choose_sample_model, digest_of, live_elapsed_s, no_data_for)
 from core.jobs.store import ACTIVE
 from ui import forms, services
 from ui.shell import ensure_app_shell
@@ -383,7 +383,9 @@ if model is None:
     st.info("Pick a model first: the forms adapt to what the model can do.", icon=":material/deployed_code:")
     st.page_link("pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
 else:
-    st.caption(f"Optimizing **{model.label}** with data **{data.label if data.spec else 'synthetic inputs'}**.")
+    data_label = data.label if data.spec else (no_data_for(model.card).label if is_decoder_card(model.card)
+                                               else "synthetic inputs")
+    st.caption(f"Optimizing **{model.label}** with data **{data_label}**.")
     fitting = presets_for(model.card)
     if RECIPE_KEY not in st.session_state:
         st.session_state[PRESET_WIDGET_KEY] = DEFAULT_PRESET

@@ -28,10 +28,11 @@ from core.io.safetensors_header import DTYPE_BYTES, MAX_HEADER, check_header, he
 DECODER_SUFFIX = ".zip"
 
 # Causal-LM architectures transformers implements natively and onnxruntime-genai's builder converts
-# (onnxruntime_genai/models/builder.py, create_model's dispatch), restricted to those tests/test_decoder_architectures.py
-# builds at int4 and int8 and generates from (SmolLM / SmolLM2 checkpoints are LlamaForCausalLM with tied
-# embeddings). Gemma2 is left out: its sliding-window attention needs a KV cache as long as the window (4,096) in
-# every generator, which onnxruntime-genai 0.18 refuses for the short generators a measurement uses.
+# (onnxruntime_genai/models/builder.py, create_model's dispatch), restricted to those that
+# tests/test_decoder_architectures.py builds at int4 and int8 and checks against torch (SmolLM / SmolLM2
+# checkpoints are LlamaForCausalLM with tied embeddings). Gemma2 is left out: its sliding-window attention needs a
+# KV cache as long as the window (4,096) in every generator, which onnxruntime-genai 0.18 refuses for the short
+# generators a measurement uses.
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                            "PhiForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM", "SmolLM3ForCausalLM",
                            "GraniteForCausalLM", "OlmoForCausalLM")

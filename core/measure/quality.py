@@ -404,5 +404,6 @@ def environment(threads: int) -> dict:
 
 
 __all__ = ["CONFIDENT_MARGIN", "INT8_FAST_FLAGS", "INT8_ISAS", "benchmark", "class_probabilities", "environment",
-           "fidelity", "int8_fast", "int8_isa", "last_level_cache_bytes", "prediction_changes", "top1_margin", "topk_of", "logical_params",
+           "fidelity", "int8_fast", "int8_isa", "last_level_cache_bytes", "prediction_changes", "top1_margin",
+           "topk_of", "logical_params",
            "size_bytes", "compressed_bytes", "retrieval_accuracy"]
