@@ -87,7 +87,7 @@ def chart_caption(results: dict) -> str:
     if is_decoder_run(results):
         return ("Up and left is better: more decode tokens/s (batch 1, higher is better), a smaller file; colour is "
                 "perplexity on the held-out text (lower is better). The dotted line is the frontier of smaller and "
-                "faster variants. Click a point to open it below.")
+                "faster variants; grey variants are outside the budget. Click a point to open it below.")
     return ("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
             "Click a point to open it below.")
 

@@ -169,7 +169,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     Every marker's customdata starts with the variant name (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
-        return decoder_pareto_figure(frame, selected=selected, height=height)
+        return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
     rows = ok_rows(frame)
     y_col = latency_column(batch_size)
     if rows.empty or y_col not in rows or rows[y_col].isna().all():
@@ -251,9 +251,11 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     return fig
 
 
-def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480) -> go.Figure:
+def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480,
+                          budget: Budget | None = None, best: str | None = None) -> go.Figure:
     """A decoder run: model size vs decode tokens/s at batch 1, coloured by held-out perplexity; the frontier
-    (smaller and faster) dotted. Every marker's customdata starts with the variant name (for click-to-open)."""
+    (smaller and faster) dotted; variants outside the budget grey, the best one inside starred. Every marker's
+    customdata starts with the variant name (for click-to-open)."""
     rows = ok_rows(frame)
     if rows.empty or rows["decode_tok_s"].isna().all():
         return empty_figure("No measured variants yet: results appear here as each variant finishes.")
@@ -280,20 +282,31 @@ def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, h
                         "—" if pd.isna(a) else f"{a * 100:.1f}%", "—" if pd.isna(k) else f"{k:.2e}"]
                        for n, b, d, p, a, k in zip(rows["name"], rows["size_bytes"], y, ppl, agreement, kl)],
                       dtype=object)
-    marker = dict(size=[16] * len(rows), symbol=["diamond" if n == "baseline" else "circle" for n in rows["name"]],
-                  line=dict(width=[3 if n == selected else 1 for n in rows["name"]],
-                            color=[ACCENT if n == selected else "white" for n in rows["name"]]))
-    if ppl.notna().any():
-        marker.update(color=ppl, colorscale=QUALITY_SCALE, reversescale=True, showscale=True,
-                      colorbar=dict(title=dict(text="Perplexity (lower is better)", side="right"), thickness=14))
-    else:
-        marker["color"] = ACCENT
-    fig.add_trace(go.Scatter(
-        x=x, y=y, mode="markers+text", name="variants", marker=marker, text=rows["name"], textposition="top center",
-        cliponaxis=False, textfont=dict(color=INK, size=13), customdata=custom, showlegend=False,
-        hovertemplate="<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
-                      "<br>perplexity %{customdata[3]} · KL %{customdata[5]} nats/token"
-                      "<br>next-token agreement with fp32 %{customdata[4]}<extra></extra>"))
+    inside = within_budget(rows, budget or Budget(), 1)
+    hover = ("<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
+             "<br>perplexity %{customdata[3]} · KL %{customdata[5]} nats/token"
+             "<br>next-token agreement with fp32 %{customdata[4]}<extra></extra>")
+    for mask, faded in ((~inside, True), (inside, False)):  # outside the budget: grey, as on the other charts
+        part = rows[mask]
+        if part.empty:
+            continue
+        names = list(part["name"])
+        marker = dict(size=[22 if n == best else 16 for n in names],
+                      symbol=["diamond" if n == "baseline" else "star" if n == best else "circle" for n in names],
+                      line=dict(width=[3 if n == selected else 1 for n in names],
+                                color=[ACCENT if n == selected else "white" for n in names]))
+        if faded or not ppl.notna().any():
+            marker["color"] = OUT_OF_BUDGET if faded else ACCENT
+        else:
+            low, high = float(ppl.min()), float(ppl.max())
+            marker.update(color=ppl[mask], colorscale=QUALITY_SCALE, reversescale=True, showscale=True, cmin=low,
+                          cmax=high if high > low else low + 1e-6,
+                          colorbar=dict(title=dict(text="Perplexity (lower is better)", side="right"), thickness=14))
+        fig.add_trace(go.Scatter(
+            x=x[mask], y=y[mask], mode="markers+text", name="outside budget" if faded else "variants", marker=marker,
+            text=part["name"], textposition="top center", cliponaxis=False,
+            textfont=dict(color=MUTED if faded else INK, size=13), customdata=custom[mask.to_numpy()],
+            showlegend=faded, opacity=0.55 if faded else 1.0, hovertemplate=hover))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title="Decode tokens/s at batch 1 (higher is better)", range=[0, y_top])
     layout(fig, height=height)
