@@ -227,23 +227,22 @@ def test_int4_block_error_falls_with_block_size_and_bytes_rise():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """sample:tiny-lm with the default options (int4 and int8 weight-only, accuracy_level auto) and int8 at level 0,
-    measured together; no data: the sample's own text."""
+    """sample:tiny-lm with the default options (int4 and int8 weight-only, accuracy_level auto), measured together;
+    no data: the sample's own text."""
     from core.pipeline.run import run_recipe
 
     out = tmp_path_factory.mktemp("tiny-lm-run")
+    # 400 MB in this process while the workers start: a peak carried across fork (ru_maxrss) would show it
+    ballast = np.ones(BALLAST_MB * 2**20 // 8)
     recipe = Recipe.from_dict({"model": "sample:tiny-lm", "benchmark": {"threads": 1, "max_seconds": 2},
                                "variants": [{"name": "int4", "steps": [{"technique": "quantize", "mode": "int4"}]},
-                                            {"name": "int8", "steps": [{"technique": "quantize", "mode": "dynamic"}]},
-                                            {"name": "int8-level0", "steps": [{"technique": "quantize",
-                                                                               "mode": "dynamic",
-                                                                               "accuracy_level": 0}]}]})
-    return run_recipe(recipe, out), out
+                                            {"name": "int8", "steps": [{"technique": "quantize", "mode": "dynamic"}]}]})
+    result = run_recipe(recipe, out)
+    del ballast
+    return result, out
 
 
-def _own_rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+BALLAST_MB = 400
 
 
 @pytest.mark.slow
@@ -253,7 +252,7 @@ def test_default_options_on_the_sample_are_measured_honestly(tiny_run):
     variant's peak RSS its own worker's (before: the parent's ru_maxrss carried across fork, 518-581 MB growing in
     run order for a 9.6 MB model)."""
     result, out = tiny_run
-    base, int4, int8, level0 = result.variants
+    base, int4, int8 = result.variants
     assert result.task == "text-generation" and all(v.status == "ok" for v in result.variants), result.variants
     assert result.dataset["source"] == "sample:tiny-lm-text"
     assert tiny_lm.heldout_floor() < base.perplexity < tiny_lm.heldout_floor() * 1.05
@@ -265,11 +264,11 @@ def test_default_options_on_the_sample_are_measured_honestly(tiny_run):
         assert interval["low"] <= interval["ratio"] <= interval["high"] and interval["rounds"] >= 2
         assert variant.info["build"]["accuracy_level"] in (0, 4) and "accuracy_level_auto" in variant.info["build"]
     assert base.kl_per_token == 0.0 and base.next_token_agreement == 1.0 and not base.speedup
-    assert base.greedy_divergence["mean_first_divergence"] == 32 and len(int4.greedy_divergence["first_divergence"]) == 8
-    parent = _own_rss_mb()  # this process has torch and the builder loaded
+    assert base.greedy_divergence["mean_first_divergence"] == 32
+    assert len(int4.greedy_divergence["first_divergence"]) == 8
     for variant in result.variants:
         assert variant.tokens_per_s["prefill"] > 0 and variant.tokens_per_s["decode"] > 0 and variant.ttft_ms > 0
-        assert 10 < variant.peak_rss_mb < parent, (variant.name, variant.peak_rss_mb, parent)
+        assert 10 < variant.peak_rss_mb < BALLAST_MB / 2, (variant.name, variant.peak_rss_mb)  # ~70-80 MB here
         assert (out / variant.artifact).exists() and variant.cpu_ms_per_sample["1"] > 0
     timing = result.environment["timing"]
     assert timing["rounds"] >= 2 and "interleaved rounds" in timing["method"] and "contended" in timing["contention"]
@@ -279,8 +278,6 @@ def test_default_options_on_the_sample_are_measured_honestly(tiny_run):
     assert "greedy_agreement" not in saved["variants"][1]  # position-by-position after divergence: retired
     header = (out / "results.csv").read_text().splitlines()[0]
     assert "decode_tok_s" in header and "kl_per_token" in header and "decode_speedup_low" in header
-    if level0.speedup["1"]["high"] < 1.0:  # int8 at float compute: slower than fp32 on the CPUs we know; say why
-        assert any("accuracy_level 0" in note for note in level0.notes), level0.notes
 
 
 @pytest.mark.slow
