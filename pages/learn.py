@@ -5,7 +5,6 @@ soft targets and a live two-student distillation, and a size estimate checked ag
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core.teach import explainers as learn

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import FeatherweightError, StepFailedError
+from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
 from core.io.text import PROMPTS, PROMPT_TOKENS, HeldoutText, heldout_text, tokenizer_of
 from core.measure import decoding
@@ -134,9 +135,9 @@ def run_variants(checkpoint: DecoderCheckpoint, variants: list, out_dir: Path, e
         except FeatherweightError as exc:
             if name == baseline:
                 raise StepFailedError(f"{checkpoint.source}: the fp32 decoder could not be built: {exc}") from None
-            outcome[name] = {"status": "failed", "error": str(exc), "fields": {}}
+            outcome[name] = {"status": "failed", "error": hide_paths(str(exc)), "fields": {}}
         except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            first = hide_paths(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
             if name == baseline:
                 raise StepFailedError(f"{checkpoint.source}: the fp32 decoder could not be built: "
                                       f"{exc.__class__.__name__}: {first}") from None
@@ -145,7 +146,7 @@ def run_variants(checkpoint: DecoderCheckpoint, variants: list, out_dir: Path, e
         dirs, eval_ids, prompts, baseline=baseline, max_seconds=max_seconds, should_stop=should_stop, seed=seed,
         report=lambda m, f: emit(None, m, BUILD_SHARE + (1 - BUILD_SHARE) * f))
     for name, error in measured.failed.items():
-        outcome[name] = {"status": "failed", "error": error, "fields": {}}
+        outcome[name] = {"status": "failed", "error": hide_paths(error), "fields": {}}
     for name, slug, _ in variants:
         if name in measured.fields:
             build, built_s = builds[name]

@@ -11,6 +11,7 @@ from typing import Callable
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
 from core.errors import BadInputError, FeatherweightError
+from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
 from core.io.graph import Model, task_of
 from core.io.model import load_model
@@ -164,11 +165,12 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
             max_seconds=recipe.benchmark.max_seconds * len(variants), seed=recipe.seed, should_stop=should_stop,
             emit=emit)
     except FeatherweightError as exc:
-        result.variants.append(VariantResult("baseline", status="failed", error=str(exc)))
+        error = hide_paths(str(exc))
+        result.variants.append(VariantResult("baseline", status="failed", error=error))
         result.status = "failed"
         write_results(result, out_dir)
-        raise BadInputError(str(exc) if str(exc).startswith(checkpoint.source) else
-                            f"{checkpoint.source}: {exc}") from None
+        raise BadInputError(error if error.startswith(checkpoint.source) else
+                            f"{checkpoint.source}: {error}") from None
     cancelled = bool(timing.pop("stopped", False))  # stopped in the timed rounds: what was measured is kept
     if timing:
         result.environment["timing"] = timing
