@@ -186,10 +186,15 @@ class DecoderWorker:
         self.process = subprocess.Popen([sys.executable, "-m", "core.measure.decoding", str(model_dir)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=_ROOT)
         self._buffer = b""
-        self.loaded = self._read(CALL_TIMEOUT_S)
+        try:
+            self.loaded = self._read(CALL_TIMEOUT_S)
+        except StepFailedError:
+            self.close()  # a worker that could not load its model: its process and log go now
+            raise
 
     def _fail(self, what: str) -> StepFailedError:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         try:
             tail = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
@@ -238,6 +243,7 @@ class DecoderWorker:
         return self._read(timeout)
 
     def close(self) -> None:
+        """Ask the worker to quit (kill it after 10 s) and close its pipes and log; safe to call twice."""
         if self.process.poll() is None:
             try:
                 self.process.stdin.write(b'{"op": "quit"}\n')
@@ -251,7 +257,8 @@ class DecoderWorker:
                 stream.close()
             except OSError:
                 pass
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
