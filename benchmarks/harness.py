@@ -1,6 +1,8 @@
 """Run every benchmark target, compare with its thresholds, and write BENCHMARKS.md.
 
-Each target is a recipe plus checks on same-run ratios from its results. Usage::
+Each target is a recipe plus checks on same-run ratios from its results. A speed check reads the run's interleaved
+timing (core.measure.timing): it passes on the median per-round ratio, and its row shows the 95% interval and says
+when the interval straddles the threshold. Usage::
 
     python -m benchmarks.harness [--only NAME ...] [--out DIR] [--markdown BENCHMARKS.md]
 """
@@ -27,7 +29,7 @@ class Check:
     """One threshold: a label, how to read the value from the results table, and the comparison."""
 
     label: str
-    value: Callable  # (frame, run) -> float | None
+    value: Callable  # (frame, run) -> float | None, or a speed: {"value", "low", "high"} (`measured_speed`)
     op: str  # ">=", "<=", or "report" (no threshold: shown, and failed only when missing)
     threshold: float = 0.0
     unit: str = ""
@@ -39,6 +41,28 @@ class Check:
         if self.op == "report":
             return True
         return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+    def straddles(self, interval) -> bool:
+        """Whether a (low, high) interval holds the threshold: the median decides, the row says it is close."""
+        return (interval is not None and self.op in (">=", "<=")
+                and interval[0] <= self.threshold <= interval[1])
+
+
+def read(raw) -> tuple[float | None, tuple | None]:
+    """A check's reading as (value, (low, high) or None): a speed dict carries its interval, a number has none."""
+    if isinstance(raw, dict):
+        value = raw.get("value")
+        low, high = raw.get("low"), raw.get("high")
+        interval = None if low is None or high is None else (float(low), float(high))
+        return (None if value is None else float(value)), interval
+    return (None if raw is None else float(raw)), None
+
+
+def measured_speed(entry) -> dict | None:
+    """A results.json speedup entry ({ratio, low, high, ...}) as a check reads it, or None."""
+    if not entry or entry.get("ratio") is None:
+        return None
+    return {"value": float(entry["ratio"]), "low": entry.get("low"), "high": entry.get("high")}
 
 
 @dataclass
@@ -62,6 +86,27 @@ def row(frame, name: str, column: str):
         return None
     value = match.iloc[0][column]
     return None if value is None or value != value else float(value)
+
+
+def speed(frame, name: str, batch: int):
+    """Variant `name`'s speed-up at `batch` with its interval (the run's interleaved timing), or None."""
+    value = row(frame, name, f"speedup_bs{batch}")
+    if value is None:
+        return None
+    return {"value": value, "low": row(frame, name, f"speedup_low_bs{batch}"),
+            "high": row(frame, name, f"speedup_high_bs{batch}")}
+
+
+def decode_speed(frame, run, name: str):
+    """A decoder variant's decode speed-up: with its interval where the decoder timing records one (a `speedup`
+    entry under "decode" or batch "1"), else the bare tokens/s ratio."""
+    for variant in run["result"].variants:
+        if variant.name == name and variant.status == "ok":
+            entries = variant.speedup or {}
+            entry = entries.get("decode") or entries.get("1")
+            if entry:
+                return measured_speed(entry)
+    return row(frame, name, "decode_speedup")
 
 
 def variant_info(run, name: str, key: str):
@@ -126,7 +171,7 @@ TARGETS: list[Target] = [
         "model": "sample:digits-cnn", "data": "sample:digits", "benchmark": BENCH,
         "variants": [{"name": "int8-static", "steps": [{"technique": "quantize", "mode": "static"}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "int8-static", "x_smaller"), ">=", 3.4, "x"),
-        Check("speed: x faster at batch 256", lambda f, r: row(f, "int8-static", "speedup_bs256"), ">=", 2.0, "x",
+        Check("speed: x faster at batch 256", lambda f, r: speed(f, "int8-static", 256), ">=", 2.0, "x",
               isa_dependent=True),
         Check("accuracy drop", lambda f, r: row(f, "int8-static", "accuracy_drop_pt"), "<=", 0.3, "pt"),
     ], repeats=3),
@@ -143,7 +188,7 @@ TARGETS: list[Target] = [
             {"technique": "prune", "method": "structured", "amount": 0.5, "finetune_epochs": 10},
             {"technique": "quantize", "mode": "static"}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "pruned-int8", "x_smaller"), ">=", 8.0, "x"),
-        Check("speed: x faster at batch 256", lambda f, r: row(f, "pruned-int8", "speedup_bs256"), ">=", 4.0, "x",
+        Check("speed: x faster at batch 256", lambda f, r: speed(f, "pruned-int8", 256), ">=", 4.0, "x",
               isa_dependent=True),
         Check("accuracy drop", lambda f, r: row(f, "pruned-int8", "accuracy_drop_pt"), "<=", 1.0, "pt"),
     ], repeats=3),
@@ -180,7 +225,7 @@ TARGETS: list[Target] = [
         "variants": [{"name": "int8-dynamic",
                       "steps": [{"technique": "quantize", "mode": "dynamic", "per_channel": True}]}]}, [
         Check("size: x smaller", lambda f, r: row(f, "int8-dynamic", "x_smaller"), ">=", 3.5, "x"),
-        Check("speed: x faster at batch 32 x 128 tokens", lambda f, r: row(f, "int8-dynamic", "speedup_bs32"),
+        Check("speed: x faster at batch 32 x 128 tokens", lambda f, r: speed(f, "int8-dynamic", 32),
               ">=", 2.0, "x", isa_dependent=True),
         Check("cosine mean to fp32", lambda f, r: row(f, "int8-dynamic", "cosine_mean"), ">=", 0.99),
         Check("paraphrase retrieval drop", lambda f, r: retrieval_drop_pt(r, "int8-dynamic"), "<=", 0.0, "pt"),
@@ -240,8 +285,8 @@ TARGETS += [
                      # the plain alternative of "auto": MatMulNBits' default level 0 (float compute)
                      {"name": "int8-level0", "steps": [{**DECODER_INT8, "accuracy_level": 0}]}]}, [
         Check("int4 decode: x faster than fp32 (interleaved, median per-round ratio)",
-              lambda f, r: row(f, "int4", "decode_speedup"), ">=", 1.3, "x", isa_dependent=True),
-        Check("int8 decode: x faster than fp32", lambda f, r: row(f, "int8", "decode_speedup"), ">=", 1.3, "x",
+              lambda f, r: decode_speed(f, r, "int4"), ">=", 1.3, "x", isa_dependent=True),
+        Check("int8 decode: x faster than fp32", lambda f, r: decode_speed(f, r, "int8"), ">=", 1.3, "x",
               isa_dependent=True),
         Check("int8 auto over int8 at level 0 (decode, same run)", ratio_of("int8", "decode_speedup", "int8-level0"),
               ">=", 1.0, "x", isa_dependent=True),
@@ -258,11 +303,11 @@ TARGETS += [
     Target("~0.5B random-weight Llama int4 decode at batch 1", {
         "model": "random ~0.5B Llama", "benchmark": {"threads": 1, "max_seconds": 30},
         "variants": [{"name": "int4", "steps": [DECODER_INT4]}, {"name": "int8", "steps": [DECODER_INT8]}]}, [
-        Check("int4 decode: x faster than fp32", lambda f, r: row(f, "int4", "decode_speedup"), ">=", 2.0, "x",
+        Check("int4 decode: x faster than fp32", lambda f, r: decode_speed(f, r, "int4"), ">=", 2.0, "x",
               isa_dependent=True),
         Check("int4 peak RSS / fp32 peak RSS (each worker's own VmHWM)", ratio_of("int4", "peak_rss_mb", "baseline"),
               "<=", 0.6, "x"),
-        Check("int8 decode: x faster than fp32", lambda f, r: row(f, "int8", "decode_speedup"), "report", unit="x",
+        Check("int8 decode: x faster than fp32", lambda f, r: decode_speed(f, r, "int8"), "report", unit="x",
               isa_dependent=True),
         Check("int4 size: x smaller", lambda f, r: row(f, "int4", "x_smaller"), "report", unit="x"),
         Check("fp32 decode tokens/s", lambda f, r: row(f, "baseline", "decode_tok_s"), "report", unit="tok/s"),
@@ -303,10 +348,10 @@ TARGETS += [
     Target("digits-cnn tuner, 0.5 pt in 120 s", {
         "model": "sample:digits-cnn", "data": "sample:digits",
         "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 256, "budget_s": 120}}, [
-        Check("best: x faster at batch 256 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=", 2.0, "x",
-              isa_dependent=True),
-        Check("best: x faster at batch 256 (p50, same run)", lambda f, r: tune_best_row(f, r, "speedup_bs256"),
-              ">=", 2.0, "x", isa_dependent=True),
+        Check("best: x faster at batch 256 (the timing it was chosen on)", lambda f, r: tune_best(r, "speedup"),
+              "report", unit="x", isa_dependent=True),
+        Check("best: x faster at batch 256 (reported: a separate timing of every trial)",
+              lambda f, r: measured_speed(tune_best(r, "reported_speedup")), ">=", 2.0, "x", isa_dependent=True),
         Check("best: drop on validation (chosen on)", lambda f, r: tune_best(r, "drop_pt"), "<=", 0.5, "pt"),
         Check("best: drop on held-out test (reported)", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt"),
               "report", unit="pt"),
@@ -316,11 +361,10 @@ TARGETS += [
         "model": "sample:shapes-cnn", "data": "sample:shapes",
         "tune": {"max_drop_pt": 0.5, "objective": "latency", "batch_size": 64, "budget_s": 180}}, [
         # tune_best is None when the best is the baseline: "found nothing" fails, it never reads as a pass
-        Check("best: x faster than fp32 at batch 64 (paired timing)", lambda f, r: tune_best(r, "speedup"), ">=",
-              1.5, "x", isa_dependent=True),
-        Check("best: x faster than fp32 at batch 64 (p50, same run)",
-              lambda f, r: tune_best_row(f, r, "speedup_bs64"), ">=", 1.5, "x",
-              isa_dependent=True),
+        Check("best: x faster than fp32 at batch 64 (the timing it was chosen on)",
+              lambda f, r: tune_best(r, "speedup"), "report", unit="x", isa_dependent=True),
+        Check("best: x faster than fp32 at batch 64 (reported: a separate timing of every trial)",
+              lambda f, r: measured_speed(tune_best(r, "reported_speedup")), ">=", 1.5, "x", isa_dependent=True),
         Check("best: drop on validation (chosen on)", lambda f, r: tune_best(r, "drop_pt"), "<=", 0.5, "pt"),
         Check("best: drop on held-out test (reported)", lambda f, r: tune_best_row(f, r, "accuracy_drop_pt"),
               "report", unit="pt"),
@@ -408,9 +452,9 @@ TARGETS += [
         # the ceiling the recovery variants' size and speed checks below are measured against.
         Check("plain per-tensor int8: x smaller", lambda f, r: row(f, "int8-per-tensor", "x_smaller"), "report",
               unit="x"),
-        Check("plain per-tensor int8: x faster at batch 1", lambda f, r: row(f, "int8-per-tensor", "speedup_bs1"),
+        Check("plain per-tensor int8: x faster at batch 1", lambda f, r: speed(f, "int8-per-tensor", 1),
               "report", unit="x", isa_dependent=True),
-        Check("plain per-tensor int8: x faster at batch 64", lambda f, r: row(f, "int8-per-tensor", "speedup_bs64"),
+        Check("plain per-tensor int8: x faster at batch 64", lambda f, r: speed(f, "int8-per-tensor", 64),
               "report", unit="x", isa_dependent=True),
         Check("equalization + bias correction, per-tensor: accuracy drop",
               lambda f, r: row(f, "int8-per-tensor-cle-bc", "accuracy_drop_pt"), "<=", 1.0, "pt"),
@@ -419,14 +463,109 @@ TARGETS += [
               lambda f, r: row(f, "int8-per-tensor-cle-bc", "x_smaller"), ">=", 3.5, "x"),
         Check("QAT: x smaller", lambda f, r: row(f, "int8-qat", "x_smaller"), ">=", 3.5, "x"),
         Check("equalization + bias correction: x faster at batch 1",
-              lambda f, r: row(f, "int8-per-tensor-cle-bc", "speedup_bs1"), ">=", 3.5, "x", isa_dependent=True),
+              lambda f, r: speed(f, "int8-per-tensor-cle-bc", 1), ">=", 3.5, "x", isa_dependent=True),
         Check("equalization + bias correction: x faster at batch 64",
-              lambda f, r: row(f, "int8-per-tensor-cle-bc", "speedup_bs64"), ">=", 3.5, "x", isa_dependent=True),
-        Check("QAT: x faster at batch 1", lambda f, r: row(f, "int8-qat", "speedup_bs1"), ">=", 3.5, "x",
+              lambda f, r: speed(f, "int8-per-tensor-cle-bc", 64), ">=", 3.5, "x", isa_dependent=True),
+        Check("QAT: x faster at batch 1", lambda f, r: speed(f, "int8-qat", 1), ">=", 3.5, "x",
               isa_dependent=True),
-        Check("QAT: x faster at batch 64", lambda f, r: row(f, "int8-qat", "speedup_bs64"), ">=", 3.5, "x",
+        Check("QAT: x faster at batch 64", lambda f, r: speed(f, "int8-qat", 64), ">=", 3.5, "x",
               isa_dependent=True),
     ], requires=lambda: sample_unavailable("shapes-mobile")),
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Speed repeatability (issue 26): one speed-up timed three times in one run beside a competing CPU-bound process (a
+# bounded busy loop on the timing's own core); the three medians must agree within ±10% of their median.
+
+REPEAT_TIMES = 3
+REPEAT_BATCH = 64
+COMPETITOR_MAX_S = 900  # the busy loop ends by itself even if the harness dies before killing it
+BUSY_LOOP = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+
+
+def run_repeatability(spec: dict, out: Path):
+    """Build and time the recipe once, then time its baseline and int8 variant REPEAT_TIMES more times, each a
+    timing phase of its own, while a busy loop shares their core; the timings go into the result's `timing`."""
+    import contextlib
+    import os
+    import subprocess
+
+    import onnx
+
+    from core.io.data import load_data
+    from core.io.graph import graph_inputs
+    from core.io.model import load_model
+    from core.measure.quality import time_models
+    from core.measure.timing import allowed_cores, set_core_gate
+
+    result = run_recipe(Recipe.from_dict(spec), out)
+    models = {v.name: (out / v.artifact).read_bytes() for v in result.variants if v.status == "ok"}
+    proto = onnx.load_from_string(models["baseline"])
+    inputs = load_data(spec["data"], load_model(spec["model"]), seed=0).eval.x
+    cores = allowed_cores()
+    core = cores[0] if cores else None
+
+    @contextlib.contextmanager
+    def on_core(candidates, count, should_stop, on_wait):
+        yield [core]
+
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP.format(seconds=COMPETITOR_MAX_S)])
+    previous = set_core_gate(on_core) if core is not None else None
+    repeats = []
+    try:
+        if core is not None:
+            os.sched_setaffinity(competitor.pid, {core})
+        bench = spec["benchmark"]
+        for _ in range(REPEAT_TIMES):
+            timed = time_models(models, graph_inputs(proto), inputs, [REPEAT_BATCH], baseline="baseline",
+                                threads=bench["threads"], warmup=bench["warmup"], runs=bench["runs"],
+                                max_seconds=bench["max_seconds"])
+            entry = timed["models"]["int8-static"]["speedup"][str(REPEAT_BATCH)]
+            repeats.append({**entry, "contention": timed["batches"][str(REPEAT_BATCH)]["contention"]})
+    finally:
+        if core is not None:
+            set_core_gate(previous)
+        competitor.kill()
+        competitor.wait()
+    result.timing["repeats"] = repeats
+    return result
+
+
+def repeat(run, index: int):
+    """The `index`-th repeated timing's speed-up with its interval, or None."""
+    repeats = run["result"].timing.get("repeats") or []
+    return measured_speed(repeats[index]) if index < len(repeats) else None
+
+
+def repeat_spread_pct(frame, run):
+    """The largest deviation of the repeated timings' medians from their median, in percent (None if one lacks)."""
+    ratios = [r.get("ratio") for r in run["result"].timing.get("repeats") or []]
+    if len(ratios) < REPEAT_TIMES or any(r is None for r in ratios):
+        return None
+    middle = median(ratios)
+    return round(max(abs(r / middle - 1) for r in ratios) * 100, 3)
+
+
+def repeat_cpu_share(frame, run):
+    """The lowest share of the CPU the repeated timings got beside the competitor (how hard it competed)."""
+    shares = [(r.get("contention") or {}).get("cpu_share") for r in run["result"].timing.get("repeats") or []]
+    return min(shares) if shares and None not in shares else None
+
+
+TARGETS += [
+    Target(f"speed repeatability: digits-cnn int8 at batch {REPEAT_BATCH}, timed {REPEAT_TIMES} times beside a "
+           "busy loop", {
+               "model": "sample:digits-cnn", "data": "sample:digits",
+               "benchmark": {**BENCH, "batch_sizes": [REPEAT_BATCH]},
+               "variants": [{"name": "int8-static", "steps": [{"technique": "quantize", "mode": "static"}]}]}, [
+        Check(f"the {REPEAT_TIMES} medians: largest deviation from their median", repeat_spread_pct, "<=", 10.0,
+              "%"),
+        *[Check(f"timing {i + 1} beside the busy loop: x faster at batch {REPEAT_BATCH}",
+                lambda f, r, i=i: repeat(r, i), "report", unit="x", isa_dependent=True)
+          for i in range(REPEAT_TIMES)],
+        Check("the least CPU share the timings got (the busy loop shares their core)", repeat_cpu_share, "report"),
+    ], execute=run_repeatability),
 ]
 
 
@@ -473,6 +612,28 @@ TARGETS += [
 ]
 
 
+METHOD_PARAGRAPH = (
+    "Every speed-up here comes from one method (`core.measure.timing`). The baseline and the variants of a run "
+    "take turns of about 25 ms each, round after round, in one process on the same pinned core, so whatever "
+    "else the machine is doing slows both sides of each comparison alike. Each round gives a ratio (baseline time "
+    "over variant time, each call timed on the thread's CPU clock, so time the scheduler gives other processes "
+    "does not count); the figure is the median of those ratios, and a 95% bootstrap interval around it says how "
+    "sure it is. Rounds go on until the interval is within ±5% of the figure or the time cap is reached. The "
+    "interval is one timing phase's: another phase, with sessions of its own, can land a few percent away, so "
+    "repeated runs agree at about ±5%, which the repeatability target checks. A target "
+    "passes on the figure; its row says when the interval straddles the threshold, and an interval that holds 1 "
+    "reads \"no measurable difference\", never \"slower\". Each run also records how much CPU time it got, the "
+    "hypervisor's steal and the load of the other cores, and says when it was measured under contention.")
+
+
+def contention_line(timing: dict) -> str:
+    """A variant table's note on the contention its timing saw ('' when it saw none or recorded none)."""
+    if not timing.get("contended"):
+        return ""
+    note = str(timing.get("contention_note") or "measured under contention")
+    return note[:1].upper() + note[1:] + "."
+
+
 def median(values: list):
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -480,12 +641,14 @@ def median(values: list):
 
 
 def run_target(target: Target, out_root: Path) -> dict:
-    """Run one target's recipe (`repeats` times) and evaluate its checks: the median over runs, and the spread."""
+    """Run one target's recipe (`repeats` times) and evaluate its checks: the median over runs, and the spread;
+    a speed check also keeps the 95% interval of the run whose value is the median."""
     skip = target.requires() if target.requires else None
     if skip:
         return {"target": target, "skipped": skip, "checks": []}
     out = out_root / target.name.replace(" ", "_").replace(",", "").replace(":", "")
     values: list[list] = [[] for _ in target.checks]
+    intervals: list[list] = [[] for _ in target.checks]
     for attempt in range(target.repeats):
         run_out = out if target.repeats == 1 else out / f"run{attempt + 1}"
         start = time.perf_counter()
@@ -497,16 +660,23 @@ def run_target(target: Target, out_root: Path) -> dict:
         run = {"wall_s": wall, "result": result, "out": run_out}
         frame = results_frame(result.to_dict())
         for i, check in enumerate(target.checks):
-            value = check.value(frame, run)
-            values[i].append(None if value is None else float(value))
+            value, interval = read(check.value(frame, run))
+            values[i].append(value)
+            intervals[i].append(interval)
     checks = []
-    for check, measured in zip(target.checks, values):
+    for check, measured, spans in zip(target.checks, values, intervals):
         present = [v for v in measured if v is not None]
         value = median(present) if len(present) == len(measured) else None  # a run that lacked it fails it
         spread = (min(present), max(present)) if len(present) > 1 else None
-        checks.append({"check": check, "value": value, "spread": spread, "pass": check.passes(value)})
+        interval = None
+        if value is not None:
+            nearest = min(range(len(measured)), key=lambda k: abs(measured[k] - value))
+            interval = spans[nearest]
+        checks.append({"check": check, "value": value, "spread": spread, "pass": check.passes(value),
+                       "interval": interval, "straddles": check.straddles(interval)})
     return {"target": target, "skipped": None, "checks": checks, "frame": frame, "wall_s": wall,
-            "repeats": target.repeats, "environment": result.environment}
+            "repeats": target.repeats, "environment": result.environment,
+            "timing": getattr(result, "timing", None) or {}}
 
 
 def _fmt(value, unit):
@@ -536,6 +706,7 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
              "measured in the same run as the variant), latency is the median (p50) of timed runs after warm-up, "
              f"onnxruntime with {environment.get('threads', 1)} intra-op thread. A target run several times "
              "shows the median of its runs and their spread (min–max). Nothing here is written by hand.", "",
+             "**How speed is measured.** " + METHOD_PARAGRAPH, "",
              "## Machine", "",
              f"- CPU: {environment.get('cpu')} ({environment.get('cores')} cores), flags: "
              f"{', '.join(environment.get('cpu_flags', [])) or 'none recorded'}",
@@ -543,12 +714,12 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
              "and AMX CPUs, so the rows marked *ISA-dependent* hold for this instruction set only.",
              f"- Platform: {environment.get('platform')}",
              "- Versions: " + ", ".join(f"{k} {v}" for k, v in environment.get("versions", {}).items()), "",
-             "## Targets", "", "| target | check | threshold | measured | runs (spread) | result |",
-             "|---|---|---|---|---|---|"]
+             "## Targets", "", "| target | check | threshold | measured | 95% interval | runs (spread) | result |",
+             "|---|---|---|---|---|---|---|"]
     for outcome in outcomes:
         name = outcome["target"].name
         if outcome["skipped"]:
-            lines.append(f"| {name} | — | — | — | — | skipped: {outcome['skipped']} |")
+            lines.append(f"| {name} | — | — | — | — | — | skipped: {outcome['skipped']} |")
             continue
         for c in outcome["checks"]:
             check = c["check"]
@@ -558,8 +729,12 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
             runs = (f"{outcome['repeats']} ({_fmt(spread[0], check.unit)} – {_fmt(spread[1], check.unit)})"
                     if spread else str(outcome.get("repeats", 1)))
             verdict = ("missing: **FAIL**" if c["value"] is None else "pass" if c["pass"] else "**FAIL**")
-            lines.append(f"| {name} | {label} | {threshold.strip()} | {_fmt(c['value'], check.unit)} | {runs} | "
-                         f"{verdict} |")
+            if c.get("straddles"):
+                verdict += f" (the interval straddles {check.threshold:g}: on the median)"
+            interval = c.get("interval")
+            shown = f"{interval[0]:.3g}–{interval[1]:.3g}" if interval else "—"
+            lines.append(f"| {name} | {label} | {threshold.strip()} | {_fmt(c['value'], check.unit)} | {shown} | "
+                         f"{runs} | {verdict} |")
     lines += ["", "## Variant tables", ""]
     for outcome in outcomes:
         if outcome["skipped"]:
@@ -567,14 +742,20 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
         frame = outcome["frame"]
         columns = [c for c in ("name", "status", "size_bytes", "x_smaller", "x_smaller_compressed", "params",
                                "accuracy", "accuracy_drop_pt", "agreement", "flips", "cosine_mean", "p50_ms_bs1",
-                               "p50_ms_bs32", "p50_ms_bs64", "p50_ms_bs256", "speedup_bs32", "speedup_bs64",
-                               "speedup_bs256", "decode_tok_s", "decode_speedup", "prefill_tok_s", "ttft_ms",
+                               "p50_ms_bs32", "p50_ms_bs64", "p50_ms_bs256", "speedup_bs1", "speedup_low_bs1",
+                               "speedup_high_bs1", "speedup_bs32", "speedup_low_bs32", "speedup_high_bs32",
+                               "speedup_bs64", "speedup_low_bs64", "speedup_high_bs64", "speedup_bs256",
+                               "speedup_low_bs256", "speedup_high_bs256", "decode_tok_s", "decode_speedup",
+                               "prefill_tok_s", "ttft_ms",
                                "peak_rss_mb", "perplexity", "perplexity_increase_pct", "kl_per_token",
                                "next_token_agreement", "mean_first_divergence")
                    if c in frame.columns]
         last = " (the last of its runs)" if outcome.get("repeats", 1) > 1 else ""
         lines += [f"### {outcome['target'].name}{last} ({outcome['wall_s']:.1f} s)", "",
                   _table(frame[columns]), ""]
+        note = contention_line(outcome.get("timing") or {})
+        if note:
+            lines += [note, ""]
     return "\n".join(lines) + "\n"
 
 
@@ -592,8 +773,10 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_target(target, Path(args.out))
         environment = outcome.get("environment") or environment
         for c in outcome["checks"]:
-            print(f"   {c['check'].label}: {_fmt(c['value'], c['check'].unit)} "
-                  f"({c['check'].op} {c['check'].threshold:g}) {'pass' if c['pass'] else 'FAIL'}", flush=True)
+            interval = f" [{c['interval'][0]:.3g}–{c['interval'][1]:.3g}]" if c.get("interval") else ""
+            print(f"   {c['check'].label}: {_fmt(c['value'], c['check'].unit)}{interval} "
+                  f"({c['check'].op} {c['check'].threshold:g}) {'pass' if c['pass'] else 'FAIL'}"
+                  + (" (interval straddles the threshold)" if c.get("straddles") else ""), flush=True)
         outcomes.append(outcome)
     Path(args.markdown).write_text(markdown(outcomes, environment), encoding="utf-8")
     failed = sum(not c["pass"] for o in outcomes for c in o["checks"])

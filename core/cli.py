@@ -109,7 +109,10 @@ def cmd_sensitivity(args) -> int:
     for layer in summary.get("layers", [])[:10]:
         sqnr = "identical" if layer["sqnr_db"] is None else f"SQNR {layer['sqnr_db']:.1f} dB"
         drop = "failed" if layer["drop"] is None else f"{layer['drop']:+.2f} pt"
-        print(f"  {drop:>10}  {sqnr:<16} {layer['name']}")
+        rank = "" if layer.get("rank") is None else f"{layer['rank']}{'=' if layer.get('tied') else ''}"
+        print(f"  {rank:>4} {drop:>10}  {sqnr:<16} {layer['name']}")
+    if summary.get("resolution"):
+        print(summary["resolution"])
     print(f"wrote {os.path.join(out, 'sensitivity.json')}")
     return 0
 

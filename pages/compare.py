@@ -10,13 +10,14 @@ import streamlit as st
 from core import format as fmt
 from core.views import charts as viz
 from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chart_caption,
-                                  drop_text, generations_table, is_decoder_run, latency_label, layer_sparsity_table,
-                                  ok_rows, quality_drop_pt, quality_metrics, variant, within_budget)
+                                  chose_on_reported, chosen_on, drop_text, generations_table, is_decoder_run,
+                                  latency_label, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
+                                  variant, within_budget)
 from core.results.explain import why_no_speedup
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.io.files import inside_run
-from core.results.table import batch_sizes_of, quality_caption
+from core.results.table import batch_sizes_of, quality_caption, speedup_text, timing_caption
 from core.jobs.store import ACTIVE
 from ui import services
 from ui.events import clicked_variant
@@ -116,16 +117,14 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
     c = st.columns(4)
     c[0].metric("Size", fmt.format_bytes(row["size_bytes"]), f"{fmt.format_ratio(row['x_smaller'])} smaller",
                 delta_color="off", delta_arrow="off")
-    if is_decoder_run(results):  # tokens/s and the interleaved rounds' decode speed-up with its interval
-        low, high = row.get("decode_speedup_low"), row.get("decode_speedup_high")
-        interval = "" if low is None or math.isnan(low) else f" (95%: {low:.2f}–{high:.2f}×)"
-        c[1].metric("Decode tokens/s", f"{row['decode_tok_s']:,.0f}",
-                    f"{fmt.format_ratio(row.get('decode_speedup'))} faster{interval}", delta_color="off",
-                    delta_arrow="off", help="Batch 1 with the KV cache; higher is better")
+    if is_decoder_run(results):  # tokens/s, and the interleaved rounds' decode speed-up with its interval
+        c[1].metric("Decode tokens/s", f"{row['decode_tok_s']:,.0f}", speedup_text(row, 1), delta_color="off",
+                    delta_arrow="off", help="Batch 1 with the KV cache; higher is better. Speed-up against the "
+                                            "same-run fp32: median per-round ratio and its 95% interval.")
     else:
         c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
-                    f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
-                    delta_arrow="off")
+                    speedup_text(row, batch_size), delta_color="off", delta_arrow="off",
+                    help="Speed-up against the same-run baseline: median per-round ratio and its 95% interval.")
     change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
     if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
         c[2].metric("Accuracy", fmt.format_pct(row["accuracy"]),
@@ -306,6 +305,8 @@ st.caption(f"**{results.get('model')}** on **{scored_on or 'synthetic inputs'}**
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))
+if timing_caption(results):
+    st.caption(timing_caption(results))
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
@@ -329,7 +330,7 @@ if device_name != ANY_DEVICE:
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
-inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")
+inside = within_budget(chosen_on(frame), budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
 names = list(ok_rows(frame)["name"]) + [n for n, s in zip(frame["name"], frame["status"]) if s != "ok"]
@@ -344,8 +345,11 @@ else:
     drop, _ = quality_drop_pt(frame[frame["name"] == best])  # _: the drop's label
     caveats = best_caveats(frame, best, batch_size)
     text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
-            f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
-            f"{'perplexity' if is_decoder_run(results) else 'quality drop'} {drop_text(drop.iloc[0], _)}.")
+            f"speed-up {speedup_text(row, batch_size)} at batch {batch_size}, "
+            f"{'perplexity' if is_decoder_run(results) else 'quality drop'} {drop_text(drop.iloc[0], _)}. "
+            + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
+               else "Chosen on the validation split and the timing rounds held out for choosing; the numbers "
+                    "shown are the test split's and the reported rounds'."))
     if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
         st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",
                    icon=":material/warning:")

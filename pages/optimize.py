@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.errors import FeatherweightError
 from core.jobs.queue import CANCEL_FLAG
-from core.spec.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, is_decoder_card,
-                               preset_recipe, presets_for, run_seconds, slow_batch_sizes)
+from core.spec.presets import (MIN_TIMED_RUNS, PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark,
+                               is_decoder_card, preset_recipe, presets_for, run_seconds, slow_batch_sizes)
 from core.spec.labels import steps_label
 from core.spec.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
 from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_RESET_KEY, RECIPE_VERSION_KEY,
@@ -283,6 +283,9 @@ def progress_ui(run_id: str) -> None:
             cancelling = (runner.store.run_dir(run_id) / CANCEL_FLAG).exists()
             if not progress:
                 label = "Starting the worker process (loading the model and data)…"
+            elif progress.get("variant") == "timing":  # the run's timing phase: every variant together
+                label = (f"Timing the baseline and every variant together — {progress.get('message')} · "
+                         f"{live_elapsed_s(progress):.0f} s elapsed")
             else:
                 label = (f"Variant {index} of {count}: **{progress.get('variant') or 'finishing'}** — "
                          f"{progress.get('message')} · {live_elapsed_s(progress):.0f} s elapsed")
@@ -315,11 +318,14 @@ def finished_variants_ui(run_id: str, active: bool) -> None:
     if sizes and not ok_rows(frame).empty:
         batch_size = sizes[-1]
         st.plotly_chart(viz.pareto_figure(frame, batch_size, height=420), theme=None,
-                        key=f"progress_pareto.{run_id}.{len(frame)}", config={"displaylogo": False})
+                        key=f"progress_pareto.{run_id}.{len(frame)}.{batch_size}", config={"displaylogo": False})
         st.caption(chart_caption(results) if is_decoder_run(results) else
-                   f"Size vs p50 latency at batch {batch_size}; lower-left is better"
-                   + (". Each variant appears here as it finishes." if active else "."))
-    results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}")
+                   f"Size vs p50 latency at batch {batch_size}; lower-left is better; error bars: the speed-up's "
+                   "95% interval.")
+    elif not ok_rows(frame).empty:
+        st.caption("Each variant's size and quality appear below as it finishes; the chart and the speed-ups come "
+                   "when all are built, timed together in one phase (so every speed-up is a same-round ratio).")
+    results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}.{len(sizes)}")
 
 
 def _use_lighter_batches(sizes: tuple) -> None:
@@ -340,7 +346,7 @@ def slow_benchmark_ui(recipe: Recipe, model) -> None:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.warning(f"The benchmark alone may take about **{seconds / 60:.0f} min** on this CPU: one run at batch "
                f"{max(slow)} takes about {per_run:.0f} s here, and each batch size is warmed up "
-               f"{recipe.benchmark.warmup}× and timed at least 10×, for the baseline and every variant.",
+               f"{recipe.benchmark.warmup}× and timed at least {MIN_TIMED_RUNS}×, for the baseline and every variant.",
                icon=":material/hourglass_top:")
     c2.button(f"Use batch sizes {', '.join(map(str, lighter))}", on_click=_use_lighter_batches, args=(lighter,),
               key="lighter_batches", width="stretch")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.results.compare import quality_drop_pt
+from core.results.table import speedup_text
 from core.format import format_bytes
 
 
@@ -35,11 +36,12 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
         out[column] = frame.get(column)
     for bs in () if decoder else batch_sizes:
         out[f"p50_ms_bs{bs}"] = frame.get(f"p50_ms_bs{bs}")
-        out[f"speedup_bs{bs}"] = frame.get(f"speedup_bs{bs}")
+        # "2.10x (2.00–2.20)": the ratio with its interval, "no measurable difference" when it holds 1
+        out[f"speedup_bs{bs}"] = [speedup_text(row, bs) for _, row in frame.iterrows()]
     out["notes"] = [(e if isinstance(e, str) and e else n) for e, n in zip(frame["error"], frame["notes"])]
     # A failed variant has no numbers: empty cells, not "None".
     for column in out.columns:
-        if column not in TEXT_COLUMNS:
+        if column not in TEXT_COLUMNS and not column.startswith("speedup_bs"):
             out[column] = pd.to_numeric(out[column], errors="coerce")
         else:
             out[column] = out[column].map(lambda v: "–" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
@@ -92,8 +94,9 @@ def column_config(batch_sizes: list[int], drop_label: str) -> dict:
     for bs in batch_sizes:
         config[f"p50_ms_bs{bs}"] = st.column_config.NumberColumn(f"p50 @ {bs} (ms)", format="%.3f",
                                                                  help=f"Median latency of a batch of {bs}")
-        config[f"speedup_bs{bs}"] = st.column_config.NumberColumn(f"× faster @ {bs}", format="%.2f×",
-                                                                  help="Baseline p50 / p50, same run")
+        config[f"speedup_bs{bs}"] = st.column_config.TextColumn(
+            f"Speed-up @ {bs}", help="Against the baseline of the same run, timed interleaved in rounds: the median "
+            "per-round ratio and its 95% interval; an interval holding 1 reads 'no measurable difference'")
     return config
 
 

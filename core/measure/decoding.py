@@ -35,7 +35,8 @@ import numpy as np
 
 from core.errors import StepFailedError
 from core.io.sandbox import own_peak_rss_mb
-from core.measure.timing import CPU_SHARE_LIMIT, MIN_ROUNDS, ROUND_SECONDS, STEAL_LIMIT, time_in_rounds
+from core.measure.timing import (CPU_SHARE_LIMIT, MIN_ROUNDS, ROUND_SECONDS, STEAL_LIMIT, cpu_clock_for, pin_to,
+                                 time_in_rounds, timing_cores)
 
 NEW_TOKENS = 32  # greedy tokens generated per prompt for the prefix match with fp32
 TIMED_NEW_TOKENS = 16  # tokens one timed call generates (the first is time to first token, the rest decode)
@@ -45,9 +46,11 @@ CALL_TIMEOUT_S = 1800.0  # one command of a worker (loading a 2 GB model, scorin
 # decided positions separates "the model changed its mind" from "it broke a tie differently".
 CONFIDENT_MARGIN = 0.2
 _ROOT = str(Path(__file__).resolve().parents[2])
-TIMING_METHOD = ("interleaved rounds (core.measure.timing): one worker process per variant, driven round robin; "
-                 f"each call decodes {TIMED_NEW_TOKENS} tokens after a prompt at batch 1; speed-up = median "
-                 "per-round ratio of decode time, 95% bootstrap interval")
+TIMING_METHOD = ("interleaved rounds (core.measure.timing): one worker process per variant, all pinned to the "
+                 "same held core(s) and driven round robin; each call decodes "
+                 f"{TIMED_NEW_TOKENS} tokens after a prompt at batch 1; speed-up = median of per-round ratios of "
+                 "decode time (with one thread, each worker's thread CPU time), 95% bootstrap interval; alternate "
+                 "rounds are held out for choosing (selection.speedup), the reported figures come from the others")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,15 +120,17 @@ def _generate(og, model, command: dict) -> dict:
     generator.generate_next_token()
     tokens = [int(generator.get_next_tokens()[0])]
     first = time.perf_counter()
-    cpu = time.process_time()
+    cpu, thread = time.process_time(), time.thread_time()
     while not generator.is_done() and len(tokens) < new:
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
     done = time.perf_counter()
-    cpu_s = time.process_time() - cpu
+    cpu_s, thread_s = time.process_time() - cpu, time.thread_time() - thread
     del generator
+    # thread_s: this thread's CPU time, what the ratios read (with one intra-op thread onnxruntime decodes on it);
+    # cpu_s: the whole process's, what an energy estimate reads
     return {"tokens": tokens, "prefill_s": prefilled - started, "first_s": first - started, "decode_s": done - first,
-            "decoded": len(tokens) - 1, "cpu_s": cpu_s}
+            "decoded": len(tokens) - 1, "cpu_s": cpu_s, "thread_s": thread_s}
 
 
 def _memory() -> dict:
@@ -162,7 +167,7 @@ def _serve(model_dir: str) -> int:
         return 1
     write({"ready": True, "load_s": round(time.perf_counter() - started, 3), **_memory()})
     handlers = {"score": lambda c: _score(og, model, c), "generate": lambda c: _generate(og, model, c),
-                "memory": lambda c: _memory()}
+                "memory": lambda c: _memory(), "pin": lambda c: {"pinned": pin_to(c["cores"]) if c["cores"] else False}}
     for line in sys.stdin:
         command = json.loads(line)
         if command.get("op") == "quit":
@@ -293,15 +298,38 @@ class DecoderMeasurement:
     stopped: bool = False
 
 
+def _halves(count: int) -> list[str]:
+    """Which half each held-out window scores for: alternate windows choose ("validation": what a pick among the
+    variants reads) and report ("test": the numbers shown). A single window serves both (said in the results)."""
+    if count < 2:
+        return ["both"] * count
+    return ["validation" if i % 2 == 0 else "test" for i in range(count)]
+
+
+def _quality(totals: dict) -> dict:
+    positions = totals["tokens"]
+    return {"perplexity": math.exp(totals["nll"] / positions) if positions else None, "tokens": positions,
+            "windows": totals["windows"], "kl_per_token": totals["kl"] / positions if positions else None,
+            "next_token_agreement": totals["same"] / positions if positions else None,
+            "next_token_agreement_confident": totals["confident_same"] / totals["confident"]
+            if totals["confident"] else None, "confident_positions": totals["confident"]}
+
+
 def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray, *, baseline: str = "baseline",
-                     max_seconds: float = 30.0, should_stop: Callable[[], bool] = lambda: False,
+                     threads: int = 1, max_seconds: float = 30.0, should_stop: Callable[[], bool] = lambda: False,
                      report: Callable[[str, float], None] = lambda message, fraction: None,
                      seed: int = 0) -> DecoderMeasurement:
     """Measure every built decoder of `model_dirs` (name -> folder, the baseline among them) together.
 
+    Quality is scored on alternate held-out windows for choosing and for reporting (`selection` / the reported
+    fields), and the timed rounds alternate the same way (`time_in_rounds(holdout=True)`), so a pick among the
+    variants never reads the numbers shown for it.
+
     Args:
         eval_ids: int (N, L) held-out windows; each scores its tokens 1..L-1.
         prompts: int (P, T) prompts for greedy generation and timing.
+        threads: the decoders' intra-op threads (their genai_config.json): with one, the ratios are read on the
+            workers' thread CPU clock, as every timing in the project does.
         max_seconds: the timed rounds' budget of measured decode time (raised so that `MIN_ROUNDS` rounds fit).
         report: progress, as (message, fraction 0..1).
 
@@ -331,10 +359,11 @@ def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray
                 workers[name] = DecoderWorker(name, model_dirs[name], scratch.name)
             except StepFailedError as exc:
                 fail(name, exc)
-        quality = {name: {"nll": 0.0, "tokens": 0, "kl": 0.0, "same": 0, "confident": 0, "confident_same": 0}
-                   for name in workers}
-        reference = str(Path(scratch.name) / "fp32_logprobs.npy")
         windows = np.asarray(eval_ids, dtype=np.int64)
+        halves = _halves(len(windows))
+        empty = {"nll": 0.0, "tokens": 0, "windows": 0, "kl": 0.0, "same": 0, "confident": 0, "confident_same": 0}
+        quality = {name: {"validation": dict(empty), "test": dict(empty)} for name in workers}
+        reference = str(Path(scratch.name) / "fp32_logprobs.npy")
         for index, window in enumerate(windows):
             if should_stop():
                 measurement.stopped = True
@@ -349,8 +378,11 @@ def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray
                     fail(name, exc)
                     quality.pop(name, None)
                     continue
-                for key in quality[name]:
-                    quality[name][key] += got[key]
+                for half in (("validation", "test") if halves[index] == "both" else (halves[index],)):
+                    totals = quality[name][half]
+                    totals["windows"] += 1
+                    for key in ("nll", "tokens", "kl", "same", "confident", "confident_same"):
+                        totals[key] += got[key]
         greedy: dict[str, list] = {name: [] for name in workers}
         warm: dict[str, list] = {name: [] for name in workers}
         for index, prompt in enumerate(np.asarray(prompts, dtype=np.int64)):
@@ -367,7 +399,7 @@ def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray
         if should_stop():
             measurement.stopped = True
             return measurement
-        timing = _time_rounds(workers, baseline, np.asarray(prompts, dtype=np.int64), warm, max_seconds,
+        timing = _time_rounds(workers, baseline, np.asarray(prompts, dtype=np.int64), warm, threads, max_seconds,
                               should_stop, report, seed, fail)
         measurement.stopped = timing.pop("stopped")
         for name, worker in list(workers.items()):
@@ -376,20 +408,21 @@ def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray
             except StepFailedError as exc:
                 fail(name, exc)
                 continue
-            q = quality[name]
-            positions = q["tokens"]
             speed = timing["per_model"].get(name)
             if speed is None:
                 continue
+            shown, chosen = _quality(quality[name]["test"]), _quality(quality[name]["validation"])
             measurement.fields[name] = {
-                "perplexity": math.exp(q["nll"] / max(1, positions)), "nll_tokens": positions,
-                "kl_per_token": q["kl"] / max(1, positions),
-                "next_token_agreement": q["same"] / max(1, positions),
-                "next_token_agreement_confident": q["confident_same"] / q["confident"] if q["confident"] else None,
-                "confident_positions": q["confident"],
-                "greedy_tokens": greedy[name],
-                "prefix_match": prefix_match(greedy[name], greedy[baseline]),
+                "perplexity": shown["perplexity"], "nll_tokens": shown["tokens"],
+                "kl_per_token": shown["kl_per_token"], "next_token_agreement": shown["next_token_agreement"],
+                "next_token_agreement_confident": shown["next_token_agreement_confident"],
+                "confident_positions": shown["confident_positions"], "windows": shown["windows"],
+                "greedy_tokens": greedy[name], "prefix_match": prefix_match(greedy[name], greedy[baseline]),
                 "peak_rss_mb": memory["peak_rss_mb"], "load_s": worker.loaded.get("load_s"),
+                "selection": {"split": "validation" if len(windows) > 1 else "test (one window: not held out)",
+                              "n": chosen["tokens"], "windows": chosen["windows"],
+                              "perplexity": chosen["perplexity"], "kl_per_token": chosen["kl_per_token"],
+                              **speed.pop("selection")},
                 **speed}
         measurement.timing = {k: v for k, v in timing.items() if k != "per_model"}
         return measurement
@@ -399,12 +432,14 @@ def measure_decoders(model_dirs: dict, eval_ids: np.ndarray, prompts: np.ndarray
         scratch.cleanup()
 
 
-def _time_rounds(workers: dict, baseline: str, prompts: np.ndarray, warm: dict, max_seconds: float,
+def _time_rounds(workers: dict, baseline: str, prompts: np.ndarray, warm: dict, threads: int, max_seconds: float,
                  should_stop, report, seed: int, fail) -> dict:
-    """Decode speed of every worker, interleaved in rounds; a worker that fails is dropped and the rounds rerun."""
+    """Decode speed of every worker, interleaved in rounds on held cores (every worker pinned to them: they take
+    turns, never run at once); a worker that fails is dropped and the rounds rerun."""
+    ratio_on_cpu = cpu_clock_for(threads) is not None  # one intra-op thread: the decode runs on the worker's thread
     while True:
         calls: dict[str, list] = {name: [] for name in workers}
-        clock = {"t": 0.0}
+        clock = {"wall": 0.0, "cpu": 0.0}
         turn = {name: 0 for name in workers}
 
         def runner(name: str):
@@ -416,25 +451,37 @@ def _time_rounds(workers: dict, baseline: str, prompts: np.ndarray, warm: dict, 
                 except StepFailedError as exc:
                     raise _WorkerFailed(name, exc) from None
                 calls[name].append(got)
-                clock["t"] += got["decode_s"]  # the rounds see decode time only, as the worker measured it
+                # The rounds see the decode time each worker measured itself (the pipe round trip is not in it):
+                # wall for the percentiles and the caps, the worker's thread CPU time for the ratios.
+                clock["wall"] += got["decode_s"]
+                clock["cpu"] += got["thread_s"]
             return run
 
-        # Enough measured time for the warm-up and MIN_ROUNDS rounds: each runner gets at least one call a round,
-        # about ROUND_SECONDS of calls when they are short. The estimate comes from the greedy pass; the 1.5 is for
-        # a machine that gets busier (a contended ~0.5B run here stopped at 14 rounds with 1.25).
+        # Enough measured time for the warm-up and MIN_ROUNDS reported rounds (every other round is held out for
+        # choosing): each runner gets at least one call a round, about ROUND_SECONDS of calls when they are short.
+        # The estimate comes from the greedy pass; the 1.5 is for a machine that gets busier (a contended ~0.5B run
+        # here stopped at 14 rounds with 1.25).
         per_round = sum(max(ROUND_SECONDS, float(np.median(warm[n])) if warm.get(n) else ROUND_SECONDS)
                         for n in workers)
-        budget = max(max_seconds, 1.5 * (MIN_ROUNDS + 1) * per_round)
+        budget = max(max_seconds, 1.5 * (2 * MIN_ROUNDS + 1) * per_round)
         started = time.perf_counter()
         try:
-            rounds = time_in_rounds({n: runner(n) for n in workers}, baseline, warmup=1, max_seconds=budget,
-                                    should_stop=should_stop, clock=lambda: clock["t"], seed=seed,
-                                    on_progress=lambda f, m: report(f"timing decode speed, {m}", 0.5 + 0.5 * f))
+            with timing_cores(threads, should_stop=should_stop,
+                              on_wait=lambda m: report(f"waiting for a core to time on: {m}", 0.5)) as cores:
+                if cores is None:
+                    return {"stopped": True, "per_model": {}}
+                for worker in workers.values():
+                    worker.call("pin", cores=list(cores))
+                rounds = time_in_rounds({n: runner(n) for n in workers}, baseline, warmup=1, max_seconds=budget,
+                                        holdout=True, should_stop=should_stop, clock=lambda: clock["wall"],
+                                        cpu_clock=(lambda: clock["cpu"]) if ratio_on_cpu else None, seed=seed,
+                                        threads=threads, on_progress=lambda f, m: report(
+                                            f"timing decode speed, {m}", 0.5 + 0.5 * f))
         except _WorkerFailed as failed:
             fail(failed.name, failed.error)  # the baseline's failure ends the measurement
             continue
         wall = time.perf_counter() - started
-        return _speed_fields(rounds, calls, int(prompts.shape[1]), wall)
+        return _speed_fields(rounds, calls, int(prompts.shape[1]), wall, cores)
 
 
 class _WorkerFailed(Exception):
@@ -445,31 +492,36 @@ class _WorkerFailed(Exception):
         self.name, self.error = name, error
 
 
-def _speed_fields(rounds, calls: dict, prompt_tokens: int, wall_s: float) -> dict:
+def _per_token(figures: dict | None, decoded: int) -> dict | None:
+    """Per-call percentiles (ms) as milliseconds per decoded token."""
+    if not figures:
+        return None
+    return {k: (v / decoded if k in ("p50", "p90", "p99", "mean") else v) for k, v in figures.items()}
+
+
+def _speed_fields(rounds, calls: dict, prompt_tokens: int, wall_s: float, cores) -> dict:
     decoded = TIMED_NEW_TOKENS - 1
     per_model = {}
     cpu = measured = 0.0
     for name, made in calls.items():
-        made = made[1:]  # the warm-up call
-        if not made:
+        made = made[rounds.warmup_calls.get(name, 1):]  # the warm-up calls
+        latency = _per_token(rounds.latency_ms.get(name), decoded)  # the reported rounds
+        if not made or latency is None:
             continue
-        decode_s = np.array([c["decode_s"] for c in made])
-        ms_per_token = decode_s * 1000.0 / decoded
         prefill_s = float(np.median([c["prefill_s"] for c in made]))
+        rate = 1000.0 / latency["p50"]
         per_model[name] = {
-            "tokens_per_s": {"prefill": prompt_tokens / prefill_s, "decode": float(decoded / np.median(decode_s))},
+            "tokens_per_s": {"prefill": prompt_tokens / prefill_s, "decode": rate},
             "ttft_ms": 1000.0 * float(np.median([c["first_s"] for c in made])),
-            "latency_ms": {"1": {"p50": float(np.percentile(ms_per_token, 50)),
-                                 "p90": float(np.percentile(ms_per_token, 90)),
-                                 "p99": float(np.percentile(ms_per_token, 99)),
-                                 "mean": float(ms_per_token.mean()), "runs": int(len(made))}},
-            "throughput": {"1": float(decoded / np.median(decode_s))}, "timed_calls": len(made),
+            "latency_ms": {"1": latency}, "throughput": {"1": rate}, "timed_calls": len(made),
             # CPU time per generated token, as the worker measured it: what an energy estimate multiplies by watts
-            "cpu_ms_per_sample": {"1": float(np.median([c["cpu_s"] for c in made])) * 1000.0 / decoded}}
-        if name in rounds.speedup:
-            per_model[name]["speedup"] = {"1": rounds.speedup[name].to_dict()}
-        cpu += sum(c["cpu_s"] for c in made)
-        measured += float(decode_s.sum())
+            "cpu_ms_per_sample": {"1": float(np.median([c["cpu_s"] for c in made])) * 1000.0 / decoded},
+            "speedup": {"1": rounds.speedup[name].to_dict()} if name in rounds.speedup else {},
+            "selection": {"speedup": {"1": rounds.selection[name].to_dict()} if name in rounds.selection else {},
+                          "latency_ms": {"1": _per_token(rounds.selection_latency_ms.get(name), decoded)}
+                          if rounds.selection_latency_ms.get(name) else {}}}
+        cpu += sum(c["thread_s"] for c in made)
+        measured += sum(c["decode_s"] for c in made)
     contention = dict(rounds.contention)
     # The rounds' own probe watched this process, which only waits on the workers: judge the workers' share of
     # the CPU while they decoded instead (the steal and load figures are the machine's, and stay).
@@ -481,9 +533,12 @@ def _speed_fields(rounds, calls: dict, prompt_tokens: int, wall_s: float) -> dic
     if contention.get("steal_share") is not None and contention["steal_share"] > STEAL_LIMIT:
         reasons.append(f"the hypervisor stole {contention['steal_share']:.0%} of the CPU")
     contention.update(contended=bool(reasons), reasons=reasons, seconds=round(wall_s, 3))
-    return {"method": TIMING_METHOD, "rounds": rounds.rounds, "converged": rounds.converged,
-            "stopped": rounds.stopped, "measured_decode_s": round(rounds.elapsed_s, 3), "wall_s": round(wall_s, 3),
-            "contention": contention, "per_model": per_model}
+    return {"method": TIMING_METHOD, "ratio_clock": rounds.ratio_clock,
+            "batches": {"1": {"rounds": rounds.rounds, "converged": rounds.converged, "stopped": rounds.stopped,
+                              "elapsed_s": round(rounds.elapsed_s, 3), "wall_s": round(wall_s, 3),
+                              "cores": list(cores or []), "calls_per_round": rounds.calls_per_round,
+                              "contention": contention}},
+            "stopped": rounds.stopped, "per_model": per_model}
 
 
 __all__ = ["CONFIDENT_MARGIN", "DecoderMeasurement", "DecoderWorker", "NEW_TOKENS", "TIMED_NEW_TOKENS",

@@ -89,7 +89,9 @@ def variant_fields(checkpoint: DecoderCheckpoint, slug: str, build: technique.De
                  "decode_ms_per_token": (measured["latency_ms"].get("1") or {}).get("p50"),
                  "next_token_agreement_confident": measured["next_token_agreement_confident"],
                  "confident_positions": measured["confident_positions"], "load_s": measured.get("load_s")},
-        "split": {"quality": "test", "n": int(measured["nll_tokens"])},
+        "split": {"quality": "test", "n": int(measured["nll_tokens"]), "windows": measured["windows"],
+                  "selection": "validation", "selection_n": measured["selection"]["n"]},
+        "selection": measured["selection"],
         "notes": [],
     }
     fields["cost"] = {**cost.variant_cost(fields, cost.CostAssumptions(), threads),
@@ -143,7 +145,8 @@ def run_variants(checkpoint: DecoderCheckpoint, variants: list, out_dir: Path, e
                                       f"{exc.__class__.__name__}: {first}") from None
             outcome[name] = {"status": "failed", "error": f"{exc.__class__.__name__}: {first}", "fields": {}}
     measured = decoding.measure_decoders(
-        dirs, eval_ids, prompts, baseline=baseline, max_seconds=max_seconds, should_stop=should_stop, seed=seed,
+        dirs, eval_ids, prompts, baseline=baseline, threads=threads, max_seconds=max_seconds,
+        should_stop=should_stop, seed=seed,
         report=lambda m, f: emit(None, m, BUILD_SHARE + (1 - BUILD_SHARE) * f))
     for name, error in measured.failed.items():
         outcome[name] = {"status": "failed", "error": hide_paths(error), "fields": {}}

@@ -10,6 +10,7 @@ from typing import Callable
 
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
+from core.measure.timing import CONFIDENCE, TARGET_HALF_WIDTH
 from core.errors import BadInputError, FeatherweightError
 from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
@@ -17,7 +18,7 @@ from core.io.graph import Model, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
 from core.pipeline.build import (ProgressEvent, ProgressTracker, RunResult, VariantResult, baseline_fidelity,
-                                 build_variant, measure_variant, write_results)
+                                 build_variant, contention_summary, measure_variant, time_variants, write_results)
 from core.spec.recipe import Recipe
 from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
@@ -29,11 +30,17 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
         on_progress: Callable[[ProgressEvent], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False, executor: str = "local",
         ray_address: str | None = None) -> RunResult:
-    """Build and measure the baseline and every variant of `recipe`; write results and artifacts to `out_dir`.
+    """Build and score the baseline and every variant of `recipe`, then time them all together; write results and
+    artifacts to `out_dir`.
 
-    A variant that fails is recorded with ``status: failed`` and its error, and the run goes on. Cancelling
-    (``should_stop()`` turning true) marks the variants not yet built ``cancelled``. With ``executor="ray"``
-    each variant is a Ray task (the baseline is measured once, here, and shared).
+    Every variant is built and scored first (its quality shows as soon as it is done), then one timing phase per
+    batch size times the baseline and every variant that built, interleaved in rounds in this process
+    (`core.pipeline.build.time_variants`), so every speed-up is a same-round ratio. A variant that fails is
+    recorded with ``status: failed`` and its error, and the run goes on. Cancelling (``should_stop()`` turning
+    true) marks the variants not yet built ``cancelled`` and skips the timing. With ``executor="ray"`` each variant
+    is built and scored as a Ray task (the baseline is scored once, here, and shared); the timing phase runs here,
+    in the driver, after the builds: a ratio between two machines, or between two tasks timed side by side on
+    one, is not a speed-up.
 
     Returns:
         The RunResult (also written as results.json / results.csv / recipe.yaml in `out_dir`).
@@ -51,23 +58,23 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
                        dataset=dataset.summary())
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
+    progress = ProgressTracker(on_progress, len(recipe.variants) + 1, extra_parts=1)  # + the timing phase
     progress.variant = "baseline"
-    progress.emit("start", "measuring the baseline")
+    progress.emit("start", "scoring the baseline")
     torch.manual_seed(recipe.seed)
-    baseline, baseline_outputs = measure_variant("baseline", model.onnx_model, dataset, None, task, recipe, out_dir,
-                                          should_stop,
-                                          lambda m, f: progress.emit("step", f"measuring the baseline: {m}", f))
+    baseline, baseline_outputs, baseline_selection = measure_variant(
+        "baseline", model.onnx_model, dataset, None, task, recipe, out_dir, should_stop,
+        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f))
     baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
-    progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
+    progress.emit("variant_done", "baseline scored", 1.0, baseline.to_dict())
     write_results(result, out_dir)
 
     if executor == "ray":
         result.environment["executor"] = "ray"
         cancelled = run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir, result, progress,
-                                     should_stop, address=ray_address)
+                                     should_stop, address=ray_address, baseline_selection=baseline_selection)
     else:
         cancelled = False
         for index, variant in enumerate(recipe.variants, start=1):
@@ -79,12 +86,19 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                                                      steps=[s.to_dict() for s in variant.steps]))
                 continue
             for measured in build_variant(model, dataset, variant, recipe, baseline_outputs, task, out_dir,
-                                          should_stop, progress.emit):
+                                          should_stop, progress.emit, baseline_selection=baseline_selection):
                 cancelled = cancelled or measured.status == "cancelled"
                 result.variants.append(measured)
                 progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
             write_results(result, out_dir)
 
+    progress.index, progress.variant = progress.count, "timing"
+    progress.emit("step", "timing the baseline and every variant together", 0.0)
+    stop = (lambda: True) if cancelled else should_stop
+    time_variants(result, out_dir, dataset, recipe, should_stop=stop,
+                  report=lambda message, fraction: progress.emit("step", message, fraction),
+                  on_batch=lambda: write_results(result, out_dir))
+    cancelled = cancelled or should_stop()
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 
@@ -94,7 +108,7 @@ def finish_run(result: RunResult, out_dir: Path, progress: ProgressTracker, *, c
     result.status = "cancelled" if cancelled else "completed"
     result.duration_s = round(time.perf_counter() - started, 3)
     write_results(result, out_dir)
-    progress.index, progress.variant = progress.count, None
+    progress.index, progress.variant = progress.parts, None
     progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
     return result
 
@@ -172,8 +186,10 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
         raise BadInputError(error if error.startswith(checkpoint.source) else
                             f"{checkpoint.source}: {error}") from None
     cancelled = bool(timing.pop("stopped", False))  # stopped in the timed rounds: what was measured is kept
-    if timing:
-        result.environment["timing"] = timing
+    if timing:  # the run's timing record, as a recipe run's (core.pipeline.build.time_variants)
+        result.timing = {**timing, "target_half_width": TARGET_HALF_WIDTH, "confidence": CONFIDENCE,
+                         "max_seconds_per_model": recipe.benchmark.max_seconds,
+                         **contention_summary(timing.get("batches") or {})}
     for name, _, steps in variants:
         done = outcome[name]
         measured = VariantResult(name, status=done["status"], error=done["error"], **done["fields"])

@@ -89,6 +89,7 @@ def chart_caption(results: dict) -> str:
                 "perplexity on the held-out text (lower is better). The dotted line is the frontier of smaller and "
                 "faster variants; grey variants are outside the budget. Click a point to open it below.")
     return ("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
+            "Error bars: the speed-up's 95% interval against the same-run baseline, carried onto the latency. "
             "Click a point to open it below.")
 
 
@@ -129,6 +130,39 @@ def within_budget(frame: pd.DataFrame, budget: Budget, batch_size: int) -> pd.Se
     return keep.astype(bool)
 
 
+def chosen_on(frame: pd.DataFrame) -> pd.DataFrame:
+    """The numbers a choice reads: the frame with its quality columns replaced by the validation split's and its
+    latency and speed-up columns by the timing rounds held out for choosing (where the run has them), so a budget
+    and "best within budget" never pick on the test numbers and reported timing they then show.
+
+    A run from before validation scoring keeps its own columns (`chose_on_reported` says so).
+    """
+    out = frame.copy()
+    if "selection_accuracy" in frame and frame["selection_accuracy"].notna().any():
+        out["accuracy"] = frame["selection_accuracy"]
+        base = frame.loc[frame["name"] == "baseline", "selection_accuracy"]
+        if len(base) and pd.notna(base.iloc[0]):
+            out["accuracy_drop_pt"] = (float(base.iloc[0]) - frame["selection_accuracy"].astype(float)) * 100.0
+    for column in ("agreement", "cosine_mean", "perplexity_increase_pct"):  # the last: a decoder's
+        chosen = f"selection_{column}"
+        if chosen in frame and frame[chosen].notna().any():
+            out[column] = frame[chosen]
+    for column in frame.columns:
+        if column.startswith(("selection_p50_ms_bs", "selection_speedup_bs")):
+            shown = column[len("selection_"):]  # the column a page shows: p50_ms_bs{N}, speedup_bs{N}
+            if frame[column].notna().any():
+                out[shown] = frame[column].where(frame[column].notna(), frame.get(shown))
+    return out
+
+
+def chose_on_reported(frame: pd.DataFrame) -> bool:
+    """Whether the run has no held-out numbers to choose on (a run from before them): choices then read the
+    reported figures, and a page says so."""
+    return not any(column in frame and frame[column].notna().any()
+                   for column in ("selection_accuracy", "selection_agreement", "selection_cosine_mean",
+                                  "selection_perplexity_increase_pct"))
+
+
 def pareto_front(frame: pd.DataFrame, x: str = "size_bytes", y: str = "p50_ms_bs1") -> list[str]:
     """Names of the variants no other variant beats on both `x` and `y` (both lower-is-better), by ascending x."""
     rows = frame[[c for c in ("name", x, y) if c in frame]].dropna()
@@ -149,12 +183,15 @@ OBJECTIVES = {"fastest": "lowest latency", "smallest": "smallest file", "most ac
 def best_variant(frame: pd.DataFrame, budget: Budget, batch_size: int, objective: str = "fastest") -> str | None:
     """The best variant inside the budget: by latency, size or quality drop, ties broken by the others.
 
+    Chosen on `chosen_on(frame)`: validation quality and the held-out timing rounds, never the test numbers and the
+    reported speed-ups a page shows for the pick.
+
     Raises:
         ValueError: an unknown objective (names the allowed ones).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not supported; allowed: {', '.join(OBJECTIVES)}")
-    rows = ok_rows(frame)
+    rows = chosen_on(ok_rows(frame))
     if rows.empty:
         return None
     rows = rows[within_budget(rows, budget, batch_size)].copy()
@@ -184,7 +221,11 @@ def best_caveats(frame: pd.DataFrame, name: str, batch_size: int) -> list[str]:
     if smaller is not None and not pd.isna(smaller) and 0 < smaller <= 1 / FAR_WORSE:
         caveats.append(f"its file is {1 / smaller:.1f}× larger than the baseline's")
     faster = row.get(f"speedup_bs{batch_size}")
-    if faster is not None and not pd.isna(faster) and 0 < faster <= 1 / FAR_WORSE:
+    # With an interval, "far slower" needs the whole interval there (its fast end too); a bare ratio is all an
+    # older run has.
+    fast_end = row.get(f"speedup_high_bs{batch_size}")
+    fast_end = faster if fast_end is None or pd.isna(fast_end) else fast_end
+    if faster is not None and not pd.isna(faster) and 0 < fast_end <= 1 / FAR_WORSE:
         caveats.append(f"it is {1 / faster:.1f}× slower than the baseline at batch {batch_size}")
     return caveats
 

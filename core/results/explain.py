@@ -4,7 +4,7 @@ thresholds."""
 
 from __future__ import annotations
 
-from core.format import format_bytes
+from core.format import format_bytes, format_speedup, speedup_verdict
 from core.measure.quality import int8_fast
 from core.results.compare import variant
 from core.results.table import batch_sizes_of
@@ -14,8 +14,19 @@ from core.results.table import batch_sizes_of
 # kernel dispatch), not arithmetic: an empty-ish graph measures ~0.01-0.03 ms on our 2-core CI box, so a
 # variant that does less math can barely be faster.
 CALL_OVERHEAD_MS = 0.1
-# Speed-ups smaller than this are within run-to-run noise of a 1-thread benchmark on a shared machine.
+# A variant is "not (much) faster" when its interval does not clear 1 (`core.format.speedup_verdict`: no measurable
+# difference, or slower), or its ratio is below this: a 10% gain is under what an optimization's accuracy risk is
+# usually worth, so the reasons are worth reading. Whether there is a difference at all is the interval's call.
 NO_SPEEDUP_RATIO = 1.1
+
+
+def not_faster(entry: dict | None) -> bool:
+    """Whether a speedup entry ({ratio, low, high}, or a bare {ratio} from an older run) is "not (much) faster":
+    its interval does not show a speed-up, or its ratio is below NO_SPEEDUP_RATIO. False when there is none."""
+    if not entry or entry.get("ratio") is None:
+        return False
+    verdict = speedup_verdict(entry)
+    return (verdict is not None and verdict != "faster") or float(entry["ratio"]) < NO_SPEEDUP_RATIO
 
 
 def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None, level: int = 0,
@@ -90,14 +101,16 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     speedup = _speedup(base, v, batch_size)
     steps = v.get("steps") or []
     smallest = min(sizes) if sizes else None
+    if name != "baseline" and not_faster(speedup):
+        notes.append(f"At batch {batch_size} it measured {_measured(speedup)} against the baseline (same run).")
     if smallest is not None and name != "baseline":
         p50 = ((v.get("latency_ms") or {}).get(str(smallest)) or {}).get("p50")
         base_p50 = ((base.get("latency_ms") or {}).get(str(smallest)) or {}).get("p50")
         small_speedup = _speedup(base, v, smallest)
         if (p50 is not None and base_p50 is not None and min(p50, base_p50) < CALL_OVERHEAD_MS
-                and small_speedup is not None and small_speedup < NO_SPEEDUP_RATIO):
+                and not_faster(small_speedup)):
             notes.append(_note("tiny_model", batch=smallest, ms=p50))
-    if speedup is not None and speedup < NO_SPEEDUP_RATIO:
+    if not_faster(speedup):
         flags = set((results.get("environment") or {}).get("cpu_flags") or [])
         int8 = any(s.get("technique") == "quantize" and s.get("mode") in ("static", "dynamic") for s in steps)
         if int8 and flags and not int8_fast(flags):
@@ -122,38 +135,52 @@ def decoder_notes(results: dict, name: str) -> list[str]:
         return notes
     base = variant(results, "baseline") or {}
     interval = (v.get("speedup") or {}).get("1") or {}
-    speedup = interval.get("ratio")
-    if speedup is None:
+    if not interval:  # a run from before interleaved decoder timing: the tokens/s ratio alone
         rate, base_rate = (v.get("tokens_per_s") or {}).get("decode"), (base.get("tokens_per_s") or {}).get("decode")
-        speedup = rate / base_rate if rate and base_rate else None
-    if speedup is None or speedup >= NO_SPEEDUP_RATIO:
+        interval = {"ratio": rate / base_rate} if rate and base_rate else {}
+    if not not_faster(interval):
         return notes
     build = (v.get("info") or {}).get("build") or {}
     precision, level = build.get("precision"), build.get("accuracy_level")
     environment = results.get("environment") or {}
     flags = set(environment.get("cpu_flags") or [])
-    found = []
+    found = [f"At batch 1 it decoded at {_measured(interval)} fp32's speed (same run)."]
     if precision in ("int4", "int8") and isinstance(level, int) and level < 4:
         found.append(_note("nbits_float_compute", level=level, bits=4 if precision == "int4" else 8))
     elif precision in ("int4", "int8") and flags and not int8_fast(flags):
         found.append(_note("no_vnni"))
     cache = environment.get("last_level_cache_bytes")
-    if not found and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
+    if len(found) == 1 and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
         found.append(_note("cache_resident", bytes_=base["size_bytes"], cache=cache))
-    contended = ((environment.get("timing") or {}).get("contention") or {}).get("contended")
+    contended = (results.get("timing") or {}).get("contended")
     if contended and interval and interval.get("low", 1.0) <= 1.0 <= interval.get("high", 1.0):
         found.append(_note("contended"))
     return list(dict.fromkeys(notes + found))
 
 
-def _speedup(base: dict, v: dict, batch_size: int | None) -> float | None:
+def _speedup(base: dict, v: dict, batch_size: int | None) -> dict | None:
+    """The variant's speedup entry at `batch_size` (the interleaved timing's ratio and interval), or for a run from
+    before intervals the bare p50 ratio ({ratio} only)."""
     if batch_size is None:
         return None
+    entry = (v.get("speedup") or {}).get(str(batch_size))
+    if entry:
+        return entry
     p50 = ((v.get("latency_ms") or {}).get(str(batch_size)) or {}).get("p50")
     base_p50 = ((base.get("latency_ms") or {}).get(str(batch_size)) or {}).get("p50")
     if not p50 or base_p50 is None:
         return None
-    return base_p50 / p50
+    return {"ratio": base_p50 / p50}
 
 
-__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "decoder_notes", "reason", "why_no_speedup"]
+def _measured(entry: dict) -> str:
+    text = format_speedup(entry)
+    verdict = speedup_verdict(entry)
+    if verdict == "faster":
+        return f"{text}: faster, but by less than {NO_SPEEDUP_RATIO:g}x"
+    if verdict is None:
+        return f"{text} (one p50 ratio, no interval: a run from before interleaved timing)"
+    return f"{text}: slower" if verdict == "slower" else text
+
+
+__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "decoder_notes", "not_faster", "reason", "why_no_speedup"]

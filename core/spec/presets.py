@@ -192,25 +192,31 @@ def run_seconds(card: dict, batch_size: int, threads: int = 1) -> float | None:
     return float(macs) * batch_size / (CPU_MACS_PER_S * max(1, min(threads, 4)))
 
 
+# The fewest timed calls a model gets per batch size: the timing phase (core.measure.quality.time_models) stops at
+# its time cap only after 4 rounds (2 reported, 2 held out for choosing), at least one call a round.
+MIN_TIMED_RUNS = 4
+
+
 def benchmark_seconds(card: dict, bench: BenchmarkConfig, variants: int) -> float | None:
-    """Estimated seconds the benchmark of a run takes: warm-up plus timed runs (at least 10, else capped by
-    max_seconds) per batch size, for the baseline and every variant (None without a MAC count)."""
+    """Estimated seconds the benchmark of a run takes: warm-up plus timed calls (at least MIN_TIMED_RUNS, else
+    capped by max_seconds) per batch size, for the baseline and every variant (None without a MAC count)."""
     total = 0.0
     for batch in bench.batch_sizes:
         per_run = run_seconds(card, batch, bench.threads)
         if per_run is None:
             return None
-        timed = max(10 * per_run, min(bench.runs * per_run, bench.max_seconds))
+        timed = max(MIN_TIMED_RUNS * per_run, min(bench.runs * per_run, bench.max_seconds))
         total += bench.warmup * per_run + timed
     return total * (variants + 1)
 
 
 def slow_batch_sizes(card: dict, bench: BenchmarkConfig, limit_s: float = SLOW_BENCHMARK_S / 2) -> list[int]:
-    """The batch sizes whose own benchmark (warm-up + at least 10 runs) would take over `limit_s` per model."""
+    """The batch sizes whose own benchmark (warm-up + at least MIN_TIMED_RUNS calls) would take over `limit_s` per
+    model."""
     slow = []
     for batch in bench.batch_sizes:
         per_run = run_seconds(card, batch, bench.threads)
-        if per_run is not None and per_run * (bench.warmup + 10) > limit_s:
+        if per_run is not None and per_run * (bench.warmup + MIN_TIMED_RUNS) > limit_s:
             slow.append(batch)
     return slow
 

@@ -267,10 +267,12 @@ class BenchmarkConfig:
 
     batch_sizes: tuple = _option((1, 256), "Batch sizes to time.")
     threads: int = _option(1, "onnxruntime intra-op threads (fixed so numbers compare).", minimum=1, maximum=256)
-    warmup: int = _option(20, "Untimed runs before timing.", minimum=0, maximum=100000)
-    runs: int = _option(200, "Timed runs per batch size (capped by max_seconds).", minimum=1, maximum=1000000)
-    max_seconds: float = _option(10.0, "Stop timing a batch size after this long (at least 10 runs).",
-                                 minimum=0.0, maximum=3600.0)
+    warmup: int = _option(20, "Untimed calls per model before timing.", minimum=0, maximum=100000)
+    runs: int = _option(200, "The most timing rounds per batch size (in each round every model takes a turn of "
+                        "about 25 ms); rounds stop sooner once every speed-up is known within ±5%.", minimum=1,
+                        maximum=1000000)
+    max_seconds: float = _option(10.0, "Each model's share of a batch size's time cap: the baseline and N variants "
+                                 "stop after (N + 1) × this (at least 4 rounds).", minimum=0.0, maximum=3600.0)
     sequence_length: int = _option(128, "Token count for sequence inputs with a symbolic length.",
                                    minimum=1, maximum=65536)
 

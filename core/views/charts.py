@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.results.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
-                          within_budget)
+from core.results.compare import (QUALITY_METRICS, Budget, chosen_on, latency_column, ok_rows, pareto_front,
+                                  quality_drop_pt, within_budget)
+from core.results.table import speedup_text
 
 from core.format import (format_bytes, format_count, format_ms, format_pct, format_ratio, format_usd,
                          size_unit)
@@ -78,10 +79,10 @@ def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray,
     for bs in batch_sizes:
         fields.append(rows.get(f"p50_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
         fields.append(rows.get(f"p99_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
-        fields.append(rows.get(f"speedup_bs{bs}", pd.Series(index=rows.index)).map(format_ratio))
+        fields.append(pd.Series([speedup_text(row, bs) for _, row in rows.iterrows()], index=rows.index))
         fields.append(rows.get(f"usd_per_million_bs{bs}", pd.Series(index=rows.index)).map(format_usd))
-        template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}} "
-                     f"(%{{customdata[{index + 2}]}} faster), %{{customdata[{index + 3}]}} per million")
+        template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}}, "
+                     f"speed-up %{{customdata[{index + 2}]}}, %{{customdata[{index + 3}]}} per million")
         index += 4
     template += "<extra></extra>"
     return np.column_stack([f.to_numpy(dtype=object) for f in fields]), template
@@ -172,15 +173,19 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
     rows = ok_rows(frame)
     y_col = latency_column(batch_size)
-    if rows.empty or y_col not in rows or rows[y_col].isna().all():
+    if rows.empty:
         return empty_figure("No measured variants yet: results appear here as each variant finishes.")
+    if y_col not in rows or rows[y_col].isna().all():
+        return empty_figure("Not timed yet: every variant is timed together once all are built (sizes and quality "
+                            "are in the table below).")
     rows = rows[rows[y_col].notna()].reset_index(drop=True)
     unit, scale = size_unit(rows["size_bytes"].max())
     x = rows["size_bytes"] / scale
     y = rows[y_col]
     sizes = sorted(int(c.split("bs")[1]) for c in rows.columns if c.startswith("p50_ms_bs"))
     custom, hover = _hover_rows(rows, sizes)
-    inside = within_budget(rows, budget or Budget(), batch_size)
+    inside = within_budget(chosen_on(rows), budget or Budget(), batch_size)  # judged as `best_variant` judges
+    error_up, error_down = latency_error_bars(rows, batch_size)
     fig = go.Figure()
 
     x_top, y_top = float(x.max()) * 1.12 or 1.0, float(y.max()) * 1.12 or 1.0
@@ -232,6 +237,9 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
             x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
             text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
+            error_y=dict(type="data", symmetric=False, array=error_up[mask].tolist(),
+                         arrayminus=error_down[mask].tolist(), color=MUTED if faded else INK, thickness=1.2,
+                         width=4),
             customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
     if has_best:
         point = rows[rows["name"] == best].iloc[0]
@@ -249,6 +257,19 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     layout(fig, height=height)
     fig.update_layout(legend=dict(itemclick=False, itemdoubleclick=False), clickmode="event+select")
     return fig
+
+
+def latency_error_bars(rows: pd.DataFrame, batch_size: int) -> tuple[pd.Series, pd.Series]:
+    """(up, down) error bars in ms for each row's p50 at `batch_size`: the speed-up's 95% interval carried onto the
+    latency (p50 x ratio / low up, p50 x ratio / high down), so a bar spans what the same-run comparison with the
+    baseline allows; 0 for the baseline and for runs from before intervals."""
+    p50 = rows.get(latency_column(batch_size), pd.Series(np.nan, index=rows.index)).astype(float)
+    ratio = rows.get(f"speedup_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    low = rows.get(f"speedup_low_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    high = rows.get(f"speedup_high_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    up = (p50 * (ratio / low - 1.0)).where(low > 0).fillna(0.0).clip(lower=0.0)
+    down = (p50 * (1.0 - ratio / high)).where(high > 0).fillna(0.0).clip(lower=0.0)
+    return up, down
 
 
 def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480,
@@ -363,10 +384,15 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
                          hovertemplate="%{y}: %{x:.2f}× smaller<extra></extra>"))
     speed = rows.get(f"speedup_bs{batch_size}")
     if speed is not None:
-        fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size})",
-                             marker_color=PALETTE[2], text=speed.map(format_ratio), textposition="outside",
-                             cliponaxis=False,
-                             hovertemplate="%{y}: %{x:.2f}× faster<extra></extra>"))
+        low = rows.get(f"speedup_low_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+        high = rows.get(f"speedup_high_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+        texts = [speedup_text(row, batch_size) for _, row in rows.iterrows()]
+        fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size}, 95% "
+                             "interval)", marker_color=PALETTE[2], text=texts, textposition="outside",
+                             cliponaxis=False, customdata=texts,
+                             error_x=dict(type="data", symmetric=False, array=(high - speed).fillna(0.0).tolist(),
+                                          arrayminus=(speed - low).fillna(0.0).tolist(), color=INK, thickness=1.2),
+                             hovertemplate="%{y}: %{customdata}<extra></extra>"))
     fig.add_vline(x=1.0, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="Ratio to baseline (×, higher is better)", rangemode="tozero")

@@ -12,10 +12,12 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
+from core.results.compare import (Budget, best_caveats, best_variant, chose_on_reported, latency_table, ok_rows,
+                                  quality_drop_pt)
 from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
-from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
+                                speedup_text, timing_caption)
 from core.io.text import summary_text
 from core.errors import FeatherweightError
 from core.spec.portable import portable_recipe
@@ -85,7 +87,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         head += ["Flips", f"Agreement, margin ≥ {CONFIDENT_MARGIN:g}",
                  f"Top-{int(k.iloc[0]) if len(k) else 'k'} overlap"]
     for bs in batch_sizes:
-        head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
+        head += [f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
         technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
@@ -95,7 +97,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         if fidelity:
             cells += [_flips_text(r), _confident_text(r), fmt.format_pct(r.get("topk_overlap"))]
         for bs in batch_sizes:
-            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), fmt.format_ratio(r.get(f"speedup_bs{bs}")),
+            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
                       fmt.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
@@ -119,7 +121,7 @@ def decoder_table_html(frame: pd.DataFrame) -> str:
             return "–" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
 
         cells = [r["name"], viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]), num("decode_tok_s"),
-                 speedup_text(r), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
+                 speedup_text(r, 1), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
                  f"{num('peak_rss_mb', 0)} MB", num("perplexity", 3), num("perplexity_increase_pct", 2),
                  "–" if pd.isna(r.get("kl_per_token")) else f"{r['kl_per_token']:.2e}",
                  viz.format_pct(r.get("next_token_agreement")), num("mean_first_divergence"),
@@ -211,7 +213,8 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(quality_caption(results))}
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(timing_caption(results))}
+{_esc(quality_caption(results))} {_esc(_choice_caption(frame))}
 Flips: samples whose top-1 class differs from the baseline's; agreement at margin ≥ {CONFIDENT_MARGIN:g}: on the
 samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
 qualified is shown). {_esc(_cost_basis(results))}</p>
@@ -233,16 +236,6 @@ qualified is shown). {_esc(_cost_basis(results))}</p>
 """
 
 
-def speedup_text(row) -> str:
-    """A decoder row's decode speed-up with its 95% interval: '2.16× (2.14–2.20)'."""
-    ratio, low, high = row.get("decode_speedup"), row.get("decode_speedup_low"), row.get("decode_speedup_high")
-    if ratio is None or pd.isna(ratio):
-        return "–"
-    if low is None or pd.isna(low):
-        return fmt.format_ratio(ratio)
-    return f"{fmt.format_ratio(ratio)} ({low:.2f}–{high:.2f})"
-
-
 def _text_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
@@ -251,11 +244,11 @@ def _text_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def decoder_text_table(frame: pd.DataFrame) -> str:
+def decoder_text_table(frame: pd.DataFrame, results: dict) -> str:
     """A decoder run in a terminal: size, perplexity and its change, KL per token, decode tokens/s and speed-up
     with its interval, prefill tokens/s, time to first token and peak RSS."""
     head = ["variant", "status", "size", "× smaller", "perplexity", "ppl +%", "KL/token", "decode tok/s",
-            "× faster decode (95%)", "prefill tok/s", "TTFT ms", "peak RSS MB"]
+            "decode speed-up", "prefill tok/s", "TTFT ms", "peak RSS MB"]
 
     def num(r, key, spec):
         value = r.get(key)
@@ -263,9 +256,10 @@ def decoder_text_table(frame: pd.DataFrame) -> str:
 
     rows = [[str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
              num(r, "perplexity", ".4f"), num(r, "perplexity_increase_pct", "+.2f"), num(r, "kl_per_token", ".2e"),
-             num(r, "decode_tok_s", ",.0f"), speedup_text(r), num(r, "prefill_tok_s", ",.0f"),
+             num(r, "decode_tok_s", ",.0f"), speedup_text(r, 1), num(r, "prefill_tok_s", ",.0f"),
              num(r, "ttft_ms", ".2f"), num(r, "peak_rss_mb", ",.0f")] for _, r in frame.iterrows()]
-    return _text_table(head, rows)
+    caption = timing_caption(results)
+    return _text_table(head, rows) + (f"\n{caption}" if caption else "")
 
 
 def results_text_table(results: dict) -> str:
@@ -276,14 +270,14 @@ def results_text_table(results: dict) -> str:
     if frame.empty:
         return ""
     if results.get("task") == "text-generation":
-        return decoder_text_table(frame)
+        return decoder_text_table(frame, results)
     sizes = batch_sizes_of(results)
     drop, drop_label = quality_drop_pt(frame)
     quality = next((m for m in ("accuracy", "agreement", "cosine_mean") if m in frame and frame[m].notna().any()),
                    None)
     head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
                                                        "cosine_mean": "cosine"}.get(quality, "quality"),
-            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+            drop_label.replace(" (pt)", " pt")] + [f"speed-up @{bs}" for bs in sizes]
     rows = []
     for i, r in frame.iterrows():
         value = r.get(quality) if quality else None
@@ -291,9 +285,14 @@ def results_text_table(results: dict) -> str:
                  else f"{value:.4f}")
         cells = [str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
                  shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
-        cells += [fmt.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        cells += [speedup_text(r, bs) for bs in sizes]
         rows.append(cells)
-    return _text_table(head, rows)
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    caption = timing_caption(results)
+    return "\n".join(lines + ([caption] if caption else []))
 
 
 def results_table_text(out_dir) -> str:
@@ -303,6 +302,14 @@ def results_table_text(out_dir) -> str:
     except (OSError, ValueError):
         return ""
     return results_text_table(results)
+
+
+def _choice_caption(frame: pd.DataFrame) -> str:
+    """What the best within budget was chosen on (never the numbers shown for it)."""
+    if chose_on_reported(frame):
+        return "The best within budget is chosen on the numbers shown (this run predates validation scoring)."
+    return ("The best within budget is chosen on the validation split and the timing rounds held out for choosing; "
+            "the numbers shown for it are the test split's and the reported rounds'.")
 
 
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
@@ -320,7 +327,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
         cards += [("Best within budget", best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
-                  (f"Faster at batch {batch_size}", fmt.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  (f"Speed-up at batch {batch_size}", speedup_text(r, batch_size)),
                   ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]

@@ -99,12 +99,20 @@ def test_batch_size_and_objective_change_the_best(make_app, fw_home):
 
 
 def test_results_table_has_ratios(make_app, fw_home):
-    """The table shows size and speed ratios to the same-run baseline."""
-    run_id = add_run(fw_home, synthetic_results())
+    """The table shows size and speed ratios to the same-run baseline: the speed-up with its interval ("no
+    measurable difference" when it holds 1), a bare p50 ratio for a run from before intervals."""
+    results = synthetic_results()
+    for v in results["variants"]:
+        if v["name"] == "int8-static":
+            v["speedup"] = {"1": {"ratio": 0.98, "low": 0.95, "high": 1.02, "rounds": 20},
+                            "256": {"ratio": 2.1, "low": 2.0, "high": 2.2, "rounds": 20}}
+    run_id = add_run(fw_home, results)
     at = _compare(make_app, run_id)
     table = at.dataframe[0].value.set_index("variant")
     assert table.loc["int8-static", "x_smaller"] == pytest.approx(600_000 / 160_000, rel=1e-3)
-    assert table.loc["pruned", "speedup_bs256"] == pytest.approx(4.0 / 0.9, rel=1e-3)
+    assert table.loc["int8-static", "speedup_bs256"] == "2.10x (2.00–2.20)"
+    assert table.loc["int8-static", "speedup_bs1"] == "no measurable difference (0.95–1.02x)"
+    assert table.loc["pruned", "speedup_bs256"] == f"{4.0 / 0.9:.2f}x"  # no interval: an older run's p50 ratio
     assert table.loc["broken", "status"] == "failed" and "boom" in table.loc["broken", "notes"]
 
 

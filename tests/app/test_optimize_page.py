@@ -309,26 +309,34 @@ def test_sweep_run_shows_its_variants_on_the_pareto_chart(make_app):
     assert list(at.dataframe[-1].value["variant"]) == ["baseline", "modes[mode=dynamic]", "modes[mode=fp16]"]
 
 
-def test_pareto_chart_grows_while_the_run_is_in_progress(make_app):
-    """Mid-run the chart shows the variants finished so far; after Cancel it keeps them and leaves out the rest."""
+def _table_names(at) -> list[str]:
+    return list(at.dataframe[-1].value["variant"]) if at.dataframe else []
+
+
+def test_table_grows_while_the_run_is_in_progress(make_app):
+    """Mid-run the table shows the variants built so far, with their quality (timing comes once all are built, in
+    one phase); after Cancel it keeps them and marks the rest cancelled."""
     from ui import services
 
     at = _optimize(make_app, EMPTY_RECIPE)
-    # One distillation epoch, then ten thousand: the second variant is still training when the first is drawn.
+    # One distillation epoch, then ten thousand: the second variant is still training when the first is listed.
     _add_sweep(_sweep(at, "students", ["distill"], distill__epochs="1, 10000"))
     at.button(key="run_button").click().run()
     run_id = at.session_state["fw_run"]
     runner = services.process_launcher().runner
 
-    _wait(at, lambda a: "students[epochs=1]" in (_chart_names(a) or []), 120)
+    _wait(at, lambda a: "students[epochs=1]" in _table_names(a), 120)
     assert runner.status(run_id).state == "running"
-    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
-    assert list(at.dataframe[-1].value["variant"]) == ["baseline", "students[epochs=1]"]
-    assert any("as it finishes" in c.value for c in at.caption)
+    assert _table_names(at) == ["baseline", "students[epochs=1]"]
+    assert at.dataframe[-1].value.set_index("variant").loc["students[epochs=1]", "accuracy"] > 0.5
+    assert _chart_names(at) is None  # not timed yet: no latency to draw
+    assert any("timed together in one phase" in c.value for c in at.caption)
     at.button(key=f"cancel.{run_id}").click().run()
     _wait(at, lambda a: runner.status(run_id).state == "cancelled", 40)
     at.run()  # the wait's last run may have drawn the page just before the state changed
-    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
+    table = at.dataframe[-1].value.set_index("variant")
+    assert table.loc["students[epochs=1]", "status"] == "ok" and table.loc["students[epochs=10000]", "status"] == \
+        "cancelled"
     assert any("cancelled" in w.value for w in at.warning)
 
 
