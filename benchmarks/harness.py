@@ -20,6 +20,7 @@ from typing import Callable
 from core.pipeline.run import run_recipe
 from core.spec.recipe import Recipe
 from core.results.table import results_frame
+from core.results.runtimes import point_name, run_runtimes, runtime_frame
 
 BENCH = {"batch_sizes": [1, 256], "threads": 1, "warmup": 20, "runs": 200, "max_seconds": 10}
 
@@ -34,6 +35,7 @@ class Check:
     threshold: float = 0.0
     unit: str = ""
     isa_dependent: bool = False  # an int8 speed figure: onnxruntime's kernels differ on AVX2 / VNNI / AMX
+    detail: Callable | None = None  # (frame, run) -> str shown beside the value (the interval, the point it names)
 
     def passes(self, value) -> bool:
         if value is None:  # what a check reads must exist: a missing variant or field is a failure, never a pass
@@ -475,6 +477,159 @@ TARGETS += [
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Runtimes (issue 30): every variant timed on onnxruntime, OpenVINO and the edge runtime, in the same rounds.
+
+
+def points_of(run):
+    """The run's variant x runtime points (core.results.runtimes.runtime_frame)."""
+    return runtime_frame(run["result"].to_dict())
+
+
+def point_value(run, point: str, column: str):
+    """A value of one point ('int8 · OpenVINO'), or None when it failed or is missing."""
+    frame = points_of(run)
+    match = frame[(frame["name"] == point) & (frame["status"] == "ok")]
+    if match.empty or column not in match:
+        return None
+    value = match.iloc[0][column]
+    return None if value is None or value != value else float(value)
+
+
+def point_speed(run, point: str, column: str, batch: int) -> dict | None:
+    """A point's speed-up column at `batch` (`speedup`: against its runtime's baseline; `vs_onnxruntime`: against
+    fp32 on onnxruntime) with its 95% interval, as a check reads it (`measured_speed`)."""
+    ratio, low, high = (point_value(run, point, f"{column}{part}_bs{batch}") for part in ("", "_low", "_high"))
+    return measured_speed({"ratio": ratio, "low": low, "high": high}) if ratio is not None else None
+
+
+def failed_points(run):
+    """How many variant x runtime points failed their fidelity check or could not run (skipped ones excluded)."""
+    frame = points_of(run)
+    return float((frame["status"] == "failed").sum())
+
+
+def best_point(run, batch: int, max_drop_pt: float):
+    """The fastest point within a quality budget (chosen as Compare chooses: validation, held-out rounds)."""
+    from core.results.compare import Budget, best_variant
+
+    return best_variant(points_of(run), Budget(max_drop_pt=max_drop_pt), batch, "fastest")
+
+
+def edge_export(run, variant: str, key: str):
+    """A value of a variant's ExecuTorch export (`runtimes.executorch.export`)."""
+    for v in run["result"].variants:
+        if v.name == variant and v.status == "ok":
+            entry = (v.runtimes or {}).get("executorch") or {}
+            value = (entry.get("export") or {}).get(key) if entry.get("status") == "ok" else None
+            return None if value is None else float(value)
+    return None
+
+
+def points_table(points):
+    """The bake-off's points as a Markdown-ready frame: size, quality, p50 and both speed-ups with intervals."""
+    import pandas as pd
+
+    from core.format import format_speedup, is_missing
+
+    def interval(point, column: str, bs: int) -> str:
+        ratio = point.get(f"{column}_bs{bs}")
+        if column == "vs_onnxruntime" and point["name"] == point_name("baseline", "onnxruntime"):
+            return "the reference"
+        return "" if is_missing(ratio) else format_speedup(
+            {"ratio": ratio, "low": point.get(f"{column}_low_bs{bs}"), "high": point.get(f"{column}_high_bs{bs}")})
+
+    sizes = sorted(int(c.split("bs")[1]) for c in points.columns if c.startswith("p50_ms_bs"))
+    rows = []
+    for _, point in points.iterrows():
+        row = {"point": point["name"], "status": point["status"], "size_bytes": point["size_bytes"],
+               "agreement": point.get("agreement"), "accuracy": point.get("accuracy")}
+        for bs in sizes:
+            row[f"p50_ms_bs{bs}"] = point.get(f"p50_ms_bs{bs}")
+            row[f"vs its baseline, bs{bs}"] = interval(point, "speedup", bs)
+            row[f"vs onnxruntime fp32, bs{bs}"] = interval(point, "vs_onnxruntime", bs)
+        row["error"] = point.get("error") if point["status"] != "ok" else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def runtimes_missing(*names: str) -> str | None:
+    """Why a bake-off cannot run here: a runtime's package is missing (core.io.runtimes.missing_reason)."""
+    from core.io.runtimes import missing_reason
+
+    return next((reason for reason in (missing_reason(n) for n in names) if reason), None)
+
+
+BAKEOFF_BATCH = 1
+_BAKEOFF_POINTS = [(v, r) for v in ("baseline", "int8-per-channel", "int8-openvino")
+                   for r in ("onnxruntime", "OpenVINO")]
+TARGETS += [
+    Target("effnet-lite1 runtime bake-off: onnxruntime vs OpenVINO", {
+        "model": "sample:effnet-lite1", "data": "sample:photos",
+        "benchmark": {"batch_sizes": [BAKEOFF_BATCH], "threads": 1, "warmup": 10, "runs": 200, "max_seconds": 10,
+                      "runtimes": ["onnxruntime", "openvino"]},
+        "variants": [
+            {"name": "int8-per-channel", "steps": [{**_STATIC, "per_channel": True}]},
+            {"name": "int8-openvino", "steps": [{**_STATIC, "target": "openvino"}]}]}, [
+        *[Check(f"{v} on {r}: x faster than fp32 on onnxruntime at batch {BAKEOFF_BATCH}",
+                lambda f, run, _p=f"{v} · {r}": point_speed(run, _p, "vs_onnxruntime", BAKEOFF_BATCH), "report",
+                unit="x", isa_dependent=True)
+          for v, r in _BAKEOFF_POINTS if (v, r) != ("baseline", "onnxruntime")],
+        Check("fastest runtime x variant within a 1 pt agreement budget: x faster than fp32 on onnxruntime",
+              lambda f, run: point_speed(run, best_point(run, BAKEOFF_BATCH, 1.0) or "", "vs_onnxruntime",
+                                         BAKEOFF_BATCH), "report", unit="x", isa_dependent=True,
+              detail=lambda f, run: best_point(run, BAKEOFF_BATCH, 1.0) or "none within the budget"),
+        # the plain alternative on the same runtime, same rounds: NNCF's layout against onnxruntime's, on OpenVINO
+        Check("on OpenVINO: OpenVINO-targeted int8 x faster than onnxruntime-targeted int8",
+              lambda f, run: _ratio_of(
+                  point_value(run, "int8-openvino · OpenVINO", f"vs_onnxruntime_bs{BAKEOFF_BATCH}"),
+                  point_value(run, "int8-per-channel · OpenVINO", f"vs_onnxruntime_bs{BAKEOFF_BATCH}")), "report",
+              unit="x", isa_dependent=True),
+        Check("points whose runtime failed the fidelity check or could not run", lambda f, run: failed_points(run),
+              "<=", 0),
+        *[Check(f"{v} on {r} (its target runtime): top-1 agreement with fp32 on onnxruntime",
+                lambda f, run, _p=f"{v} · {r}": point_value(run, _p, "agreement"), "report")
+          for v, r in (("int8-per-channel", "onnxruntime"), ("int8-openvino", "OpenVINO"))],
+    ], requires=lambda: sample_unavailable("effnet-lite1") or runtimes_missing("openvino")),
+]
+
+
+def _ratio_of(a, b):
+    return None if a is None or not b else a / b
+
+
+def edge_target(sample: str, data: str) -> Target:
+    """The edge runtime on a torch-backed sample: its fp32 and PT2E int8 ExecuTorch programs, sized, delegated,
+    checked against their torch modules and timed beside onnxruntime."""
+    return Target(f"{sample} on the edge runtime (ExecuTorch + XNNPACK), fp32 and int8", {
+        "model": f"sample:{sample}", "data": f"sample:{data}",
+        "benchmark": {"batch_sizes": [1, 64], "threads": 1, "warmup": 10, "runs": 200, "max_seconds": 10,
+                      "runtimes": ["onnxruntime", "executorch"]},
+        "variants": [{"name": "int8", "steps": [{**_STATIC, "per_channel": True}]}]}, [
+        Check("fp32 program size", lambda f, run: edge_export(run, "baseline", "size_bytes"), "report", unit="B"),
+        Check("int8 program size", lambda f, run: edge_export(run, "int8", "size_bytes"), "report", unit="B"),
+        # against the plain alternative of the same run: the fp32 program
+        Check("int8 program: x smaller than the fp32 program",
+              lambda f, run: _ratio_of(edge_export(run, "baseline", "size_bytes"),
+                                       edge_export(run, "int8", "size_bytes")), ">=", 2.5, "x"),
+        Check("fp32 program: share of operators on XNNPACK", lambda f, run: edge_export(run, "baseline",
+                                                                                        "delegated_share"), "report"),
+        Check("int8 program: share of operators on XNNPACK", lambda f, run: edge_export(run, "int8",
+                                                                                        "delegated_share"), "report"),
+        *[Check(f"int8 program x faster than the fp32 program, both on ExecuTorch, at batch {bs}",
+                lambda f, run, _bs=bs: point_speed(run, "int8 · ExecuTorch (XNNPACK)", "speedup", _bs), "report",
+                unit="x", isa_dependent=True)
+          for bs in (1, 64)],
+        *[Check(f"fp32 program on ExecuTorch x faster than fp32 on onnxruntime at batch {bs}",
+                lambda f, run, _bs=bs: point_speed(run, "baseline · ExecuTorch (XNNPACK)", "vs_onnxruntime", _bs),
+                "report", unit="x", isa_dependent=True)
+          for bs in (1, 64)],
+        Check("programs that failed the fidelity check or could not run", lambda f, run: failed_points(run), "<=", 0),
+    ], requires=lambda: sample_unavailable(sample) or runtimes_missing("executorch"))
+
+
+TARGETS += [edge_target("digits-cnn", "digits"), edge_target("shapes-mobile", "shapes")]
+
+
 # Speed repeatability (issue 26): one speed-up timed three times in one run beside a competing CPU-bound process (a
 # bounded busy loop on the timing's own core); the three medians must agree within ±10% of their median.
 
@@ -648,6 +803,7 @@ def run_target(target: Target, out_root: Path) -> dict:
         return {"target": target, "skipped": skip, "checks": []}
     out = out_root / target.name.replace(" ", "_").replace(",", "").replace(":", "")
     values: list[list] = [[] for _ in target.checks]
+    details: list = [None for _ in target.checks]
     intervals: list[list] = [[] for _ in target.checks]
     for attempt in range(target.repeats):
         run_out = out if target.repeats == 1 else out / f"run{attempt + 1}"
@@ -663,6 +819,8 @@ def run_target(target: Target, out_root: Path) -> dict:
             value, interval = read(check.value(frame, run))
             values[i].append(value)
             intervals[i].append(interval)
+            if check.detail is not None:
+                details[i] = check.detail(frame, run)
     checks = []
     for check, measured, spans in zip(target.checks, values, intervals):
         present = [v for v in measured if v is not None]
@@ -673,10 +831,12 @@ def run_target(target: Target, out_root: Path) -> dict:
             nearest = min(range(len(measured)), key=lambda k: abs(measured[k] - value))
             interval = spans[nearest]
         checks.append({"check": check, "value": value, "spread": spread, "pass": check.passes(value),
-                       "interval": interval, "straddles": check.straddles(interval)})
+                       "interval": interval, "straddles": check.straddles(interval),
+                       "detail": details[len(checks)]})
     return {"target": target, "skipped": None, "checks": checks, "frame": frame, "wall_s": wall,
             "repeats": target.repeats, "environment": result.environment,
-            "timing": getattr(result, "timing", None) or {}}
+            "timing": getattr(result, "timing", None) or {},
+            "points": runtime_frame(result.to_dict()) if len(run_runtimes(result.to_dict())) > 1 else None}
 
 
 def _fmt(value, unit):
@@ -733,7 +893,8 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
                 verdict += f" (the interval straddles {check.threshold:g}: on the median)"
             interval = c.get("interval")
             shown = f"{interval[0]:.3g}–{interval[1]:.3g}" if interval else "—"
-            lines.append(f"| {name} | {label} | {threshold.strip()} | {_fmt(c['value'], check.unit)} | {shown} | "
+            measured = _fmt(c['value'], check.unit) + (f" ({c['detail']})" if c.get("detail") else "")
+            lines.append(f"| {name} | {label} | {threshold.strip()} | {measured} | {shown} | "
                          f"{runs} | {verdict} |")
     lines += ["", "## Variant tables", ""]
     for outcome in outcomes:
@@ -756,6 +917,9 @@ def markdown(outcomes: list[dict], environment: dict) -> str:
         note = contention_line(outcome.get("timing") or {})
         if note:
             lines += [note, ""]
+        if outcome.get("points") is not None:  # a bake-off: every variant x runtime
+            lines += ["Every variant on every runtime (speed-ups: median per-round ratio, 95% interval):", "",
+                      _table(points_table(outcome["points"])), ""]
     return "\n".join(lines) + "\n"
 
 

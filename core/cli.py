@@ -75,7 +75,8 @@ def cmd_run(args) -> int:
 
 
 def _print_cost_summary(out_dir: str) -> None:
-    """Cost per million, energy per inference and monthly saving per variant (core.results.cost, default assumptions)."""
+    """Cost per million, energy per inference and monthly saving per variant (core.results.cost, default assumptions);
+    for a run timed on several runtimes, which runtime to ship each variant on (core.results.runtimes)."""
     from core.results.cost import summary_lines
 
     try:
@@ -84,6 +85,10 @@ def _print_cost_summary(out_dir: str) -> None:
     except (OSError, ValueError):
         return
     for line in summary_lines(results):
+        print(line)
+    from core.results.runtimes import ship_lines  # a bake-off run: which runtime to ship each variant on
+
+    for line in ship_lines(results):
         print(line)
 
 

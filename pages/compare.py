@@ -13,7 +13,9 @@ from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_cave
                                   chose_on_reported, chosen_on, drop_text, generations_table, is_decoder_run,
                                   latency_label, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
                                   variant, within_budget)
-from core.results.explain import why_no_speedup
+from core.results.explain import why_no_speedup, why_not_faster_on
+from core.results.runtimes import POINT_SEPARATOR, run_runtimes, runtime_entry, ship_table
+from core.io.runtimes import runtime_label
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.io.files import inside_run
@@ -98,8 +100,8 @@ def _step(top: float) -> float:
 def _select_from_chart(chart_key: str, pick_key: str) -> None:
     """on_select callback: open the clicked variant in the detail view."""
     name = clicked_variant(st.session_state.get(chart_key))
-    if name:
-        st.session_state[pick_key] = name
+    if name:  # a bake-off's point ("int8 · OpenVINO") opens its variant
+        st.session_state[pick_key] = name.split(POINT_SEPARATOR)[0]
 
 
 def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> None:
@@ -153,6 +155,8 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
                      help="This variant beside the baseline, node by node (precision, latency, mapping).")
     for note in why_no_speedup(results, name, batch_size):
         st.info(f"**Why no speed-up?** {note}", icon=":material/lightbulb:")
+    if len(run_runtimes(results)) > 1:
+        runtimes_detail_ui(results, name, batch_size)
 
     left, right = st.columns(2)
     with left:
@@ -185,6 +189,34 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
                        "continue different texts, so only the matching prefix compares them.")
         elif name != "baseline":
             predictions_ui(run_id, name)
+
+
+def runtimes_detail_ui(results: dict, name: str, batch_size: int) -> None:
+    """One variant on every runtime of the bake-off: latency, speed-ups, the fidelity check, the kernels or the
+    edge program, and why it is not faster there."""
+    v = variant(results, name) or {}
+    key = str(batch_size)
+    rows = []
+    for runtime in run_runtimes(results):
+        entry = runtime_entry(v, runtime)
+        own = (entry.get("speedup") or {}).get(key)
+        # onnxruntime's own speed-up is already against the reference; the reference itself has none
+        cross = (entry.get("vs_onnxruntime") or {}).get(key) or (own if runtime == "onnxruntime" else None)
+        export, kernels = entry.get("export") or {}, entry.get("kernels") or {}
+        work = (f"{kernels['int8']} int8 / {kernels['float']} float" if kernels else
+                f"{export['delegated_share']:.0%} of operators on XNNPACK" if export else "–")
+        rows.append({"runtime": runtime_label(runtime), "status": entry.get("status") or "–",
+                     f"p50 at batch {batch_size}": fmt.format_ms(((entry.get("latency_ms") or {}).get(key) or {})
+                                                                 .get("p50")),
+                     "vs its baseline": fmt.format_speedup(own), "vs onnxruntime fp32": fmt.format_speedup(cross),
+                     "same model?": (entry.get("fidelity") or {}).get("rule") or
+                     ("the reference" if runtime == "onnxruntime" else "–"),
+                     "heavy layers": work, "note": entry.get("error") or ""})
+    st.markdown("###### On each runtime")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for runtime in run_runtimes(results):
+        for note in why_not_faster_on(results, name, runtime, batch_size):
+            st.info(f"**Why not faster on {runtime_label(runtime)}?** {note}", icon=":material/lightbulb:")
 
 
 def predictions_ui(run_id: str, name: str) -> None:
@@ -251,6 +283,14 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                              key=f"dl_model.{run_id}.{name}", on_click="ignore")
     else:
         c[0].button("Model", disabled=True, help="Select a measured variant to download its model.", width="stretch")
+    edge = runtime_entry(v, "executorch") if v is not None else {}
+    if edge.get("status") == "ok" and edge.get("artifact"):
+        program = inside_run(run_dir, edge["artifact"])
+        if program is not None:
+            st.download_button(f"Edge program · {name}.pte (ExecuTorch, XNNPACK)", data=program.read_bytes,
+                               file_name=f"{edge['artifact'].split('/')[-2]}.pte", mime="application/octet-stream",
+                               icon=":material/download:", key=f"dl_pte.{run_id}.{name}", on_click="ignore",
+                               help="Load it with ExecuTorch's runtime on the device (XNNPACK delegate).")
     try:
         recipe_yaml = portable_recipe(results).to_yaml()
     except FeatherweightError:
@@ -317,15 +357,27 @@ with st.container(border=True):
                             key=f"compare_color.{run_id}")
     objective = c3.segmented_control("Best means", list(OBJECTIVES), default="fastest", key=f"objective.{run_id}",
                                      help="How the best variant inside the budget is chosen.") or "fastest"
-    budget = budget_ui(frame, batch_size, run_id)
+    runtimes = run_runtimes(results)
+    bakeoff = len(runtimes) > 1
+    if bakeoff:
+        shown = st.multiselect("Runtimes", runtimes, default=runtimes, format_func=runtime_label,
+                               key=f"compare_runtimes.{run_id}", help="Every variant was timed on each runtime "
+                               "(same threads, interleaved rounds); each point is one variant on one runtime, its "
+                               "marker shape the runtime.") or runtimes
+        points = services.run_points(run_id)
+        frame = points[points["runtime"].isin(shown)].reset_index(drop=True)
     device_names = [ANY_DEVICE] + [d.name for d in DEFAULT_DEVICES]
     device_name = st.selectbox("Fits on", device_names, key=f"compare_device.{run_id}",
                                help="Show only variants whose weights and peak activations fit this device "
                                     "(profiles and assumptions on the Cost page).")
+    budget = budget_ui(frame, batch_size, run_id)
 
+table = services.run_frame(run_id) if bakeoff else frame  # one row per variant (onnxruntime's figures)
 if device_name != ANY_DEVICE:
     fitting = variants_fitting(results, next(d for d in DEFAULT_DEVICES if d.name == device_name))
-    frame = frame[frame["name"].isin(fitting) | (frame["name"] == "baseline")].reset_index(drop=True)
+    by = frame["variant"] if bakeoff else frame["name"]
+    frame = frame[by.isin(fitting) | (by == "baseline")].reset_index(drop=True)
+    table = table[table["name"].isin(fitting) | (table["name"] == "baseline")].reset_index(drop=True)
     st.caption(f"Showing the {len(fitting)} variant(s) that fit on {device_name}"
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
@@ -333,9 +385,10 @@ best = best_variant(frame, budget, batch_size, objective)
 inside = within_budget(chosen_on(frame), budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
-names = list(ok_rows(frame)["name"]) + [n for n, s in zip(frame["name"], frame["status"]) if s != "ok"]
+names = list(ok_rows(table)["name"]) + [n for n, s in zip(table["name"], table["status"]) if s != "ok"]
+best_variant_name = best.split(POINT_SEPARATOR)[0] if bakeoff and best else best
 if st.session_state.get(pick_key) not in names:
-    st.session_state[pick_key] = best if best in names else names[0]
+    st.session_state[pick_key] = best_variant_name if best_variant_name in names else names[0]
 selected = st.session_state[pick_key]
 
 if best is None:
@@ -350,6 +403,13 @@ else:
             + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
                else "Chosen on the validation split and the timing rounds held out for choosing; the numbers "
                     "shown are the test split's and the reported rounds'."))
+    if bakeoff:  # the point names its runtime; its speed is against the one reference, onnxruntime fp32
+        ratio, low, high = (row.get(f"vs_onnxruntime{k}_bs{batch_size}") for k in ("", "_low", "_high"))
+        speed = fmt.format_speedup({"ratio": ratio, "low": low, "high": high}) if ratio else "–"
+        text = (f"**Best within budget ({objective}): {row['variant']} on {row['runtime_label']}** — "
+                f"{fmt.format_ratio(row['x_smaller'])} smaller, {speed} against the baseline on onnxruntime at "
+                f"batch {batch_size}, quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'} "
+                f"(measured on {row['runtime_label']}).")
     if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
         st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",
                    icon=":material/warning:")
@@ -360,13 +420,22 @@ st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=b
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
 st.caption(chart_caption(results))
+if bakeoff:
+    st.subheader("Which runtime to ship")
+    st.caption(f"Per variant, the runtime where it ran fastest at batch {batch_size}, against the baseline on "
+               "onnxruntime (95% interval), and whether the runner-up is measurably slower.")
+    st.dataframe(ship_table(results, batch_size), hide_index=True, width="stretch", column_config={
+        "ship_on": "ship on", "speed": "vs onnxruntime fp32",
+        "p50_ms": st.column_config.NumberColumn(f"p50 at batch {batch_size} (ms)", format="%.3f"),
+        "runner_up": "runner-up"})
 
 failed = frame[frame["status"] != "ok"]
 for _, r in failed.iterrows():
     st.caption(f":material/error: **{r['name']}** {r['status']}: {r['error']}")
 
 st.subheader("Results")
-results_table_ui(frame, sizes, inside=inside, best=best, key=f"results_table.{run_id}")
+results_table_ui(table, sizes, inside=within_budget(table, budget, batch_size) & (table["status"] == "ok") if bakeoff
+                 else inside, best=best_variant_name, key=f"results_table.{run_id}")
 
 lat_tab, scale_tab, ratio_tab = st.tabs(["Latency percentiles", "Batch-size scaling", "Ratios"])
 latency = services.run_latency(run_id)
@@ -378,11 +447,11 @@ with scale_tab:
                                   key=f"scale_metric.{run_id}") or "throughput"
     st.plotly_chart(viz.batch_scaling_figure(latency, metric), theme=None, key=f"scale.{run_id}")
 with ratio_tab:
-    st.plotly_chart(viz.ratio_bars_figure(frame, batch_size), theme=None, key=f"ratios.{run_id}")
+    st.plotly_chart(viz.ratio_bars_figure(table, batch_size), theme=None, key=f"ratios.{run_id}")
 
 st.subheader("Variant detail")
 st.selectbox("Variant", names, key=pick_key, help="Or click a point on the chart.")
-detail_ui(results, frame, run_id, st.session_state[pick_key], batch_size)
+detail_ui(results, table, run_id, st.session_state[pick_key], batch_size)
 
 st.subheader("Export")
-exports_ui(results, frame, run_id, st.session_state[pick_key], batch_size, budget, objective)
+exports_ui(results, table, run_id, st.session_state[pick_key], batch_size, budget, objective)

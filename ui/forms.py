@@ -36,6 +36,7 @@ RELEVANT = {
     ("quantize", "accuracy_level"): (lambda v: v["mode"] in ("int4", "dynamic"),
                                      "int4 mode, and dynamic (int8 weight-only) on decoders, only"),
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
+    ("quantize", "target"): (lambda v: v["mode"] == "static", "static mode only"),
 }
 # Sliders where a slider reads better than a number box; (min, max, step) inside the config's open ranges.
 SLIDERS = {("prune", "amount"): (0.05, 0.95, 0.05), ("distill", "width"): (0.05, 1.0, 0.05),
@@ -205,12 +206,17 @@ def benchmark_ui(bench: BenchmarkConfig, key: str, *, sequence_inputs: bool) -> 
     runs = c3.number_input("Timed runs", 1, 1000000, bench.runs, key=f"{key}.runs", help=meta["runs"]["help"])
     max_seconds = c4.number_input("Time cap per batch size (s)", 0.5, 3600.0, float(bench.max_seconds), 0.5,
                                   key=f"{key}.max_seconds", help=meta["max_seconds"]["help"])
+    runtimes = st.multiselect("Runtimes", list(meta["runtimes"]["choices"]), default=list(bench.runtimes),
+                              key=f"{key}.runtimes", help=meta["runtimes"]["help"] + " Each one's missing package "
+                              "is named in the run's results.")
+    runtimes = tuple(["onnxruntime"] + [r for r in runtimes if r != "onnxruntime"])  # always the reference
     sequence_length = bench.sequence_length
     if sequence_inputs:
         sequence_length = st.number_input("Sequence length (tokens)", 1, 65536, bench.sequence_length,
                                           key=f"{key}.sequence_length", help=meta["sequence_length"]["help"])
     return BenchmarkConfig(batch_sizes=sizes, threads=int(threads), warmup=int(warmup), runs=int(runs),
-                           max_seconds=float(max_seconds), sequence_length=int(sequence_length))
+                           max_seconds=float(max_seconds), sequence_length=int(sequence_length),
+                           runtimes=runtimes)
 
 
 def variant_ui(variant: Variant, key: str, node_names: list[str],

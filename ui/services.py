@@ -385,6 +385,21 @@ def run_frame(run_id: str):
 
 
 @process_cached(max_entries=64)
+def _points(root: str, run_id: str, mtime: float):
+    from core.results.runtimes import runtime_frame
+
+    results = _results(root, run_id, mtime)
+    return runtime_frame(results) if results else None
+
+
+def run_points(run_id: str):
+    """The bake-off's points, one row per variant x runtime (core.results.runtimes.runtime_frame), cached like
+    run_frame (None for a run the session may not open)."""
+    root = _readable_root(run_id)
+    return _points(root, run_id, results_mtime(run_id)) if root else None
+
+
+@process_cached(max_entries=64)
 def _latency(root: str, run_id: str, mtime: float):
     from core.results.compare import latency_table
 

@@ -28,7 +28,7 @@ from core.results.explain import CALL_OVERHEAD_MS, not_faster, reason
 from core.io.files import inside_run
 from core.io.data import synthetic_inputs
 from core.io.graph import Model, graph_inputs
-from core.io.runtime import make_session, session_fixed_batch
+from core.io.runtime import make_session, optimized_graph, session_fixed_batch
 from core.measure.quality import batch_inputs, cpu_info, int8_fast
 from core.results.table import batch_sizes_of
 
@@ -292,19 +292,10 @@ def requantized_excluded(model_bytes: bytes, exclude) -> list[str]:
     time; a layer with outlier weights then breaks although it was excluded. Measured on digits-mlp with one
     1000x weight: excluded alone it still dropped 92 pt; with the optimization disabled, 0 pt.
     """
-    import onnx
-    import onnxruntime as ort
-
     exclude = set(exclude or ())
     if not exclude:
         return []
-    with tempfile.TemporaryDirectory(prefix="fw-opt-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    graph = optimized_graph(model_bytes, "basic")
     producers = {out: node for node in graph.node for out in node.output}
     hits = []
     for node in graph.node:

@@ -12,11 +12,12 @@ from typing import Mapping
 
 import numpy as np
 
-from core.io.runtime import make_session
+from core.errors import FeatherweightError
+from core.io.runtimes import REFERENCE_RUNTIME, open_runner
 from core.io.graph import fixed_batch_of
 from core.measure.energy import EnergyCounter
-from core.measure.timing import (CONFIDENCE, ROUND_SECONDS, TARGET_HALF_WIDTH, cpu_clock_for, time_in_rounds,
-                                 timing_cores)
+from core.measure.timing import (CONFIDENCE, ROUND_SECONDS, TARGET_HALF_WIDTH, cpu_clock_for, speedup_of,
+                                 time_in_rounds, timing_cores)
 
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
@@ -142,7 +143,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
 
 
-def _relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     """||output - reference|| / ||reference|| over the whole output (0 when both are zero)."""
     reference = reference.astype(np.float64)
     norm = float(np.linalg.norm(reference))
@@ -178,7 +179,7 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
         for name, o, b in zip(names, outputs, baseline_outputs):
             cos = _cosines(o, b) if o.size else np.ones(1)
             per_output.append({"name": name, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                               "relative_error": _relative_error(o, b)})
+                               "relative_error": relative_error(o, b)})
     return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output, samples=len(first), **changes)
 
 
@@ -255,10 +256,21 @@ def timing_groups(sizes: Mapping[str, int], baseline: str, *, max_bytes: int = G
     return groups
 
 
+def with_anchors(groups: list[list[str]], anchors: Mapping[str, str]) -> list[list[str]]:
+    """`groups` with each member's anchor (the model it is also compared with, in the same rounds) added after the
+    group's baseline where it is missing: a runtime's variants are timed beside that runtime's baseline."""
+    out = []
+    for group in groups:
+        needed = [a for a in dict.fromkeys(anchors.get(n) for n in group) if a and a not in group]
+        out.append(group[:1] + needed + group[1:])
+    return out
+
+
 def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_sizes, *, baseline: str,
                 threads: int = 1, warmup: int = 20, runs: int = 200, max_seconds: float = 10.0,
                 holdout: bool = True, should_stop=lambda: False, energy_counter=None, on_progress=None,
-                on_wait=None) -> dict:
+                on_wait=None, runtimes: Mapping[str, str] | None = None,
+                anchors: Mapping[str, str] | None = None) -> dict:
     """The one timing phase: every model timed interleaved in rounds with the baseline, one batch size at a time,
     in this process, on the same pinned core(s) (`core.measure.timing`).
 
@@ -269,6 +281,12 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
 
     `on_progress(fraction, message)` hears at most every PROGRESS_EVERY_S how far it is (0..1 over every batch
     size), `on_wait(message)` when the cores are busy with another process's timing.
+
+    A run timed on several runtimes (`core.io.runtimes`) names each model's runtime in `runtimes` (onnxruntime
+    where absent; a model's bytes are what that runtime reads: ONNX, or an ExecuTorch program) and in `anchors`
+    a second model each one is also compared with in the same rounds (that runtime's own baseline): its ratio to
+    the anchor is ``against`` (``{"speedup": {bs: ...}, "selection": {bs: ...}}``), beside ``speedup`` against
+    `baseline` (onnxruntime's).
 
     Returns:
         ``{"models": {name: {"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s},
@@ -282,10 +300,14 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
         raise ValueError(f"baseline {baseline!r} is not among the models {sorted(models)}")
     sizes, note = possible_batch_sizes(input_specs, batch_sizes)
     counter = energy_counter if energy_counter is not None else EnergyCounter()
+    runtimes, anchors = dict(runtimes or {}), dict(anchors or {})
     out = {name: {"latency_ms": {}, "throughput": {}, "cpu_ms_per_sample": {}, "joules": {}, "speedup": {},
                   "selection": {"speedup": {}, "latency_ms": {}}} for name in models}
+    for name in anchors:
+        out[name]["against"] = {"speedup": {}, "selection": {}}
     batches: dict[str, dict] = {}
-    groups = timing_groups({name: len(data) for name, data in models.items()}, baseline)
+    groups = with_anchors(timing_groups({name: len(data) for name, data in models.items()}, baseline), anchors)
+    names = [spec.name for spec in input_specs]
     last_report = [0.0]
     stopped = False
 
@@ -313,8 +335,16 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
                     stopped = entry["stopped"] = True
                     entry["converged"] = False
                     break
-                sessions = {name: make_session(models[name], threads) for name in group}
-                runners = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+                sessions = {}
+                for name in group:
+                    try:
+                        sessions[name] = open_runner(runtimes.get(name, REFERENCE_RUNTIME), models[name], threads,
+                                                     batch=batch, input_names=names)
+                    except FeatherweightError as exc:  # another runtime that cannot take this batch: it alone
+                        if name == baseline or name not in runtimes:
+                            raise
+                        out[name]["error"] = f"not timed at batch {batch}: {exc}"
+                runners = {name: session.bind(feed) for name, session in sessions.items()}
                 phase_started = time.perf_counter()
 
                 def progress(fraction: float, message: str, _step=step, _batch=batch, _cap=cap_s,
@@ -335,7 +365,7 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
             for name in group:
                 if name == baseline and not first:
                     continue  # the baseline's own figures come from the first group
-                figures, used = timed.latency_ms.get(name), timed.usage[name]
+                figures, used = timed.latency_ms.get(name), timed.usage.get(name)
                 if figures is None:
                     continue
                 target = out[name]
@@ -351,6 +381,13 @@ def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_si
                     target["selection"]["speedup"][key] = timed.selection[name].to_dict()
                 if name in timed.selection_latency_ms:
                     target["selection"]["latency_ms"][key] = timed.selection_latency_ms[name]
+                anchor = anchors.get(name)
+                if anchor in timed.round_ms and timed.rounds:  # against its runtime's baseline, same rounds
+                    own, base = timed.round_ms[name], timed.round_ms[anchor]
+                    step_by = 2 if timed.holdout else 1
+                    target["against"]["speedup"][key] = speedup_of(base[0::step_by], own[0::step_by]).to_dict()
+                    if timed.holdout and timed.rounds >= 2:
+                        target["against"]["selection"][key] = speedup_of(base[1::2], own[1::2]).to_dict()
             entry["rounds"] = max(entry["rounds"], timed.rounds)
             entry["converged"] = entry["converged"] and timed.converged
             entry["stopped"] = entry["stopped"] or timed.stopped

@@ -27,6 +27,9 @@ from core.io.files import write_atomic
 from core.io import runtime
 from core.results import cost
 from core.results.table import results_frame
+from core.results.runtimes import POINT_SEPARATOR, point_name
+from core.io.runtimes import REFERENCE_RUNTIME, ort_kernel_precisions
+from core.pipeline.runtimes import prepare_runtimes
 from core.measure.timing import CONFIDENCE, TARGET_HALF_WIDTH
 
 
@@ -34,7 +37,7 @@ RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_b
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
                  "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
                  "agreement_confident", "confident_samples", "topk_overlap", "topk", "split", "speedup",
-                 "selection",
+                 "selection", "runtimes",
                  # decoders (core.pipeline.decoder)
                  "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "kl_per_token", "next_token_agreement",
                  "greedy_divergence")
@@ -96,6 +99,9 @@ class VariantResult:
     # baseline, from the reported rounds of the run's timing phase (core.measure.timing)
     selection: dict = field(default_factory=dict)  # what choices read, never reported: {"split", "n", "accuracy",
     # "agreement", "cosine_mean"} on the validation split, and "speedup" / "latency_ms" from the held-out rounds
+    # the other runtimes of benchmark.runtimes (core.pipeline.runtimes): {runtime: {status, latency_ms, speedup,
+    # vs_onnxruntime, fidelity, ...}}; onnxruntime's figures stay in the fields above, as older readers expect
+    runtimes: dict = field(default_factory=dict)
     tokens_per_s: dict | None = None  # decoders: {"prefill", "decode"} tokens/s at batch 1
     ttft_ms: float | None = None  # decoders: time to first token (prefill + first generated token), median
     peak_rss_mb: float | None = None  # decoders: peak resident memory (VmHWM) of the worker that held the variant
@@ -198,10 +204,15 @@ class ProgressTracker:
 
 def measure_variant(name: str, proto, dataset: Dataset, baseline_outputs, task: str, recipe: Recipe, out_dir: Path,
                     should_stop, report: Callable[[str, float], None] | None = None, *,
-                    baseline_selection=None) -> tuple[VariantResult, list, list]:
+                    baseline_selection=None, torch_module=None, steps: list | None = None
+                    ) -> tuple[VariantResult, list, list]:
     """Write the artifact and score its quality on the test split (reported) and on the validation split (for
     choices: `selection`); `report(message, fraction)` hears how far it is (0..1). Timing comes later, for every
     variant of the run together (`time_variants`).
+
+    A recipe timed on several runtimes also makes the variant ready on each of them here
+    (`core.pipeline.runtimes.prepare_runtimes`: OpenVINO reads this ONNX file, ExecuTorch exports `torch_module`,
+    the variant's module after its torch steps, as `steps` say), each checked against the reference first.
 
     Returns:
         (the result, its test-split outputs, its validation-split outputs).
@@ -239,6 +250,19 @@ def measure_variant(name: str, proto, dataset: Dataset, baseline_outputs, task: 
         result.info["per_output"] = fid.per_output
     if dataset.eval.pairs is not None:  # datasets that declare paraphrase pairs (sample:sentences)
         result.info["retrieval_accuracy"] = measure.retrieval_accuracy(outputs[0], dataset.eval.pairs)
+    bench = recipe.benchmark
+    if len(bench.runtimes) > 1:
+        prepared = prepare_runtimes(name, name, model_bytes, torch_module, list(steps or []), dataset, task,
+                                    bench.runtimes, threads=bench.threads, max_batch=max(bench.batch_sizes),
+                                    reference_outputs=outputs,
+                                    baseline_outputs=outputs if baseline_outputs is None else baseline_outputs,
+                                    baseline_selection=selection_outputs if baseline_selection is None
+                                    else baseline_selection, out_dir=out_dir,
+                                    report=lambda message: report(message, 0.8), should_stop=should_stop)
+        # onnxruntime's own kernel counts too: NNCF's layout runs partly in float there, the bake-off says so
+        result.runtimes = {REFERENCE_RUNTIME: {"status": "ok", "error": None,
+                                               "kernels": ort_kernel_precisions(model_bytes)},
+                           **{runtime: ready.entry for runtime, ready in prepared.items()}}
     return result, outputs, selection_outputs
 
 
@@ -264,6 +288,8 @@ def time_variants(run: RunResult, out_dir: Path, dataset: Dataset, recipe: Recip
             models[variant.name] = (Path(out_dir) / variant.artifact).read_bytes()
         except OSError as exc:
             variant.notes.append(f"not timed: its model file could not be read ({exc.strerror or exc})")
+    points, runtime_of, anchors = runtime_points(timed, models, out_dir)
+    models.update(points)
     baseline_proto = onnx.load_from_string(models["baseline"])
     run.timing = {"method": measure.TIMING_METHOD, "target_half_width": TARGET_HALF_WIDTH,
                   "confidence": CONFIDENCE, "max_seconds_per_model": bench.max_seconds, "max_rounds": bench.runs,
@@ -284,8 +310,11 @@ def time_variants(run: RunResult, out_dir: Path, dataset: Dataset, recipe: Recip
         figures = measure.time_models(models, graph_inputs(baseline_proto), dataset.eval.x, [batch],
                                       baseline="baseline", threads=bench.threads, warmup=bench.warmup,
                                       runs=bench.runs, max_seconds=bench.max_seconds, should_stop=should_stop,
-                                      on_progress=progress, on_wait=waiting)
+                                      on_progress=progress, on_wait=waiting, runtimes=runtime_of, anchors=anchors)
         for name, measured in figures["models"].items():
+            if name in runtime_of:
+                record_point(by_name, name, runtime_of[name], measured)
+                continue
             variant = by_name[name]
             for key in ("latency_ms", "throughput", "cpu_ms_per_sample", "speedup"):
                 getattr(variant, key).update(measured[key])
@@ -304,11 +333,57 @@ def time_variants(run: RunResult, out_dir: Path, dataset: Dataset, recipe: Recip
         if on_batch is not None:
             on_batch()
     for variant in timed:
+        if REFERENCE_RUNTIME in variant.runtimes:  # onnxruntime's entry mirrors the variant's own figures
+            variant.runtimes[REFERENCE_RUNTIME].update(latency_ms=variant.latency_ms, speedup=variant.speedup,
+                                                       throughput=variant.throughput)
         if variant.latency_ms:
             variant.cost = cost.variant_cost(variant.to_dict(), cost.CostAssumptions(), bench.threads)
         elif not any(n.startswith("not timed") for n in variant.notes):
             variant.notes.append("not timed: the run was stopped before its timing phase")
     run.timing.update(contention_summary(run.timing["batches"]))
+
+
+def runtime_points(timed: list, models: dict, out_dir: Path) -> tuple[dict, dict, dict]:
+    """The bake-off's other runtimes as models for the timing phase: ("int8 · OpenVINO" -> the bytes that runtime
+    reads, -> its runtime, -> its anchor: that runtime's baseline, whose same-round ratio is its `speedup`)."""
+    points, runtime_of, anchors = {}, {}, {}
+    for variant in timed:
+        for runtime, entry in (variant.runtimes or {}).items():
+            if runtime == REFERENCE_RUNTIME or entry.get("status") != "ok" or variant.name not in models:
+                continue
+            key = point_name(variant.name, runtime)
+            try:
+                data = (Path(out_dir) / entry["artifact"]).read_bytes() if entry.get("artifact") \
+                    else models[variant.name]
+            except OSError as exc:
+                entry.update(status="failed", error=f"not timed: its program could not be read "
+                                                    f"({exc.strerror or exc})")
+                continue
+            points[key], runtime_of[key] = data, runtime
+    for key, runtime in runtime_of.items():
+        anchor = point_name("baseline", runtime)
+        if anchor in points and anchor != key:
+            anchors[key] = anchor
+    return points, runtime_of, anchors
+
+
+def record_point(by_name: dict, key: str, runtime: str, measured: dict) -> None:
+    """A bake-off point's figures into its variant's `runtimes` entry: latency and throughput, `vs_onnxruntime`
+    (against the baseline on onnxruntime), `speedup` (against the baseline on the same runtime) and the held-out
+    rounds' figures in `selection`; a runner that could not be opened is the entry's error."""
+    variant = by_name[key.split(POINT_SEPARATOR)[0]]
+    entry = variant.runtimes[runtime]
+    if measured.get("error"):
+        entry.update(status="failed", error=measured["error"])
+        return
+    for field_name in ("latency_ms", "throughput"):
+        entry.setdefault(field_name, {}).update(measured[field_name])
+    entry.setdefault("vs_onnxruntime", {}).update(measured["speedup"])
+    against = measured.get("against") or {}
+    entry.setdefault("speedup", {}).update(against.get("speedup") or {})
+    held = entry.setdefault("selection", {})
+    held.setdefault("latency_ms", {}).update(measured["selection"]["latency_ms"])
+    held.setdefault("speedup", {}).update(against.get("selection") or {})
 
 
 def contention_summary(batches: dict) -> dict:
@@ -371,6 +446,7 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
         candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model),
                               torch_module=copy.deepcopy(model.torch_module), architecture=model.architecture,
                               notes=[])
+        edge_module = candidate.torch_module  # what the edge runtime exports: the module after the torch steps
         for step_index, step in enumerate(variant.steps):
             share = 0.8 / max(1, len(variant.steps))
 
@@ -383,6 +459,8 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
                 candidate = export_candidate(candidate, model, dataset)
             emit("step", f"{step.technique} ({step_index + 1}/{len(variant.steps)})", step_index * share)
             candidate = apply_step(step, candidate, context)
+            if step.stage == "torch":
+                edge_module = candidate.torch_module
         if candidate.onnx_model is None:
             candidate = export_candidate(candidate, model, dataset)
         context.check_stop()
@@ -390,7 +468,8 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
         measured, _, _ = measure_variant(variant.slug, candidate.onnx_model, dataset, baseline_outputs, task,
                                          recipe, out_dir, should_stop,
                                          lambda m, f: emit("step", f"measuring: {m}", 0.85 + 0.15 * f),
-                                         baseline_selection=baseline_selection)
+                                         baseline_selection=baseline_selection, torch_module=edge_module,
+                                         steps=[s.to_dict() for s in variant.steps])
         measured.name = variant.name
         measured.notes = candidate.notes + measured.notes
         measured.info = {**candidate.info, **measured.info}
@@ -409,7 +488,8 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
             extra, _, _ = measure_variant(slugify(extra_name),
                                           _exported(extra_candidate, model, dataset).onnx_model, dataset,
                                           baseline_outputs, task, recipe, out_dir, should_stop,
-                                          baseline_selection=baseline_selection)
+                                          baseline_selection=baseline_selection,
+                                          torch_module=extra_candidate.torch_module, steps=extra_steps)
             extra.name = extra_name
             extra.notes = extra_candidate.notes + extra.notes
             extra.info = {**extra_candidate.info, **extra.info}

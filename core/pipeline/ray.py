@@ -35,6 +35,9 @@ def _build_remote(model, dataset, variant, recipe, baseline_outputs, task, basel
         for result in results:
             if result.artifact:
                 files[result.artifact] = (Path(tmp) / result.artifact).read_bytes()
+            for entry in (result.runtimes or {}).values():  # an edge runtime's program (a .pte) comes back too
+                if entry.get("artifact"):
+                    files[entry["artifact"]] = (Path(tmp) / entry["artifact"]).read_bytes()
             result.info = {**result.info, "host": platform.node(), "pid": os.getpid()}
     return results, files
 

@@ -24,6 +24,7 @@ from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
 from core.results.explain import decoder_notes
+from core.io.runtimes import versions as runtime_versions
 
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
@@ -58,13 +59,16 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
                        dataset=dataset.summary())
+    if len(recipe.benchmark.runtimes) > 1:  # each runtime's release, beside onnxruntime's
+        result.environment["versions"].update(runtime_versions(recipe.benchmark.runtimes))
     progress = ProgressTracker(on_progress, len(recipe.variants) + 1, extra_parts=1)  # + the timing phase
     progress.variant = "baseline"
     progress.emit("start", "scoring the baseline")
     torch.manual_seed(recipe.seed)
     baseline, baseline_outputs, baseline_selection = measure_variant(
         "baseline", model.onnx_model, dataset, None, task, recipe, out_dir, should_stop,
-        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f))
+        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f), torch_module=model.torch_module,
+        steps=[])
     baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
@@ -196,6 +200,10 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
         measured.steps = [s.to_dict() for s in steps]
         cancelled = cancelled or measured.status == "cancelled"
         result.variants.append(measured)
+    baseline = result.variants[0]
+    if baseline.status == "ok" and len(recipe.benchmark.runtimes) > 1:  # said, not silently dropped
+        baseline.notes.append("benchmark.runtimes: a decoder is timed on onnxruntime-genai only; "
+                              f"{', '.join(r for r in recipe.benchmark.runtimes if r != 'onnxruntime')} not timed")
     for index, measured in enumerate(result.variants):  # "why not faster" needs every variant measured first
         if measured.status == "ok":
             measured.notes = decoder_notes(result.to_dict(), measured.name)

@@ -5,6 +5,7 @@ thresholds."""
 from __future__ import annotations
 
 from core.format import format_bytes, format_speedup, speedup_verdict
+from core.io.runtimes import runtime_label
 from core.measure.quality import int8_fast
 from core.results.compare import variant
 from core.results.table import batch_sizes_of
@@ -29,17 +30,22 @@ def not_faster(entry: dict | None) -> bool:
     return (verdict is not None and verdict != "faster") or float(entry["ratio"]) < NO_SPEEDUP_RATIO
 
 
-def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None, level: int = 0,
+def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None,
+           runtime: str = "onnxruntime", count: int = 0, total: int = 0, detail: str = "", level: int = 0,
            bits: int = 4, bytes_: int = 0, cache: int = 0) -> tuple[str, str]:
     """The one wording of a "why not faster" rule, as (what happened, what to do): Compare's notes
     (`why_no_speedup`) and Insight's diagnosis (`core.analysis.diagnose.explain`) both say it this way.
 
     Args:
-        rule: ``tiny_model``, ``no_vnni``, ``fp16_casts``, ``dense_sparsity``; for decoders
-            ``nbits_float_compute``, ``cache_resident`` and ``contended``.
+        rule: ``tiny_model``, ``no_vnni``, ``fp16_casts``, ``dense_sparsity``, or a runtime's (issue 30):
+            ``int8_unfused`` (a runtime ran `count` of `total` heavy layers of an int8 graph in float; `detail`
+            names whose Q/DQ layout it is), ``edge_delegation`` (the XNNPACK delegate took `share` of the
+            operators; `detail` lists the others); for decoders ``nbits_float_compute``, ``cache_resident`` and
+            ``contended``.
         batch, ms: the batch size and latency the per-call overhead rule speaks of.
         share: what the diagnosis measured, when it did: the Cast ops' share of the time (fp16), the zeroed
-            share of the weights (sparsity).
+            share of the weights (sparsity), the delegated share of the operators (edge).
+        runtime: the runtime a rule speaks of, as shown ("OpenVINO").
         level, bits: a decoder variant's accuracy_level and weight bits (nbits_float_compute).
         bytes_, cache: the fp32 weights' bytes and the last-level cache's (cache_resident).
     """
@@ -63,6 +69,17 @@ def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float |
                 f"faster{zeros}.",
                 "Prune structurally (whole channels) for speed; unstructured pruning only shrinks the compressed "
                 "file.")
+    if rule == "int8_unfused":
+        return (f"On {runtime}, {count} of {total} convolution / matmul layers of this int8 graph ran in float: "
+                f"{runtime} did not fuse their Quantize/Dequantize pairs into int8 kernels ({detail}), so it "
+                "converts to and from int8 around float work.",
+                "Quantize for the runtime you ship on: `target: openvino` (NNCF) for OpenVINO, `target: "
+                "onnxruntime` for onnxruntime.")
+    if rule == "edge_delegation":
+        return (f"The XNNPACK delegate covered {share:.0%} of the operators; the rest ({detail}) run on "
+                "ExecuTorch's portable kernels, which are plain loops, and each switch between them and the "
+                "delegate copies tensors.",
+                "Replace the operators XNNPACK lacks in the model, or accept the portable kernels' cost for them.")
     if rule == "nbits_float_compute":
         return (f"MatMulNBits computes in float at accuracy_level {level}: each call unpacks the {bits}-bit weights "
                 "block by block to float32 before multiplying, which costs more than fp32's plain matrix multiply"
@@ -125,6 +142,44 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     return list(dict.fromkeys(notes))
 
 
+# The share of operators below which the edge runtime's delegation is worth a note whatever the speed (the issue's
+# example: "the XNNPACK delegate covered 60% of operators"); a reshape or two left outside are not.
+EDGE_DELEGATED_SHARE = 0.9
+LAYOUTS = {"openvino": "the layout NNCF makes for OpenVINO", "onnxruntime": "the layout onnxruntime's quantizer makes"}
+
+
+def why_not_faster_on(results: dict, name: str, runtime: str, batch_size: int | None = None) -> list[str]:
+    """Plain-language reasons a variant is not (much) faster on `runtime` than that runtime's own baseline: int8
+    layers the runtime ran in float (its kernel precisions, measured when the variant was timed), no fast int8
+    instructions, operators the edge runtime's delegate did not take. Empty when the variant has no entry there."""
+    v = variant(results, name)
+    entry = ((v or {}).get("runtimes") or {}).get(runtime)
+    if not entry or entry.get("status") != "ok":
+        return []
+    label = runtime_label(runtime)
+    notes = []
+    steps = v.get("steps") or []
+    quantize = next((s for s in steps if s.get("technique") == "quantize"), None)
+    int8 = quantize is not None and quantize.get("mode", "static") in ("static", "dynamic", "qat")
+    sizes = batch_sizes_of(results)
+    if batch_size is None and sizes:
+        batch_size = sizes[-1]
+    slow = not_faster((entry.get("speedup") or {}).get(str(batch_size)))
+    kernels = entry.get("kernels") or {}
+    excluded = len((quantize or {}).get("exclude") or [])
+    if int8 and kernels.get("float", 0) > excluded:
+        target = (quantize or {}).get("target", "onnxruntime")
+        notes.append(_note("int8_unfused", runtime=label, count=kernels["float"],
+                           total=kernels["float"] + kernels.get("int8", 0), detail=LAYOUTS.get(target, target)))
+    flags = set((results.get("environment") or {}).get("cpu_flags") or [])
+    if int8 and slow and flags and not int8_fast(flags):
+        notes.append(_note("no_vnni"))
+    export = entry.get("export") or {}
+    share = export.get("delegated_share")
+    if share is not None and (share < EDGE_DELEGATED_SHARE or (slow and share < 1.0)):
+        others = ", ".join(f"{op} ×{n}" for op, n in (export.get("undelegated_ops") or {}).items()) or "none"
+        notes.append(_note("edge_delegation", share=share, detail=others))
+    return list(dict.fromkeys(notes + list(entry.get("notes") or [])))
 def decoder_notes(results: dict, name: str) -> list[str]:
     """A decoder variant's notes, and when its decode is not faster than fp32 (interleaved speed-up below
     NO_SPEEDUP_RATIO), why: float compute in MatMulNBits (accuracy_level below 4), no int8 dot-product instructions,
@@ -183,4 +238,5 @@ def _measured(entry: dict) -> str:
     return f"{text}: slower" if verdict == "slower" else text
 
 
-__all__ = ["CALL_OVERHEAD_MS", "NO_SPEEDUP_RATIO", "decoder_notes", "not_faster", "reason", "why_no_speedup"]
+__all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "decoder_notes", "not_faster", "reason",
+           "why_no_speedup", "why_not_faster_on"]

@@ -29,6 +29,10 @@ from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 
 RECIPE_VERSION = 1
 AUTO_ACCURACY_LEVEL = "auto"  # quantize.accuracy_level: MatMulNBits' level chosen for this CPU (core.measure.nbits)
+# The runtimes a variant can be timed on (`benchmark.runtimes`; core.io.runtimes keeps what each one reads) and
+# the runtimes a static int8 graph can be laid out for (`quantize.target`).
+RUNTIME_NAMES = ("onnxruntime", "openvino", "executorch")
+QUANTIZE_TARGETS = ("onnxruntime", "openvino")
 MAX_VARIANT_NAME = 64  # characters; a variant's folder, labels and error lines carry its name
 # ASCII letters, digits, space and -_.=,[]+ : a folder name on every file system, no path separator, nothing a
 # terminal or Markdown reads as markup. Sweep names use []=, and the tuner's + (`grid[amount=0.25,mode=dynamic]`).
@@ -125,9 +129,26 @@ class QuantizeConfig(StepConfig):
                           "labels).", minimum=1, maximum=1000)
     lr: float = _option(1e-4, "QAT only: learning rate (Adam) for weights and quantizer scales.",
                         minimum=0.0, maximum=1.0)
+    # Issue 30: onnxruntime fuses the Q/DQ layout of its own quantizer; OpenVINO fuses NNCF's (measured: NNCF's QDQ
+    # ran 2.6x slower than fp32 on onnxruntime), so a static int8 graph is made for the runtime it will ship on.
+    target: str = _option("onnxruntime", "Static only: the runtime the int8 graph is laid out for. onnxruntime: its "
+                          "own QDQ quantizer; openvino: NNCF's post-training quantization (the `openvino` extra), "
+                          "whose Q/DQ layout OpenVINO's CPU plugin fuses into int8 kernels.", QUANTIZE_TARGETS)
 
     def __post_init__(self):
         check_choice("quantize.mode", self.mode, self.MODES)
+        check_choice("quantize.target", self.target, QUANTIZE_TARGETS)
+        if self.target == "openvino":
+            if self.mode != "static":
+                raise BadInputError(f"quantize.target='openvino' needs mode 'static' (NNCF's post-training int8), "
+                                    f"not {brief_repr(self.mode)}; other modes: target 'onnxruntime'")
+            unsupported = [name for name, used in (("calibration", self.calibration != "minmax"),
+                                                   ("equalize", self.equalize),
+                                                   ("calibration_overrides", bool(self.calibration_overrides)))
+                           if used]
+            if unsupported:
+                raise BadInputError(f"quantize.target='openvino' (NNCF) does not take {', '.join(unsupported)}; "
+                                    "allowed with it: per_channel, samples, exclude, bias_correction")
         check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
         check_bool("quantize.per_channel", self.per_channel)
         check_bool("quantize.quantize_conv", self.quantize_conv)
@@ -275,6 +296,10 @@ class BenchmarkConfig:
                                  "stop after (N + 1) × this (at least 4 rounds).", minimum=0.0, maximum=3600.0)
     sequence_length: int = _option(128, "Token count for sequence inputs with a symbolic length.",
                                    minimum=1, maximum=65536)
+    runtimes: tuple = _option(("onnxruntime",), "Runtimes every variant is timed on, with the same threads and "
+                              "interleaved rounds: onnxruntime (always; the reference), openvino (its CPU plugin), "
+                              "executorch (the edge runtime: torch-backed models, exported with XNNPACK).",
+                              RUNTIME_NAMES)
 
     def __post_init__(self):
         sizes = self.batch_sizes
@@ -289,10 +314,23 @@ class BenchmarkConfig:
         check_range("benchmark.runs", self.runs, 1, 1000000, integer=True)
         check_range("benchmark.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
         check_range("benchmark.sequence_length", self.sequence_length, 1, 65536, integer=True)
+        runtimes = self.runtimes
+        if isinstance(runtimes, str) or not isinstance(runtimes, (tuple, list)) or not runtimes:
+            raise BadInputError(f"benchmark.runtimes={brief_repr(runtimes)} must be a list of runtimes; allowed: "
+                                f"{', '.join(RUNTIME_NAMES)}")
+        for name in runtimes:
+            check_choice("benchmark.runtimes", name, RUNTIME_NAMES)
+        if len(set(runtimes)) != len(runtimes):
+            raise BadInputError(f"benchmark.runtimes={brief_repr(list(runtimes))} names a runtime twice")
+        if "onnxruntime" not in runtimes:
+            raise BadInputError(f"benchmark.runtimes={brief_repr(list(runtimes))} must include 'onnxruntime': every "
+                                "cross-runtime ratio and fidelity check is against it")
+        object.__setattr__(self, "runtimes", tuple(runtimes))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["batch_sizes"] = list(self.batch_sizes)
+        out["runtimes"] = list(self.runtimes)
         return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
-from core.io.graph import attention_softmaxes, fixed_batch_size
+from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_nodes
 from core.measure.nbits import choice_text, resolve_level
 from core.spec.recipe import QuantizeConfig, key_list
 from core.io.files import scratch_cwd
@@ -344,12 +344,6 @@ def merge_calibration(proto, reader, data, overrides: dict, workdir: Path):
     return TensorsData(data.calibration_method, merged)
 
 
-def _quantized_node_names(proto) -> list[str]:
-    kinds = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "MatMulNBits", "QLinearConv", "QLinearMatMul")
-    return [n.name for n in proto.graph.node if n.op_type in kinds]
-
-
 @register(QuantizeConfig)
 def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext) -> Candidate:
     """Quantize the candidate's ONNX graph as the config says; records quantized nodes and caveats.
@@ -375,6 +369,10 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
         from core.techniques.qat import quantize_aware_training  # imports torch
 
         return quantize_aware_training(config, candidate, context, quantize)
+    if config.target == "openvino":
+        from core.techniques.nncf_quantize import quantize_for_openvino  # imports nncf (optional, heavy)
+
+        return quantize_for_openvino(config, candidate, context)
     if config.equalize and config.mode == "static":
         context.report("cross-layer equalization", 0.05)
         info["equalization"] = equalize(proto).to_dict()
@@ -407,12 +405,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                 notes.append("Conv layers run as ConvInteger, which is several times slower than float Conv "
                              "on CPUs; use static quantization instead.")
         elif config.mode == "static":
-            calib = context.dataset.calib
-            if len(calib) < config.samples:  # borrow from train when the calibration split is short
-                inputs = {k: np.concatenate([v, context.dataset.train.x[k]])[:config.samples]
-                          for k, v in calib.x.items()}
-            else:
-                inputs = calib.take(config.samples).x
+            inputs = context.dataset.calibration_inputs(config.samples)
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[config.calibration]
             used = min(config.samples, len(next(iter(inputs.values()))))
@@ -478,7 +471,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             if "Conv" in ops_before:
                 notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
         result = onnx.load(str(out))
-    info["quantized_nodes"] = _quantized_node_names(result)
+    info["quantized_nodes"] = quantized_nodes(result)
     info["excluded_nodes"] = list(config.exclude)
     if not info["quantized_nodes"] and config.mode in ("static", "dynamic", "int4"):
         notes.append("no node was quantized: the variant is the float model")

@@ -13,6 +13,8 @@ from core.results.compare import (QUALITY_METRICS, Budget, chosen_on, latency_co
                                   quality_drop_pt, within_budget)
 from core.results.table import speedup_text
 
+from core.io.runtimes import runtime_label
+from core.results.runtimes import runtime_symbol
 from core.format import (format_bytes, format_count, format_ms, format_pct, format_ratio, format_usd,
                          size_unit)
 
@@ -214,6 +216,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     color_values = rows[color_by] * (100 if color_by in ("accuracy", "agreement") else 1) if color_by else None
     show_scale = color_by is not None
 
+    by_runtime = "runtime" in rows and rows["runtime"].nunique() > 1
+    for runtime in (dict.fromkeys(rows["runtime"]) if by_runtime else ()):  # the legend of marker shapes
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=runtime_label(runtime), hoverinfo="skip",
+                                 marker=dict(symbol=runtime_symbol(runtime), size=12, color=MUTED)))
     for mask, name, symbol, faded in ((~inside, "outside budget", "circle", True),
                                       (inside, "variants", "circle", False)):
         part = rows[mask]
@@ -225,6 +231,13 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
                               for n, b in zip(part["name"], is_base)],
                       line=dict(width=[3 if n == selected else 1 for n in part["name"]],
                                 color=[ACCENT if n == selected else "white" for n in part["name"]]))
+        if by_runtime:  # a bake-off: the shape is the runtime, each runtime's baseline outlined in black
+            is_base = part["variant"] == "baseline"
+            marker["symbol"] = [runtime_symbol(r) for r in part["runtime"]]
+            picked = [selected in (n, v) for n, v in zip(part["name"], part["variant"])]  # a variant: all its points
+            marker["line"] = dict(width=[3 if p else 2.5 if b else 1 for p, b in zip(picked, is_base)],
+                                  color=[ACCENT if p else BASELINE_COLOR if b else "white"
+                                         for p, b in zip(picked, is_base)])
         if faded or color_values is None:
             marker["color"] = OUT_OF_BUDGET if faded else ACCENT
         else:

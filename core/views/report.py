@@ -14,7 +14,9 @@ from core import format as fmt
 from core.views import charts as viz
 from core.results.compare import (Budget, best_caveats, best_variant, chose_on_reported, latency_table, ok_rows,
                                   quality_drop_pt)
-from core.results.explain import why_no_speedup
+from core.results.explain import why_no_speedup, why_not_faster_on
+from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_table
+from core.io.runtimes import runtime_label
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
                                 speedup_text, timing_caption)
@@ -163,7 +165,11 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     title = title or f"Featherweight report: {results.get('model', 'model')}"
     env = results.get("environment") or {}
 
-    figures = [("Size vs latency", viz.pareto_figure(frame, batch_size, budget=budget, best=best)),
+    bakeoff = len(run_runtimes(results)) > 1
+    points = runtime_frame(results) if bakeoff else frame
+    best_point = best_variant(points, budget, batch_size, objective) if bakeoff and sizes else best
+    figures = [("Size vs latency" + (", every variant on every runtime" if bakeoff else ""),
+                viz.pareto_figure(points, batch_size, budget=budget, best=best_point)),
                ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
                (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
                ("Batch-size scaling", viz.batch_scaling_figure(latency))]
@@ -177,6 +183,9 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     for name in measured["name"] if not measured.empty else []:
         for note in why_no_speedup(results, name, batch_size):
             notes.append(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>")
+        for runtime in run_runtimes(results) if len(run_runtimes(results)) > 1 else ():  # a bake-off's runtimes
+            for note in why_not_faster_on(results, name, runtime, batch_size):
+                notes.append(f"<li><b>{_esc(point_name(name, runtime))}</b>: {_esc(note)}</li>")
     failures = [f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
                 for _, r in frame.iterrows() if r["status"] != "ok"]
     recipe_yaml = _recipe_yaml(results)
@@ -220,6 +229,7 @@ samples where the baseline's top class beats the runner-up by at least {CONFIDEN
 qualified is shown). {_esc(_cost_basis(results))}</p>
 {results_table_html(frame, sizes, best)}
 {decoder_table_html(frame)}
+{runtimes_html(results, batch_size, best_point) if bakeoff else ''}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>
 {'<ul class="notes">' + ''.join(notes) + '</ul>' if notes else '<p>No caveats for this run.</p>'}
@@ -260,6 +270,26 @@ def decoder_text_table(frame: pd.DataFrame, results: dict) -> str:
              num(r, "ttft_ms", ".2f"), num(r, "peak_rss_mb", ",.0f")] for _, r in frame.iterrows()]
     caption = timing_caption(results)
     return _text_table(head, rows) + (f"\n{caption}" if caption else "")
+
+
+def runtimes_html(results: dict, batch_size: int, best_point: str | None) -> str:
+    """The bake-off's section: the best point within the budget (with its runtime), and which runtime to ship each
+    variant on, with the speed against onnxruntime fp32 and whether the runner-up is measurably slower."""
+    ship = ship_table(results, batch_size)
+    rows = "".join(f"<tr><td style='text-align:left'>{_esc(r['variant'])}</td><td style='text-align:left'>"
+                   f"<b>{_esc(r['ship_on'])}</b></td><td>{_esc(r['speed'])}</td><td>{fmt.format_ms(r['p50_ms'])}</td>"
+                   f"<td style='text-align:left'>{_esc(r['margin'])}</td></tr>" for _, r in ship.iterrows())
+    frame = runtime_frame(results)
+    failed = "".join(f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
+                     for _, r in frame[frame["status"] != "ok"].iterrows())
+    labels = ", ".join(runtime_label(r) for r in run_runtimes(results))
+    best = (f"<p>Best within the budget, on any runtime: <b>{_esc(best_point)}</b>.</p>" if best_point else "")
+    return (f"<h2>Which runtime to ship</h2><p class='sub'>Every variant was timed on {_esc(labels)} with the same "
+            f"threads, interleaved in rounds; each speed is against the baseline on onnxruntime at batch "
+            f"{batch_size} (median of per-round ratios, 95% interval), and each runtime's outputs were checked "
+            f"against the reference first.</p>{best}<div class='table-wrap'><table><tr><th>variant</th><th>ship on"
+            f"</th><th>vs onnxruntime fp32</th><th>p50</th><th>runner-up</th></tr>{rows}</table></div>"
+            + (f"<ul class='notes'>{failed}</ul>" if failed else ""))
 
 
 def results_text_table(results: dict) -> str:
