@@ -295,10 +295,14 @@ def progress_ui(run_id: str) -> None:
         else:
             _final_status_ui(status, record)
         if active and mine:
-            if st.button("Cancel run", icon=":material/stop_circle:", key=f"cancel.{run_id}",
-                         disabled=status.state not in ACTIVE):
-                runner.cancel(run_id, services.owner_id())
-                st.toast("Cancelling: the worker stops at its next check (at most 10 s).", icon=":material/stop:")
+            # A callback, not `if st.button(...)`: it runs before the fragment does, so a click is never lost to
+            # the st.rerun() above (results.json changes every batch size during the timing phase).
+            st.button("Cancel run", icon=":material/stop_circle:", key=f"cancel.{run_id}",
+                      disabled=status.state not in ACTIVE, on_click=cancel_run)
+
+    def cancel_run() -> None:
+        runner.cancel(run_id, services.owner_id())
+        st.toast("Cancelling: the worker stops at its next check (at most 10 s).", icon=":material/stop:")
 
     live()
     finished_variants_ui(run_id, active)
@@ -361,7 +365,13 @@ def kept_text(results: dict) -> str:
                 "built. Try smaller batch sizes or fewer timed runs (Benchmark settings).")
     if not done:
         return "Only the baseline was measured; no variant finished."
-    return f"Kept: the baseline and {len(done)} finished variant{'s' if len(done) != 1 else ''} ({', '.join(done)})."
+    kept = f"Kept: the baseline and {len(done)} finished variant{'s' if len(done) != 1 else ''} ({', '.join(done)})."
+    batches = (results.get("timing") or {}).get("batches") or {}
+    timed = [bs for bs, entry in batches.items() if entry.get("rounds") and not entry.get("stopped")]
+    if any(entry.get("stopped") for entry in batches.values()) or not timed:
+        kept += (f" The timing stopped early: speeds are measured at batch {', '.join(timed)} only." if timed
+                 else " It stopped before any batch size was timed: sizes and quality only.")
+    return kept
 
 
 def _final_status_ui(status, record) -> None:
