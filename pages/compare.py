@@ -9,8 +9,9 @@ import streamlit as st
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chose_on_reported,
-                                  chosen_on, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
+from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chart_caption,
+                                  chose_on_reported, chosen_on, drop_text, generations_table, is_decoder_run,
+                                  latency_label, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
                                   variant, within_budget)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import POINT_SEPARATOR, run_runtimes, runtime_entry, ship_table
@@ -59,7 +60,8 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
     if lat is not None and lat.notna().any():
         top = float(lat.max()) * 1.05
         step = _step(top)
-        value = c1.slider(f"Max latency at batch {batch_size} (ms)", 0.0, _ceil(top, step), _ceil(top, step),
+        value = c1.slider(f"Max {latency_label(services.run_results(run_id) or {}, batch_size)}", 0.0,
+                          _ceil(top, step), _ceil(top, step),
                           step, key=f"budget.lat.{run_id}.{batch_size}", format=_format(step),
                           help="Variants slower than this are greyed out.")
         budget["max_latency_ms"] = None if value >= _ceil(top, step) else value
@@ -121,17 +123,35 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
     c = st.columns(4)
     c[0].metric("Size", fmt.format_bytes(row["size_bytes"]), f"{fmt.format_ratio(row['x_smaller'])} smaller",
                 delta_color="off", delta_arrow="off")
-    c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
-                speedup_text(row, batch_size), delta_color="off", delta_arrow="off",
-                help="Speed-up against the same-run baseline: median per-round ratio and its 95% interval.")
+    if is_decoder_run(results):  # tokens/s, and the interleaved rounds' decode speed-up with its interval
+        c[1].metric("Decode tokens/s", f"{row['decode_tok_s']:,.0f}", speedup_text(row, 1), delta_color="off",
+                    delta_arrow="off", help="Batch 1 with the KV cache; higher is better. Speed-up against the "
+                                            "same-run fp32: median per-round ratio and its 95% interval.")
+    else:
+        c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
+                    speedup_text(row, batch_size), delta_color="off", delta_arrow="off",
+                    help="Speed-up against the same-run baseline: median per-round ratio and its 95% interval.")
     change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
     if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
         c[2].metric("Accuracy", fmt.format_pct(row["accuracy"]),
                     None if change is None or abs(change) < 0.005 else f"{change:+.2f} pt",
                     help="Change in percentage points vs the baseline")
+    elif is_decoder_run(results):
+        c[2].metric("Perplexity", f"{row['perplexity']:.4g}", drop_text(None if change is None else -change,
+                                                                           drop_label) + " vs fp32",
+                    delta_color="off", delta_arrow="off",
+                    help="On the held-out text; lower is better.")
     else:
         c[2].metric(drop_label.capitalize(), "–" if change is None else f"{-change:.2f}")
-    c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
+    if is_decoder_run(results):  # quality against fp32, teacher-forced on the held-out text
+        agreement = row.get("next_token_agreement")
+        c[3].metric("KL(fp32 ‖ variant) / token", f"{row['kl_per_token']:.2e}",
+                    None if agreement is None or math.isnan(agreement) else f"{agreement:.1%} same top-1 as fp32",
+                    delta_color="off", delta_arrow="off",
+                    help="Nats per held-out token; 0 = the same next-token distribution as fp32. Below: the share "
+                         "of positions whose most likely next token is fp32's.")
+    else:
+        c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
 
     if name != "baseline":
         st.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
@@ -176,7 +196,12 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
             st.markdown("###### Per-layer sparsity")
             st.plotly_chart(viz.layer_sparsity_figure(sparsity, height=280), theme=None, key=f"sparsity.{name}",
                             config={"displayModeBar": False})
-        if name != "baseline":
+        if name != "baseline" and is_decoder_run(results):
+            st.markdown("###### Greedy continuations vs fp32")
+            st.dataframe(generations_table(results, name), hide_index=True, width="stretch")
+            st.caption("Each prompt's greedy tokens beside fp32's; after the first difference the two models "
+                       "continue different texts, so only the matching prefix compares them.")
+        elif name != "baseline":
             predictions_ui(run_id, name)
 
 
@@ -252,7 +277,14 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
     run_dir = services.run_dir(run_id)
     v = variant(results, name) if name else None
     c = st.columns(4)
-    if v is not None and v.get("status") == "ok" and v.get("artifact"):
+    if v is not None and v.get("status") == "ok" and v.get("artifact") and is_decoder_run(results):
+        slug = v["artifact"].split("/")[-2]
+        c[0].download_button(f"Model · {slug}.zip", data=services.decoder_export(run_id, name),
+                             file_name=f"{slug}.zip", mime="application/zip", icon=":material/download:",
+                             width="stretch", key=f"dl_model.{run_id}.{name}", on_click="ignore",
+                             help="model.onnx, its external data, genai_config.json and the tokenizer: "
+                                  "onnxruntime_genai.Model on the unzipped folder generates with it.")
+    elif v is not None and v.get("status") == "ok" and v.get("artifact"):
         artifact = inside_run(run_dir, v["artifact"])
 
         def model_bytes() -> bytes:
@@ -361,7 +393,8 @@ if not results or frame is None or ok_rows(frame).empty:
 sizes = batch_sizes_of(results)
 env = results.get("environment") or {}
 others = int((frame["name"] != "baseline").sum())  # counted without the baseline, as in the run's label
-st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
+scored_on = results.get("data") or ((results.get("dataset") or {}).get("source") if is_decoder_run(results) else None)
+st.caption(f"**{results.get('model')}** on **{scored_on or 'synthetic inputs'}** · baseline and {others} "
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))
@@ -421,12 +454,12 @@ if best is None:
     st.warning("No variant fits inside these budgets: loosen one of them.", icon=":material/filter_alt_off:")
 else:
     row = frame[frame["name"] == best].iloc[0]
-    drop, _ = quality_drop_pt(frame[frame["name"] == best])
+    drop, _ = quality_drop_pt(frame[frame["name"] == best])  # _: the drop's label
     caveats = best_caveats(frame, best, batch_size)
     heading = f"Best within budget ({objective})" if budget_set else f"{objective.capitalize()} (no budget set)"
     text = (f"**{heading}: {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
             f"speed-up {speedup_text(row, batch_size)} at batch {batch_size}, "
-            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}. "
+            f"{'perplexity' if is_decoder_run(results) else 'quality drop'} {drop_text(drop.iloc[0], _)}. "
             + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
                else "Chosen on the validation split and the timing rounds held out for choosing; the numbers "
                     "shown are the test split's and the reported rounds'."))
@@ -447,9 +480,7 @@ st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=b
                                   best_label="best within budget" if budget_set else objective),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
-st.caption("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
-           "Error bars: the speed-up's 95% interval against the same-run baseline, carried onto the latency. "
-           "Click a point to open it below.")
+st.caption(chart_caption(results))
 if bakeoff:
     st.subheader("Which runtime to ship")
     st.caption(f"Per variant, the runtime where it ran fastest at batch {batch_size}, against the baseline on "

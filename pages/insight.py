@@ -414,6 +414,11 @@ if notice:
 if current_model is None:
     st.info("Pick a model on the Model page to scan or tune it; diagnostics work on finished runs.",
             icon=":material/deployed_code:")
+elif current_model.card.get("task") == "text-generation":  # the layer scan and the tuner work on ONNX graphs
+    st.info(f"{current_model.label} is a language model: the layer scan and the tuner work on ONNX classifiers and "
+            "encoders. Compare its int4 / int8 variants on **Compare**; **Learn → Decoding (LM)** explains their "
+            "speed.", icon=":material/info:")
+    current_model = None
 else:
     st.caption(f"Model **{current_model.label}** · data "
                f"**{current_data.label if current_data.spec else 'synthetic inputs'}**")

@@ -459,6 +459,27 @@ def run_side_by_side(run_id: str, variant: str, count: int = 8):
     return _side_by_side(root, run_id, variant, results_mtime(run_id), count)
 
 
+def decoder_export(run_id: str, variant_name: str):
+    """A decoder variant of a run as one zip (model, external data, genai_config.json, tokenizer): checked now, as
+    this session (may it open the run? is the folder inside it?), and returned as a call that writes the zip beside
+    the folder on first use (`core.io.decoder.export_zip`) and gives its bytes, for a deferred download (which runs
+    outside the script, without the session).
+
+    Raises:
+        BadInputError: a run the session may not open, a variant without a model, a path outside the run.
+    """
+    from core.io.decoder import export_zip
+    from core.io.files import inside_run
+    from core.results.compare import variant
+
+    folder = run_dir(run_id)
+    entry = variant(run_results(run_id) or {}, variant_name) or {}
+    artifact = inside_run(folder, entry.get("artifact") or "") if entry.get("status") == "ok" else None
+    if artifact is None:
+        raise BadInputError(f"variant {variant_name!r} of run {run_id} has no model to export")
+    return lambda: export_zip(artifact.parent).read_bytes()
+
+
 @process_cached(max_entries=32)
 def sample_card(name: str) -> dict:
     """A sample model's card (computed once per server: loading a sample imports torch)."""

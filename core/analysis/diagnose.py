@@ -147,7 +147,7 @@ def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: 
     core as `profile_in_rounds` times several (the one method; alone, it has no speed-up to report).
 
     Args:
-        model_bytes: the ONNX model.
+        model_bytes: the ONNX model, or its path (a model with external data beside it).
         inputs: input name -> array (cycled to `batch_size`).
         batch_size / warmup / threads: what to profile (warm-up runs are excluded); runs: the most rounds;
             max_seconds: the time cap.
@@ -208,7 +208,8 @@ def profile_in_rounds(models: dict, inputs: dict, *, baseline: str = "baseline",
     kernel times, with its 95% bootstrap interval) beside the wall-clock one of the same rounds (profiler on).
 
     Args:
-        models: name -> ONNX bytes; must hold `baseline`.
+        models: name -> ONNX bytes, or a path (a model with its external data beside it, a decoder's); must hold
+            `baseline`.
         inputs: input name -> array (cycled to `batch_size`).
         max_seconds: per model (the whole timing is capped at `max_seconds` x the models).
 
@@ -218,7 +219,9 @@ def profile_in_rounds(models: dict, inputs: dict, *, baseline: str = "baseline",
     """
     import onnx
 
-    specs = graph_inputs(onnx.load_from_string(models[baseline]))
+    first = models[baseline]
+    specs = graph_inputs(onnx.load(str(first), load_external_data=False) if isinstance(first, Path)
+                         else onnx.load_from_string(first))
     with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp, \
             timing_cores(threads, should_stop=should_stop) as cores:
         if cores is None:

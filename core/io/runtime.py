@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -15,9 +16,10 @@ from core.io.graph import fixed_batch_of
 EVAL_BATCH = 256
 
 
-def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | None = None):
+def make_session(model_bytes: bytes | Path, threads: int = 1, *, profile_prefix: str | None = None):
     """An onnxruntime CPU session with fixed thread counts and full graph optimization; with `profile_prefix`,
-    onnxruntime's per-operator profiler writes there."""
+    onnxruntime's per-operator profiler writes there. A path (rather than bytes) lets onnxruntime find the
+    model's external data beside it (a decoder's model.onnx.data)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -29,7 +31,8 @@ def make_session(model_bytes: bytes, threads: int = 1, *, profile_prefix: str | 
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    source = str(model_bytes) if isinstance(model_bytes, Path) else model_bytes
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def optimized_graph(model_bytes: bytes, level: str = "all"):

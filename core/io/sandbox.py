@@ -530,13 +530,13 @@ def child_main() -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        peak = _own_peak_rss_mb()
+        peak = own_peak_rss_mb()
         if peak is not None:
             write({"t": "stats", "peak_rss_mb": peak})
     os._exit(0)  # skip interpreter teardown: nothing left to flush, and native atexit hooks can crash
 
 
-def _own_peak_rss_mb() -> float | None:
+def own_peak_rss_mb() -> float | None:
     """This process's peak resident memory (VmHWM), in MiB."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:

@@ -15,6 +15,8 @@ from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graph
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
 from core.io.data import synthetic_inputs
+from core.io.decoder import prefill_inputs
+from core.io.graph import graph_inputs
 from core.io.model import Model
 from core.io.sandbox import phase, run_isolated
 from core.jobs.store import INDEX_FILE, RunStore
@@ -91,11 +93,15 @@ def _channels(variant: dict, base_proto) -> dict:
 def _profile(base_path: Path, base_proto, var_path: Path, var_proto, batch: int, runs: int,
              threads: int) -> tuple[dict, dict, dict]:
     """Both graphs profiled interleaved in rounds: per-node kernel times of each, and the profile's facts."""
-    # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.
-    inputs = synthetic_inputs(Model(str(base_path), base_proto), min(batch, 256), seed=0)
-    profiled = profile_in_rounds({"baseline": base_path.read_bytes(), "variant": var_path.read_bytes()}, inputs,
-                                 batch_size=batch, threads=threads, warmup=PROFILE_WARMUP, max_rounds=runs,
-                                 max_seconds=PROFILE_MAX_S, max_nodes=None)
+    if (base_path.parent / "genai_config.json").is_file():  # decoders: one prompt's prefill, weights beside them
+        inputs, batch = prefill_inputs(base_path.parent, graph_inputs(base_proto)), 1
+        models = {"baseline": base_path, "variant": var_path}
+    else:
+        # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.
+        inputs = synthetic_inputs(Model(str(base_path), base_proto), min(batch, 256), seed=0)
+        models = {"baseline": base_path.read_bytes(), "variant": var_path.read_bytes()}
+    profiled = profile_in_rounds(models, inputs, batch_size=batch, threads=threads, warmup=PROFILE_WARMUP,
+                                 max_rounds=runs, max_seconds=PROFILE_MAX_S, max_nodes=None)
     base, var = profiled["profiles"]["baseline"], profiled["profiles"]["variant"]
     info = {"batch_size": profiled["batch_size"], "rounds": profiled["rounds"], "before_total_ms": base["total_ms"],
             "after_total_ms": var["total_ms"], "kernel_speedup": profiled["kernel_speedup"].get("variant"),

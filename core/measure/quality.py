@@ -6,6 +6,7 @@ import os
 import platform
 import time
 import zlib
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -459,6 +460,26 @@ def cpu_info() -> tuple[str, set]:
     return model, flags
 
 
+def last_level_cache_bytes() -> int | None:
+    """Bytes of this CPU's largest cache (Linux sysfs: cpu0's highest cache level), None where unknown. A decoder
+    whose weights fit in it is not memory-bound at batch 1 (core.results.explain)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    best = None
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            text = (index / "size").read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text and text[-1] in units and text[:-1].isdigit():
+            size = int(text[:-1]) * units[text[-1]]
+        elif text.isdigit():
+            size = int(text)
+        else:
+            continue
+        best = size if best is None else max(best, size)
+    return best
+
+
 # The int8 instruction sets onnxruntime's kernels choose between, fastest first: (name, CPU flags, has an int8
 # dot product). MLAS picks its u8s8 GEMM kernels by these (AMX tiles, AVX-512 VNNI, AVX-VNNI, plain AVX2 through
 # 16-bit intermediate sums), so every int8 speed figure depends on which one the CPU has.
@@ -491,6 +512,7 @@ def environment(threads: int) -> dict:
         "cpu": model,
         "cpu_flags": [f for f in CPU_FLAGS if f in flags],
         "int8_isa": int8_isa(flags),
+        "last_level_cache_bytes": last_level_cache_bytes(),
         "cores": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
@@ -500,6 +522,7 @@ def environment(threads: int) -> dict:
     }
 
 
-__all__ = ["CONFIDENT_MARGIN", "GROUP_MAX_BYTES", "INT8_FAST_FLAGS", "INT8_ISAS", "TIMING_METHOD", "benchmark", "class_probabilities", "environment",
-           "fidelity", "int8_fast", "int8_isa", "prediction_changes", "top1_margin", "topk_of", "logical_params",
-           "size_bytes", "compressed_bytes", "retrieval_accuracy", "time_models", "timing_groups"]
+__all__ = ["CONFIDENT_MARGIN", "GROUP_MAX_BYTES", "INT8_FAST_FLAGS", "INT8_ISAS", "TIMING_METHOD", "benchmark",
+           "class_probabilities", "environment", "fidelity", "int8_fast", "int8_isa", "last_level_cache_bytes",
+           "prediction_changes", "top1_margin", "topk_of", "logical_params", "size_bytes", "compressed_bytes",
+           "retrieval_accuracy", "time_models", "timing_groups"]

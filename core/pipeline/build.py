@@ -39,7 +39,8 @@ RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_b
                  "agreement_confident", "confident_samples", "topk_overlap", "topk", "split", "speedup",
                  "selection", "runtimes",
                  # decoders (core.pipeline.decoder)
-                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "greedy_agreement", "greedy_divergence")
+                 "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "kl_per_token", "next_token_agreement",
+                 "greedy_divergence")
 
 
 @dataclass
@@ -103,10 +104,11 @@ class VariantResult:
     runtimes: dict = field(default_factory=dict)
     tokens_per_s: dict | None = None  # decoders: {"prefill", "decode"} tokens/s at batch 1
     ttft_ms: float | None = None  # decoders: time to first token (prefill + first generated token), median
-    peak_rss_mb: float | None = None  # decoders: peak resident memory of the process that measured the variant
+    peak_rss_mb: float | None = None  # decoders: peak resident memory (VmHWM) of the worker that held the variant
     perplexity: float | None = None  # decoders: on the held-out text
-    greedy_agreement: float | None = None  # decoders: share of greedy tokens equal to the fp32 baseline's
-    greedy_divergence: dict | None = None  # decoders: first divergence position per prompt, mean, how many
+    kl_per_token: float | None = None  # decoders: KL(fp32 || variant) in nats per held-out token, teacher-forced
+    next_token_agreement: float | None = None  # decoders: teacher-forced top-1 agreement with fp32, every position
+    greedy_divergence: dict | None = None  # decoders: greedy tokens matching fp32's before the first difference
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_FIELDS}

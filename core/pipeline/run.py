@@ -10,6 +10,7 @@ from typing import Callable
 
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
+from core.measure.timing import CONFIDENCE, TARGET_HALF_WIDTH
 from core.errors import BadInputError, FeatherweightError
 from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
@@ -17,11 +18,12 @@ from core.io.graph import Model, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
 from core.pipeline.build import (ProgressEvent, ProgressTracker, RunResult, VariantResult, baseline_fidelity,
-                                 build_variant, measure_variant, time_variants, write_results)
+                                 build_variant, contention_summary, measure_variant, time_variants, write_results)
 from core.spec.recipe import Recipe
 from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
+from core.results.explain import decoder_notes
 from core.io.runtimes import versions as runtime_versions
 
 
@@ -142,12 +144,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
 def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
                 on_progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] = lambda: False, heldout: tuple | None = None) -> RunResult:
-    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai and measure them (batch 1).
+    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai, then measure them together
+    (`core.pipeline.decoder.run_variants`: one worker per variant, decode speed timed interleaved in rounds).
 
     `heldout` overrides the held-out text: ``(eval_ids, prompts, summary)`` (the bench's random-weight model).
 
     Returns:
         The RunResult (task ``text-generation``), written like any other run.
+
+    Raises:
+        BadInputError: the fp32 baseline could not be built or measured (nothing to compare with).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,44 +163,52 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        task="text-generation", dataset=summary)
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
-    runs = max(1, min(recipe.benchmark.runs, 5))  # passes over the prompts; each times PROMPTS generations
-    baseline, cancelled = None, False
-    for index, variant in enumerate([None, *recipe.variants]):
-        name, slug, steps = ("baseline", "baseline", ()) if variant is None else (variant.name, variant.slug,
-                                                                                 variant.steps)
-        progress.index, progress.variant = index, name
-        if cancelled or should_stop():
-            cancelled = True
-            result.variants.append(VariantResult(name, status="cancelled", error="cancelled by the user",
-                                                 steps=[s.to_dict() for s in steps]))
-            continue
-        progress.emit("step", f"building {name}")
-        try:
-            fields = decoder_pipeline.build_and_measure(
-                checkpoint, slug, steps, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads, runs=runs,
-                baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
-            measured = VariantResult(name, **fields)
-        except FeatherweightError as exc:
-            measured = VariantResult(name, status="failed", error=hide_paths(str(exc)))
-        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {hide_paths(first)}")
-        measured.steps = [s.to_dict() for s in steps]
-        if variant is None:
-            if measured.status != "ok":  # nothing to compare against: the run fails with its reason
-                result.variants.append(measured)
-                result.status = "failed"
-                write_results(result, out_dir)
-                raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
-            if len(recipe.benchmark.runtimes) > 1:  # said, not silently dropped
-                measured.notes.append("benchmark.runtimes: a decoder is timed on onnxruntime-genai only; "
-                                      f"{', '.join(r for r in recipe.benchmark.runtimes if r != 'onnxruntime')} "
-                                      "not timed")
-            baseline = measured.to_dict()
-        result.variants.append(measured)
-        progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
+    variants = [("baseline", "baseline", ())] + [(v.name, v.slug, v.steps) for v in recipe.variants]
+    names = [name for name, _, _ in variants]
+    progress = ProgressTracker(on_progress, len(variants))
+
+    def emit(variant, message, fraction):
+        # Builds go one variant at a time; the measurement is of all of them at once (interleaved rounds), so the
+        # event names the variant being built, then "all variants", with the run's own fraction done.
+        if on_progress is not None:
+            on_progress(ProgressEvent("step", variant or "all variants, measured together",
+                                      names.index(variant) if variant in names else len(names) - 1, len(names),
+                                      message, min(1.0, max(0.0, fraction)), time.perf_counter() - started, None,
+                                      time.time()))
+
+    progress.emit("start", f"building {len(variants)} decoders, then measuring them together")
+    try:
+        outcome, timing = decoder_pipeline.run_variants(
+            checkpoint, variants, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads,
+            max_seconds=recipe.benchmark.max_seconds * len(variants), seed=recipe.seed, should_stop=should_stop,
+            emit=emit)
+    except FeatherweightError as exc:
+        error = hide_paths(str(exc))
+        result.variants.append(VariantResult("baseline", status="failed", error=error))
+        result.status = "failed"
         write_results(result, out_dir)
+        raise BadInputError(error if error.startswith(checkpoint.source) else
+                            f"{checkpoint.source}: {error}") from None
+    cancelled = bool(timing.pop("stopped", False))  # stopped in the timed rounds: what was measured is kept
+    if timing:  # the run's timing record, as a recipe run's (core.pipeline.build.time_variants)
+        result.timing = {**timing, "target_half_width": TARGET_HALF_WIDTH, "confidence": CONFIDENCE,
+                         "max_seconds_per_model": recipe.benchmark.max_seconds,
+                         **contention_summary(timing.get("batches") or {})}
+    for name, _, steps in variants:
+        done = outcome[name]
+        measured = VariantResult(name, status=done["status"], error=done["error"], **done["fields"])
+        measured.steps = [s.to_dict() for s in steps]
+        cancelled = cancelled or measured.status == "cancelled"
+        result.variants.append(measured)
+    baseline = result.variants[0]
+    if baseline.status == "ok" and len(recipe.benchmark.runtimes) > 1:  # said, not silently dropped
+        baseline.notes.append("benchmark.runtimes: a decoder is timed on onnxruntime-genai only; "
+                              f"{', '.join(r for r in recipe.benchmark.runtimes if r != 'onnxruntime')} not timed")
+    for index, measured in enumerate(result.variants):  # "why not faster" needs every variant measured first
+        if measured.status == "ok":
+            measured.notes = decoder_notes(result.to_dict(), measured.name)
+        progress.index, progress.variant = index, measured.name
+        progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 

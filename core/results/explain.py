@@ -4,7 +4,7 @@ thresholds."""
 
 from __future__ import annotations
 
-from core.format import format_speedup, speedup_verdict
+from core.format import format_bytes, format_speedup, speedup_verdict
 from core.io.runtimes import runtime_label
 from core.measure.quality import int8_fast
 from core.results.compare import variant
@@ -31,7 +31,8 @@ def not_faster(entry: dict | None) -> bool:
 
 
 def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float | None = None,
-           runtime: str = "onnxruntime", count: int = 0, total: int = 0, detail: str = "") -> tuple[str, str]:
+           runtime: str = "onnxruntime", count: int = 0, total: int = 0, detail: str = "", level: int = 0,
+           bits: int = 4, bytes_: int = 0, cache: int = 0) -> tuple[str, str]:
     """The one wording of a "why not faster" rule, as (what happened, what to do): Compare's notes
     (`why_no_speedup`) and Insight's diagnosis (`core.analysis.diagnose.explain`) both say it this way.
 
@@ -39,11 +40,14 @@ def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float |
         rule: ``tiny_model``, ``no_vnni``, ``fp16_casts``, ``dense_sparsity``, or a runtime's (issue 30):
             ``int8_unfused`` (a runtime ran `count` of `total` heavy layers of an int8 graph in float; `detail`
             names whose Q/DQ layout it is), ``edge_delegation`` (the XNNPACK delegate took `share` of the
-            operators; `detail` lists the others).
+            operators; `detail` lists the others); for decoders ``nbits_float_compute``, ``cache_resident`` and
+            ``contended``.
         batch, ms: the batch size and latency the per-call overhead rule speaks of.
         share: what the diagnosis measured, when it did: the Cast ops' share of the time (fp16), the zeroed
             share of the weights (sparsity), the delegated share of the operators (edge).
         runtime: the runtime a rule speaks of, as shown ("OpenVINO").
+        level, bits: a decoder variant's accuracy_level and weight bits (nbits_float_compute).
+        bytes_, cache: the fp32 weights' bytes and the last-level cache's (cache_resident).
     """
     if rule == "tiny_model":
         return (f"At batch {batch} this model runs in {ms:.3f} ms, mostly onnxruntime's per-call overhead "
@@ -76,6 +80,21 @@ def reason(rule: str, *, batch: int = 1, ms: float | None = None, share: float |
                 "ExecuTorch's portable kernels, which are plain loops, and each switch between them and the "
                 "delegate copies tensors.",
                 "Replace the operators XNNPACK lacks in the model, or accept the portable kernels' cost for them.")
+    if rule == "nbits_float_compute":
+        return (f"MatMulNBits computes in float at accuracy_level {level}: each call unpacks the {bits}-bit weights "
+                "block by block to float32 before multiplying, which costs more than fp32's plain matrix multiply"
+                + (" (onnxruntime has no fast float kernel for 8-bit weights)" if bits == 8 else "") + ".",
+                "Use accuracy_level auto (level 4, int8 compute, where it measures faster on this CPU) or 4.")
+    if rule == "cache_resident":
+        return (f"The fp32 weights ({format_bytes(bytes_)}) fit in this CPU's {format_bytes(cache)} last-level "
+                "cache, so decoding one token is not limited by reading weights from memory; fewer weight bytes "
+                "then buy little, and the kernels' own speed decides.",
+                "Judge int4 / int8 decode speed on a model whose weights do not fit in cache (a 0.5B model is ~2 GB "
+                "in fp32).")
+    if rule == "contended":
+        return ("The machine was busy while this was timed (the decoding workers got less CPU than they asked "
+                "for), and the speed-up's interval includes 1: no measurable difference.",
+                "Rerun on a quiet machine for a firmer figure.")
     raise ValueError(f"unknown rule {rule!r}")
 
 
@@ -89,6 +108,8 @@ def why_no_speedup(results: dict, name: str, batch_size: int | None = None) -> l
     v = variant(results, name)
     if v is None or v.get("status") != "ok":
         return []
+    if results.get("task") == "text-generation":
+        return decoder_notes(results, name)
     notes = list(v.get("notes") or [])
     base = variant(results, "baseline") or {}
     sizes = batch_sizes_of(results)
@@ -159,6 +180,37 @@ def why_not_faster_on(results: dict, name: str, runtime: str, batch_size: int | 
         others = ", ".join(f"{op} ×{n}" for op, n in (export.get("undelegated_ops") or {}).items()) or "none"
         notes.append(_note("edge_delegation", share=share, detail=others))
     return list(dict.fromkeys(notes + list(entry.get("notes") or [])))
+def decoder_notes(results: dict, name: str) -> list[str]:
+    """A decoder variant's notes, and when its decode is not faster than fp32 (interleaved speed-up below
+    NO_SPEEDUP_RATIO), why: float compute in MatMulNBits (accuracy_level below 4), no int8 dot-product instructions,
+    weights that fit in cache (decode not memory-bound), or a busy machine that left the interval around 1."""
+    v = variant(results, name) or {}
+    notes = list(v.get("notes") or [])
+    if name == "baseline":
+        return notes
+    base = variant(results, "baseline") or {}
+    interval = (v.get("speedup") or {}).get("1") or {}
+    if not interval:  # a run from before interleaved decoder timing: the tokens/s ratio alone
+        rate, base_rate = (v.get("tokens_per_s") or {}).get("decode"), (base.get("tokens_per_s") or {}).get("decode")
+        interval = {"ratio": rate / base_rate} if rate and base_rate else {}
+    if not not_faster(interval):
+        return notes
+    build = (v.get("info") or {}).get("build") or {}
+    precision, level = build.get("precision"), build.get("accuracy_level")
+    environment = results.get("environment") or {}
+    flags = set(environment.get("cpu_flags") or [])
+    found = [f"At batch 1 it decoded at {_measured(interval)} fp32's speed (same run)."]
+    if precision in ("int4", "int8") and isinstance(level, int) and level < 4:
+        found.append(_note("nbits_float_compute", level=level, bits=4 if precision == "int4" else 8))
+    elif precision in ("int4", "int8") and flags and not int8_fast(flags):
+        found.append(_note("no_vnni"))
+    cache = environment.get("last_level_cache_bytes")
+    if len(found) == 1 and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
+        found.append(_note("cache_resident", bytes_=base["size_bytes"], cache=cache))
+    contended = (results.get("timing") or {}).get("contended")
+    if contended and interval and interval.get("low", 1.0) <= 1.0 <= interval.get("high", 1.0):
+        found.append(_note("contended"))
+    return list(dict.fromkeys(notes + found))
 
 
 def _speedup(base: dict, v: dict, batch_size: int | None) -> dict | None:
@@ -186,5 +238,5 @@ def _measured(entry: dict) -> str:
     return f"{text}: slower" if verdict == "slower" else text
 
 
-__all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "not_faster", "reason",
+__all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "decoder_notes", "not_faster", "reason",
            "why_no_speedup", "why_not_faster_on"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core.format import format_speedup, is_missing
+from core.io.text import summary_text
 from core.results.cost import results_columns
 from core.spec.labels import steps_label
 
@@ -31,6 +32,9 @@ def quality_split_of(results: dict) -> dict:
 
 def quality_caption(results: dict) -> str:
     """One sentence for a results table: which split each quality number is from, and what a sample is worth."""
+    if results.get("task") == "text-generation":
+        return ("Perplexity, KL(fp32 ‖ variant) and next-token agreement are teacher-forced on the held-out text: "
+                f"{summary_text(results.get('dataset') or {})}.")
     split = quality_split_of(results)
     if not split:
         return "Quality numbers are on the run's eval split (this run predates split labels)."
@@ -180,21 +184,35 @@ def timing_caption(results: dict) -> str:
 
 def decoder_columns(variant: dict, baseline: dict) -> dict:
     """A decoder run's columns: tokens/s, time to first token, peak RSS, perplexity (and its increase over the
-    same-run fp32 baseline), greedy agreement, first divergence, teacher-forced next-token agreement (all held-out
-    positions, and those fp32 is decided on), decode speed-up and cost per million tokens."""
+    same-run fp32 baseline), KL(fp32 || variant) per token, teacher-forced next-token agreement (all held-out
+    positions, and those fp32 is decided on), greedy tokens matching fp32's before the first difference, the decode
+    speed-up (median per-round ratio of interleaved rounds, with its 95% interval) and cost per million tokens."""
     rates = variant.get("tokens_per_s") or {}
     base_rates = baseline.get("tokens_per_s") or {}
     divergence = variant.get("greedy_divergence") or {}
     ppl, base_ppl = variant.get("perplexity"), baseline.get("perplexity")
+    interval = (variant.get("speedup") or {}).get("1") or {}
+    speedup = interval.get("ratio") if interval else _ratio(rates.get("decode"), base_rates.get("decode"))
+    if variant is baseline or variant.get("name") == baseline.get("name"):
+        speedup = 1.0
     return {"prefill_tok_s": rates.get("prefill"), "decode_tok_s": rates.get("decode"),
-            "decode_speedup": _ratio(rates.get("decode"), base_rates.get("decode")),
+            "decode_speedup": speedup, "decode_speedup_low": interval.get("low"),
+            "decode_speedup_high": interval.get("high"),
             "ttft_ms": variant.get("ttft_ms"), "peak_rss_mb": variant.get("peak_rss_mb"), "perplexity": ppl,
-            "perplexity_increase_pct": round((ppl / base_ppl - 1) * 100, 4) if ppl and base_ppl else None,
-            "greedy_agreement": variant.get("greedy_agreement"),
-            "mean_first_divergence": divergence.get("mean_first_divergence"),
-            "next_token_agreement": (variant.get("info") or {}).get("next_token_agreement"),
+            "perplexity_increase_pct": _increase_pct(ppl, base_ppl),
+            "kl_per_token": variant.get("kl_per_token"),
+            "next_token_agreement": variant.get("next_token_agreement") if variant.get("next_token_agreement")
+            is not None else (variant.get("info") or {}).get("next_token_agreement"),  # runs before issue 28
             "next_token_agreement_confident": (variant.get("info") or {}).get("next_token_agreement_confident"),
-            "usd_per_million_tokens": (variant.get("cost") or {}).get("usd_per_million_tokens")}
+            "mean_first_divergence": divergence.get("mean_first_divergence"),
+            "usd_per_million_tokens": (variant.get("cost") or {}).get("usd_per_million_tokens"),
+            # what a pick among the variants reads: the validation windows' perplexity (core.results.compare)
+            "selection_perplexity_increase_pct": _increase_pct((variant.get("selection") or {}).get("perplexity"),
+                                                               (baseline.get("selection") or {}).get("perplexity"))}
+
+
+def _increase_pct(value, base):
+    return round((value / base - 1) * 100, 4) if value and base else None
 
 
 def _ratio(numerator, denominator):

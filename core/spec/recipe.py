@@ -28,6 +28,7 @@ from core.errors import BadInputError
 from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 
 RECIPE_VERSION = 1
+AUTO_ACCURACY_LEVEL = "auto"  # quantize.accuracy_level: MatMulNBits' level chosen for this CPU (core.measure.nbits)
 # The runtimes a variant can be timed on (`benchmark.runtimes`; core.io.runtimes keeps what each one reads) and
 # the runtimes a static int8 graph can be laid out for (`quantize.target`).
 RUNTIME_NAMES = ("onnxruntime", "openvino", "executorch")
@@ -95,7 +96,7 @@ class QuantizeConfig(StepConfig):
     stage: ClassVar[str] = "onnx"
     MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4", "qat")
     CALIBRATIONS: ClassVar[tuple] = ("minmax", "entropy", "percentile")
-    ACCURACY_LEVELS: ClassVar[tuple] = (0, 1, 2, 3, 4)
+    ACCURACY_LEVELS: ClassVar[tuple] = (AUTO_ACCURACY_LEVEL, 0, 1, 2, 3, 4)
 
     mode: str = _option("static", "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
                         "static: int8 weights and activations from calibration (QDQ); fp16: half-precision "
@@ -109,10 +110,12 @@ class QuantizeConfig(StepConfig):
                                   "on CPUs, since ConvInteger has no fast kernel).")
     block_size: int = _option(32, "int4 only: weights per quantization block (a power of two >= 16).")
     # MatMulNBits' accuracy_level (onnxruntime contrib op docs): the type activations are computed in.
-    # onnxruntime PR #402 measured level 4 (int8) doubling int4 decode speed on CPU.
-    accuracy_level: int = _option(0, "int4, and int8 weight-only for decoders: what MatMulNBits computes in: "
-                                  "0 the runtime's default (fp32), 1 fp32, 2 fp16, 3 bf16, 4 int8 (activations "
-                                  "quantized to int8 too; fastest on CPU).", ACCURACY_LEVELS)
+    # onnxruntime PR #402 measured level 4 (int8) doubling int4 decode speed on CPU; issue 28 measured int8
+    # weight-only decode at 0.07x fp32 at level 0. "auto" (core.measure.nbits) times both levels on this CPU.
+    accuracy_level: int | str = _option(AUTO_ACCURACY_LEVEL, "int4, and int8 weight-only for decoders: what "
+                                        "MatMulNBits computes in: auto (level 4 where it measured faster on this "
+                                        "CPU, else 0), 0 the runtime's default (fp32), 1 fp32, 2 fp16, 3 bf16, "
+                                        "4 int8 (activations quantized to int8 too).", ACCURACY_LEVELS)
 
     # Recovery steps (issue 18); defaults measured on shapes-mobile and digits-cnn, see README "Accuracy recovery".
     equalize: bool = _option(False, "Static / QAT: cross-layer equalization first (BN folded, conv pairs "

@@ -12,6 +12,7 @@ from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
 from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_layer_names, quantized_nodes
+from core.measure.nbits import choice_text, resolve_level
 from core.spec.recipe import QuantizeConfig, key_list
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
@@ -460,9 +461,11 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
                 raise UnsupportedModelError("int4 weight-only quantization needs MatMul/Gemm layers with constant "
                                             "weights; this model has none (try static int8)")
             context.report(f"packing {len(targets)} MatMul weights to 4 bits", 0.4)
+            level, choice = resolve_level(config.accuracy_level, 4)  # "auto": measured for this CPU, cached
+            if choice is not None:
+                info["accuracy_level_auto"] = choice_text(choice)
             quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=config.block_size, is_symmetric=True,
-                                             nodes_to_exclude=list(config.exclude),
-                                             accuracy_level=config.accuracy_level or None)
+                                             nodes_to_exclude=list(config.exclude), accuracy_level=level or None)
             quantizer.process()
             onnx.save(quantizer.model.model, str(out))
             if "Conv" in ops_before:

@@ -174,7 +174,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
-        return decoder_pareto_figure(frame, selected=selected, height=height)
+        return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
     rows = ok_rows(frame)
     y_col = latency_column(batch_size)
     if rows.empty:
@@ -287,9 +287,11 @@ def latency_error_bars(rows: pd.DataFrame, batch_size: int) -> tuple[pd.Series, 
     return up, down
 
 
-def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480) -> go.Figure:
+def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480,
+                          budget: Budget | None = None, best: str | None = None) -> go.Figure:
     """A decoder run: model size vs decode tokens/s at batch 1, coloured by held-out perplexity; the frontier
-    (smaller and faster) dotted. Every marker's customdata starts with the variant name (for click-to-open)."""
+    (smaller and faster) dotted; variants outside the budget grey, the best one inside starred. Every marker's
+    customdata starts with the variant name (for click-to-open)."""
     rows = ok_rows(frame)
     if rows.empty or rows["decode_tok_s"].isna().all():
         return empty_figure("No measured variants yet: results appear here as each variant finishes.")
@@ -310,23 +312,37 @@ def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, h
         fig.add_trace(go.Scatter(x=fx + [x_top], y=fy + [fy[-1]], mode="lines", name="Pareto frontier",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"), hoverinfo="skip"))
     ppl = rows["perplexity"] if "perplexity" in rows else pd.Series([None] * len(rows))
-    agreement = rows["greedy_agreement"] if "greedy_agreement" in rows else pd.Series([None] * len(rows))
+    kl = rows["kl_per_token"] if "kl_per_token" in rows else pd.Series([None] * len(rows))
+    agreement = rows["next_token_agreement"] if "next_token_agreement" in rows else pd.Series([None] * len(rows))
     custom = np.array([[n, format_bytes(b), f"{d:,.0f}", "—" if pd.isna(p) else f"{p:.3f}",
-                        "—" if pd.isna(a) else f"{a * 100:.1f}%"]
-                       for n, b, d, p, a in zip(rows["name"], rows["size_bytes"], y, ppl, agreement)], dtype=object)
-    marker = dict(size=[16] * len(rows), symbol=["diamond" if n == "baseline" else "circle" for n in rows["name"]],
-                  line=dict(width=[3 if n == selected else 1 for n in rows["name"]],
-                            color=[ACCENT if n == selected else "white" for n in rows["name"]]))
-    if ppl.notna().any():
-        marker.update(color=ppl, colorscale=QUALITY_SCALE, reversescale=True, showscale=True,
-                      colorbar=dict(title=dict(text="Perplexity", side="right"), thickness=14))
-    else:
-        marker["color"] = ACCENT
-    fig.add_trace(go.Scatter(
-        x=x, y=y, mode="markers+text", name="variants", marker=marker, text=rows["name"], textposition="top center",
-        cliponaxis=False, textfont=dict(color=INK, size=13), customdata=custom, showlegend=False,
-        hovertemplate="<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
-                      "<br>perplexity %{customdata[3]}<br>greedy agreement %{customdata[4]}<extra></extra>"))
+                        "—" if pd.isna(a) else f"{a * 100:.1f}%", "—" if pd.isna(k) else f"{k:.2e}"]
+                       for n, b, d, p, a, k in zip(rows["name"], rows["size_bytes"], y, ppl, agreement, kl)],
+                      dtype=object)
+    inside = within_budget(rows, budget or Budget(), 1)
+    hover = ("<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
+             "<br>perplexity %{customdata[3]} · KL %{customdata[5]} nats/token"
+             "<br>next-token agreement with fp32 %{customdata[4]}<extra></extra>")
+    for mask, faded in ((~inside, True), (inside, False)):  # outside the budget: grey, as on the other charts
+        part = rows[mask]
+        if part.empty:
+            continue
+        names = list(part["name"])
+        marker = dict(size=[22 if n == best else 16 for n in names],
+                      symbol=["diamond" if n == "baseline" else "star" if n == best else "circle" for n in names],
+                      line=dict(width=[3 if n == selected else 1 for n in names],
+                                color=[ACCENT if n == selected else "white" for n in names]))
+        if faded or not ppl.notna().any():
+            marker["color"] = OUT_OF_BUDGET if faded else ACCENT
+        else:
+            low, high = float(ppl.min()), float(ppl.max())
+            marker.update(color=ppl[mask], colorscale=QUALITY_SCALE, reversescale=True, showscale=True, cmin=low,
+                          cmax=high if high > low else low + 1e-6,
+                          colorbar=dict(title=dict(text="Perplexity (lower is better)", side="right"), thickness=14))
+        fig.add_trace(go.Scatter(
+            x=x[mask], y=y[mask], mode="markers+text", name="outside budget" if faded else "variants", marker=marker,
+            text=part["name"], textposition="top center", cliponaxis=False,
+            textfont=dict(color=MUTED if faded else INK, size=13), customdata=custom[mask.to_numpy()],
+            showlegend=faded, opacity=0.55 if faded else 1.0, hovertemplate=hover))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title="Decode tokens/s at batch 1 (higher is better)", range=[0, y_top])
     layout(fig, height=height)

@@ -20,6 +20,7 @@ from core.io.runtimes import runtime_label
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
                                 speedup_text, timing_caption)
+from core.io.text import summary_text
 from core.errors import FeatherweightError
 from core.results.summary import run_summary
 from core.spec.portable import portable_recipe
@@ -134,13 +135,13 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
 
 
 def decoder_table_html(frame: pd.DataFrame) -> str:
-    """A decoder run's own table: tokens/s, time to first token, peak RSS, perplexity, greedy agreement and cost
+    """A decoder run's own table: tokens/s, time to first token, peak RSS, perplexity, KL, agreement and cost
     per million tokens ('' for other runs)."""
     if "decode_tok_s" not in frame:
         return ""
-    head = ["Variant", "Size", "× smaller", "Decode tok/s", "× faster decode", "Prefill tok/s", "TTFT", "Peak RSS",
-            "Perplexity", "Perplexity +%", "Greedy agreement", "Mean first divergence", "Next-token agreement",
-            "$ / million tokens"]
+    head = ["Variant", "Size", "× smaller", "Decode tok/s", "× faster decode (95%)", "Prefill tok/s", "TTFT",
+            "Peak RSS", "Perplexity", "Perplexity +%", "KL / token", "Next-token agreement",
+            "Greedy prefix match", "$ / million tokens"]
     rows = []
     for _, r in frame.iterrows():
         def num(key, digits=1, r=r):
@@ -148,16 +149,20 @@ def decoder_table_html(frame: pd.DataFrame) -> str:
             return "–" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
 
         cells = [r["name"], viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]), num("decode_tok_s"),
-                 viz.format_ratio(r.get("decode_speedup")), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
+                 speedup_text(r, 1), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
                  f"{num('peak_rss_mb', 0)} MB", num("perplexity", 3), num("perplexity_increase_pct", 2),
-                 viz.format_pct(r.get("greedy_agreement")), num("mean_first_divergence"),
-                 viz.format_pct(r.get("next_token_agreement")), viz.format_usd(r.get("usd_per_million_tokens"))]
+                 "–" if pd.isna(r.get("kl_per_token")) else f"{r['kl_per_token']:.2e}",
+                 viz.format_pct(r.get("next_token_agreement")), num("mean_first_divergence"),
+                 viz.format_usd(r.get("usd_per_million_tokens"))]
         rows.append(("", cells))
     # Two tables of 8 and 7 columns: the 14 in one were wider than a laptop screen.
-    return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured per variant with onnxruntime-genai in the "
-            "same run: tokens/s are medians over fixed prompts; perplexity is on the held-out text; greedy agreement "
-            "compares 32 greedy tokens per prompt with the fp32 build's; the cost prices generated tokens at the "
-            "decode rate.</p>" + _table_html(head[:8], [(c, cells[:8]) for c, cells in rows], wrap=(0,))
+    return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured with onnxruntime-genai, every variant in "
+            "its own worker process in the same run: decode speed timed interleaved in rounds (the speed-up is the "
+            "median per-round ratio with its 95% interval); perplexity, KL(fp32 ‖ variant) per token and next-token "
+            "agreement with fp32 are teacher-forced on the held-out text; the greedy prefix match counts the tokens "
+            "a variant generates exactly as fp32 does before the first difference; peak RSS is each worker's own "
+            "high-water mark; the cost prices generated tokens at the decode rate.</p>"
+            + _table_html(head[:8], [(c, cells[:8]) for c, cells in rows], wrap=(0,))
             + _table_html(head[:1] + head[8:], [(c, cells[:1] + cells[8:]) for c, cells in rows], wrap=(0,)))
 
 
@@ -235,6 +240,14 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
     best_text = (f"best = {objective} within {budget_text}" if budget_text
                  else f"highlighted: the {OBJECTIVES.get(objective, objective)} (no budget set)")
+    if results.get("task") == "text-generation":
+        data_text = f"<p>Held-out text: {_esc(summary_text(dataset))}.</p>"
+    else:
+        data_text = (f"<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: "
+                     f"{dataset.get('train', '–')} train, {dataset.get('calib', '–')} calibration, "
+                     f"{dataset.get('validation', '–')} validation (what a tuner or a sensitivity scan chooses on) "
+                     f"and {dataset.get('eval', '–')} held-out test samples (every number in this report); labels: "
+                     f"{'yes' if dataset.get('labels') else 'no'}.</p>")
     others = len(frame) - int((frame["name"] == "baseline").sum())
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -263,10 +276,7 @@ qualified is shown). {_esc(_cost_basis(results))}</p>
 {'<ul class="notes">' + ''.join(notes) + '</ul>' if notes else '<p>No caveats for this run.</p>'}
 {'<h2>Variants that did not finish</h2><ul class="notes">' + ''.join(failures) + '</ul>' if failures else ''}
 <h2>Data</h2>
-<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: {dataset.get('train', '–')} train,
-{dataset.get('calib', '–')} calibration, {dataset.get('validation', '–')} validation (what a tuner or a sensitivity
-scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every number in this report); labels:
-{'yes' if dataset.get('labels') else 'no'}.</p>
+{data_text}
 <h2>Environment</h2>
 <table>{''.join(f'<tr><td>{_esc(k)}</td><td style="text-align:left">{_esc(v)}</td></tr>' for k, v in env_rows)}</table>
 <h2>Settings (recipe)</h2>
@@ -275,6 +285,32 @@ scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every n
 <footer>Generated by Featherweight on {generated}.</footer>
 </main></body></html>
 """
+
+
+def _text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    return "\n".join(lines)
+
+
+def decoder_text_table(frame: pd.DataFrame, results: dict) -> str:
+    """A decoder run in a terminal: size, perplexity and its change, KL per token, decode tokens/s and speed-up
+    with its interval, prefill tokens/s, time to first token and peak RSS."""
+    head = ["variant", "status", "size", "× smaller", "perplexity", "ppl +%", "KL/token", "decode tok/s",
+            "decode speed-up", "prefill tok/s", "TTFT ms", "peak RSS MB"]
+
+    def num(r, key, spec):
+        value = r.get(key)
+        return "–" if value is None or pd.isna(value) else format(value, spec)
+
+    rows = [[str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
+             num(r, "perplexity", ".4f"), num(r, "perplexity_increase_pct", "+.2f"), num(r, "kl_per_token", ".2e"),
+             num(r, "decode_tok_s", ",.0f"), speedup_text(r, 1), num(r, "prefill_tok_s", ",.0f"),
+             num(r, "ttft_ms", ".2f"), num(r, "peak_rss_mb", ",.0f")] for _, r in frame.iterrows()]
+    caption = timing_caption(results)
+    return _text_table(head, rows) + (f"\n{caption}" if caption else "")
 
 
 def runtimes_html(results: dict, batch_size: int, best_point: str | None) -> str:
@@ -299,10 +335,13 @@ def runtimes_html(results: dict, batch_size: int, best_point: str | None) -> str
 
 def results_text_table(results: dict) -> str:
     """The table a terminal shows at the end of `featherweight run`: per variant its size, × smaller, accuracy
-    (or agreement / cosine without labels), quality drop and × faster at each timed batch size."""
+    (or agreement / cosine without labels), quality drop and × faster at each timed batch size; a decoder run's
+    own columns (`decoder_text_table`)."""
     frame = results_frame(results)
     if frame.empty:
         return ""
+    if results.get("task") == "text-generation":
+        return decoder_text_table(frame, results)
     sizes = batch_sizes_of(results)
     drop, drop_label = quality_drop_pt(frame)
     quality = next((m for m in ("accuracy", "agreement", "cosine_mean") if m in frame and frame[m].notna().any()),
