@@ -90,7 +90,7 @@ register_model(SampleModel("digits-cnn", "digits", _build_digits_cnn, (1, 8, 8),
                            "A small CNN on 8x8 digits: shows static-int8 gains and the dynamic-int8-on-Conv trap."))
 
 # Further samples register themselves here (shapes, text) when their modules exist.
-for _module in ("sample_models.shapes", "sample_models.text", "sample_models.tiny_lm"):
+for _module in ("sample_models.shapes", "sample_models.text", "sample_models.tiny_lm", "sample_models.vision"):
     try:
         __import__(_module)
     except ModuleNotFoundError as _exc:  # the module itself absent; a missing extra is handled inside it

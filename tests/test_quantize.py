@@ -256,7 +256,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     """On activations with rare large outliers, entropy and percentile pick tighter ranges than minmax, clip
     only the outliers, and quantize the bulk of the values more finely; the quantized model carries the range."""
     from core.io.data import Dataset, Split
-    from core.techniques.quantize import CalibrationReader, calibration_ranges
+    from core.techniques.quantize import calibration_ranges
 
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(4096, 64))).astype(np.float32)
@@ -266,8 +266,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     proto = _outlier_model()
     ranges = {}
     for method in ("minmax", "entropy", "percentile"):
-        reader = CalibrationReader({"input": x}, len(x))
-        data = calibration_ranges(proto, reader, method, tmp_path)
+        data = calibration_ranges(proto, {"input": x}, method, tmp_path)
         ranges[method] = tuple(float(np.asarray(v).ravel()[0]) for v in data["act"].range_value)
     assert ranges["minmax"][1] == pytest.approx(40.0)
     bulk = x[~outliers]

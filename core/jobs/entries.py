@@ -21,7 +21,7 @@ from core.jobs.insight import run_job
 from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
 from core.jobs.store import RunStore
 from core.measure.card import model_card
-from core.pipeline.run import run_recipe
+from core.pipeline.run import run_recipe, training_needed
 from core.spec.recipe import Recipe
 from core.teach import explainers as learn
 from core.pipeline.build import progress_forwarder
@@ -44,7 +44,8 @@ def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> d
     phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
     model = load_model(model_spec)
     phase(f"reading {Path(data_spec).name if data_spec and not data_spec.startswith('sample:') else data_spec}")
-    return load_data(data_spec, model, seed=seed).summary()
+    # An ONNX-only model never trains: its data is shown split as a run will use it (no train split).
+    return load_data(data_spec, model, seed=seed, train_needed=model.torch_module is not None).summary()
 
 
 def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, data: str | None = None,
@@ -61,7 +62,8 @@ def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, d
         checked = load_model(model_spec)
         if data_spec and not data_spec.startswith("sample:"):
             phase(f"reading {Path(data_spec).name}")
-            load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
+            load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length,
+                      train_needed=training_needed(recipe, checked))
     phase("running the recipe")
 
     def on_progress(event):

@@ -15,7 +15,8 @@ from core.views import charts as viz
 from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
 from core.results.explain import why_no_speedup
 from core.measure.quality import CONFIDENT_MARGIN
-from core.results.table import batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame
+from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
+                                 split_sizes_text)
 from core.errors import FeatherweightError
 from core.spec.portable import portable_recipe
 
@@ -249,6 +250,10 @@ def results_text_table(results: dict) -> str:
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
               for row in rows]
+    dataset = results.get("dataset") or {}
+    sizes_line = split_sizes_text(dataset.get("splits"), results.get("task", "classification") == "classification")
+    if sizes_line:
+        lines.append(f"data: {sizes_line}")
     return "\n".join(lines)
 
 
