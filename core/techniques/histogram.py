@@ -6,7 +6,8 @@ EfficientNet with 128 samples that is ~30 GiB, and its arena gives up. Here each
 by batch in two passes, and a batch is sized so that its activations stay under `BATCH_BYTES`:
 
 1. the tensor's min and max (onnxruntime's own MinMax calibrator, which reduces inside the graph);
-2. a fixed-range histogram over [-t, t] (t = max |min|, |max|), ``num_bins`` bins, counts added per batch.
+2. a fixed-range histogram over [-t, t] (t = max |min|, |max|) for entropy, or of |x| over [0, t] for percentile
+   (as onnxruntime's calibrators build them), ``num_bins`` bins, counts added per batch.
 
 The histogram has the layout onnxruntime's ``HistogramCollector`` keeps (counts, edges, min, max, threshold), so
 the percentile and entropy thresholds are computed by the same arithmetic as onnxruntime's.
@@ -64,8 +65,9 @@ def batches_of(inputs: dict, per_batch: int, fixed_batch: int | None = None):
 
 
 def collect_histograms(proto, inputs: dict, tensors: list[str], thresholds: dict, *, num_bins: int,
-                       fixed_batch: int | None = None, should_stop=None) -> dict:
-    """Per tensor, the counts of its values in `num_bins` equal bins over [-t, t] (t = `thresholds[tensor]`).
+                       fixed_batch: int | None = None, should_stop=None, absolute: bool = False) -> dict:
+    """Per tensor, the counts of its values in `num_bins` equal bins over [-t, t] (t = `thresholds[tensor]`), or
+    with `absolute` of their magnitudes over [0, t] (what onnxruntime's percentile calibrator histograms).
 
     Args:
         proto: the float model.
@@ -96,37 +98,42 @@ def collect_histograms(proto, inputs: dict, tensors: list[str], thresholds: dict
                 value = value[:real]
             limit = limits[name]
             if limit <= 0:
-                counts[name][num_bins // 2] += value.size
+                counts[name][0 if absolute else num_bins // 2] += value.size
                 continue
-            hist, _ = np.histogram(value.reshape(-1), num_bins, range=(-limit, limit))
+            if absolute:
+                hist, _ = np.histogram(np.abs(value.reshape(-1)), num_bins, range=(0.0, limit))
+            else:
+                hist, _ = np.histogram(value.reshape(-1), num_bins, range=(-limit, limit))
             counts[name] += hist
     out = {}
     for name in wanted:
         limit = limits[name]
-        edges = np.linspace(-limit, limit, num_bins + 1).astype(np.float32) if limit > 0 else \
-            np.linspace(-1.0, 1.0, num_bins + 1).astype(np.float32)
+        bottom = 0.0 if absolute else -limit
+        edges = np.linspace(bottom, limit, num_bins + 1).astype(np.float32) if limit > 0 else \
+            np.linspace(0.0 if absolute else -1.0, 1.0, num_bins + 1).astype(np.float32)
         low, high = (np.float32(v) for v in thresholds[name])
         out[name] = (counts[name], edges, low, high, np.float32(limit))
     return out
 
 
 def percentile_range(histogram, percentile: float) -> tuple:
-    """onnxruntime's asymmetric percentile cut (``HistogramCollector.compute_percentile``): the edges where the
-    cumulative share reaches (100 - p) / 200 and 1 - that, kept within the tensor's min and max."""
+    """onnxruntime's percentile cut (``HistogramCollector.compute_percentile``, symmetric, as its percentile
+    calibrator runs): on the histogram of |x| (`collect_histograms(absolute=True)`), t = the edge where the
+    cumulative share reaches `percentile` %; the range is [-t, t] kept within the tensor's min and max."""
     hist, edges, low, high = histogram[:4]
     total = hist.sum()
     if total == 0:
         return low, high
     cdf = np.cumsum(hist / total)
-    cut = (100.0 - percentile) / 200.0
-    left = edges[min(int(np.searchsorted(cdf, cut)), len(edges) - 1)]
-    right = edges[min(int(np.searchsorted(cdf, 1.0 - cut)), len(edges) - 1)]
-    return max(np.float32(left), low), min(np.float32(right), high)
+    top = np.float32(edges[min(int(np.searchsorted(cdf, percentile / 100.0)), len(edges) - 1)])
+    return max(-top, low), min(top, high)
 
 
 def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = None, batch: int = 32) -> dict:
-    """tensor -> (min, max) over `inputs`, from onnxruntime's MinMax calibrator (it reduces inside the graph, so
-    its memory does not grow with the calibration set); the tensors are those onnxruntime calibrates."""
+    """tensor -> (min, max) over `inputs`, from onnxruntime's MinMax calibrator (it reduces inside the graph: it
+    keeps two numbers per tensor and batch); the tensors are those onnxruntime calibrates. Its
+    `max_intermediate_outputs` option is not used: in onnxruntime 1.32 it clears the batches collected so far
+    without merging them into the ranges."""
     import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
@@ -135,7 +142,7 @@ def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = 
     with contextlib.redirect_stdout(io.StringIO()):
         calibrator = create_calibrator(path, None, augmented_model_path=str(workdir / "augmented-minmax.onnx"),
                                        calibrate_method=CalibrationMethod.MinMax,
-                                       extra_options={"moving_average": False, "max_intermediate_outputs": 8})
+                                       extra_options={"moving_average": False})
         calibrator.collect_data(_Reader(inputs, batch, fixed_batch))
         data = calibrator.compute_data()
     return {name: tuple(np.asarray(v).reshape(-1)[0] for v in data[name].range_value) for name in data.keys()}
@@ -173,14 +180,16 @@ class ActivationStatistics:
     def tensors(self) -> list[str]:
         return list(self.minmax)
 
-    def histograms(self, num_bins: int, tensors=None) -> dict:
-        """tensor -> histogram (onnxruntime's layout) with `num_bins` bins, for `tensors` (None: all)."""
+    def histograms(self, num_bins: int, tensors=None, *, absolute: bool = False) -> dict:
+        """tensor -> histogram (onnxruntime's layout) with `num_bins` bins, of the values (entropy) or of their
+        magnitudes (`absolute`: percentile), for `tensors` (None: all)."""
         wanted = [t for t in (tensors if tensors is not None else self.tensors) if t in self.minmax]
-        cached = self._histograms.setdefault(num_bins, {})
+        cached = self._histograms.setdefault((num_bins, absolute), {})
         missing = [t for t in wanted if t not in cached]
         if missing:
             cached.update(collect_histograms(self.proto, self.inputs, missing, self.minmax, num_bins=num_bins,
-                                             fixed_batch=self.fixed_batch, should_stop=self.should_stop))
+                                             fixed_batch=self.fixed_batch, should_stop=self.should_stop,
+                                             absolute=absolute))
         return {t: cached[t] for t in wanted if t in cached}
 
 

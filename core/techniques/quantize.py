@@ -28,7 +28,7 @@ CALIBRATION_BATCH = 32
 # defaults (128 bins for 128 quantized bins) leave a single candidate, the whole range, which is minmax.
 ENTROPY_BINS = 2048
 ENTROPY_QUANTIZED_BINS = 128
-PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile (over 2048 bins, symmetric)
+PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile (over 2048 bins of |x|, symmetric)
 PERCENTILE_BINS = 2048
 
 
@@ -313,7 +313,7 @@ def calibration_ranges(proto, inputs: dict, calibration: str, workdir: Path, *, 
         return TensorsData(CalibrationMethod.MinMax, {t: tuple(np.float32(v) for v in stats.minmax[t])
                                                       for t in wanted})
     bins = entropy_bins if calibration == "entropy" else PERCENTILE_BINS
-    histograms = stats.histograms(bins, wanted)
+    histograms = stats.histograms(bins, wanted, absolute=calibration == "percentile")
     if calibration == "entropy":
         return TensorsData(CalibrationMethod.Entropy, {name: (*(np.float32(v) for v in entropy_threshold(h)),
                                                               *h[:2]) for name, h in histograms.items()})
