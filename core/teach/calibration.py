@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
 from core.techniques import quantize
+from core.techniques.histogram import ActivationStatistics
 from core.io import runtime
 from core.teach.weights import error_stats, scale_zero_point
 from core.io.graph import fixed_batch_size
@@ -25,11 +26,6 @@ CALIBRATION_BATCH = 32
 DEFAULT_PERCENTILE = quantize.PERCENTILE  # what the quantize step uses
 DEFAULT_ENTROPY_BINS = quantize.ENTROPY_BINS  # what the quantize step uses (onnxruntime's own default is 128)
 ENTROPY_QUANTIZED_BINS = quantize.ENTROPY_QUANTIZED_BINS  # the entropy search needs at least this many bins
-
-
-def _calibration_reader(inputs: dict, fixed_batch: int | None = None):
-    """The pipeline's own calibration reader over every sample (so the explainer calibrates as a run does)."""
-    return quantize.CalibrationReader(inputs, len(next(iter(inputs.values()))), fixed_batch)
 
 
 def calibration_inputs(model, dataset, samples: int = CALIBRATION_SAMPLES) -> dict:
@@ -86,13 +82,16 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
         if missing:
             raise BadInputError(f"no calibrated tensor named {missing[0]!r}")
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
-    reader = _calibration_reader(inputs, fixed_batch_size(model.onnx_model))
+    fixed_batch = fixed_batch_size(model.onnx_model)
     with tempfile.TemporaryDirectory(prefix="fw-learn-calib-") as tmp:
+        statistics = None
         for method in CALIBRATION_METHODS:
             try:
-                data = quantize.calibration_ranges(model.onnx_model, reader, method, Path(tmp),
+                if statistics is None:  # one min / max pass (and one histogram pass per kind) for every method
+                    statistics = ActivationStatistics(model.onnx_model, inputs, Path(tmp), fixed_batch=fixed_batch)
+                data = quantize.calibration_ranges(model.onnx_model, inputs, method, Path(tmp),
                                                    percentile=float(percentile), entropy_bins=entropy_bins,
-                                                   tensors=tensors)
+                                                   tensors=tensors, statistics=statistics)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types on graphs it cannot augment
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
                 raise UnsupportedModelError(f"onnxruntime's {method} calibrator failed on this graph: {first}") \
