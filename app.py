@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.services import restore_session
+from ui.services import restore_session, serve_visitor
 from ui.sidebar import sidebar_ui
 
 # A local favicon: a ":material/..." icon (or an emoji) makes every page load fetch it from fonts.gstatic.com
@@ -32,6 +32,7 @@ PAGES = {
 
 st.logo(str(Path(__file__).parent / "ui" / "assets" / "logo.svg"), size="large")
 page = st.navigation(PAGES)
+serve_visitor()  # this run's worker requests count as this session's (the pool's caps, its place in line)
 restore_session()
 sidebar_ui()
 page.run()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
-from core.spec.recipe import resolve_spec
+from core.spec.recipe import Recipe, resolve_spec
 
 EXIT_BAD_INPUT = 2
 PATHS_HELP = ("Paths on the command line are relative to the current directory; model: and data: paths inside a "
@@ -60,6 +60,9 @@ def cmd_run(args) -> int:
     # The recipe, model and data are read, and the run executes, in a worker process with resource limits
     # (FEATHERWEIGHT_WORKER_*): a hostile file can crash or exhaust only that worker.
     out = _out_dir(args.out)
+    # Read here first with the bounded loader (text, values and nesting capped; what the dashboard does in its own
+    # process), so a bad value is one line at once; the worker reads the recipe, model and data again.
+    Recipe.load(_here(args.recipe))
     result = run_recipe_isolated(_here(args.recipe), out, model=_here(args.model), data=_here(args.data),
                                  executor=args.executor, ray_address=args.ray_address, on_progress=_progress_bar())
     failed = result.get("failed") or []

@@ -43,6 +43,17 @@ def one_line(text: Any, limit: int = 1000) -> str:
     return text[:limit]
 
 
+# An absolute path of two or more parts (not a ratio like 1/2, a unit like km/h or a URL: the slash must not follow
+# a letter, digit, dot, colon or slash).
+_PATH = re.compile(r"(?<![\w.~:/])(?:~)?/(?:[^\s/:'\"(),;]+/)+([^\s/:'\"(),;]*)")
+
+
+def hide_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part ("/srv/fw/runs/x/model.onnx" -> "model.onnx"): what a
+    visitor sees of an error never names the server's folders."""
+    return _PATH.sub(lambda match: match.group(1) or "…", text)
+
+
 def size_unit(max_bytes: float) -> tuple[str, float]:
     """The decimal unit that keeps sizes readable: ('kB', 1e3), ('MB', 1e6) or ('GB', 1e9)."""
     if max_bytes >= 1e9:

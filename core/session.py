@@ -369,6 +369,10 @@ def live_elapsed_s(progress: dict | None, now: float | None = None) -> float:
 # What survives a reload and a server restart: the session's model, data and recipe, saved per owner
 
 SESSIONS_DIR = "sessions"  # under the run store's root: sessions/<owner>/state.json and sessions/<owner>/inputs/
+# A session's state.json: its model card (core.measure.card keeps it to a few hundred KiB), data summary and
+# recipe (at most 256 KiB of text). A bigger file is neither written whole nor read back: a 300k-tensor checkpoint
+# once made a 63 MB one, parsed again at every reload.
+MAX_STATE_BYTES = 2**20
 SAVED_KEY = "fw_saved_fingerprint"  # what was last written, so an unchanged rerun writes nothing
 RESTORED_KEY = "fw_session_restored"  # set once per browser session: restore only on its first run
 
@@ -419,7 +423,17 @@ def save_session(state: MutableMapping, root: str | Path, owner: str) -> bool:
     saved = {"version": 1, "model": _choice_dict(model), "data": _choice_dict(data),
              "recipe": recipe.to_yaml() if isinstance(recipe, Recipe) else None,
              "preset": [preset[0], list(preset[1])] if preset else None}
-    write_atomic(directory / "state.json", json.dumps(saved, indent=1, default=str))
+    text = json.dumps(saved, indent=1, default=str)
+    for bulky in (("model", "card"), ("data", "summary")):  # kept small: the card's tables, then the summary
+        if len(text) <= MAX_STATE_BYTES:
+            break
+        if saved[bulky[0]]:
+            saved[bulky[0]][bulky[1]] = {k: v for k, v in (saved[bulky[0]][bulky[1]] or {}).items()
+                                         if isinstance(v, (str, int, float, bool)) or v is None}
+            text = json.dumps(saved, indent=1, default=str)
+    if len(text) > MAX_STATE_BYTES:
+        return False  # not saved: a reload starts afresh rather than carry megabytes
+    write_atomic(directory / "state.json", text)
     inputs = directory / "inputs"
     if inputs.is_dir():
         for old in inputs.iterdir():  # an upload the session replaced
@@ -442,6 +456,8 @@ def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -
         return False
     directory = _owner_dir(root, owner)
     try:
+        if (directory / "state.json").stat().st_size > MAX_STATE_BYTES:
+            return False  # an old version's oversized file: not parsed at every reload
         saved = json.loads((directory / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False

@@ -12,6 +12,7 @@ from core.results import devices as device_profiles
 from core.views import cost as cost_view
 from core.errors import FeatherweightError
 from ui import services
+from ui.process_cache import process_cached
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 from ui import state as state_keys
@@ -119,7 +120,7 @@ def devices_ui() -> list[device_profiles.DeviceProfile]:
     return devices
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@process_cached(max_entries=32)
 def _with_profiles(run_dir: str, mtime: float, _results: dict) -> dict:
     """The run's results with a compute profile for every variant (older runs: computed from the artifacts).
     Cached on the run's directory and results.json mtime; `services` has checked the session may open it."""

@@ -17,6 +17,7 @@ from core.session import learn_sources
 from core.format import format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
+from ui.process_cache import process_cached
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
@@ -511,7 +512,7 @@ def depthwise_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 # int4 blocks: a decoder's weights, block size vs error vs bytes (core.teach.int4)
 
 
-@st.cache_data(show_spinner="Quantizing tiny-lm's weights at each block size...")
+@process_cached(max_entries=1)
 def _int4_table() -> pd.DataFrame:
     return pd.DataFrame([row.to_dict() for row in int4.sample_block_table()])
 
@@ -525,7 +526,8 @@ def int4_ui() -> None:
                 "scales. Below: `sample:tiny-lm`'s real attention and MLP weights, quantized the way onnxruntime's "
                 "builder does it (symmetric, round to nearest).")
     try:
-        table = _int4_table()
+        with st.spinner("Quantizing tiny-lm's weights at each block size..."):
+            table = _int4_table()
     except FeatherweightError as exc:
         st.error(f"Cannot read sample:tiny-lm's weights: {exc}", icon=":material/error:")
         return

@@ -167,6 +167,9 @@ def card_ui(model) -> None:
     if layers.empty:
         st.info("No node of this graph stores weights.")
         return
+    if (card.get("layers_total") or 0) > len(layers):
+        st.caption(f"The {len(layers) - 1:,} layers with the most weight bytes of {card['layers_total']:,}; the last "
+                   "row sums the rest.")
     left, right = st.columns([3, 2])
     with left:
         st.dataframe(

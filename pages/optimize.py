@@ -91,7 +91,7 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     """Every variant's options, the boxes that add a variant or a sweep, and the benchmark settings; returns the
     edited recipe and any errors."""
     version = st.session_state.get(RECIPE_VERSION_KEY, 0)
-    node_names = [layer["name"] for layer in model.card.get("layers") or []]
+    node_names = [layer["name"] for layer in model.card.get("layers") or [] if not layer.get("summary")]
     variants, errors = [], []
     if not recipe.variants:
         st.info("No variants yet: choose a preset above or add one below.", icon=":material/add_circle:")

@@ -135,16 +135,16 @@ def load_model():
     import onnx
 
     from core.io.graph import Model
+    from core.io.model import cached_export, save_export
 
     _require_extra("sample:minilm")
     cached = cached_onnx_path()
-    if cached.exists():
-        proto = onnx.load_from_string(cached.read_bytes())
+    stored = cached_export(cached)
+    if stored is not None:
+        proto = onnx.load_from_string(stored)
     else:
         proto = export(build())
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, cached)
+        save_export(cached, proto.SerializeToString())
     notes = ["all-MiniLM-L6-v2 is used as ONNX only: quantization and unstructured pruning apply; structured "
              "pruning and distillation of the transformer are not offered."]
     return Model("sample:minilm", proto, None, architecture=None, notes=notes)

@@ -1,6 +1,6 @@
 """The Learn page's views: each computed in a worker (the model and data are parsed there, never in this server
-process) and cached on the source's key and the view's settings. The cache keeps the views (plain data, arrays
-and frames), not the model."""
+process) and cached on the source's key and the view's settings, in the server process (`ui.process_cache`: no
+client's clear_cache empties it). The cache keeps the views (plain data, arrays and frames), not the model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from core.jobs.entries import explain_isolated
+from ui.process_cache import process_cached
 
 # Views slow enough to say what they are doing while they compute (the others take well under a second).
 SPINNERS = {"facts": "Loading the model…", "onnxruntime_check": "Quantizing with onnxruntime…",
@@ -17,7 +18,7 @@ SPINNERS = {"facts": "Loading the model…", "onnxruntime_check": "Quantizing wi
             "depthwise": "Equalizing the model's convolutions…"}
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@process_cached(max_entries=256)
 def _cached(key: str, view: str, params_json: str, _source) -> Any:
     """`_source` is not hashed: the source's key and the view's settings key the cache."""
     return explain_isolated(_source, view, json.loads(params_json))

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import streamlit as st
 import streamlit.components.v1 as components
 
+from core.io.disk import DiskLimits, evict_least_recent, mark_used
 from core.io.model import cache_dir
 from core.jobs.graph import graph_view_isolated
 from ui import services
@@ -151,10 +152,14 @@ def register() -> str:
 
 
 def new_view_dir() -> tuple[str, Path]:
-    """A fresh view folder under the served root, named by an unguessable token (the URL is the capability)."""
+    """A fresh view folder under the served root, named by an unguessable token (the URL is the capability); older
+    views beyond FEATHERWEIGHT_VIEW_CACHE_MB are removed, least recently drawn first (a page rebuilds one)."""
     token = secrets.token_urlsafe(18)
-    folder = web_root() / VIEWS / token
+    views = web_root() / VIEWS
+    folder = views / token
     folder.mkdir(parents=True)
+    evict_least_recent([p for p in views.iterdir() if p.is_dir()], DiskLimits.from_env().view_cache_bytes,
+                       keep=[folder])
     return token, folder
 
 
@@ -198,6 +203,7 @@ def graph_view(run_id: str, variant: str, scan_id: str | None = None) -> dict:
     with _LOCK:
         cached = _VIEWS.get(key)
     if cached is not None and view_dir(cached["token"]) is not None:
+        mark_used(view_dir(cached["token"]))
         return cached
     token, folder = new_view_dir()
     try:

@@ -15,10 +15,12 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BadInputError
+from core.io.pool import Requester, acting_for, process_pool
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
 from core.jobs.store import ACTIVE, RunStore, default_root
 from core.io.files import write_atomic
+from ui.process_cache import process_cached
 
 XSRF_COOKIE = "_streamlit_xsrf"
 SERVER_FILE = "server.json"  # in the store root: which process serves it, and how many runners it started
@@ -55,13 +57,15 @@ def process_launcher() -> RunLauncher:
     with _LOCK:
         found = _LAUNCHERS.get(root)
         if found is None:
-            found = _LAUNCHERS[root] = RunLauncher(JobRunner(RunStore(root)))
+            # The runner's job workers and every isolated call of this process share one pool (core.io.pool).
+            found = _LAUNCHERS[root] = RunLauncher(JobRunner(RunStore(root), pool=process_pool()))
             _STARTS[root] = _STARTS.get(root, 0) + 1
             runner = found.runner
             try:
                 write_atomic(Path(root) / SERVER_FILE, json.dumps({
                     "pid": os.getpid(), "runner_id": uuid.uuid4().hex, "started_at": time.time(),
                     "runners_started": _STARTS[root], "max_workers": runner.max_workers,
+                    "interactive_workers": process_pool().limits.interactive_workers,
                     "max_queue": runner.max_queue, "jobs_per_session": runner.per_owner,
                     "jobs_per_address": os.environ.get(ADDRESS_LIMIT_VAR) or DEFAULT_JOBS_PER_ADDRESS,
                     "recovered": len(runner.recovered)}, indent=2))
@@ -303,6 +307,30 @@ def run_dir(run_id: str) -> Path:
     return store().run_dir(run_id)
 
 
+def serve_visitor() -> None:
+    """Make this script run's worker requests (upload checks, views, Graph, side by side) this session's: its owner
+    and client address count against the worker pool's per-session and per-address caps (core.io.pool), and while a
+    request waits for a free worker the page says where it is in the line."""
+    _WAITING.note = None  # a note of an earlier run of this thread is not this run's element
+    acting_for(Requester(owner_id(), client_address(), _show_place_in_line))
+
+
+_WAITING = threading.local()  # the "waiting for a worker" note of this script thread, while one is shown
+
+
+def _show_place_in_line(place: int, busy: int) -> None:
+    note = getattr(_WAITING, "note", None)
+    if place == 0:  # the request got its worker
+        if note is not None:
+            note.empty()
+            _WAITING.note = None
+        return
+    if note is None:
+        note = _WAITING.note = st.empty()
+    ahead = "you are next" if place == 1 else f"{place - 1} request(s) ahead of yours"
+    note.info(f"Waiting for a free worker: {ahead} ({busy} busy on this server).", icon=":material/schedule:")
+
+
 def owner_id() -> str:
     """Who this session is to the job queue: the same id for every tab of one browser (derived from the
     per-browser XSRF cookie, hashed), else a random id for this session."""
@@ -331,7 +359,7 @@ def _readable_root(run_id: str) -> str | None:
     return str(view.root) if view.can_view(run_id) else None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@process_cached(max_entries=64)
 def _results(root: str, run_id: str, mtime: float) -> dict | None:
     return RunStore(root).results(run_id)
 
@@ -342,7 +370,7 @@ def run_results(run_id: str) -> dict | None:
     return _results(root, run_id, results_mtime(run_id)) if root else None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@process_cached(max_entries=64)
 def _frame(root: str, run_id: str, mtime: float):
     from core.results.table import results_frame
 
@@ -356,7 +384,7 @@ def run_frame(run_id: str):
     return _frame(root, run_id, results_mtime(run_id)) if root else None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@process_cached(max_entries=64)
 def _latency(root: str, run_id: str, mtime: float):
     from core.results.compare import latency_table
 
@@ -369,7 +397,7 @@ def run_latency(run_id: str):
     return _latency(root or "", run_id, results_mtime(run_id) if root else 0.0)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@process_cached(max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
     from core.analysis.side_by_side import side_by_side_isolated
 
@@ -384,7 +412,7 @@ def run_side_by_side(run_id: str, variant: str, count: int = 8):
     return _side_by_side(root, run_id, variant, results_mtime(run_id), count)
 
 
-@st.cache_data(show_spinner=False)
+@process_cached(max_entries=32)
 def sample_card(name: str) -> dict:
     """A sample model's card (computed once per server: loading a sample imports torch)."""
     from core.session import sample_card as compute
@@ -392,7 +420,7 @@ def sample_card(name: str) -> dict:
     return compute(name)
 
 
-@st.cache_data(show_spinner=False)
+@process_cached(max_entries=64)
 def sample_data_summary(model_spec: str, data_spec: str) -> dict:
     """The summary of a sample dataset bound to a sample model."""
     from core.session import ModelChoice, bind_data
@@ -467,7 +495,7 @@ def runs_with_variants() -> list:
             if r.status not in ACTIVE and (run_results(r.id) or {}).get("variants")]
 
 
-@st.cache_data(show_spinner="Estimating the run's variants…", max_entries=16)
+@process_cached(max_entries=16)
 def _run_estimates(root: str, run_id: str, mtime: float, _runs):
     from core.jobs.entries import run_estimates_isolated
 
@@ -480,7 +508,8 @@ def run_estimates(run_id: str):
     root = _readable_root(run_id)
     if root is None:
         raise BadInputError(f"no run {run_id!r}")
-    return _run_estimates(root, run_id, results_mtime(run_id), store())
+    with st.spinner("Estimating the run's variants…"):
+        return _run_estimates(root, run_id, results_mtime(run_id), store())
 
 
 def submit_insight_job(kind: str, config: dict, model, data, label: str) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 
 from core.analysis.calibration import choose_calibration
 from core.errors import BadInputError, FeatherweightError
-from core.spec.recipe import BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
+from core.spec.recipe import MAX_VARIANT_NAME, BenchmarkConfig, PruneConfig, QuantizeConfig, Recipe, Variant
 from core.spec.checks import check_bool, check_choice, check_keys, check_range
 from core.io import runtime
 from core.analysis.diagnose import requantized_excluded
@@ -726,7 +726,13 @@ def _quant_name(quant: QuantizeConfig) -> str:
         changed.append(f"rounding={quant.weight_rounding}")
     if quant.calibration_overrides:
         changed.append(f"overrides={len(quant.calibration_overrides)}")
-    return name + (f"[{','.join(changed)}]" if changed else "")
+    full = name + (f"[{','.join(changed)}]" if changed else "")
+    if len(full) <= MAX_VARIANT_NAME:
+        return full
+    # names are capped (MAX_VARIANT_NAME): the same settings, shorter
+    short = [{"per_channel=False": "per-tensor", "equalize": "cle", "bias_correction": "bc"}.get(c, c)
+             .removeprefix("calibration=").replace("overrides=", "ov") for c in changed]
+    return name + f"[{','.join(short)}]"
 
 
 def _quant_label(quant: QuantizeConfig) -> str:

@@ -1,27 +1,37 @@
 """Decoder checkpoints: a zipped Hugging Face folder of a Llama / Qwen / Phi / Gemma-class causal LM, checked as data.
 
-Nothing in a checkpoint is executed. The zip's entries are checked before anything is extracted (flat names only,
-sizes capped, no compression bombs); weights must be safetensors (a pickle-only checkpoint such as
-``pytorch_model.bin`` is refused); ``config.json`` is parsed as JSON and refused when it asks for remote code
-(``auto_map``), names an architecture transformers does not ship natively, or one onnxruntime-genai's model builder
-cannot build; each safetensors header is checked (dtypes, shapes, offsets inside the file). The tokenizer is
-read only as ``tokenizer.json`` (the `tokenizers` library parses it as data). Like `core.io.model`, this parses
-in the calling process: user files go through a worker (`core.jobs.queue`).
+Nothing in a checkpoint is executed, and nothing is written where other uploads live until all of it is checked.
+From the zip itself: flat names only, no duplicates, sizes and ratios capped, every entry's bytes apart from every
+other's (an overlapping zip makes 62 entries of one block; Python 3.11's zipfile does not notice), weights as
+safetensors only (a pickle-only checkpoint such as ``pytorch_model.bin`` is refused), ``config.json`` and
+``tokenizer_config.json`` parsed as JSON and refused when they ask for remote code (``auto_map``), an architecture
+transformers does not ship natively or onnxruntime-genai's builder cannot build, and each safetensors header
+(read from the zip's stream: dtypes, shapes, offsets inside the file, the tensor and header caps). Only then is it
+extracted into a staging folder of its own (removed on any refusal or error, a bad CRC included), checked again on
+disk and moved into the cache, which is capped (least recently used first out, never a checkpoint a live worker
+holds). The tokenizer is read only as ``tokenizer.json`` (the `tokenizers` library parses it as data). Like
+`core.io.model`, this parses in the calling process: user files go through a worker (`core.jobs.queue`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import io
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.safetensors_header import DTYPE_BYTES, MAX_HEADER, check_header, header_length
+from core.io.disk import DiskLimits, evict_least_recent, mark_used, staging_folder, sweep_staging, tree_bytes
+from core.io.safetensors_header import (DTYPE_BYTES, MAX_HEADER_BYTES, MAX_TENSORS, check_header, check_header_size,
+                                        header_length)
 
 DECODER_SUFFIX = ".zip"
 
@@ -123,6 +133,22 @@ def _refuse_name(name: str, what: str) -> None:
                             f"*.safetensors, {', '.join(DATA_FILES[:7])} and the like")
 
 
+def refuse_remote_code(config, what: str, file: str = "config.json") -> None:
+    """Refuse a config (config.json, tokenizer_config.json) that asks for code from the checkpoint.
+
+    Raises:
+        BadInputError: ``auto_map`` or ``trust_remote_code`` in it, or it is not a JSON object.
+    """
+    if not isinstance(config, dict):
+        raise BadInputError(f"{what}: {file} is not a JSON object")
+    if "auto_map" in config or config.get("trust_remote_code"):
+        auto_map = config.get("auto_map")
+        mapped = ", ".join(sorted(str(k) for k in auto_map)) if isinstance(auto_map, dict) and auto_map \
+            else "trust_remote_code"
+        raise BadInputError(f"{what}: {file} asks for remote code (auto_map: {mapped[:80]}); Featherweight "
+                            "never runs code from a checkpoint (trust_remote_code is off)")
+
+
 def check_config(config, what: str) -> str:
     """Refuse a config.json that asks for remote code or names an architecture the builder cannot build.
 
@@ -133,12 +159,7 @@ def check_config(config, what: str) -> str:
         BadInputError: remote code asked for (``auto_map``), or not a config at all.
         UnsupportedModelError: an architecture outside SUPPORTED_ARCHITECTURES.
     """
-    if not isinstance(config, dict):
-        raise BadInputError(f"{what}: config.json is not a JSON object")
-    if "auto_map" in config or config.get("trust_remote_code"):
-        mapped = ", ".join(sorted(config.get("auto_map") or {})) or "trust_remote_code"
-        raise BadInputError(f"{what}: config.json asks for remote code (auto_map: {mapped[:80]}); Featherweight "
-                            "never runs code from a checkpoint (trust_remote_code is off)")
+    refuse_remote_code(config, what)
     architectures = config.get("architectures")
     if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
         raise BadInputError(f"{what}: config.json names no architecture (an 'architectures' list); "
@@ -149,7 +170,24 @@ def check_config(config, what: str) -> str:
     return architectures[0]
 
 
-def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -> DecoderCheckpoint:
+def _read_json(data: bytes, what: str, file: str):
+    if len(data) > MAX_JSON_BYTES:
+        raise BadInputError(f"{what}: {file} is over {MAX_JSON_BYTES // 2**20} MiB")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadInputError(f"{what}: {file} is not valid JSON") from None
+
+
+def _check_tensors(found: list, what: str, file: str) -> None:
+    for name, dtype, _ in found:
+        if dtype not in BUILDER_DTYPES:
+            raise BadInputError(f"{what}: {file}: tensor {name[:60]!r} is {dtype}, which the model "
+                                f"builder does not read; allowed: {', '.join(sorted(BUILDER_DTYPES))}")
+
+
+def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31, max_tensors: int = MAX_TENSORS,
+                max_header_bytes: int = MAX_HEADER_BYTES) -> DecoderCheckpoint:
     """Check a checkpoint folder already on disk (a sample's, or an extracted upload).
 
     Raises:
@@ -162,14 +200,16 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
     for path in folder.iterdir():
         if path.name != COMPLETE_MARKER:
             _refuse_name(path.name, source)
-    config_bytes = (folder / "config.json").read_bytes()
-    if len(config_bytes) > MAX_JSON_BYTES:
-        raise BadInputError(f"{source}: config.json is {len(config_bytes):,} bytes; the limit is {MAX_JSON_BYTES:,}")
-    try:
-        config = json.loads(config_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadInputError(f"{source}: config.json is not valid JSON") from None
+    if (folder / "config.json").stat().st_size > MAX_JSON_BYTES:
+        raise BadInputError(f"{source}: config.json is over {MAX_JSON_BYTES // 2**20} MiB")
+    config = _read_json((folder / "config.json").read_bytes(), source, "config.json")
     architecture = check_config(config, source)
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        if tokenizer_config.stat().st_size > MAX_JSON_BYTES:
+            raise BadInputError(f"{source}: tokenizer_config.json is over {MAX_JSON_BYTES // 2**20} MiB")
+        refuse_remote_code(_read_json(tokenizer_config.read_bytes(), source, "tokenizer_config.json"), source,
+                           "tokenizer_config.json")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise BadInputError(f"{source}: no *.safetensors weights (a pickle-only checkpoint is refused: convert "
@@ -178,12 +218,13 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
     for path in weights:
         with open(path, "rb") as fh:  # only the header is read: the weights stay on disk
             head = fh.read(8)
-            head += fh.read(min(header_length(head), MAX_HEADER))
-        found = check_header(head, path.stat().st_size, f"{source}: {path.name}", max_elements=max_elements)
-        for name, dtype, _ in found:
-            if dtype not in BUILDER_DTYPES:
-                raise BadInputError(f"{source}: {path.name}: tensor {name[:60]!r} is {dtype}, which the model "
-                                    f"builder does not read; allowed: {', '.join(sorted(BUILDER_DTYPES))}")
+            size = path.stat().st_size
+            check_header_size(head, size, f"{source}: {path.name}", max_header_bytes=max_header_bytes,
+                              max_tensors=max_tensors)
+            head += fh.read(header_length(head))
+        found = check_header(head, size, f"{source}: {path.name}", max_elements=max_elements,
+                             max_header_bytes=max_header_bytes, max_tensors=max_tensors - len(tensors))
+        _check_tensors(found, source, path.name)
         tensors += found
     params = sum(math.prod(shape) for _, _, shape in tensors)
     if not (folder / "tokenizer.json").is_file():
@@ -194,8 +235,108 @@ def open_folder(folder: str | Path, source: str, *, max_elements: int = 2**31) -
     return DecoderCheckpoint(source, folder, architecture, params, config, tensors=tuple(tensors))
 
 
+# Compression methods a checkpoint zip may use: stored and deflate (what `zip` and Python write).
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+
+
+def check_zip_layout(data: bytes, archive: zipfile.ZipFile, entries: list, what: str) -> None:
+    """Every entry's local header and data lie inside the archive, before its central directory, and apart from
+    every other entry's; the local header names the same file as the directory.
+
+    Python 3.11's zipfile checks none of this (3.12 added an overlap check): a 60 KB zip of 62 entries that all
+    decompress one shared 8 MiB block extracted to ~500 MiB.
+
+    Raises:
+        BadInputError: overlapping entries, an entry outside the archive, a mismatched or missing local header,
+            an encrypted entry, or a compression method other than stored / deflate.
+    """
+    end_of_entries = archive.start_dir
+    spans = []
+    for entry in entries:
+        label = entry.filename[:80]
+        if entry.flag_bits & 0x1:
+            raise BadInputError(f"{what}: {label} is encrypted; zip the checkpoint without a password")
+        if entry.compress_type not in ZIP_METHODS:
+            raise BadInputError(f"{what}: {label} uses zip compression method {entry.compress_type}; allowed: "
+                                f"{', '.join(ZIP_METHODS.values())}")
+        start = entry.header_offset
+        if start < 0 or start + 30 > end_of_entries or data[start:start + 4] != b"PK\x03\x04":
+            raise BadInputError(f"{what}: {label} has no local header where the directory says; the zip is damaged")
+        name_length, extra_length = struct.unpack_from("<HH", data, start + 26)
+        name = data[start + 30:start + 30 + name_length]
+        if name != entry.orig_filename.encode("utf-8" if entry.flag_bits & 0x800 else "cp437", "replace"):
+            raise BadInputError(f"{what}: {label}'s local header names another file; the zip is damaged or crafted")
+        end = start + 30 + name_length + extra_length + entry.compress_size
+        if entry.flag_bits & 0x8:  # a data descriptor follows the data: at least 12 bytes
+            end += 12
+        if end > end_of_entries:
+            raise BadInputError(f"{what}: {label} runs past the end of the zip's entries; the zip is damaged")
+        spans.append((start, end, label))
+    spans.sort()
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise BadInputError(f"{what}: entries {first!r} and {second!r} overlap (share bytes), a trick of zip "
+                                "bombs; zip the checkpoint folder again")
+
+
+def _zip_header(archive: zipfile.ZipFile, entry, what: str, inner: str, max_header_bytes: int,
+                max_tensors: int) -> bytes:
+    """A safetensors entry's first 8 + header-length bytes, read from the zip's stream (capped before reading)."""
+    with archive.open(entry) as stream:
+        head = stream.read(8)
+        length = check_header_size(head, entry.file_size, f"{what}: {inner}", max_header_bytes=max_header_bytes,
+                                   max_tensors=max_tensors)
+        return head + stream.read(length)
+
+
+def _in_use(folder: Path) -> bool:
+    """Whether a live process holds `folder` (a shared lock on its marker; see `hold_checkpoint`)."""
+    try:
+        with open(folder / COMPLETE_MARKER, "rb") as marker:
+            fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(marker, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+_HELD: list = []  # open markers this process holds (shared locks), released when the process exits
+
+
+def hold_checkpoint(folder: Path) -> None:
+    """Keep the cache from evicting `folder` while this process lives: a worker (an inspect, a job) uses an
+    extracted checkpoint until it exits, and workers are short-lived processes."""
+    try:
+        marker = open(Path(folder) / COMPLETE_MARKER, "rb")  # noqa: SIM115 - held open on purpose
+        fcntl.flock(marker, fcntl.LOCK_SH)
+        _HELD.append(marker)
+    except OSError:
+        pass
+    mark_used(Path(folder))
+
+
+def _make_room(extract_root: Path, incoming: int, cap: int, what: str) -> None:
+    """Evict least-recently-used checkpoints so that `incoming` more bytes fit under `cap`.
+
+    Raises:
+        BadInputError: the checkpoint alone is over the cap, or the rest is held by running workers.
+    """
+    if incoming > cap:
+        raise BadInputError(f"{what} extracts to {incoming / 2**20:,.0f} MiB; this server keeps at most "
+                            f"{cap / 2**20:,.0f} MiB of checkpoints (FEATHERWEIGHT_DECODER_CACHE_MB)")
+    cached = [p for p in extract_root.iterdir() if not p.name.startswith(".") and p.is_dir()]
+    evict_least_recent(cached, cap - incoming, in_use=_in_use)
+    held = sum(tree_bytes(p) for p in cached if p.exists())
+    if held + incoming > cap:
+        raise BadInputError(f"the server's checkpoint cache is full ({held / 2**20:,.0f} of {cap / 2**20:,.0f} MiB "
+                            "in use by running jobs); try again when they finish")
+
+
 def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_bytes: int,
-                       max_elements: int = 2**31) -> DecoderCheckpoint:
+                       max_elements: int = 2**31, max_tensors: int = MAX_TENSORS,
+                       max_header_bytes: int = MAX_HEADER_BYTES, disk: DiskLimits | None = None) -> DecoderCheckpoint:
     """Check a zipped checkpoint folder and extract it, flat, under `extract_root`/<content digest>.
 
     Args:
@@ -204,16 +345,22 @@ def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_by
         extract_root: where extracted checkpoints live (``core.io.model.cache_dir() / "decoders"``).
         max_bytes: cap on the total uncompressed size (the upload limit).
         max_elements: cap on the elements of one tensor.
+        max_tensors / max_header_bytes: caps on the tensors of the whole checkpoint and on one header's size,
+            checked before any header is parsed.
+        disk: the cache's cap (default `DiskLimits.from_env()`).
 
     Raises:
-        BadInputError: not a zip, nested or unsafe names, over a cap, pickles, code, remote code, bad headers.
+        BadInputError: not a zip, nested or unsafe names, over a cap, overlapping entries, a bad CRC, pickles,
+            code, remote code, bad headers, a missing tokenizer.
         UnsupportedModelError: an architecture the builder cannot build.
     """
     what = Path(filename).name
+    disk = disk or DiskLimits.from_env()
+    sweep_staging(extract_root)  # a worker killed mid-extraction could not remove its own
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = [e for e in archive.infolist() if not e.is_dir()]
-    except (zipfile.BadZipFile, ValueError, OSError):
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
         raise BadInputError(f"{what} is not a zip archive (zip a Hugging Face checkpoint folder)") from None
     if not entries:
         raise BadInputError(f"{what} is an empty zip")
@@ -228,6 +375,8 @@ def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_by
             raise BadInputError(f"{what}: {entry.filename[:80]!r} is not a file at the checkpoint folder's top "
                                 "level; zip one flat folder")
         _refuse_name(inner, what)
+        if inner in names:
+            raise BadInputError(f"{what} holds {inner} twice; zip the checkpoint folder again")
         total += entry.file_size
         if entry.file_size > MAX_RATIO * max(1, entry.compress_size) + 2**20:
             raise BadInputError(f"{what}: {inner} expands {entry.file_size / max(1, entry.compress_size):,.0f}x; "
@@ -235,34 +384,91 @@ def load_decoder_bytes(data: bytes, filename: str, extract_root: Path, *, max_by
         names[inner] = entry
     if total > max_bytes:
         raise BadInputError(f"{what} expands to {total / 2**20:,.1f} MiB; the limit is {max_bytes / 2**20:,.0f} MiB")
+    check_zip_layout(data, archive, entries, what)
     if "config.json" not in names:
         raise BadInputError(f"{what} has no config.json at the top of its folder")
-    config_entry = names["config.json"]
-    if config_entry.file_size > MAX_JSON_BYTES:
-        raise BadInputError(f"{what}: config.json is over {MAX_JSON_BYTES // 2**20} MiB")
-    try:
-        config = json.loads(archive.read(config_entry).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadInputError(f"{what}: config.json is not valid JSON") from None
-    check_config(config, what)  # refuse remote code before a single weight is written to disk
-    folder = Path(extract_root) / hashlib.sha256(data).hexdigest()[:20]
-    if not (folder / COMPLETE_MARKER).exists():
-        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        staging.mkdir(parents=True, exist_ok=True)
-        for inner, entry in names.items():
-            with archive.open(entry) as src, open(staging / inner, "wb") as dst:
-                copied = 0
-                while chunk := src.read(2**20):
-                    copied += len(chunk)
-                    if copied > entry.file_size:  # a header that lies about the size
-                        raise BadInputError(f"{what}: {inner} is larger than its zip entry says")
-                    dst.write(chunk)
-        (staging / COMPLETE_MARKER).write_text("ok", encoding="utf-8")
+
+    def read(inner: str) -> bytes:
+        entry = names[inner]
+        if entry.file_size > MAX_JSON_BYTES:
+            raise BadInputError(f"{what}: {inner} is over {MAX_JSON_BYTES // 2**20} MiB")
+        return _read_entry(archive, entry, what, inner)
+
+    # Refuse remote code and a missing tokenizer before a single weight is written to disk.
+    check_config(_read_json(read("config.json"), what, "config.json"), what)
+    if "tokenizer_config.json" in names:
+        refuse_remote_code(_read_json(read("tokenizer_config.json"), what, "tokenizer_config.json"), what,
+                           "tokenizer_config.json")
+    weights = sorted(inner for inner in names if inner.endswith(".safetensors"))
+    if not weights:
+        raise BadInputError(f"{what}: no *.safetensors weights (a pickle-only checkpoint is refused: convert "
+                            "pytorch_model.bin to model.safetensors)")
+    if "tokenizer.json" not in names:
+        raise BadInputError(f"{what}: no tokenizer.json (the fast-tokenizer file); Featherweight reads only "
+                            "that form of tokenizer, as data")
+    declared = 0
+    for inner in weights:
+        entry = names[inner]
         try:
-            os.replace(staging, folder)
-        except OSError:  # another worker extracted the same bytes first
-            pass
-    return open_folder(folder, what, max_elements=max_elements)
+            head = _zip_header(archive, entry, what, inner, max_header_bytes, max_tensors - declared)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+            raise BadInputError(f"{what}: {inner} is damaged (it does not decompress); zip the folder again") \
+                from None
+        found = check_header(head, entry.file_size, f"{what}: {inner}", max_elements=max_elements,
+                             max_header_bytes=max_header_bytes, max_tensors=max_tensors - declared)
+        _check_tensors(found, what, inner)
+        declared += len(found)
+
+    extract_root = Path(extract_root)
+    folder = extract_root / hashlib.sha256(data).hexdigest()[:20]
+    if not (folder / COMPLETE_MARKER).exists():
+        with staging_folder(extract_root) as staging:
+            for inner, entry in names.items():
+                _extract(archive, entry, staging / inner, what, inner)
+            checked = open_folder(staging, what, max_elements=max_elements, max_tensors=max_tensors,
+                                  max_header_bytes=max_header_bytes)
+            (staging / COMPLETE_MARKER).write_text("ok", encoding="utf-8")
+            _make_room(extract_root, tree_bytes(staging), disk.decoder_cache_bytes, what)
+            try:
+                os.replace(staging, folder)
+            except OSError:  # another worker extracted the same bytes first; ours is removed on the way out
+                pass
+        if not (folder / COMPLETE_MARKER).exists():
+            raise BadInputError(f"{what}: the checkpoint could not be stored; try again")
+        hold_checkpoint(folder)
+        return dataclasses.replace(checked, folder=folder)
+    hold_checkpoint(folder)
+    return open_folder(folder, what, max_elements=max_elements, max_tensors=max_tensors,
+                       max_header_bytes=max_header_bytes)
+
+
+def _read_entry(archive: zipfile.ZipFile, entry, what: str, inner: str) -> bytes:
+    try:
+        with archive.open(entry) as stream:
+            content = stream.read(entry.file_size + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BadInputError(f"{what}: {inner} {_damage(exc)}; zip the checkpoint folder again") from None
+    if len(content) > entry.file_size:
+        raise BadInputError(f"{what}: {inner} is larger than its zip entry says")
+    return content
+
+
+def _damage(exc: BaseException) -> str:
+    return "fails its CRC-32 check (the zip is damaged)" if "CRC" in str(exc) else "does not decompress"
+
+
+def _extract(archive: zipfile.ZipFile, entry, target: Path, what: str, inner: str) -> None:
+    """Copy one entry to `target`, never more than its declared size; a bad CRC or a broken stream refuses it."""
+    try:
+        with archive.open(entry) as src, open(target, "wb") as dst:
+            copied = 0
+            while chunk := src.read(2**20):
+                copied += len(chunk)
+                if copied > entry.file_size:  # a header that lies about the size
+                    raise BadInputError(f"{what}: {inner} is larger than its zip entry says")
+                dst.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise BadInputError(f"{what}: {inner} {_damage(exc)}; zip the checkpoint folder again") from None
 
 
 def _common_folder(entries) -> str:
@@ -273,5 +479,6 @@ def _common_folder(entries) -> str:
     return ""
 
 
-__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "check_config",
-           "load_decoder_bytes", "open_folder", "weights_bytes"]
+__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "ZIP_METHODS",
+           "check_config", "check_zip_layout", "hold_checkpoint", "load_decoder_bytes", "open_folder",
+           "refuse_remote_code", "weights_bytes"]

@@ -21,6 +21,8 @@ from pathlib import Path
 from core.errors import BadInputError, FeatherweightError, UnsupportedModelError
 from core.format import first_line
 from core.io.decoder import DECODER_SUFFIX, DecoderCheckpoint, load_decoder_bytes
+from core.io.disk import DiskLimits, evict_least_recent, mark_used
+from core.io.files import write_atomic
 from core.io.graph import Model, onnx_opset
 from core.io.repair import fold_constants, raise_ir_version
 from core.io.safety import (EXPORT_HINT, LoadLimits, check_safetensors, check_suffix, read_capped, scan_torch_file,
@@ -122,6 +124,24 @@ def cache_dir() -> Path:
     return path
 
 
+def cached_export(path: Path) -> bytes | None:
+    """A sample's ONNX export from the cache (marked as just used), or None when it is not there."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    mark_used(path)
+    return data
+
+
+def save_export(path: Path, data: bytes) -> None:
+    """Write a sample's ONNX export into the cache (atomically), then keep the cache's exports under
+    FEATHERWEIGHT_SAMPLE_CACHE_MB, least recently used first out (the one just written stays)."""
+    write_atomic(path, data)
+    exports = [p for p in path.parent.glob("*.onnx") if p.is_file()]
+    evict_least_recent(exports, DiskLimits.from_env().sample_cache_bytes, keep=[path])
+
+
 def _sample(name: str):
     from sample_models import SAMPLE_MODELS
 
@@ -160,13 +180,12 @@ def _load_sample(name: str) -> Model:
     module = load_sample_module(name)
     digest = hashlib.sha256(sample.weights_path.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"{name}-{digest}-torch{torch.__version__}-op{EXPORT_OPSET}.onnx"
-    if cached.exists():
-        proto = stamp_producer(onnx.load_from_string(cached.read_bytes()))  # a cache written before the stamp
+    stored = cached_export(cached)
+    if stored is not None:
+        proto = stamp_producer(onnx.load_from_string(stored))  # a cache written before the stamp
     else:
         proto = export_onnx(module, torch.zeros((1, *sample.input_shape)))
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, cached)
+        save_export(cached, proto.SerializeToString())
     return Model(f"sample:{name}", proto, module, architecture=name)
 
 
@@ -291,7 +310,8 @@ def load_model_bytes(data: bytes, filename: str, limits: LoadLimits | None = Non
     try:
         if suffix == DECODER_SUFFIX:  # a zipped Hugging Face decoder folder (core.io.decoder)
             return load_decoder_bytes(data, path.name, cache_dir() / "decoders", max_bytes=limits.max_file_bytes,
-                                      max_elements=limits.max_tensor_elements)
+                                      max_elements=limits.max_tensor_elements, max_tensors=limits.max_tensors,
+                                      max_header_bytes=limits.max_header_bytes)
         if suffix == ".safetensors":
             return _load_safetensors(data, path, limits)
         return _load_torch_weights(data, path, limits)

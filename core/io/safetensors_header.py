@@ -14,6 +14,11 @@ from core.errors import BadInputError
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 MAX_HEADER = 100 * 2**20  # the format's own cap on the JSON header
+# Our caps, checked before the header is parsed (a 30 MiB header of 450,000 tensors took 70 s and 3 GiB to refuse
+# after parsing). Real checkpoints stay far below: a Llama-3-70B shard declares ~100 tensors in ~15 KB, a whole
+# DeepSeek-V3 (MoE) ~91,000 tensors over 163 files; 65,536 tensors of 200-byte entries make a 13 MB header.
+MAX_TENSORS = 65_536
+MAX_HEADER_BYTES = 16 * 2**20
 
 
 def header_length(head: bytes) -> int:
@@ -21,8 +26,34 @@ def header_length(head: bytes) -> int:
     return int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
 
 
+def check_header_size(head: bytes, file_size: int, what: str, *, max_header_bytes: int = MAX_HEADER_BYTES,
+                      max_tensors: int = MAX_TENSORS) -> int:
+    """The caps checked before a header is parsed: its declared length (from the first 8 bytes, so a huge header is
+    refused before it is even read) and its tensor count (an upper bound: every entry has one ``"data_offsets"``
+    key, and a name that holds the text only makes the count larger). Returns the header's length.
+
+    Raises:
+        BadInputError: a length that does not fit the file or passes `max_header_bytes`; more than `max_tensors`.
+    """
+    if len(head) < 8:
+        raise BadInputError(f"{what} is not a valid safetensors file (shorter than its 8-byte header length)")
+    length = header_length(head)
+    if length > file_size - 8 or length > MAX_HEADER:
+        raise BadInputError(f"{what} is not a valid safetensors file (header length {length:,} does not fit)")
+    if length > max_header_bytes:
+        raise BadInputError(f"{what}: its header is {length / 2**20:,.1f} MiB; the limit is "
+                            f"{max_header_bytes / 2**20:,.0f} MiB (FEATHERWEIGHT_MAX_HEADER_MB)")
+    if len(head) >= 8 + length:
+        tensors = head.count(b'"data_offsets"', 8, 8 + length)
+        if tensors > max_tensors:
+            raise BadInputError(f"{what} declares {tensors:,} tensors; the limit is {max_tensors:,} "
+                                "(FEATHERWEIGHT_MAX_TENSORS)")
+    return length
+
+
 def check_header(head: bytes, file_size: int, what: str, *, max_elements: int,
-                 max_dim: int | None = None) -> list[tuple]:
+                 max_dim: int | None = None, max_header_bytes: int = MAX_HEADER_BYTES,
+                 max_tensors: int = MAX_TENSORS) -> list[tuple]:
     """Check a safetensors header against the file's size; returns its tensors as ``(name, dtype, shape)`` in
     file order.
 
@@ -32,15 +63,14 @@ def check_header(head: bytes, file_size: int, what: str, *, max_elements: int,
         what: the file, as error messages name it.
         max_elements: the most elements one tensor may declare (checked as the shape is multiplied out).
         max_dim: the largest single dimension, or None for no separate cap.
+        max_header_bytes / max_tensors: caps checked before the header is parsed (`check_header_size`).
 
     Raises:
         BadInputError: a header that does not parse or fit, an unknown dtype, an impossible shape, a tensor over
             the caps, or a tensor whose bytes are not exactly its shape's inside the file.
     """
-    if len(head) < 8:
-        raise BadInputError(f"{what} is not a valid safetensors file (shorter than its 8-byte header length)")
-    length = header_length(head)
-    if length > min(MAX_HEADER, file_size - 8) or len(head) < 8 + length:
+    length = check_header_size(head, file_size, what, max_header_bytes=max_header_bytes, max_tensors=max_tensors)
+    if len(head) < 8 + length:
         raise BadInputError(f"{what} is not a valid safetensors file (header length {length:,} does not fit)")
     try:
         header = json.loads(head[8:8 + length].decode("utf-8"))
@@ -74,4 +104,5 @@ def check_header(head: bytes, file_size: int, what: str, *, max_elements: int,
     return [t[:3] for t in sorted(tensors, key=lambda t: t[3])]
 
 
-__all__ = ["DTYPE_BYTES", "MAX_HEADER", "check_header", "header_length"]
+__all__ = ["DTYPE_BYTES", "MAX_HEADER", "MAX_HEADER_BYTES", "MAX_TENSORS", "check_header", "check_header_size",
+           "header_length"]

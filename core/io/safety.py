@@ -17,7 +17,7 @@ from core.errors import BadInputError, FeatherweightError
 from core.format import first_line
 from core.io.decoder import DECODER_SUFFIX
 from core.io.graph import DTYPE_BYTES
-from core.io.safetensors_header import check_header
+from core.io.safetensors_header import MAX_HEADER_BYTES, MAX_TENSORS, check_header
 
 
 # ---- a look at the protobuf wire format before parsing: count nodes and nesting without allocating them
@@ -33,6 +33,8 @@ LIMIT_ENV = {
     "FEATHERWEIGHT_MAX_NODES": ("max_nodes", 1),
     "FEATHERWEIGHT_MAX_WEIGHTS_MB": ("max_initializer_bytes", 2**20),
     "FEATHERWEIGHT_MAX_TENSOR_ELEMENTS": ("max_tensor_elements", 1),
+    "FEATHERWEIGHT_MAX_TENSORS": ("max_tensors", 1),
+    "FEATHERWEIGHT_MAX_HEADER_MB": ("max_header_bytes", 2**20),
 }
 
 
@@ -46,10 +48,13 @@ class LoadLimits:
     max_tensor_elements: int = 2**28  # 1 GiB of float32 in one tensor
     max_dim: int = 2**31 - 1
     max_graph_depth: int = 16  # nesting of subgraphs (If/Loop/Scan)
+    max_tensors: int = MAX_TENSORS  # tensors in a safetensors file (or a whole checkpoint), before its header parses
+    max_header_bytes: int = MAX_HEADER_BYTES  # a safetensors header, refused from its 8-byte length
 
     @classmethod
     def from_env(cls) -> "LoadLimits":
-        """Defaults, overridden by FEATHERWEIGHT_MAX_UPLOAD_MB, _MAX_NODES, _MAX_WEIGHTS_MB, _MAX_TENSOR_ELEMENTS.
+        """Defaults, overridden by FEATHERWEIGHT_MAX_UPLOAD_MB, _MAX_NODES, _MAX_WEIGHTS_MB, _MAX_TENSOR_ELEMENTS,
+        _MAX_TENSORS, _MAX_HEADER_MB.
 
         Raises:
             BadInputError: a variable is set to something other than a positive integer.
@@ -513,7 +518,8 @@ def scan_torch_file(data: bytes, what: str, limits: LoadLimits) -> None:
 def check_safetensors(data: bytes, what: str, limits: LoadLimits) -> None:
     """Check the header (8-byte length, JSON table of dtype / shape / offsets) before torch is imported: every
     tensor's bytes must lie inside the file and match its declared shape (`core.io.safetensors_header`)."""
-    check_header(data, len(data), what, max_elements=limits.max_tensor_elements, max_dim=limits.max_dim)
+    check_header(data, len(data), what, max_elements=limits.max_tensor_elements, max_dim=limits.max_dim,
+                 max_header_bytes=limits.max_header_bytes, max_tensors=limits.max_tensors)
 
 
 MODEL_SUFFIXES = (".onnx", ".safetensors", ".pt", ".pth", DECODER_SUFFIX)  # .zip: a decoder checkpoint folder

@@ -16,6 +16,7 @@ cannot hand the server an object that runs code. See SECURITY.md for what this d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import BadInputError, FeatherweightError, StepFailedError, UnsupportedModelError
-from core.format import one_line
+from core.format import hide_paths, one_line
+from core.io.pool import current_requester, process_pool
 from core.io.safety import LoadLimits
 
 
@@ -47,7 +49,10 @@ logger = logging.getLogger("featherweight.jobs")
 ISOLATION_ENV = "FEATHERWEIGHT_ISOLATION"  # "off" runs in-process: for debugging only, never on a server
 
 
-MAX_REPLY_BYTES = 256 * 2**20  # a model card of a 100k-node graph is a few MiB
+# The most a worker's reply may hold, read into the server's memory. A model card is capped at a few hundred KiB
+# (core.measure.card); the largest Learn view (a weight histogram source of shapes-cnn's biggest tensor, 1.2M
+# floats as JSON) is ~25 MiB.
+MAX_REPLY_BYTES = 64 * 2**20
 
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -68,6 +73,9 @@ _ENV_KEEP_PREFIXES = ("FEATHERWEIGHT_", "LC_", "OMP_", "MKL_", "OPENBLAS_", "ORT
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding core/ and sample_models/
 
 
+INTERACTIVE_NICE = 10  # what upload checks and views add to their niceness (ResourceLimits.nice)
+
+
 @dataclass(frozen=True)
 class ResourceLimits:
     """Per-worker limits. Defaults suit a 2-core, 24 GiB server shared by a workshop."""
@@ -77,6 +85,10 @@ class ResourceLimits:
     file_size_mb: int = 2048
     wall_seconds: float = 1800.0
     threads: int = 1  # torch / BLAS threads in the worker; benchmark threads come from the recipe
+    # Added to the worker's niceness: interactive workers (upload checks, views) run at 10, so on a busy machine a
+    # job's worker, which measures latency, keeps its CPU (CFS weights: nice 0 gets ~90% of a core shared with a
+    # nice-10 process).
+    nice: int = 0
 
     @classmethod
     def from_env(cls, prefix: str = "FEATHERWEIGHT_WORKER", base: "ResourceLimits | None" = None) \
@@ -105,7 +117,7 @@ class ResourceLimits:
                    cpu_seconds=get("CPU_S", base.cpu_seconds, int),
                    file_size_mb=get("FILE_MB", base.file_size_mb, int),
                    wall_seconds=get("WALL_S", base.wall_seconds, float),
-                   threads=get("THREADS", base.threads, int))
+                   threads=get("THREADS", base.threads, int), nice=base.nice)
 
     @classmethod
     def for_inspect(cls) -> "ResourceLimits":
@@ -113,7 +125,7 @@ class ResourceLimits:
         # 4 GiB of address space holds torch (for .pt files) plus a 512 MiB ONNX file parsed, checked and
         # serialized again for the card; a valid upload takes seconds, so two minutes is generous.
         return cls.from_env("FEATHERWEIGHT_INSPECT", cls(address_space_mb=4096, cpu_seconds=120, file_size_mb=256,
-                                                         wall_seconds=120.0))
+                                                         wall_seconds=120.0, nice=INTERACTIVE_NICE))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,6 +151,8 @@ def _apply_limits(limits: ResourceLimits, *, ray: bool = False) -> None:
         resource.setrlimit(which, (cap, hard))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(limits.threads)
+    if limits.nice > 0:
+        os.nice(limits.nice)
 
 
 # Runs in the new interpreter, before anything else: die with the parent, then hand over to `child_main`.
@@ -262,8 +276,12 @@ def _isolation_disabled() -> bool:
 
 def run_isolated(fn_name: str, *args, limits: ResourceLimits | None = None, timeout: float | None = None,
                  on_message: Callable[[dict], None] | None = None, stats: dict | None = None,
-                 ray: bool = False) -> Any:
+                 ray: bool = False, max_reply_bytes: int = MAX_REPLY_BYTES) -> Any:
     """Run ``fn_name(*args)`` in a fresh worker process with resource limits and return its JSON result.
+
+    The worker takes a slot of the process's worker pool (`core.io.pool`, the interactive lane) for its whole life,
+    waiting in the pool's fair line when none is free; the thread's requester (`core.io.pool.acting_for`) hears its
+    place in the line, and an error raised for it names no server path (its folders are cut to the file's name).
 
     Args:
         fn_name: ``"package.module:function"`` (server code only: it names code to import, never something a
@@ -275,6 +293,7 @@ def run_isolated(fn_name: str, *args, limits: ResourceLimits | None = None, time
         stats: a dict to fill with ``wall_s``, ``peak_rss_mb`` and ``exit_code`` of the worker.
         ray: the function drives a local Ray runtime, whose object store needs the address-space and file-size
             caps left off (the CPU-time and wall-clock limits still apply).
+        max_reply_bytes: the most the worker may send back (progress messages included); more is an error.
 
     Returns:
         What the function returned (JSON types).
@@ -289,6 +308,29 @@ def run_isolated(fn_name: str, *args, limits: ResourceLimits | None = None, time
     stats = stats if stats is not None else {}
     if _isolation_disabled():
         return _run_in_process(fn_name, args, on_message)
+    with worker_slot():
+        return _run_worker(fn_name, args, limits, timeout, on_message, stats, ray, max_reply_bytes)
+
+
+@contextlib.contextmanager
+def worker_slot():
+    """Hold a slot of the process's worker pool (the interactive lane) for the block, for the thread's requester
+    (`core.io.pool.acting_for`), who hears its place in the line while it waits. Re-entrant, so a caller can take
+    it before it writes an upload's temporary files (a request waiting in line holds no disk) and `run_isolated`
+    inside uses it. An error raised for a requester names no server path (folders cut to the file's name)."""
+    requester = current_requester()
+    try:
+        with process_pool().interactive_slot(requester):
+            yield
+    except FeatherweightError as exc:
+        if requester is None:
+            raise
+        raise type(exc)(hide_paths(str(exc))) from None
+
+
+def _run_worker(fn_name: str, args: tuple, limits: ResourceLimits, timeout: float, on_message, stats: dict,
+                ray: bool, max_reply_bytes: int) -> Any:
+    """`run_isolated`'s body once it holds a slot: start the worker, relay its messages, read its reply."""
     request = {"entry": fn_name, "args": list(args), "limits": limits.to_dict(), "ray": bool(ray)}
     started = time.monotonic()
     process = start_worker(request, limits)
@@ -297,6 +339,7 @@ def run_isolated(fn_name: str, *args, limits: ResourceLimits | None = None, time
     reported_peak: float | None = None
     log = bytearray()
     pending = bytearray()
+    received = 0
     timed_out = False
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ, "reply")
@@ -317,8 +360,10 @@ def run_isolated(fn_name: str, *args, limits: ResourceLimits | None = None, time
                     del log[:-LOG_TAIL_BYTES]
                     continue
                 pending += chunk
-                if len(pending) > MAX_REPLY_BYTES:
-                    raise StepFailedError(f"the worker sent a reply over {MAX_REPLY_BYTES // 2**20} MiB; stopped")
+                received += len(chunk)
+                if received > max_reply_bytes:
+                    raise StepFailedError(f"the worker sent a reply over {max_reply_bytes / 2**20:,.0f} MiB; "
+                                          "stopped")
                 *lines, rest = pending.split(b"\n")
                 pending = bytearray(rest)
                 for line in lines:
@@ -466,8 +511,8 @@ def child_main() -> None:
         kind = "BadInputError" if reading else "StepFailedError"
         if isinstance(exc, MemoryError) or looks_out_of_memory(f"{type(exc).__name__}: {exc}"):
             message = f"the worker ran out of memory{where} (it may use {limits.address_space_mb:,} MiB)"
-        elif isinstance(exc, OSError) and exc.strerror:
-            message = f"{exc.strerror}{where}" + (f": {exc.filename}" if exc.filename else "")
+        elif isinstance(exc, OSError) and exc.strerror:  # the file's name, never the server's folders
+            message = f"{exc.strerror}{where}" + (f": {Path(str(exc.filename)).name}" if exc.filename else "")
         else:
             message = f"internal error{where}: {type(exc).__name__} (details in the server log)"
         write({"t": "error", "kind": kind, "message": message, "internal": True})

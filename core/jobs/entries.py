@@ -16,36 +16,21 @@ from core.io.model import load_model
 from core.io.safety import check_suffix
 from core.format import one_line
 from core.io.files import write_atomic
-from core.io.sandbox import ResourceLimits, looks_out_of_memory, phase, run_isolated, send, upload_dir
+from core.io.sandbox import (INTERACTIVE_NICE, ResourceLimits, looks_out_of_memory, phase, run_isolated, send,
+                             upload_dir, worker_slot)
 from core.jobs.insight import run_job
 from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
+from core.jobs.uploads import check_data_entry, inspect_entry  # noqa: F401 - the upload checks' entries live there
 from core.jobs.store import RunStore
-from core.measure.card import model_card
 from core.pipeline.run import run_recipe, training_needed
 from core.spec.recipe import Recipe
 from core.teach import explainers as learn
 from core.pipeline.build import progress_forwarder
 
 
-def inspect_entry(spec: str, display: str | None = None) -> dict:
-    """Inside a worker: load a model spec (a file or a sample) and return its card."""
-    name = display or spec
-    phase(f"reading {name}")
-    model = load_model(spec)
-    phase(f"describing {name}")
-    card = model_card(model)
-    if display:
-        card["source"] = display
-    return card
-
-
-def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> dict:
-    """Inside a worker: load the model and the data against it; the dataset summary."""
-    phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
-    model = load_model(model_spec)
-    phase(f"reading {Path(data_spec).name if data_spec and not data_spec.startswith('sample:') else data_spec}")
-    # An ONNX-only model never trains: its data is shown split as a run will use it (no train split).
-    return load_data(data_spec, model, seed=seed, train_needed=model.torch_module is not None).summary()
+UPLOAD_ENTRIES = "core.jobs.uploads:"  # a light module: an upload check's worker does not import the pipeline
+# An upload check's reply is a model card (core.measure.card caps its tables) or a dataset summary: 8 MiB is ample.
+CHECK_REPLY_BYTES = 8 * 2**20
 
 
 def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, data: str | None = None,
@@ -121,17 +106,19 @@ def inspect_isolated(source: str | bytes, filename: str | None = None, *, limits
         if not filename:
             raise BadInputError("an uploaded model needs its file name (for the format)")
         check_suffix(Path(filename).name)
-        directory, path = upload_dir(source, filename)
-        try:
-            return run_isolated(f"{__name__}:inspect_entry", str(path), Path(filename).name, limits=limits,
-                                timeout=timeout, stats=stats)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        with worker_slot():  # waiting in line holds no temporary file
+            directory, path = upload_dir(source, filename)
+            try:
+                return run_isolated(UPLOAD_ENTRIES + "inspect_entry", str(path), Path(filename).name, limits=limits,
+                                    timeout=timeout, stats=stats, max_reply_bytes=CHECK_REPLY_BYTES)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
     if not isinstance(source, str) or not source.strip():
         raise BadInputError("no model given: pass a path or sample:NAME")
     if not source.startswith("sample:"):
         check_suffix(Path(source).name)
-    return run_isolated(f"{__name__}:inspect_entry", source, limits=limits, timeout=timeout, stats=stats)
+    return run_isolated(UPLOAD_ENTRIES + "inspect_entry", source, limits=limits, timeout=timeout, stats=stats,
+                        max_reply_bytes=CHECK_REPLY_BYTES)
 
 
 def check_data_isolated(model: str | bytes, data: str | bytes | None, *, model_filename: str | None = None,
@@ -146,20 +133,21 @@ def check_data_isolated(model: str | bytes, data: str | bytes | None, *, model_f
         BadInputError: a file is refused, or the data does not fit the model (one line naming both shapes).
     """
     directories = []
-    try:
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            directory, path = upload_dir(model, model_filename or "model.onnx")
-            directories.append(directory)
-            model = str(path)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            directory, path = upload_dir(data, data_filename or "data.npz")
-            directories.append(directory)
-            data = str(path)
-        return run_isolated(f"{__name__}:check_data_entry", model, data, seed, limits=limits, timeout=timeout,
-                            stats=stats)
-    finally:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
+    with worker_slot():  # waiting in line holds no temporary file
+        try:
+            if isinstance(model, (bytes, bytearray, memoryview)):
+                directory, path = upload_dir(model, model_filename or "model.onnx")
+                directories.append(directory)
+                model = str(path)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                directory, path = upload_dir(data, data_filename or "data.npz")
+                directories.append(directory)
+                data = str(path)
+            return run_isolated(UPLOAD_ENTRIES + "check_data_entry", model, data, seed, limits=limits,
+                                timeout=timeout, stats=stats, max_reply_bytes=CHECK_REPLY_BYTES)
+        finally:
+            for directory in directories:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_recipe_isolated(recipe_path: str, out_dir: str, *, model: str | None = None, data: str | None = None,
@@ -183,7 +171,8 @@ def learn_limits() -> ResourceLimits:
     """Limits for one Learn explainer (load + view; the sweep and live distillation train for up to a minute or
     two on the samples): FEATHERWEIGHT_LEARN_* override them."""
     return ResourceLimits.from_env("FEATHERWEIGHT_LEARN", ResourceLimits(address_space_mb=4096, cpu_seconds=600,
-                                                                         file_size_mb=256, wall_seconds=600.0))
+                                                                         file_size_mb=256, wall_seconds=600.0,
+                                                                         nice=INTERACTIVE_NICE))
 
 
 def explain_isolated(source, what: str, params: dict | None = None, *, on_point: Callable | None = None,
@@ -211,18 +200,19 @@ def explain_isolated(source, what: str, params: dict | None = None, *, on_point:
         if on_point is not None and message.get("t") == "progress" and "point" in message:
             on_point(learn.decode_view(message["point"]))
 
-    try:
-        for kind in ("model", "data"):
-            content = getattr(source, f"{kind}_content")
-            if content is not None:
-                directory, path = upload_dir(content, getattr(source, f"{kind}_filename") or f"{kind}.bin")
-                directories.append(directory)
-                request[f"{kind}_path"] = str(path)
-        value = run_isolated(f"{__name__}:learn_entry", request, what, dict(params or {}),
-                             limits=limits or learn_limits(), on_message=forward, stats=stats)
-    finally:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
+    with worker_slot():  # waiting in line holds no temporary file
+        try:
+            for kind in ("model", "data"):
+                content = getattr(source, f"{kind}_content")
+                if content is not None:
+                    directory, path = upload_dir(content, getattr(source, f"{kind}_filename") or f"{kind}.bin")
+                    directories.append(directory)
+                    request[f"{kind}_path"] = str(path)
+            value = run_isolated(f"{__name__}:learn_entry", request, what, dict(params or {}),
+                                 limits=limits or learn_limits(), on_message=forward, stats=stats)
+        finally:
+            for directory in directories:
+                shutil.rmtree(directory, ignore_errors=True)
     return learn.decode_view(value)
 
 

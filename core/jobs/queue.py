@@ -1,6 +1,8 @@
 """The job queue: `JobRunner` queues pipeline runs and insight jobs in the run store and starts at most
 `max_workers` sandboxed workers (`core.io.sandbox.start_worker`), one active job per owner by default. A worker
 runs `core.jobs.entries.job_entry`, named, never imported here; what each job kind does is `core.jobs.kinds`.
+Each queued job's spec is saved with its run (``job.json``), so a new runner on the same store (a restarted
+server) queues again, in their order, the jobs a dead one left waiting.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
-from core.format import one_line
+from core.format import hide_paths, one_line
+from core.io.disk import DiskLimits
 from core.io.files import write_atomic
+from core.io.pool import WorkerPool
 from core.io.sandbox import (LOG_TAIL_BYTES, ResourceLimits, describe_exit, kill_group, log_failure, start_worker,
                              wait_worker)
 from core.jobs.store import ACTIVE, RunStore
@@ -29,6 +33,7 @@ logger = logging.getLogger("featherweight.jobs")
 
 CANCEL_FLAG = "cancel.flag"
 OUTCOME = "outcome.json"
+JOB_FILE = "job.json"  # the queued job's JobSpec, so that a restarted server can queue it again
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -126,12 +131,15 @@ class JobRunner:
             job's worker process; "ray" as tasks on the Ray cluster at `ray_address` (FEATHERWEIGHT_RAY_ADDRESS,
             required: a server never starts a Ray runtime per job). The worker still loads the model and measures
             the baseline; insight jobs always run in the worker.
+        pool: the process's worker pool (`core.io.pool.process_pool()` on a server): a job worker starts only when
+            the pool's job lane has a slot, so jobs and the interactive workers (upload checks, Graph, Learn, ...)
+            together stay within the configured limits. Without one, `max_workers` alone bounds the jobs.
     """
 
     def __init__(self, store: RunStore, *, max_workers: int | None = None, max_queue: int | None = None,
                  per_owner: int | None = None, max_variants: int | None = None,
                  limits: ResourceLimits | None = None, poll_s: float = 0.2, allow_local_paths: bool | None = None,
-                 executor: str | None = None, ray_address: str | None = None):
+                 executor: str | None = None, ray_address: str | None = None, pool: WorkerPool | None = None):
         def setting(value, var, default):
             if value is not None:
                 number = value
@@ -143,7 +151,9 @@ class JobRunner:
             return number
 
         self.store = store
-        self.max_workers = setting(max_workers, "FEATHERWEIGHT_WORKERS", 1)
+        self.pool = pool
+        self.max_workers = setting(max_workers if max_workers is not None or pool is None
+                                   else pool.limits.job_workers, "FEATHERWEIGHT_WORKERS", 1)
         self.max_queue = setting(max_queue, "FEATHERWEIGHT_MAX_QUEUE", 32)
         self.per_owner = setting(per_owner, "FEATHERWEIGHT_JOBS_PER_SESSION", 1)
         self.max_variants = setting(max_variants, "FEATHERWEIGHT_MAX_VARIANTS", 64)
@@ -151,6 +161,7 @@ class JobRunner:
         self.allow_local_paths = (os.environ.get("FEATHERWEIGHT_ALLOW_LOCAL_PATHS") == "1"
                                   if allow_local_paths is None else allow_local_paths)
         self.executor, self.ray_address = _job_executor(executor, ray_address)
+        self.disk = DiskLimits.from_env()
         self.poll_s = poll_s
         self.logs_dir = Path(store.root) / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +170,8 @@ class JobRunner:
         self._cancel_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.recovered = store.recover()
+        self.recovered = store.recover(keep_queued=lambda record: self._load_spec(record.id) is not None)
+        self.requeued = self._requeue()
         self._thread = threading.Thread(target=self._dispatch, name="featherweight-jobs", daemon=True)
         self._thread.start()
 
@@ -207,6 +219,11 @@ class JobRunner:
                                     "finish or cancel it")
             if len(self._queue) >= self.max_queue:
                 raise BadInputError(f"the server's queue is full ({self.max_queue} jobs); try again shortly")
+            kept = self.store.owner_bytes(owner) + sum(len(content) for content in inputs.values())
+            if kept > self.disk.owner_bytes:
+                raise BadInputError(f"your runs keep {kept / 2**20:,.1f} MiB on this server, over the "
+                                    f"{self.disk.owner_bytes / 2**20:,.0f} MiB each visitor may keep "
+                                    "(FEATHERWEIGHT_OWNER_DISK_MB): delete old runs on the History page")
             record = self.store.create(owner, recipe_yaml, label=label, model=model, data=data)
         run_dir = self.store.run_dir(record.id)
         try:
@@ -214,6 +231,7 @@ class JobRunner:
                 write_atomic(run_dir / "inputs" / name, bytes(content))
         except OSError as exc:
             self.store.set_status(record.id, "failed", f"could not save the upload: {exc.strerror or exc}")
+            self.store.discard_outputs(record.id)
             raise BadInputError(f"could not save the upload: {exc.strerror or exc}") from None
 
         def resolve(spec):
@@ -228,9 +246,37 @@ class JobRunner:
         spec = JobSpec(record.id, str(run_dir), resolve(model), resolve(data_spec),
                        limits.to_dict() if limits else None, kind, executor="ray" if on_ray else "local",
                        ray_address=self.ray_address if on_ray else None)
+        write_atomic(run_dir / JOB_FILE, json.dumps(dataclasses.asdict(spec), indent=1))
         with self._lock:
             self._queue.append(spec)
         return record.id
+
+    def _load_spec(self, run_id: str) -> JobSpec | None:
+        """A queued run's saved JobSpec (None when it has none or it does not read back as one)."""
+        try:
+            saved = json.loads((self.store.run_dir(run_id) / JOB_FILE).read_text(encoding="utf-8"))
+            known = {f.name for f in dataclasses.fields(JobSpec)}
+            spec = JobSpec(**{k: v for k, v in saved.items() if k in known})
+        except (OSError, ValueError, TypeError, BadInputError):
+            return None
+        if spec.run_id != run_id or not isinstance(spec.kind, str):
+            return None
+        return dataclasses.replace(spec, run_dir=str(self.store.run_dir(run_id)))
+
+    def _requeue(self) -> list[str]:
+        """Queue again, oldest first, the runs a previous server left queued (their inputs and spec are saved)."""
+        requeued = []
+        for record in self.store.active():
+            if record.status != "queued":
+                continue
+            spec = self._load_spec(record.id)
+            if spec is None:
+                continue
+            self._queue.append(spec)
+            requeued.append(record.id)
+        if requeued:
+            logger.info("queued again after a restart: %s", ", ".join(requeued))
+        return requeued
 
     def cancel(self, run_id: str, owner: str | None = None) -> None:
         """Cancel a queued run at once; ask a running one to stop (killed if it has not within 10 s).
@@ -277,6 +323,7 @@ class JobRunner:
             for run_id, (process, _, _) in list(self._running.items()):
                 kill_group(process)
                 wait_worker(process, block=True)
+                self._release_slot()
                 self.store.set_status(run_id, "interrupted", "the server stopped before this run finished")
             self._running.clear()
             for spec in self._queue:
@@ -304,12 +351,18 @@ class JobRunner:
                 logger.exception("job dispatcher error")
             self._stop.wait(self.poll_s)
 
+    def _release_slot(self) -> None:
+        if self.pool is not None:
+            self.pool.release_job()
+
     def _limits_of(self, spec: JobSpec) -> ResourceLimits:
         return ResourceLimits(**spec.limits) if spec.limits else self.limits
 
     def _start_next(self) -> None:
         with self._lock:
             while self._queue and len(self._running) < self.max_workers and not self._stop.is_set():
+                if self.pool is not None and not self.pool.try_acquire_job():
+                    break
                 spec = self._queue.popleft()
                 limits = self._limits_of(spec)
                 # Started by name: the generic sandbox imports none of its callers, and this module none of the
@@ -320,7 +373,9 @@ class JobRunner:
                     with open(self.logs_dir / f"{spec.run_id}.log", "ab") as log:
                         process = start_worker(request, limits, stdout=log, stderr=log, cwd=spec.run_dir)
                 except OSError as exc:
+                    self._release_slot()
                     self.store.set_status(spec.run_id, "failed", f"could not start a worker: {exc.strerror or exc}")
+                    self.store.discard_outputs(spec.run_id)
                     continue
                 self._running[spec.run_id] = (process, time.monotonic(), spec)
                 self.store.set_status(spec.run_id, "running", pid=process.pid)
@@ -351,8 +406,11 @@ class JobRunner:
                     status, error = "failed", describe_exit(code, limits, "", tail)
                     log_failure(f"job {run_id}", f"exit {code}", tail)
                 logger.info("job %s %s in %.1f s, worker peak %.0f MiB", run_id, status, now - started, peak)
-                self.store.set_status(run_id, status, error)
+                self.store.set_status(run_id, status, hide_paths(error) if error else error)  # visitors see it
+                if status == "failed":  # a refused upload or a failed run leaves nothing that fills the disk
+                    self.store.discard_outputs(run_id)
                 self._running.pop(run_id)
+                self._release_slot()
                 self._cancel_at.pop(run_id, None)
 
 
@@ -366,4 +424,4 @@ def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
-__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JobRunner", "JobSpec", "JobStatus", "OUTCOME"]
+__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JOB_FILE", "JobRunner", "JobSpec", "JobStatus", "OUTCOME"]

@@ -9,11 +9,13 @@ Layout under the store root::
     runs/<id>/variants/<name>/    artifacts
     runs/<id>/results.json        results (rewritten atomically as variants finish)
     runs/<id>/manifest.json       written last: the run is final when this exists
+    logs/<id>.log                 the worker's output (the server log's, never the user's)
 
 Every file is written to a temporary name beside it and ``os.replace``d, so a reader never sees half a file and
 a process killed mid-write leaves the previous version. A run whose worker died mid-way (server restart, kill)
 is shown as ``interrupted`` after `recover`; earlier runs are never touched. One server (one `JobRunner`) owns a
-store at a time.
+store at a time. Disk: `owner_bytes` measures what an owner keeps (the job runner's quota), and a failed run keeps
+only its records (`discard_outputs`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import BadInputError
+from core.io.disk import remove, tree_bytes
 from core.io.files import write_atomic
 from core.io.sandbox import WORKER_MARKER
 from core.spec.configs import RUN_ID_CHARS
@@ -38,6 +41,9 @@ ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
+RECORD_SUFFIXES = (".json", ".yaml")  # what a failed run keeps: its recipe, results so far, progress, manifest
+RECORD_MAX_BYTES = 2**20
+LOG_TAIL_KEPT = 64 * 1024  # of a failed run's log (the error's context for the operator)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, label TEXT, model TEXT, data TEXT,
@@ -220,17 +226,53 @@ class RunStore:
     def write_progress(self, run_id: str, event: dict) -> None:
         write_atomic(self.run_dir(run_id) / "progress.json", json.dumps(event, default=str))
 
-    def recover(self) -> list[str]:
+    def owner_bytes(self, owner: str) -> int:
+        """Bytes the owner's runs keep on disk: their folders (uploads, artifacts, results) and their logs."""
+        total = 0
+        for record in self.list(owner, limit=1_000_000):
+            total += tree_bytes(self.run_dir(record.id)) + tree_bytes(self.root / "logs" / f"{record.id}.log")
+        return total
+
+    def discard_outputs(self, run_id: str) -> int:
+        """Remove what a failed run wrote and was given (uploads, model files, anything but its small JSON / YAML
+        records), and cut its log to the last 64 KiB: a refusal or a failure leaves nothing that fills the disk.
+
+        Returns:
+            The bytes freed.
+        """
+        directory = self.run_dir(run_id)
+        before = tree_bytes(directory)
+        for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_symlink() or path.is_file():
+                if path.suffix not in RECORD_SUFFIXES or path.stat().st_size > RECORD_MAX_BYTES or path.is_symlink():
+                    remove(path)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        log = self.root / "logs" / f"{run_id}.log"
+        try:
+            if log.stat().st_size > LOG_TAIL_KEPT:
+                with open(log, "rb") as fh:
+                    fh.seek(-LOG_TAIL_KEPT, os.SEEK_END)
+                    tail = fh.read()
+                write_atomic(log, tail)
+        except OSError:
+            pass
+        return before - tree_bytes(directory)
+
+    def recover(self, keep_queued=None) -> list[str]:
         """After a restart: settle runs a dead server or worker left queued or running; return their ids.
 
         A run whose manifest says it finished takes that status (the server died between the manifest and the
-        index). Otherwise it becomes ``interrupted``. A worker still alive from a dead server (adopted by init,
-        so nobody will collect its result) is killed first. Leftover temporary files are removed. Runs that are
-        already final are not touched.
+        index). Otherwise it becomes ``interrupted``, except a queued run for which `keep_queued(record)` is true
+        (the job runner re-queues those). A worker still alive from a dead server (adopted by init, so nobody will
+        collect its result) is killed first. Leftover temporary files are removed. Runs that are already final are
+        not touched.
         """
         settled = []
         for record in self.list(limit=1_000_000):
             if record.status not in ACTIVE:
+                continue
+            if record.status == "queued" and keep_queued is not None and keep_queued(record):
                 continue
             if _alive(record.pid):
                 if not _orphaned(record.pid):

@@ -1,5 +1,6 @@
 """The model card: facts about a model for the dashboard and ``featherweight inspect`` (graph facts, which
-techniques apply and why, how synthetic inputs fill it, its multiply-accumulates)."""
+techniques apply and why, how synthetic inputs fill it, its multiply-accumulates), bounded whatever the model
+holds: a worker sends it to the server, which keeps it in the session and saves it (`bounded_card`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,65 @@ from core.io.model import MIN_OPSET
 from core.measure.compute import model_compute_profile
 
 
+# What a card lists at most. A 300k-tensor checkpoint made a 47 MB card (one layer row per tensor) that the server
+# parsed, kept in the session and saved into a 63 MB state.json; 200 rows of the largest layers (~25 KB) show where
+# the bytes are, and a summary row keeps the totals.
+MAX_CARD_LAYERS = 200
+MAX_CARD_TENSORS = 64  # inputs / outputs listed (their totals kept)
+MAX_CARD_OP_TYPES = 64  # op types by count, the rest as "other"
+MAX_CARD_TEXT = 500  # characters of any one string (a config value, a name)
+MAX_CARD_ITEMS = 256  # items of any other list or mapping
+
+
+def summarize_layers(rows: list[dict], limit: int = MAX_CARD_LAYERS) -> list[dict]:
+    """The `limit` layers with the most weight bytes, in their graph order, then one summary row (``"summary":
+    True``) holding the count, parameters, bytes and share of the rest, so that every total still adds up."""
+    if len(rows) <= limit:
+        return rows
+    keep = set(sorted(range(len(rows)), key=lambda i: (-rows[i].get("bytes", 0), i))[:limit])
+    rest = [row for i, row in enumerate(rows) if i not in keep]
+    summary = {"name": f"({len(rest):,} more layers, each smaller)", "type": "other", "summary": True,
+               "params": sum(row.get("params", 0) for row in rest), "bytes": sum(row.get("bytes", 0) for row in rest),
+               "share": sum(row.get("share", 0.0) for row in rest)}
+    return [row for i, row in enumerate(rows) if i in keep] + [summary]
+
+
+def _bounded(value, depth: int = 0):
+    """Strings cut to MAX_CARD_TEXT, lists and mappings to MAX_CARD_ITEMS, nesting to 8 levels."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_CARD_TEXT else value[:MAX_CARD_TEXT - 1] + "…"
+    if depth > 8:
+        return None
+    if isinstance(value, dict):
+        return {_bounded(str(k)): _bounded(v, depth + 1) for k, v in list(value.items())[:MAX_CARD_ITEMS]}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v, depth + 1) for v in list(value)[:MAX_CARD_ITEMS]]
+    return value
+
+
+def bounded_card(card: dict) -> dict:
+    """A card whose tables are capped (layers: `summarize_layers`; inputs / outputs: MAX_CARD_TENSORS, totals in
+    ``inputs_total`` / ``outputs_total``; op types: MAX_CARD_OP_TYPES and "other") and whose every string and list
+    is bounded: a few hundred KiB at most, whatever the model."""
+    card = dict(card)
+    layers = card.get("layers") or []
+    card["layers_total"] = len(layers)
+    card["layers"] = summarize_layers(layers)
+    for key in ("inputs", "outputs"):
+        items = card.get(key) or []
+        card[f"{key}_total"] = len(items)
+        card[key] = items[:MAX_CARD_TENSORS]
+    ops = card.get("op_types") or {}
+    if len(ops) > MAX_CARD_OP_TYPES:
+        ranked = sorted(ops.items(), key=lambda item: -item[1])
+        card["op_types"] = dict(ranked[:MAX_CARD_OP_TYPES]) | {"other": sum(n for _, n in ranked[MAX_CARD_OP_TYPES:])}
+    return _bounded(card)
+
+
 def model_card(model: Model) -> dict:
-    """Facts about a model for the dashboard and ``featherweight inspect``."""
+    """Facts about a model for the dashboard and ``featherweight inspect``, bounded (`bounded_card`)."""
     if isinstance(model, DecoderCheckpoint):
-        return model.card()
+        return bounded_card(model.card())
     proto = model.onnx_model
     ops = Counter(n.op_type for n in proto.graph.node)
     size = len(model.onnx_bytes())
@@ -37,7 +93,7 @@ def model_card(model: Model) -> dict:
         "capabilities": capabilities(model),
         "macs": _macs(proto),
     }
-    return card
+    return bounded_card(card)
 
 
 def _macs(proto) -> int | None:
@@ -63,7 +119,9 @@ def capabilities(model: Model) -> dict:
         quantize += f"; the graph is upgraded from opset {opset} to {MIN_OPSET} first"
     batch = fixed_batch_size(model.onnx_model)
     outputs = model.outputs
-    fills = [_input_description(model, spec) for spec in model.inputs]
+    fills = [_input_description(model, spec) for spec in model.inputs[:8]]
+    if len(model.inputs) > 8:
+        fills.append(f"and {len(model.inputs) - 8:,} more inputs alike")
     return {
         "quantize": quantize,
         "prune": ("yes: structured, unstructured, 2:4" if has_torch

@@ -17,6 +17,7 @@ from core.measure import compute
 from core.measure import quality as measure
 from core.io.data import SPLIT_NAMES, Dataset
 from core.errors import BadInputError, FeatherweightError
+from core.format import hide_paths
 from core.io.graph import Model, graph_inputs
 from core.io.model import export_onnx
 from core.spec.recipe import Recipe, slugify
@@ -303,10 +304,10 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
     except Cancelled:
         measured = VariantResult(variant.name, status="cancelled", error="cancelled by the user")
     except FeatherweightError as exc:
-        measured = VariantResult(variant.name, status="failed", error=str(exc))
+        measured = VariantResult(variant.name, status="failed", error=hide_paths(str(exc)))
     except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        measured = VariantResult(variant.name, status="failed", error=f"{exc.__class__.__name__}: {first}")
+        measured = VariantResult(variant.name, status="failed", error=f"{exc.__class__.__name__}: {hide_paths(first)}")
     measured.steps = [s.to_dict() for s in variant.steps]
     measured.build_s = round(time.perf_counter() - built_at, 3)
     results = [measured]
@@ -318,7 +319,7 @@ def build_variant(model: Model, dataset: Dataset, variant, recipe: Recipe, basel
             extra.notes = extra_candidate.notes + extra.notes
             extra.info = {**extra_candidate.info, **extra.info}
         except FeatherweightError as exc:
-            extra = VariantResult(extra_name, status="failed", error=str(exc))
+            extra = VariantResult(extra_name, status="failed", error=hide_paths(str(exc)))
         extra.steps = extra_steps
         results.append(extra)
     return results

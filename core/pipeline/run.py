@@ -11,6 +11,7 @@ from typing import Callable
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
 from core.errors import BadInputError, FeatherweightError
+from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
 from core.io.graph import Model, task_of
 from core.io.model import load_model
@@ -165,10 +166,10 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                 baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
             measured = VariantResult(name, **fields)
         except FeatherweightError as exc:
-            measured = VariantResult(name, status="failed", error=str(exc))
+            measured = VariantResult(name, status="failed", error=hide_paths(str(exc)))
         except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {first}")
+            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {hide_paths(first)}")
         measured.steps = [s.to_dict() for s in steps]
         if variant is None:
             if measured.status != "ok":  # nothing to compare against: the run fails with its reason

@@ -21,6 +21,9 @@ _ECHO.maxlong = 40
 
 def brief_repr(value: Any) -> str:
     """`repr(value)` cut to at most ECHO_CHARS characters, in time that does not grow with the value's size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # repr() of an int over 4,300 digits raises (Python's int-to-text limit): say its size instead
+        return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1:,} digits>"
     text = _ECHO.repr(value)
     return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS - 3] + "..."
 
@@ -36,7 +39,8 @@ def check_range(name: str, value: Any, low: float, high: float, *, low_open=Fals
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise BadInputError(f"{name}={brief_repr(value)} must be {kind}")
-    if not math.isfinite(value):  # NaN compares false with everything, so it would pass the range checks below
+    # An int compares with the float bounds exactly; isfinite would convert it and overflow past ~1e308.
+    if isinstance(value, float) and not math.isfinite(value):  # NaN compares false: it would pass the checks below
         raise BadInputError(f"{name}={brief_repr(value)} must be a finite number")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high

@@ -28,6 +28,10 @@ from core.errors import BadInputError
 from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 
 RECIPE_VERSION = 1
+MAX_VARIANT_NAME = 64  # characters; a variant's folder, labels and error lines carry its name
+# ASCII letters, digits, space and -_.=,[]+ : a folder name on every file system, no path separator, nothing a
+# terminal or Markdown reads as markup. Sweep names use []=, and the tuner's + (`grid[amount=0.25,mode=dynamic]`).
+VARIANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=,[]+ ")
 
 
 def key_list(keys, limit: int = 10) -> str:
@@ -358,7 +362,8 @@ def _build(cls, data: dict, where: str):
         if f.name in data:
             value = data[f.name]
             default = f.default if f.default is not dataclasses.MISSING else None
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool) \
+                    and abs(value) <= 2**53:  # a bigger one stays an int: the range check names it, float() overflows
                 value = float(value)
             if isinstance(value, list):
                 value = tuple(value)
@@ -414,10 +419,13 @@ class Variant:
             raise BadInputError(f"variant name {brief_repr(self.name)} must be a non-empty string")
         if self.name == "baseline" and self.steps:
             raise BadInputError("the name 'baseline' is reserved for the unmodified model")
-        bad = set(self.name) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=,[]+ ")
+        bad = set(self.name) - VARIANT_NAME_CHARS
         if bad or self.name.startswith("."):
             raise BadInputError(f"variant name {brief_repr(self.name)} may use letters, digits, spaces and "
                                 "-_.=,[]+ only")
+        if len(self.name) > MAX_VARIANT_NAME:
+            raise BadInputError(f"variant name {brief_repr(self.name)} is {len(self.name):,} characters; at most "
+                                f"{MAX_VARIANT_NAME} characters")
         steps = tuple(self.steps)
         object.__setattr__(self, "steps", steps)
         seen_onnx = False
@@ -564,7 +572,8 @@ class Recipe:
         taken = {v.name for v in self.variants}
         base, n = name, 2
         while name in taken:
-            name, n = f"{base}-{n}", n + 1
+            suffix = f"-{n}"
+            name, n = f"{base[:MAX_VARIANT_NAME - len(suffix)]}{suffix}", n + 1
         return name
 
     def add_variants(self, *variants: "Variant") -> "Recipe":
@@ -644,6 +653,41 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+# An integer in a recipe is a seed, a count or a size: 19 digits hold any of them (2**63 - 1), and Python refuses to
+# read one of over 4,300 digits at all (its int-from-text limit: a ValueError, not a message).
+MAX_RECIPE_DIGITS = 19
+
+
+def _line(node) -> str:
+    return f"recipe line {node.start_mark.line + 1}"
+
+
+def _refuse_date(loader, node):
+    raise BadInputError(f"{_line(node)}: {str(node.value)[:40]!r} reads as a date, and no recipe value is one; "
+                        "quote it if it is a name")
+
+
+def _bounded_int(loader, node):
+    digits = sum(c.isalnum() for c in str(node.value).lower().removeprefix("-").removeprefix("+")
+                 .removeprefix("0x").removeprefix("0o").removeprefix("0b"))
+    if digits > MAX_RECIPE_DIGITS:
+        raise BadInputError(f"{_line(node)}: a number of {digits:,} digits; a recipe number has at most "
+                            f"{MAX_RECIPE_DIGITS} digits")
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+def _refuse_tag(kind: str):
+    def refuse(loader, node):
+        raise BadInputError(f"{_line(node)}: {kind} values (!!{kind}) are not allowed in a recipe")
+    return refuse
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _refuse_date)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
+for _kind in ("binary", "set", "omap", "pairs"):
+    _BoundedLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _refuse_tag(_kind))
+
+
 def parse_recipe_text(text: Any) -> Any:
     """YAML or JSON text -> plain data, refusing what could expand or recurse: aliases (``*a``, which a
     billion-laughs recipe of a few hundred bytes uses to become ~40 million values), more than
@@ -665,6 +709,9 @@ def parse_recipe_text(text: Any) -> Any:
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()
+    except (ValueError, OverflowError, TypeError) as exc:  # a constructor's own failure: still one line
+        raise BadInputError(f"recipe has a value that cannot be read ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:120]})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -744,8 +791,11 @@ def expand_sweep(sweep: Any) -> tuple:
             steps[index][key] = value
             label = f"{steps[index]['technique']}.{key}" if key in repeated else key
             labels.append(f"{label}={value if not isinstance(value, list) else '+'.join(map(str, value))}")
-        variants.append(Variant.from_dict({"name": f"{name}[{','.join(labels)}]" if labels else name,
-                                           "steps": steps}))
+        full = f"{name}[{','.join(labels)}]" if labels else name
+        if len(full) > MAX_VARIANT_NAME:  # long axis values (exclude lists of node names): number the variants
+            tag = f"[{len(variants) + 1} of {len(combos)}]"
+            full = f"{str(name)[:MAX_VARIANT_NAME - len(tag)]}{tag}"
+        variants.append(Variant.from_dict({"name": full, "steps": steps}))
     return tuple(variants)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -36,28 +37,50 @@ OVERLAY_TITLES = {"precision": "Precision (32 fp32 / 16 fp16 / 8 int8 / 4 int4)"
                   "mapping": "Mapping (0 same / 1 changed / 2 helper / 3 new; baseline: 1 fused / 2 removed)"}
 
 
-# The adapter writes up to this many values of a tensor into the JSON. Initializer and Constant values (the
-# weights) are dropped whole (`_drop_values`); this caps what other operators' tensor attributes show (the fill
-# value of a ConstantOfShape is one element) so that a view, a shareable link, never carries weights.
-TENSOR_VALUES_SHOWN = 1
+# The adapter writes up to this many values of a tensor into the JSON (its default is 1024). 0: a tensor-valued
+# attribute of an operator (a ConstantOfShape's fill value) shows as ``[]``; initializer and Constant values are
+# dropped whole (`strip_values`), so that a view, a shareable link, never carries a tensor's values.
+TENSOR_VALUES_SHOWN = 0
+# What a metadata item (an input or output of a node) may say: the tensor's name, type and shape, the operator's
+# parameter name, whether it is unused, and the model's own metadata properties ("[metadata] ..."). The adapter
+# also writes a ``value`` with the repr of an initializer, which prints the values of one of up to ~10 elements
+# (digits-mlp's last bias, every quantization scale and zero point).
+METADATA_KEYS = ("__tensor_tag", "tensor_shape", "param_name", "unused")
+_TENSOR_REPR = re.compile(r"^\s*\w*Tensor<([^>]*)>\(.*$", re.S)
 
 
 def adapter_graphs(model_path: str | Path) -> dict:
     """Model Explorer's graphs JSON of an ONNX file, from the ``model-explorer-onnx`` adapter (in a worker), with no
-    weight values in it: names, shapes and attributes only."""
+    tensor values in it: names, shapes and attributes only (`strip_values`)."""
     # heavy imports (model_explorer brings flask and torch): only in the worker that draws a graph
     from model_explorer.utils import convert_adapter_response
     from model_explorer_onnx.main import ONNXAdapter
 
     settings = {"const_element_count_limit": TENSOR_VALUES_SHOWN}
-    return _drop_values(convert_adapter_response(ONNXAdapter().convert(str(model_path), settings)))
+    return strip_values(convert_adapter_response(ONNXAdapter().convert(str(model_path), settings)))
 
 
-def _drop_values(graphs: dict) -> dict:
-    """Remove the ``__value`` attribute (an initializer's or Constant's values, i.e. the weights) from every node."""
+def _no_values(text):
+    """A tensor's repr ("TensorProtoTensor<FLOAT,[10]>(array([...]), name=...)") cut to its type and shape."""
+    if not isinstance(text, str):
+        return text
+    match = _TENSOR_REPR.match(text)
+    return f"{match.group(1)} (values not shown)" if match else text
+
+
+def strip_values(graphs: dict) -> dict:
+    """Remove every tensor value from adapter output: the ``__value`` attribute (an initializer's or Constant's
+    values), metadata entries other than `METADATA_KEYS` (the ``value`` repr of small initializers), and any
+    tensor repr left in an attribute (cut to its type and shape)."""
     for graph in graphs.get("graphs", []):
         for node in graph.get("nodes", []):
-            node["attrs"] = [attr for attr in node.get("attrs", []) if attr.get("key") != "__value"]
+            node["attrs"] = [{**attr, "value": _no_values(attr.get("value"))} for attr in node.get("attrs", [])
+                             if attr.get("key") != "__value"]
+            for key in ("inputsMetadata", "outputsMetadata"):
+                for item in node.get(key, []):
+                    item["attrs"] = [{**attr, "value": _no_values(attr.get("value"))} for attr in item.get("attrs", [])
+                                     if attr.get("key") in METADATA_KEYS
+                                     or str(attr.get("key", "")).startswith("[metadata] ")]
     return graphs
 
 
@@ -194,4 +217,4 @@ def write_view(out_dir: str | Path, graphs: list[dict], overlays: list[dict], da
 
 __all__ = ["EXPAND_ALL_MAX_NODES", "OVERLAYS", "OVERLAY_TITLES", "PRECISION_COLOR", "PRECISION_VALUE", "STATUS_BASE", "STATUS_VARIANT",
            "add_node_attrs", "adapter_graphs", "explorer_data", "node_data", "rename_graph", "rename_nodes",
-           "write_view"]
+           "strip_values", "write_view"]

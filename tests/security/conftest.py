@@ -307,3 +307,195 @@ def tiny_model():
     from core.io.graph import Model
 
     return Model("tiny.onnx", tiny_onnx())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hostile decoder zips and safetensors headers (issue 25): each must be refused without leaving a byte on disk.
+
+
+def _lfh(name: bytes, crc: int, compressed: int, size: int, method: int = 8) -> bytes:
+    """A zip local file header (no extra field)."""
+    import struct
+
+    return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, compressed, size, len(name), 0) \
+        + name
+
+
+def _central(name: bytes, crc: int, compressed: int, size: int, offset: int, method: int = 8) -> bytes:
+    import struct
+
+    return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc, compressed, size,
+                       len(name), 0, 0, 0, 0, 0, offset) + name
+
+
+def _end_of_directory(count: int, size: int, offset: int) -> bytes:
+    import struct
+
+    return struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, offset, 0)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def sprinkled_bytes(size: int, every: int, seed: int = 0) -> bytes:
+    """`size` zero bytes with a random byte every `every` bytes: deflate packs 8 MiB of it ~190x at every=700,
+    just under a 200x ratio cap (measured with zlib level 9)."""
+    rng = random.Random(seed)
+    data = bytearray(size)
+    for i in range(0, size, every):
+        data[i] = rng.randrange(1, 256)
+    return bytes(data)
+
+
+def overlapping_zip(plain: dict, count: int, kernel: bytes, stem: str = "model") -> bytes:
+    """A zip whose last `count` entries overlap (David Fifield's quoted-DEFLATE construction, "A better zip bomb",
+    2019): entry i's compressed data is a stored block quoting entry i+1's local header, then entry i+1's data, so
+    every entry decompresses to the whole kernel (plus the headers it quotes) while the file holds it once.
+    `plain` files come first, stored normally. Python 3.11's zipfile reads it without complaint."""
+    import struct
+    import zlib
+
+    body, directory = bytearray(), bytearray()
+    for name, data in plain.items():
+        packed = _raw_deflate(data)
+        crc = zlib.crc32(data)
+        directory += _central(name.encode(), crc, len(packed), len(data), len(body))
+        body += _lfh(name.encode(), crc, len(packed), len(data)) + packed
+    names = [f"{stem}-{i + 1:05d}-of-{count:05d}.safetensors".encode() for i in range(count)]
+    packed_kernel = _raw_deflate(kernel)
+    headers, sizes = [None] * count, [None] * count  # local header; (crc, compressed, size) per entry
+    content, compressed = kernel, len(packed_kernel)
+    for i in reversed(range(count)):
+        if i < count - 1:
+            quoted = headers[i + 1]
+            content = quoted + content
+            compressed = 5 + len(quoted) + compressed
+        sizes[i] = (zlib.crc32(content), compressed, len(content))
+        headers[i] = _lfh(names[i], *sizes[i])
+    for i in range(count):
+        directory += _central(names[i], *sizes[i], len(body))
+        body += headers[i]
+        if i < count - 1:
+            body += b"\x00" + struct.pack("<HH", len(headers[i + 1]), len(headers[i + 1]) ^ 0xFFFF)
+    body += packed_kernel
+    return bytes(body + directory + _end_of_directory(len(plain) + count, len(directory), len(body)))
+
+
+def zip_files(files: dict, folder: str = "my-model") -> bytes:
+    """Files zipped (deflated) in one folder, as `zip -r` stores a checkpoint folder."""
+    import warnings
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a duplicate name is what one of the hostile zips is for
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for name, data in (files.items() if isinstance(files, dict) else files):
+                archive.writestr(f"{folder}/{name}" if folder else name, data)
+    return buffer.getvalue()
+
+
+def patch_entry(data: bytes, name: str, *, crc: int | None = None, size: int | None = None) -> bytes:
+    """Rewrite an entry's CRC-32 and/or declared uncompressed size in both its local and central headers."""
+    import struct
+
+    out = bytearray(data)
+    for signature, crc_at, size_at, name_len_at, name_at in ((b"PK\x03\x04", 14, 22, 26, 30),
+                                                             (b"PK\x01\x02", 16, 24, 28, 46)):
+        start = 0
+        while (start := out.find(signature, start)) >= 0:
+            length = struct.unpack_from("<H", out, start + name_len_at)[0]
+            if out[start + name_at:start + name_at + length].decode(errors="replace").endswith(name):
+                if crc is not None:
+                    struct.pack_into("<I", out, start + crc_at, crc)
+                if size is not None:
+                    struct.pack_into("<I", out, start + size_at, size)
+            start += 4
+    return bytes(out)
+
+
+def many_tensor_safetensors(count: int, *, name_width: int = 0) -> bytes:
+    """A valid safetensors file of `count` one-float tensors: a header of ~60-70 bytes per tensor (450,000 of them
+    make a ~30 MiB header, as a probe's upload had)."""
+    import json
+
+    header = {f"model.layers.{i}.weight{'x' * name_width}": {"dtype": "F32", "shape": [1],
+                                                             "data_offsets": [4 * i, 4 * i + 4]}
+              for i in range(count)}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return len(text).to_bytes(8, "little") + text + b"\x00" * (4 * count)
+
+
+def tiny_lm_files(**config_changes) -> dict:
+    """The bundled tiny-lm checkpoint's files (a valid Llama folder, 9.6 MB of weights), config edited."""
+    import json
+
+    from sample_models import tiny_lm
+
+    folder = tiny_lm.CHECKPOINT_DIR
+    config = json.loads((folder / "config.json").read_text())
+    config.update(config_changes)
+    return {"config.json": json.dumps(config).encode(),
+            "model.safetensors": (folder / "model.safetensors").read_bytes(),
+            "tokenizer.json": (folder / "tokenizer.json").read_bytes(),
+            "tokenizer_config.json": (folder / "tokenizer_config.json").read_bytes()}
+
+
+@pytest.fixture(scope="session")
+def hostile_zips() -> dict:
+    """name -> (zip bytes, words its one-line refusal must contain): 20 checkpoints a visitor might upload, each
+    refused. The first two are the probe's disk fillers (~500 MiB and 64 MiB once extracted), the third its bad-CRC
+    zip that left a staging folder behind."""
+    import json
+    import zlib
+
+    good = tiny_lm_files()
+    config, tokenizer = good["config.json"], good["tokenizer.json"]
+    small = {"config.json": config, "tokenizer.json": tokenizer}
+    weights = good["model.safetensors"]
+    bogus = sprinkled_bytes(64 * 2**20, 700, seed=1)  # its first 8 bytes declare no sane header
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    outside = json.dumps({"w": {"dtype": "F32", "shape": [2**20], "data_offsets": [0, 2**22]}}).encode()
+    fp8 = json.dumps({"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    valid = zip_files(good)
+    evil_tokenizer = json.loads(good["tokenizer_config.json"])
+    evil_tokenizer["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    zips = {
+        "overlap_62x8mib.zip": (overlapping_zip(small, 62, sprinkled_bytes(8 * 2**20, 700)), ("overlap",)),
+        "ratio_190x.zip": (zip_files({**small, "model.safetensors": bogus}), ("not a valid safetensors",)),
+        "bad_crc.zip": (patch_entry(valid, "model.safetensors", crc=zlib.crc32(weights) ^ 1), ("CRC",)),
+        "size_lie.zip": (patch_entry(valid, "model.safetensors", size=len(weights) // 2), ("model.safetensors",)),
+        "bogus_header.zip": (zip_files({**small, "model.safetensors": b"\xff" * 8 + b"{" * 4096}),
+                             ("not a valid safetensors",)),
+        "tensors_300k.zip": (zip_files({**small, "model.safetensors": many_tensor_safetensors(300_000)}),
+                             ("header",)),
+        "tensors_100k.zip": (zip_files({**small, "model.safetensors": many_tensor_safetensors(100_000)}),
+                             ("tensors",)),
+        "tokenizer_auto_map.zip": (zip_files({**good, "tokenizer_config.json": json.dumps(evil_tokenizer)}),
+                                   ("remote code",)),
+        "config_auto_map.zip": (zip_files(tiny_lm_files(auto_map={"AutoModelForCausalLM": "m.Evil"})),
+                                ("remote code",)),
+        "dotdot.zip": (zip_files({"config.json": config, "../model.safetensors": weights}, folder=""),
+                       ("top level",)),
+        "nested.zip": (zip_files({"config.json": config, "sub/model.safetensors": weights}, folder=""),
+                       ("top level",)),
+        "code.zip": (zip_files({**good, "modeling_evil.py": b"import os\n"}), ("code",)),
+        "pickle.zip": (zip_files({**small, "pytorch_model.bin": b"\x80\x04N."}), ("pickle",)),
+        "too_many_files.zip": (zip_files({**good, **{f"extra{i}.safetensors": header + b"\0" * 16
+                                                     for i in range(64)}}), ("files; the limit",)),
+        "no_tokenizer.zip": (zip_files({"config.json": config, "model.safetensors": weights}), ("tokenizer.json",)),
+        "offsets_outside.zip": (zip_files({**small, "model.safetensors": len(outside).to_bytes(8, "little")
+                                           + outside + b"\0" * 16}), ("does not match its bytes",)),
+        "duplicate_names.zip": (zip_files([("config.json", config), ("tokenizer.json", tokenizer),
+                                           ("model.safetensors", weights), ("model.safetensors", bogus[:2**20])]),
+                                ("twice",)),
+        "fp8.zip": (zip_files({**small, "model.safetensors": len(fp8).to_bytes(8, "little") + fp8 + b"\0" * 4}),
+                    ("F8_E4M3",)),
+        "unsupported_arch.zip": (zip_files(tiny_lm_files(architectures=["EvilForCausalLM"])), ("not supported",)),
+        "not_a_zip.zip": (bytes(random.Random(7).getrandbits(8) for _ in range(4096)), ("not a zip",)),
+    }
+    assert len(zips) == 20
+    return zips
