@@ -1,11 +1,11 @@
 """A deterministic test bed with something to recover: a copy of a sample whose per-channel ranges are spread
 ~100x by rescaling consecutive layers, computing the same function in fp32.
 
-Cross-layer equalization run backwards: for each ``Conv -> Relu [-> MaxPool] -> Conv`` pair, output channel i of the first conv
-is multiplied by t_i and input channel i of the second divided by it (ReLU is positively homogeneous, so the
-outputs do not change), with t spread log-uniformly over `factor`. A trained net's channels are alike; after this
-one scale per tensor must cover channels `factor` apart, and per-tensor int8 loses the small ones. Used by the
-recovery tests and `make bench`; nothing here is registered as a sample.
+Cross-layer equalization run backwards: for each ``Conv -> Relu [-> MaxPool] -> Conv`` pair, output channel i of
+the first conv is multiplied by t_i and input channel i of the second divided by it (ReLU and max pooling are
+positively homogeneous, so the outputs do not change), with t spread log-uniformly over `factor`. A trained net's
+channels are alike; after this one scale per tensor must cover channels `factor` apart, and per-tensor int8 loses
+the small ones. Used by the recovery tests and `make bench`; nothing here is registered as a sample.
 """
 
 from __future__ import annotations

@@ -20,15 +20,15 @@ def resolution_text(samples: int | None) -> str:
 
 
 def split_sizes_text(splits: dict | None, classifier: bool = True) -> str:
-    """One line with each split's size and, for the held-out ones, what a sample is worth: "calibration 128 ·
-    validation 144 (1 sample = 0.69 pt) · test 240 (1 sample = 0.42 pt)"; a split with no samples is left out
+    """One line with each split's size and, for the held-out ones, what a sample is worth: "128 calibration ·
+    144 validation (1 sample = 0.69 pt) · 240 test (1 sample = 0.42 pt)"; a split with no samples is left out
     ("" for runs that predate `dataset.splits`)."""
     parts = []
     for name, entry in (splits or {}).items():
         n = (entry or {}).get("n")
         if not n:
             continue
-        text = f"{name} {n:,}"
+        text = f"{n:,} {name}"
         if entry.get("asked") and entry["asked"] > n:
             text += f" (of {entry['asked']:,} asked)"
         if classifier and name in ("validation", "test"):

@@ -266,7 +266,8 @@ class QatInt8Config(QuantizeScheme):
 
 SCHEMES: dict[str, type] = {cls.mode: cls for cls in (DynamicInt8Config, StaticInt8Config, Fp16Config,
                                                        Int4WeightOnlyConfig, QatInt8Config)}
-SCHEME_FIELDS: dict[str, tuple] = {mode: tuple(f.name for f in dataclasses.fields(cls)) for mode, cls in SCHEMES.items()}
+SCHEME_FIELDS: dict[str, tuple] = {mode: tuple(f.name for f in dataclasses.fields(cls))
+                                   for mode, cls in SCHEMES.items()}
 
 
 @dataclass(frozen=True)

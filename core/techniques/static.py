@@ -270,7 +270,8 @@ def _learned_rounding(build: _Static, gate: Gate, graph_weights: dict) -> None:
         return
     build.report(f"learned rounding: input statistics of {len(specs)} layers", 0.42)
     moments = input_moments(build.float_proto, build.inputs, specs, {n: graph_weights[n][0] for n in specs},
-                            fixed_batch=build.fixed_batch, seed=build.context.seed, should_stop=build.context.check_stop)
+                            fixed_batch=build.fixed_batch, seed=build.context.seed,
+                            should_stop=build.context.check_stop)
     nearest_error = learned_error = 0.0
     for index, name in enumerate(specs):
         build.context.check_stop()
@@ -282,8 +283,8 @@ def _learned_rounding(build: _Static, gate: Gate, graph_weights: dict) -> None:
         if moments[name].ndim == 2 and (weight.ndim >= 3 or specs[name].transposed):
             grid = scale.reshape((-1,) + (1,) * (weight.ndim - 1)) if scale.size > 1 else scale[0]
             rows = weight.reshape(weight.shape[0], -1)
-            nearest_error += output_error(rows, (np.clip(np.round(weight / grid), -127, 127) * grid).reshape(rows.shape),
-                                          moments[name])
+            nearest = np.clip(np.round(weight / grid), -127, 127) * grid
+            nearest_error += output_error(rows, nearest.reshape(rows.shape), moments[name])
             learned_error += output_error(rows, (np.clip(levels, -127, 127) * grid).reshape(rows.shape),
                                           moments[name])
         trial.set_weight(layer, weight, scale, rounded=levels)
