@@ -25,6 +25,7 @@ import numpy as np
 # which torch and onnxruntime map 1-3 GiB) far from its limit; EfficientNet-Lite1 at 240x240 has ~25 MB of float
 # activations per sample (measured), so it calibrates 10 samples at a time.
 BATCH_BYTES = 256 * 2**20
+MINMAX_BATCH = 32  # samples per min / max batch at most (small models: fewer session calls)
 
 
 def augmented(proto, tensors: list[str]):
@@ -129,9 +130,20 @@ def percentile_range(histogram, percentile: float) -> tuple:
     return max(-top, low), min(top, high)
 
 
-def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = None, batch: int = 32) -> dict:
+def sample_bytes(proto, inputs: dict, tensors: list[str], fixed_batch: int | None = None) -> float:
+    """The bytes `tensors` take for one sample (one run of one sample with them as outputs): what sizes a batch."""
+    session = _session(augmented(proto, tensors))
+    names = {o.name for o in session.get_outputs()}
+    wanted = [t for t in tensors if t in names]
+    first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
+    return sum(o.nbytes for o in session.run(wanted, first)) / (fixed_batch or 1) if wanted else 1.0
+
+
+def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = None, batch: int | None = None) \
+        -> dict:
     """tensor -> (min, max) over `inputs`, from onnxruntime's MinMax calibrator (it reduces inside the graph: it
-    keeps two numbers per tensor and batch); the tensors are those onnxruntime calibrates. Its
+    keeps two numbers per tensor and batch); the tensors are those onnxruntime calibrates. A batch holds as many
+    samples as BATCH_BYTES of activations allow (onnxruntime keeps a batch's activations alive in its arena). Its
     `max_intermediate_outputs` option is not used: in onnxruntime 1.32 it clears the batches collected so far
     without merging them into the ranges."""
     import onnx
@@ -143,6 +155,11 @@ def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = 
         calibrator = create_calibrator(path, None, augmented_model_path=str(workdir / "augmented-minmax.onnx"),
                                        calibrate_method=CalibrationMethod.MinMax,
                                        extra_options={"moving_average": False})
+        if batch is None:
+            tensors, _ = calibrator.select_tensors_to_calibrate(calibrator.model)
+            own = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+            per_sample = sample_bytes(proto, inputs, sorted(t for t in tensors if t in own), fixed_batch)
+            batch = int(max(1, min(MINMAX_BATCH, BATCH_BYTES // max(1.0, per_sample))))
         calibrator.collect_data(_Reader(inputs, batch, fixed_batch))
         data = calibrator.compute_data()
     return {name: tuple(np.asarray(v).reshape(-1)[0] for v in data[name].range_value) for name in data.keys()}
