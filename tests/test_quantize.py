@@ -236,7 +236,8 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
 
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    from core.techniques.quantize import CalibrationReader, entropy_threshold
+    from core.techniques.histogram import CalibrationReader
+    from core.techniques.quantize import entropy_threshold
 
     path = tmp_path / "m.onnx"
     onnx.save(digits_mlp.onnx_model, str(path))
@@ -244,7 +245,7 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
         calibrator = create_calibrator(path, None, augmented_model_path=str(tmp_path / "aug.onnx"),
                                        calibrate_method=CalibrationMethod.Entropy,
                                        extra_options={"num_bins": 512, "num_quantized_bins": 128})
-        calibrator.collect_data(CalibrationReader(digits_mlp_data.calib.x, 128))
+        calibrator.collect_data(CalibrationReader(digits_mlp_data.calib.take(128).x, 32, None))
         collector = calibrator.collector
         checked = 0
         for histogram in collector.histogram_dict.values():

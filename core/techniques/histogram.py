@@ -41,7 +41,9 @@ def augmented(proto, tensors: list[str]):
     return probe
 
 
-def _session(proto):
+def observing_session(proto):
+    """An onnxruntime session that runs the graph as written (no optimization: every tensor observable, QDQ ops
+    unfused: dequantize -> float op, what the fused int8 kernel computes), one thread, no memory arena."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -82,7 +84,7 @@ def collect_histograms(proto, inputs: dict, tensors: list[str], thresholds: dict
     Returns:
         tensor -> (counts int64, edges float32, min, max, threshold), onnxruntime's HistogramCollector layout.
     """
-    session = _session(augmented(proto, tensors))
+    session = observing_session(augmented(proto, tensors))
     names = [o.name for o in session.get_outputs()]
     wanted = [t for t in tensors if t in names]
     n = len(next(iter(inputs.values())))
@@ -132,7 +134,7 @@ def percentile_range(histogram, percentile: float) -> tuple:
 
 def sample_bytes(proto, inputs: dict, tensors: list[str], fixed_batch: int | None = None) -> float:
     """The bytes `tensors` take for one sample (one run of one sample with them as outputs): what sizes a batch."""
-    session = _session(augmented(proto, tensors))
+    session = observing_session(augmented(proto, tensors))
     names = {o.name for o in session.get_outputs()}
     wanted = [t for t in tensors if t in names]
     first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
@@ -160,13 +162,14 @@ def minmax_ranges(proto, inputs: dict, workdir: Path, fixed_batch: int | None = 
             own = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
             per_sample = sample_bytes(proto, inputs, sorted(t for t in tensors if t in own), fixed_batch)
             batch = int(max(1, min(MINMAX_BATCH, BATCH_BYTES // max(1.0, per_sample))))
-        calibrator.collect_data(_Reader(inputs, batch, fixed_batch))
+        calibrator.collect_data(CalibrationReader(inputs, batch, fixed_batch))
         data = calibrator.compute_data()
     return {name: tuple(np.asarray(v).reshape(-1)[0] for v in data[name].range_value) for name in data.keys()}
 
 
-class _Reader:
-    """A CalibrationDataReader over `inputs` in batches."""
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over `inputs`, `batch` samples at a time (a graph with a fixed
+    batch axis gets exactly that many, the last batch padded)."""
 
     def __init__(self, inputs: dict, batch: int, fixed_batch: int | None):
         self.feeds = [feed for feed, _ in batches_of(inputs, batch, fixed_batch)]
@@ -217,7 +220,7 @@ def channel_ranges(proto, inputs: dict, tensors: list[str], *, axis: int = 1, fi
     Cap-aware equalization asks which ReLU6 channels ever reach the cap; SmoothQuant, each channel's range."""
     if not tensors:
         return {}
-    session = _session(augmented(proto, tensors))
+    session = observing_session(augmented(proto, tensors))
     names = [o.name for o in session.get_outputs()]
     wanted = [t for t in tensors if t in names]
     n = len(next(iter(inputs.values())))

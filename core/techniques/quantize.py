@@ -22,7 +22,6 @@ from core.techniques.histogram import ActivationStatistics, percentile_range
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
 # What static int8 quantizes in a graph with attention: the layers with weights (int8 kernels, int8 tables).
 STATIC_ATTENTION_OPS = {"Conv", "MatMul", "Gemm", "Gather"}
-CALIBRATION_BATCH = 32
 # Entropy (KL) calibration as TensorRT does it (Migacz, "8-bit Inference with TensorRT", GTC 2017): a 2048-bin
 # histogram, searched for the threshold whose 128 quantized levels lose the least information. onnxruntime's
 # defaults (128 bins for 128 quantized bins) leave a single candidate, the whole range, which is minmax.
@@ -217,27 +216,6 @@ def preprocess(proto, workdir: Path):
     return proto, {"skipped": True}
 
 
-class CalibrationReader:
-    """Feeds calibration batches to onnxruntime's calibrators (the CalibrationDataReader protocol)."""
-
-    def __init__(self, inputs: dict, count: int, fixed_batch: int | None = None):
-        self.batches = []
-        n = min(count, len(next(iter(inputs.values()))))
-        step = fixed_batch or CALIBRATION_BATCH
-        for start in range(0, n, step):
-            batch = {k: v[start:min(n, start + step)] for k, v in inputs.items()}
-            if fixed_batch and len(next(iter(batch.values()))) < fixed_batch:  # a graph that only takes full batches
-                batch = {k: np.resize(v, (fixed_batch, *v.shape[1:])) for k, v in batch.items()}
-            self.batches.append(batch)
-        self._iter = iter(self.batches)
-
-    def get_next(self):
-        return next(self._iter, None)
-
-    def rewind(self):
-        self._iter = iter(self.batches)
-
-
 def entropy_threshold(histogram, num_quantized_bins: int = ENTROPY_QUANTIZED_BINS):
     """The (low, high) range onnxruntime's entropy calibrator picks for one tensor's histogram.
 
@@ -319,29 +297,6 @@ def calibration_ranges(proto, inputs: dict, calibration: str, workdir: Path, *, 
                                                               *h[:2]) for name, h in histograms.items()})
     return TensorsData(CalibrationMethod.Percentile, {name: (*percentile_range(h, percentile), *h[:2])
                                                       for name, h in histograms.items()})
-
-
-def merge_calibration(data, overrides: dict, statistics: ActivationStatistics):
-    """`data` (onnxruntime's TensorsData) with the tensors named in `overrides` calibrated by their own method.
-
-    Raises:
-        BadInputError: an override names a tensor the calibrator does not see (the message lists some it does).
-    """
-    from onnxruntime.quantization.calibrate import TensorsData
-
-    known = set(data.keys()) if hasattr(data, "keys") else {k for k in data}
-    unknown = [t for t in overrides if t not in known]
-    if unknown:
-        raise BadInputError(f"quantize.calibration_overrides names unknown tensor(s) {key_list(unknown)}; "
-                            f"allowed: {key_list(known)}")
-    merged = {k: data[k] for k in known}
-    for method in sorted(set(overrides.values())):
-        tensors = [t for t, m in overrides.items() if m == method]
-        other = calibration_ranges(statistics.proto, statistics.inputs, method, statistics.workdir, tensors=tensors,
-                                   statistics=statistics)
-        for tensor in tensors:
-            merged[tensor] = other[tensor]
-    return TensorsData(data.calibration_method, merged)
 
 
 def quantized_node_names(proto) -> list[str]:

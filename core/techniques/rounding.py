@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.techniques.histogram import BATCH_BYTES, augmented, batches_of
+from core.techniques.histogram import BATCH_BYTES, augmented, batches_of, observing_session
 
 DAMPING = 0.01  # H + 1% of its mean diagonal: GPTQ's default, keeps the inverse stable on rank-deficient inputs
 # Rows (output positions) sampled per layer over the whole calibration set: 8 per column of H, at least 4,096 and
@@ -115,18 +115,10 @@ def input_moments(float_proto, inputs: dict, specs: dict, weights: dict, *, fixe
     Returns:
         name -> H: (K, K) for Gemm / MatMul / groups-1 Conv (K = C_in * k * k), or (G, K, K) per group.
     """
-    import onnxruntime as ort
-
     tensors = sorted({spec.tensor for spec in specs.values()})
     graph_inputs = {i.name for i in float_proto.graph.input}
     session_tensors = [t for t in tensors if t not in graph_inputs]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
-    session = ort.InferenceSession(augmented(float_proto, session_tensors).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = observing_session(augmented(float_proto, session_tensors))
     n = len(next(iter(inputs.values())))
     first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
     sample_bytes = sum(o.nbytes for o in session.run(session_tensors, first)) / (fixed_batch or 1) if \
