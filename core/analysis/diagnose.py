@@ -378,8 +378,12 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
         blat = (base_lat.get(str(batch)) or {}).get("p50")
         speedup = round(blat / lat, 4) if lat and blat else None
         variant_bytes = artifact_bytes(run_dir, entry)
-        exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
-                   for n in s.get("exclude") or []]
+        # the nodes the quantize step kept in float (a static step keeps an `exclude` node only where that
+        # improved validation); older runs without the record: the nodes the step asked for
+        exclude = (entry.get("info") or {}).get("excluded_nodes")
+        if exclude is None:
+            exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
+                       for n in s.get("exclude") or []]
         findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"), speedup=speedup,
                            batch1_ms=batch1, requantized=requantized_excluded(variant_bytes, exclude),
                            profile_batch=before["batch_size"])

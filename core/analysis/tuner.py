@@ -386,8 +386,11 @@ class _Search:
         return trial
 
     def _requantized(self, variant: Variant, result) -> list[str]:
-        """Excluded layers whose weights onnxruntime quantizes anyway (see core.analysis.diagnose)."""
-        exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
+        """Layers kept in float whose weights onnxruntime quantizes anyway (see core.analysis.diagnose): the
+        nodes the quantize step kept in float (it keeps an `exclude` node only where validation improved)."""
+        exclude = result.info.get("excluded_nodes")
+        if exclude is None:
+            exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
         if not exclude:
             return []
         try:
