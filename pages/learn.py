@@ -209,7 +209,7 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         "mse": st.column_config.NumberColumn("MSE", format="%.3g"),
         "max_abs_error": st.column_config.NumberColumn("Max error", format="%.3g"),
         "sqnr_db": st.column_config.NumberColumn("SQNR (dB)", format="%.1f")})
-    st.caption(f"Ranges from onnxruntime's own calibrators on {study['samples']} calibration samples; errors are "
+    st.caption(f"Ranges from the quantize step's own calibration on {study['samples']} calibration samples; errors are "
                "measured on the real activation values. A tighter range means finer steps for the common values, "
                "but everything outside it is clipped.")
 
