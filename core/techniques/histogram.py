@@ -67,6 +67,18 @@ def batches_of(inputs: dict, per_batch: int, fixed_batch: int | None = None):
         yield feed, real
 
 
+def observer(proto, inputs: dict, tensors: list[str], fixed_batch: int | None = None, copies: int = 1) -> tuple:
+    """(an `observing_session` with `tensors` as outputs, the tensors it has, samples per batch): a batch holds
+    as many samples as BATCH_BYTES of those tensors allow, `copies` times over (work arrays a caller makes)."""
+    session = observing_session(augmented(proto, tensors))
+    names = {o.name for o in session.get_outputs()}
+    wanted = [t for t in tensors if t in names]
+    n = len(next(iter(inputs.values())))
+    first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
+    per_sample = sum(o.nbytes for o in session.run(wanted, first)) / (fixed_batch or 1) if wanted else 1.0
+    return session, wanted, int(max(1, min(n, BATCH_BYTES // max(1.0, per_sample * copies))))
+
+
 def collect_histograms(proto, inputs: dict, tensors: list[str], thresholds: dict, *, num_bins: int,
                        fixed_batch: int | None = None, should_stop=None, absolute: bool = False) -> dict:
     """Per tensor, the counts of its values in `num_bins` equal bins over [-t, t] (t = `thresholds[tensor]`), or
@@ -84,13 +96,7 @@ def collect_histograms(proto, inputs: dict, tensors: list[str], thresholds: dict
     Returns:
         tensor -> (counts int64, edges float32, min, max, threshold), onnxruntime's HistogramCollector layout.
     """
-    session = observing_session(augmented(proto, tensors))
-    names = [o.name for o in session.get_outputs()]
-    wanted = [t for t in tensors if t in names]
-    n = len(next(iter(inputs.values())))
-    first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
-    sample_bytes = sum(o.nbytes for o in session.run(wanted, first)) / (fixed_batch or 1)
-    per_batch = int(max(1, min(n, BATCH_BYTES // max(1.0, sample_bytes))))
+    session, wanted, per_batch = observer(proto, inputs, tensors, fixed_batch)
     counts = {t: np.zeros(num_bins, np.int64) for t in wanted}
     limits = {t: float(max(abs(float(thresholds[t][0])), abs(float(thresholds[t][1])))) for t in wanted}
     for feed, real in batches_of(inputs, per_batch, fixed_batch):
@@ -220,13 +226,7 @@ def channel_ranges(proto, inputs: dict, tensors: list[str], *, axis: int = 1, fi
     Cap-aware equalization asks which ReLU6 channels ever reach the cap; SmoothQuant, each channel's range."""
     if not tensors:
         return {}
-    session = observing_session(augmented(proto, tensors))
-    names = [o.name for o in session.get_outputs()]
-    wanted = [t for t in tensors if t in names]
-    n = len(next(iter(inputs.values())))
-    first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
-    sample_bytes = sum(o.nbytes for o in session.run(wanted, first)) / (fixed_batch or 1)
-    per_batch = int(max(1, min(n, BATCH_BYTES // max(1.0, sample_bytes))))
+    session, wanted, per_batch = observer(proto, inputs, tensors, fixed_batch)
     lows: dict[str, np.ndarray] = {}
     highs: dict[str, np.ndarray] = {}
     for feed, real in batches_of(inputs, per_batch, fixed_batch):

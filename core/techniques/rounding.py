@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.techniques.histogram import BATCH_BYTES, augmented, batches_of, observing_session
+from core.techniques.histogram import batches_of, observer
 
 DAMPING = 0.01  # H + 1% of its mean diagonal: GPTQ's default, keeps the inverse stable on rank-deficient inputs
 # Rows (output positions) sampled per layer over the whole calibration set: 8 per column of H, at least 4,096 and
@@ -118,12 +118,9 @@ def input_moments(float_proto, inputs: dict, specs: dict, weights: dict, *, fixe
     tensors = sorted({spec.tensor for spec in specs.values()})
     graph_inputs = {i.name for i in float_proto.graph.input}
     session_tensors = [t for t in tensors if t not in graph_inputs]
-    session = observing_session(augmented(float_proto, session_tensors))
+    # im2col copies and their products cost several times the activations themselves
+    session, session_tensors, per_batch = observer(float_proto, inputs, session_tensors, fixed_batch, copies=4)
     n = len(next(iter(inputs.values())))
-    first = {k: v[:1] if not fixed_batch else np.resize(v[:1], (fixed_batch, *v.shape[1:])) for k, v in inputs.items()}
-    sample_bytes = sum(o.nbytes for o in session.run(session_tensors, first)) / (fixed_batch or 1) if \
-        session_tensors else 1.0
-    per_batch = int(max(1, min(n, BATCH_BYTES // max(1.0, sample_bytes) // 4)))  # im2col copies cost several times
     rng = np.random.default_rng(seed)
     moments: dict[str, np.ndarray] = {}
     columns = {name: int(np.prod(weights[name].shape[1:])) if spec.op_type == "Conv" or spec.transposed
