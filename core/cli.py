@@ -87,7 +87,8 @@ def _dataset_warnings(out_dir: str) -> list[str]:
 
 
 def _print_cost_summary(out_dir: str) -> None:
-    """Cost per million, energy per inference and monthly saving per variant (core.results.cost, default assumptions)."""
+    """Cost per million, energy per inference and monthly saving per variant (core.results.cost, default assumptions);
+    for a run timed on several runtimes, which runtime to ship each variant on (core.results.runtimes)."""
     from core.results.cost import summary_lines
 
     try:
@@ -96,6 +97,10 @@ def _print_cost_summary(out_dir: str) -> None:
     except (OSError, ValueError):
         return
     for line in summary_lines(results):
+        print(line)
+    from core.results.runtimes import ship_lines  # a bake-off run: which runtime to ship each variant on
+
+    for line in ship_lines(results):
         print(line)
 
 
@@ -121,7 +126,10 @@ def cmd_sensitivity(args) -> int:
     for layer in summary.get("layers", [])[:10]:
         sqnr = "identical" if layer["sqnr_db"] is None else f"SQNR {layer['sqnr_db']:.1f} dB"
         drop = "failed" if layer["drop"] is None else f"{layer['drop']:+.2f} pt"
-        print(f"  {drop:>10}  {sqnr:<16} {layer['name']}")
+        rank = "" if layer.get("rank") is None else f"{layer['rank']}{'=' if layer.get('tied') else ''}"
+        print(f"  {rank:>4} {drop:>10}  {sqnr:<16} {layer['name']}")
+    if summary.get("resolution"):
+        print(summary["resolution"])
     print(f"wrote {os.path.join(out, 'sensitivity.json')}")
     return 0
 

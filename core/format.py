@@ -145,12 +145,23 @@ def format_usd(value) -> str:
     return f"${value:,.4g}" if value < 1000 else f"${value:,.0f}"
 
 
-def speedup_verdict(entry: Mapping | None) -> str | None:
-    """'faster', 'slower' or 'no measurable difference' for a results.json speedup entry (None when there is none).
-    An interval that contains 1 never reads 'slower'."""
+def speedup_interval(entry: Mapping | None) -> tuple[float, float] | None:
+    """(low, high) of a speedup entry, or None when it has no interval (a run from before intervals, a bare ratio)."""
     if not entry:
         return None
-    low, high = float(entry.get("low", entry["ratio"])), float(entry.get("high", entry["ratio"]))
+    low, high = entry.get("low"), entry.get("high")
+    if is_missing(low) or is_missing(high):
+        return None
+    return float(low), float(high)
+
+
+def speedup_verdict(entry: Mapping | None) -> str | None:
+    """'faster', 'slower' or 'no measurable difference' for a results.json speedup entry (None when there is none,
+    or it has no interval: a bare ratio cannot say). An interval that contains 1 never reads 'slower'."""
+    interval = speedup_interval(entry)
+    if interval is None:
+        return None
+    low, high = interval
     if low > 1.0:
         return "faster"
     if high < 1.0:
@@ -160,11 +171,14 @@ def speedup_verdict(entry: Mapping | None) -> str | None:
 
 def format_speedup(entry: Mapping | None) -> str:
     """A speed-up as people read it: '2.1x (2.0–2.2)'; an interval containing 1 reads
-    'no measurable difference (0.97–1.04x)'; '–' when there is none."""
-    if not entry:
+    'no measurable difference (0.97–1.04x)'; a ratio without an interval (an older run) is just '2.10x'; '–' when
+    there is none."""
+    if not entry or is_missing(entry.get("ratio")):
         return "–"
-    ratio, low, high = float(entry["ratio"]), float(entry.get("low", entry["ratio"])), float(
-        entry.get("high", entry["ratio"]))
+    ratio, interval = float(entry["ratio"]), speedup_interval(entry)
+    if interval is None:
+        return f"{_short(ratio)}x"
+    low, high = interval
     if speedup_verdict(entry) == "no measurable difference":
         return f"no measurable difference ({_short(low)}–{_short(high)}x)"
     return f"{_short(ratio)}x ({_short(low)}–{_short(high)})"

@@ -28,9 +28,11 @@ PRESET_KEY = "fw_preset"  # (preset name, variants it left out) last applied on 
 RUN_KEY = "fw_run"  # run id open on the Compare page (and followed on the Optimize page)
 OWNER_KEY = "fw_owner"  # who submits jobs: stable per browser where possible
 UPLOAD_SEEN_KEY = "fw_upload_seen"  # file ids already handled, so a rerun does not re-process an upload
+RECIPE_RESET_KEY = "fw_recipe_reset"  # the label of the model whose recipe a model change dropped (one notice)
 
 MODEL_UPLOAD_TYPES = ("onnx", "pt", "pth", "safetensors", "zip")  # zip: a decoder checkpoint folder
-DATA_UPLOAD_TYPES = ("npz", "csv")
+TEXT_UPLOAD_TYPES = ("txt", "jsonl")  # held-out text for a decoder (core.io.text)
+DATA_UPLOAD_TYPES = ("npz", "csv") + TEXT_UPLOAD_TYPES
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -67,6 +69,13 @@ class DataChoice:
 
 
 NO_DATA = DataChoice(None, "none (synthetic inputs: fidelity only, no accuracy)")
+# A language model without text of its own: scored on the bundled everyday sentences (core.io.text).
+NO_TEXT = DataChoice(None, "the bundled sentences (no text of your own)")
+
+
+def no_data_for(card: dict | None) -> DataChoice:
+    """What "no data" means for a model: synthetic inputs, or for a language model the bundled sentences."""
+    return NO_TEXT if (card or {}).get("task") == "text-generation" else NO_DATA
 
 
 @dataclass(frozen=True)
@@ -147,8 +156,12 @@ def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | No
                                    content if content is not None else spec, model_filename=model_choice.filename,
                                    data_filename=filename)
     from core.io.data import load_data, load_data_bytes
+    from core.io.decoder import DecoderCheckpoint
+    from core.io.text import heldout_text
 
     model = load_choice_model(model_choice)
+    if isinstance(model, DecoderCheckpoint):  # a sample decoder's text: its own, or another text sample
+        return heldout_text(model, spec).summary
     trains = model.torch_module is not None  # an ONNX-only model's data is shown as a run splits it: no train
     if content is not None:
         return load_data_bytes(content, filename, model, train_needed=trains).summary()
@@ -169,6 +182,25 @@ def default_data_for(model_choice: ModelChoice) -> str | None:
 # Changing the session's model and data; a failure leaves the state exactly as it was
 
 
+def model_identity(choice: ModelChoice | None) -> str | None:
+    """What makes two model choices the same model: the spec, and an upload's content digest."""
+    return None if choice is None else f"{choice.spec}#{choice.digest or ''}"
+
+
+def _set_model(state: MutableMapping, choice: ModelChoice) -> None:
+    """Make `choice` the model; a different model drops the recipe made for the previous one (its variants,
+    excluded node names and options fit that model, not this), so the Optimize page starts from a preset fitted to
+    the new model and says why (RECIPE_RESET_KEY)."""
+    previous = state.get(MODEL_KEY)
+    if previous is not None and model_identity(previous) != model_identity(choice):
+        if state.get(RECIPE_KEY) is not None:
+            state[RECIPE_RESET_KEY] = previous.label
+        state.pop(RECIPE_KEY, None)
+        state.pop(PRESET_KEY, None)
+        state[RECIPE_VERSION_KEY] = int(state.get(RECIPE_VERSION_KEY, 0) or 0) + 1  # the forms' widgets start over
+    state[MODEL_KEY] = choice
+
+
 def choose_sample_model(state: MutableMapping, name: str, *, card: dict | None = None,
                         data_summary=None) -> Outcome:
     """Make sample `name` the session's model, with its own dataset.
@@ -186,8 +218,8 @@ def choose_sample_model(state: MutableMapping, name: str, *, card: dict | None =
         summary = (data_summary or (lambda c, s: bind_data(c, s)))(choice, data_spec) if data_spec else None
     except FeatherweightError as exc:
         return Outcome(error=str(exc))
-    state[MODEL_KEY] = choice
-    state[DATA_KEY] = DataChoice(data_spec, data_spec, summary) if data_spec else NO_DATA
+    _set_model(state, choice)
+    state[DATA_KEY] = DataChoice(data_spec, data_spec, summary) if data_spec else no_data_for(card)
     return Outcome()
 
 
@@ -206,15 +238,18 @@ def apply_model_upload(state: MutableMapping, filename: str, data: bytes) -> Out
     choice = ModelChoice(f"inputs/{name}", name, card, filename=name, content=bytes(data), digest=digest_of(data))
     notice = None
     current = state.get(DATA_KEY)
-    new_data = NO_DATA
+    new_data = no_data_for(card)
     if current is not None and current.spec is not None:
         try:
             summary = bind_data(choice, current.spec, filename=current.filename, content=current.content)
             new_data = replace(current, summary=summary)
         except FeatherweightError as exc:
-            notice = (f"The data {current.label} does not fit {name} ({exc}); measuring with synthetic inputs "
-                      "instead. Upload data that matches the model for accuracy.")
-    state[MODEL_KEY] = choice
+            notice = (f"The data {current.label} does not fit {name} ({exc}); "
+                      + ("scoring on the bundled everyday sentences instead. Upload a .txt or .jsonl of your own "
+                         "text to score the model on it." if card.get("task") == "text-generation" else
+                         "measuring with synthetic inputs instead. Upload data that matches the model for "
+                         "accuracy."))
+    _set_model(state, choice)
     state[DATA_KEY] = new_data
     return Outcome(notice=notice)
 
@@ -242,7 +277,7 @@ def choose_sample_data(state: MutableMapping, name: str | None, *, data_summary=
     if model is None:
         return Outcome(error="choose a model first")
     if name is None:
-        state[DATA_KEY] = NO_DATA
+        state[DATA_KEY] = no_data_for(model.card)
         return Outcome()
     spec = f"sample:{name}"
     try:
@@ -483,7 +518,7 @@ def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -
         model = ModelChoice(str(m["spec"]), str(m["label"]), dict(m.get("card") or {}), filename=m.get("filename"),
                             content=model_bytes, digest=m.get("digest"))
         d = saved.get("data")
-        data = NO_DATA
+        data = no_data_for(model.card)
         if d and d.get("spec"):
             data_bytes = content(d)
             data = DataChoice(str(d["spec"]), str(d["label"]), d.get("summary"), filename=d.get("filename"),

@@ -9,14 +9,17 @@ import streamlit as st
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant,
-                                  layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics, variant,
-                                  within_budget)
-from core.results.explain import why_no_speedup
+from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chart_caption,
+                                  chose_on_reported, chosen_on, drop_text, generations_table, is_decoder_run,
+                                  latency_label, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
+                                  variant, within_budget)
+from core.results.explain import why_no_speedup, why_not_faster_on
+from core.results.runtimes import POINT_SEPARATOR, run_runtimes, runtime_entry, ship_table
+from core.io.runtimes import runtime_label
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
 from core.io.files import inside_run
-from core.results.table import batch_sizes_of, quality_caption
+from core.results.table import batch_sizes_of, quality_caption, speedup_text, timing_caption
 from core.jobs.store import ACTIVE
 from ui import services
 from ui.events import clicked_variant
@@ -56,7 +59,8 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
     if lat is not None and lat.notna().any():
         top = float(lat.max()) * 1.05
         step = _step(top)
-        value = c1.slider(f"Max latency at batch {batch_size} (ms)", 0.0, _ceil(top, step), _ceil(top, step),
+        value = c1.slider(f"Max {latency_label(services.run_results(run_id) or {}, batch_size)}", 0.0,
+                          _ceil(top, step), _ceil(top, step),
                           step, key=f"budget.lat.{run_id}.{batch_size}", format=_format(step),
                           help="Variants slower than this are greyed out.")
         budget["max_latency_ms"] = None if value >= _ceil(top, step) else value
@@ -96,8 +100,8 @@ def _step(top: float) -> float:
 def _select_from_chart(chart_key: str, pick_key: str) -> None:
     """on_select callback: open the clicked variant in the detail view."""
     name = clicked_variant(st.session_state.get(chart_key))
-    if name:
-        st.session_state[pick_key] = name
+    if name:  # a bake-off's point ("int8 · OpenVINO") opens its variant
+        st.session_state[pick_key] = name.split(POINT_SEPARATOR)[0]
 
 
 def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> None:
@@ -115,17 +119,35 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
     c = st.columns(4)
     c[0].metric("Size", fmt.format_bytes(row["size_bytes"]), f"{fmt.format_ratio(row['x_smaller'])} smaller",
                 delta_color="off", delta_arrow="off")
-    c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
-                f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster", delta_color="off",
-                delta_arrow="off")
+    if is_decoder_run(results):  # tokens/s, and the interleaved rounds' decode speed-up with its interval
+        c[1].metric("Decode tokens/s", f"{row['decode_tok_s']:,.0f}", speedup_text(row, 1), delta_color="off",
+                    delta_arrow="off", help="Batch 1 with the KV cache; higher is better. Speed-up against the "
+                                            "same-run fp32: median per-round ratio and its 95% interval.")
+    else:
+        c[1].metric(f"p50 at batch {batch_size}", fmt.format_ms(row.get(f"p50_ms_bs{batch_size}")),
+                    speedup_text(row, batch_size), delta_color="off", delta_arrow="off",
+                    help="Speed-up against the same-run baseline: median per-round ratio and its 95% interval.")
     change = -float(drop.iloc[0]) if not math.isnan(drop.iloc[0]) else None
     if row.get("accuracy") is not None and not math.isnan(row.get("accuracy")):
         c[2].metric("Accuracy", fmt.format_pct(row["accuracy"]),
                     None if change is None or abs(change) < 0.005 else f"{change:+.2f} pt",
                     help="Change in percentage points vs the baseline")
+    elif is_decoder_run(results):
+        c[2].metric("Perplexity", f"{row['perplexity']:.4g}", drop_text(None if change is None else -change,
+                                                                           drop_label) + " vs fp32",
+                    delta_color="off", delta_arrow="off",
+                    help="On the held-out text; lower is better.")
     else:
         c[2].metric(drop_label.capitalize(), "–" if change is None else f"{-change:.2f}")
-    c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
+    if is_decoder_run(results):  # quality against fp32, teacher-forced on the held-out text
+        agreement = row.get("next_token_agreement")
+        c[3].metric("KL(fp32 ‖ variant) / token", f"{row['kl_per_token']:.2e}",
+                    None if agreement is None or math.isnan(agreement) else f"{agreement:.1%} same top-1 as fp32",
+                    delta_color="off", delta_arrow="off",
+                    help="Nats per held-out token; 0 = the same next-token distribution as fp32. Below: the share "
+                         "of positions whose most likely next token is fp32's.")
+    else:
+        c[3].metric("Build time", f"{v['build_s']:.1f} s" if v.get("build_s") else "–")
 
     if name != "baseline":
         st.page_link("pages/graph.py", label="Open in graph", icon=":material/account_tree:",
@@ -133,6 +155,8 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
                      help="This variant beside the baseline, node by node (precision, latency, mapping).")
     for note in why_no_speedup(results, name, batch_size):
         st.info(f"**Why no speed-up?** {note}", icon=":material/lightbulb:")
+    if len(run_runtimes(results)) > 1:
+        runtimes_detail_ui(results, name, batch_size)
 
     left, right = st.columns(2)
     with left:
@@ -158,8 +182,41 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
             st.markdown("###### Per-layer sparsity")
             st.plotly_chart(viz.layer_sparsity_figure(sparsity, height=280), theme=None, key=f"sparsity.{name}",
                             config={"displayModeBar": False})
-        if name != "baseline":
+        if name != "baseline" and is_decoder_run(results):
+            st.markdown("###### Greedy continuations vs fp32")
+            st.dataframe(generations_table(results, name), hide_index=True, width="stretch")
+            st.caption("Each prompt's greedy tokens beside fp32's; after the first difference the two models "
+                       "continue different texts, so only the matching prefix compares them.")
+        elif name != "baseline":
             predictions_ui(run_id, name)
+
+
+def runtimes_detail_ui(results: dict, name: str, batch_size: int) -> None:
+    """One variant on every runtime of the bake-off: latency, speed-ups, the fidelity check, the kernels or the
+    edge program, and why it is not faster there."""
+    v = variant(results, name) or {}
+    key = str(batch_size)
+    rows = []
+    for runtime in run_runtimes(results):
+        entry = runtime_entry(v, runtime)
+        own = (entry.get("speedup") or {}).get(key)
+        # onnxruntime's own speed-up is already against the reference; the reference itself has none
+        cross = (entry.get("vs_onnxruntime") or {}).get(key) or (own if runtime == "onnxruntime" else None)
+        export, kernels = entry.get("export") or {}, entry.get("kernels") or {}
+        work = (f"{kernels['int8']} int8 / {kernels['float']} float" if kernels else
+                f"{export['delegated_share']:.0%} of operators on XNNPACK" if export else "–")
+        rows.append({"runtime": runtime_label(runtime), "status": entry.get("status") or "–",
+                     f"p50 at batch {batch_size}": fmt.format_ms(((entry.get("latency_ms") or {}).get(key) or {})
+                                                                 .get("p50")),
+                     "vs its baseline": fmt.format_speedup(own), "vs onnxruntime fp32": fmt.format_speedup(cross),
+                     "same model?": (entry.get("fidelity") or {}).get("rule") or
+                     ("the reference" if runtime == "onnxruntime" else "–"),
+                     "heavy layers": work, "note": entry.get("error") or ""})
+    st.markdown("###### On each runtime")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for runtime in run_runtimes(results):
+        for note in why_not_faster_on(results, name, runtime, batch_size):
+            st.info(f"**Why not faster on {runtime_label(runtime)}?** {note}", icon=":material/lightbulb:")
 
 
 def predictions_ui(run_id: str, name: str) -> None:
@@ -206,7 +263,14 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
     run_dir = services.run_dir(run_id)
     v = variant(results, name) if name else None
     c = st.columns(4)
-    if v is not None and v.get("status") == "ok" and v.get("artifact"):
+    if v is not None and v.get("status") == "ok" and v.get("artifact") and is_decoder_run(results):
+        slug = v["artifact"].split("/")[-2]
+        c[0].download_button(f"Model · {slug}.zip", data=services.decoder_export(run_id, name),
+                             file_name=f"{slug}.zip", mime="application/zip", icon=":material/download:",
+                             width="stretch", key=f"dl_model.{run_id}.{name}", on_click="ignore",
+                             help="model.onnx, its external data, genai_config.json and the tokenizer: "
+                                  "onnxruntime_genai.Model on the unzipped folder generates with it.")
+    elif v is not None and v.get("status") == "ok" and v.get("artifact"):
         artifact = inside_run(run_dir, v["artifact"])
 
         def model_bytes() -> bytes:
@@ -219,6 +283,14 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                              key=f"dl_model.{run_id}.{name}", on_click="ignore")
     else:
         c[0].button("Model", disabled=True, help="Select a measured variant to download its model.", width="stretch")
+    edge = runtime_entry(v, "executorch") if v is not None else {}
+    if edge.get("status") == "ok" and edge.get("artifact"):
+        program = inside_run(run_dir, edge["artifact"])
+        if program is not None:
+            st.download_button(f"Edge program · {name}.pte (ExecuTorch, XNNPACK)", data=program.read_bytes,
+                               file_name=f"{edge['artifact'].split('/')[-2]}.pte", mime="application/octet-stream",
+                               icon=":material/download:", key=f"dl_pte.{run_id}.{name}", on_click="ignore",
+                               help="Load it with ExecuTorch's runtime on the device (XNNPACK delegate).")
     try:
         recipe_yaml = portable_recipe(results).to_yaml()
     except FeatherweightError:
@@ -268,10 +340,13 @@ if not results or frame is None or ok_rows(frame).empty:
 sizes = batch_sizes_of(results)
 env = results.get("environment") or {}
 others = int((frame["name"] != "baseline").sum())  # counted without the baseline, as in the run's label
-st.caption(f"**{results.get('model')}** on **{results.get('data') or 'synthetic inputs'}** · baseline and {others} "
+scored_on = results.get("data") or ((results.get("dataset") or {}).get("source") if is_decoder_run(results) else None)
+st.caption(f"**{results.get('model')}** on **{scored_on or 'synthetic inputs'}** · baseline and {others} "
            f"variant{'s' if others != 1 else ''} · "
            f"{env.get('cpu', 'CPU')} · {env.get('threads', 1)} thread(s) · started {results.get('started_at', '–')}")
 st.caption(quality_caption(results))
+if timing_caption(results):
+    st.caption(timing_caption(results))
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
@@ -282,36 +357,59 @@ with st.container(border=True):
                             key=f"compare_color.{run_id}")
     objective = c3.segmented_control("Best means", list(OBJECTIVES), default="fastest", key=f"objective.{run_id}",
                                      help="How the best variant inside the budget is chosen.") or "fastest"
-    budget = budget_ui(frame, batch_size, run_id)
+    runtimes = run_runtimes(results)
+    bakeoff = len(runtimes) > 1
+    if bakeoff:
+        shown = st.multiselect("Runtimes", runtimes, default=runtimes, format_func=runtime_label,
+                               key=f"compare_runtimes.{run_id}", help="Every variant was timed on each runtime "
+                               "(same threads, interleaved rounds); each point is one variant on one runtime, its "
+                               "marker shape the runtime.") or runtimes
+        points = services.run_points(run_id)
+        frame = points[points["runtime"].isin(shown)].reset_index(drop=True)
     device_names = [ANY_DEVICE] + [d.name for d in DEFAULT_DEVICES]
     device_name = st.selectbox("Fits on", device_names, key=f"compare_device.{run_id}",
                                help="Show only variants whose weights and peak activations fit this device "
                                     "(profiles and assumptions on the Cost page).")
+    budget = budget_ui(frame, batch_size, run_id)
 
+table = services.run_frame(run_id) if bakeoff else frame  # one row per variant (onnxruntime's figures)
 if device_name != ANY_DEVICE:
     fitting = variants_fitting(results, next(d for d in DEFAULT_DEVICES if d.name == device_name))
-    frame = frame[frame["name"].isin(fitting) | (frame["name"] == "baseline")].reset_index(drop=True)
+    by = frame["variant"] if bakeoff else frame["name"]
+    frame = frame[by.isin(fitting) | (by == "baseline")].reset_index(drop=True)
+    table = table[table["name"].isin(fitting) | (table["name"] == "baseline")].reset_index(drop=True)
     st.caption(f"Showing the {len(fitting)} variant(s) that fit on {device_name}"
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
-inside = within_budget(frame, budget, batch_size) & (frame["status"] == "ok")
+inside = within_budget(chosen_on(frame), budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
-names = list(ok_rows(frame)["name"]) + [n for n, s in zip(frame["name"], frame["status"]) if s != "ok"]
+names = list(ok_rows(table)["name"]) + [n for n, s in zip(table["name"], table["status"]) if s != "ok"]
+best_variant_name = best.split(POINT_SEPARATOR)[0] if bakeoff and best else best
 if st.session_state.get(pick_key) not in names:
-    st.session_state[pick_key] = best if best in names else names[0]
+    st.session_state[pick_key] = best_variant_name if best_variant_name in names else names[0]
 selected = st.session_state[pick_key]
 
 if best is None:
     st.warning("No variant fits inside these budgets: loosen one of them.", icon=":material/filter_alt_off:")
 else:
     row = frame[frame["name"] == best].iloc[0]
-    drop, _ = quality_drop_pt(frame[frame["name"] == best])
+    drop, _ = quality_drop_pt(frame[frame["name"] == best])  # _: the drop's label
     caveats = best_caveats(frame, best, batch_size)
     text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
-            f"{fmt.format_ratio(row.get(f'speedup_bs{batch_size}'))} faster at batch {batch_size}, "
-            f"quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'}.")
+            f"speed-up {speedup_text(row, batch_size)} at batch {batch_size}, "
+            f"{'perplexity' if is_decoder_run(results) else 'quality drop'} {drop_text(drop.iloc[0], _)}. "
+            + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
+               else "Chosen on the validation split and the timing rounds held out for choosing; the numbers "
+                    "shown are the test split's and the reported rounds'."))
+    if bakeoff:  # the point names its runtime; its speed is against the one reference, onnxruntime fp32
+        ratio, low, high = (row.get(f"vs_onnxruntime{k}_bs{batch_size}") for k in ("", "_low", "_high"))
+        speed = fmt.format_speedup({"ratio": ratio, "low": low, "high": high}) if ratio else "–"
+        text = (f"**Best within budget ({objective}): {row['variant']} on {row['runtime_label']}** — "
+                f"{fmt.format_ratio(row['x_smaller'])} smaller, {speed} against the baseline on onnxruntime at "
+                f"batch {batch_size}, quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'} "
+                f"(measured on {row['runtime_label']}).")
     if caveats:  # best on one axis, far worse on another: say so, in a warning, not a star
         st.warning(f"{text} But {' and '.join(caveats)}: set a size or latency budget to rule it out.",
                    icon=":material/warning:")
@@ -321,15 +419,23 @@ else:
 st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
-st.caption("Lower-left is better. The dotted line is the Pareto frontier; grey variants are outside the budget. "
-           "Click a point to open it below.")
+st.caption(chart_caption(results))
+if bakeoff:
+    st.subheader("Which runtime to ship")
+    st.caption(f"Per variant, the runtime where it ran fastest at batch {batch_size}, against the baseline on "
+               "onnxruntime (95% interval), and whether the runner-up is measurably slower.")
+    st.dataframe(ship_table(results, batch_size), hide_index=True, width="stretch", column_config={
+        "ship_on": "ship on", "speed": "vs onnxruntime fp32",
+        "p50_ms": st.column_config.NumberColumn(f"p50 at batch {batch_size} (ms)", format="%.3f"),
+        "runner_up": "runner-up"})
 
 failed = frame[frame["status"] != "ok"]
 for _, r in failed.iterrows():
     st.caption(f":material/error: **{r['name']}** {r['status']}: {r['error']}")
 
 st.subheader("Results")
-results_table_ui(frame, sizes, inside=inside, best=best, key=f"results_table.{run_id}")
+results_table_ui(table, sizes, inside=within_budget(table, budget, batch_size) & (table["status"] == "ok") if bakeoff
+                 else inside, best=best_variant_name, key=f"results_table.{run_id}")
 
 lat_tab, scale_tab, ratio_tab = st.tabs(["Latency percentiles", "Batch-size scaling", "Ratios"])
 latency = services.run_latency(run_id)
@@ -341,11 +447,11 @@ with scale_tab:
                                   key=f"scale_metric.{run_id}") or "throughput"
     st.plotly_chart(viz.batch_scaling_figure(latency, metric), theme=None, key=f"scale.{run_id}")
 with ratio_tab:
-    st.plotly_chart(viz.ratio_bars_figure(frame, batch_size), theme=None, key=f"ratios.{run_id}")
+    st.plotly_chart(viz.ratio_bars_figure(table, batch_size), theme=None, key=f"ratios.{run_id}")
 
 st.subheader("Variant detail")
 st.selectbox("Variant", names, key=pick_key, help="Or click a point on the chart.")
-detail_ui(results, frame, run_id, st.session_state[pick_key], batch_size)
+detail_ui(results, table, run_id, st.session_state[pick_key], batch_size)
 
 st.subheader("Export")
-exports_ui(results, frame, run_id, st.session_state[pick_key], batch_size, budget, objective)
+exports_ui(results, table, run_id, st.session_state[pick_key], batch_size, budget, objective)

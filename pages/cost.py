@@ -190,6 +190,7 @@ def cost_page() -> None:
     device = None if device == ALL_VARIANTS else device
 
     frame = cost.cost_frame(results, assumptions, devices, batch)
+    unit = cost.cost_unit(results)  # "generated token" for a decoder: every figure below is per generated token
     if results.get("task") == "text-generation":  # a decoder: its throughput is decode tokens/s at batch 1
         threads = int((results.get("environment") or {}).get("threads") or 1)
         per_token = [{"variant": v["name"], **{k: c[k] for k in ("usd_per_million_tokens",
@@ -223,13 +224,17 @@ def cost_page() -> None:
     else:
         columns = list(TABLE_COLUMNS)
         config = dict(TABLE_COLUMNS)
+        if unit != "inference":
+            config.update(usd_per_million=st.column_config.NumberColumn(f"USD / million {unit}s", format="$%.4g"),
+                          energy_mj=st.column_config.NumberColumn(f"Energy / {unit} (mJ)", format="%.4g"),
+                          gco2_per_million=st.column_config.NumberColumn(f"gCO2 / million {unit}s", format="%.4g"))
         for d in devices if device is None else [d for d in devices if d.name == device]:
             columns += [f"fits: {d.name}", f"est. ms: {d.name}"]
             config[f"fits: {d.name}"] = st.column_config.CheckboxColumn(f"Fits {d.name}")
             config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
                 f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
         st.dataframe(shown[columns], hide_index=True, width="stretch", column_config=config)
-        st.plotly_chart(cost_view.cost_figure(frame, device=device), width="stretch")
+        st.plotly_chart(cost_view.cost_figure(frame, device=device, unit=unit), width="stretch")
     with st.expander("Device fit, variant by variant (estimates)"):
         st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
                    "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "

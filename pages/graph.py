@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import FeatherweightError
+from core.format import format_speedup
 from core.session import RUN_KEY
 from core.views.graph import PRECISION_COLOR
 from ui import graph_explorer, services
@@ -60,10 +61,15 @@ def summary_ui(view: dict) -> None:
     c[2].metric("Stayed in float for no reason", counts["float_for_no_reason"])
     if profile:
         before, after = profile["before_total_ms"], profile["after_total_ms"]
+        kernel = profile.get("kernel_speedup")
+        run = profile.get("run_speedup")
         c[3].metric(f"Kernel time, batch {profile['batch_size']}", f"{after:.3f} ms",
-                    f"{before / after:.2f}x vs {before:.3f} ms" if after else None, delta_color="off",
-                    delta_arrow="off", help="Sum of onnxruntime's per-node kernel times (profiler, warm-up "
-                    "excluded, mean per run), measured when this view was built.")
+                    (f"{format_speedup(kernel)} vs {before:.3f} ms" if kernel else
+                     f"{before / after:.2f}x vs {before:.3f} ms" if after else None), delta_color="off",
+                    delta_arrow="off", help="Sum of onnxruntime's per-node kernel times (profiler, warm-up excluded, "
+                    f"mean per run), both graphs timed interleaved in rounds ({profile.get('rounds', '?')} rounds) "
+                    "when this view was built; the speed-up is the median per-round ratio with its 95% interval"
+                    + (f". Compare's speed-up at this batch: {format_speedup(run)}." if run else "."))
     st.caption(f"{counts['mapped']} of {counts['variant_nodes']} variant nodes traced to a baseline node "
                f"({counts['helpers']} added to serve one, such as Q/DQ pairs); {counts['added']} new; "
                f"{counts['fused']} baseline node(s) fused into another, {counts['removed']} removed.")

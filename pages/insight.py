@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.jobs import insight
 from core.errors import FeatherweightError
+from core.format import format_speedup
 from core.views.insight import op_time_figure, scaling_figure, sensitivity_figure, sensitivity_heatmap, tune_figure
 from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSION_KEY
 from core.jobs.store import ACTIVE
@@ -24,6 +25,8 @@ POLL_S = 0.5
 
 # Tables show words and units, not the JSON field names (drop_pt, sqnr_db, p50_ms).
 SCAN_COLUMNS = {
+    "rank": st.column_config.TextColumn("Rank", help="1 = most sensitive; '=' marks layers tied within one "
+                                        "validation sample, whose order the scan cannot tell"),
     "name": st.column_config.TextColumn("Layer"), "type": st.column_config.TextColumn("Op type"),
     "drop": st.column_config.NumberColumn("Quality drop (pt)", format="%.2f",
                                           help="Lost when only this layer is quantized"),
@@ -33,7 +36,12 @@ SCAN_COLUMNS = {
 TUNE_COLUMNS = {
     "name": st.column_config.TextColumn("Trial"), "status": st.column_config.TextColumn("Status"),
     "drop_pt": st.column_config.NumberColumn("Quality drop (pt)", format="%.2f"),
-    "speedup": st.column_config.NumberColumn("× faster", format="%.2f×"),
+    "speedup": st.column_config.NumberColumn("× faster (chosen on)", format="%.2f×",
+                                             help="The trial's own timing against the baseline, on validation "
+                                                  "inputs: what the tuner chose on"),
+    "reported": st.column_config.TextColumn("Speed-up (reported)",
+                                            help="A separate timing of every trial together at the end, with its 95% "
+                                                 "interval: the figure to quote (no choice read it)"),
     "size_bytes": st.column_config.NumberColumn("Size (bytes)", format="localized"),
     "reason": st.column_config.TextColumn("Why kept or not", width="large")}
 SCALING_COLUMNS = {
@@ -122,6 +130,8 @@ def keep_top_k_ui(result: dict) -> None:
 
 
 def sensitivity_result_ui(result: dict) -> None:
+    from core.analysis.sensitivity import resolution_caption
+
     layers = result.get("layers", [])
     ok = [row for row in layers if row.get("drop") is not None]
     base = (result.get("baseline") or {}).get("accuracy")
@@ -131,11 +141,13 @@ def sensitivity_result_ui(result: dict) -> None:
     if ok:
         # A drop is bad news (red, down); "no drop" is not news at all (grey), never an alarm-red arrow.
         dropped = ok[0]["drop"] > 0
-        c3.metric("Most sensitive", ok[0]["name"].split("/")[-2] if "/" in ok[0]["name"] else ok[0]["name"],
+        c3.metric("Most sensitive" + (" (tied)" if ok[0].get("tied") else ""),
+                  ok[0]["name"].split("/")[-2] if "/" in ok[0]["name"] else ok[0]["name"],
                   f"-{ok[0]['drop']:.2f} pt" if dropped else "no drop", delta_color="normal" if dropped else "off",
                   delta_arrow="auto" if dropped else "off")
     st.caption(f"Scan of **{result.get('model')}** ({result.get('technique')}); drop = {result.get('metric')}. "
-               "SQNR compares the outputs with the baseline's (higher = less damage).")
+               "SQNR compares the outputs with the baseline's (higher = less damage). "
+               + resolution_caption(result))
     chart, heat = st.tabs(["Ranked", "Heatmap"])
     with chart:
         st.plotly_chart(sensitivity_figure(result), key="scan_ranked")
@@ -145,7 +157,8 @@ def sensitivity_result_ui(result: dict) -> None:
     failed = [row for row in layers if row.get("error")]
     for row in failed:
         st.warning(f"{row['name']}: {row['error']}", icon=":material/warning:")
-    st.dataframe([{k: row.get(k) for k in ("name", "type", "drop", "agreement", "sqnr_db", "params")}
+    st.dataframe([{"rank": "" if row.get("rank") is None else f"{row['rank']}{'=' if row.get('tied') else ''}",
+                   **{k: row.get(k) for k in ("name", "type", "drop", "agreement", "sqnr_db", "params")}}
                   for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS)
 
 
@@ -179,7 +192,7 @@ def sensitivity_ui(model, data) -> None:
     path = services.run_dir(record.id) / "sensitivity.json"
     if state not in ACTIVE and path.exists():
         try:
-            result = load_sensitivity(path).to_dict()
+            result = load_sensitivity(path).to_dict()  # ranked, ties marked (old scans too)
             sensitivity_result_ui(result)
             graph_link_ui(result, record.id)
         except FeatherweightError as exc:
@@ -226,12 +239,18 @@ def tune_result_ui(run_id: str, active: bool) -> None:
         if (log.get("config") or {}).get("objective") == "size":
             c2.metric("Size", f"{(best_trial.get('size_bytes') or 0) / 1e3:,.1f} kB")
         else:
-            c2.metric(f"Speed-up at batch {log.get('timing_batch')}", f"{best_trial.get('speedup') or 1:.2f}x")
+            reported = best_trial.get("reported_speedup")
+            c2.metric(f"Speed-up at batch {log.get('timing_batch')}",
+                      format_speedup(reported) if reported else f"{best_trial.get('speedup') or 1:.2f}x",
+                      None if reported else "chosen on; the reported timing comes at the end", delta_color="off",
+                      delta_arrow="off")
         c3.metric("Quality drop", f"{best_trial.get('drop_pt') or 0:.2f} pt")
         st.plotly_chart(tune_figure(log), key=f"tune_chart.{len(trials)}")
         for line in log.get("summary", []):
             st.markdown(line)
-        st.dataframe([{k: t.get(k) for k in ("name", "status", "drop_pt", "speedup", "size_bytes", "reason")}
+        st.dataframe([{**{k: t.get(k) for k in ("name", "status", "drop_pt", "speedup")},
+                       "reported": format_speedup(t.get("reported_speedup")) if t["name"] != "baseline" else "1x",
+                       **{k: t.get(k) for k in ("size_bytes", "reason")}}
                       for t in trials], hide_index=True, key=f"tune_table.{len(trials)}", column_config=TUNE_COLUMNS)
         best_yaml = directory / "best.yaml"
         if best_yaml.exists() and not active:
@@ -327,7 +346,13 @@ def diagnostics_ui() -> None:
         return
     for name, part in (diag.get("variants") or {}).items():
         speed = part.get("speedup")
-        st.subheader(f"{name} vs baseline" + (f" · {speed:.2f}x at batch {diag.get('batch_size')}" if speed else ""))
+        speed = {"ratio": speed} if isinstance(speed, (int, float)) else speed  # a diagnosis from before intervals
+        st.subheader(f"{name} vs baseline" + (f" · {format_speedup(speed)} at batch {diag.get('batch_size')}"
+                                              if speed else ""))
+        if part.get("kernel_speedup"):
+            st.caption(f"Profiled here, interleaved in rounds with the baseline ({diag.get('rounds')} rounds): "
+                       f"kernel time {format_speedup(part['kernel_speedup'])}, wall clock with the profiler on "
+                       f"{format_speedup(part.get('wall_speedup'))}. The heading is the run's own timing.")
         st.plotly_chart(op_time_figure(part["comparison"], after_label=name), key=f"ops.{name}")
         findings = part.get("findings") or []
         if not findings:
@@ -383,6 +408,11 @@ if notice:
 if current_model is None:
     st.info("Pick a model on the Model page to scan or tune it; diagnostics work on finished runs.",
             icon=":material/deployed_code:")
+elif current_model.card.get("task") == "text-generation":  # the layer scan and the tuner work on ONNX graphs
+    st.info(f"{current_model.label} is a language model: the layer scan and the tuner work on ONNX classifiers and "
+            "encoders. Compare its int4 / int8 variants on **Compare**; **Learn → Decoding (LM)** explains their "
+            "speed.", icon=":material/info:")
+    current_model = None
 else:
     st.caption(f"Model **{current_model.label}** · data "
                f"**{current_data.label if current_data.spec else 'synthetic inputs'}**")

@@ -5,11 +5,9 @@ soft targets and a live two-student distillation, and a size estimate checked ag
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core.teach import explainers as learn
-from core.teach import int4
 
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
@@ -17,13 +15,13 @@ from core.session import learn_sources
 from core.format import format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
-from ui.process_cache import process_cached
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
 ensure_app_shell()
 
 # Session-state and widget keys (one place, so tests and other pages agree).
+INT4_WEIGHTS = 64  # projection matrices the int4 table quantizes: all of tiny-lm's, a sample of a 0.5B model's
 MODEL_SPEC_KEY = "fw_model_spec"  # optional: a model spec ("sample:NAME" or a path) chosen elsewhere
 LEARN_MODEL_KEY = "learn_model"
 SECTION_KEY = "learn_section"
@@ -59,8 +57,12 @@ RUN_CHOICE_KEY = "learn_run_choice"  # the run chosen for the estimate check
 SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this page last looked
 
 INT4_SECTION = "int4 blocks (LM)"
+DECODING_SECTION = "Decoding (LM)"
 DEPTHWISE_SECTION = "Depthwise"
-SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION]
+SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION,
+            DECODING_SECTION]
+LM_SECTIONS = (INT4_SECTION, DECODING_SECTION)  # explain a decoder: the current model if it is one, else tiny-lm
+LM_SAMPLE = "sample:tiny-lm"
 DEFAULT_SPEC = "sample:digits-cnn"
 LARGE_MODEL_PARAMS = 5_000_000
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -147,6 +149,12 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     st.caption(f"A shared scale must fit the channel with the largest weights, so channels of small weights get few "
                f"levels. Giving each of the {view['channels']} output channels its own scale costs "
                f"{view['channels']} extra numbers and fixes that.")
+    if facts.get("decoder"):  # weight-only int4 / int8: no activation is quantized, so nothing to calibrate
+        st.info("A decoder here gets weight-only quantization (int4 or int8 MatMulNBits, one scale per block of "
+                "32 weights): its activations are not quantized ahead of time, so there is nothing to calibrate. "
+                "**int4 blocks** shows the block scales on these weights; **Decoding** shows why fewer weight bytes "
+                "make a token faster.", icon=":material/info:")
+        return
     with st.expander("Is this exactly what onnxruntime does?"):
         st.caption("Quantize the model with onnxruntime (static int8, per channel), read back this tensor's int8 "
                    "weights and scales from the quantized graph, and compare.")
@@ -512,24 +520,20 @@ def depthwise_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
 # int4 blocks: a decoder's weights, block size vs error vs bytes (core.teach.int4)
 
 
-@process_cached(max_entries=1)
-def _int4_table() -> pd.DataFrame:
-    return pd.DataFrame([row.to_dict() for row in int4.sample_block_table()])
-
-
-def int4_ui() -> None:
-    """int4 block quantization on sample:tiny-lm's real weights, and why its int4 speed-up is small."""
+def int4_ui(source: learn.LearnSource) -> None:
+    """int4 block quantization on a decoder's real weights (the current model's, or sample:tiny-lm's), and why
+    tiny-lm's int4 speed-up says little about memory."""
     st.subheader("int4: one scale per block of weights")
     st.markdown("A 4-bit weight has 16 levels. One scale for a whole row would let a single large weight stretch "
                 "the grid for all the others; so MatMulNBits cuts each row into **blocks** (the recipe's "
                 "`block_size`) and gives each block its own scale. Smaller blocks: less error, more bytes for "
-                "scales. Below: `sample:tiny-lm`'s real attention and MLP weights, quantized the way onnxruntime's "
-                "builder does it (symmetric, round to nearest).")
+                f"scales. Below: {source.label}'s real attention and MLP weights (up to {INT4_WEIGHTS} of them), "
+                "quantized the way onnxruntime's builder does it (symmetric, round to nearest).")
     try:
-        with st.spinner("Quantizing tiny-lm's weights at each block size..."):
-            table = _int4_table()
+        with st.spinner(f"Quantizing {source.label}'s weights at each block size..."):
+            table = explain(source, "int4_blocks", weights=INT4_WEIGHTS)
     except FeatherweightError as exc:
-        st.error(f"Cannot read sample:tiny-lm's weights: {exc}", icon=":material/error:")
+        st.error(f"Cannot read {source.label}'s weights: {exc}", icon=":material/error:")
         return
     st.plotly_chart(learn_viz.int4_block_figure(table), key="learn_int4_chart", **CHART)
     shown = table.assign(block=lambda t: t["block_size"].map(lambda b: "fp32" if b == 0 else str(int(b))),
@@ -541,12 +545,61 @@ def int4_ui() -> None:
     st.markdown("Decoding one token reads every weight once. tiny-lm's 2.4M weights are about 10 MB in fp32 and "
                 "1.6 MB in int4: both fit in this CPU's caches, so reading fewer bytes saves little here. Whatever "
                 "int4 changes in tiny-lm's tokens per second at batch 1 comes from the kernels (with "
-                "`accuracy_level: 4` MatMulNBits multiplies in int8, while fp32 runs a general matrix multiply on "
-                "one row) and from per-token overheads; it moves a lot between CPUs and between runs, so `make "
-                "bench` reports it without a target. A 0.5B-parameter decoder is about 2 GB in fp32: every token "
-                "streams it from DRAM, decoding is memory-bound, and int4's ~6x fewer bytes are what make it "
-                "faster. That is where the speed target is checked (BENCHMARKS.md: a random-weight 0.5B Llama, "
-                "int4 decode >= 1.8x fp32).")
+                "`accuracy_level` 4, the level `auto` picks where it measures faster, MatMulNBits multiplies in "
+                "int8, while fp32 runs a general matrix multiply on one row) and from per-token overheads; it "
+                "depends on the CPU's int8 instructions (`make bench` checks >= 1.3x, labelled with the instruction "
+                "set). A 0.5B-parameter decoder is about 2 GB in fp32: every token streams it from DRAM, decoding is "
+                "memory-bound, and int4's ~6x fewer bytes are what make it faster (BENCHMARKS.md: a random-weight "
+                "0.5B Llama, int4 decode >= 2x fp32, int4's peak memory <= 0.6x fp32's). **Decoding (LM)** "
+                "explains why.")
+
+
+def decoding_ui(source: learn.LearnSource) -> None:
+    """How a decoder generates, on this decoder's shapes: the KV cache, why batch-1 decode is memory-bound, and why
+    weight-only int4 helps exactly there (core.teach.decoding)."""
+    st.subheader(f"Decoding one token at a time: {source.label}")
+    try:
+        with st.spinner("Reading the decoder's shapes and measuring this machine's memory bandwidth..."):
+            view = explain(source, "decoding")
+    except FeatherweightError as exc:
+        st.error(f"Cannot explain {source.label}: {exc}", icon=":material/error:")
+        return
+    shape = view["shape"]
+    c = st.columns(4)
+    c[0].metric("Layers × KV heads × head size", f"{shape['layers']} × {shape['kv_heads']} × {shape['head_dim']}")
+    c[1].metric("KV cache per token", format_bytes(view["kv_bytes_per_token"]),
+                help="2 (key and value) × layers × KV heads × head size × 4 bytes (float32)")
+    c[2].metric("Weights read per token, fp32", format_bytes(view["weight_bytes"]["fp32"]))
+    c[3].metric("… in int4", format_bytes(view["weight_bytes"]["int4"]),
+                f"{view['weight_bytes']['fp32'] / view['weight_bytes']['int4']:.1f}× fewer bytes", delta_color="off")
+    st.markdown("**The KV cache.** A decoder predicts one token, appends it, and predicts the next. Attention needs "
+                "the keys and values of every earlier token; recomputing them would cost the whole prompt again at "
+                "every step, so the generator keeps them: the KV cache. The first pass over the prompt (prefill) "
+                "fills it, many tokens at once; after that each step computes one token's keys and values and reads "
+                "the rest.")
+    st.plotly_chart(learn_viz.kv_cache_figure(view), key="learn_kv_chart", **CHART)
+    st.markdown("**Why decoding is memory-bound.** Each step multiplies one row of activations by every weight "
+                "matrix: each weight read from memory takes part in a single multiply-add. A CPU reads bytes from "
+                "memory much more slowly than it multiplies, so at batch 1 the time per token is about the bytes "
+                "read divided by the memory bandwidth.")
+    if view.get("bandwidth_gb_s"):
+        floor = view["floor_ms"]
+        st.caption(f"Measured on this machine: {view['bandwidth_gb_s']:.1f} GB/s memory bandwidth (a "
+                   f"{view['copy_mib']} MiB copy) and {view['gflops']:.0f} GFLOP/s float32 matrix multiply; "
+                   f"so about {view['balance_flops_per_byte']:.0f} FLOPs per byte before the multiplies limit. "
+                   f"Reading the weights alone takes about {floor['fp32']:.2f} ms per token in fp32, "
+                   f"{floor['int8']:.2f} ms in int8, {floor['int4']:.2f} ms in int4 (estimates: bytes / bandwidth).")
+    st.plotly_chart(learn_viz.decode_roofline_figure(view), key="learn_roofline_chart", **CHART)
+    st.markdown("**Why weight-only int4 helps at batch 1.** int4 stores each weight in half a byte (plus one scale "
+                "per block of 32), so each token reads about 6× fewer bytes than fp32, and in the memory-bound "
+                "regime it runs up to that much faster; the arithmetic is the same or a little more (the weights "
+                "are unpacked, and with `accuracy_level` 4 the activations are quantized to int8). Decode many "
+                "sequences together and each byte read serves all of them: the lines fall where the multiplies "
+                "become the limit, and there int4's fewer bytes no longer matter. A model whose weights fit in the "
+                "CPU's cache (tiny-lm's 10 MB) is not memory-bound even at batch 1, which is why its int4 speed-up "
+                "comes from kernels, not bytes.")
+    st.caption("The curves are a roofline estimate from this machine's measured bandwidth and FLOP rate, not a "
+               "measurement of the model; Compare shows the measured decode tokens/s of your runs.")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -564,13 +617,25 @@ model_key = top_left.selectbox("Model", list(available), format_func=lambda k: a
                                key=LEARN_MODEL_KEY)
 section = top_right.segmented_control("Explainer", SECTIONS, default=SECTIONS[0], key=SECTION_KEY) or SECTIONS[0]
 current = available[model_key]
-if section == INT4_SECTION:  # always on sample:tiny-lm's weights: the section needs a decoder, not this model
-    int4_ui()
-    st.stop()
 try:
     model_facts = explain(current, "facts")
 except FeatherweightError as exc:
     st.error(f"Cannot load {current.label}: {exc}", icon=":material/error:")
+    st.stop()
+if section in LM_SECTIONS:  # a decoder's sections: this model if it is one, else sample:tiny-lm
+    lm_source = current if model_facts.get("decoder") else available.get(LM_SAMPLE)
+    if lm_source is None:
+        st.info("These sections explain a language model: install the lm extra (pip install -e '.[lm]') for "
+                "sample:tiny-lm, or upload a zipped Hugging Face decoder on the Model page.", icon=":material/info:")
+    elif not model_facts.get("decoder"):
+        st.caption(f"{current.label} is not a language model: shown on sample:tiny-lm instead.")
+    if lm_source is not None:
+        (int4_ui if section == INT4_SECTION else decoding_ui)(lm_source)
+    st.stop()
+if model_facts.get("decoder") and section != "Quantization":
+    st.info(f"{current.label} is a language model: {section.lower()} is not offered for decoders here (they take "
+            "int4 / int8 weight-only quantization). See **Quantization** for its weights, **int4 blocks** and "
+            "**Decoding**.", icon=":material/info:")
     st.stop()
 
 if section == "Quantization":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, UPLOAD_SEEN_KEY,
-                          Outcome, apply_data_upload, apply_model_upload, choose_sample_data, choose_sample_model)
+from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, TEXT_UPLOAD_TYPES,
+                          UPLOAD_SEEN_KEY, Outcome, apply_data_upload, apply_model_upload, choose_sample_data,
+                          choose_sample_model)
 from core.results.table import split_sizes_text
 from ui import services
 from ui.forms import escape_markdown
@@ -79,10 +80,48 @@ def sample_gallery_ui(current_spec: str | None) -> str | None:
     return clicked
 
 
+def text_ui(model) -> None:
+    """A language model's held-out text: its sample's own, the user's .txt / .jsonl, or the bundled sentences."""
+    from core.io.text import summary_text, text_datasets
+
+    current = st.session_state.get(DATA_KEY) or NO_DATA
+    samples = text_datasets()
+    choices = samples + ["Upload .txt / .jsonl", "Bundled sentences"]
+    default = (current.spec if current.spec in samples else "Upload .txt / .jsonl" if current.is_upload
+               else "Bundled sentences" if model.is_upload or not samples else samples[0])
+    source = st.segmented_control("Held-out text", choices, default=default, key=f"text_source.{model.spec}",
+                                  help="Perplexity, KL and next-token agreement are scored on this text, tokenized "
+                                       "with the model's own tokenizer.") or default
+    if source in samples and current.spec != source:
+        outcome = choose_sample_data(st.session_state, source.split(":", 1)[1], data_summary=services.data_summary)
+        if outcome.error:
+            show_outcome(outcome)
+        else:
+            remember_session()
+            st.rerun()
+    elif source == "Upload .txt / .jsonl":
+        upload_ui("Upload text", TEXT_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
+                  "Plain UTF-8 text (.txt), or JSON Lines with a \"text\" field per line (.jsonl); up to 16 MiB, "
+                  "checked and tokenized in a worker. The first 24 windows of 128 tokens are scored.")
+    elif source == "Bundled sentences" and current.spec is not None:
+        choose_sample_data(st.session_state, None)
+        remember_session()
+        st.rerun()
+    data = st.session_state.get(DATA_KEY) or NO_DATA
+    if data.summary:
+        st.caption(escape_markdown(summary_text(data.summary)))
+    else:
+        st.caption("The bundled everyday sentences (sample_models/data/sentences.json), tokenized with this model's "
+                   "tokenizer; no perplexity floor is known for them.")
+
+
 def data_ui(model) -> None:
     """Choose the data the run measures with; the current choice stays until a new one is valid."""
     from sample_models import SAMPLE_DATASETS
 
+    if model.card.get("task") == "text-generation":
+        text_ui(model)
+        return
     current = st.session_state.get(DATA_KEY) or NO_DATA
     default = ("Sample dataset" if current.spec and current.spec.startswith("sample:")
                else "Upload NPZ / CSV" if current.is_upload else "None")
@@ -104,7 +143,8 @@ def data_ui(model) -> None:
                 remember_session()
                 st.rerun()  # redraw the sidebar with the new data
     elif source == "Upload NPZ / CSV":
-        upload_ui("Upload data", DATA_UPLOAD_TYPES, DATA_UPLOADER_KEY, apply_data_upload,
+        upload_ui("Upload data", [t for t in DATA_UPLOAD_TYPES if t not in TEXT_UPLOAD_TYPES], DATA_UPLOADER_KEY,
+                  apply_data_upload,
                   "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or named splits "
                   "'test' and any of 'calib', 'validation', 'train' (labels 'y_test', ...; a missing validation "
                   "split is a third of test). A model that no step trains gets no train split: its data is "
@@ -202,8 +242,10 @@ if source == "Sample":
     show_outcome(st.session_state.pop(SAMPLE_MESSAGE_KEY, None))
 else:
     upload_ui("Upload a model", MODEL_UPLOAD_TYPES, MODEL_UPLOADER_KEY, apply_model_upload,
-              "ONNX (single file, no external data), or PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
-              "bundled architecture. Pickled modules and TorchScript are refused.")
+              "ONNX (single file, no external data), PyTorch weights (.pt / .pth / .safetensors state dicts) of a "
+              "bundled architecture, or a language model: a zipped Hugging Face folder (config.json, *.safetensors, "
+              "tokenizer.json) of a Llama, Mistral, Qwen2/3, Phi / Phi-3, Gemma, SmolLM, Granite or OLMo. Pickled "
+              "modules, TorchScript and checkpoint code are refused.")
 
 model = st.session_state.get(MODEL_KEY)
 if model is None:

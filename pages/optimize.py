@@ -9,12 +9,12 @@ import streamlit as st
 
 from core.errors import FeatherweightError
 from core.jobs.queue import CANCEL_FLAG
-from core.spec.presets import (PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark, preset_recipe, run_seconds,
-                          slow_batch_sizes)
+from core.spec.presets import (MIN_TIMED_RUNS, PRESETS, SLOW_BENCHMARK_S, benchmark_seconds, fitted_benchmark,
+                               is_decoder_card, preset_recipe, presets_for, run_seconds, slow_batch_sizes)
 from core.spec.labels import steps_label
 from core.spec.recipe import MAX_SWEEP_VARIANTS, BenchmarkConfig, Recipe, Variant, expand_sweep, sweep_variant_count
-from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, RUN_KEY,
-                          choose_sample_data, choose_sample_model, digest_of, live_elapsed_s)
+from core.session import (DATA_KEY, MODEL_KEY, NO_DATA, PRESET_KEY, RECIPE_KEY, RECIPE_RESET_KEY, RECIPE_VERSION_KEY,
+                          RUN_KEY, choose_sample_data, choose_sample_model, digest_of, live_elapsed_s, no_data_for)
 from core.jobs.store import ACTIVE
 from ui import forms, services
 from ui.shell import ensure_app_shell
@@ -103,7 +103,8 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         with st.expander(f"**{shown_name}** · {_variant_summary(variant, key)}" + (" · cannot run" if doomed else ""),
                          expanded=len(recipe.variants) <= 2 or bool(doomed), key=f"{key}.open",
                          icon=":material/warning:" if doomed else None):
-            edited, error = forms.variant_ui(variant, key, node_names, model.card.get("format") == "torch+onnx")
+            edited, error = forms.variant_ui(variant, key, node_names, model.card.get("format") == "torch+onnx",
+                                             decoder=is_decoder_card(model.card))
             if doomed:
                 st.warning(f"This variant cannot run on {model.label}: {doomed}.", icon=":material/warning:")
             st.button("Remove this variant", key=f"{key}.remove", on_click=_remove_variant, args=(i,),
@@ -118,13 +119,19 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         st.markdown("**Add a variant**")
         c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
         c1.text_input("Name", key=NEW_VARIANT_NAME_KEY, placeholder="e.g. pruned-int8")
-        c2.multiselect("Techniques (run in this order: prune, distill, quantize)", list(forms.TECHNIQUE_ORDER),
-                       key=NEW_VARIANT_TECHNIQUES_KEY, format_func=forms.TECHNIQUE_TITLES.get)
+        c2.multiselect("Techniques (run in this order: prune, distill, quantize)", forms.techniques_for(model.card),
+                       key=NEW_VARIANT_TECHNIQUES_KEY, format_func=forms.TECHNIQUE_TITLES.get,
+                       help="A language model takes one quantize step (int4 or int8 weight-only)."
+                       if is_decoder_card(model.card) else None)
         c3.button("Add", on_click=_add_variant, icon=":material/add:", width="stretch")
     room = max(0, services.launcher().runner.max_variants - len(recipe.variants))
-    swept = sweep_builder_ui(node_names, room)
+    swept = sweep_builder_ui(node_names, room, forms.techniques_for(model.card))
 
     with st.expander("Benchmark settings", expanded=False, key=f"r{version}.bench.open"):
+        if is_decoder_card(model.card):
+            st.caption("A language model is timed at batch 1 (its decode tokens/s), every variant interleaved in "
+                       "rounds: the time cap × the number of models bounds the timing (it grows when one round of "
+                       "every model needs more); batch sizes, warm-up and timed runs do not apply.")
         sequence = any(isinstance(d, str) for t in model.card.get("inputs", []) for d in t["shape"][1:])
         bench = forms.benchmark_ui(recipe.benchmark, f"r{version}.bench", sequence_inputs=sequence)
         seed = st.number_input("Seed", 0, 2**32 - 1, recipe.seed, key=f"r{version}.seed",
@@ -139,17 +146,19 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
     return edited, errors
 
 
-def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS) -> tuple[Variant, ...]:
+def sweep_builder_ui(node_names: list[str], room: int = MAX_SWEEP_VARIANTS,
+                     techniques: list[str] | None = None) -> tuple[Variant, ...]:
     """Several values per option, one variant per combination; returns the variants when "Add sweep" is pressed.
 
     `room`: how many more variants one run of this server takes (its FEATHERWEIGHT_MAX_VARIANTS less the recipe's
-    variants), so that a sweep too big to run is refused here, not after Run."""
+    variants), so that a sweep too big to run is refused here, not after Run. `techniques`: those the model takes
+    (a language model: quantize only)."""
     variants: tuple[Variant, ...] = ()
     # A key gives the expander an identity of its own, so it stays open when a one-shot message above it comes
     # or goes (without one, a shifted position makes it a new, collapsed expander).
     with st.expander("**Add a sweep** · several values per option, one variant per combination",
                      key=f"{SWEEP_KEY}.open"):
-        sweep, errors = forms.sweep_ui(SWEEP_KEY, node_names)
+        sweep, errors = forms.sweep_ui(SWEEP_KEY, node_names, techniques)
         for error in errors:
             st.error(error, icon=":material/error:")
         if sweep is None:
@@ -208,6 +217,7 @@ def yaml_ui(recipe: Recipe, model, data) -> None:
         else:
             message = _switch_model_from_yaml(parsed, model)
             _set_recipe(parsed.replace(model=None, data=None))
+            st.session_state.pop(RECIPE_RESET_KEY, None)  # this recipe is the one the user chose for that model
             st.session_state.pop(PRESET_KEY, None)  # its "left out" note described the recipe this one replaced
             st.session_state[MESSAGE_KEY] = message or ("success", "Recipe applied.")
             st.rerun()
@@ -273,6 +283,9 @@ def progress_ui(run_id: str) -> None:
             cancelling = (runner.store.run_dir(run_id) / CANCEL_FLAG).exists()
             if not progress:
                 label = "Starting the worker process (loading the model and data)…"
+            elif progress.get("variant") == "timing":  # the run's timing phase: every variant together
+                label = (f"Timing the baseline and every variant together — {progress.get('message')} · "
+                         f"{live_elapsed_s(progress):.0f} s elapsed")
             else:
                 label = (f"Variant {index} of {count}: **{progress.get('variant') or 'finishing'}** — "
                          f"{progress.get('message')} · {live_elapsed_s(progress):.0f} s elapsed")
@@ -282,10 +295,14 @@ def progress_ui(run_id: str) -> None:
         else:
             _final_status_ui(status, record)
         if active and mine:
-            if st.button("Cancel run", icon=":material/stop_circle:", key=f"cancel.{run_id}",
-                         disabled=status.state not in ACTIVE):
-                runner.cancel(run_id, services.owner_id())
-                st.toast("Cancelling: the worker stops at its next check (at most 10 s).", icon=":material/stop:")
+            # A callback, not `if st.button(...)`: it runs before the fragment does, so a click is never lost to
+            # the st.rerun() above (results.json changes every batch size during the timing phase).
+            st.button("Cancel run", icon=":material/stop_circle:", key=f"cancel.{run_id}",
+                      disabled=status.state not in ACTIVE, on_click=cancel_run)
+
+    def cancel_run() -> None:
+        runner.cancel(run_id, services.owner_id())
+        st.toast("Cancelling: the worker stops at its next check (at most 10 s).", icon=":material/stop:")
 
     live()
     finished_variants_ui(run_id, active)
@@ -294,7 +311,7 @@ def progress_ui(run_id: str) -> None:
 def finished_variants_ui(run_id: str, active: bool) -> None:
     """The Pareto chart and the table of the variants finished so far (cached on results.json's mtime)."""
     from core.views import charts as viz
-    from core.results.compare import ok_rows
+    from core.results.compare import chart_caption, is_decoder_run, ok_rows
     from core.results.table import batch_sizes_of
 
     results = services.run_results(run_id)
@@ -305,10 +322,14 @@ def finished_variants_ui(run_id: str, active: bool) -> None:
     if sizes and not ok_rows(frame).empty:
         batch_size = sizes[-1]
         st.plotly_chart(viz.pareto_figure(frame, batch_size, height=420), theme=None,
-                        key=f"progress_pareto.{run_id}.{len(frame)}", config={"displaylogo": False})
-        st.caption(f"Size vs p50 latency at batch {batch_size}; lower-left is better"
-                   + (". Each variant appears here as it finishes." if active else "."))
-    results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}")
+                        key=f"progress_pareto.{run_id}.{len(frame)}.{batch_size}", config={"displaylogo": False})
+        st.caption(chart_caption(results) if is_decoder_run(results) else
+                   f"Size vs p50 latency at batch {batch_size}; lower-left is better; error bars: the speed-up's "
+                   "95% interval.")
+    elif not ok_rows(frame).empty:
+        st.caption("Each variant's size and quality appear below as it finishes; the chart and the speed-ups come "
+                   "when all are built, timed together in one phase (so every speed-up is a same-round ratio).")
+    results_table_ui(frame, sizes, key=f"progress_table.{run_id}.{len(frame)}.{len(sizes)}")
 
 
 def _use_lighter_batches(sizes: tuple) -> None:
@@ -329,7 +350,7 @@ def slow_benchmark_ui(recipe: Recipe, model) -> None:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.warning(f"The benchmark alone may take about **{seconds / 60:.0f} min** on this CPU: one run at batch "
                f"{max(slow)} takes about {per_run:.0f} s here, and each batch size is warmed up "
-               f"{recipe.benchmark.warmup}× and timed at least 10×, for the baseline and every variant.",
+               f"{recipe.benchmark.warmup}× and timed at least {MIN_TIMED_RUNS}×, for the baseline and every variant.",
                icon=":material/hourglass_top:")
     c2.button(f"Use batch sizes {', '.join(map(str, lighter))}", on_click=_use_lighter_batches, args=(lighter,),
               key="lighter_batches", width="stretch")
@@ -344,7 +365,13 @@ def kept_text(results: dict) -> str:
                 "built. Try smaller batch sizes or fewer timed runs (Benchmark settings).")
     if not done:
         return "Only the baseline was measured; no variant finished."
-    return f"Kept: the baseline and {len(done)} finished variant{'s' if len(done) != 1 else ''} ({', '.join(done)})."
+    kept = f"Kept: the baseline and {len(done)} finished variant{'s' if len(done) != 1 else ''} ({', '.join(done)})."
+    batches = (results.get("timing") or {}).get("batches") or {}
+    timed = [bs for bs, entry in batches.items() if entry.get("rounds") and not entry.get("stopped")]
+    if any(entry.get("stopped") for entry in batches.values()) or not timed:
+        kept += (f" The timing stopped early: speeds are measured at batch {', '.join(timed)} only." if timed
+                 else " It stopped before any batch size was timed: sizes and quality only.")
+    return kept
 
 
 def _final_status_ui(status, record) -> None:
@@ -372,15 +399,28 @@ if model is None:
     st.info("Pick a model first: the forms adapt to what the model can do.", icon=":material/deployed_code:")
     st.page_link("pages/model.py", label="Choose a model", icon=":material/arrow_forward:")
 else:
-    st.caption(f"Optimizing **{model.label}** with data **{data.label if data.spec else 'synthetic inputs'}**.")
+    data_label = data.label if data.spec else (no_data_for(model.card).label if is_decoder_card(model.card)
+                                               else "synthetic inputs")
+    st.caption(f"Optimizing **{model.label}** with data **{data_label}**.")
+    fitting = presets_for(model.card)
     if RECIPE_KEY not in st.session_state:
         st.session_state[PRESET_WIDGET_KEY] = DEFAULT_PRESET
         _apply_preset()
-    st.pills("Preset", list(PRESETS), key=PRESET_WIDGET_KEY, on_change=_apply_preset,
-             help="A starting recipe for a goal, fitted to this model; edit anything below.")
+    reset_from = st.session_state.pop(RECIPE_RESET_KEY, None)
+    if reset_from:
+        st.info(f"New model, new recipe: the one you had was made for **{reset_from}** (its variants, options and "
+                f"excluded nodes fit that model), so the form starts again from a preset fitted to {model.label}.",
+                icon=":material/restart_alt:")
+    if st.session_state.get(PRESET_WIDGET_KEY) not in fitting + [None]:
+        st.session_state[PRESET_WIDGET_KEY] = None  # a preset of the previous model that does not apply here
+    st.pills("Preset", fitting, key=PRESET_WIDGET_KEY, on_change=_apply_preset,
+             help="A starting recipe for a goal, fitted to this model; edit anything below."
+             + (" The other presets (static int8, pruning, distillation) do not apply to a language model."
+                if len(fitting) < len(PRESETS) else ""))
     preset = st.session_state.get(PRESET_KEY)
-    if preset:
-        st.caption(PRESETS[preset[0]].description + (f" · left out: {'; '.join(preset[1])}" if preset[1] else ""))
+    if preset and preset[0] in PRESETS:
+        st.caption(PRESETS[preset[0]].describe(model.card)
+                   + (f" · left out: {'; '.join(preset[1])}" if preset[1] else ""))
     if message:
         kind, text = message
         {"error": st.error, "info": st.info}.get(kind, st.success)(text)
@@ -402,6 +442,7 @@ else:
     owner = services.owner_id()
     active_mine = launcher.active_run_of(owner)
     count = len(recipe.variants)
+    runnable = sum(forms.doomed_reason(v, model.card) is None for v in recipe.variants)
     too_many = count > launcher.runner.max_variants
     if too_many:
         st.error(f"The recipe has {count} variants; one run on this server takes at most "
@@ -410,9 +451,12 @@ else:
     slow_benchmark_ui(recipe, model)
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     clicked = c1.button(f"Run {count} variant{'s' if count != 1 else ''}", type="primary", icon=":material/play_arrow:",
-                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many, key="run_button",
-                        width="stretch", help="Each variant, and the baseline measured first, is built and timed.")
-    c2.caption("Runs in a worker process: this page stays responsive and you can switch pages. "
+                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many or runnable == 0,
+                        key="run_button", width="stretch",
+                        help="Each variant, and the baseline measured first, is built and timed.")
+    c2.caption(("None of these variants can run on this model (each says why above): choose a preset or change "
+                "them. " if count and runnable == 0 else "")
+               + "Runs in a worker process: this page stays responsive and you can switch pages. "
                + ("A run of yours is in progress; cancel it or wait to start another." if active_mine else
                   "The baseline is measured first, in the same run, so every ratio is a same-run ratio."))
     if clicked:

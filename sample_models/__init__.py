@@ -42,6 +42,7 @@ class SampleDataset:
     load: Callable  # load() -> dict of split name -> (x, y)
     description: str
     extra: str | None = None
+    perplexity_floor: Callable | None = None  # held-out text: () -> the generator's own perplexity, where known
 
 
 def _digits_splits() -> dict:

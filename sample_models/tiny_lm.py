@@ -285,7 +285,8 @@ def train(steps: int = TRAIN_STEPS, threads: int = 1, folder=None, log=print) ->
 register_dataset(SampleDataset(
     DATASET, text_splits,
     "Procedurally generated sentences (agreement, arithmetic, copied names, counting) as 64-token windows; "
-    "the generator's own perplexity on the held-out split is the floor", extra=EXTRA))
+    "the generator's own perplexity on the held-out split is the floor", extra=EXTRA,
+    perplexity_floor=heldout_floor))
 register_model(SampleModel(
     NAME, DATASET, build, (SEQUENCE_LENGTH,),
     "A 2.4M-parameter Llama decoder trained here on a generated corpus: perplexity, greedy agreement and "

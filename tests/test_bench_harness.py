@@ -1,6 +1,7 @@
 """The benchmark harness never turns a missing measurement into a pass, and reports ISA-dependent rows as such."""
 
 import pandas as pd
+import pytest
 
 from benchmarks import harness
 from benchmarks.harness import Check, Target
@@ -75,3 +76,37 @@ def test_int8_isa_reads_the_cpu_flags():
     assert int8_isa({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
     assert int8_isa({"avx2", "avx_vnni"}) == "AVX-VNNI"
     assert int8_isa({"avx", "avx2", "fma"}) == "AVX2 (no VNNI)"
+
+
+def test_a_speed_check_passes_on_its_median_and_says_when_its_interval_straddles(tmp_path, monkeypatch):
+    """A speed reading carries its interval: 2.05x (1.9–2.2) passes '>= 2' on the median, and the row says the
+    interval straddles 2; 1.95x (1.8–2.1) fails with the same note; a clear pass has none."""
+    monkeypatch.setattr(harness, "results_frame", lambda d: _frame())
+    result = type("R", (), {"to_dict": lambda self: {}, "environment": {}})()
+    readings = iter([{"value": 2.05, "low": 1.9, "high": 2.2}, {"value": 1.95, "low": 1.8, "high": 2.1},
+                     {"value": 3.0, "low": 2.9, "high": 3.1}])
+    check = Check("speed: x faster", lambda f, r: next(readings), ">=", 2.0, "x", isa_dependent=True)
+    target = Target("t", {}, [check], execute=lambda spec, out: result)
+    close, under, clear = (harness.run_target(target, tmp_path)["checks"][0] for _ in range(3))
+    assert close["pass"] and close["straddles"] and close["interval"] == (1.9, 2.2)
+    assert not under["pass"] and under["straddles"]
+    assert clear["pass"] and not clear["straddles"]
+    outcome = {"target": target, "skipped": None, "repeats": 1, "frame": _frame(), "wall_s": 1.0, "checks": [close]}
+    text = harness.markdown([outcome], {"int8_isa": "AMX", "threads": 1})
+    assert "| 2.05 x | 1.9–2.2 | 1 | pass (the interval straddles 2: on the median) |" in text
+    assert "How speed is measured." in text
+
+
+def test_the_repeatability_check_reads_the_spread_of_the_repeated_medians():
+    """Three repeated timings within ±10% of their median pass; one 20% off fails; a missing one fails."""
+    def run(*ratios):
+        timing = {"repeats": [{"ratio": r, "low": r * 0.98, "high": r * 1.02} for r in ratios]}
+        return {"result": type("R", (), {"timing": timing})()}
+
+    target = next(t for t in harness.TARGETS if t.name.startswith("speed repeatability"))
+    spread = target.checks[0]
+    assert spread.passes(harness.repeat_spread_pct(None, run(2.0, 2.1, 1.9)))  # 5%
+    assert not spread.passes(harness.repeat_spread_pct(None, run(2.0, 2.4, 2.0)))  # 20%
+    assert harness.repeat_spread_pct(None, run(2.0, 2.1)) is None
+    value, interval = harness.read(harness.repeat(run(2.0, 2.1, 1.9), 1))
+    assert value == 2.1 and interval == pytest.approx((2.058, 2.142))

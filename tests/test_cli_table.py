@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from core.cli import main
+from core.format import format_speedup
 
 sys.path.insert(0, str(Path(__file__).parent / "app"))
 from app_support import synthetic_results  # noqa: E402
@@ -23,19 +24,23 @@ variants:
 
 
 def test_run_ends_with_size_quality_and_speedup_per_variant(tmp_path, capsys):
-    """The run prints one row per variant with its size, × smaller, accuracy, drop and × faster per batch size."""
+    """The run prints one row per variant with its size, × smaller, accuracy, drop and the speed-up with its interval
+    per batch size, then how the speed-ups were timed."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
     assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(out) if line.startswith("variant "))
-    assert all(word in out[header] for word in ("size", "× smaller", "accuracy", "× faster @1", "× faster @16"))
+    assert all(word in out[header] for word in ("size", "× smaller", "accuracy", "speed-up @1", "speed-up @16"))
     rows = {line.split()[0]: line for line in out[header + 1: header + 3]}
     assert set(rows) == {"baseline", "int8-dynamic"}
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     dynamic = next(v for v in results["variants"] if v["name"] == "int8-dynamic")
     assert f"{dynamic['accuracy'] * 100:.2f}%" in rows["int8-dynamic"]
-    assert "1.0×" in rows["baseline"] and " kB" in rows["baseline"]
+    assert "1x (baseline)" in rows["baseline"] and " kB" in rows["baseline"]
+    for batch in ("1", "16"):  # the interval as results.json has it: "2.10x (2.00–2.20)" or "no measurable ..."
+        assert format_speedup(dynamic["speedup"][batch]) in rows["int8-dynamic"]
+    assert any(line.startswith("Speed-ups: the baseline and every variant timed interleaved") for line in out)
 
 
 def test_text_table_without_labels_shows_fidelity():

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from core.analysis.diagnose import compare_ops, cpu_panel, explain, parse_profile, profile_ops
+from core.analysis.diagnose import (PROFILE_CALLS_PER_ROUND, compare_ops, cpu_panel, explain, parse_profile,
+                                    profile_ops)
 
 NO_VNNI_CPU = {"int8_fast": False, "fp16_arithmetic": False}
 FAST_CPU = {"int8_fast": True, "fp16_arithmetic": True}
@@ -34,7 +35,8 @@ def test_static_int8_turns_conv_into_qlinearconv_in_the_profile(cnn_variants, di
     after_ops = {r["op"] for r in after["ops"]}
     assert "Conv" in before_ops and "QLinearConv" not in before_ops
     assert "QLinearConv" in after_ops and "Conv" not in after_ops
-    assert before["runs"] == 3 and before["batch_size"] == 8
+    # 3 rounds (timed the one way, in rounds: core.measure.timing), each of 1 to PROFILE_CALLS_PER_ROUND calls
+    assert 3 <= before["runs"] <= 3 * PROFILE_CALLS_PER_ROUND and before["batch_size"] == 8
     assert sum(r["share"] for r in after["ops"]) == pytest.approx(1.0, abs=1e-3)
     rows = {r["op"]: r for r in compare_ops(before, after)}
     assert rows["Conv"]["after_ms"] == 0.0 and rows["Conv"]["before_ms"] > 0

@@ -37,9 +37,22 @@ def test_run_writes_the_contract_files(tmp_path, fast_bench):
     assert base["steps"] == [] and base["agreement"] == 1.0 and base["accuracy"] > 0.95
     assert static["size_bytes"] * 3 < base["size_bytes"]
     assert abs(static["accuracy"] - base["accuracy"]) < 0.01
+    for v in data["variants"][1:]:  # every variant timed in the same rounds as the baseline, with an interval
+        for batch in ("1", "32"):
+            entry = v["speedup"][batch]
+            assert entry["low"] <= entry["ratio"] <= entry["high"] and entry["rounds"] >= 2
+            assert v["selection"]["speedup"][batch]["rounds"] >= 1  # the held-out rounds, for choosing
+        assert v["selection"]["split"] == "validation" and v["selection"]["n"] == 180
+    assert data["variants"][0]["speedup"] == {}
+    timing = data["timing"]
+    assert "interleaved rounds" in timing["method"] and set(timing["batches"]) == {"1", "32"}
+    assert {"cpu_share", "steal_share", "involuntary_switches_per_s", "load_avg_1m"} <= set(
+        timing["batches"]["32"]["contention"]) and isinstance(timing["contended"], bool)
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame["name"]) == ["baseline", "int8-static", "fp16"]
     assert frame.loc[1, "x_smaller"] > 3
+    assert frame.loc[1, "speedup_low_bs32"] <= frame.loc[1, "speedup_bs32"] <= frame.loc[1, "speedup_high_bs32"]
+    assert 0 < frame.loc[1, "cpu_share_bs32"] <= 1
     assert Recipe.load(tmp_path / "recipe.yaml") == recipe
     assert events[0].kind == "start" and events[-1].kind == "done"
     assert [e.fraction for e in events] == sorted(e.fraction for e in events[:-1]) + [events[-1].fraction]

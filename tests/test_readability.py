@@ -68,8 +68,10 @@ def test_display_table_has_one_size_format_and_no_none():
     assert table.loc["int8-static", "size"] == format_bytes(160_000) == "160 kB"
     broken = table.loc["broken"]
     assert broken["size"] == "–"
-    for column in ("x_smaller", "params", "p50_ms_bs256", "speedup_bs256"):
+    for column in ("x_smaller", "params", "p50_ms_bs256"):
         assert broken[column] is None or math.isnan(broken[column]), column
+    assert broken["speedup_bs256"] == "–"  # the speed-up is text ("2.10x (2.00–2.20)"): a dash when there is none
+    assert table.loc["baseline", "speedup_bs256"] == "1x (baseline)"
     assert not any(isinstance(v, str) and v == "None" for v in broken.values)
     assert pd.api.types.is_float_dtype(table["x_smaller"])
 

@@ -289,7 +289,7 @@ EVERY_QUANTIZE_KEY = {"technique": "quantize", "per_channel": True, "calibration
 
 @pytest.mark.parametrize("mode, keys", [
     ("static", {"per_channel", "calibration", "samples", "exclude", "equalize", "bias_correction",
-                "calibration_overrides", "weight_rounding", "smooth_quant"}),
+                "calibration_overrides", "weight_rounding", "smooth_quant", "target"}),
     ("dynamic", {"per_channel", "exclude", "quantize_conv", "accuracy_level"}),
     ("fp16", {"exclude"}),
     ("int4", {"block_size", "accuracy_level", "exclude"}),

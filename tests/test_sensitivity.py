@@ -72,7 +72,8 @@ def test_the_scan_scores_on_validation_and_never_reads_the_test_labels(fragile):
     test_scrambled = scan(model, _relabelled(data, "eval", rng.permutation(data.eval.y)), config)
     validation_scrambled = scan(model, _relabelled(data, "validation", rng.permutation(data.validation.y)), config)
 
-    assert clean.split == {"selection": "validation", "n": 180} and clean.to_dict()["split"] == clean.split
+    assert clean.split == {"selection": "validation", "n": 180, "resolution_pt": pytest.approx(100 / 180)}
+    assert clean.to_dict()["split"] == clean.split
     assert clean.baseline["samples"] == 180 and clean.baseline["split"] == "validation"
     assert [(l.name, l.drop, l.accuracy) for l in test_scrambled.layers] == \
         [(l.name, l.drop, l.accuracy) for l in clean.layers]
@@ -152,3 +153,24 @@ def test_cli_writes_sensitivity_json_most_sensitive_first(tmp_path, monkeypatch,
     assert "most sensitive first" in capsys.readouterr().out
     assert main(["sensitivity", "sample:digits-mlp", "--technique", "prune", "--amount", "2",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_ranks_mark_layers_within_one_validation_sample_as_tied():
+    """Drops within one validation sample of a group's first layer share its rank and are marked tied; a cosine
+    drop (no samples to count) ties only equal drops; failures get no rank; old scans are ranked as read."""
+    from core.analysis.sensitivity import LayerSensitivity, SensitivityResult, mark_ties, resolution_caption
+
+    def layers(*drops):
+        return [LayerSensitivity(f"l{i}", "Conv", drop=d) for i, d in enumerate(drops)]
+
+    sample = 100 / 180  # drops of 6, 5, 3, 1 and 0 validation samples
+    ranked = mark_ties(layers(6 * sample, 5 * sample, 3 * sample, sample, 0.0, None), sample)
+    assert [(l.rank, l.tied) for l in ranked] == [(1, True), (1, True), (3, False), (4, True), (4, True),
+                                                 (None, False)]
+    assert [(l.rank, l.tied) for l in mark_ties(layers(0.02, 0.02, 0.01), None)] == [(1, True), (1, True),
+                                                                                     (3, False)]
+    old = {"metric": "accuracy drop (pt)", "split": {"selection": "validation", "n": 180},
+           "layers": [{"name": "a", "type": "Conv", "drop": 1.11}, {"name": "b", "type": "Conv", "drop": 0.56}]}
+    result = SensitivityResult.from_dict(old)
+    assert [(l.rank, l.tied) for l in result.layers] == [(1, True), (1, True)]
+    assert "180 validation samples: 1 sample = 0.56 pt" in resolution_caption(result)

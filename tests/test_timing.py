@@ -108,3 +108,65 @@ def test_median_interval_is_deterministic_and_brackets_the_median():
     median, low, high = first
     assert low <= median <= high
     assert speedup_of([1.0] * 5, [0.5] * 5).ratio == pytest.approx(2.0)
+
+
+def test_holdout_rounds_are_disjoint_from_the_reported_ones():
+    """With a holdout, the reported figures come from the even rounds and `selection` from the odd ones: a variant
+    twice as fast in even rounds and even with the baseline in odd ones reads 2x reported, 1x for choosing."""
+    state = {"now": 0.0, "fast_calls": 0}
+
+    def base():
+        state["now"] += 0.010
+
+    def fast():
+        timed_round = state["fast_calls"] - 1  # its first call is the warm-up; then one call a round (10 ms >> 1 ms)
+        state["fast_calls"] += 1
+        state["now"] += 0.005 if timed_round % 2 == 0 else 0.010
+
+    timing = time_in_rounds({"base": base, "fast": fast}, "base", warmup=1, min_rounds=20, max_rounds=20,
+                            round_seconds=0.001, holdout=True, clock=lambda: state["now"])
+    assert timing.rounds == 20 and timing.holdout
+    assert timing.speedup["fast"].ratio == pytest.approx(2.0) and timing.speedup["fast"].rounds == 10
+    assert timing.selection["fast"].ratio == pytest.approx(1.0) and timing.selection["fast"].rounds == 10
+    assert timing.latency_ms["fast"]["p50"] == pytest.approx(5.0)
+    assert timing.selection_latency_ms["fast"]["p50"] == pytest.approx(10.0)
+    assert timing.usage["fast"]["calls"] == 20  # usage counts every round, both halves
+
+
+def test_converged_needs_the_minimum_rounds():
+    """A quick look capped below the minimum rounds never reads 'converged', however narrow its interval."""
+    machine = NoisyMachine(0, burst_rate=0.0)
+    quick = time_in_rounds({"a": machine.runner(0.01), "b": machine.runner(0.005)}, "a", max_rounds=5,
+                           clock=machine.clock)
+    assert quick.rounds == 5 and not quick.converged and not quick.speedup["b"].converged
+    s = quick.speedup["b"]
+    assert within_target(s.ratio, s.low, s.high)  # narrow, but 5 rounds are not enough to trust it
+
+
+def test_a_ratio_without_an_interval_gets_no_verdict():
+    """An older run's bare p50 ratio is shown as a figure, with no 'faster' / 'slower' claim."""
+    assert speedup_verdict({"ratio": 0.97}) is None
+    assert format_speedup({"ratio": 0.97}) == "0.97x"
+    assert format_speedup({"ratio": 2.1, "low": None, "high": None}) == "2.10x"
+
+
+def test_ratios_read_the_cpu_clock_so_time_given_to_other_processes_does_not_count():
+    """A long call set aside for another process's slice more often than a short one: on the wall clock the ratio
+    inflates; on the thread's CPU clock it is the true 2x. The latency percentiles stay wall-clock."""
+    rng = np.random.default_rng(0)
+    state = {"wall": 0.0, "cpu": 0.0}
+
+    def runner(seconds, preempted_share):
+        def call():
+            state["cpu"] += seconds
+            state["wall"] += seconds + (0.030 if rng.random() < preempted_share else 0.0)
+        return call
+
+    def timing(cpu_clock):
+        return time_in_rounds({"base": runner(0.010, 0.8), "fast": runner(0.005, 0.1)}, "base", min_rounds=30,
+                              max_rounds=30, round_seconds=0.2, clock=lambda: state["wall"], cpu_clock=cpu_clock)
+
+    on_wall, on_cpu = timing(None), timing(lambda: state["cpu"])
+    assert on_wall.speedup["fast"].ratio > 3.0 and on_wall.ratio_clock == "wall"
+    assert on_cpu.speedup["fast"].ratio == pytest.approx(2.0) and on_cpu.ratio_clock == "thread CPU"
+    assert on_cpu.latency_ms["base"]["p50"] > 30.0  # wall-clock percentiles: preempted calls show

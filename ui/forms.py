@@ -39,6 +39,7 @@ RELEVANT = {
     **{("quantize", f.name): _quantize_rule(f.name) for f in dataclasses.fields(QuantizeConfig)
        if f.name != "mode" and len(_modes_using(f.name)) < len(SCHEME_FIELDS)},
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
+    ("quantize", "target"): (lambda v: v["mode"] == "static", "static mode only"),
 }
 # Sliders where a slider reads better than a number box; (min, max, step) inside the config's open ranges.
 SLIDERS = {("prune", "amount"): (0.05, 0.95, 0.05), ("distill", "width"): (0.05, 1.0, 0.05),
@@ -59,6 +60,17 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
+# A decoder takes one quantize step (core.techniques.decoder): these options, and these modes, only; the others are
+# shown disabled, and the techniques it does not take are not offered.
+DECODER_OPTIONS = ("mode", "block_size", "accuracy_level")
+DECODER_WHY = "ordinary ONNX models only: a language model gets int4 / int8 weight-only MatMulNBits"
+
+
+def techniques_for(card: dict | None) -> list[str]:
+    """The techniques a new variant may use on this model: quantize only for a decoder."""
+    return ["quantize"] if (card or {}).get("task") == "text-generation" else list(TECHNIQUE_ORDER)
+
+
 # Options that need the torch model (an ONNX-only upload has no weights to train): disabled, and fine-tuning set to
 # 0, so that the form never accepts work the pipeline would skip.
 NEEDS_TORCH_FIELDS = {("prune", "finetune_epochs"): 0, ("prune", "lr"): None}
@@ -66,12 +78,15 @@ NO_TORCH_WHY = "models with their torch weights only: an ONNX-only model has no 
 
 
 def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values: dict,
-             node_names: list[str], torch_model: bool = True) -> Any:
-    """One widget for one config field, chosen by its type and metadata; returns the widget's value."""
+             node_names: list[str], torch_model: bool = True, decoder: bool = False) -> Any:
+    """One widget for one config field, chosen by its type and metadata; returns the widget's value. On a decoder
+    (`decoder`), the options it does not take are disabled and the quantize modes limited to its own."""
     meta = f.metadata or {}
     help_text = meta.get("help")
     relevant, why = RELEVANT.get((technique, f.name), (None, None))
     disabled = relevant is not None and not relevant(values)
+    if decoder and technique == "quantize" and f.name not in DECODER_OPTIONS:
+        disabled, why = True, DECODER_WHY
     if not torch_model and (technique, f.name) in NEEDS_TORCH_FIELDS:
         disabled, why = True, NO_TORCH_WHY
         forced = NEEDS_TORCH_FIELDS[(technique, f.name)]
@@ -83,6 +98,14 @@ def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values:
         help_text = f"{help_text} (Applies to {why}.)"
     label = _label(f.name)
     choices = meta.get("choices")
+    if decoder and (technique, f.name) == ("quantize", "mode"):
+        choices = tuple(c for c in choices if c in decoder_technique.DECODER_MODES)
+        help_text = (f"{help_text} On a language model: int4, or dynamic (int8 weight-only); static, fp16 and qat "
+                     "are not offered.")
+        if value not in choices:
+            value = choices[0]
+            if st.session_state.get(key, value) not in choices:
+                del st.session_state[key]
     if choices:
         return st.radio(label, list(choices), index=list(choices).index(value), key=key, help=help_text,
                         horizontal=True, disabled=disabled)
@@ -123,7 +146,8 @@ def field_ui(technique: str, f: dataclasses.Field, value: Any, key: str, values:
     return value
 
 
-def step_ui(step: StepConfig, key: str, node_names: list[str], torch_model: bool = True) -> StepConfig:
+def step_ui(step: StepConfig, key: str, node_names: list[str], torch_model: bool = True,
+            decoder: bool = False) -> StepConfig:
     """Every option of one step, two per row; returns the new config (raises FeatherweightError if invalid)."""
     values: dict[str, Any] = {}
     fields = dataclasses.fields(step)
@@ -131,7 +155,7 @@ def step_ui(step: StepConfig, key: str, node_names: list[str], torch_model: bool
     for i, f in enumerate(fields):
         with columns[i % 2]:
             values[f.name] = field_ui(step.technique, f, getattr(step, f.name), f"{key}.{f.name}", values, node_names,
-                                      torch_model)
+                                      torch_model, decoder)
     return type(step)(**values)
 
 
@@ -185,16 +209,21 @@ def benchmark_ui(bench: BenchmarkConfig, key: str, *, sequence_inputs: bool) -> 
     runs = c3.number_input("Timed runs", 1, 1000000, bench.runs, key=f"{key}.runs", help=meta["runs"]["help"])
     max_seconds = c4.number_input("Time cap per batch size (s)", 0.5, 3600.0, float(bench.max_seconds), 0.5,
                                   key=f"{key}.max_seconds", help=meta["max_seconds"]["help"])
+    runtimes = st.multiselect("Runtimes", list(meta["runtimes"]["choices"]), default=list(bench.runtimes),
+                              key=f"{key}.runtimes", help=meta["runtimes"]["help"] + " Each one's missing package "
+                              "is named in the run's results.")
+    runtimes = tuple(["onnxruntime"] + [r for r in runtimes if r != "onnxruntime"])  # always the reference
     sequence_length = bench.sequence_length
     if sequence_inputs:
         sequence_length = st.number_input("Sequence length (tokens)", 1, 65536, bench.sequence_length,
                                           key=f"{key}.sequence_length", help=meta["sequence_length"]["help"])
     return BenchmarkConfig(batch_sizes=sizes, threads=int(threads), warmup=int(warmup), runs=int(runs),
-                           max_seconds=float(max_seconds), sequence_length=int(sequence_length))
+                           max_seconds=float(max_seconds), sequence_length=int(sequence_length),
+                           runtimes=runtimes)
 
 
 def variant_ui(variant: Variant, key: str, node_names: list[str],
-               torch_model: bool = True) -> tuple[Variant | None, str | None]:
+               torch_model: bool = True, decoder: bool = False) -> tuple[Variant | None, str | None]:
     """A variant's name and every step's options; returns (variant, None) or (None, error)."""
     name = st.text_input("Variant name", variant.name, key=f"{key}.name",
                          help="Letters, digits, spaces and -_.=,[]+ (names the artifact folder).")
@@ -203,7 +232,7 @@ def variant_ui(variant: Variant, key: str, node_names: list[str],
         st.markdown(f"**{i + 1}. {TECHNIQUE_TITLES.get(step.technique, step.technique)}** — "
                     f"{type(step).__doc__.strip()}")
         try:
-            steps.append(step_ui(step, f"{key}.{i}.{step.technique}", node_names, torch_model))
+            steps.append(step_ui(step, f"{key}.{i}.{step.technique}", node_names, torch_model, decoder))
         except FeatherweightError as exc:
             error = str(exc)
             steps.append(step)
@@ -223,7 +252,9 @@ def new_variant_steps(techniques: list[str], card: dict | None = None) -> tuple:
     for t in TECHNIQUE_ORDER:
         if t not in techniques:
             continue
-        if t == "prune" and not torch_model:
+        if t == "quantize" and (card or {}).get("task") == "text-generation":  # weight-only int4 for a decoder
+            steps.append(STEP_TYPES[t](mode="int4"))
+        elif t == "prune" and not torch_model:
             steps.append(STEP_TYPES[t](method="unstructured", finetune_epochs=0))
         else:
             steps.append(STEP_TYPES[t]())
@@ -338,7 +369,8 @@ def sweep_field_ui(technique: str, f: dataclasses.Field, key: str, axes: dict[st
     return [f.default] if disabled else parse_numbers(technique, f, text)
 
 
-def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
+def sweep_ui(key: str, node_names: list[str], techniques_offered: list[str] | None = None
+             ) -> tuple[dict | None, list[str]]:
     """A sweep's name, techniques and every option of each step with several values allowed.
 
     Returns:
@@ -349,7 +381,8 @@ def sweep_ui(key: str, node_names: list[str]) -> tuple[dict | None, list[str]]:
     name = c1.text_input("Sweep name", key=f"{key}.name", placeholder="sweep",
                          help="Variants are named NAME[option=value,...] after the options that vary.")
     techniques = c2.multiselect("Techniques to sweep (run in this order: prune, distill, quantize)",
-                                list(TECHNIQUE_ORDER), key=f"{key}.techniques", format_func=TECHNIQUE_TITLES.get)
+                                list(techniques_offered or TECHNIQUE_ORDER), key=f"{key}.techniques",
+                                format_func=TECHNIQUE_TITLES.get)
     if not techniques:
         return None, []
     steps, errors = [], []

@@ -385,6 +385,21 @@ def run_frame(run_id: str):
 
 
 @process_cached(max_entries=64)
+def _points(root: str, run_id: str, mtime: float):
+    from core.results.runtimes import runtime_frame
+
+    results = _results(root, run_id, mtime)
+    return runtime_frame(results) if results else None
+
+
+def run_points(run_id: str):
+    """The bake-off's points, one row per variant x runtime (core.results.runtimes.runtime_frame), cached like
+    run_frame (None for a run the session may not open)."""
+    root = _readable_root(run_id)
+    return _points(root, run_id, results_mtime(run_id)) if root else None
+
+
+@process_cached(max_entries=64)
 def _latency(root: str, run_id: str, mtime: float):
     from core.results.compare import latency_table
 
@@ -410,6 +425,27 @@ def run_side_by_side(run_id: str, variant: str, count: int = 8):
     if root is None:
         raise BadInputError(f"no run {run_id!r}")
     return _side_by_side(root, run_id, variant, results_mtime(run_id), count)
+
+
+def decoder_export(run_id: str, variant_name: str):
+    """A decoder variant of a run as one zip (model, external data, genai_config.json, tokenizer): checked now, as
+    this session (may it open the run? is the folder inside it?), and returned as a call that writes the zip beside
+    the folder on first use (`core.io.decoder.export_zip`) and gives its bytes, for a deferred download (which runs
+    outside the script, without the session).
+
+    Raises:
+        BadInputError: a run the session may not open, a variant without a model, a path outside the run.
+    """
+    from core.io.decoder import export_zip
+    from core.io.files import inside_run
+    from core.results.compare import variant
+
+    folder = run_dir(run_id)
+    entry = variant(run_results(run_id) or {}, variant_name) or {}
+    artifact = inside_run(folder, entry.get("artifact") or "") if entry.get("status") == "ok" else None
+    if artifact is None:
+        raise BadInputError(f"variant {variant_name!r} of run {run_id} has no model to export")
+    return lambda: export_zip(artifact.parent).read_bytes()
 
 
 @process_cached(max_entries=32)

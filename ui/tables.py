@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.results.compare import quality_drop_pt
+from core.results.table import speedup_text
 from core.format import format_bytes
 
 
@@ -30,13 +31,17 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
         out["agreement"] = frame["agreement"]
     if frame["cosine_mean"].notna().any():
         out["cosine_mean"] = frame["cosine_mean"]
-    for bs in batch_sizes:
+    decoder = "decode_tok_s" in frame  # a language model: its own quality and speed columns, batch 1
+    for column in DECODER_COLUMNS if decoder else ():
+        out[column] = frame.get(column)
+    for bs in () if decoder else batch_sizes:
         out[f"p50_ms_bs{bs}"] = frame.get(f"p50_ms_bs{bs}")
-        out[f"speedup_bs{bs}"] = frame.get(f"speedup_bs{bs}")
+        # "2.10x (2.00–2.20)": the ratio with its interval, "no measurable difference" when it holds 1
+        out[f"speedup_bs{bs}"] = [speedup_text(row, bs) for _, row in frame.iterrows()]
     out["notes"] = [(e if isinstance(e, str) and e else n) for e, n in zip(frame["error"], frame["notes"])]
     # A failed variant has no numbers: empty cells, not "None".
     for column in out.columns:
-        if column not in TEXT_COLUMNS:
+        if column not in TEXT_COLUMNS and not column.startswith("speedup_bs"):
             out[column] = pd.to_numeric(out[column], errors="coerce")
         else:
             out[column] = out[column].map(lambda v: "–" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
@@ -44,6 +49,9 @@ def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Ser
 
 
 TEXT_COLUMNS = {"variant", "technique", "status", "budget", "size", "notes"}
+DECODER_COLUMNS = ("perplexity", "kl_per_token", "next_token_agreement", "decode_tok_s", "decode_speedup",
+                   "decode_speedup_low", "decode_speedup_high", "prefill_tok_s", "ttft_ms", "peak_rss_mb",
+                   "usd_per_million_tokens")
 
 
 def column_config(batch_sizes: list[int], drop_label: str) -> dict:
@@ -57,17 +65,38 @@ def column_config(batch_sizes: list[int], drop_label: str) -> dict:
         "params": st.column_config.NumberColumn("Params", format="compact"),
         "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
         "drop_pt": st.column_config.NumberColumn(drop_label.capitalize(), format="%.2f",
-                                                 help="Percentage points lost vs the baseline (negative = better)"),
+                                                 help="Perplexity up vs the fp32 baseline, in percent (negative = "
+                                                      "better)" if drop_label.startswith("perplexity") else
+                                                 "Percentage points lost vs the baseline (negative = better)"),
         "agreement": st.column_config.NumberColumn("Agreement", format="percent",
                                                    help="Top-1 predictions equal to the baseline's"),
         "cosine_mean": st.column_config.NumberColumn("Cosine", format="%.4f", help="Mean cosine to the baseline"),
         "notes": st.column_config.TextColumn("Notes", width="large"),
+        # decoders (core.results.table.decoder_columns)
+        "perplexity": st.column_config.NumberColumn("Perplexity", format="%.4f",
+                                                    help="On the held-out text; lower is better"),
+        "kl_per_token": st.column_config.NumberColumn("KL / token", format="%.2e",
+                                                      help="KL(fp32 ‖ variant), nats per held-out token"),
+        "next_token_agreement": st.column_config.NumberColumn("Next-token agreement", format="percent",
+                                                              help="Teacher-forced top-1 equal to fp32's"),
+        "decode_tok_s": st.column_config.NumberColumn("Decode tok/s", format="%.0f",
+                                                      help="Batch 1 with the KV cache; higher is better"),
+        "decode_speedup": st.column_config.NumberColumn("× faster decode", format="%.2f×",
+                                                        help="Median per-round ratio, interleaved rounds"),
+        "decode_speedup_low": st.column_config.NumberColumn("95% low", format="%.2f×"),
+        "decode_speedup_high": st.column_config.NumberColumn("95% high", format="%.2f×"),
+        "prefill_tok_s": st.column_config.NumberColumn("Prefill tok/s", format="%.0f"),
+        "ttft_ms": st.column_config.NumberColumn("TTFT (ms)", format="%.2f", help="Time to first token"),
+        "peak_rss_mb": st.column_config.NumberColumn("Peak RSS (MB)", format="%.0f",
+                                                     help="The measuring worker's own high-water mark (VmHWM)"),
+        "usd_per_million_tokens": st.column_config.NumberColumn("$ / million tokens", format="$%.4g"),
     }
     for bs in batch_sizes:
         config[f"p50_ms_bs{bs}"] = st.column_config.NumberColumn(f"p50 @ {bs} (ms)", format="%.3f",
                                                                  help=f"Median latency of a batch of {bs}")
-        config[f"speedup_bs{bs}"] = st.column_config.NumberColumn(f"× faster @ {bs}", format="%.2f×",
-                                                                  help="Baseline p50 / p50, same run")
+        config[f"speedup_bs{bs}"] = st.column_config.TextColumn(
+            f"Speed-up @ {bs}", help="Against the baseline of the same run, timed interleaved in rounds: the median "
+            "per-round ratio and its 95% interval; an interval holding 1 reads 'no measurable difference'")
     return config
 
 

@@ -25,7 +25,7 @@ from core.techniques.histogram import ActivationStatistics
 from core.techniques.qdq import QdqGraph
 from core.techniques.quantize import calibration_ranges, preprocess
 from core.techniques.recovery import Gate, Judge
-from core.techniques.static import MAX_JUDGE_SAMPLES, calibration_inputs, prepare
+from core.techniques.static import MAX_JUDGE_SAMPLES, prepare
 
 METHODS = ("minmax", "percentile", "entropy")
 
@@ -75,7 +75,7 @@ def choose_calibration(model, dataset, quant: QuantizeConfig | None = None, *, s
     candidate = Candidate(onnx_model=copy.deepcopy(model.onnx_model), architecture=model.architecture)
     quantized = apply_step(quant, candidate, StepContext(dataset=dataset, baseline=model, seed=seed)).onnx_model
     float_proto = prepare(model.onnx_model)
-    inputs = calibration_inputs(dataset, quant.samples)
+    inputs = dataset.calibration_inputs(quant.samples)
     with tempfile.TemporaryDirectory(prefix="fw-calib-") as tmp:
         float_proto, _ = preprocess(float_proto, Path(tmp))
         ranges = _ranges(float_proto, inputs, Path(tmp))

@@ -3,8 +3,8 @@ onnxruntime's profiler, and rules that explain a missing speed-up in plain words
 
 Example::
 
-    before = profile_ops(baseline_bytes, inputs, batch_size=256)
-    after = profile_ops(variant_bytes, inputs, batch_size=256)
+    profiled = profile_in_rounds({"baseline": baseline_bytes, "int8": variant_bytes}, inputs, batch_size=256)
+    before, after = profiled["profiles"]["baseline"], profiled["profiles"]["int8"]
     rows = compare_ops(before, after)          # Conv 9.1 ms -> QLinearConv 4.2 ms, ...
     for finding in explain(cpu_panel(), before, after, steps=variant["steps"]):
         print(finding.message, "Fix:", finding.fix)
@@ -12,19 +12,23 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 
 from core.errors import BadInputError
-from core.results.explain import CALL_OVERHEAD_MS, NO_SPEEDUP_RATIO, reason
+from core.format import format_speedup
+from core.measure.timing import cpu_clock_for, speedup_of, time_in_rounds, timing_cores
+from core.results.explain import CALL_OVERHEAD_MS, not_faster, reason
 from core.io.files import inside_run
 from core.io.data import synthetic_inputs
 from core.io.graph import Model, graph_inputs
-from core.io.runtime import make_session, session_fixed_batch
+from core.io.runtime import make_session, optimized_graph, session_fixed_batch
 from core.measure.quality import batch_inputs, cpu_info, int8_fast
 from core.results.table import batch_sizes_of
 
@@ -95,11 +99,13 @@ def cpu_panel(threads: int = 1) -> dict:
 # Per-operator time from onnxruntime's profiler
 
 
-def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) -> dict:
+def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50,
+                  run_scale: list | None = None) -> dict:
     """Kernel time per operator type from an onnxruntime profile (the JSON list of trace events).
 
     Node events (``cat == "Node"``) whose name ends in ``_kernel_time`` are summed by ``args.op_name``. The first
-    `skip_runs` ``model_run`` events (warm-up) are left out.
+    `skip_runs` ``model_run`` events (warm-up) are left out. `run_scale`, one factor per ``model_run`` in order
+    (warm-up included), scales each run's kernel times (`on_cpu_ms`: the time other processes took out of it).
 
     Returns:
         ``{"runs": n, "ops": [{"op", "ms", "calls", "share"}], "nodes": [{"node", "op", "ms"}], "total_ms"}`` with
@@ -107,6 +113,7 @@ def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) 
     """
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e.get("ts", 0))
+    starts = [e.get("ts", 0) for e in runs]
     start_ts = runs[skip_runs]["ts"] if len(runs) > skip_runs else 0
     counted = max(1, len(runs) - skip_runs) if runs else 1
     ops: dict[str, dict] = {}
@@ -115,12 +122,16 @@ def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) 
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time") or e.get("ts", 0) < start_ts:
             continue
+        duration = float(e.get("dur", 0))
+        if run_scale is not None:
+            index = bisect.bisect_right(starts, e.get("ts", 0)) - 1
+            duration *= run_scale[index] if 0 <= index < len(run_scale) else 1.0
         op = (e.get("args") or {}).get("op_name", "?")
         entry = ops.setdefault(op, {"op": op, "us": 0.0, "calls": 0})
-        entry["us"] += float(e.get("dur", 0))
+        entry["us"] += duration
         entry["calls"] += 1
         node = name[:-len("_kernel_time")]
-        nodes.setdefault(node, {"node": node, "op": op, "us": 0.0})["us"] += float(e.get("dur", 0))
+        nodes.setdefault(node, {"node": node, "op": op, "us": 0.0})["us"] += duration
     total = sum(o["us"] for o in ops.values()) or 1.0
     rows = [{"op": o["op"], "ms": round(o["us"] / counted / 1000.0, 6), "calls": round(o["calls"] / counted, 3),
              "share": round(o["us"] / total, 6)} for o in ops.values()]
@@ -131,35 +142,129 @@ def parse_profile(events: list, skip_runs: int = 0, max_nodes: int | None = 50) 
 
 
 def profile_ops(model_bytes: bytes, inputs: dict, *, batch_size: int = 1, runs: int = 20, warmup: int = 3,
-                threads: int = 1, max_nodes: int | None = 50) -> dict:
-    """Run the model with onnxruntime's profiler on and return its kernel time per operator type (per run).
+                threads: int = 1, max_nodes: int | None = 50, max_seconds: float = 2.0) -> dict:
+    """One model's kernel time per operator type (per run) from onnxruntime's profiler, timed in rounds on a held
+    core as `profile_in_rounds` times several (the one method; alone, it has no speed-up to report).
 
     Args:
-        model_bytes: the ONNX model.
+        model_bytes: the ONNX model, or its path (a model with external data beside it).
         inputs: input name -> array (cycled to `batch_size`).
-        batch_size / runs / warmup / threads: what to profile (warm-up runs are excluded).
+        batch_size / warmup / threads: what to profile (warm-up runs are excluded); runs: the most rounds;
+            max_seconds: the time cap.
         max_nodes: how many of the slowest nodes to keep per node (None: all).
 
     Returns:
         As `parse_profile`, plus ``batch_size``.
     """
+    profiled = profile_in_rounds({"model": model_bytes}, inputs, baseline="model", batch_size=batch_size,
+                                 threads=threads, warmup=warmup, max_rounds=runs, max_seconds=max_seconds,
+                                 max_nodes=max_nodes)
+    return profiled["profiles"]["model"]
+
+
+# A profiled turn is capped at this many calls: the profiler writes an event per node per call, and 16 calls of a
+# 10-node model per turn over 200 rounds is ~30,000 events a model (a few MB of JSON), where an uncapped turn of a
+# 0.02 ms model would be a thousand calls.
+PROFILE_CALLS_PER_ROUND = 16
+# A profiled run whose wall time exceeds its CPU time by more than this (or 5%) was set aside by the scheduler:
+# 20 us is above the clocks' own overhead (a few us) and far below a scheduler slice (milliseconds).
+PREEMPTED_S = 20e-6
+
+
+def on_cpu_ms(kernel_ms: float, wall_s: float, cpu_s: float) -> float:
+    """A run's kernel time without the time the scheduler gave other processes: the profiler's kernel times are
+    wall-clock, so a run that was set aside (wall well over CPU time) keeps its kernels' share of the run, applied
+    to its CPU time. Beside a busy loop on its core, digits-cnn fp32 at batch 256 ran 34 ms wall for 8.7 ms of CPU,
+    and no profiled run was left whole."""
+    if wall_s - cpu_s <= max(PREEMPTED_S, 0.05 * wall_s) or wall_s <= 0:
+        return kernel_ms
+    return kernel_ms * cpu_s / wall_s
+
+
+def run_kernel_ms(events: list) -> list[float]:
+    """Each `model_run`'s kernel time (the sum of its nodes' ``*_kernel_time`` events), ms, in run order."""
+    runs = sorted(((e.get("ts", 0), e.get("ts", 0) + e.get("dur", 0)) for e in events
+                   if e.get("cat") == "Session" and e.get("name") == "model_run"))
+    starts = [start for start, _ in runs]
+    totals = [0.0] * len(runs)
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        index = bisect.bisect_right(starts, e.get("ts", 0)) - 1
+        if 0 <= index < len(runs) and e.get("ts", 0) <= runs[index][1]:
+            totals[index] += float(e.get("dur", 0)) / 1000.0
+    return totals
+
+
+def profile_in_rounds(models: dict, inputs: dict, *, baseline: str = "baseline", batch_size: int = 1,
+                      threads: int = 1, warmup: int = 3, max_rounds: int = 200, max_seconds: float = 2.0,
+                      max_nodes: int | None = 50, should_stop=lambda: False) -> dict:
+    """Profile models with onnxruntime's profiler, timed the way a run times them (the one method,
+    `core.measure.timing`): interleaved in rounds with the baseline, in this process, on held cores.
+
+    Per model: the kernel time per operator type and per node (mean per run, warm-up excluded), as `parse_profile`,
+    without the time the scheduler gave other processes (`on_cpu_ms`).
+    Per variant: the kernel-time speed-up against the baseline (median of per-round ratios of the runs' summed
+    kernel times, with its 95% bootstrap interval) beside the wall-clock one of the same rounds (profiler on).
+
+    Args:
+        models: name -> ONNX bytes, or a path (a model with its external data beside it, a decoder's); must hold
+            `baseline`.
+        inputs: input name -> array (cycled to `batch_size`).
+        max_seconds: per model (the whole timing is capped at `max_seconds` x the models).
+
+    Returns:
+        ``{"batch_size", "rounds", "converged", "contention", "profiles": {name: profile},
+        "kernel_speedup": {name: {ratio, low, high, rounds, converged}}, "wall_speedup": {name: ...}}``.
+    """
     import onnx
 
-    specs = graph_inputs(onnx.load_from_string(model_bytes))
-    with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp:
-        session = make_session(model_bytes, threads, profile_prefix=os.path.join(tmp, "profile"))
-        batch = session_fixed_batch(session) or batch_size
+    first = models[baseline]
+    specs = graph_inputs(onnx.load(str(first), load_external_data=False) if isinstance(first, Path)
+                         else onnx.load_from_string(first))
+    with tempfile.TemporaryDirectory(prefix="fw-profile-") as tmp, \
+            timing_cores(threads, should_stop=should_stop) as cores:
+        if cores is None:
+            raise BadInputError("stopped while waiting for a core to profile on")
+        sessions = {name: make_session(data, threads, profile_prefix=os.path.join(tmp, f"profile-{i}"))
+                    for i, (name, data) in enumerate(models.items())}
+        batch = session_fixed_batch(sessions[baseline]) or batch_size
         feed = batch_inputs(inputs, specs, batch)
-        for _ in range(warmup + runs):
-            session.run(None, feed)
-        path = session.end_profiling()
-        try:
-            events = json.loads(Path(path).read_text(encoding="utf-8"))
-        finally:
-            Path(path).unlink(missing_ok=True)
-    result = parse_profile(events, skip_runs=warmup, max_nodes=max_nodes)
-    result["batch_size"] = batch
-    return result
+        timed = time_in_rounds({name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()},
+                               baseline, warmup=warmup, max_rounds=max_rounds, max_seconds=max_seconds * len(models),
+                               threads=threads, max_calls_per_round=PROFILE_CALLS_PER_ROUND, should_stop=should_stop,
+                               cpu_clock=cpu_clock_for(threads))
+        events = {}
+        for name, session in sessions.items():
+            path = Path(session.end_profiling())
+            try:
+                events[name] = json.loads(path.read_text(encoding="utf-8"))
+            finally:
+                path.unlink(missing_ok=True)
+    profiles, per_round = {}, {}
+    for name, trace in events.items():
+        skip = timed.warmup_calls[name]
+        calls = [call for turn in timed.call_s[name] for call in turn]
+        scale = [1.0] * skip + [on_cpu_ms(1.0, wall, cpu) for wall, cpu in calls]
+        profiles[name] = {**parse_profile(trace, skip_runs=skip, max_nodes=max_nodes, run_scale=scale),
+                          "batch_size": batch}
+        kernel = [k * f for k, f in zip(run_kernel_ms(trace), scale)][skip:]
+        per_round[name], position = [], 0
+        for turn in timed.call_s[name]:
+            runs = kernel[position:position + len(turn)]
+            position += len(turn)
+            if runs:
+                per_round[name].append(float(np.median(runs)))
+    kernel_speedup = {}
+    for name in models:
+        if name == baseline:
+            continue
+        count = min(len(per_round[baseline]), len(per_round[name]))
+        if count:
+            kernel_speedup[name] = speedup_of(per_round[baseline][:count], per_round[name][:count]).to_dict()
+    return {"batch_size": batch, "rounds": timed.rounds, "converged": timed.converged,
+            "contention": timed.contention, "profiles": profiles, "kernel_speedup": kernel_speedup,
+            "wall_speedup": timed.speedup_dicts()}
 
 
 def compare_ops(before: dict, after: dict) -> list[dict]:
@@ -187,19 +292,10 @@ def requantized_excluded(model_bytes: bytes, exclude) -> list[str]:
     time; a layer with outlier weights then breaks although it was excluded. Measured on digits-mlp with one
     1000x weight: excluded alone it still dropped 92 pt; with the optimization disabled, 0 pt.
     """
-    import onnx
-    import onnxruntime as ort
-
     exclude = set(exclude or ())
     if not exclude:
         return []
-    with tempfile.TemporaryDirectory(prefix="fw-opt-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    graph = optimized_graph(model_bytes, "basic")
     producers = {out: node for node in graph.node for out in node.output}
     hits = []
     for node in graph.node:
@@ -237,7 +333,7 @@ def _ops(profile: dict | None) -> dict:
 
 
 def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list | None = None,
-            info: dict | None = None, speedup: float | None = None, batch1_ms: float | None = None,
+            info: dict | None = None, speedup: dict | float | None = None, batch1_ms: float | None = None,
             requantized: list | None = None, profile_batch: int | None = None) -> list[Finding]:
     """Plain-language reasons a variant is not (much) faster than the baseline, each with the fix.
 
@@ -246,7 +342,8 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
         before / after: `profile_ops` of the baseline and the variant (either may be None).
         steps: the variant's steps as dicts (results.json ``steps``).
         info: the variant's ``info`` (sparsity, ...).
-        speedup: baseline latency / variant latency at the batch size of interest, when measured.
+        speedup: the speed-up at the batch size of interest, when measured: a results.json entry ({ratio, low,
+            high}) or a bare ratio.
         batch1_ms: the baseline's batch-1 latency (ms), for the per-call overhead rule.
         requantized: excluded layers onnxruntime quantizes anyway (`requantized_excluded`).
         profile_batch: the batch size `before` / `after` were profiled at; the per-call overhead rule speaks of
@@ -307,11 +404,12 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
             "Keep the neighbouring layer in float too (exclude the next layer as well), so the excluded layer's "
             "output is not quantized; or load the model with that optimization disabled "
             "(disabled_optimizers=['WeightBiasQuantization'])."))
-    if speedup is not None and speedup < NO_SPEEDUP_RATIO and not found:
+    entry = {"ratio": float(speedup)} if isinstance(speedup, (int, float)) else speedup
+    if not_faster(entry) and not found:
         found.append(Finding(
             "no_speedup",
-            f"The variant is only {speedup:.2f}x the baseline's speed and no specific cause was found in its "
-            "operators.",
+            f"The variant measured {format_speedup(entry)} against the baseline and no specific cause was found in "
+            "its operators.",
             "Compare the per-operator times above: the largest 'after' bars are where the time goes."))
     return found
 
@@ -342,12 +440,17 @@ def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 
 
 
 def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, batch_size: int | None = None,
-                 threads: int = 1, runs: int = 20, should_stop=lambda: False) -> dict:
-    """Profile the baseline and each named variant of a finished run; compare and explain.
+                 threads: int = 1, runs: int = 200, max_seconds: float = 2.0, should_stop=lambda: False) -> dict:
+    """Profile the baseline and each named variant of a finished run, interleaved in rounds (`profile_in_rounds`);
+    compare and explain.
+
+    Args:
+        runs: the most rounds; max_seconds: per model.
 
     Returns:
-        ``{"cpu", "batch_size", "baseline": profile, "variants": {name: {"profile", "comparison", "findings",
-        "speedup"}}}``.
+        ``{"cpu", "batch_size", "baseline": profile, "rounds", "contention", "variants": {name: {"profile",
+        "comparison", "findings", "speedup", "kernel_speedup", "wall_speedup"}}}``; `speedup` is the run's own
+        entry at this batch size (its timing phase), None when the run did not time it.
 
     Raises:
         BadInputError: an unknown variant, or one without a model file.
@@ -365,32 +468,40 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     base_bytes = artifact_bytes(run_dir, entries["baseline"])
     inputs = artifact_inputs(base_bytes, count=min(batch, 256), sequence_length=sequence)
     cpu = cpu_panel(threads)
-    before = profile_ops(base_bytes, inputs, batch_size=batch, runs=runs, threads=threads)
+    chosen = [n for n in dict.fromkeys(variants) if n != "baseline"]
+    models = {"baseline": base_bytes, **{name: artifact_bytes(run_dir, entries[name]) for name in chosen}}
+    try:
+        profiled = profile_in_rounds(models, inputs, batch_size=batch, threads=threads, max_rounds=runs,
+                                     max_seconds=max_seconds, should_stop=should_stop)
+    except BadInputError:
+        if should_stop():  # stopped while waiting for a core: nothing profiled, nothing to explain
+            return {"cpu": cpu, "batch_size": batch, "baseline": None, "variants": {}}
+        raise
+    before = profiled["profiles"]["baseline"]
     base_lat = entries["baseline"].get("latency_ms") or {}
     batch1 = (base_lat.get("1") or {}).get("p50")
-    out = {"cpu": cpu, "batch_size": before["batch_size"], "baseline": before, "variants": {}}
-    for name in variants:
-        if name == "baseline" or should_stop():
-            continue
+    out = {"cpu": cpu, "batch_size": profiled["batch_size"], "baseline": before, "rounds": profiled["rounds"],
+           "contention": profiled["contention"], "variants": {}}
+    for name in chosen:
         entry = entries[name]
-        after = profile_ops(artifact_bytes(run_dir, entry), inputs, batch_size=batch, runs=runs, threads=threads)
-        lat = ((entry.get("latency_ms") or {}).get(str(batch)) or {}).get("p50")
-        blat = (base_lat.get(str(batch)) or {}).get("p50")
-        speedup = round(blat / lat, 4) if lat and blat else None
-        variant_bytes = artifact_bytes(run_dir, entry)
+        after = profiled["profiles"][name]
+        speedup = (entry.get("speedup") or {}).get(str(profiled["batch_size"]))
         # the nodes the quantize step kept in float (a static step keeps an `exclude` node only where that
         # improved validation); older runs without the record: the nodes the step asked for
         exclude = (entry.get("info") or {}).get("excluded_nodes")
         if exclude is None:
             exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
                        for n in s.get("exclude") or []]
-        findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"), speedup=speedup,
-                           batch1_ms=batch1, requantized=requantized_excluded(variant_bytes, exclude),
-                           profile_batch=before["batch_size"])
+        findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"),
+                           speedup=speedup or profiled["wall_speedup"].get(name), batch1_ms=batch1,
+                           requantized=requantized_excluded(models[name], exclude),
+                           profile_batch=profiled["batch_size"])
         out["variants"][name] = {"profile": after, "comparison": compare_ops(before, after), "speedup": speedup,
+                                 "kernel_speedup": profiled["kernel_speedup"].get(name),
+                                 "wall_speedup": profiled["wall_speedup"].get(name),
                                  "findings": [f.to_dict() for f in findings]}
     return out
 
 
-__all__ = ["Finding", "artifact_bytes", "compare_ops", "cpu_panel", "diagnose_run", "explain", "parse_profile",
-           "profile_ops", "requantized_excluded"]
+__all__ = ["Finding", "PROFILE_CALLS_PER_ROUND", "artifact_bytes", "compare_ops", "cpu_panel", "diagnose_run",
+           "explain", "parse_profile", "profile_in_rounds", "profile_ops", "requantized_excluded", "run_kernel_ms"]

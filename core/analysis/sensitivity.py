@@ -33,6 +33,7 @@ from core.io.graph import layer_table, task_of
 from core.io.model import load_model
 from core.measure import quality as measure
 from core.pipeline.build import ProgressEvent, export_candidate
+from core.results.table import resolution_pt, resolution_text
 from core.techniques import Candidate, StepContext, apply_step
 from core.techniques.prune import magnitude_masks, onnx_weight_initializers, prunable_layers
 
@@ -111,6 +112,8 @@ class LayerSensitivity:
     sqnr_db: float | None = None  # None: outputs identical to the baseline's
     by_amount: dict | None = None  # prune: amount (as text) -> drop, for the heatmap
     error: str | None = None
+    rank: int | None = None  # 1 = most sensitive; layers tied on the validation split share a rank (1, 2, 2, 4)
+    tied: bool = False  # within one validation sample of another layer: the order between them is not measured
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -130,7 +133,8 @@ class SensitivityResult:
     status: str = "completed"  # completed | cancelled
     duration_s: float | None = None
     version: int = SENSITIVITY_VERSION
-    split: dict = field(default_factory=dict)  # {"selection": "validation", "n": N}: the split every layer is scored on
+    split: dict = field(default_factory=dict)  # {"selection": "validation", "n": N, "resolution_pt": 100 / N}: the
+    # split every layer is scored on and what one sample of it is worth (None for a cosine drop: no samples to count)
 
     def to_dict(self) -> dict:
         return {"version": self.version, "technique": self.technique, "model": self.model, "data": self.data,
@@ -142,6 +146,8 @@ class SensitivityResult:
     def from_dict(cls, data: dict) -> "SensitivityResult":
         known = {f.name for f in dataclasses.fields(LayerSensitivity)}
         layers = [LayerSensitivity(**{k: v for k, v in row.items() if k in known}) for row in data.get("layers", [])]
+        if layers and all(layer.rank is None for layer in layers):  # a scan from before ranks: rank it as read
+            mark_ties(layers, scan_resolution(data))
         return cls(technique=data.get("technique", "quantize"), model=data.get("model", ""), data=data.get("data"),
                    config=data.get("config") or {}, metric=data.get("metric", "drop (pt)"),
                    baseline=data.get("baseline") or {}, layers=layers, status=data.get("status", "completed"),
@@ -243,16 +249,63 @@ def _named(proto):
     return proto
 
 
-def _rank(layers: list[LayerSensitivity]) -> list[LayerSensitivity]:
+def _rank(layers: list[LayerSensitivity], resolution: float | None = None) -> list[LayerSensitivity]:
     """Most sensitive first: largest drop, then lowest SQNR (identical outputs last); failures at the end.
 
-    The sort is stable, so equal layers keep graph order and a fixed seed gives a fixed ranking."""
+    The sort is stable, so equal layers keep graph order and a fixed seed gives a fixed ranking. Ranks then mark
+    what the validation split can tell apart (`mark_ties`)."""
     def key(layer: LayerSensitivity):
         failed = layer.drop is None
         sqnr = math.inf if layer.sqnr_db is None else layer.sqnr_db
         return (failed, -(layer.drop or 0.0), sqnr)
 
-    return sorted(layers, key=key)
+    return mark_ties(sorted(layers, key=key), resolution)
+
+
+def mark_ties(ranked: list[LayerSensitivity], resolution: float | None) -> list[LayerSensitivity]:
+    """Give ranked layers their rank, tied layers a shared one: a layer whose drop is within one validation sample
+    (`resolution` pt) of the first layer of its group joins that group, since one sample more or less on the
+    validation split would reorder them. Without a resolution (a cosine drop) only equal drops tie. Failed layers
+    get no rank. Returns `ranked`."""
+    step = (resolution or 0.0) + 1e-9
+    start = None
+    for position, layer in enumerate(ranked):
+        if layer.drop is None:
+            layer.rank, layer.tied = None, False
+            continue
+        if start is None or (start.drop or 0.0) - (layer.drop or 0.0) > step:
+            start = layer
+            layer.rank = position + 1
+        else:
+            layer.rank = start.rank
+    ranks = [layer.rank for layer in ranked if layer.rank is not None]
+    for layer in ranked:
+        layer.tied = layer.rank is not None and ranks.count(layer.rank) > 1
+    return ranked
+
+
+def scan_resolution(result: "SensitivityResult | dict") -> float | None:
+    """What one validation sample is worth in the scan's drop (pt): 100 / n for an accuracy drop or a
+    disagreement, None for a cosine drop (no samples to count)."""
+    data = result.to_dict() if isinstance(result, SensitivityResult) else result
+    if "cosine" in str(data.get("metric", "")):
+        return None
+    return resolution_pt((data.get("split") or {}).get("n"))
+
+
+def resolution_caption(result: "SensitivityResult | dict") -> str:
+    """"Scored on 180 validation samples: 1 sample = 0.56 pt; layers within one sample of each other are tied (=)"
+    for a page or the CLI ('' when the scan has no sample count)."""
+    data = result.to_dict() if isinstance(result, SensitivityResult) else result
+    split = data.get("split") or {}
+    n, step = split.get("n"), scan_resolution(data)
+    if not n:
+        return ""
+    where = f"Scored on {n} {split.get('selection', 'validation')} samples"
+    if step is None:
+        return where + "; layers with equal drops are tied (=)."
+    return (f"{where}: {resolution_text(n).replace('±', '')}; layers within one sample of each other are tied (=), "
+            "since one sample more or less would reorder them.")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -296,6 +349,7 @@ def scan(model, dataset, config: SensitivityConfig, *,
     result = SensitivityResult(config.technique, model.source, dataset.source, config.to_dict(), scorer.metric,
                                {"accuracy": scorer.baseline_accuracy, "samples": samples, "split": scorer.split_name},
                                split={"selection": scorer.split_name, "n": samples})
+    result.split["resolution_pt"] = scan_resolution(result)
     for index, (layer, build) in enumerate(jobs):
         if should_stop():
             result.status = "cancelled"
@@ -322,7 +376,7 @@ def scan(model, dataset, config: SensitivityConfig, *,
             on_progress(ProgressEvent("variant_done", layer.name, index, len(jobs), f"{layer.name}: drop "
                                       f"{layer.drop} pt", (index + 1) / max(1, len(jobs)),
                                       time.perf_counter() - started, layer.to_dict()))
-    result.layers = _rank(result.layers)
+    result.layers = _rank(result.layers, result.split["resolution_pt"])
     result.duration_s = round(time.perf_counter() - started, 3)
     return result
 
@@ -472,5 +526,6 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
     return result
 
 
-__all__ = ["LayerSensitivity", "SensitivityConfig", "SensitivityResult", "load_sensitivity", "quantizable_layers",
-           "recipe_with_exclude", "scan", "scan_to_dir", "sqnr_db", "top_layers", "write_sensitivity"]
+__all__ = ["LayerSensitivity", "SensitivityConfig", "SensitivityResult", "load_sensitivity", "mark_ties",
+           "quantizable_layers", "recipe_with_exclude", "resolution_caption", "scan", "scan_resolution", "scan_to_dir",
+           "sqnr_db", "top_layers", "write_sensitivity"]

@@ -20,9 +20,12 @@ The search is greedy and small, cheapest first, and adapts to what it measured:
 Every choice is made on the dataset's validation split (`Dataset.selection`: the drop judged against the budget, the
 sensitivity ranking, the timing inputs); the accuracy and fidelity written to results.json come from the held-out
 test split, which no choice saw, so the published drop of the winner is an honest estimate, not the minimum of many
-tries. Each variant is built and measured with `core.pipeline.build.build_variant`; for the latency objective its
-speed-up is also timed interleaved with the baseline (alternating calls, median of per-pair ratios), which keeps the
-comparison fair on a busy machine. After every variant ``results.json`` (same format as ``featherweight run``),
+tries. Speed follows the same rule: each variant is built and scored with `core.pipeline.build.build_variant`,
+and for the latency objective chosen on a speed-up timed against the baseline alone on the validation inputs
+(`selection_speedup`: interleaved rounds, `core.measure.timing`); the speed-ups written to results.json and quoted
+in the summary come from a separate timing of every trial together at the end (the run's timing phase,
+`core.pipeline.build.time_variants`), which no choice read, since the figure a variant won on favours the variant
+whose timing was lucky. After every variant ``results.json`` (same format as ``featherweight run``),
 ``tune.json`` (the search log and a plain-language summary) and ``best.yaml`` (a recipe that ``featherweight
 run`` reproduces) are rewritten, so a stop or a timeout still leaves a usable answer.
 """
@@ -46,15 +49,16 @@ from core.spec.checks import check_bool, check_choice, check_keys, check_range
 from core.io import runtime
 from core.analysis.diagnose import requantized_excluded
 from core.analysis.sensitivity import SensitivityConfig, quality_drop, scan, top_layers, write_sensitivity
-from core.format import format_bytes
+from core.format import format_bytes, format_speedup
 from core.io.data import load_data
 from core.io.files import write_atomic
 from core.io.graph import graph_inputs, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
 from core.measure import quality as measure
+from core.measure.timing import Speedup, cpu_clock_for, time_in_rounds, timing_cores
 from core.pipeline.build import (ProgressEvent, RunResult, baseline_fidelity, build_variant, measure_variant,
-                                 write_results)
+                                 time_variants, write_results)
 from core.results.table import resolution_pt, resolution_text
 
 # What the tuner can optimize (compare.OBJECTIVES is something else: what "best" means when picking from a run).
@@ -73,8 +77,11 @@ LATENCY_TIE = 0.03
 # shapes-mobile: a static build ~5 s, 3 QAT epochs over 8,000 images several minutes on one core).
 QAT_EPOCHS = 3
 QAT_COST_FACTOR = 40
-PAIRED_RUNS = 25
-PAIRED_MAX_S = 2.0
+# The selection timing of one trial: at most this many seconds per side (baseline, variant), a quarter of what is
+# left when the budget runs low. 2 s of 25 ms turns is 40 rounds each, enough for a ±5% interval on a quiet box.
+SELECTION_MAX_S = 2.0
+# The share of the time budget kept for the reported timing of every trial together at the end.
+REPORT_TIMING_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,8 @@ class TuneConfig:
     prune_amounts: tuple = PRUNE_AMOUNTS
     seed: int = 0
     warmup: int = 5
-    runs: int = 30
-    max_seconds: float = 2.0  # per batch size, in each variant's benchmark
+    runs: int = 200  # the most timing rounds, in a trial's selection timing and in the reported timing
+    max_seconds: float = 2.0  # per model and batch size, in the reported timing (core.measure.quality.time_models)
 
     def __post_init__(self):
         check_range("tune.max_drop_pt", self.max_drop_pt, 0.0, 100.0)
@@ -141,7 +148,7 @@ class Trial:
     name: str
     status: str  # ok | failed | cancelled | skipped
     drop_pt: float | None = None  # on the validation split: what the budget judges
-    speedup: float | None = None  # baseline latency / latency at batch_size (paired timing)
+    speedup: float | None = None  # what the choice read: the selection timing's ratio at the timing batch
     size_bytes: int | None = None
     within_budget: bool = False
     reason: str = ""
@@ -149,6 +156,10 @@ class Trial:
     build_s: float | None = None
     test_drop_pt: float | None = None  # on the held-out test split: reported, never used to choose
     recovery: dict | None = None  # the quantize step's record of its recovery steps (core.techniques.static)
+    reported_speedup: dict | None = None  # the final timing of every trial together at the timing batch
+    # ({ratio, low, high, rounds, converged}): reported, never used to choose
+    speedup_low: float | None = None  # the selection timing's 95% interval around `speedup`
+    speedup_high: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,29 +186,23 @@ class TuneOutcome:
 # Timing
 
 
-def paired_speedup(base_session, session, feed: dict, *, runs: int = PAIRED_RUNS, max_seconds: float = PAIRED_MAX_S,
-                   warmup: int = 3) -> float:
-    """Baseline latency / variant latency, timed by alternating single calls of the two sessions.
+def selection_speedup(base_session, session, feed: dict, *, max_seconds: float = SELECTION_MAX_S,
+                      max_rounds: int = 200, warmup: int = 3, threads: int = 1,
+                      should_stop: Callable[[], bool] = lambda: False) -> Speedup | None:
+    """The speed-up a choice is made on: `session` against the baseline's on `feed` (validation inputs), timed
+    interleaved in rounds on a held core (`core.measure.timing`, the one method): at most `max_rounds` rounds and
+    `max_seconds` a side.
 
-    The median of per-pair ratios cancels load that drifts during the measurement (other processes on a shared
-    machine), which separate benchmarks minutes apart do not.
+    Returns None when stopped before any round.
     """
-    for _ in range(warmup):
-        base_session.run(None, feed)
-        session.run(None, feed)
-    ratios = []
-    deadline = time.perf_counter() + max_seconds
-    while len(ratios) < runs and (len(ratios) < 5 or time.perf_counter() < deadline):
-        first = len(ratios) % 2 == 0  # alternate which goes first, so cache warmth favours neither
-        order = (base_session, session) if first else (session, base_session)
-        times = []
-        for s in order:
-            start = time.perf_counter()
-            s.run(None, feed)
-            times.append(time.perf_counter() - start)
-        base_t, t = (times[0], times[1]) if first else (times[1], times[0])
-        ratios.append(base_t / max(t, 1e-9))
-    return round(float(np.median(ratios)), 4)
+    with timing_cores(threads, should_stop=should_stop) as cores:
+        if cores is None:
+            return None
+        timed = time_in_rounds({"baseline": lambda: base_session.run(None, feed),
+                                "variant": lambda: session.run(None, feed)}, "baseline", warmup=warmup,
+                               max_rounds=max_rounds, max_seconds=2 * max_seconds, threads=threads,
+                               should_stop=should_stop, cpu_clock=cpu_clock_for(threads))
+    return timed.speedup.get("variant")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,6 +219,8 @@ class _Search:
         self.on_progress, self.user_stop = on_progress, should_stop
         self.started = started if started is not None else time.perf_counter()
         self.deadline = self.started + config.budget_s
+        # the search stops early enough to leave the reported timing of every trial its share of the budget
+        self.search_deadline = self.deadline - REPORT_TIMING_SHARE * config.budget_s
         self.task = task_of(model)
         self.bench = config.benchmark()
         self.recipe = Recipe(model=model_spec, data=data_spec, seed=config.seed, benchmark=self.bench)
@@ -243,13 +250,14 @@ class _Search:
         if self.user_stop():
             self.stopped_by = "stopped"
             return True
-        if time.perf_counter() >= self.deadline:
+        if time.perf_counter() >= self.search_deadline:
             self.stopped_by = self.stopped_by or "budget"
             return True
         return False
 
     def remaining_s(self) -> float:
-        return self.deadline - time.perf_counter()
+        """Seconds left for the search (the reported timing's share of the budget kept apart)."""
+        return self.search_deadline - time.perf_counter()
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
@@ -265,11 +273,11 @@ class _Search:
     # ---- measuring
 
     def measure_baseline(self, notes: list) -> None:
-        self.emit("start", "measuring the baseline", "baseline")
-        baseline, self.baseline_outputs = measure_variant("baseline", self.model.onnx_model, self.dataset, None,
-                                                          self.task, self.recipe, self.out_dir, lambda: False)
+        self.emit("start", "scoring the baseline", "baseline")
+        baseline, self.baseline_outputs, self.selection_outputs = measure_variant(
+            "baseline", self.model.onnx_model, self.dataset, None, self.task, self.recipe, self.out_dir,
+            lambda: False)
         baseline_fidelity(baseline, self.baseline_outputs, self.task)
-        self.selection_outputs = runtime.run_batched(self.base_session, self.selection.x)
         self.selection_accuracy = measure.fidelity(self.selection_outputs, None, self.selection.y, self.task).accuracy
         baseline.split = {**baseline.split, **self.selection_split()}
         baseline.notes.extend(list(self.model.notes) + list(notes))
@@ -339,7 +347,7 @@ class _Search:
         self.emit("step", f"trying {variant.name}", variant.name)
         emit = lambda kind, message, within=0.0, result=None: self.emit("step", message, variant.name)  # noqa: E731
         results = build_variant(self.model, self.dataset, variant, self.recipe, self.baseline_outputs, self.task,
-                                self.out_dir, self.stop_now, emit)
+                                self.out_dir, self.stop_now, emit, baseline_selection=self.selection_outputs)
         result = results[0]
         self.variants.append(variant)
         trial = Trial(variant.name, result.status, phase=phase, build_s=result.build_s,
@@ -350,12 +358,17 @@ class _Search:
             trial.test_drop_pt = self.drop_of(result)
             result.split = {**result.split, **self.selection_split()}
             if self.config.objective == "latency":
-                trial.speedup = paired_speedup(self.base_session, session, self.feed,
-                                               max_seconds=min(PAIRED_MAX_S, max(0.5, self.remaining_s() / 4)))
+                self.emit("step", f"timing {variant.name} against the baseline (selection)", variant.name)
+                cap_s = min(SELECTION_MAX_S, self.config.max_seconds, max(0.25, self.remaining_s() / 4))
+                chosen = selection_speedup(self.base_session, session, self.feed, max_seconds=cap_s,
+                                           max_rounds=self.config.runs, warmup=self.config.warmup,
+                                           threads=self.config.threads, should_stop=self.user_stop)
+                if chosen is not None:
+                    trial.speedup, trial.speedup_low, trial.speedup_high = (round(chosen.ratio, 4),
+                                                                            round(chosen.low, 4),
+                                                                            round(chosen.high, 4))
             else:
-                base = self.run.variants[0].size_bytes
-                trial.speedup = _speedup_of(self.run.variants[0], result, self.timing_batch)
-                trial.size_bytes = result.size_bytes or base
+                trial.size_bytes = result.size_bytes or self.run.variants[0].size_bytes
             trial.within_budget = trial.drop_pt is not None and trial.drop_pt <= self.config.max_drop_pt + 1e-9
             requantized = self._requantized(variant, result)
             if not trial.within_budget:
@@ -401,10 +414,39 @@ class _Search:
             result.info["requantized_excluded"] = hits
         return hits
 
-    def _describe(self, trial: Trial) -> str:
+    def _describe(self, trial: Trial, reported: bool = False) -> str:
+        """The trial in a few words: the figure it was chosen on, or with `reported` the final timing's (and the
+        selection figure beside it)."""
         if self.config.objective == "size":
             return f"{format_bytes(trial.size_bytes)}, {trial.drop_pt or 0:.2f} pt"
-        return f"{trial.speedup or 0:.2f}x at batch {self.timing_batch}, {trial.drop_pt or 0:.2f} pt"
+        chosen = (format_speedup({"ratio": trial.speedup, "low": trial.speedup_low, "high": trial.speedup_high})
+                  if trial.speedup and trial.speedup_low is not None else f"{trial.speedup or 0:.2f}x")
+        if reported and trial.reported_speedup:
+            return (f"{format_speedup(trial.reported_speedup)} at batch {self.timing_batch} in the reported timing, "
+                    f"chosen on {chosen} in its own; {trial.drop_pt or 0:.2f} pt")
+        return f"{chosen} at batch {self.timing_batch}, {trial.drop_pt or 0:.2f} pt"
+
+    def time_all(self) -> None:
+        """The reported timing: every trial that built, timed together with the baseline in the run's timing phase
+        (what results.json and the summary quote; no choice read it). Skipped when the user stopped the search."""
+        if self.stopped_by == "stopped":
+            return
+        ok = [v for v in self.run.variants if v.status == "ok"]
+        sizes = len(self.bench.batch_sizes)
+        left = max(1.0, self.deadline - time.perf_counter())
+        per_model = max(0.25, min(self.bench.max_seconds, left / max(1, sizes * len(ok))))
+        recipe = self.recipe.replace(benchmark=dataclasses.replace(self.bench, max_seconds=per_model))
+        self.emit("step", "timing every trial together (the reported speed-ups)", "timing")
+        time_variants(self.run, self.out_dir, self.dataset, recipe, should_stop=self.user_stop,
+                      report=lambda message, fraction: self.emit("step", message, "timing"),
+                      on_batch=self.write)
+        results = {v.name: v for v in self.run.variants}
+        for trial in self.trials:
+            variant = results.get(trial.name)
+            reported = (variant.speedup or {}).get(str(self.timing_batch)) if variant is not None else None
+            trial.reported_speedup = reported
+            if variant is not None and "tune" in variant.info:
+                variant.info["tune"]["reported_speedup"] = reported
 
     # ---- outputs
 
@@ -470,8 +512,8 @@ class _Search:
             lines.append(f"No variant within {cfg.max_drop_pt:g} pt beat the baseline on "
                          f"{'latency at batch ' + str(self.timing_batch) if cfg.objective == 'latency' else 'size'}.")
         else:
-            lines.append(f"Best within {cfg.max_drop_pt:g} pt: {best.name} ({self._describe(best)}), the {what} of "
-                         f"{len(tried)} variants tried.")
+            lines.append(f"Best within {cfg.max_drop_pt:g} pt: {best.name} ({self._describe(best, reported=True)}), "
+                         f"the {what} of {len(tried)} variants tried.")
         lines.extend(self.split_lines())
         plain = self.trial("int8-static")
         if plain is not None and plain.status == "ok" and self.best_name != "int8-static":
@@ -751,12 +793,6 @@ def _quant_label(quant: QuantizeConfig) -> str:
     return label
 
 
-def _speedup_of(base, result, batch: int) -> float | None:
-    b = ((base.latency_ms or {}).get(str(batch)) or {}).get("p50")
-    v = ((result.latency_ms or {}).get(str(batch)) or {}).get("p50")
-    return round(b / v, 4) if b and v else None
-
-
 def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec: str | None = None,
          data_spec: str | None = None, on_progress: Callable | None = None,
          should_stop: Callable[[], bool] = lambda: False, started: float | None = None) -> TuneOutcome:
@@ -792,6 +828,7 @@ def tune(model, dataset, config: TuneConfig, out_dir: str | Path, *, model_spec:
     if not search.stop_now():
         search.rest_phase(quant)
     search.stop_now()
+    search.time_all()
     search.write(final=True)
     search.emit("done", f"tuning {search.status(True)} in {search.elapsed_s():.1f} s: best {search.best_name}")
     return TuneOutcome(search.best_name, search.best_recipe(), search.trials, search.summary(), search.status(True),
@@ -823,5 +860,5 @@ def load_tune_log(out_dir: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "paired_speedup",
-           "recovery_step_text", "tune", "tune_to_dir"]
+__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "recovery_step_text",
+           "selection_speedup", "tune", "tune_to_dir"]

@@ -145,6 +145,12 @@ class Dataset:
                 "classes": None if self.eval.y is None else int(len(np.unique(self.eval.y))),
                 "splits": self.splits(), "warnings": self.warnings()}
 
+    def calibration_inputs(self, samples: int) -> dict:
+        """Up to `samples` calibration inputs: the calibration split, topped up from train when it is short."""
+        if len(self.calib) < samples and len(self.train):
+            return {k: np.concatenate([v, self.train.x[k]])[:samples] for k, v in self.calib.x.items()}
+        return self.calib.take(samples).x
+
 
 def hold_out_validation(held_out: Split, seed: int = VALIDATION_SEED) -> tuple[Split | None, Split]:
     """Divide held-out samples into (validation, test): a seeded third to validation, each part in its original

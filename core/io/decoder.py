@@ -28,6 +28,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.disk import DiskLimits, evict_least_recent, mark_used, staging_folder, sweep_staging, tree_bytes
 from core.io.safetensors_header import (DTYPE_BYTES, MAX_HEADER_BYTES, MAX_TENSORS, check_header, check_header_size,
@@ -36,11 +38,14 @@ from core.io.safetensors_header import (DTYPE_BYTES, MAX_HEADER_BYTES, MAX_TENSO
 DECODER_SUFFIX = ".zip"
 
 # Causal-LM architectures transformers implements natively and onnxruntime-genai's builder converts
-# (onnxruntime_genai/models/builder.py, create_model's dispatch), restricted to the Llama / Qwen / Phi / Gemma
-# classes the studio is tested on.
+# (onnxruntime_genai/models/builder.py, create_model's dispatch), restricted to those that
+# tests/test_decoder_architectures.py builds at int4 and int8 and checks against torch (SmolLM / SmolLM2
+# checkpoints are LlamaForCausalLM with tied embeddings). Gemma2 is left out: its sliding-window attention needs a
+# KV cache as long as the window (4,096) in every generator, which onnxruntime-genai 0.18 refuses for the short
+# generators a measurement uses.
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                           "PhiForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
-                           "SmolLM3ForCausalLM", "GraniteForCausalLM", "OlmoForCausalLM")
+                           "PhiForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM", "SmolLM3ForCausalLM",
+                           "GraniteForCausalLM", "OlmoForCausalLM")
 
 # Files a checkpoint folder may hold. Anything else is refused by name, so nothing unexpected rides along.
 DATA_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -471,6 +476,69 @@ def _extract(archive: zipfile.ZipFile, entry, target: Path, what: str, inner: st
         raise BadInputError(f"{what}: {inner} {_damage(exc)}; zip the checkpoint folder again") from None
 
 
+# What a built decoder folder holds that onnxruntime-genai reads: the graph, its weights, the generator's config and
+# the tokenizer files the builder copied from the checkpoint.
+EXPORT_SUFFIXES = (".onnx", ".onnx.data", ".json", ".txt", ".model")
+
+
+def export_zip(model_dir: str | Path) -> Path:
+    """One ``.zip`` of a built decoder, beside its folder: ``<name>/model.onnx``, its external data,
+    ``genai_config.json`` and the tokenizer, which ``onnxruntime_genai.Model(<unzipped name>)`` loads as it is.
+
+    Written once (atomically) and reused while no file of the folder is newer. Weights are stored, not deflated
+    (they do not compress); JSON is deflated.
+
+    Returns:
+        The zip's path.
+    """
+    model_dir = Path(model_dir)
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.name.endswith(EXPORT_SUFFIXES)
+                   and not p.name.startswith("."))
+    if not any(p.name == "genai_config.json" for p in files):
+        raise BadInputError(f"{model_dir.name} is not a built decoder (no genai_config.json)")
+    target = model_dir.with_name(f"{model_dir.name}.zip")
+    newest = max(p.stat().st_mtime for p in files)
+    if target.exists() and target.stat().st_mtime >= newest:
+        return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(staging, "w") as archive:
+        for path in files:
+            packed = zipfile.ZIP_STORED if path.name.endswith((".onnx.data", ".onnx")) else zipfile.ZIP_DEFLATED
+            archive.write(path, f"{model_dir.name}/{path.name}", compress_type=packed)
+    os.replace(staging, target)
+    return target
+
+
+def prefill_inputs(model_dir: str | Path, input_specs, tokens: int = 16) -> dict:
+    """One prompt's inputs for a built decoder's graph, as onnxruntime-genai feeds its first forward pass: `tokens`
+    token ids at batch 1, an all-ones attention mask and an empty KV cache (past length 0; the KV heads and head size
+    from genai_config.json). For profiling the graph outside the generator (the Graph page).
+
+    Raises:
+        BadInputError: the folder has no genai_config.json, or the graph has an input the builder does not write.
+    """
+    try:
+        decoder = json.loads((Path(model_dir) / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
+        kv_heads, head_size = int(decoder["num_key_value_heads"]), int(decoder["head_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInputError(f"{Path(model_dir).name}: no readable genai_config.json beside the decoder") from None
+    feed = {}
+    for spec in input_specs:
+        dtype = np.dtype(spec.dtype) if not str(spec.dtype).startswith("onnx:") else np.dtype("float32")
+        if spec.name == "input_ids":
+            feed[spec.name] = np.ones((1, tokens), dtype=dtype)
+        elif spec.name == "attention_mask":
+            feed[spec.name] = np.ones((1, tokens), dtype=dtype)
+        elif spec.name == "position_ids":
+            feed[spec.name] = np.arange(tokens, dtype=dtype)[None, :]
+        elif spec.name.startswith("past_key_values"):
+            feed[spec.name] = np.zeros((1, kv_heads, 0, head_size), dtype=dtype)
+        else:
+            raise BadInputError(f"{Path(model_dir).name}: input {spec.name!r} is not one onnxruntime-genai's builder "
+                                "writes (input_ids, attention_mask, position_ids, past_key_values.*)")
+    return feed
+
+
 def _common_folder(entries) -> str:
     """'name/' when every entry sits in one top folder (how `zip -r x.zip name` stores it), else ''."""
     first = entries[0].filename.split("/", 1)
@@ -479,6 +547,6 @@ def _common_folder(entries) -> str:
     return ""
 
 
-__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "TokenInput", "SUPPORTED_ARCHITECTURES", "ZIP_METHODS",
-           "check_config", "check_zip_layout", "hold_checkpoint", "load_decoder_bytes", "open_folder",
-           "refuse_remote_code", "weights_bytes"]
+__all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "EXPORT_SUFFIXES", "TokenInput", "SUPPORTED_ARCHITECTURES",
+           "ZIP_METHODS", "check_config", "check_zip_layout", "export_zip", "hold_checkpoint", "load_decoder_bytes",
+           "open_folder", "prefill_inputs", "refuse_remote_code", "weights_bytes"]

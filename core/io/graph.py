@@ -173,6 +173,16 @@ def attention_softmaxes(proto) -> list[str]:
     return found
 
 
+# Operators a quantizer writes into a graph: Q/DQ pairs, dynamic quantization, integer and 4-bit kernels.
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                 "MatMulNBits", "QLinearConv", "QLinearMatMul")
+
+
+def quantized_nodes(proto) -> list[str]:
+    """Names of the nodes a quantizer wrote (QUANTIZED_OPS), in graph order."""
+    return [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS]
+
+
 def vocab_size(model: Model, input_name: str) -> int | None:
     """For token-id inputs: the row count of the embedding table they index (Gather on an initializer)."""
     inits = {i.name: i for i in model.onnx_model.graph.initializer}

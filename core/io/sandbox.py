@@ -460,6 +460,16 @@ def phase(text: str) -> None:
     send({"t": "phase", "phase": text})
 
 
+def _pin(core) -> None:
+    """Pin the worker to `core` (the job queue gives each worker its own, `core.jobs.queue.worker_core`) before it
+    imports anything: threads started later (torch's, onnxruntime's) inherit the affinity. None: unpinned."""
+    if isinstance(core, int) and not isinstance(core, bool):
+        try:
+            os.sched_setaffinity(0, {core})
+        except (AttributeError, OSError, ValueError):
+            pass  # no affinity interface, or a core this machine lacks: run unpinned
+
+
 def _resolve(fn_name: str) -> Callable:
     if fn_name in SELFTESTS:
         return SELFTESTS[fn_name]
@@ -490,6 +500,7 @@ def child_main() -> None:
     entry = request.get("entry", "")
     args = request.get("args", [])
     _apply_limits(limits, ray=bool(request.get("ray")))
+    _pin(request.get("core"))
     current = {"phase": ""}
 
     def track(message):
@@ -519,13 +530,13 @@ def child_main() -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        peak = _own_peak_rss_mb()
+        peak = own_peak_rss_mb()
         if peak is not None:
             write({"t": "stats", "peak_rss_mb": peak})
     os._exit(0)  # skip interpreter teardown: nothing left to flush, and native atexit hooks can crash
 
 
-def _own_peak_rss_mb() -> float | None:
+def own_peak_rss_mb() -> float | None:
     """This process's peak resident memory (VmHWM), in MiB."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:

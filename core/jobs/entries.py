@@ -22,6 +22,7 @@ from core.jobs.insight import run_job
 from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
 from core.jobs.uploads import check_data_entry, inspect_entry  # noqa: F401 - the upload checks' entries live there
 from core.jobs.store import RunStore
+from core.measure.timing import set_core_gate
 from core.pipeline.run import run_recipe, training_needed
 from core.spec.recipe import Recipe
 from core.teach import explainers as learn
@@ -227,7 +228,9 @@ def run_estimates_isolated(store: RunStore, run_id: str, results: dict) -> Any:
 
 
 def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
-    """The body of a job worker (limits already applied): run the recipe, write outcome.json atomically."""
+    """The body of a job worker (limits applied, pinned to `spec.core` by the sandbox): run the recipe, write
+    outcome.json atomically. Every timing phase of the job goes through the store's core lock (one timing phase
+    per core at a time, across workers)."""
     run_dir = Path(spec.run_dir)
     outcome = {"status": "failed", "error": None}
     try:
@@ -235,6 +238,7 @@ def worker_main(spec: JobSpec, limits: ResourceLimits) -> None:
 
         torch.set_num_threads(limits.threads)
         store = RunStore(run_dir.parent.parent)
+        set_core_gate(store.timing_cores)
         recipe = Recipe.load(run_dir / "recipe.yaml")
         cancel_flag = run_dir / CANCEL_FLAG
 

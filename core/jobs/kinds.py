@@ -16,7 +16,7 @@ from typing import Callable
 
 from core.analysis.diagnose import cpu_panel, diagnose_run
 from core.analysis.scaling import run_scaling
-from core.analysis.sensitivity import SensitivityConfig, scan_to_dir
+from core.analysis.sensitivity import SensitivityConfig, resolution_caption, scan_to_dir
 from core.analysis.tuner import TuneConfig, tune_to_dir
 from core.errors import BadInputError
 from core.io.files import write_atomic
@@ -67,8 +67,9 @@ def _run_sensitivity(config: dict, model_spec: str, data_spec: str | None, run_d
 
 def _sensitivity_summary(config: dict, model_spec: str, data_spec: str | None, out_dir, on_progress) -> dict:
     result = scan_to_dir(model_spec, data_spec, SensitivityConfig.from_dict(config), out_dir, on_progress=on_progress)
-    return {"status": result.status, "metric": result.metric,
-            "layers": [{"name": layer.name, "drop": layer.drop, "sqnr_db": layer.sqnr_db} for layer in result.layers]}
+    return {"status": result.status, "metric": result.metric, "resolution": resolution_caption(result),
+            "layers": [{"name": layer.name, "drop": layer.drop, "sqnr_db": layer.sqnr_db, "rank": layer.rank,
+                        "tied": layer.tied} for layer in result.layers]}
 
 
 def _run_tune(config: dict, model_spec: str, data_spec: str | None, run_dir: Path, on_progress, should_stop) -> str:

@@ -52,6 +52,7 @@ class JobSpec:
     kind: str = "run"  # "run": the recipe; else an insight job (core.jobs.kinds.JOB_KINDS)
     executor: str = "local"  # "ray": the worker drives the run's variants as tasks on a Ray cluster
     ray_address: str | None = None
+    core: int | None = None  # the core the worker pins itself to (`worker_core`), None: unpinned
 
 
 @dataclass
@@ -75,6 +76,20 @@ def _read_outcome(path: Path) -> tuple[str, str | None] | None:
         return None
     error = outcome.get("error")
     return outcome["status"], (one_line(error, 500) if error else None)
+
+
+def worker_core(max_workers: int, taken) -> int | None:
+    """The core a new worker pins itself to: with no more workers than cores, each gets a core of its own (the
+    first this process may use that no running worker holds), so one job's timing shares its core with no other
+    job's build; with more workers than cores, None (unpinned: the store's core lock still lets one timing phase
+    run per core)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if max_workers > len(cores):
+        return None
+    return next((core for core in cores if core not in set(taken)), None)
 
 
 def _allowed_spec(kind: str, spec: str | None, inputs: dict, allow_local_paths: bool) -> None:
@@ -364,11 +379,13 @@ class JobRunner:
                 if self.pool is not None and not self.pool.try_acquire_job():
                     break
                 spec = self._queue.popleft()
+                spec = dataclasses.replace(spec, core=worker_core(
+                    self.max_workers, [running[2].core for running in self._running.values()]))
                 limits = self._limits_of(spec)
                 # Started by name: the generic sandbox imports none of its callers, and this module none of the
                 # worker's entries.
                 request = {"entry": "core.jobs.entries:job_entry", "args": [dataclasses.asdict(spec), limits.to_dict()],
-                           "limits": limits.to_dict(), "ray": spec.executor == "ray"}
+                           "limits": limits.to_dict(), "ray": spec.executor == "ray", "core": spec.core}
                 try:
                     with open(self.logs_dir / f"{spec.run_id}.log", "ab") as log:
                         process = start_worker(request, limits, stdout=log, stderr=log, cwd=spec.run_dir)
@@ -424,4 +441,5 @@ def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
-__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JOB_FILE", "JobRunner", "JobSpec", "JobStatus", "OUTCOME"]
+__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JOB_FILE", "JobRunner", "JobSpec", "JobStatus", "OUTCOME",
+           "worker_core"]

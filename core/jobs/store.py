@@ -9,6 +9,7 @@ Layout under the store root::
     runs/<id>/variants/<name>/    artifacts
     runs/<id>/results.json        results (rewritten atomically as variants finish)
     runs/<id>/manifest.json       written last: the run is final when this exists
+    locks/core-<n>.lock           held (flock) by the process timing on core n (`RunStore.timing_cores`)
     logs/<id>.log                 the worker's output (the server log's, never the user's)
 
 Every file is written to a temporary name beside it and ``os.replace``d, so a reader never sees half a file and
@@ -28,6 +29,12 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process core lock; timing phases run unserialized
+    fcntl = None
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,9 +45,13 @@ from core.io.sandbox import WORKER_MARKER
 from core.spec.configs import RUN_ID_CHARS
 
 ACTIVE = ("queued", "running")
+# How often a timing phase waiting for a core checks again: a phase lasts seconds, so a tenth of a second costs
+# nothing and keeps a cancel prompt.
+TIMING_LOCK_POLL_S = 0.1
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
+INDEX_FILE = "index.sqlite"
 RECORD_SUFFIXES = (".json", ".yaml")  # what a failed run keeps: its recipe, results so far, progress, manifest
 RECORD_MAX_BYTES = 2**20
 LOG_TAIL_KEPT = 64 * 1024  # of a failed run's log (the error's context for the operator)
@@ -91,7 +102,7 @@ class RunStore:
 
     @contextmanager
     def _connect(self):
-        db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.root / INDEX_FILE, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -208,6 +219,53 @@ class RunStore:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
+    @contextmanager
+    def timing_cores(self, candidates: list, count: int, should_stop: Callable[[], bool] = lambda: False,
+                     on_wait: Callable[[str], None] | None = None) -> Iterator[list | None]:
+        """The cross-process lock of timing phases (a `core.measure.timing` core gate): hold `count` of the
+        `candidates` cores (in order of preference), so that only one timing phase runs on a core at a time across
+        every worker of this store. Builds, calibration and training take no lock and stay concurrent.
+
+        Waits while the cores are taken (telling `on_wait` once). Each core is an flock() on locks/core-N.lock:
+        the kernel releases it when the block ends or the holding process dies, so a killed worker never leaves
+        a core locked.
+
+        Yields:
+            The cores held, or None when `should_stop` turned true while waiting.
+        """
+        held: list[tuple[int, int]] = []
+        if fcntl is not None:
+            folder = self.root / "locks"
+            folder.mkdir(exist_ok=True)
+            told = False
+            while True:
+                for core in candidates:
+                    fd = os.open(folder / f"core-{int(core)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    held.append((int(core), fd))
+                    if len(held) == count:
+                        break
+                if len(held) == count:
+                    break
+                _release(held)
+                held = []
+                if should_stop():
+                    break
+                if on_wait is not None and not told:
+                    told = True
+                    on_wait(f"another job is timing on core{'s' if count > 1 else ''} "
+                            f"{', '.join(str(c) for c in candidates)}")
+                time.sleep(TIMING_LOCK_POLL_S)
+        cores = [core for core, _ in held] if fcntl is not None else list(candidates[:count])
+        try:
+            yield cores if len(cores) == count else None
+        finally:
+            _release(held)
+
     def results(self, run_id: str) -> dict | None:
         """The run's results.json (partial while it runs), or None before the baseline is measured."""
         path = self.run_dir(run_id) / "results.json"
@@ -292,6 +350,14 @@ class RunStore:
                 tmp.unlink(missing_ok=True)
             settled.append(record.id)
         return settled
+
+
+def _release(held: list) -> None:
+    for _, fd in held:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def _cmdline(pid: int) -> bytes | None:

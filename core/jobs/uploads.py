@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.io.data import load_data
+from core.io.decoder import DecoderCheckpoint
 from core.io.model import load_model
 from core.io.sandbox import phase
+from core.io.text import heldout_text
 from core.measure.card import model_card
 
 
@@ -29,6 +31,8 @@ def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> d
     phase(f"reading {Path(model_spec).name if not model_spec.startswith('sample:') else model_spec}")
     model = load_model(model_spec)
     phase(f"reading {Path(data_spec).name if data_spec and not data_spec.startswith('sample:') else data_spec}")
+    if isinstance(model, DecoderCheckpoint):  # held-out text, tokenized with the checkpoint's own tokenizer
+        return heldout_text(model, data_spec).summary
     # An ONNX-only model never trains: its data is shown split as a run will use it (no train split).
     return load_data(data_spec, model, seed=seed, train_needed=model.torch_module is not None).summary()
 

@@ -6,13 +6,18 @@ import os
 import platform
 import time
 import zlib
+from pathlib import Path
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
-from core.io.runtime import make_session
+from core.errors import FeatherweightError
+from core.io.runtimes import REFERENCE_RUNTIME, open_runner
 from core.io.graph import fixed_batch_of
 from core.measure.energy import EnergyCounter
+from core.measure.timing import (CONFIDENCE, ROUND_SECONDS, TARGET_HALF_WIDTH, cpu_clock_for, speedup_of,
+                                 time_in_rounds, timing_cores)
 
 # A sample's fp32 top-1 is "clear" when the baseline gives its top class at least this much more probability than
 # the runner-up (softmax of the outputs; outputs that already are probabilities are used as they are). 0.1 = ten
@@ -148,7 +153,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, (a * b).sum(axis=1) / np.maximum(denominator, 1e-30), 1.0)
 
 
-def _relative_error(output: np.ndarray, reference: np.ndarray) -> float:
+def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
     """||output - reference|| / ||reference|| over the whole output (0 when both are zero)."""
     reference = reference.astype(np.float64)
     norm = float(np.linalg.norm(reference))
@@ -184,7 +189,7 @@ def fidelity(outputs: list[np.ndarray], baseline_outputs: list[np.ndarray] | Non
         for name, o, b in zip(names, outputs, baseline_outputs):
             cos = _cosines(o, b) if o.size else np.ones(1)
             per_output.append({"name": name, "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                               "relative_error": _relative_error(o, b)})
+                               "relative_error": relative_error(o, b)})
     return Fidelity(accuracy, agreement, cos_mean, cos_min, max_err, per_output, samples=len(first), **changes)
 
 
@@ -229,86 +234,213 @@ def possible_batch_sizes(input_specs, wanted) -> tuple[list[int], str | None]:
 # How often a long benchmark reports its own progress (fraction and ETA): often enough that a page polling each
 # second sees it move, rarely enough that the reports cost nothing next to a run.
 PROGRESS_EVERY_S = 0.5
+# Models timed together in one group of rounds: every session is open at once, so a run of many large variants is
+# timed in groups (the baseline in each, so every ratio is still a same-round ratio). 1 GiB of model files keeps a
+# group's sessions well inside a job worker's 8 GiB address space (weights are held about twice while a session
+# loads); 16 runners keep a round under half a second, so a round still sees one load level.
+GROUP_MAX_BYTES = 1 << 30
+GROUP_MAX_MODELS = 16
+TIMING_METHOD = ("interleaved rounds: the baseline and every variant take turns of about "
+                 f"{ROUND_SECONDS * 1000:.0f} ms in one process, on the same pinned core(s); speed-up = median of "
+                 f"per-round ratios with a {CONFIDENCE:.0%} bootstrap interval; rounds until every interval is "
+                 f"within ±{TARGET_HALF_WIDTH:.0%} or the time cap; with one thread each call's time in the "
+                 "ratios is the thread's CPU time (time taken away by other processes does not count), and the "
+                 "latency percentiles are wall-clock")
+
+
+def timing_groups(sizes: Mapping[str, int], baseline: str, *, max_bytes: int = GROUP_MAX_BYTES,
+                  max_models: int = GROUP_MAX_MODELS) -> list[list[str]]:
+    """Split models (name -> bytes) into groups timed together: each starts with `baseline`, then variants in
+    order while the group's bytes and count stay within the caps (a variant alone over the cap gets its own)."""
+    groups: list[list[str]] = []
+    current, used = [baseline], sizes.get(baseline, 0)
+    for name, size in sizes.items():
+        if name == baseline:
+            continue
+        if len(current) > 1 and (used + size > max_bytes or len(current) >= max_models):
+            groups.append(current)
+            current, used = [baseline], sizes.get(baseline, 0)
+        current.append(name)
+        used += size
+    groups.append(current)
+    return groups
+
+
+def with_anchors(groups: list[list[str]], anchors: Mapping[str, str]) -> list[list[str]]:
+    """`groups` with each member's anchor (the model it is also compared with, in the same rounds) added after the
+    group's baseline where it is missing: a runtime's variants are timed beside that runtime's baseline."""
+    out = []
+    for group in groups:
+        needed = [a for a in dict.fromkeys(anchors.get(n) for n in group) if a and a not in group]
+        out.append(group[:1] + needed + group[1:])
+    return out
+
+
+def time_models(models: Mapping[str, bytes], input_specs, inputs: dict, batch_sizes, *, baseline: str,
+                threads: int = 1, warmup: int = 20, runs: int = 200, max_seconds: float = 10.0,
+                holdout: bool = True, should_stop=lambda: False, energy_counter=None, on_progress=None,
+                on_wait=None, runtimes: Mapping[str, str] | None = None,
+                anchors: Mapping[str, str] | None = None) -> dict:
+    """The one timing phase: every model timed interleaved in rounds with the baseline, one batch size at a time,
+    in this process, on the same pinned core(s) (`core.measure.timing`).
+
+    Per batch size, the models' sessions are opened on the held cores and timed in rounds until every speed-up's
+    interval is within the target, or `runs` rounds, or `max_seconds` per model (the cap of the whole batch size
+    is `max_seconds` x the models timed together). Warm-up calls (`warmup` per model) are excluded. With
+    `holdout`, alternate rounds are held out for choosing (`selection`); the reported figures come from the others.
+
+    `on_progress(fraction, message)` hears at most every PROGRESS_EVERY_S how far it is (0..1 over every batch
+    size), `on_wait(message)` when the cores are busy with another process's timing.
+
+    A run timed on several runtimes (`core.io.runtimes`) names each model's runtime in `runtimes` (onnxruntime
+    where absent; a model's bytes are what that runtime reads: ONNX, or an ExecuTorch program) and in `anchors`
+    a second model each one is also compared with in the same rounds (that runtime's own baseline): its ratio to
+    the anchor is ``against`` (``{"speedup": {bs: ...}, "selection": {bs: ...}}``), beside ``speedup`` against
+    `baseline` (onnxruntime's).
+
+    Returns:
+        ``{"models": {name: {"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s},
+        "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample", "source", "note"}, "speedup": {bs: {ratio,
+        low, high, rounds, converged}}, "selection": {"speedup": {bs: ...}, "latency_ms": {bs: ...}}}},
+        "batches": {bs: {"rounds", "converged", "stopped", "elapsed_s", "cores", "groups", "contention"}},
+        "note": str|None, "stopped": bool}`` with batch sizes as strings (JSON keys); the baseline has no
+        speed-up.
+    """
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the models {sorted(models)}")
+    sizes, note = possible_batch_sizes(input_specs, batch_sizes)
+    counter = energy_counter if energy_counter is not None else EnergyCounter()
+    runtimes, anchors = dict(runtimes or {}), dict(anchors or {})
+    out = {name: {"latency_ms": {}, "throughput": {}, "cpu_ms_per_sample": {}, "joules": {}, "speedup": {},
+                  "selection": {"speedup": {}, "latency_ms": {}}} for name in models}
+    for name in anchors:
+        out[name]["against"] = {"speedup": {}, "selection": {}}
+    batches: dict[str, dict] = {}
+    groups = with_anchors(timing_groups({name: len(data) for name, data in models.items()}, baseline), anchors)
+    names = [spec.name for spec in input_specs]
+    last_report = [0.0]
+    stopped = False
+
+    def report(done: float, message: str) -> None:
+        now = time.perf_counter()
+        if on_progress is None or now - last_report[0] < PROGRESS_EVERY_S:
+            return
+        last_report[0] = now
+        on_progress(min(1.0, done / max(1, len(sizes) * len(groups))), message)
+
+    for size_index, batch in enumerate(sizes):
+        feed = batch_inputs(inputs, input_specs, batch)
+        key = str(batch)
+        entry = {"rounds": 0, "converged": True, "stopped": False, "elapsed_s": 0.0, "cores": None,
+                 "groups": len(groups), "contention": None}
+        for group_index, group in enumerate(groups):
+            if stopped or should_stop():
+                stopped = entry["stopped"] = True
+                entry["converged"] = False
+                break
+            step = size_index * len(groups) + group_index
+            cap_s = max_seconds * len(group)
+            with timing_cores(threads, should_stop=should_stop, on_wait=on_wait) as cores:
+                if cores is None:
+                    stopped = entry["stopped"] = True
+                    entry["converged"] = False
+                    break
+                sessions = {}
+                for name in group:
+                    try:
+                        sessions[name] = open_runner(runtimes.get(name, REFERENCE_RUNTIME), models[name], threads,
+                                                     batch=batch, input_names=names)
+                    except FeatherweightError as exc:  # another runtime that cannot take this batch: it alone
+                        if name == baseline or name not in runtimes:
+                            raise
+                        out[name]["error"] = f"not timed at batch {batch}: {exc}"
+                runners = {name: session.bind(feed) for name, session in sessions.items()}
+                phase_started = time.perf_counter()
+
+                def progress(fraction: float, message: str, _step=step, _batch=batch, _cap=cap_s,
+                             _started=phase_started, _group=group_index):
+                    left = max(0.0, min(_cap - (time.perf_counter() - _started),
+                                        (time.perf_counter() - _started) * (1 - fraction) / max(fraction, 1e-3)))
+                    which = f" (group {_group + 1} of {len(groups)})" if len(groups) > 1 else ""
+                    report(_step + fraction, f"timing batch {_batch}{which}: {message} of at most {runs}, "
+                                             f"about {_duration(left)} left at this batch size")
+
+                report(step, f"timing batch {batch}: warm-up ({warmup} calls per model)")
+                timed = time_in_rounds(runners, baseline, warmup=warmup, max_rounds=runs, max_seconds=cap_s,
+                                       threads=threads, holdout=holdout, energy_counter=counter if counter.available
+                                       else None, should_stop=should_stop, on_progress=progress,
+                                       cpu_clock=cpu_clock_for(threads))
+                del runners, sessions
+            first = group_index == 0
+            for name in group:
+                if name == baseline and not first:
+                    continue  # the baseline's own figures come from the first group
+                figures, used = timed.latency_ms.get(name), timed.usage.get(name)
+                if figures is None:
+                    continue
+                target = out[name]
+                target["latency_ms"][key] = figures
+                target["throughput"][key] = float(batch / (figures["mean"] / 1000.0))
+                samples = batch * max(1, used["calls"])
+                target["cpu_ms_per_sample"][key] = used["cpu_s"] * 1000.0 / samples
+                if used["energy_j"] is not None and used["busy_s"] >= counter.min_window_s:
+                    target["joules"][key] = used["energy_j"] / samples
+                if name in timed.speedup:
+                    target["speedup"][key] = timed.speedup[name].to_dict()
+                if name in timed.selection:
+                    target["selection"]["speedup"][key] = timed.selection[name].to_dict()
+                if name in timed.selection_latency_ms:
+                    target["selection"]["latency_ms"][key] = timed.selection_latency_ms[name]
+                anchor = anchors.get(name)
+                if anchor in timed.round_ms and timed.rounds:  # against its runtime's baseline, same rounds
+                    own, base = timed.round_ms[name], timed.round_ms[anchor]
+                    step_by = 2 if timed.holdout else 1
+                    target["against"]["speedup"][key] = speedup_of(base[0::step_by], own[0::step_by]).to_dict()
+                    if timed.holdout and timed.rounds >= 2:
+                        target["against"]["selection"][key] = speedup_of(base[1::2], own[1::2]).to_dict()
+            entry["rounds"] = max(entry["rounds"], timed.rounds)
+            entry["converged"] = entry["converged"] and timed.converged
+            entry["stopped"] = entry["stopped"] or timed.stopped
+            entry["elapsed_s"] = round(entry["elapsed_s"] + timed.elapsed_s, 3)
+            entry["cores"] = cores
+            entry["contention"] = _worse(entry["contention"], timed.contention)
+            stopped = stopped or timed.stopped
+        batches[key] = entry
+    result = {"models": {}, "batches": batches, "note": note, "stopped": stopped}
+    for name, target in out.items():
+        joules = target.pop("joules")
+        complete = len(joules) == len(target["latency_ms"]) and bool(joules)
+        energy_note = counter.reason if not counter.available else (
+            None if complete else "some timing windows were too short for the energy counters")
+        target["energy"] = {"joules_per_sample": joules, "source": counter.source if joules else None,
+                            "note": energy_note}
+        result["models"][name] = target
+    return result
+
+
+def _worse(first: dict | None, second: dict) -> dict:
+    """Of two contention readings, the one that saw the lower CPU share (what a reader must be warned about)."""
+    if first is None or (second.get("cpu_share") or 1.0) < (first.get("cpu_share") or 1.0):
+        return second
+    return first
 
 
 def benchmark(model_bytes: bytes, input_specs, inputs: dict, batch_sizes, *, threads: int = 1, warmup: int = 20,
               runs: int = 200, max_seconds: float = 10.0, should_stop=lambda: False, energy_counter=None,
               on_progress=None) -> dict:
-    """Time single-session inference per batch size.
-
-    Warm-up runs are excluded; at least 10 timed runs are made, then timing stops at `runs` or `max_seconds`.
-    Around the timed runs the process's CPU time and, where the CPU's energy counters can be read
-    (`core.measure.energy.EnergyCounter`, RAPL through powercap), the energy used are recorded: two readings per batch
-    size, so the overhead is negligible.
-
-    `on_progress(fraction, message)`, when given, hears at most every PROGRESS_EVERY_S how far the benchmark is
-    (0..1 over every batch size, warm-up included) with the batch size, the runs done and an ETA.
+    """Time one model per batch size, in rounds as `time_models` does (one runner: no speed-up).
 
     Returns:
         ``{"latency_ms": {bs: {p50, p90, p99, mean, runs}}, "throughput": {bs: samples/s}, "note": str|None,
         "cpu_ms_per_sample": {bs: ms}, "energy": {"joules_per_sample": {bs: J}, "source": str|None,
         "note": str|None}}`` with batch sizes as strings (JSON keys).
     """
-    session = make_session(model_bytes, threads)
-    sizes, note = possible_batch_sizes(input_specs, batch_sizes)
-    counter = energy_counter if energy_counter is not None else EnergyCounter()
-    latency: dict[str, dict] = {}
-    throughput: dict[str, float] = {}
-    cpu_ms: dict[str, float] = {}
-    joules: dict[str, float] = {}
-    last_report = [time.perf_counter()]
-
-    def report(size_index: int, batch: int, done: int, expected: int, per_run_s: float | None, phase: str):
-        now = time.perf_counter()
-        if on_progress is None or now - last_report[0] < PROGRESS_EVERY_S:
-            return
-        last_report[0] = now
-        fraction = (size_index + min(1.0, done / max(1, expected))) / max(1, len(sizes))
-        eta = f" · about {_duration(per_run_s * (expected - done))} left at this batch size" if per_run_s else ""
-        on_progress(min(1.0, fraction), f"timing batch {batch}: run {done} of ~{expected}{phase}{eta}")
-
-    for size_index, batch in enumerate(sizes):
-        feed = batch_inputs(inputs, input_specs, batch)
-        # Expected runs of this batch size: warm-up, then `runs` capped by max_seconds (at least 10), re-estimated
-        # from the measured time per run as it comes.
-        expected = warmup + runs
-        started = time.perf_counter()
-        for i in range(warmup):
-            session.run(None, feed)
-            per_run = (time.perf_counter() - started) / (i + 1)
-            expected = warmup + min(runs, max(10, int(max_seconds / per_run) + 1))
-            report(size_index, batch, i + 1, expected, per_run, " (warm-up)")
-            if should_stop():
-                break
-        times = []
-        energy_before = counter.read() if counter.available else None
-        cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
-        deadline = time.perf_counter() + max_seconds
-        while len(times) < runs and (len(times) < 10 or time.perf_counter() < deadline):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-            if should_stop():
-                break
-            per_run = (time.perf_counter() - wall_before) / len(times)
-            expected = warmup + min(runs, max(10, int(max_seconds / per_run) + 1))
-            report(size_index, batch, warmup + len(times), expected, per_run, "")
-        cpu_s, wall_s = _cpu_seconds() - cpu_before, time.perf_counter() - wall_before
-        energy_after = counter.read() if energy_before is not None else None
-        samples = batch * len(times)
-        ms = np.array(times) * 1000.0
-        latency[str(batch)] = {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-                               "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "runs": len(ms)}
-        throughput[str(batch)] = float(batch / (ms.mean() / 1000.0))
-        cpu_ms[str(batch)] = cpu_s * 1000.0 / samples
-        used = counter.joules(energy_before, energy_after, wall_s)
-        if used is not None:
-            joules[str(batch)] = used / samples
-    energy_note = counter.reason if not counter.available else (
-        None if len(joules) == len(sizes) else "some timing windows were too short for the energy counters")
-    return {"latency_ms": latency, "throughput": throughput, "note": note, "cpu_ms_per_sample": cpu_ms,
-            "energy": {"joules_per_sample": joules, "source": counter.source if joules else None,
-                       "note": energy_note}}
+    timed = time_models({"model": model_bytes}, input_specs, inputs, batch_sizes, baseline="model",
+                        threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, holdout=False,
+                        should_stop=should_stop, energy_counter=energy_counter, on_progress=on_progress)
+    figures = timed["models"]["model"]
+    return {"latency_ms": figures["latency_ms"], "throughput": figures["throughput"], "note": timed["note"],
+            "cpu_ms_per_sample": figures["cpu_ms_per_sample"], "energy": figures["energy"]}
 
 
 def _duration(seconds: float) -> str:
@@ -319,18 +451,6 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds used by this process, all threads. getrusage, not time.process_time(): once a CPU-time limit
-    (RLIMIT_CPU, set in job workers) arms the kernel's process timer, process_time() only advances per scheduler
-    tick (4 ms measured here), while getrusage stays at microseconds."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return time.process_time()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_info() -> tuple[str, set]:
@@ -348,6 +468,26 @@ def cpu_info() -> tuple[str, set]:
     except OSError:
         pass
     return model, flags
+
+
+def last_level_cache_bytes() -> int | None:
+    """Bytes of this CPU's largest cache (Linux sysfs: cpu0's highest cache level), None where unknown. A decoder
+    whose weights fit in it is not memory-bound at batch 1 (core.results.explain)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    best = None
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            text = (index / "size").read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text and text[-1] in units and text[:-1].isdigit():
+            size = int(text[:-1]) * units[text[-1]]
+        elif text.isdigit():
+            size = int(text)
+        else:
+            continue
+        best = size if best is None else max(best, size)
+    return best
 
 
 # The int8 instruction sets onnxruntime's kernels choose between, fastest first: (name, CPU flags, has an int8
@@ -382,6 +522,7 @@ def environment(threads: int) -> dict:
         "cpu": model,
         "cpu_flags": [f for f in CPU_FLAGS if f in flags],
         "int8_isa": int8_isa(flags),
+        "last_level_cache_bytes": last_level_cache_bytes(),
         "cores": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
@@ -391,6 +532,7 @@ def environment(threads: int) -> dict:
     }
 
 
-__all__ = ["CONFIDENT_MARGIN", "INT8_FAST_FLAGS", "INT8_ISAS", "benchmark", "class_probabilities", "environment",
-           "fidelity", "int8_fast", "int8_isa", "prediction_changes", "top1_margin", "topk_of", "logical_params",
-           "size_bytes", "compressed_bytes", "retrieval_accuracy"]
+__all__ = ["CONFIDENT_MARGIN", "GROUP_MAX_BYTES", "INT8_FAST_FLAGS", "INT8_ISAS", "TIMING_METHOD", "benchmark",
+           "class_probabilities", "environment", "fidelity", "int8_fast", "int8_isa", "last_level_cache_bytes",
+           "prediction_changes", "top1_margin", "topk_of", "logical_params", "size_bytes", "compressed_bytes",
+           "retrieval_accuracy", "time_models", "timing_groups"]

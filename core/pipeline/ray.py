@@ -1,7 +1,10 @@
-"""The Ray executor: each variant of a run is a Ray task; results and artifacts come back to the driver.
+"""The Ray executor: each variant of a run is built and scored as a Ray task; results and artifacts come back to
+the driver, which then times every variant together (`core.pipeline.build.time_variants`).
 
-The baseline is measured once by the driver and its outputs are shared with every task through Ray's object
-store. Each result records the host that measured it, since latency from different machines does not compare.
+The baseline is scored once by the driver and its outputs are shared with every task through Ray's object store.
+Timing stays in the driver: tasks run side by side on a node's cores (and on other machines), and a speed-up is a
+same-round ratio on one core, not two tasks' separate timings on whatever cores they got. Each result records the
+host that built it.
 """
 
 from __future__ import annotations
@@ -20,17 +23,21 @@ from core.errors import BadInputError
 RAY_ADDRESS_ENV = "FEATHERWEIGHT_RAY_ADDRESS"
 
 
-def _build_remote(model, dataset, variant, recipe, baseline_outputs, task):
-    """Body of a Ray task: build and measure one variant in a scratch directory; return results and files."""
+def _build_remote(model, dataset, variant, recipe, baseline_outputs, task, baseline_selection=None):
+    """Body of a Ray task: build and score one variant in a scratch directory; return results and files."""
     import torch
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="fw-ray-") as tmp:
-        results = build_variant(model, dataset, variant, recipe, baseline_outputs, task, Path(tmp))
+        results = build_variant(model, dataset, variant, recipe, baseline_outputs, task, Path(tmp),
+                                baseline_selection=baseline_selection)
         files = {}
         for result in results:
             if result.artifact:
                 files[result.artifact] = (Path(tmp) / result.artifact).read_bytes()
+            for entry in (result.runtimes or {}).values():  # an edge runtime's program (a .pte) comes back too
+                if entry.get("artifact"):
+                    files[entry["artifact"]] = (Path(tmp) / entry["artifact"]).read_bytes()
             result.info = {**result.info, "host": platform.node(), "pid": os.getpid()}
     return results, files
 
@@ -89,17 +96,17 @@ def ray_init(address: str | None = None):
 
 
 def run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir: Path, result, progress, should_stop,
-                     address: str | None = None) -> bool:
-    """Run every variant as a Ray task, appending results (in recipe order) as they finish.
+                     address: str | None = None, baseline_selection=None) -> bool:
+    """Build and score every variant as a Ray task, appending results (in recipe order) as they finish; the
+    caller times them afterwards.
 
     Returns:
         True when the run was cancelled.
     """
     ray = ray_init(address)
-    here = platform.node()
     remote = ray.remote(num_cpus=1)(_build_remote)
-    shared = [ray.put(x) for x in (model, dataset, recipe, baseline_outputs)]
-    pending = {remote.remote(shared[0], shared[1], variant, shared[2], shared[3], task): (i, variant)
+    shared = [ray.put(x) for x in (model, dataset, recipe, baseline_outputs, baseline_selection)]
+    pending = {remote.remote(shared[0], shared[1], variant, shared[2], shared[3], task, shared[4]): (i, variant)
                for i, variant in enumerate(recipe.variants)}
     finished: dict[int, list[VariantResult]] = {}
     cancelled = False
@@ -123,11 +130,6 @@ def run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir: Pa
                                                 steps=[s.to_dict() for s in variant.steps])], {}
             for relative, content in files.items():
                 write_atomic(out_dir / relative, content)
-            for measured in results:
-                host = measured.info.get("host")
-                if measured.status == "ok" and host and host != here:
-                    measured.notes.append(f"latency measured on {host}, the baseline on {here}: the speed-up "
-                                          "compares two machines")
             finished[index] = results
             progress.index, progress.variant = len(finished), variant.name
             for measured in results:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from core.io.data import Dataset, load_data
 from core.measure import quality as measure
+from core.measure.timing import CONFIDENCE, TARGET_HALF_WIDTH
 from core.errors import BadInputError, FeatherweightError
 from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
@@ -17,22 +18,30 @@ from core.io.graph import Model, task_of
 from core.io.model import load_model
 from core.io.repair import prepare_baseline
 from core.pipeline.build import (ProgressEvent, ProgressTracker, RunResult, VariantResult, baseline_fidelity,
-                                 build_variant, measure_variant, write_results)
+                                 build_variant, contention_summary, measure_variant, time_variants, write_results)
 from core.spec.recipe import Recipe
 from core.io import runtime
 from core.pipeline import decoder as decoder_pipeline
 from core.pipeline.ray import run_variants_ray
+from core.results.explain import decoder_notes
+from core.io.runtimes import versions as runtime_versions
 
 
 def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
         on_progress: Callable[[ProgressEvent], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False, executor: str = "local",
         ray_address: str | None = None) -> RunResult:
-    """Build and measure the baseline and every variant of `recipe`; write results and artifacts to `out_dir`.
+    """Build and score the baseline and every variant of `recipe`, then time them all together; write results and
+    artifacts to `out_dir`.
 
-    A variant that fails is recorded with ``status: failed`` and its error, and the run goes on. Cancelling
-    (``should_stop()`` turning true) marks the variants not yet built ``cancelled``. With ``executor="ray"``
-    each variant is a Ray task (the baseline is measured once, here, and shared).
+    Every variant is built and scored first (its quality shows as soon as it is done), then one timing phase per
+    batch size times the baseline and every variant that built, interleaved in rounds in this process
+    (`core.pipeline.build.time_variants`), so every speed-up is a same-round ratio. A variant that fails is
+    recorded with ``status: failed`` and its error, and the run goes on. Cancelling (``should_stop()`` turning
+    true) marks the variants not yet built ``cancelled`` and skips the timing. With ``executor="ray"`` each variant
+    is built and scored as a Ray task (the baseline is scored once, here, and shared); the timing phase runs here,
+    in the driver, after the builds: a ratio between two machines, or between two tasks timed side by side on
+    one, is not a speed-up.
 
     Returns:
         The RunResult (also written as results.json / results.csv / recipe.yaml in `out_dir`).
@@ -50,23 +59,26 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), task=task,
                        dataset=dataset.summary())
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
+    if len(recipe.benchmark.runtimes) > 1:  # each runtime's release, beside onnxruntime's
+        result.environment["versions"].update(runtime_versions(recipe.benchmark.runtimes))
+    progress = ProgressTracker(on_progress, len(recipe.variants) + 1, extra_parts=1)  # + the timing phase
     progress.variant = "baseline"
-    progress.emit("start", "measuring the baseline")
+    progress.emit("start", "scoring the baseline")
     torch.manual_seed(recipe.seed)
-    baseline, baseline_outputs = measure_variant("baseline", model.onnx_model, dataset, None, task, recipe, out_dir,
-                                          should_stop,
-                                          lambda m, f: progress.emit("step", f"measuring the baseline: {m}", f))
+    baseline, baseline_outputs, baseline_selection = measure_variant(
+        "baseline", model.onnx_model, dataset, None, task, recipe, out_dir, should_stop,
+        lambda m, f: progress.emit("step", f"scoring the baseline: {m}", f), torch_module=model.torch_module,
+        steps=[])
     baseline_fidelity(baseline, baseline_outputs, task)
     baseline.notes.extend(model.notes + batch_notes)
     result.variants.append(baseline)
-    progress.emit("variant_done", "baseline measured", 1.0, baseline.to_dict())
+    progress.emit("variant_done", "baseline scored", 1.0, baseline.to_dict())
     write_results(result, out_dir)
 
     if executor == "ray":
         result.environment["executor"] = "ray"
         cancelled = run_variants_ray(model, dataset, recipe, baseline_outputs, task, out_dir, result, progress,
-                                     should_stop, address=ray_address)
+                                     should_stop, address=ray_address, baseline_selection=baseline_selection)
     else:
         cancelled = False
         for index, variant in enumerate(recipe.variants, start=1):
@@ -78,12 +90,19 @@ def run(model: Model, dataset: Dataset, recipe: Recipe, out_dir: str | Path, *,
                                                      steps=[s.to_dict() for s in variant.steps]))
                 continue
             for measured in build_variant(model, dataset, variant, recipe, baseline_outputs, task, out_dir,
-                                          should_stop, progress.emit):
+                                          should_stop, progress.emit, baseline_selection=baseline_selection):
                 cancelled = cancelled or measured.status == "cancelled"
                 result.variants.append(measured)
                 progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
             write_results(result, out_dir)
 
+    progress.index, progress.variant = progress.count, "timing"
+    progress.emit("step", "timing the baseline and every variant together", 0.0)
+    stop = (lambda: True) if cancelled else should_stop
+    time_variants(result, out_dir, dataset, recipe, should_stop=stop,
+                  report=lambda message, fraction: progress.emit("step", message, fraction),
+                  on_batch=lambda: write_results(result, out_dir))
+    cancelled = cancelled or should_stop()
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 
@@ -93,7 +112,7 @@ def finish_run(result: RunResult, out_dir: Path, progress: ProgressTracker, *, c
     result.status = "cancelled" if cancelled else "completed"
     result.duration_s = round(time.perf_counter() - started, 3)
     write_results(result, out_dir)
-    progress.index, progress.variant = progress.count, None
+    progress.index, progress.variant = progress.parts, None
     progress.emit("done", f"run {result.status} in {result.duration_s:.1f} s", 0.0)
     return result
 
@@ -132,12 +151,16 @@ def training_needed(recipe: Recipe, model: Model) -> bool:
 def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
                 on_progress: Callable[[ProgressEvent], None] | None = None,
                 should_stop: Callable[[], bool] = lambda: False, heldout: tuple | None = None) -> RunResult:
-    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai and measure them (batch 1).
+    """Build the fp32 baseline and every variant of a decoder with onnxruntime-genai, then measure them together
+    (`core.pipeline.decoder.run_variants`: one worker per variant, decode speed timed interleaved in rounds).
 
     `heldout` overrides the held-out text: ``(eval_ids, prompts, summary)`` (the bench's random-weight model).
 
     Returns:
         The RunResult (task ``text-generation``), written like any other run.
+
+    Raises:
+        BadInputError: the fp32 baseline could not be built or measured (nothing to compare with).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,40 +170,52 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
                        environment={**measure.environment(recipe.benchmark.threads), "executor": "local"},
                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        task="text-generation", dataset=summary)
-    progress = ProgressTracker(on_progress, len(recipe.variants) + 1)
-    runs = max(1, min(recipe.benchmark.runs, 5))  # passes over the prompts; each times PROMPTS generations
-    baseline, cancelled = None, False
-    for index, variant in enumerate([None, *recipe.variants]):
-        name, slug, steps = ("baseline", "baseline", ()) if variant is None else (variant.name, variant.slug,
-                                                                                 variant.steps)
-        progress.index, progress.variant = index, name
-        if cancelled or should_stop():
-            cancelled = True
-            result.variants.append(VariantResult(name, status="cancelled", error="cancelled by the user",
-                                                 steps=[s.to_dict() for s in steps]))
-            continue
-        progress.emit("step", f"building {name}")
-        try:
-            fields = decoder_pipeline.build_and_measure(
-                checkpoint, slug, steps, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads, runs=runs,
-                baseline=baseline, report=lambda m, f: progress.emit("step", f"{name}: {m}", f))
-            measured = VariantResult(name, **fields)
-        except FeatherweightError as exc:
-            measured = VariantResult(name, status="failed", error=hide_paths(str(exc)))
-        except Exception as exc:  # noqa: BLE001 - one broken variant must not lose the others
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            measured = VariantResult(name, status="failed", error=f"{exc.__class__.__name__}: {hide_paths(first)}")
-        measured.steps = [s.to_dict() for s in steps]
-        if variant is None:
-            if measured.status != "ok":  # nothing to compare against: the run fails with its reason
-                result.variants.append(measured)
-                result.status = "failed"
-                write_results(result, out_dir)
-                raise BadInputError(f"{checkpoint.source}: the fp32 decoder could not be built: {measured.error}")
-            baseline = measured.to_dict()
-        result.variants.append(measured)
-        progress.emit("variant_done", f"{name}: {measured.status}", 1.0, measured.to_dict())
+    variants = [("baseline", "baseline", ())] + [(v.name, v.slug, v.steps) for v in recipe.variants]
+    names = [name for name, _, _ in variants]
+    progress = ProgressTracker(on_progress, len(variants))
+
+    def emit(variant, message, fraction):
+        # Builds go one variant at a time; the measurement is of all of them at once (interleaved rounds), so the
+        # event names the variant being built, then "all variants", with the run's own fraction done.
+        if on_progress is not None:
+            on_progress(ProgressEvent("step", variant or "all variants, measured together",
+                                      names.index(variant) if variant in names else len(names) - 1, len(names),
+                                      message, min(1.0, max(0.0, fraction)), time.perf_counter() - started, None,
+                                      time.time()))
+
+    progress.emit("start", f"building {len(variants)} decoders, then measuring them together")
+    try:
+        outcome, timing = decoder_pipeline.run_variants(
+            checkpoint, variants, out_dir, eval_ids, prompts, threads=recipe.benchmark.threads,
+            max_seconds=recipe.benchmark.max_seconds * len(variants), seed=recipe.seed, should_stop=should_stop,
+            emit=emit)
+    except FeatherweightError as exc:
+        error = hide_paths(str(exc))
+        result.variants.append(VariantResult("baseline", status="failed", error=error))
+        result.status = "failed"
         write_results(result, out_dir)
+        raise BadInputError(error if error.startswith(checkpoint.source) else
+                            f"{checkpoint.source}: {error}") from None
+    cancelled = bool(timing.pop("stopped", False))  # stopped in the timed rounds: what was measured is kept
+    if timing:  # the run's timing record, as a recipe run's (core.pipeline.build.time_variants)
+        result.timing = {**timing, "target_half_width": TARGET_HALF_WIDTH, "confidence": CONFIDENCE,
+                         "max_seconds_per_model": recipe.benchmark.max_seconds,
+                         **contention_summary(timing.get("batches") or {})}
+    for name, _, steps in variants:
+        done = outcome[name]
+        measured = VariantResult(name, status=done["status"], error=done["error"], **done["fields"])
+        measured.steps = [s.to_dict() for s in steps]
+        cancelled = cancelled or measured.status == "cancelled"
+        result.variants.append(measured)
+    baseline = result.variants[0]
+    if baseline.status == "ok" and len(recipe.benchmark.runtimes) > 1:  # said, not silently dropped
+        baseline.notes.append("benchmark.runtimes: a decoder is timed on onnxruntime-genai only; "
+                              f"{', '.join(r for r in recipe.benchmark.runtimes if r != 'onnxruntime')} not timed")
+    for index, measured in enumerate(result.variants):  # "why not faster" needs every variant measured first
+        if measured.status == "ok":
+            measured.notes = decoder_notes(result.to_dict(), measured.name)
+        progress.index, progress.variant = index, measured.name
+        progress.emit("variant_done", f"{measured.name}: {measured.status}", 1.0, measured.to_dict())
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 

@@ -60,6 +60,12 @@ def decoder_cost(variant: dict, assumptions: CostAssumptions | None = None, thre
             "assumptions": assumptions.to_dict(), "threads": threads}
 
 
+def cost_unit(results: dict) -> str:
+    """What one priced unit of a run is: an "inference", or for a decoder a "generated token" (its throughput is
+    decode tokens/s at batch 1, so every price, energy and CO2 figure of the run is per generated token)."""
+    return "generated token" if results.get("task") == "text-generation" else "inference"
+
+
 def monthly_cost(usd_per_million: float | None, requests_per_second: float) -> float | None:
     """USD a month to serve `requests_per_second` (one inference each) for 730 hours."""
     if usd_per_million is None:
@@ -263,8 +269,8 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
         return []
     batch = int(frame["batch_size"].iloc[0])
     # A decoder's throughput is its decode tokens/s (core.pipeline.decoder), so every figure is per generated token.
-    decoder = results.get("task") == "text-generation"
-    unit, rate = ("generated token", "generated tokens/s") if decoder else ("inference", "req/s")
+    unit = cost_unit(results)
+    rate = "generated tokens/s" if unit == "generated token" else "req/s"
     lines = [f"cost and energy at batch {batch} (assumed: ${assumptions.price_per_core_hour_usd:.4g} per core-hour, "
              f"{assumptions.watts_per_core:g} W per busy core when estimated, {assumptions.requests_per_second:g} "
              f"{rate}, {assumptions.grid_g_per_kwh:g} gCO2/kWh):"]
@@ -288,5 +294,5 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
     return lines
 
 
-__all__ = ["cost_frame", "cost_per_million", "device_fit_frame", "monthly_cost", "monthly_saving",
+__all__ = ["cost_frame", "cost_per_million", "cost_unit", "device_fit_frame", "monthly_cost", "monthly_saving",
            "profile_from_artifact", "results_columns", "summary_lines", "variant_cost"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.format import format_speedup, is_missing
+from core.io.text import summary_text
 from core.results.cost import results_columns
 from core.spec.labels import steps_label
 
@@ -48,6 +50,9 @@ def quality_split_of(results: dict) -> dict:
 
 def quality_caption(results: dict) -> str:
     """One sentence for a results table: which split each quality number is from, and what a sample is worth."""
+    if results.get("task") == "text-generation":
+        return ("Perplexity, KL(fp32 ‖ variant) and next-token agreement are teacher-forced on the held-out text: "
+                f"{summary_text(results.get('dataset') or {})}.")
     split = quality_split_of(results)
     if not split:
         return "Quality numbers are on the run's eval split (this run predates split labels)."
@@ -79,11 +84,17 @@ def batch_sizes_of(results: dict) -> list[int]:
 def results_frame(results: dict) -> pd.DataFrame:
     """One row per variant: status, size, params, accuracy/fidelity, latency per batch size and ratios.
 
-    Ratios are to the baseline of the same run: ``x_smaller`` = baseline size / size, ``speedup_bs{N}`` =
-    baseline p50 / p50, ``accuracy_drop_pt`` = (baseline accuracy - accuracy) x 100. Fidelity against the baseline:
+    Ratios are to the baseline of the same run: ``x_smaller`` = baseline size / size, ``speedup_bs{N}`` = the
+    interleaved timing's median per-round ratio, with its 95% interval in ``speedup_low_bs{N}`` /
+    ``speedup_high_bs{N}`` and its rounds in ``speedup_rounds_bs{N}`` (a run from before intervals: baseline p50 /
+    p50, no interval), ``accuracy_drop_pt`` = (baseline accuracy - accuracy) x 100. Fidelity against the baseline:
     ``flips`` / ``flip_rate`` (top-1 changed), ``agreement_confident`` on the ``confident_samples`` whose baseline
     margin is clear, ``topk_overlap`` (k = ``topk``). ``quality_split`` / ``quality_n`` name the split every quality
-    number is from; ``selection_split`` the one the tuner chose on (tuned runs only).
+    number is from; ``selection_split`` the one the tuner chose on (tuned runs only). What choices read and
+    reports never show: ``selection_accuracy`` / ``selection_agreement`` / ``selection_cosine_mean`` on the
+    validation split, ``selection_p50_ms_bs{N}`` / ``selection_speedup_bs{N}`` from the timing rounds held out
+    for choosing (`core.results.compare.chosen_on`). ``cpu_share_bs{N}`` / ``contended_bs{N}``: the share of the CPU
+    the run's timing phase got at that batch size and whether it was measured under contention.
     """
     variants = results.get("variants", [])
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
@@ -104,6 +115,9 @@ def results_frame(results: dict) -> pd.DataFrame:
                     "topk_overlap": v.get("topk_overlap"), "topk": v.get("topk"), "kl": v.get("kl"),
                     "quality_split": split.get("quality"), "quality_n": split.get("n"),
                     "selection_split": split.get("selection")})
+        chosen = v.get("selection") or {}
+        row.update({"selection_accuracy": chosen.get("accuracy"), "selection_agreement": chosen.get("agreement"),
+                    "selection_cosine_mean": chosen.get("cosine_mean"), "selection_n": chosen.get("n")})
         row["x_smaller"] = _ratio(base.get("size_bytes"), v.get("size_bytes"))
         row["x_smaller_compressed"] = _ratio(base.get("compressed_bytes"), v.get("compressed_bytes"))
         row["x_fewer_params"] = _ratio(base.get("params"), v.get("params"))
@@ -117,7 +131,20 @@ def results_frame(results: dict) -> pd.DataFrame:
             row[f"p50_ms_bs{bs}"] = lat.get("p50")
             row[f"p99_ms_bs{bs}"] = lat.get("p99")
             row[f"throughput_bs{bs}"] = (v.get("throughput") or {}).get(str(bs))
-            row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
+            entry = (v.get("speedup") or {}).get(str(bs))
+            if entry:
+                row[f"speedup_bs{bs}"] = entry.get("ratio")
+                row[f"speedup_low_bs{bs}"], row[f"speedup_high_bs{bs}"] = entry.get("low"), entry.get("high")
+                row[f"speedup_rounds_bs{bs}"] = entry.get("rounds")
+            else:  # the baseline (1 by definition), or a run from before intervals
+                row[f"speedup_bs{bs}"] = _ratio(base_lat.get("p50"), lat.get("p50"))
+                row[f"speedup_low_bs{bs}"] = row[f"speedup_high_bs{bs}"] = row[f"speedup_rounds_bs{bs}"] = None
+            seen = (((results.get("timing") or {}).get("batches") or {}).get(str(bs)) or {}).get("contention") or {}
+            row[f"cpu_share_bs{bs}"] = seen.get("cpu_share")  # what the run's timing phase got of the CPU
+            row[f"contended_bs{bs}"] = seen.get("contended")  # "measured under contention" at this batch size
+            held = chosen.get("latency_ms", {}).get(str(bs)) or {}
+            row[f"selection_p50_ms_bs{bs}"] = held.get("p50")
+            row[f"selection_speedup_bs{bs}"] = ((chosen.get("speedup") or {}).get(str(bs)) or {}).get("ratio")
         # Cost per million, monthly saving vs baseline, energy (mJ) and CO2 per batch size under the assumptions
         # stored with the run, plus MACs / weight / peak activation bytes (core.results.cost).
         row.update(results_columns(v, base, sizes, threads))
@@ -129,23 +156,75 @@ def results_frame(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def speedup_entry(row, batch_size: int) -> dict | None:
+    """The speed-up of a results-table row at `batch_size` as a results.json entry ({ratio, low, high, rounds};
+    no low / high for a run from before intervals), for `core.format.format_speedup`; None when there is none."""
+    ratio = row.get(f"speedup_bs{batch_size}")
+    if is_missing(ratio):
+        return None
+    entry = {"ratio": float(ratio)}
+    low, high = row.get(f"speedup_low_bs{batch_size}"), row.get(f"speedup_high_bs{batch_size}")
+    if not is_missing(low) and not is_missing(high):
+        entry.update(low=float(low), high=float(high), rounds=row.get(f"speedup_rounds_bs{batch_size}"))
+    return entry
+
+
+def speedup_text(row, batch_size: int) -> str:
+    """A row's speed-up as people read it ('2.10x (2.00–2.20)', 'no measurable difference (0.97–1.04x)'); the
+    baseline reads '1x (baseline)'."""
+    if row.get("name") == "baseline":
+        return "1x (baseline)"
+    return format_speedup(speedup_entry(row, batch_size))
+
+
+def timing_caption(results: dict) -> str:
+    """One sentence on how the run's speed-ups were measured, with the contention flag when it was measured under
+    contention; "" for a run from before the timing record."""
+    timing = results.get("timing") or {}
+    if not timing.get("batches"):
+        return ""
+    rounds = ", ".join(f"{entry.get('rounds', 0)} rounds at batch {bs}" + ("" if entry.get("converged") else
+                                                                              " (interval wider than ±5%)")
+                       for bs, entry in timing["batches"].items())
+    text = (f"Speed-ups: the baseline and every variant timed interleaved in rounds in one process; median of "
+            f"per-round ratios with a 95% interval ({rounds}). An interval containing 1 reads \"no measurable "
+            f"difference\".")
+    if timing.get("contended"):
+        text += " ⚠ " + timing.get("contention_note", "measured under contention") + "."
+    return text
+
+
 def decoder_columns(variant: dict, baseline: dict) -> dict:
     """A decoder run's columns: tokens/s, time to first token, peak RSS, perplexity (and its increase over the
-    same-run fp32 baseline), greedy agreement, first divergence, teacher-forced next-token agreement (all held-out
-    positions, and those fp32 is decided on), decode speed-up and cost per million tokens."""
+    same-run fp32 baseline), KL(fp32 || variant) per token, teacher-forced next-token agreement (all held-out
+    positions, and those fp32 is decided on), greedy tokens matching fp32's before the first difference, the decode
+    speed-up (median per-round ratio of interleaved rounds, with its 95% interval) and cost per million tokens."""
     rates = variant.get("tokens_per_s") or {}
     base_rates = baseline.get("tokens_per_s") or {}
     divergence = variant.get("greedy_divergence") or {}
     ppl, base_ppl = variant.get("perplexity"), baseline.get("perplexity")
+    interval = (variant.get("speedup") or {}).get("1") or {}
+    speedup = interval.get("ratio") if interval else _ratio(rates.get("decode"), base_rates.get("decode"))
+    if variant is baseline or variant.get("name") == baseline.get("name"):
+        speedup = 1.0
     return {"prefill_tok_s": rates.get("prefill"), "decode_tok_s": rates.get("decode"),
-            "decode_speedup": _ratio(rates.get("decode"), base_rates.get("decode")),
+            "decode_speedup": speedup, "decode_speedup_low": interval.get("low"),
+            "decode_speedup_high": interval.get("high"),
             "ttft_ms": variant.get("ttft_ms"), "peak_rss_mb": variant.get("peak_rss_mb"), "perplexity": ppl,
-            "perplexity_increase_pct": round((ppl / base_ppl - 1) * 100, 4) if ppl and base_ppl else None,
-            "greedy_agreement": variant.get("greedy_agreement"),
-            "mean_first_divergence": divergence.get("mean_first_divergence"),
-            "next_token_agreement": (variant.get("info") or {}).get("next_token_agreement"),
+            "perplexity_increase_pct": _increase_pct(ppl, base_ppl),
+            "kl_per_token": variant.get("kl_per_token"),
+            "next_token_agreement": variant.get("next_token_agreement") if variant.get("next_token_agreement")
+            is not None else (variant.get("info") or {}).get("next_token_agreement"),  # runs before issue 28
             "next_token_agreement_confident": (variant.get("info") or {}).get("next_token_agreement_confident"),
-            "usd_per_million_tokens": (variant.get("cost") or {}).get("usd_per_million_tokens")}
+            "mean_first_divergence": divergence.get("mean_first_divergence"),
+            "usd_per_million_tokens": (variant.get("cost") or {}).get("usd_per_million_tokens"),
+            # what a pick among the variants reads: the validation windows' perplexity (core.results.compare)
+            "selection_perplexity_increase_pct": _increase_pct((variant.get("selection") or {}).get("perplexity"),
+                                                               (baseline.get("selection") or {}).get("perplexity"))}
+
+
+def _increase_pct(value, base):
+    return round((value / base - 1) * 100, 4) if value and base else None
 
 
 def _ratio(numerator, denominator):

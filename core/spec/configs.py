@@ -23,7 +23,7 @@ class DiagnoseConfig:
     profile: bool = True
     scaling_batch_sizes: tuple = ()
     scaling_threads: tuple = (1,)
-    runs: int = 20
+    runs: int = 200  # the most rounds of the interleaved profile (core.analysis.diagnose.profile_in_rounds)
     threads: int = 1
 
     def __post_init__(self):

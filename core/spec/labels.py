@@ -19,7 +19,9 @@ def step_label(step: dict | StepConfig) -> str:
     data: dict[str, Any] = step.to_dict() if isinstance(step, StepConfig) else dict(step or {})
     technique = data.get("technique")
     if technique == "quantize":
-        return f"quantize {data.get('mode', QuantizeConfig.mode)}"
+        target = data.get("target", QuantizeConfig.target)
+        suffix = f" for {target}" if target != "onnxruntime" else ""
+        return f"quantize {data.get('mode', QuantizeConfig.mode)}{suffix}"
     if technique == "prune":
         amount = data.get("amount", PruneConfig.amount)
         amount = f"{amount:.0%}" if isinstance(amount, (int, float)) else str(amount)

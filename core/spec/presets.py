@@ -14,11 +14,23 @@ from core.spec.recipe import (BenchmarkConfig, DistillConfig, PruneConfig, Quant
 
 @dataclass(frozen=True)
 class Preset:
-    """A named goal and the function that builds its variants for a model card."""
+    """A named goal and the function that builds its variants for a model card; `decoder` builds them for a
+    language model (None: the preset does not apply to decoders)."""
 
     name: str
     description: str
     build: Callable[[dict], list]
+    decoder: Callable[[dict], list] | None = None
+    decoder_description: str = ""
+
+    def describe(self, card: dict | None) -> str:
+        """What the preset builds for this model."""
+        return self.decoder_description if is_decoder_card(card) else self.description
+
+
+def is_decoder_card(card: dict | None) -> bool:
+    """Whether a model card is a language model's (onnxruntime-genai builds its variants, core.pipeline.decoder)."""
+    return bool(card) and card.get("task") == "text-generation"
 
 
 def technique_available(technique: str) -> bool:
@@ -135,6 +147,37 @@ def _quick(card: dict) -> list:
     return [v if v.name != "int8-dynamic" else _dynamic(f) for v in default_recipe().variants]
 
 
+# ---- decoders: int4 and int8 weight-only MatMulNBits, built by onnxruntime-genai (core.techniques.decoder), at the
+# accuracy_level measured fastest on this CPU ("auto", core.measure.nbits)
+
+def _decoder_int4(name: str = "int4", **options) -> Variant:
+    return Variant(name, (QuantizeConfig(mode="int4", **options),))
+
+
+def _decoder_int8(name: str = "int8") -> Variant:
+    return Variant(name, (QuantizeConfig(mode="dynamic"),))
+
+
+def _decoder_default(card: dict) -> list:
+    return [_decoder_int4(), _decoder_int8()]
+
+
+def _decoder_smallest(card: dict) -> list:
+    return [_decoder_int4(), _decoder_int4("int4-block128", block_size=128)]
+
+
+def _decoder_everything(card: dict) -> list:
+    # accuracy_level 0 beside auto: what int8 compute in MatMulNBits buys on this CPU (issue 28 measured tiny-lm's
+    # int8 at 0.07x fp32 at level 0).
+    return [_decoder_int4(), _decoder_int8(), _decoder_int4("int4-block128", block_size=128),
+            _decoder_int4("int4-level0", accuracy_level=0)]
+
+
+def presets_for(card: dict | None) -> list[str]:
+    """The presets that apply to a model: every preset, or for a decoder those with a decoder build."""
+    return [n for n, p in PRESETS.items() if not is_decoder_card(card) or p.decoder is not None]
+
+
 # ---- benchmark settings fitted to the model: a big input at batch 256 takes minutes per timed run
 
 # One-thread fp32 throughput assumed for estimates (multiply-accumulates per second): about what onnxruntime's
@@ -152,25 +195,31 @@ def run_seconds(card: dict, batch_size: int, threads: int = 1) -> float | None:
     return float(macs) * batch_size / (CPU_MACS_PER_S * max(1, min(threads, 4)))
 
 
+# The fewest timed calls a model gets per batch size: the timing phase (core.measure.quality.time_models) stops at
+# its time cap only after 4 rounds (2 reported, 2 held out for choosing), at least one call a round.
+MIN_TIMED_RUNS = 4
+
+
 def benchmark_seconds(card: dict, bench: BenchmarkConfig, variants: int) -> float | None:
-    """Estimated seconds the benchmark of a run takes: warm-up plus timed runs (at least 10, else capped by
-    max_seconds) per batch size, for the baseline and every variant (None without a MAC count)."""
+    """Estimated seconds the benchmark of a run takes: warm-up plus timed calls (at least MIN_TIMED_RUNS, else
+    capped by max_seconds) per batch size, for the baseline and every variant (None without a MAC count)."""
     total = 0.0
     for batch in bench.batch_sizes:
         per_run = run_seconds(card, batch, bench.threads)
         if per_run is None:
             return None
-        timed = max(10 * per_run, min(bench.runs * per_run, bench.max_seconds))
+        timed = max(MIN_TIMED_RUNS * per_run, min(bench.runs * per_run, bench.max_seconds))
         total += bench.warmup * per_run + timed
     return total * (variants + 1)
 
 
 def slow_batch_sizes(card: dict, bench: BenchmarkConfig, limit_s: float = SLOW_BENCHMARK_S / 2) -> list[int]:
-    """The batch sizes whose own benchmark (warm-up + at least 10 runs) would take over `limit_s` per model."""
+    """The batch sizes whose own benchmark (warm-up + at least MIN_TIMED_RUNS calls) would take over `limit_s` per
+    model."""
     slow = []
     for batch in bench.batch_sizes:
         per_run = run_seconds(card, batch, bench.threads)
-        if per_run is not None and per_run * (bench.warmup + 10) > limit_s:
+        if per_run is not None and per_run * (bench.warmup + MIN_TIMED_RUNS) > limit_s:
             slow.append(batch)
     return slow
 
@@ -198,11 +247,17 @@ def fitted_benchmark(card: dict, bench: BenchmarkConfig) -> tuple[BenchmarkConfi
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("Quick quantization", "dynamic int8, static int8 and fp16: a first look in seconds", _quick),
+    Preset("Quick quantization", "dynamic int8, static int8 and fp16: a first look in seconds", _quick,
+           decoder=_decoder_default, decoder_description="int4 and int8 weight-only (MatMulNBits, built by "
+           "onnxruntime-genai) at the accuracy level measured fastest on this CPU"),
     Preset("Fastest on this CPU", "static int8, plus structured pruning where we have the torch model", _fastest),
-    Preset("Smallest", "int8, int4 weights, pruning + int8 and a distilled student: the smallest files", _smallest),
+    Preset("Smallest", "int8, int4 weights, pruning + int8 and a distilled student: the smallest files", _smallest,
+           decoder=_decoder_smallest, decoder_description="int4 weight-only in blocks of 32 and of 128 weights "
+           "(fewer scales, a smaller file)"),
     Preset("Balanced", "one int8 variant and a gently pruned one: small accuracy cost", _balanced),
-    Preset("Compare everything", "one variant per technique, to see what each does", _everything),
+    Preset("Compare everything", "one variant per technique, to see what each does", _everything,
+           decoder=_decoder_everything, decoder_description="int4, int8, int4 in blocks of 128, and int4 at "
+           "accuracy_level 0 (float compute) beside the level chosen for this CPU"),
     Preset("Recover accuracy", "static int8 per tensor and per channel, each beside a twin with every recovery step "
            "(equalization, learned rounding, bias correction, SmoothQuant on MatMuls), each step kept only where "
            "the validation split improves, so a twin is never below plain int8 there; QAT with a torch model. "
@@ -224,6 +279,13 @@ def preset_recipe(name: str, card: dict, *, model: str | None = None, data: str 
     """
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    if is_decoder_card(card):  # a language model: its own variants, batch 1 only (decode is timed at batch 1)
+        preset = PRESETS[name]
+        if preset.decoder is None:
+            raise KeyError(f"preset {name!r} does not apply to a language model; allowed: "
+                           f"{', '.join(presets_for(card))}")
+        bench = dataclasses.replace(benchmark or BenchmarkConfig(), batch_sizes=(1,))
+        return Recipe(model=model, data=data, seed=0, benchmark=bench, variants=tuple(preset.decoder(card))), []
     kept, skipped = [], []
     for variant in PRESETS[name].build(card):
         if isinstance(variant, LeftOut):

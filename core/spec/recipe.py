@@ -28,6 +28,11 @@ from core.errors import BadInputError
 from core.spec.checks import brief_repr, check_bool, check_choice, check_range
 
 RECIPE_VERSION = 1
+AUTO_ACCURACY_LEVEL = "auto"  # quantize.accuracy_level: MatMulNBits' level chosen for this CPU (core.measure.nbits)
+# The runtimes a variant can be timed on (`benchmark.runtimes`; core.io.runtimes keeps what each one reads) and
+# the runtimes a static int8 graph can be laid out for (`quantize.target`).
+RUNTIME_NAMES = ("onnxruntime", "openvino", "executorch")
+QUANTIZE_TARGETS = ("onnxruntime", "openvino")
 MAX_VARIANT_NAME = 64  # characters; a variant's folder, labels and error lines carry its name
 # ASCII letters, digits, space and -_.=,[]+ : a folder name on every file system, no path separator, nothing a
 # terminal or Markdown reads as markup. Sweep names use []=, and the tuner's + (`grid[amount=0.25,mode=dynamic]`).
@@ -92,7 +97,7 @@ class QuantizeConfig(StepConfig):
     MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4", "qat")
     CALIBRATIONS: ClassVar[tuple] = ("minmax", "entropy", "percentile")
     ROUNDINGS: ClassVar[tuple] = ("nearest", "learned")
-    ACCURACY_LEVELS: ClassVar[tuple] = (0, 1, 2, 3, 4)
+    ACCURACY_LEVELS: ClassVar[tuple] = (AUTO_ACCURACY_LEVEL, 0, 1, 2, 3, 4)
 
     mode: str = _option("static", "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
                         "static: int8 weights and activations from calibration (QDQ); fp16: half-precision "
@@ -106,10 +111,12 @@ class QuantizeConfig(StepConfig):
                                   "on CPUs, since ConvInteger has no fast kernel).")
     block_size: int = _option(32, "int4 only: weights per quantization block (a power of two >= 16).")
     # MatMulNBits' accuracy_level (onnxruntime contrib op docs): the type activations are computed in.
-    # onnxruntime PR #402 measured level 4 (int8) doubling int4 decode speed on CPU.
-    accuracy_level: int = _option(0, "int4, and int8 weight-only for decoders: what MatMulNBits computes in: "
-                                  "0 the runtime's default (fp32), 1 fp32, 2 fp16, 3 bf16, 4 int8 (activations "
-                                  "quantized to int8 too; fastest on CPU).", ACCURACY_LEVELS)
+    # onnxruntime PR #402 measured level 4 (int8) doubling int4 decode speed on CPU; issue 28 measured int8
+    # weight-only decode at 0.07x fp32 at level 0. "auto" (core.measure.nbits) times both levels on this CPU.
+    accuracy_level: int | str = _option(AUTO_ACCURACY_LEVEL, "int4, and int8 weight-only for decoders: what "
+                                        "MatMulNBits computes in: auto (level 4 where it measured faster on this "
+                                        "CPU, else 0), 0 the runtime's default (fp32), 1 fp32, 2 fp16, 3 bf16, "
+                                        "4 int8 (activations quantized to int8 too).", ACCURACY_LEVELS)
 
     # Recovery steps (issue 18); defaults measured on shapes-mobile and digits-cnn, see README "Accuracy recovery".
     equalize: bool = _option(False, "Static / QAT: cross-layer equalization first (BN folded, conv pairs "
@@ -131,9 +138,28 @@ class QuantizeConfig(StepConfig):
                           "labels).", minimum=1, maximum=1000)
     lr: float = _option(1e-4, "QAT only: learning rate (Adam) for weights and quantizer scales.",
                         minimum=0.0, maximum=1.0)
+    # Issue 30: onnxruntime fuses the Q/DQ layout of its own quantizer; OpenVINO fuses NNCF's (measured: NNCF's QDQ
+    # ran 2.6x slower than fp32 on onnxruntime), so a static int8 graph is made for the runtime it will ship on.
+    target: str = _option("onnxruntime", "Static only: the runtime the int8 graph is laid out for. onnxruntime: its "
+                          "own QDQ quantizer; openvino: NNCF's post-training quantization (the `openvino` extra), "
+                          "whose Q/DQ layout OpenVINO's CPU plugin fuses into int8 kernels.", QUANTIZE_TARGETS)
 
     def __post_init__(self):
         check_choice("quantize.mode", self.mode, self.MODES)
+        check_choice("quantize.target", self.target, QUANTIZE_TARGETS)
+        if self.target == "openvino":
+            if self.mode != "static":
+                raise BadInputError(f"quantize.target='openvino' needs mode 'static' (NNCF's post-training int8), "
+                                    f"not {brief_repr(self.mode)}; other modes: target 'onnxruntime'")
+            unsupported = [name for name, used in (("calibration", self.calibration != "minmax"),
+                                                   ("equalize", self.equalize),
+                                                   ("calibration_overrides", bool(self.calibration_overrides)),
+                                                   ("weight_rounding", self.weight_rounding != "nearest"),
+                                                   ("smooth_quant", self.smooth_quant))
+                           if used]
+            if unsupported:
+                raise BadInputError(f"quantize.target='openvino' (NNCF) does not take {', '.join(unsupported)}; "
+                                    "allowed with it: per_channel, samples, exclude, bias_correction")
         check_choice("quantize.calibration", self.calibration, self.CALIBRATIONS)
         check_bool("quantize.per_channel", self.per_channel)
         check_bool("quantize.quantize_conv", self.quantize_conv)
@@ -207,7 +233,7 @@ class DynamicInt8Config(QuantizeScheme):
     per_channel: bool = True
     exclude: tuple = ()
     quantize_conv: bool = False
-    accuracy_level: int = 0
+    accuracy_level: int | str = AUTO_ACCURACY_LEVEL
 
 
 @dataclass(frozen=True)
@@ -224,10 +250,12 @@ class StaticInt8Config(QuantizeScheme):
     calibration_overrides: dict = field(default_factory=dict)
     weight_rounding: str = "nearest"
     smooth_quant: bool = False
+    target: str = "onnxruntime"
 
     def plain(self) -> "StaticInt8Config":
         """The same scheme without any recovery step: what every recovery is compared with."""
-        return StaticInt8Config(per_channel=self.per_channel, calibration=self.calibration, samples=self.samples)
+        return StaticInt8Config(per_channel=self.per_channel, calibration=self.calibration, samples=self.samples,
+                                target=self.target)
 
     @property
     def recovers(self) -> bool:
@@ -248,7 +276,7 @@ class Int4WeightOnlyConfig(QuantizeScheme):
 
     mode: ClassVar[str] = "int4"
     block_size: int = 32
-    accuracy_level: int = 0
+    accuracy_level: int | str = AUTO_ACCURACY_LEVEL
     exclude: tuple = ()
 
 
@@ -381,12 +409,18 @@ class BenchmarkConfig:
 
     batch_sizes: tuple = _option((1, 256), "Batch sizes to time.")
     threads: int = _option(1, "onnxruntime intra-op threads (fixed so numbers compare).", minimum=1, maximum=256)
-    warmup: int = _option(20, "Untimed runs before timing.", minimum=0, maximum=100000)
-    runs: int = _option(200, "Timed runs per batch size (capped by max_seconds).", minimum=1, maximum=1000000)
-    max_seconds: float = _option(10.0, "Stop timing a batch size after this long (at least 10 runs).",
-                                 minimum=0.0, maximum=3600.0)
+    warmup: int = _option(20, "Untimed calls per model before timing.", minimum=0, maximum=100000)
+    runs: int = _option(200, "The most timing rounds per batch size (in each round every model takes a turn of "
+                        "about 25 ms); rounds stop sooner once every speed-up is known within ±5%.", minimum=1,
+                        maximum=1000000)
+    max_seconds: float = _option(10.0, "Each model's share of a batch size's time cap: the baseline and N variants "
+                                 "stop after (N + 1) × this (at least 4 rounds).", minimum=0.0, maximum=3600.0)
     sequence_length: int = _option(128, "Token count for sequence inputs with a symbolic length.",
                                    minimum=1, maximum=65536)
+    runtimes: tuple = _option(("onnxruntime",), "Runtimes every variant is timed on, with the same threads and "
+                              "interleaved rounds: onnxruntime (always; the reference), openvino (its CPU plugin), "
+                              "executorch (the edge runtime: torch-backed models, exported with XNNPACK).",
+                              RUNTIME_NAMES)
 
     def __post_init__(self):
         sizes = self.batch_sizes
@@ -401,10 +435,23 @@ class BenchmarkConfig:
         check_range("benchmark.runs", self.runs, 1, 1000000, integer=True)
         check_range("benchmark.max_seconds", self.max_seconds, 0.0, 3600.0, low_open=True)
         check_range("benchmark.sequence_length", self.sequence_length, 1, 65536, integer=True)
+        runtimes = self.runtimes
+        if isinstance(runtimes, str) or not isinstance(runtimes, (tuple, list)) or not runtimes:
+            raise BadInputError(f"benchmark.runtimes={brief_repr(runtimes)} must be a list of runtimes; allowed: "
+                                f"{', '.join(RUNTIME_NAMES)}")
+        for name in runtimes:
+            check_choice("benchmark.runtimes", name, RUNTIME_NAMES)
+        if len(set(runtimes)) != len(runtimes):
+            raise BadInputError(f"benchmark.runtimes={brief_repr(list(runtimes))} names a runtime twice")
+        if "onnxruntime" not in runtimes:
+            raise BadInputError(f"benchmark.runtimes={brief_repr(list(runtimes))} must include 'onnxruntime': every "
+                                "cross-runtime ratio and fidelity check is against it")
+        object.__setattr__(self, "runtimes", tuple(runtimes))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["batch_sizes"] = list(self.batch_sizes)
+        out["runtimes"] = list(self.runtimes)
         return out
 
 

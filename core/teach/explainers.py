@@ -35,6 +35,9 @@ from core.teach.estimate import (DYNAMIC_MATMUL_OVERHEAD, FP16_CAST_OVERHEAD, IN
                                  QDQ_ACTIVATION_OVERHEAD, QDQ_WEIGHT_OVERHEAD, completed_runs, estimate_breakdown,
                                  estimate_size, estimate_vs_measured, run_baseline_proto, technique_table)
 from core.io.graph import task_of
+from core.io.decoder import DecoderCheckpoint
+from core.teach.decoding import decoder_weight_array, decoder_weight_tensors, decoding_view
+from core.teach.int4 import block_size_table, decoder_weights
 
 # --------------------------------------------------------------------------------------------------------------
 # The explainers' views, computed where the model is loaded: in a worker (core.jobs.entries.explain_isolated), so the
@@ -43,7 +46,13 @@ from core.io.graph import task_of
 
 
 def model_facts(model, dataset) -> dict:
-    """What the page needs before any explainer: the weights, the task, which data there is."""
+    """What the page needs before any explainer: the weights, the task, which data there is (a decoder: its
+    linear weights from the safetensors headers, and ``decoder: True``)."""
+    if isinstance(model, DecoderCheckpoint):
+        weights = decoder_weight_tensors(model)
+        return {"weights": weights, "task": "text-generation", "torch": False, "labels": False, "synthetic": False,
+                "eval": 0, "train": 0, "params": int(model.params), "decoder": True,
+                "architecture": model.architecture}
     weights = weight_tensors(model.onnx_model)
     return {"weights": weights, "task": task_of(model), "torch": model.torch_module is not None,
             "labels": dataset.has_labels, "synthetic": dataset.synthetic, "eval": len(dataset.eval),
@@ -52,10 +61,12 @@ def model_facts(model, dataset) -> dict:
 
 def quantization_view(model, dataset, tensor: str, bits: int, symmetric: bool) -> dict:
     """One weight tensor snapped to a `bits` grid: histogram, grid, error per tensor and per channel."""
-    info = {w.name: w for w in weight_tensors(model.onnx_model)}.get(tensor)
+    decoder = isinstance(model, DecoderCheckpoint)
+    tensors = decoder_weight_tensors(model) if decoder else weight_tensors(model.onnx_model)
+    info = {w.name: w for w in tensors}.get(tensor)
     if info is None:
         raise BadInputError(f"tensor={tensor!r} is not a weight of this model")
-    w = weight_array(model.onnx_model, tensor)
+    w = decoder_weight_array(model, tensor) if decoder else weight_array(model.onnx_model, tensor)
     shared = quantize_tensor(w, bits, symmetric=symmetric)
     own = quantize_tensor(w, bits, symmetric=symmetric, per_channel=True, axis=info.channel_axis)
     grid = shared.grid()
@@ -110,23 +121,50 @@ def distill_curves(model, dataset, *, on_point=None, **settings) -> list[dict]:
     return points
 
 
+def _onnx_only(view):
+    """An explainer that reads an ONNX graph or trains the torch model: refused in one line for a decoder."""
+    def run(model, dataset, **params):
+        if isinstance(model, DecoderCheckpoint):
+            raise BadInputError(f"this explainer needs an ONNX or torch model; {model.source} is a decoder "
+                                "(Quantization, int4 blocks and Decoding explain decoders)")
+        return view(model, dataset, **params)
+    return run
+
+
+def int4_blocks_view(model, dataset, weights: int | None = None) -> pd.DataFrame:
+    """int4 error and bytes per block size on this decoder's projection weights (the first `weights` of them)."""
+    if not isinstance(model, DecoderCheckpoint):
+        raise BadInputError("int4 blocks explains a decoder's weights; this model is not a decoder")
+    return pd.DataFrame([row.to_dict() for row in block_size_table(decoder_weights(model.folder, limit=weights))])
+
+
+def decoding_explainer(model, dataset) -> dict:
+    """`core.teach.decoding.decoding_view` of a decoder (KV cache, bytes per token, the roofline estimate)."""
+    if not isinstance(model, DecoderCheckpoint):
+        raise BadInputError("the decoding explainer needs a decoder (a language model); this model is not one")
+    return decoding_view(model)
+
+
 EXPLAINERS = {
     "facts": model_facts,
     "quantization": quantization_view,
-    "onnxruntime_check": lambda model, dataset, tensor: check_against_onnxruntime(model, dataset, tensor,
-                                                                                  per_channel=True),
-    "calibration": calibration_view,
-    "activations": lambda model, dataset, tensor, samples: activation_values(model, dataset, tensor,
-                                                                            samples=samples),
-    "pruning": pruning_view,
-    "sweep": lambda model, dataset, pattern, epochs, on_point=None: sparsity_sweep(
-        model, dataset, pattern=pattern, finetune_epochs=epochs, on_point=on_point),
-    "teacher": teacher_view,
-    "distill": distill_curves,
-    "techniques": lambda model, dataset, amount, width: technique_table(model.onnx_model, amount=amount,
-                                                                        width=width),
-    "estimate": lambda model, dataset, steps: estimate_breakdown(model.onnx_model, [dict(s) for s in steps]),
-    "depthwise": depthwise_view,
+    "decoding": decoding_explainer,
+    "int4_blocks": int4_blocks_view,
+    "onnxruntime_check": _onnx_only(lambda model, dataset, tensor: check_against_onnxruntime(model, dataset, tensor,
+                                                                                             per_channel=True)),
+    "calibration": _onnx_only(calibration_view),
+    "activations": _onnx_only(lambda model, dataset, tensor, samples: activation_values(model, dataset, tensor,
+                                                                                       samples=samples)),
+    "pruning": _onnx_only(pruning_view),
+    "sweep": _onnx_only(lambda model, dataset, pattern, epochs, on_point=None: sparsity_sweep(
+        model, dataset, pattern=pattern, finetune_epochs=epochs, on_point=on_point)),
+    "teacher": _onnx_only(teacher_view),
+    "distill": _onnx_only(distill_curves),
+    "techniques": _onnx_only(lambda model, dataset, amount, width: technique_table(model.onnx_model, amount=amount,
+                                                                                   width=width)),
+    "estimate": _onnx_only(lambda model, dataset, steps: estimate_breakdown(model.onnx_model,
+                                                                           [dict(s) for s in steps])),
+    "depthwise": _onnx_only(depthwise_view),
 }
 PROGRESS_EXPLAINERS = ("sweep", "distill")  # these take `on_point`: each row or epoch is sent as it comes
 
@@ -209,9 +247,10 @@ __all__ = ["CALIBRATION_BATCH", "CALIBRATION_METHODS", "CALIBRATION_SAMPLES", "C
            "QDQ_WEIGHT_OVERHEAD", "QuantizedTensor", "STUDENTS", "SWEEP_AMOUNTS", "SWEEP_PATTERNS", "TORCH_THREADS",
            "WeightTensor", "activation_range_table", "activation_values", "bit_width_curve", "calibration_inputs",
            "calibration_study", "calibration_view", "channel_error_table", "check_against_onnxruntime",
-           "completed_runs", "decode_view", "distill_curves", "distill_live", "encode_view", "entropy_bits",
-           "error_stats", "estimate_breakdown", "estimate_size", "estimate_vs_measured", "explain", "heatmap_matrix",
-           "histogram", "integer_range", "labelled_eval", "learnable_samples", "mask_facts", "model_facts", "out_first",
+           "completed_runs", "decode_view", "decoding_explainer", "distill_curves", "distill_live", "encode_view",
+           "entropy_bits", "error_stats", "estimate_breakdown", "estimate_size", "estimate_vs_measured", "explain",
+           "heatmap_matrix", "histogram", "int4_blocks_view", "integer_range", "labelled_eval", "learnable_samples",
+           "mask_facts", "model_facts", "out_first",
            "pattern_mask", "pruning_view", "quantization_view", "quantize_tensor", "read_quantized_weight",
            "run_baseline_proto", "sample_source", "scale_zero_point", "soft_target_facts", "softmax", "sparsity_sweep",
            "teacher_logits", "teacher_view", "technique_table", "temperature_curve", "torch_threads", "weight_array",

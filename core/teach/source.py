@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from core.errors import BadInputError
 from core.io.data import load_data, load_data_bytes
+from core.io.decoder import DecoderCheckpoint
 from core.io.model import load_model, load_model_bytes
 
 # Torch threads for the explainers' training and inference. The models are tiny, and on a shared CPU more than
@@ -60,6 +61,8 @@ class LearnSource:
             model = load_model(self.model_spec)
         else:
             raise BadInputError("no model to explain: pick a sample")
+        if isinstance(model, DecoderCheckpoint):  # the decoder explainers read weights and shapes, not data
+            return model, None
         if self.data_content is not None:
             dataset = load_data_bytes(self.data_content, self.data_filename or "data.npz", model)
         else:
@@ -82,10 +85,15 @@ def sample_source(spec: str) -> LearnSource:
 
 
 def learnable_samples() -> list[str]:
-    """Sample model specs usable offline right now (trained weights shipped, no extra needed)."""
+    """Sample model specs usable offline right now (trained weights shipped, no extra needed; a decoder sample when
+    the lm extra is installed)."""
     from sample_models import SAMPLE_MODELS
 
-    return [f"sample:{name}" for name, sample in SAMPLE_MODELS.items()
-            if sample.extra is None and getattr(sample, "load_model", None) is None and sample.weights_path.exists()]
+    def usable(sample) -> bool:
+        if sample.extra == "lm":  # a decoder sample (tiny-lm): its checkpoint folder, with the lm extra installed
+            return bool(sample.probe and sample.probe()) and sample.load_model is not None
+        return sample.extra is None and getattr(sample, "load_model", None) is None and sample.weights_path.exists()
+
+    return [f"sample:{name}" for name, sample in SAMPLE_MODELS.items() if usable(sample)]
 
 

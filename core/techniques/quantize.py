@@ -12,6 +12,8 @@ import numpy as np
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
+from core.io.graph import quantized_nodes
+from core.measure.nbits import choice_text, resolve_level
 from core.spec.recipe import DynamicInt8Config, Fp16Config, Int4WeightOnlyConfig, key_list
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
@@ -299,12 +301,6 @@ def calibration_ranges(proto, inputs: dict, calibration: str, workdir: Path, *, 
                                                       for name, h in histograms.items()})
 
 
-def quantized_node_names(proto) -> list[str]:
-    kinds = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "MatMulNBits", "QLinearConv", "QLinearMatMul")
-    return [n.name for n in proto.graph.node if n.op_type in kinds]
-
-
 @register(DynamicInt8Config)
 @register(Fp16Config)
 @register(Int4WeightOnlyConfig)
@@ -372,15 +368,17 @@ def quantize(config, candidate: Candidate, context: StepContext) -> Candidate:
                 raise UnsupportedModelError("int4 weight-only quantization needs MatMul/Gemm layers with constant "
                                             "weights; this model has none (try static int8)")
             context.report(f"packing {len(targets)} MatMul weights to 4 bits", 0.4)
+            level, choice = resolve_level(config.accuracy_level, 4)  # "auto": measured for this CPU, cached
+            if choice is not None:
+                info["accuracy_level_auto"] = choice_text(choice)
             quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=config.block_size, is_symmetric=True,
-                                             nodes_to_exclude=list(config.exclude),
-                                             accuracy_level=config.accuracy_level or None)
+                                             nodes_to_exclude=list(config.exclude), accuracy_level=level or None)
             quantizer.process()
             onnx.save(quantizer.model.model, str(out))
             if "Conv" in ops_before:
                 notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
         result = onnx.load(str(out))
-    info["quantized_nodes"] = quantized_node_names(result)
+    info["quantized_nodes"] = quantized_nodes(result)
     info["excluded_nodes"] = list(config.exclude)
     if not info["quantized_nodes"]:
         notes.append("no node was quantized: the variant is the float model")

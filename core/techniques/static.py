@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.graph import attention_softmaxes, fixed_batch_size, task_of
+from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_nodes, task_of
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
 from core.spec.recipe import StaticInt8Config, key_list
@@ -28,8 +28,7 @@ from core.techniques.bias_correction import channel_means
 from core.techniques.equalize import equalize, find_pairs, fold_batch_norms, fold_pads
 from core.techniques.histogram import ActivationStatistics, channel_ranges
 from core.techniques.qdq import QdqGraph
-from core.techniques.quantize import (STATIC_ATTENTION_OPS, calibration_ranges, keep_excluded_in_float,
-                                      preprocess, quantized_node_names)
+from core.techniques.quantize import STATIC_ATTENTION_OPS, calibration_ranges, keep_excluded_in_float, preprocess
 from core.techniques.recovery import Gate, Judge, StepRecord
 from core.techniques.rounding import input_moments, layer_inputs, learned_levels, output_error
 from core.techniques.smooth import smooth_groups, smoothing_scales
@@ -37,14 +36,6 @@ from core.techniques.smooth import smooth_groups, smoothing_scales
 # Validation samples one recovery check scores (every check runs the int8 graph over them): shapes' 667 would make
 # a per-layer step several times slower for a finer verdict than its test split can report anyway.
 MAX_JUDGE_SAMPLES = 256
-
-
-def calibration_inputs(dataset, samples: int) -> dict:
-    """The first `samples` calibration inputs, borrowing from the train split when calibration is short."""
-    calib = dataset.calib
-    if len(calib) >= samples or not len(dataset.train):
-        return calib.take(samples).x
-    return {k: np.concatenate([v, dataset.train.x[k]])[:samples] for k, v in calib.x.items()}
 
 
 def prepare(proto):
@@ -113,7 +104,7 @@ class _Static:
         self.config, self.context, self.workdir = config, context, workdir
         self.float_proto = proto
         self.fixed_batch = fixed_batch_size(proto)
-        self.inputs = calibration_inputs(context.dataset, config.samples)
+        self.inputs = context.dataset.calibration_inputs(config.samples)
         self.used = len(next(iter(self.inputs.values())))
         self.stats = ActivationStatistics(proto, self.inputs, workdir / "stats", fixed_batch=self.fixed_batch,
                                           should_stop=context.check_stop)
@@ -432,6 +423,10 @@ def quantize_static_int8(config: StaticInt8Config, candidate: Candidate, context
         BadInputError: an override or exclusion names a tensor or node the graph does not have.
         UnsupportedModelError: nothing to calibrate.
     """
+    if config.target == "openvino":
+        from core.techniques.nncf_quantize import quantize_for_openvino  # imports nncf (optional, heavy)
+
+        return quantize_for_openvino(config, candidate, context)
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     notes = list(candidate.notes)
     info = dict(candidate.info)
@@ -443,7 +438,7 @@ def quantize_static_int8(config: StaticInt8Config, candidate: Candidate, context
         proto, pre = preprocess(proto, workdir)
         info["preprocess"] = "ok" if not pre else ", ".join(k for k in pre)
         context.check_stop()
-        calib = calibration_inputs(context.dataset, config.samples)
+        calib = context.dataset.calibration_inputs(config.samples)
         used = len(next(iter(calib.values()))) if calib else 0
         if not used:
             raise UnsupportedModelError("static int8 needs calibration inputs, and the calibration split is empty")
@@ -468,7 +463,7 @@ def quantize_static_int8(config: StaticInt8Config, candidate: Candidate, context
     if used < config.samples:
         notes.append(f"calibrated on {used} samples, fewer than the {config.samples} asked for (the data has no "
                      "more calibration or train samples)")
-    info["quantized_nodes"] = quantized_node_names(result)
+    info["quantized_nodes"] = quantized_nodes(result)
     info.setdefault("excluded_nodes", [])
     if not info["quantized_nodes"]:
         notes.append("no node was quantized: the variant is the float model")

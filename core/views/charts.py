@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.results.compare import (QUALITY_METRICS, Budget, latency_column, ok_rows, pareto_front, quality_drop_pt,
-                          within_budget)
+from core.results.compare import (QUALITY_METRICS, Budget, chosen_on, latency_column, ok_rows, pareto_front,
+                                  quality_drop_pt, within_budget)
+from core.results.table import speedup_text
 
+from core.io.runtimes import runtime_label
+from core.results.runtimes import runtime_symbol
 from core.format import (format_bytes, format_count, format_ms, format_pct, format_ratio, format_usd,
                          size_unit)
 
@@ -78,10 +81,10 @@ def _hover_rows(rows: pd.DataFrame, batch_sizes: list[int]) -> tuple[np.ndarray,
     for bs in batch_sizes:
         fields.append(rows.get(f"p50_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
         fields.append(rows.get(f"p99_ms_bs{bs}", pd.Series(index=rows.index)).map(format_ms))
-        fields.append(rows.get(f"speedup_bs{bs}", pd.Series(index=rows.index)).map(format_ratio))
+        fields.append(pd.Series([speedup_text(row, bs) for _, row in rows.iterrows()], index=rows.index))
         fields.append(rows.get(f"usd_per_million_bs{bs}", pd.Series(index=rows.index)).map(format_usd))
-        template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}} "
-                     f"(%{{customdata[{index + 2}]}} faster), %{{customdata[{index + 3}]}} per million")
+        template += (f"<br>batch {bs}: p50 %{{customdata[{index}]}}, p99 %{{customdata[{index + 1}]}}, "
+                     f"speed-up %{{customdata[{index + 2}]}}, %{{customdata[{index + 3}]}} per million")
         index += 4
     template += "<extra></extra>"
     return np.column_stack([f.to_numpy(dtype=object) for f in fields]), template
@@ -169,18 +172,22 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     Every marker's customdata starts with the variant name (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
-        return decoder_pareto_figure(frame, selected=selected, height=height)
+        return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
     rows = ok_rows(frame)
     y_col = latency_column(batch_size)
-    if rows.empty or y_col not in rows or rows[y_col].isna().all():
+    if rows.empty:
         return empty_figure("No measured variants yet: results appear here as each variant finishes.")
+    if y_col not in rows or rows[y_col].isna().all():
+        return empty_figure("Not timed yet: every variant is timed together once all are built (sizes and quality "
+                            "are in the table below).")
     rows = rows[rows[y_col].notna()].reset_index(drop=True)
     unit, scale = size_unit(rows["size_bytes"].max())
     x = rows["size_bytes"] / scale
     y = rows[y_col]
     sizes = sorted(int(c.split("bs")[1]) for c in rows.columns if c.startswith("p50_ms_bs"))
     custom, hover = _hover_rows(rows, sizes)
-    inside = within_budget(rows, budget or Budget(), batch_size)
+    inside = within_budget(chosen_on(rows), budget or Budget(), batch_size)  # judged as `best_variant` judges
+    error_up, error_down = latency_error_bars(rows, batch_size)
     fig = go.Figure()
 
     x_top, y_top = float(x.max()) * 1.12 or 1.0, float(y.max()) * 1.12 or 1.0
@@ -209,6 +216,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     color_values = rows[color_by] * (100 if color_by in ("accuracy", "agreement") else 1) if color_by else None
     show_scale = color_by is not None
 
+    by_runtime = "runtime" in rows and rows["runtime"].nunique() > 1
+    for runtime in (dict.fromkeys(rows["runtime"]) if by_runtime else ()):  # the legend of marker shapes
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=runtime_label(runtime), hoverinfo="skip",
+                                 marker=dict(symbol=runtime_symbol(runtime), size=12, color=MUTED)))
     for mask, name, symbol, faded in ((~inside, "outside budget", "circle", True),
                                       (inside, "variants", "circle", False)):
         part = rows[mask]
@@ -220,6 +231,13 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
                               for n, b in zip(part["name"], is_base)],
                       line=dict(width=[3 if n == selected else 1 for n in part["name"]],
                                 color=[ACCENT if n == selected else "white" for n in part["name"]]))
+        if by_runtime:  # a bake-off: the shape is the runtime, each runtime's baseline outlined in black
+            is_base = part["variant"] == "baseline"
+            marker["symbol"] = [runtime_symbol(r) for r in part["runtime"]]
+            picked = [selected in (n, v) for n, v in zip(part["name"], part["variant"])]  # a variant: all its points
+            marker["line"] = dict(width=[3 if p else 2.5 if b else 1 for p, b in zip(picked, is_base)],
+                                  color=[ACCENT if p else BASELINE_COLOR if b else "white"
+                                         for p, b in zip(picked, is_base)])
         if faded or color_values is None:
             marker["color"] = OUT_OF_BUDGET if faded else ACCENT
         else:
@@ -232,6 +250,9 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
             x=x[mask], y=y[mask], mode="markers+text", name=name, marker=marker, showlegend=faded,
             text=part["name"], textposition=[positions[n] for n in part["name"]], cliponaxis=False,
             textfont=dict(color=MUTED if faded else INK, size=13),
+            error_y=dict(type="data", symmetric=False, array=error_up[mask].tolist(),
+                         arrayminus=error_down[mask].tolist(), color=MUTED if faded else INK, thickness=1.2,
+                         width=4),
             customdata=custom[mask.to_numpy()], hovertemplate=hover, opacity=0.55 if faded else 1.0))
     if has_best:
         point = rows[rows["name"] == best].iloc[0]
@@ -251,9 +272,24 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     return fig
 
 
-def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480) -> go.Figure:
+def latency_error_bars(rows: pd.DataFrame, batch_size: int) -> tuple[pd.Series, pd.Series]:
+    """(up, down) error bars in ms for each row's p50 at `batch_size`: the speed-up's 95% interval carried onto the
+    latency (p50 x ratio / low up, p50 x ratio / high down), so a bar spans what the same-run comparison with the
+    baseline allows; 0 for the baseline and for runs from before intervals."""
+    p50 = rows.get(latency_column(batch_size), pd.Series(np.nan, index=rows.index)).astype(float)
+    ratio = rows.get(f"speedup_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    low = rows.get(f"speedup_low_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    high = rows.get(f"speedup_high_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+    up = (p50 * (ratio / low - 1.0)).where(low > 0).fillna(0.0).clip(lower=0.0)
+    down = (p50 * (1.0 - ratio / high)).where(high > 0).fillna(0.0).clip(lower=0.0)
+    return up, down
+
+
+def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, height: int = 480,
+                          budget: Budget | None = None, best: str | None = None) -> go.Figure:
     """A decoder run: model size vs decode tokens/s at batch 1, coloured by held-out perplexity; the frontier
-    (smaller and faster) dotted. Every marker's customdata starts with the variant name (for click-to-open)."""
+    (smaller and faster) dotted; variants outside the budget grey, the best one inside starred. Every marker's
+    customdata starts with the variant name (for click-to-open)."""
     rows = ok_rows(frame)
     if rows.empty or rows["decode_tok_s"].isna().all():
         return empty_figure("No measured variants yet: results appear here as each variant finishes.")
@@ -274,23 +310,37 @@ def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, h
         fig.add_trace(go.Scatter(x=fx + [x_top], y=fy + [fy[-1]], mode="lines", name="Pareto frontier",
                                  line=dict(color=ACCENT, width=2, dash="dot", shape="hv"), hoverinfo="skip"))
     ppl = rows["perplexity"] if "perplexity" in rows else pd.Series([None] * len(rows))
-    agreement = rows["greedy_agreement"] if "greedy_agreement" in rows else pd.Series([None] * len(rows))
+    kl = rows["kl_per_token"] if "kl_per_token" in rows else pd.Series([None] * len(rows))
+    agreement = rows["next_token_agreement"] if "next_token_agreement" in rows else pd.Series([None] * len(rows))
     custom = np.array([[n, format_bytes(b), f"{d:,.0f}", "—" if pd.isna(p) else f"{p:.3f}",
-                        "—" if pd.isna(a) else f"{a * 100:.1f}%"]
-                       for n, b, d, p, a in zip(rows["name"], rows["size_bytes"], y, ppl, agreement)], dtype=object)
-    marker = dict(size=[16] * len(rows), symbol=["diamond" if n == "baseline" else "circle" for n in rows["name"]],
-                  line=dict(width=[3 if n == selected else 1 for n in rows["name"]],
-                            color=[ACCENT if n == selected else "white" for n in rows["name"]]))
-    if ppl.notna().any():
-        marker.update(color=ppl, colorscale=QUALITY_SCALE, reversescale=True, showscale=True,
-                      colorbar=dict(title=dict(text="Perplexity", side="right"), thickness=14))
-    else:
-        marker["color"] = ACCENT
-    fig.add_trace(go.Scatter(
-        x=x, y=y, mode="markers+text", name="variants", marker=marker, text=rows["name"], textposition="top center",
-        cliponaxis=False, textfont=dict(color=INK, size=13), customdata=custom, showlegend=False,
-        hovertemplate="<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
-                      "<br>perplexity %{customdata[3]}<br>greedy agreement %{customdata[4]}<extra></extra>"))
+                        "—" if pd.isna(a) else f"{a * 100:.1f}%", "—" if pd.isna(k) else f"{k:.2e}"]
+                       for n, b, d, p, a, k in zip(rows["name"], rows["size_bytes"], y, ppl, agreement, kl)],
+                      dtype=object)
+    inside = within_budget(rows, budget or Budget(), 1)
+    hover = ("<b>%{customdata[0]}</b><br>size %{customdata[1]}<br>decode %{customdata[2]} tokens/s"
+             "<br>perplexity %{customdata[3]} · KL %{customdata[5]} nats/token"
+             "<br>next-token agreement with fp32 %{customdata[4]}<extra></extra>")
+    for mask, faded in ((~inside, True), (inside, False)):  # outside the budget: grey, as on the other charts
+        part = rows[mask]
+        if part.empty:
+            continue
+        names = list(part["name"])
+        marker = dict(size=[22 if n == best else 16 for n in names],
+                      symbol=["diamond" if n == "baseline" else "star" if n == best else "circle" for n in names],
+                      line=dict(width=[3 if n == selected else 1 for n in names],
+                                color=[ACCENT if n == selected else "white" for n in names]))
+        if faded or not ppl.notna().any():
+            marker["color"] = OUT_OF_BUDGET if faded else ACCENT
+        else:
+            low, high = float(ppl.min()), float(ppl.max())
+            marker.update(color=ppl[mask], colorscale=QUALITY_SCALE, reversescale=True, showscale=True, cmin=low,
+                          cmax=high if high > low else low + 1e-6,
+                          colorbar=dict(title=dict(text="Perplexity (lower is better)", side="right"), thickness=14))
+        fig.add_trace(go.Scatter(
+            x=x[mask], y=y[mask], mode="markers+text", name="outside budget" if faded else "variants", marker=marker,
+            text=part["name"], textposition="top center", cliponaxis=False,
+            textfont=dict(color=MUTED if faded else INK, size=13), customdata=custom[mask.to_numpy()],
+            showlegend=faded, opacity=0.55 if faded else 1.0, hovertemplate=hover))
     fig.update_xaxes(title=f"Model file size ({unit})", range=[0, x_top])
     fig.update_yaxes(title="Decode tokens/s at batch 1 (higher is better)", range=[0, y_top])
     layout(fig, height=height)
@@ -347,10 +397,15 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
                          hovertemplate="%{y}: %{x:.2f}× smaller<extra></extra>"))
     speed = rows.get(f"speedup_bs{batch_size}")
     if speed is not None:
-        fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size})",
-                             marker_color=PALETTE[2], text=speed.map(format_ratio), textposition="outside",
-                             cliponaxis=False,
-                             hovertemplate="%{y}: %{x:.2f}× faster<extra></extra>"))
+        low = rows.get(f"speedup_low_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+        high = rows.get(f"speedup_high_bs{batch_size}", pd.Series(np.nan, index=rows.index)).astype(float)
+        texts = [speedup_text(row, batch_size) for _, row in rows.iterrows()]
+        fig.add_trace(go.Bar(y=rows["name"], x=speed, orientation="h", name=f"× faster (batch {batch_size}, 95% "
+                             "interval)", marker_color=PALETTE[2], text=texts, textposition="outside",
+                             cliponaxis=False, customdata=texts,
+                             error_x=dict(type="data", symmetric=False, array=(high - speed).fillna(0.0).tolist(),
+                                          arrayminus=(speed - low).fillna(0.0).tolist(), color=INK, thickness=1.2),
+                             hovertemplate="%{y}: %{customdata}<extra></extra>"))
     fig.add_vline(x=1.0, line=dict(color=MUTED, dash="dash", width=1))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="Ratio to baseline (×, higher is better)", rangemode="tozero")

@@ -7,9 +7,10 @@ from core.format import format_bytes, format_money
 from core.views.charts import ACCENT, GRID, INK, MUTED, OUT_OF_BUDGET, empty_figure, label_positions, layout
 
 
-def cost_figure(frame, *, device: str | None = None, height: int = 440):
+def cost_figure(frame, *, device: str | None = None, height: int = 440, unit: str = "inference"):
     """Cost per million inferences (x) vs energy per inference (y) for each ok variant; the marker says whether
-    energy was measured (filled) or estimated (open); variants that do not fit `device` are grey."""
+    energy was measured (filled) or estimated (open); variants that do not fit `device` are grey. `unit` names
+    what is priced (`core.results.cost.cost_unit`: "generated token" for a decoder)."""
     import plotly.graph_objects as go
 
 
@@ -44,18 +45,18 @@ def cost_figure(frame, *, device: str | None = None, height: int = 440):
             textfont=dict(color=INK, size=13), name=f"energy {basis}",
             marker=dict(size=16, symbol=symbol, color=colors, line=dict(width=2, color=colors)),
             customdata=custom,
-            hovertemplate=("<b>%{customdata[0]}</b><br>$%{x:.4g} per million inferences"
+            hovertemplate=(f"<b>%{{customdata[0]}}</b><br>$%{{x:.4g}} per million {unit}s"
                            "<br>%{customdata[1]} a month (saves %{customdata[2]})"
-                           "<br>energy %{customdata[3]} per inference (%{customdata[4]})"
+                           f"<br>energy %{{customdata[3]}} per {unit} (%{{customdata[4]}})"
                            "<br>%{customdata[5]} CO2 per million · weights %{customdata[6]}"
                            "<br><i>%{customdata[7]}</i><extra></extra>")))
     batch = rows["batch_size"].iloc[0]
     layout(fig, height=height)
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))  # room for the marker legend above
     # Dollars as dollars: plotly's default SI ticks wrote "100μ" for $0.0001.
-    fig.update_xaxes(title=f"USD per million inferences (batch {batch}; assumed price)", range=[0, x_top],
+    fig.update_xaxes(title=f"USD per million {unit}s (batch {batch}; assumed price)", range=[0, x_top],
                      gridcolor=GRID, zerolinecolor=GRID, tickprefix="$", tickformat=",.2~r" if x_top < 1 else ",.2f")
-    fig.update_yaxes(title="Energy per inference (mJ)", range=[0, y_top], gridcolor=GRID, zerolinecolor=GRID,
+    fig.update_yaxes(title=f"Energy per {unit} (mJ)", range=[0, y_top], gridcolor=GRID, zerolinecolor=GRID,
                      tickformat=",.3~r")
     if device:
         fig.add_annotation(text=f"grey: does not fit {device}", showarrow=False, x=1, y=1.08, xref="paper",

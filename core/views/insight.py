@@ -32,8 +32,10 @@ def sensitivity_figure(result: dict, top: int = 30, height: int = 420) -> go.Fig
              f"{'identical' if row.get('sqnr_db') is None else format(row['sqnr_db'], '.1f') + ' dB'}"
              f"<br>agreement {'' if row.get('agreement') is None else format(row['agreement'] * 100, '.2f') + '%'}"
              for row in layers]
+    # "0.56 =": tied within one validation sample with another layer (core.analysis.sensitivity.mark_ties)
     fig = go.Figure(go.Bar(
-        x=drops, y=names, orientation="h", text=[f"{d:.2f}" for d in drops], textposition="outside",
+        x=drops, y=names, orientation="h", text=[f"{row['drop']:.2f}{' =' if row.get('tied') else ''}"
+                                                  for row in layers], textposition="outside",
         marker=dict(color=colors, colorscale=SENSITIVITY_SCALE, reversescale=True, showscale=bool(finite),
                     colorbar=dict(title=dict(text="SQNR (dB)", side="right"), thickness=14)),
         hovertext=hover, hoverinfo="text"))
@@ -83,8 +85,9 @@ def sensitivity_heatmap(result: dict, top: int = 40, height: int = 420) -> go.Fi
 
 
 def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
-    """The tuner's trials: quality drop (x) against speed-up over the baseline (latency objective) or file size
-    (size objective); the drop budget as a dashed line, the Pareto frontier dotted, the best starred."""
+    """The tuner's trials as it chose: validation drop (x) against the speed-up it chose on, with its interval
+    (latency objective), or file size (size objective); the drop budget as a dashed line, the Pareto frontier
+    dotted, the best starred."""
     config = tune_log.get("config") or {}
     objective = config.get("objective", "latency")
     trials = [t for t in tune_log.get("trials", []) if t.get("status") == "ok" and t.get("drop_pt") is not None]
@@ -124,6 +127,10 @@ def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
                                 for t in part],
                         color=[BASELINE_COLOR if t["name"] == "baseline" else ACCENT if inside else OUT_OF_BUDGET
                                for t in part], line=dict(width=1, color="white")),
+            error_y=dict(type="data", symmetric=False, color=MUTED, thickness=1.2, width=3,
+                         array=[max(0.0, (t.get("speedup_high") or t["speedup"]) - t["speedup"]) for t in part],
+                         arrayminus=[max(0.0, t["speedup"] - (t.get("speedup_low") or t["speedup"])) for t in part],
+                         visible=objective == "latency"),
             customdata=[t["name"] for t in part],
             hovertemplate="%{customdata}<br>drop %{x:.3g} pt<br>"
                           + ("%{y:.2f}x faster" if objective == "latency" else "%{y:,.1f} kB") + "<extra></extra>"))
@@ -133,8 +140,8 @@ def tune_figure(tune_log: dict, height: int = 460) -> go.Figure:
                       annotation=dict(text=f"budget {budget:g} pt", font=dict(color=MUTED)))
     fig.update_xaxes(title="Quality drop vs baseline (pt, lower is better)")
     if objective == "latency":
-        fig.update_yaxes(title=f"Speed-up at batch {tune_log.get('timing_batch', config.get('batch_size'))} "
-                               "(x, higher is better)", rangemode="tozero")
+        fig.update_yaxes(title=f"Speed-up at batch {tune_log.get('timing_batch', config.get('batch_size'))}, "
+                               "the timing it chose on (x, 95% interval)", rangemode="tozero")
         fig.add_hline(y=1.0, line=dict(color=MUTED, dash="dot", width=1))
     else:
         fig.update_yaxes(title="Model file size (kB, lower is better)", rangemode="tozero")

@@ -326,3 +326,44 @@ def depthwise_spread_figure(view: dict, height: int = 380) -> go.Figure:
     fig.update_layout(barmode="overlay")
     fig.update_traces(opacity=0.75, selector=dict(type="bar"))
     return _layout(fig, height=height)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding (core.teach.decoding)
+
+PRECISION_COLORS = {"fp32": ORIGINAL, "int8": PER_TENSOR, "int4": QUANTIZED}
+
+
+def kv_cache_figure(view: dict, height: int = 340) -> go.Figure:
+    """Bytes a decoded token reads: the weights at each precision (flat lines) and the KV cache, which grows with
+    every token of the context (one key and one value vector per layer and KV head)."""
+    tokens = view["kv_curve"]["tokens"]
+    kv = np.asarray(view["kv_curve"]["bytes"], dtype=float)
+    unit, scale = size_unit(max(max(view["weight_bytes"].values()), float(kv.max()) if kv.size else 1.0))
+    fig = go.Figure()
+    for precision, nbytes in view["weight_bytes"].items():
+        fig.add_trace(go.Scatter(x=[tokens[0], tokens[-1]], y=[nbytes / scale] * 2, mode="lines",
+                                 name=f"weights, {precision}", line=dict(color=PRECISION_COLORS[precision], width=3),
+                                 hovertemplate=f"weights in {precision}: %{{y:.3g}} {unit} per token<extra></extra>"))
+    fig.add_trace(go.Scatter(x=tokens, y=kv / scale, mode="lines", name="KV cache (float32)",
+                             line=dict(color=MUTED, width=3, dash="dot"),
+                             hovertemplate=f"%{{x}} tokens of context: KV cache %{{y:.3g}} {unit}<extra></extra>"))
+    fig.update_xaxes(title="Tokens of context so far")
+    fig.update_yaxes(title=f"Bytes read per decoded token ({unit})", rangemode="tozero")
+    return _layout(fig, height=height)
+
+
+def decode_roofline_figure(view: dict, height: int = 360) -> go.Figure:
+    """Estimated tokens/s of each sequence against how many sequences decode together, per weight precision: flat
+    while reading the weights is the limit (memory-bound), falling once the multiplies are (compute-bound)."""
+    if not view.get("roofline"):
+        return empty_figure("No bandwidth measured: no estimate.")
+    fig = go.Figure()
+    for precision, rates in view["roofline"].items():
+        fig.add_trace(go.Scatter(x=view["batches"], y=rates, mode="lines+markers", name=precision,
+                                 line=dict(color=PRECISION_COLORS[precision], width=3),
+                                 hovertemplate=f"{precision}, %{{x}} sequences: %{{y:,.0f}} tokens/s each "
+                                               "(estimate)<extra></extra>"))
+    fig.update_xaxes(title="Sequences decoded together (batch)", type="log", tickvals=view["batches"])
+    fig.update_yaxes(title="Tokens/s per sequence (roofline estimate)", type="log")
+    return _layout(fig, height=height)

@@ -12,11 +12,15 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import Budget, best_caveats, best_variant, latency_table, ok_rows, quality_drop_pt
-from core.results.explain import why_no_speedup
+from core.results.compare import (Budget, best_caveats, best_variant, chose_on_reported, latency_table, ok_rows,
+                                  quality_drop_pt)
+from core.results.explain import why_no_speedup, why_not_faster_on
+from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_table
+from core.io.runtimes import runtime_label
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
-                                 split_sizes_text)
+                                split_sizes_text, speedup_text, timing_caption)
+from core.io.text import summary_text
 from core.errors import FeatherweightError
 from core.spec.portable import portable_recipe
 
@@ -85,7 +89,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         head += ["Flips", f"Agreement, margin ≥ {CONFIDENT_MARGIN:g}",
                  f"Top-{int(k.iloc[0]) if len(k) else 'k'} overlap"]
     for bs in batch_sizes:
-        head += [f"p50 @ {bs}", f"× faster @ {bs}", f"$ / million @ {bs}"]
+        head += [f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)", f"$ / million @ {bs}"]
     rows = []
     for i, r in frame.iterrows():
         technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
@@ -95,7 +99,7 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         if fidelity:
             cells += [_flips_text(r), _confident_text(r), fmt.format_pct(r.get("topk_overlap"))]
         for bs in batch_sizes:
-            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), fmt.format_ratio(r.get(f"speedup_bs{bs}")),
+            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
                       fmt.format_usd(r.get(f"usd_per_million_bs{bs}"))]
         css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
@@ -105,13 +109,13 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
 
 
 def decoder_table_html(frame: pd.DataFrame) -> str:
-    """A decoder run's own table: tokens/s, time to first token, peak RSS, perplexity, greedy agreement and cost
+    """A decoder run's own table: tokens/s, time to first token, peak RSS, perplexity, KL, agreement and cost
     per million tokens ('' for other runs)."""
     if "decode_tok_s" not in frame:
         return ""
-    head = ["Variant", "Size", "× smaller", "Decode tok/s", "× faster decode", "Prefill tok/s", "TTFT", "Peak RSS",
-            "Perplexity", "Perplexity +%", "Greedy agreement", "Mean first divergence", "Next-token agreement",
-            "$ / million tokens"]
+    head = ["Variant", "Size", "× smaller", "Decode tok/s", "× faster decode (95%)", "Prefill tok/s", "TTFT",
+            "Peak RSS", "Perplexity", "Perplexity +%", "KL / token", "Next-token agreement",
+            "Greedy prefix match", "$ / million tokens"]
     rows = []
     for _, r in frame.iterrows():
         def num(key, digits=1):
@@ -119,15 +123,19 @@ def decoder_table_html(frame: pd.DataFrame) -> str:
             return "–" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
 
         cells = [r["name"], viz.format_bytes(r["size_bytes"]), viz.format_ratio(r["x_smaller"]), num("decode_tok_s"),
-                 viz.format_ratio(r.get("decode_speedup")), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
+                 speedup_text(r, 1), num("prefill_tok_s"), viz.format_ms(r.get("ttft_ms")),
                  f"{num('peak_rss_mb', 0)} MB", num("perplexity", 3), num("perplexity_increase_pct", 2),
-                 viz.format_pct(r.get("greedy_agreement")), num("mean_first_divergence"),
-                 viz.format_pct(r.get("next_token_agreement")), viz.format_usd(r.get("usd_per_million_tokens"))]
+                 "–" if pd.isna(r.get("kl_per_token")) else f"{r['kl_per_token']:.2e}",
+                 viz.format_pct(r.get("next_token_agreement")), num("mean_first_divergence"),
+                 viz.format_usd(r.get("usd_per_million_tokens"))]
         rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
-    return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured per variant with onnxruntime-genai in the "
-            "same run: tokens/s are medians over fixed prompts; perplexity is on the held-out text; greedy agreement "
-            "compares 32 greedy tokens per prompt with the fp32 build's; the cost prices generated tokens at the "
-            "decode rate.</p><div class='table-wrap'><table><thead><tr>"
+    return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured with onnxruntime-genai, every variant in "
+            "its own worker process in the same run: decode speed timed interleaved in rounds (the speed-up is the "
+            "median per-round ratio with its 95% interval); perplexity, KL(fp32 ‖ variant) per token and next-token "
+            "agreement with fp32 are teacher-forced on the held-out text; the greedy prefix match counts the tokens "
+            "a variant generates exactly as fp32 does before the first difference; peak RSS is each worker's own "
+            "high-water mark; the cost prices generated tokens at the decode rate.</p><div class='table-wrap'>"
+            "<table><thead><tr>"
             + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
             + "</tbody></table></div>")
 
@@ -157,7 +165,11 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     title = title or f"Featherweight report: {results.get('model', 'model')}"
     env = results.get("environment") or {}
 
-    figures = [("Size vs latency", viz.pareto_figure(frame, batch_size, budget=budget, best=best)),
+    bakeoff = len(run_runtimes(results)) > 1
+    points = runtime_frame(results) if bakeoff else frame
+    best_point = best_variant(points, budget, batch_size, objective) if bakeoff and sizes else best
+    figures = [("Size vs latency" + (", every variant on every runtime" if bakeoff else ""),
+                viz.pareto_figure(points, batch_size, budget=budget, best=best_point)),
                ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
                (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
                ("Batch-size scaling", viz.batch_scaling_figure(latency))]
@@ -171,6 +183,9 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     for name in measured["name"] if not measured.empty else []:
         for note in why_no_speedup(results, name, batch_size):
             notes.append(f"<li><b>{_esc(name)}</b>: {_esc(note)}</li>")
+        for runtime in run_runtimes(results) if len(run_runtimes(results)) > 1 else ():  # a bake-off's runtimes
+            for note in why_not_faster_on(results, name, runtime, batch_size):
+                notes.append(f"<li><b>{_esc(point_name(name, runtime))}</b>: {_esc(note)}</li>")
     failures = [f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
                 for _, r in frame.iterrows() if r["status"] != "ok"]
     recipe_yaml = _recipe_yaml(results)
@@ -186,6 +201,14 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
     best_text = (f"best = {objective} within {budget_text}" if budget_text
                  else f"best = {objective}, no budget set")
+    if results.get("task") == "text-generation":
+        data_text = f"<p>Held-out text: {_esc(summary_text(dataset))}.</p>"
+    else:
+        data_text = (f"<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: "
+                     f"{dataset.get('train', '–')} train, {dataset.get('calib', '–')} calibration, "
+                     f"{dataset.get('validation', '–')} validation (what a tuner or a sensitivity scan chooses on) "
+                     f"and {dataset.get('eval', '–')} held-out test samples (every number in this report); labels: "
+                     f"{'yes' if dataset.get('labels') else 'no'}.</p>")
     others = len(frame) - int((frame["name"] == "baseline").sum())
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -199,21 +222,20 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
 {summary}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
-after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(quality_caption(results))}
+after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(timing_caption(results))}
+{_esc(quality_caption(results))} {_esc(_choice_caption(frame))}
 Flips: samples whose top-1 class differs from the baseline's; agreement at margin ≥ {CONFIDENT_MARGIN:g}: on the
 samples where the baseline's top class beats the runner-up by at least {CONFIDENT_MARGIN:g} probability (how many
 qualified is shown). {_esc(_cost_basis(results))}</p>
 {results_table_html(frame, sizes, best)}
 {decoder_table_html(frame)}
+{runtimes_html(results, batch_size, best_point) if bakeoff else ''}
 {''.join(chart_html)}
 <h2>Why no speed-up?</h2>
 {'<ul class="notes">' + ''.join(notes) + '</ul>' if notes else '<p>No caveats for this run.</p>'}
 {'<h2>Variants that did not finish</h2><ul class="notes">' + ''.join(failures) + '</ul>' if failures else ''}
 <h2>Data</h2>
-<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: {dataset.get('train', '–')} train,
-{dataset.get('calib', '–')} calibration, {dataset.get('validation', '–')} validation (what a tuner or a sensitivity
-scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every number in this report); labels:
-{'yes' if dataset.get('labels') else 'no'}.</p>
+{data_text}
 <h2>Environment</h2>
 <table>{''.join(f'<tr><td>{_esc(k)}</td><td style="text-align:left">{_esc(v)}</td></tr>' for k, v in env_rows)}</table>
 <h2>Settings (recipe)</h2>
@@ -224,19 +246,68 @@ scan chooses on) and {dataset.get('eval', '–')} held-out test samples (every n
 """
 
 
+def _text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    return "\n".join(lines)
+
+
+def decoder_text_table(frame: pd.DataFrame, results: dict) -> str:
+    """A decoder run in a terminal: size, perplexity and its change, KL per token, decode tokens/s and speed-up
+    with its interval, prefill tokens/s, time to first token and peak RSS."""
+    head = ["variant", "status", "size", "× smaller", "perplexity", "ppl +%", "KL/token", "decode tok/s",
+            "decode speed-up", "prefill tok/s", "TTFT ms", "peak RSS MB"]
+
+    def num(r, key, spec):
+        value = r.get(key)
+        return "–" if value is None or pd.isna(value) else format(value, spec)
+
+    rows = [[str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
+             num(r, "perplexity", ".4f"), num(r, "perplexity_increase_pct", "+.2f"), num(r, "kl_per_token", ".2e"),
+             num(r, "decode_tok_s", ",.0f"), speedup_text(r, 1), num(r, "prefill_tok_s", ",.0f"),
+             num(r, "ttft_ms", ".2f"), num(r, "peak_rss_mb", ",.0f")] for _, r in frame.iterrows()]
+    caption = timing_caption(results)
+    return _text_table(head, rows) + (f"\n{caption}" if caption else "")
+
+
+def runtimes_html(results: dict, batch_size: int, best_point: str | None) -> str:
+    """The bake-off's section: the best point within the budget (with its runtime), and which runtime to ship each
+    variant on, with the speed against onnxruntime fp32 and whether the runner-up is measurably slower."""
+    ship = ship_table(results, batch_size)
+    rows = "".join(f"<tr><td style='text-align:left'>{_esc(r['variant'])}</td><td style='text-align:left'>"
+                   f"<b>{_esc(r['ship_on'])}</b></td><td>{_esc(r['speed'])}</td><td>{fmt.format_ms(r['p50_ms'])}</td>"
+                   f"<td style='text-align:left'>{_esc(r['margin'])}</td></tr>" for _, r in ship.iterrows())
+    frame = runtime_frame(results)
+    failed = "".join(f"<li><b>{_esc(r['name'])}</b>: {_esc(r['status'])} — {_esc(r['error'])}</li>"
+                     for _, r in frame[frame["status"] != "ok"].iterrows())
+    labels = ", ".join(runtime_label(r) for r in run_runtimes(results))
+    best = (f"<p>Best within the budget, on any runtime: <b>{_esc(best_point)}</b>.</p>" if best_point else "")
+    return (f"<h2>Which runtime to ship</h2><p class='sub'>Every variant was timed on {_esc(labels)} with the same "
+            f"threads, interleaved in rounds; each speed is against the baseline on onnxruntime at batch "
+            f"{batch_size} (median of per-round ratios, 95% interval), and each runtime's outputs were checked "
+            f"against the reference first.</p>{best}<div class='table-wrap'><table><tr><th>variant</th><th>ship on"
+            f"</th><th>vs onnxruntime fp32</th><th>p50</th><th>runner-up</th></tr>{rows}</table></div>"
+            + (f"<ul class='notes'>{failed}</ul>" if failed else ""))
+
+
 def results_text_table(results: dict) -> str:
     """The table a terminal shows at the end of `featherweight run`: per variant its size, × smaller, accuracy
-    (or agreement / cosine without labels), quality drop and × faster at each timed batch size."""
+    (or agreement / cosine without labels), quality drop and × faster at each timed batch size; a decoder run's
+    own columns (`decoder_text_table`)."""
     frame = results_frame(results)
     if frame.empty:
         return ""
+    if results.get("task") == "text-generation":
+        return decoder_text_table(frame, results)
     sizes = batch_sizes_of(results)
     drop, drop_label = quality_drop_pt(frame)
     quality = next((m for m in ("accuracy", "agreement", "cosine_mean") if m in frame and frame[m].notna().any()),
                    None)
     head = ["variant", "status", "size", "× smaller", {"accuracy": "accuracy", "agreement": "agreement",
                                                        "cosine_mean": "cosine"}.get(quality, "quality"),
-            drop_label.replace(" (pt)", " pt")] + [f"× faster @{bs}" for bs in sizes]
+            drop_label.replace(" (pt)", " pt")] + [f"speed-up @{bs}" for bs in sizes]
     rows = []
     for i, r in frame.iterrows():
         value = r.get(quality) if quality else None
@@ -244,7 +315,7 @@ def results_text_table(results: dict) -> str:
                  else f"{value:.4f}")
         cells = [str(r["name"]), str(r["status"]), fmt.format_bytes(r["size_bytes"]), fmt.format_ratio(r["x_smaller"]),
                  shown, "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
-        cells += [fmt.format_ratio(r.get(f"speedup_bs{bs}")) for bs in sizes]
+        cells += [speedup_text(r, bs) for bs in sizes]
         rows.append(cells)
     widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
@@ -254,7 +325,8 @@ def results_text_table(results: dict) -> str:
     sizes_line = split_sizes_text(dataset.get("splits"), results.get("task", "classification") == "classification")
     if sizes_line:
         lines.append(f"data: {sizes_line}")
-    return "\n".join(lines)
+    caption = timing_caption(results)
+    return "\n".join(lines + ([caption] if caption else []))
 
 
 def results_table_text(out_dir) -> str:
@@ -264,6 +336,14 @@ def results_table_text(out_dir) -> str:
     except (OSError, ValueError):
         return ""
     return results_text_table(results)
+
+
+def _choice_caption(frame: pd.DataFrame) -> str:
+    """What the best within budget was chosen on (never the numbers shown for it)."""
+    if chose_on_reported(frame):
+        return "The best within budget is chosen on the numbers shown (this run predates validation scoring)."
+    return ("The best within budget is chosen on the validation split and the timing rounds held out for choosing; "
+            "the numbers shown for it are the test split's and the reported rounds'.")
 
 
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
@@ -281,7 +361,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
         cards += [("Best within budget", best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
-                  (f"Faster at batch {batch_size}", fmt.format_ratio(r.get(f"speedup_bs{batch_size}"))),
+                  (f"Speed-up at batch {batch_size}", speedup_text(r, batch_size)),
                   ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
                       (task or "classification") == "classification" else ""))]

@@ -99,12 +99,20 @@ def test_batch_size_and_objective_change_the_best(make_app, fw_home):
 
 
 def test_results_table_has_ratios(make_app, fw_home):
-    """The table shows size and speed ratios to the same-run baseline."""
-    run_id = add_run(fw_home, synthetic_results())
+    """The table shows size and speed ratios to the same-run baseline: the speed-up with its interval ("no
+    measurable difference" when it holds 1), a bare p50 ratio for a run from before intervals."""
+    results = synthetic_results()
+    for v in results["variants"]:
+        if v["name"] == "int8-static":
+            v["speedup"] = {"1": {"ratio": 0.98, "low": 0.95, "high": 1.02, "rounds": 20},
+                            "256": {"ratio": 2.1, "low": 2.0, "high": 2.2, "rounds": 20}}
+    run_id = add_run(fw_home, results)
     at = _compare(make_app, run_id)
     table = at.dataframe[0].value.set_index("variant")
     assert table.loc["int8-static", "x_smaller"] == pytest.approx(600_000 / 160_000, rel=1e-3)
-    assert table.loc["pruned", "speedup_bs256"] == pytest.approx(4.0 / 0.9, rel=1e-3)
+    assert table.loc["int8-static", "speedup_bs256"] == "2.10x (2.00–2.20)"
+    assert table.loc["int8-static", "speedup_bs1"] == "no measurable difference (0.95–1.02x)"
+    assert table.loc["pruned", "speedup_bs256"] == f"{4.0 / 0.9:.2f}x"  # no interval: an older run's p50 ratio
     assert table.loc["broken", "status"] == "failed" and "boom" in table.loc["broken", "notes"]
 
 
@@ -180,3 +188,74 @@ def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
     assert any(f"{len(expected)} variant(s) that fit on {tiny.name}" in c.value for c in at.caption)
     roomy = max(DEFAULT_DEVICES, key=lambda d: d.memory_bytes)
     assert set(variants_fitting(results, roomy)) == {v["name"] for v in results["variants"]}
+
+
+def _bakeoff_results() -> dict:
+    """synthetic_results timed on onnxruntime and OpenVINO: int8-static is fastest on OpenVINO (measurably), the
+    pruned variant failed OpenVINO's fidelity check."""
+    results = synthetic_results()
+    results["recipe"]["benchmark"]["runtimes"] = ["onnxruntime", "openvino"]
+    ov = {"baseline": (3.0, 1.0), "int8-static": (0.5, 8.0), "fp16": (3.2, 1.25)}
+    for v in results["variants"]:
+        if v["status"] != "ok":
+            continue
+        p256 = v["latency_ms"]["256"]["p50"]
+        base256 = 4.0
+        v["runtimes"] = {"onnxruntime": {"status": "ok", "latency_ms": v["latency_ms"], "speedup": {
+            "256": {"ratio": base256 / p256, "low": base256 / p256 * 0.97, "high": base256 / p256 * 1.03}}}}
+        if v["name"] in ov:
+            p50, cross = ov[v["name"]]
+            cross = base256 / p50
+            v["runtimes"]["openvino"] = {
+                "status": "ok", "latency_ms": {"256": {"p50": p50}}, "accuracy": v["accuracy"], "agreement": 1.0,
+                "speedup": {"256": {"ratio": 3.0 / p50, "low": 3.0 / p50 * 0.97, "high": 3.0 / p50 * 1.03}},
+                "vs_onnxruntime": {"256": {"ratio": cross, "low": cross * 0.97, "high": cross * 1.03}},
+                "fidelity": {"rule": "same outputs (relative error 1.0e-07 <= 1e-03)"},
+                "kernels": {"int8": 2, "float": 0} if v["name"] == "int8-static" else {"int8": 0, "float": 2}}
+        else:
+            v["runtimes"]["openvino"] = {"status": "failed", "error": "openvino does not compute the same 'pruned' "
+                                                                      "as onnxruntime: top-1 agreement 10.0%"}
+    return results
+
+
+def test_bakeoff_puts_every_variant_x_runtime_on_one_pareto_and_names_the_runtime(make_app, fw_home):
+    """A two-runtime run: both runtimes' points on the chart (circles and squares), the best names OpenVINO, the
+    ship table and the variant's per-runtime detail show, the failed point says why; hiding OpenVINO drops its
+    points."""
+    run_id = add_run(fw_home, _bakeoff_results())
+    at = _compare(make_app, run_id)
+    assert not errors_of(at)
+    spec = _chart(at)
+    points = {n: sym for t in spec["data"] if t.get("text") for n, sym in zip(t["text"], t["marker"]["symbol"])}
+    assert points["int8-static · OpenVINO"] == "square" and points["int8-static · onnxruntime"] == "circle"
+    assert "pruned · OpenVINO" not in points  # it failed: not a point, but said
+    assert "Best within budget (fastest): int8-static on OpenVINO" in _best_message(at)
+    assert any("pruned · OpenVINO" in c.value and "top-1 agreement 10.0%" in c.value for c in at.caption)
+    ship = next(df.value for df in at.dataframe if "ship_on" in df.value.columns)
+    assert ship.set_index("variant").loc["int8-static", "ship_on"] == "OpenVINO"
+    assert any("On each runtime" in m.value for m in at.markdown)
+    at.multiselect(key=f"compare_runtimes.{run_id}").set_value(["onnxruntime"]).run()
+    assert not errors_of(at)
+    names = [n for t in _chart(at)["data"] if t.get("text") for n in t["text"]]
+    assert names and all(n.endswith("· onnxruntime") for n in names)
+
+
+def test_an_edge_program_is_downloadable_beside_the_onnx_file(make_app, fw_home):
+    """A variant with an ExecuTorch program offers it for download next to its ONNX file, from the run's folder."""
+    from core.jobs.store import RunStore
+
+    results = _bakeoff_results()
+    results["recipe"]["benchmark"]["runtimes"].append("executorch")
+    v = next(v for v in results["variants"] if v["name"] == "int8-static")
+    v["runtimes"]["executorch"] = {"status": "ok", "artifact": "variants/int8-static/model.pte", "size_bytes": 4,
+                                   "export": {"precision": "int8", "delegated_share": 0.92},
+                                   "latency_ms": {"256": {"p50": 1.0}}}
+    run_id = add_run(fw_home, results)
+    program = RunStore(fw_home).run_dir(run_id) / "variants" / "int8-static" / "model.pte"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_bytes(b"pte!")
+    at = _compare(make_app, run_id)
+    at.selectbox(key=f"variant_pick.{run_id}").set_value("int8-static").run()
+    assert not errors_of(at)
+    downloads = [b.label for b in at.get("download_button")]
+    assert "Edge program · int8-static.pte (ExecuTorch, XNNPACK)" in downloads, downloads

@@ -309,24 +309,108 @@ def test_sweep_run_shows_its_variants_on_the_pareto_chart(make_app):
     assert list(at.dataframe[-1].value["variant"]) == ["baseline", "modes[mode=dynamic]", "modes[mode=fp16]"]
 
 
-def test_pareto_chart_grows_while_the_run_is_in_progress(make_app):
-    """Mid-run the chart shows the variants finished so far; after Cancel it keeps them and leaves out the rest."""
+def _table_names(at) -> list[str]:
+    return list(at.dataframe[-1].value["variant"]) if at.dataframe else []
+
+
+def test_table_grows_while_the_run_is_in_progress(make_app):
+    """Mid-run the table shows the variants built so far, with their quality (timing comes once all are built, in
+    one phase); after Cancel it keeps them and marks the rest cancelled."""
     from ui import services
 
     at = _optimize(make_app, EMPTY_RECIPE)
-    # One distillation epoch, then ten thousand: the second variant is still training when the first is drawn.
+    # One distillation epoch, then ten thousand: the second variant is still training when the first is listed.
     _add_sweep(_sweep(at, "students", ["distill"], distill__epochs="1, 10000"))
     at.button(key="run_button").click().run()
     run_id = at.session_state["fw_run"]
     runner = services.process_launcher().runner
 
-    _wait(at, lambda a: "students[epochs=1]" in (_chart_names(a) or []), 120)
+    _wait(at, lambda a: "students[epochs=1]" in _table_names(a), 120)
     assert runner.status(run_id).state == "running"
-    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
-    assert list(at.dataframe[-1].value["variant"]) == ["baseline", "students[epochs=1]"]
-    assert any("as it finishes" in c.value for c in at.caption)
+    assert _table_names(at) == ["baseline", "students[epochs=1]"]
+    assert at.dataframe[-1].value.set_index("variant").loc["students[epochs=1]", "accuracy"] > 0.5
+    assert _chart_names(at) is None  # not timed yet: no latency to draw
+    assert any("timed together in one phase" in c.value for c in at.caption)
     at.button(key=f"cancel.{run_id}").click().run()
     _wait(at, lambda a: runner.status(run_id).state == "cancelled", 40)
     at.run()  # the wait's last run may have drawn the page just before the state changed
-    assert _chart_names(at) == ["baseline", "students[epochs=1]"]
+    table = at.dataframe[-1].value.set_index("variant")
+    assert table.loc["students[epochs=1]", "status"] == "ok" and table.loc["students[epochs=10000]", "status"] == \
+        "cancelled"
     assert any("cancelled" in w.value for w in at.warning)
+
+
+DOOMED_ON_A_DECODER = """
+benchmark: {batch_sizes: [1, 256], threads: 1}
+variants:
+  - name: int8-static
+    steps: [{technique: quantize, mode: static, exclude: [/features/Conv]}]
+  - name: pruned
+    steps: [{technique: prune, method: structured, amount: 0.5}]
+"""
+
+
+def _optimize_decoder(make_app, recipe_text: str | None = None):
+    from core.session import DATA_KEY, MODEL_KEY, RECIPE_KEY, RECIPE_VERSION_KEY, DataChoice
+    from core.spec.recipe import Recipe
+
+    state = {MODEL_KEY: sample_choice("tiny-lm"),
+             DATA_KEY: DataChoice("sample:tiny-lm-text", "sample:tiny-lm-text", None)}
+    if recipe_text:
+        state[RECIPE_KEY] = Recipe.from_text(recipe_text)
+        state[RECIPE_VERSION_KEY] = 1
+    at = make_app(**state).run()
+    at.switch_page("pages/optimize.py").run()
+    return at
+
+
+def test_a_decoder_gets_runnable_presets_and_only_its_options(make_app):
+    """On tiny-lm the default preset is int4 and int8 weight-only at the level chosen for this CPU; presets that
+    cannot apply to a decoder are not offered, the mode radio offers only int4 / dynamic, options a decoder does
+    not take are disabled, a new variant can only quantize, and Run is enabled (before: all six presets ended with
+    no runnable variant and Run stayed enabled)."""
+    pytest.importorskip("onnxruntime_genai")
+    at = _optimize_decoder(make_app)
+    assert not errors_of(at)
+    recipe = at.session_state["fw_recipe"]
+    assert [(v.name, v.steps[0].mode, v.steps[0].accuracy_level) for v in recipe.variants] == \
+        [("int4", "int4", "auto"), ("int8", "dynamic", "auto")]
+    assert recipe.benchmark.batch_sizes == (1,)
+    assert at.pills(key="preset_pills").options == ["Quick quantization", "Smallest", "Compare everything"]
+    version = at.session_state["fw_recipe_version"]
+    assert at.radio(key=f"r{version}.0.0.quantize.mode").options == ["dynamic", "int4"]
+    assert at.checkbox(key=f"r{version}.0.0.quantize.per_channel").disabled
+    assert not at.radio(key=f"r{version}.0.0.quantize.accuracy_level").disabled
+    assert at.multiselect(key="new_variant_techniques").options == ["Quantize"]
+    assert not at.button(key="run_button").disabled and at.button(key="run_button").label == "Run 2 variants"
+    at.pills(key="preset_pills").set_value("Compare everything").run()
+    assert "int4-level0" in [v.name for v in at.session_state["fw_recipe"].variants] and not errors_of(at)
+
+
+def test_run_is_disabled_when_no_variant_can_run_on_the_model(make_app):
+    """A recipe none of whose variants a decoder takes (static int8 with another model's excluded nodes, pruning)
+    shows why on each variant and leaves Run disabled."""
+    pytest.importorskip("onnxruntime_genai")
+    at = _optimize_decoder(make_app, DOOMED_ON_A_DECODER)
+    warnings = [w.value for w in at.warning]
+    assert any("quantize.mode='static' is not offered for decoders" in w for w in warnings), warnings
+    assert any("pruning and distillation of decoders are not offered" in w for w in warnings), warnings
+    assert at.button(key="run_button").disabled
+    assert any("None of these variants can run on this model" in c.value for c in at.caption)
+
+
+def test_choosing_another_model_resets_the_recipe_and_says_so(make_app):
+    """A recipe made for digits-mlp (with its excluded node names) is dropped when tiny-lm is chosen on the Model
+    page; the Optimize form starts from the decoder preset and says why (before: it kept the old recipe and its
+    exclude list)."""
+    pytest.importorskip("onnxruntime_genai")
+    at = _optimize(make_app, FAST_RECIPE.replace("mode: dynamic", "mode: static, exclude: [fc1]"))
+    assert at.session_state["fw_recipe"].variants[0].steps[0].exclude == ("fc1",)
+    at.switch_page("pages/model.py").run()
+    at.button(key="use_tiny-lm").click().run()
+    at.switch_page("pages/optimize.py").run()
+    assert not errors_of(at)
+    assert [v.name for v in at.session_state["fw_recipe"].variants] == ["int4", "int8"]
+    assert any("the one you had was made for **digits-mlp**" in i.value for i in at.info)
+    at.run()
+    assert not any("made for" in i.value for i in at.info)  # said once
