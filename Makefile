@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,text,ray,lm,openvino,edge,export]'
+	$(PY) -m pip install -q -e '.[dev,text,ray,lm,vision,openvino,edge,export]'
 	touch $(STAMP)
 
 # Loopback by default; a workshop sets ADDRESS (and the rest of README's "Workshop mode").

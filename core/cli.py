@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from core.errors import BadInputError, FeatherweightError
 from core.spec.recipe import Recipe, resolve_spec
@@ -68,10 +69,21 @@ def cmd_run(args) -> int:
     from core.views.report import results_table_text  # the end-of-run table: size, quality, speed-up per variant
 
     print(results_table_text(out))
+    for line in _dataset_warnings(out):
+        print(f"warning: {line}", file=sys.stderr)
     _print_cost_summary(out)
     print(f"wrote {os.path.join(out, 'results.json')} ({result.get('variants')} variants"
           + (f", failed: {', '.join(failed)}" if failed else "") + ")")
     return 0
+
+
+def _dataset_warnings(out_dir: str) -> list[str]:
+    """The run's data warnings (a calibration split shorter than asked), from its results.json."""
+    try:
+        results = json.loads(Path(out_dir, "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list((results.get("dataset") or {}).get("warnings") or [])
 
 
 def _print_cost_summary(out_dir: str) -> None:

@@ -162,9 +162,10 @@ def bind_data(model_choice: ModelChoice, spec: str | None, *, filename: str | No
     model = load_choice_model(model_choice)
     if isinstance(model, DecoderCheckpoint):  # a sample decoder's text: its own, or another text sample
         return heldout_text(model, spec).summary
+    trains = model.torch_module is not None  # an ONNX-only model's data is shown as a run splits it: no train
     if content is not None:
-        return load_data_bytes(content, filename, model).summary()
-    return load_data(spec, model).summary()
+        return load_data_bytes(content, filename, model, train_needed=trains).summary()
+    return load_data(spec, model, train_needed=trains).summary()
 
 
 def default_data_for(model_choice: ModelChoice) -> str | None:

@@ -8,6 +8,7 @@ from core.format import MISSING
 from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, TEXT_UPLOAD_TYPES,
                           UPLOAD_SEEN_KEY, Outcome, apply_data_upload, apply_model_upload, choose_sample_data,
                           choose_sample_model)
+from core.results.table import split_sizes_text
 from ui import services
 from ui.forms import escape_markdown
 from ui.shell import ensure_app_shell
@@ -147,9 +148,10 @@ def data_ui(model) -> None:
     elif source == "Upload NPZ / CSV":
         upload_ui("Upload data", [t for t in DATA_UPLOAD_TYPES if t not in TEXT_UPLOAD_TYPES], DATA_UPLOADER_KEY,
                   apply_data_upload,
-                  "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or x_train/y_train/"
-                  "x_eval/y_eval (+ optional x_val/y_val; else a third of x_eval is validation). CSV: numeric feature "
-                  "columns and an optional 'label' column.")
+                  "NPZ: 'x' (or one array per input name) and optional integer labels 'y', or named splits "
+                  "'test' and any of 'calib', 'validation', 'train' (labels 'y_test', ...; a missing validation "
+                  "split is a third of test). A model that no step trains gets no train split: its data is "
+                  "calibration, validation and test. CSV: numeric feature columns and an optional 'label' column.")
     elif current.spec is not None:
         choose_sample_data(st.session_state, None)
         remember_session()
@@ -159,10 +161,14 @@ def data_ui(model) -> None:
     if summary:
         inputs = ", ".join(f"{k} {tuple(v)}" for k, v in (summary.get("inputs") or {}).items())
         classes = f", {summary['classes']} classes" if summary.get("classes") else ""
-        st.caption(f"**{data.label}** · {summary['train']:,} train / {summary['calib']:,} calibration / "
-                   f"{summary.get('validation', 0):,} validation / {summary['eval']:,} test samples · "
+        sizes = split_sizes_text(summary.get("splits")) or (
+            f"{summary['train']:,} train / {summary['calib']:,} calibration / {summary.get('validation', 0):,} "
+            f"validation / {summary['eval']:,} test samples")
+        st.caption(f"**{data.label}** · {escape_markdown(sizes)} · "
                    f"labels: {'yes' if summary['labels'] else 'no'}{classes} · "
                    f"per-sample shape: {escape_markdown(inputs)}")
+        for warning in summary.get("warnings") or []:
+            st.warning(warning, icon=":material/warning:")
     else:
         st.caption("Synthetic inputs drawn from the model's input spec: the run reports fidelity to the baseline "
                    "(agreement, cosine), not accuracy.")

@@ -304,3 +304,27 @@ def test_run_refuses_a_billion_laughs_recipe_fast_and_small(tmp_path):
     assert len(lines[0]) < 200
     assert elapsed < 30 and peak_kb < 400 * 1024, (elapsed, peak_kb)
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_run_of_an_onnx_model_prints_each_split_and_warns_of_a_short_calibration(tmp_path, capsys):
+    """An ONNX file that nothing trains, with 40 samples: no train split, 20 calibration samples (half, of the 128
+    asked), and one warning line on stderr; results.json records the splits and the warning."""
+    import numpy as np
+
+    from core.io.model import load_model
+
+    (tmp_path / "m.onnx").write_bytes(load_model("sample:digits-mlp").onnx_bytes())
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((40, 64)).astype(np.float32),
+             y=np.arange(40) % 10)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: m.onnx\ndata: d.npz\n" + SMALL_BENCH
+                      + "variants:\n  - {name: int8, steps: [{technique: quantize, mode: static}]}\n")
+
+    assert main(["run", str(recipe), "--out", str(tmp_path / "o")]) == 0
+
+    out, err = capsys.readouterr()
+    assert "data: 20 calibration (of 128 asked) · 7 validation (1 sample = 14.29 pt) · 13 test" in out
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "20" in warnings[0] and "128" in warnings[0]
+    dataset = json.loads((tmp_path / "o" / "results.json").read_text())["dataset"]
+    assert dataset["splits"]["train"]["n"] == 0 and dataset["warnings"] == [warnings[0][len("warning: "):]]

@@ -136,3 +136,83 @@ def test_synthetic_inputs_respect_the_spec(digits_mlp):
     np.testing.assert_array_equal(a.eval.first, b.eval.first)
     assert load_data(None, digits_mlp).synthetic
     assert len(a.validation) == 128 and not np.array_equal(a.validation.first, a.eval.first)
+
+
+# ---- a run that trains nothing: no train split (issue 27)
+
+def test_upload_for_a_run_that_trains_nothing_has_no_train_split(digits_mlp):
+    """256 samples, 128 calibration asked: 128 calibration, 43 validation, 85 test, each sample once, no train."""
+    x = np.random.default_rng(0).random((256, 64))
+    data = load_data_bytes(_npz(x=x, y=np.arange(256) % 10), "d.npz", digits_mlp, train_needed=False,
+                           calibration_samples=128)
+    assert (len(data.train), len(data.calib), len(data.validation), len(data.eval)) == (0, 128, 43, 85)
+    seen = np.concatenate([s.first.reshape(len(s), -1) for s in (data.calib, data.validation, data.eval)])
+    assert len(np.unique(seen, axis=0)) == 256
+    assert data.warnings() == []
+    splits = data.summary()["splits"]
+    assert splits["train"] == {"n": 0}
+    assert splits["calibration"] == {"n": 128, "asked": 128}
+    assert splits["test"] == {"n": 85, "resolution_pt": round(100 / 85, 4)}
+
+
+def test_a_short_calibration_split_warns_in_one_line(digits_mlp):
+    """40 samples cannot give 128 calibration inputs: half go to calibration and the warning names both counts."""
+    data = load_data_bytes(_npz(x=np.random.default_rng(1).random((40, 64))), "d.npz", digits_mlp,
+                           train_needed=False, calibration_samples=128)
+    assert len(data.calib) == 20 and len(data.train) == 0
+    (warning,) = data.warnings()
+    assert "20" in warning and "128" in warning and "\n" not in warning
+    assert data.summary()["warnings"] == [warning]
+
+
+def test_npz_named_splits_are_used_as_given(digits_mlp):
+    """calib / validation / test keys are those splits exactly; a train split nothing uses is dropped."""
+    rng = np.random.default_rng(2)
+    arrays = dict(calib=rng.random((30, 64)), validation=rng.random((12, 64)), y_validation=np.arange(12) % 10,
+                  test=rng.random((25, 64)), y_test=np.arange(25) % 10, train=rng.random((50, 64)))
+    data = load_data_bytes(_npz(**arrays), "d.npz", digits_mlp, train_needed=False, calibration_samples=128)
+    assert (len(data.train), len(data.calib), len(data.validation), len(data.eval)) == (0, 30, 12, 25)
+    np.testing.assert_allclose(data.calib.first.reshape(30, -1), arrays["calib"].astype(np.float32))
+    np.testing.assert_array_equal(data.eval.y, np.arange(25) % 10)
+    trained = load_data_bytes(_npz(**arrays), "d.npz", digits_mlp, train_needed=True)
+    assert len(trained.train) == 50 and len(trained.calib) == 30
+
+
+def test_npz_with_only_a_test_split_takes_calibration_from_it(digits_mlp):
+    """A named test split alone: calibration (at most half) and validation (a third of the rest) come out of it."""
+    data = load_data_bytes(_npz(x_test=np.random.default_rng(3).random((60, 64))), "d.npz", digits_mlp,
+                           train_needed=False, calibration_samples=16)
+    assert (len(data.calib), len(data.validation), len(data.eval)) == (16, 15, 29)
+
+
+def test_named_splits_without_a_test_split_are_refused(digits_mlp):
+    """Naming calib but no test split is one line saying what to add."""
+    with pytest.raises(BadInputError, match="no test split"):
+        load_data_bytes(_npz(calib=np.zeros((4, 64))), "d.npz", digits_mlp)
+
+
+def test_synthetic_inputs_for_a_run_that_trains_nothing_have_no_train_split(digits_mlp):
+    """Without data and without a step that trains, no train inputs are drawn."""
+    assert len(synthetic_dataset(digits_mlp, train_needed=False).train) == 0
+
+
+def test_a_recipe_trains_only_with_a_training_step(digits_cnn):
+    """Quantize-only recipes need no train split, even on a torch model; fine-tuning, distillation and QAT do;
+    the calibration asked for is the largest `samples`."""
+    from core.io.graph import Model
+    from core.pipeline.run import training_needed
+    from core.spec.recipe import Recipe
+
+    def recipe(*steps):
+        return Recipe.from_dict({"variants": [{"name": f"v{i}", "steps": [s]} for i, s in enumerate(steps)]})
+
+    static = {"technique": "quantize", "mode": "static", "samples": 300}
+    assert not training_needed(recipe(static, {"technique": "quantize", "mode": "dynamic"}), digits_cnn)
+    assert training_needed(recipe(static, {"technique": "prune", "finetune_epochs": 2}), digits_cnn)
+    assert training_needed(recipe({"technique": "quantize", "mode": "qat"}), digits_cnn)
+    assert not training_needed(recipe({"technique": "prune", "method": "unstructured", "finetune_epochs": 0}),
+                               digits_cnn)
+    onnx_only = Model(digits_cnn.source, digits_cnn.onnx_model)
+    assert not training_needed(recipe({"technique": "distill"}), onnx_only)
+    assert recipe(static, {"technique": "quantize", "mode": "static"}).calibration_samples() == 300
+    assert recipe({"technique": "quantize", "mode": "dynamic"}).calibration_samples() == 128

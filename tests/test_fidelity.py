@@ -40,7 +40,7 @@ def test_a_near_uniform_random_classifier_has_no_clear_samples_rather_than_readi
     base, int8 = json.loads((tmp_path / "results.json").read_text())["variants"]
 
     n = len(data.eval)
-    assert int8["split"] == base["split"] == {"quality": "test", "n": n}
+    assert int8["split"] == base["split"] == {"quality": "test", "n": n, "resolution_pt": round(100 / n, 4)}
     assert int8["max_abs_error"] < 0.01  # the outputs barely moved...
     assert int8["agreement"] < 0.5  # ...yet top-1 changes on most samples (0.0 on an AVX-512 VNNI box)
     assert int8["flips"]["count"] == round(n * (1 - int8["agreement"]))
@@ -77,7 +77,7 @@ def test_flips_confident_agreement_and_topk_match_a_direct_numpy_computation(dig
     clear = ranked[:, -1] - ranked[:, -2] >= CONFIDENT_MARGIN
     overlap = np.mean([len(set(np.argsort(-vi)[:5]) & set(np.argsort(-bi)[:5])) / 5 for vi, bi in zip(v, b)])
 
-    assert len(x) == 360 and pruned["split"] == {"quality": "test", "n": 360}
+    assert len(x) == 360 and pruned["split"] == {"quality": "test", "n": 360, "resolution_pt": 0.2778}
     assert 5 <= flips and pruned["flips"] == {"count": flips, "rate": pytest.approx(flips / 360)}
     assert pruned["confident_samples"] == base["confident_samples"] == int(clear.sum()) > 300
     assert pruned["agreement_confident"] == pytest.approx((b.argmax(1) == v.argmax(1))[clear].mean())

@@ -61,7 +61,9 @@ def test_precision_overlay_colours_quantized_nodes_int8_and_the_excluded_gemm_fp
         assert precision[conv] == {"value": 8, "bgColor": PRECISION_COLOR["int8"]}
     assert precision[FC1] == {"value": 32, "bgColor": PRECISION_COLOR["fp32"]}
     assert summary["flagged"] == {}  # the one float Gemm is excluded on purpose
-    assert summary["counts"]["precision"]["int8"] >= 4 and summary["counts"]["fused"] == 3
+    # Relus 1 and 3 fold into their int8 Convs; Relu 6 stays a node, because the float Gemm reads a float copy of
+    # the path through it (exclusion means float activations too, issue 27)
+    assert summary["counts"]["precision"]["int8"] >= 4 and summary["counts"]["fused"] == 2
 
 
 def test_latency_overlays_come_from_the_profiler_on_both_panes(static_view):

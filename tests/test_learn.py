@@ -14,7 +14,8 @@ from core.io.graph import Model
 from core.measure.card import model_card
 from core.spec.recipe import QuantizeConfig
 from core.techniques import Candidate, StepContext
-from core.techniques.quantize import gemm_to_matmul, quantize
+from core.techniques import apply_step
+from core.techniques.quantize import gemm_to_matmul
 
 CALIBRATION = 32  # calibration samples for the quantized fixtures and the matching calibration study
 
@@ -23,7 +24,7 @@ CALIBRATION = 32  # calibration samples for the quantized fixtures and the match
 def cnn_static(digits_cnn, digits_cnn_data):
     """digits-cnn quantized by onnxruntime exactly as the pipeline does it: static int8 QDQ, per channel."""
     config = QuantizeConfig(mode="static", per_channel=True, samples=CALIBRATION)
-    return quantize(config, Candidate(onnx_model=digits_cnn.onnx_model), StepContext(digits_cnn_data, digits_cnn))
+    return apply_step(config, Candidate(onnx_model=digits_cnn.onnx_model), StepContext(digits_cnn_data, digits_cnn))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def test_static_per_channel_int8_weights_equal_onnxruntime_graph(digits_cnn, cnn
 
 def test_static_per_tensor_int8_weights_equal_onnxruntime_graph(digits_cnn, digits_cnn_data):
     config = QuantizeConfig(mode="static", per_channel=False, samples=8)
-    quantized = quantize(config, Candidate(onnx_model=digits_cnn.onnx_model), StepContext(digits_cnn_data, digits_cnn))
+    quantized = apply_step(config, Candidate(onnx_model=digits_cnn.onnx_model), StepContext(digits_cnn_data, digits_cnn))
     for tensor in learn.weight_tensors(digits_cnn.onnx_model):
         original = learn.weight_array(digits_cnn.onnx_model, tensor.name)
         theirs = learn.read_quantized_weight(quantized.onnx_model, tensor.name)
@@ -65,7 +66,7 @@ def test_static_per_tensor_int8_weights_equal_onnxruntime_graph(digits_cnn, digi
 
 def test_dynamic_per_channel_matmul_weights_equal_onnxruntime_graph(digits_mlp, digits_mlp_data):
     config = QuantizeConfig(mode="dynamic", per_channel=True)
-    quantized = quantize(config, Candidate(onnx_model=digits_mlp.onnx_model), StepContext(digits_mlp_data, digits_mlp))
+    quantized = apply_step(config, Candidate(onnx_model=digits_mlp.onnx_model), StepContext(digits_mlp_data, digits_mlp))
     as_matmul = gemm_to_matmul(onnx.load_from_string(digits_mlp.onnx_model.SerializeToString()))
     tensors = learn.weight_tensors(as_matmul)
     assert [t.op_type for t in tensors] == ["MatMul"] * 3 and all(t.channel_axis == 1 for t in tensors)
@@ -287,7 +288,7 @@ def test_size_estimate_matches_quantized_graphs_and_exported_students(digits_cnn
     assert static == pytest.approx(cnn_static.onnx_model.ByteSize(), rel=0.03)
     for mode in ("dynamic", "fp16"):
         config = QuantizeConfig(mode=mode)
-        graph = quantize(config, Candidate(onnx_model=digits_mlp.onnx_model), StepContext(digits_mlp_data, digits_mlp))
+        graph = apply_step(config, Candidate(onnx_model=digits_mlp.onnx_model), StepContext(digits_mlp_data, digits_mlp))
         assert learn.estimate_size(digits_mlp.onnx_model, [config]) == pytest.approx(graph.onnx_model.ByteSize(),
                                                                                      rel=0.03), mode
     baseline = learn.estimate_size(digits_cnn.onnx_model)

@@ -106,19 +106,32 @@ def test_gemm_to_matmul_is_exact(digits_mlp, digits_mlp_data):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_excluded_node_really_runs_in_float(digits_cnn, digits_cnn_data):
-    """An excluded Conv reads the float tensor, so onnxruntime cannot fuse it back into an int8 kernel."""
+def test_excluded_node_really_runs_in_float(shapes_cnn, shapes_data):
+    """A Conv kept in float keeps fp32 weights and a float input in the saved graph, and runs as a float kernel.
+
+    shapes-cnn's second conv reads MaxPool(Relu(conv1)); it used to read the MaxPool's output, which onnxruntime
+    turns into MaxPool(DequantizeLinear) at load time, and then quantized the excluded conv's weights after all
+    (Insight's "keep the top 1 in float" reported exactly that)."""
     import json
     import tempfile
 
     import onnxruntime as ort
 
-    names = [n.name for n in digits_cnn.onnx_model.graph.node if n.op_type == "Conv"]
-    result = _quantize(digits_cnn, digits_cnn_data, mode="static", exclude=[names[1]])
-    assert result.info["float_inputs_restored"] >= 1
-    producers = {o: n.op_type for n in result.onnx_model.graph.node for o in n.output}
-    conv = next(n for n in result.onnx_model.graph.node if n.name == names[1])
-    assert producers.get(conv.input[0]) != "DequantizeLinear"
+    from core.analysis.diagnose import requantized_excluded
+
+    name = "/features/features.4/Conv"
+    result = _quantize(shapes_cnn, shapes_data, mode="static", exclude=[name])
+    assert result.info["excluded_nodes"] == [name] and result.info["float_inputs_restored"] >= 1
+    graph = result.onnx_model.graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    conv = next(n for n in graph.node if n.name == name)
+    assert inits[conv.input[1]].dtype == np.float32 and inits[conv.input[2]].dtype == np.float32
+    # its input is a float copy of the pool (on float values), not the pool onnxruntime moves a DQ across
+    assert conv.input[0].endswith("_float") and producers.get(conv.input[0]) == "MaxPool"
+    pool = next(n for n in graph.node if n.output[0] == conv.input[0])
+    assert producers.get(pool.input[0]) != "DequantizeLinear"
+    assert requantized_excluded(result.onnx_model.SerializeToString(), [name]) == []
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -126,7 +139,7 @@ def test_excluded_node_really_runs_in_float(digits_cnn, digits_cnn_data):
         options.profile_file_prefix = f"{tmp}/p"
         session = ort.InferenceSession(result.onnx_model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-        session.run(None, {"input": digits_cnn_data.eval.first[:4]})
+        session.run(None, {session.get_inputs()[0].name: shapes_data.eval.first[:4]})
         events = json.load(open(session.end_profiling()))
     kernels = {e["args"]["op_name"] for e in events if e.get("cat") == "Node"}
     assert "Conv" in kernels or "FusedConv" in kernels  # the excluded layer ran as a float kernel
@@ -180,11 +193,13 @@ def test_keeping_any_one_layer_in_float_never_loses_to_plain_int8(sample, reques
 
 @pytest.mark.parametrize("sample", ["digits-cnn", "shapes-cnn"])
 def test_keeping_every_layer_in_float_is_the_fp32_model(sample, request):
-    """With every quantizable node excluded, the variant computes the fp32 outputs."""
+    """With every quantizable node proposed for float, each helps once its neighbours are float (the exclusion
+    step's later passes), and the variant computes the fp32 outputs."""
     model = request.getfixturevalue("digits_cnn" if sample == "digits-cnn" else "shapes_cnn")
     data = request.getfixturevalue("digits_cnn_data" if sample == "digits-cnn" else "shapes_data")
     result = _quantize(model, data, mode="static", exclude=_quantizable(model.onnx_model))
     *_, reference, outputs = _fidelity(model, result, data)
+    assert sorted(result.info["excluded_nodes"]) == sorted(_quantizable(model.onnx_model))
     assert float(np.abs(outputs - reference).max()) < 1e-4
 
 
@@ -221,7 +236,8 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
 
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    from core.techniques.quantize import CalibrationReader, entropy_threshold
+    from core.techniques.histogram import CalibrationReader
+    from core.techniques.quantize import entropy_threshold
 
     path = tmp_path / "m.onnx"
     onnx.save(digits_mlp.onnx_model, str(path))
@@ -229,7 +245,7 @@ def test_entropy_threshold_is_onnxruntimes_search(digits_mlp, digits_mlp_data, t
         calibrator = create_calibrator(path, None, augmented_model_path=str(tmp_path / "aug.onnx"),
                                        calibrate_method=CalibrationMethod.Entropy,
                                        extra_options={"num_bins": 512, "num_quantized_bins": 128})
-        calibrator.collect_data(CalibrationReader(digits_mlp_data.calib.x, 128))
+        calibrator.collect_data(CalibrationReader(digits_mlp_data.calib.take(128).x, 32, None))
         collector = calibrator.collector
         checked = 0
         for histogram in collector.histogram_dict.values():
@@ -256,7 +272,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     """On activations with rare large outliers, entropy and percentile pick tighter ranges than minmax, clip
     only the outliers, and quantize the bulk of the values more finely; the quantized model carries the range."""
     from core.io.data import Dataset, Split
-    from core.techniques.quantize import CalibrationReader, calibration_ranges
+    from core.techniques.quantize import calibration_ranges
 
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(4096, 64))).astype(np.float32)
@@ -266,8 +282,7 @@ def test_entropy_and_percentile_clip_outliers_that_minmax_keeps(tmp_path):
     proto = _outlier_model()
     ranges = {}
     for method in ("minmax", "entropy", "percentile"):
-        reader = CalibrationReader({"input": x}, len(x))
-        data = calibration_ranges(proto, reader, method, tmp_path)
+        data = calibration_ranges(proto, {"input": x}, method, tmp_path)
         ranges[method] = tuple(float(np.asarray(v).ravel()[0]) for v in data["act"].range_value)
     assert ranges["minmax"][1] == pytest.approx(40.0)
     bulk = x[~outliers]

@@ -277,3 +277,41 @@ def test_paths_with_a_home_tilde_mean_the_users_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATHERWEIGHT_CACHE", "cache")
     assert default_root() == home / "fw"
     assert cache_dir() == tmp_path / "cache"
+
+
+# ---- one config per quantization scheme in what we write (issue 28, item 6)
+
+EVERY_QUANTIZE_KEY = {"technique": "quantize", "per_channel": True, "calibration": "minmax", "samples": 128,
+                      "exclude": [], "quantize_conv": False, "block_size": 32, "accuracy_level": 0,
+                      "equalize": False, "bias_correction": False, "calibration_overrides": {},
+                      "weight_rounding": "nearest", "smooth_quant": False, "epochs": 3, "lr": 0.0001}
+
+
+@pytest.mark.parametrize("mode, keys", [
+    ("static", {"per_channel", "calibration", "samples", "exclude", "equalize", "bias_correction",
+                "calibration_overrides", "weight_rounding", "smooth_quant", "target"}),
+    ("dynamic", {"per_channel", "exclude", "quantize_conv", "accuracy_level"}),
+    ("fp16", {"exclude"}),
+    ("int4", {"block_size", "accuracy_level", "exclude"}),
+    ("qat", {"per_channel", "samples", "epochs", "lr", "exclude"}),
+])
+def test_a_written_quantize_step_lists_only_its_modes_options(mode, keys):
+    """A recipe that spells every key still loads; what it writes back holds the mode's own options only (static
+    int8 carries no epochs, lr or block_size)."""
+    from core.spec.recipe import SCHEMES, QuantizeConfig
+
+    step = step_from_dict({**EVERY_QUANTIZE_KEY, "mode": mode})
+    written = step.to_dict()
+    assert set(written) == keys | {"technique", "mode"}
+    assert type(step.scheme()) is SCHEMES[mode] and step.scheme().mode == mode
+    assert step_from_dict(written) == step
+    assert Recipe.from_text(Recipe(variants=(Variant("v", (step,)),)).to_yaml()).variants[0].steps[0] == step
+    assert isinstance(step, QuantizeConfig)
+
+
+def test_options_a_mode_does_not_use_do_not_make_two_steps_differ():
+    """Two static steps that differ only in QAT's epochs build the same model, and are equal."""
+    from core.spec.recipe import QuantizeConfig
+
+    assert QuantizeConfig(mode="static", epochs=7, lr=0.5, block_size=64) == QuantizeConfig(mode="static")
+    assert QuantizeConfig(mode="qat", epochs=7) != QuantizeConfig(mode="qat")

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import BadInputError, FeatherweightError
-from core.spec.recipe import STEP_TYPES, BenchmarkConfig, StepConfig, Variant
+from core.spec.recipe import SCHEME_FIELDS, STEP_TYPES, BenchmarkConfig, QuantizeConfig, StepConfig, Variant
 from core.techniques import decoder as decoder_technique
 
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
@@ -21,20 +21,23 @@ TECHNIQUE_TITLES = {"quantize": "Quantize", "prune": "Prune", "distill": "Distil
 TECHNIQUE_ORDER = ("prune", "distill", "quantize")  # torch steps before ONNX steps
 
 # When an option matters, given the values above it (others are shown but disabled, with the reason).
+def _modes_using(option: str) -> tuple:
+    """The quantize modes whose scheme config has `option` (core.spec.recipe.SCHEME_FIELDS: one place)."""
+    return tuple(mode for mode, fields in SCHEME_FIELDS.items() if option in fields)
+
+
+def _quantize_rule(option: str):
+    modes = _modes_using(option)
+    why = (f"{modes[0]} mode only" if len(modes) == 1 else
+           f"{', '.join(modes[:-1])} and {modes[-1]} modes only")
+    if option == "accuracy_level":
+        why = "int4 mode, and dynamic (int8 weight-only) on decoders, only"
+    return (lambda v: v["mode"] in modes), why
+
+
 RELEVANT = {
-    ("quantize", "per_channel"): (lambda v: v["mode"] in ("static", "dynamic", "qat"),
-                                  "static, dynamic and qat modes only"),
-    ("quantize", "calibration"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "samples"): (lambda v: v["mode"] in ("static", "qat"), "static and qat modes only"),
-    ("quantize", "equalize"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "bias_correction"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "calibration_overrides"): (lambda v: v["mode"] == "static", "static mode only"),
-    ("quantize", "epochs"): (lambda v: v["mode"] == "qat", "qat mode only"),
-    ("quantize", "lr"): (lambda v: v["mode"] == "qat", "qat mode only"),
-    ("quantize", "quantize_conv"): (lambda v: v["mode"] == "dynamic", "dynamic mode only"),
-    ("quantize", "block_size"): (lambda v: v["mode"] == "int4", "int4 mode only"),
-    ("quantize", "accuracy_level"): (lambda v: v["mode"] in ("int4", "dynamic"),
-                                     "int4 mode, and dynamic (int8 weight-only) on decoders, only"),
+    **{("quantize", f.name): _quantize_rule(f.name) for f in dataclasses.fields(QuantizeConfig)
+       if f.name != "mode" and len(_modes_using(f.name)) < len(SCHEME_FIELDS)},
     ("prune", "lr"): (lambda v: v["finetune_epochs"] > 0, "only with fine-tuning epochs > 0"),
     ("quantize", "target"): (lambda v: v["mode"] == "static", "static mode only"),
 }

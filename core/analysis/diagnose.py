@@ -486,8 +486,12 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
         entry = entries[name]
         after = profiled["profiles"][name]
         speedup = (entry.get("speedup") or {}).get(str(profiled["batch_size"]))
-        exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
-                   for n in s.get("exclude") or []]
+        # the nodes the quantize step kept in float (a static step keeps an `exclude` node only where that
+        # improved validation); older runs without the record: the nodes the step asked for
+        exclude = (entry.get("info") or {}).get("excluded_nodes")
+        if exclude is None:
+            exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
+                       for n in s.get("exclude") or []]
         findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"),
                            speedup=speedup or profiled["wall_speedup"].get(name), batch1_ms=batch1,
                            requantized=requantized_excluded(models[name], exclude),

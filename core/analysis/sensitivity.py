@@ -517,7 +517,7 @@ def scan_to_dir(model_spec: str, data_spec: str | None, config: SensitivityConfi
         BadInputError: a rejected model or data that does not fit it.
     """
     model = load_model(model_spec)
-    dataset = load_data(data_spec, model, seed=0)
+    dataset = load_data(data_spec, model, seed=0, train_needed=False)  # a scan quantizes; it never trains
     runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     result = scan(model, dataset, config, on_progress=on_progress, should_stop=should_stop)
     result.model, result.data = model_spec, data_spec

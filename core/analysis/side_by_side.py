@@ -82,8 +82,12 @@ def side_by_side(run_dir: str | Path, results: dict, name: str, count: int = 8) 
 
     base_bytes, other_bytes = artifact_bytes(base), artifact_bytes(other)
     model = Model(results.get("model") or "baseline", validate_onnx_bytes(base_bytes, what="baseline artifact"))
+    splits = (results.get("dataset") or {}).get("splits") or {}
+    # the run's own split: without a train split when it trained nothing, calibration as large as it asked
     dataset = load_data(_resolve_data_spec(results.get("data"), run_dir), model,
-                        seed=(results.get("recipe") or {}).get("seed", 0))
+                        seed=(results.get("recipe") or {}).get("seed", 0),
+                        train_needed=not splits or bool((splits.get("train") or {}).get("n")),
+                        calibration_samples=(splits.get("calibration") or {}).get("asked"))
     n = len(dataset.eval)
     searched = np.unique(np.linspace(0, n - 1, num=min(SIDE_BY_SIDE_SCAN, n)).round().astype(int))
     scan_feed = {k: v[searched] for k, v in dataset.eval.x.items()}

@@ -3,11 +3,13 @@ stays within a budget, inside a time budget, always keeping the best so far.
 
 The search is greedy and small, cheapest first, and adapts to what it measured:
 
-1. static int8 (per-channel, minmax); if it drops too much, the recovery steps in order of cost: bias correction,
-   cross-layer equalization + bias correction, a minmax / percentile choice per tensor (core.analysis.calibration);
-   then other calibrations, a sensitivity scan and static int8 keeping the top-k most sensitive layers in float
-   for k = 1, 2, ...; last, with a torch model, quantization-aware fine-tuning (QAT). The summary says which
-   recovery step won back how much;
+1. static int8 (per-channel, minmax); if it drops too much, the post-training recovery steps in one variant
+   (cross-layer equalization, learned weight rounding, bias correction, and SmoothQuant where the graph has
+   MatMuls), each unit of each step kept only where validation improves (core.techniques.static), then a
+   calibration method per tensor chosen on validation (core.analysis.calibration); then other calibrations, a
+   sensitivity scan and the recovered int8 keeping the top-k most sensitive layers in float for k = 1, 2, ...;
+   last, with a torch model, quantization-aware fine-tuning (QAT). The summary says which recovery step won back
+   how much;
 2. a small grid of cheap quantization settings (per-tensor static, dynamic int8 where the model has MatMul/Gemm,
    and for the size objective fp16 / int4);
 3. with a torch model: structured pruning with a short fine-tune, followed by the best quantization found,
@@ -153,6 +155,7 @@ class Trial:
     phase: str = ""
     build_s: float | None = None
     test_drop_pt: float | None = None  # on the held-out test split: reported, never used to choose
+    recovery: dict | None = None  # the quantize step's record of its recovery steps (core.techniques.static)
     reported_speedup: dict | None = None  # the final timing of every trial together at the timing batch
     # ({ratio, low, high, rounds, converged}): reported, never used to choose
     speedup_low: float | None = None  # the selection timing's 95% interval around `speedup`
@@ -385,6 +388,7 @@ class _Search:
             result.error = trial.reason = "cancelled: the time budget ran out"
         else:
             trial.reason = result.error or result.status
+        trial.recovery = result.info.get("recovery")
         result.info["tune"] = {"drop_pt": trial.drop_pt, "test_drop_pt": trial.test_drop_pt, "speedup": trial.speedup,
                                "within_budget": trial.within_budget, "phase": phase}
         self.trials.append(trial)
@@ -395,8 +399,11 @@ class _Search:
         return trial
 
     def _requantized(self, variant: Variant, result) -> list[str]:
-        """Excluded layers whose weights onnxruntime quantizes anyway (see core.analysis.diagnose)."""
-        exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
+        """Layers kept in float whose weights onnxruntime quantizes anyway (see core.analysis.diagnose): the
+        nodes the quantize step kept in float (it keeps an `exclude` node only where validation improved)."""
+        exclude = result.info.get("excluded_nodes")
+        if exclude is None:
+            exclude = [n for s in variant.steps if isinstance(s, QuantizeConfig) for n in s.exclude]
         if not exclude:
             return []
         try:
@@ -550,15 +557,15 @@ class _Search:
     # ---- phases
 
     def quantize_phase(self) -> QuantizeConfig | None:
-        """Static int8, repaired by calibration and exclusions when it drops too much; returns the best quantize
-        config within budget (None when no static int8 variant fits)."""
+        """Static int8, repaired by the recovery steps, calibration and exclusions when it drops too much; returns
+        the best quantize config within budget (None when no static int8 variant fits)."""
         base = QuantizeConfig(mode="static", per_channel=True, calibration="minmax")
         plain = self.try_variant(Variant("int8-static", (base,)), "quantize")
         if plain is None:
             return None
         if plain.within_budget:
             return base
-        recovered = self.recovery_phase(base, plain)
+        recovered, repaired = self.recovery_phase(base, plain)
         if recovered is not None or self.stop_now():
             return recovered
         for calibration in ("percentile", "entropy"):
@@ -571,8 +578,9 @@ class _Search:
         ranking = self.scan()
         if not ranking:
             return None
+        start = repaired or base
         for k in range(1, min(MAX_EXCLUDED, len(ranking)) + 1):
-            step = dataclasses.replace(base, exclude=tuple(ranking[:k]))
+            step = dataclasses.replace(start, exclude=tuple(ranking[:k]))
             t = self.try_variant(Variant(_quant_name(step), (step,)), "exclude", estimate_s=plain.build_s or 0)
             if t is None:
                 return None
@@ -580,34 +588,34 @@ class _Search:
                 return step
         return self.qat_phase(base, plain)
 
-    def recovery_phase(self, base: QuantizeConfig, plain: Trial) -> QuantizeConfig | None:
-        """Issue 18's post-training recovery, cheapest first: bias correction, then cross-layer equalization with
-        it, then a per-tensor minmax / percentile choice on validation; returns the first within budget."""
-        estimate = 2 * (plain.build_s or 0)
-        corrected = dataclasses.replace(base, bias_correction=True)
-        equalized = dataclasses.replace(corrected, equalize=True)
-        for step in (corrected, equalized):
-            t = self.try_variant(Variant(_quant_name(step), (step,)), "recovery", estimate_s=estimate)
-            if t is None:
-                return None
-            if t.within_budget:
-                return step
+    def recovery_phase(self, base: QuantizeConfig, plain: Trial) -> tuple:
+        """The post-training recovery steps, each unit gated on validation inside the quantize step: equalization,
+        learned rounding, bias correction (and SmoothQuant with MatMuls) in one variant, then a calibration
+        method per tensor on top. Returns (the first config within budget or None, the most recovered config
+        tried, which the exclusions then start from)."""
+        estimate = 4 * (plain.build_s or 0)
+        has_matmul = any(n.op_type == "MatMul" for n in self.model.onnx_model.graph.node)
+        recovered = dataclasses.replace(base, equalize=True, weight_rounding="learned", bias_correction=True,
+                                        smooth_quant=has_matmul)
+        t = self.try_variant(Variant(_quant_name(recovered), (recovered,)), "recovery", estimate_s=estimate)
+        if t is None or t.status != "ok":
+            return None, None
+        if t.within_budget:
+            return recovered, recovered
         if self.remaining_s() < 3 * estimate:
-            return None
-        self.emit("step", "choosing minmax / percentile per tensor on validation", "calibration")
-        best = self.trial(_quant_name(equalized))
-        start = equalized if best is not None and (best.drop_pt or 0) <= (plain.drop_pt or 0) else corrected
+            return None, recovered
+        self.emit("step", "choosing a calibration method per tensor on validation", "calibration")
         try:
-            choice = choose_calibration(self.model, self.dataset, start, seed=self.config.seed)
+            choice = choose_calibration(self.model, self.dataset, recovered, seed=self.config.seed)
         except FeatherweightError as exc:  # one phase failing (a degenerate range) must not end the search
             self.trials.append(Trial("per-tensor calibration", "failed", reason=str(exc), phase="recovery"))
             self.write()
-            return None
+            return None, recovered
         if not choice.overrides:
-            return None
-        step = dataclasses.replace(start, calibration_overrides=choice.overrides)
+            return None, recovered
+        step = dataclasses.replace(recovered, calibration_overrides=choice.overrides)
         t = self.try_variant(Variant(_quant_name(step), (step,)), "recovery", estimate_s=estimate)
-        return step if t is not None and t.within_budget else None
+        return (step if t is not None and t.within_budget else None), step
 
     def qat_phase(self, base: QuantizeConfig, plain: Trial) -> QuantizeConfig | None:
         """The costliest recovery: quantization-aware fine-tuning (torch models only)."""
@@ -619,15 +627,18 @@ class _Search:
         return step if t is not None and t.within_budget else None
 
     def recovery_lines(self) -> list[str]:
-        """Which recovery step won back how much, against plain static int8, on validation."""
+        """Which recovery step won back how much, against plain static int8, on validation: the variants' drops,
+        and inside each, what every step kept and what it changed (agreement with fp32, KL to it)."""
         plain = self.trial("int8-static")
-        tried = [t for t in self.trials if t.phase in ("recovery", "qat") and t.status == "ok"]
+        tried = [t for t in self.trials if t.phase in ("recovery", "qat", "exclude") and t.status == "ok"]
         if plain is None or plain.drop_pt is None or not tried:
             return []
         lines = [f"Recovery from plain static int8 ({plain.drop_pt:.2f} pt on {self.dataset.selection_name}):"]
         for t in tried:
             won = plain.drop_pt - (t.drop_pt or 0.0)
             lines.append(f"- {t.name}: {t.drop_pt or 0:.2f} pt, {won:+.2f} pt recovered")
+            for step in (t.recovery or {}).get("steps", []):
+                lines.append(f"  - {recovery_step_text(step)}")
         return lines
 
     def scan(self) -> list[str]:
@@ -721,6 +732,32 @@ class _Search:
                 return
 
 
+def recovery_step_text(step: dict) -> str:
+    """One recovery step as a line: what it tried, what it kept and what that changed on validation, e.g.
+    "equalization: kept 6 of 44 pairs, agreement +0.035, KL 0.0262 -> 0.0236"."""
+    unit = step.get("unit", "unit")
+    if not step.get("tried") and step.get("reason"):
+        return f"{step.get('step', '?').replace('_', ' ')}: nothing to try ({step['reason']})"
+    units = {"pair": "pairs", "layer": "layers", "tensor": "tensors", "node": "nodes", "model": "model",
+             "matmul input": "MatMul inputs"}.get(unit, unit)
+    kept = step.get("kept") or []
+    if unit == "model":
+        what = "kept" if kept else "not kept (validation did not improve)"
+    else:
+        what = f"kept {len(kept)} of {step.get('tried', 0)} {units}"
+    if step.get("reason"):
+        what += f" ({step['reason']})"
+    before, after = step.get("before") or {}, step.get("after") or {}
+    changes = []
+    for key, label in (("agreement", "agreement"), ("cosine_mean", "cosine")):
+        if key in before and key in after:
+            changes.append(f"{label} {after[key] - before[key]:+.3f}")
+    for key, label in (("kl", "KL"), ("relative_error", "relative error")):
+        if key in before and key in after:
+            changes.append(f"{label} {before[key]:.4g} -> {after[key]:.4g}")
+    return f"{step.get('step', '?').replace('_', ' ')}: {what}" + (f", {', '.join(changes)}" if changes else "")
+
+
 def _quant_name(quant: QuantizeConfig) -> str:
     """A quantize-only variant's name: int8-static, then -float-top{k} and [settings that differ from default]."""
     name = f"int8-{quant.mode}" + (f"-float-top{len(quant.exclude)}" if quant.exclude else "")
@@ -729,7 +766,9 @@ def _quant_name(quant: QuantizeConfig) -> str:
         changed.append(f"calibration={quant.calibration}")
     if not quant.per_channel:
         changed.append("per_channel=False")
-    changed += [flag for flag in ("equalize", "bias_correction") if getattr(quant, flag)]
+    changed += [flag for flag in ("equalize", "bias_correction", "smooth_quant") if getattr(quant, flag)]
+    if quant.weight_rounding != "nearest":
+        changed.append(f"rounding={quant.weight_rounding}")
     if quant.calibration_overrides:
         changed.append(f"overrides={len(quant.calibration_overrides)}")
     full = name + (f"[{','.join(changed)}]" if changed else "")
@@ -749,7 +788,8 @@ def _quant_label(quant: QuantizeConfig) -> str:
         label += f"-float-top{len(quant.exclude)}"
     if quant.calibration != "minmax":
         label += f"-{quant.calibration}"
-    label += "-cle" * quant.equalize + "-bc" * quant.bias_correction
+    label += "-cle" * quant.equalize + "-bc" * quant.bias_correction + "-sq" * quant.smooth_quant
+    label += "-ar" * (quant.weight_rounding == "learned")
     return label
 
 
@@ -804,7 +844,9 @@ def tune_to_dir(model_spec: str, data_spec: str | None, config: TuneConfig, out_
     """
     started = time.perf_counter()
     model = load_model(model_spec)
-    dataset = load_data(data_spec, model, seed=config.seed)
+    # the tuner may fine-tune (pruning, QAT) only a torch model: an ONNX model's data has no train split
+    dataset = load_data(data_spec, model, seed=config.seed, train_needed=model.torch_module is not None,
+                        calibration_samples=QuantizeConfig().samples)
     runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     return tune(model, dataset, config, out_dir, model_spec=model_spec, data_spec=data_spec,
                 on_progress=on_progress, should_stop=should_stop, started=started)
@@ -818,5 +860,5 @@ def load_tune_log(out_dir: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "selection_speedup", "tune",
-           "tune_to_dir"]
+__all__ = ["TUNE_OBJECTIVES", "TuneConfig", "TuneOutcome", "Trial", "load_tune_log", "recovery_step_text",
+           "selection_speedup", "tune", "tune_to_dir"]

@@ -2,8 +2,14 @@
 
 A `Dataset` holds four splits: train, calib (calibration), validation and eval (the held-out test split). Each
 split maps the model's input names to arrays with the batch axis first, plus optional integer labels. Whatever
-chooses (the sensitivity scan, the tuner) scores on `validation`; every number a run reports comes from `eval`,
-which no choice has seen. Data that does not fit the model is refused with one line naming both shapes.
+chooses (the sensitivity scan, the tuner, every recovery step) scores on `validation`; every number a run reports
+comes from `eval`, which no choice has seen. Data that does not fit the model is refused with one line naming both
+shapes.
+
+A run with no step that trains (any ONNX model; a torch model under quantization only) has no train split: the
+user's data goes to calibration (up to the `samples` the recipe asks for), validation and test
+(`split_without_training`). An NPZ may name its splits (``calib``, ``validation``, ``test``, ``train``), and they are
+used as given.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ VALIDATION_SEED = 0  # fixed, so a sample's validation / test split is the same 
 SYNTHETIC_SIZES = {"train": 512, "calib": 128, "eval": 256, "validation": 128}
 SPLIT_NAMES = {"train": "train", "calib": "calibration", "validation": "validation", "eval": "test"}
 DATA_SUFFIXES = (".npz", ".csv")
+# Without training, calibration takes up to the samples asked for but never more than half of the data, so the
+# held-out half still divides into validation and test (a third / two thirds, as VALIDATION_FRACTION says):
+# 256 samples with `samples: 128` -> 128 calibration, 43 validation, 85 test (the old 60/10/30 split gave 25
+# calibration and 52 test samples, and left 153 training samples nothing used).
+MAX_CALIBRATION_SHARE = 0.5
+DEFAULT_CALIBRATION_SAMPLES = 128  # QuantizeConfig.samples' default
+# NPZ split names: key prefixes and bare keys, in the order they are looked for.
+NAMED_SPLITS = {"train": ("train",), "calib": ("calib", "calibration"), "validation": ("validation", "val"),
+                "eval": ("test", "eval")}
 
 
 @dataclass
@@ -56,6 +71,14 @@ class Split:
         """The first input's array (the only one for single-input models)."""
         return next(iter(self.x.values()))
 
+    def empty(self) -> "Split":
+        """A split with no samples and this one's inputs (the absent train split of a run that does not train)."""
+        return Split({k: v[:0] for k, v in self.x.items()}, None if self.y is None else self.y[:0])
+
+    def subset(self, rows) -> "Split":
+        """The samples at `rows` (paraphrase pairs are not carried; only sentence data has them)."""
+        return Split({k: v[rows] for k, v in self.x.items()}, None if self.y is None else self.y[rows])
+
 
 @dataclass
 class Dataset:
@@ -70,6 +93,7 @@ class Dataset:
     eval: Split
     synthetic: bool = False
     validation: Split | None = None
+    calibration_asked: int | None = None  # the calibration samples the run asked for (None: not known)
 
     @property
     def has_labels(self) -> bool:
@@ -85,16 +109,45 @@ class Dataset:
         """Which split `selection` is, as results name it: "validation" or "test"."""
         return "validation" if self.selection is not self.eval else SPLIT_NAMES["eval"]
 
+    @property
+    def calibration_available(self) -> int:
+        """How many calibration inputs a quantize step can use: the calibration split, then the train split."""
+        return len(self.calib) + len(self.train)
+
+    def warnings(self) -> list[str]:
+        """One line per problem a user should hear about before trusting the numbers (a short calibration)."""
+        asked = self.calibration_asked
+        if asked and self.calibration_available < asked:
+            return [f"calibration has {self.calibration_available} samples, fewer than the {asked} asked for: "
+                    "ranges come from fewer examples (bring more data, or lower `samples`)"]
+        return []
+
+    def splits(self) -> dict:
+        """results.json's per-split sizes: {split: {"n", "resolution_pt" (held-out splits), "asked" (calibration)}},
+        with the split names results use (train, calibration, validation, test)."""
+        out = {}
+        for key, split in (("train", self.train), ("calib", self.calib), ("validation", self.validation),
+                           ("eval", self.eval)):
+            n = 0 if split is None else len(split)
+            entry = {"n": n}
+            if key in ("validation", "eval"):
+                entry["resolution_pt"] = round(100.0 / n, 4) if n else None  # one sample, in points
+            if key == "calib" and self.calibration_asked:
+                entry["asked"] = self.calibration_asked
+            out[SPLIT_NAMES[key]] = entry
+        return out
+
     def summary(self) -> dict:
         return {"source": self.source or "synthetic", "synthetic": self.synthetic, "labels": self.has_labels,
                 "train": len(self.train), "calib": len(self.calib), "eval": len(self.eval),
                 "validation": 0 if self.validation is None else len(self.validation),
                 "inputs": {k: list(v.shape[1:]) for k, v in self.eval.x.items()},
-                "classes": None if self.eval.y is None else int(len(np.unique(self.eval.y)))}
+                "classes": None if self.eval.y is None else int(len(np.unique(self.eval.y))),
+                "splits": self.splits(), "warnings": self.warnings()}
 
     def calibration_inputs(self, samples: int) -> dict:
         """Up to `samples` calibration inputs: the calibration split, topped up from train when it is short."""
-        if len(self.calib) < samples:
+        if len(self.calib) < samples and len(self.train):
             return {k: np.concatenate([v, self.train.x[k]])[:samples] for k, v in self.calib.x.items()}
         return self.calib.take(samples).x
 
@@ -227,6 +280,59 @@ def _split(arrays: dict, y, model: Model, what: str, seed: int) -> dict:
             for name, idx in parts.items()}
 
 
+def split_without_training(whole: Split, calibration_samples: int | None, seed: int) -> tuple[Split, Split]:
+    """One set of samples for a run that does not train: (calibration, held out), from a seeded permutation.
+
+    Calibration takes up to `calibration_samples` (default 128) but at most half (MAX_CALIBRATION_SHARE), so the
+    held-out part, which `hold_out_validation` divides into validation and test, keeps at least half.
+
+    Raises:
+        BadInputError: fewer than 3 samples (one each for calibration, validation and test).
+    """
+    n = len(whole)
+    if n < 3:
+        raise BadInputError(f"the data holds {n} samples; at least 3 are needed (calibration, validation, test)")
+    order = np.random.default_rng(seed).permutation(n)
+    wanted = calibration_samples or DEFAULT_CALIBRATION_SAMPLES
+    count = max(1, min(wanted, int(n * MAX_CALIBRATION_SHARE)))
+    return whole.subset(np.sort(order[:count])), whole.subset(np.sort(order[count:]))
+
+
+def _named_splits(arrays: dict) -> dict:
+    """split -> (x, y) for the splits an NPZ names: ``x_<name>`` or ``<name>``, with ``y_<name>`` labels, for the
+    names in NAMED_SPLITS (``x_val`` / ``x_eval``, the older names, included)."""
+    found = {}
+    for split, names in NAMED_SPLITS.items():
+        for name in names:
+            key = f"x_{name}" if f"x_{name}" in arrays else name if name in arrays else None
+            if key is not None:
+                found[split] = (arrays[key], arrays.get(f"y_{name}"))
+                break
+    return found
+
+
+def _from_named(named: dict, name: str, model: Model, seed: int, train_needed: bool,
+                calibration_samples: int | None) -> Dataset:
+    """A Dataset from the splits an NPZ names; the missing ones are made from the others (see load_data_bytes)."""
+    if "eval" not in named:
+        raise BadInputError(f"{name} names split(s) {', '.join(SPLIT_NAMES[k] for k in named)} but no test split; "
+                            "add 'test' (or 'x_test' with 'y_test')")
+    bound = {split: _bind({"x": x}, y, model, f"{name} {SPLIT_NAMES[split]}") for split, (x, y) in named.items()}
+    test = bound["eval"]
+    train = bound.get("train")
+    calib = bound.get("calib")
+    if calib is None and train is not None:
+        calib = train.take(min(len(train), max(calibration_samples or 0, 256)))
+    if calib is None:  # neither calibration nor train given: calibration comes out of the test samples
+        calib, test = split_without_training(test, calibration_samples, seed)
+    if train is None or not train_needed:
+        train = calib.empty()
+    validation = bound.get("validation")
+    if validation is None:
+        return _with_validation(name, train, calib, test, seed=seed)
+    return Dataset(name, train, calib, test, validation=validation)
+
+
 MAX_NPZ_ARRAYS = 64  # an upload holds x / y or a few named inputs; thousands of members is a zip bomb shape
 
 
@@ -354,15 +460,20 @@ def _check_csv_columns(arrays: dict, model: Model, name: str) -> None:
 
 
 def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
-                    limits: LoadLimits | None = None) -> Dataset:
+                    limits: LoadLimits | None = None, train_needed: bool = True,
+                    calibration_samples: int | None = None) -> Dataset:
     """Parse an uploaded NPZ or CSV and bind it to the model.
 
-    NPZ: ``x`` (or one array per model input name) and optional ``y``; or explicit splits ``x_train``,
-    ``y_train``, ``x_eval``, ``y_eval`` (calibration then comes from train) and optionally ``x_val`` / ``y_val``
-    (without them a seeded third of ``x_eval`` is the validation split). CSV: numeric feature columns and an
-    optional ``label`` column. One array is split 60/10/30 (train / calibration / held out), the held-out part
-    then a third validation, two thirds test. Arrays are never unpickled. Any bytes give either a Dataset or a
-    FeatherweightError with one line saying why, never another exception.
+    NPZ: ``x`` (or one array per model input name) and optional ``y``; or named splits: ``test`` (or ``x_test``,
+    ``x_eval``) and any of ``calib``, ``validation`` (``x_val``), ``train``, each with optional ``y_<name>`` labels.
+    Named splits are used as given; a missing validation split is a seeded third of the test split, a missing
+    calibration split comes from train, else from the test samples. CSV: numeric feature columns and an optional
+    ``label`` column.
+
+    One array is split by what the run does with it. With `train_needed` (a step trains): 60/10/30 (train /
+    calibration / held out). Without: calibration takes up to `calibration_samples` (at most half), and the rest
+    is held out. The held-out part is then a third validation, two thirds test. Arrays are never unpickled. Any
+    bytes give either a Dataset or a FeatherweightError with one line saying why, never another exception.
 
     Raises:
         BadInputError: unreadable, unsafe, over a cap, or data that does not fit the model.
@@ -370,7 +481,9 @@ def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
     limits = limits or LoadLimits.from_env()
     name = Path(filename).name
     try:
-        return _load_data_bytes(data, filename, model, seed, limits)
+        dataset = _load_data_bytes(data, filename, model, seed, limits, train_needed, calibration_samples)
+        dataset.calibration_asked = calibration_samples
+        return dataset
     except FeatherweightError:
         raise
     except MemoryError:
@@ -380,7 +493,8 @@ def load_data_bytes(data: bytes, filename: str, model: Model, *, seed: int = 0,
         raise BadInputError(f"{name} could not be read ({exc.__class__.__name__}: {first})") from None
 
 
-def _load_data_bytes(data: bytes, filename: str, model: Model, seed: int, limits: LoadLimits) -> Dataset:
+def _load_data_bytes(data: bytes, filename: str, model: Model, seed: int, limits: LoadLimits, train_needed: bool,
+                     calibration_samples: int | None) -> Dataset:
     name = Path(filename).name
     suffix = Path(filename).suffix.lower()
     if suffix not in DATA_SUFFIXES:
@@ -398,19 +512,20 @@ def _load_data_bytes(data: bytes, filename: str, model: Model, seed: int, limits
     for key, array in arrays.items():
         if array.ndim == 0:
             raise BadInputError(f"{name}: array {key!r} is a single value; arrays need a sample axis first")
-    if "x_train" in arrays and "x_eval" in arrays:
-        train = _bind({"x": arrays["x_train"]}, arrays.get("y_train"), model, f"{name} x_train")
-        evaluation = _bind({"x": arrays["x_eval"]}, arrays.get("y_eval"), model, f"{name} x_eval")
-        calib = train.take(min(len(train), 256))
-        if "x_val" in arrays:
-            validation = _bind({"x": arrays["x_val"]}, arrays.get("y_val"), model, f"{name} x_val")
-            return Dataset(filename, train, calib, evaluation, validation=validation)
-        return _with_validation(filename, train, calib, evaluation, seed=seed)
+    named = _named_splits(arrays) if suffix == ".npz" else {}
+    if named:
+        dataset = _from_named(named, name, model, seed, train_needed, calibration_samples)
+        dataset.source = filename
+        return dataset
     y = arrays.pop("y", None)
     if "x" in arrays:
         arrays = {"x": arrays["x"]}
     elif not arrays:
-        raise BadInputError(f"{name} holds no arrays; expected 'x' and optional 'y'")
+        raise BadInputError(f"{name} holds no arrays; expected 'x' and optional 'y', or named splits "
+                            "('calib', 'validation', 'test')")
+    if not train_needed:
+        calib, held_out = split_without_training(_bind(arrays, y, model, name), calibration_samples, seed)
+        return _with_validation(filename, calib.empty(), calib, held_out, seed=seed)
     splits = _split(arrays, y, model, name, seed)
     return _with_validation(filename, splits["train"], splits["calib"], splits["eval"], seed=seed)
 
@@ -439,10 +554,13 @@ def synthetic_inputs(model: Model, count: int, *, seed: int = 0, sequence_length
     return out
 
 
-def synthetic_dataset(model: Model, *, seed: int = 0, sequence_length: int = 128) -> Dataset:
-    """No data: calibration and fidelity inputs drawn from the model's input spec (no labels, no accuracy)."""
+def synthetic_dataset(model: Model, *, seed: int = 0, sequence_length: int = 128, train_needed: bool = True) \
+        -> Dataset:
+    """No data: calibration and fidelity inputs drawn from the model's input spec (no labels, no accuracy); no
+    train split when nothing trains."""
+    sizes = SYNTHETIC_SIZES if train_needed else {**SYNTHETIC_SIZES, "train": 0}
     splits = {name: Split(synthetic_inputs(model, size, seed=seed + i, sequence_length=sequence_length))
-              for i, (name, size) in enumerate(SYNTHETIC_SIZES.items())}
+              for i, (name, size) in enumerate(sizes.items())}
     return Dataset(None, splits["train"], splits["calib"], splits["eval"], synthetic=True,
                    validation=splits["validation"])
 
@@ -459,7 +577,9 @@ def _pairs(pairs, n: int, what: str) -> np.ndarray | None:
 def load_sample_dataset(name: str, model: Model, *, sequence_length: int = 128) -> Dataset:
     """A bundled dataset bound to the model. Loaders return split -> (x, y) or (x, y, pairs); x may be a dict of
     arrays by input name; loaders that take `sequence_length` (tokenized text) get the benchmark's. A loader's
-    own "validation" split is used as is; otherwise a fixed-seed third of its eval split becomes validation."""
+    own "validation" split is used as is; otherwise a fixed-seed third of its eval split becomes validation. A
+    sample's splits are its own whatever the run does (its model may have been trained on the train split, which
+    must then never be held out); a loader without a train split (sample:photos) gives an empty one."""
     import inspect
 
     from sample_models import SAMPLE_DATASETS
@@ -475,25 +595,37 @@ def load_sample_dataset(name: str, model: Model, *, sequence_length: int = 128) 
         what = f"sample:{name} ({split_name})"
         bound[split_name] = _bind(arrays, y, model, what)
         bound[split_name].pairs = _pairs(rest[0] if rest else None, len(bound[split_name]), what)
+    train = bound["train"] if "train" in bound else bound["calib"].empty()  # a pretrained net's data: no train split
     if "validation" in bound:
-        return Dataset(f"sample:{name}", bound["train"], bound["calib"], bound["eval"], validation=bound["validation"])
-    return _with_validation(f"sample:{name}", bound["train"], bound["calib"], bound["eval"])
+        return Dataset(f"sample:{name}", train, bound["calib"], bound["eval"], validation=bound["validation"])
+    return _with_validation(f"sample:{name}", train, bound["calib"], bound["eval"])
 
 
 def load_data(spec: str | None, model: Model, *, seed: int = 0, sequence_length: int = 128,
-              limits: LoadLimits | None = None) -> Dataset:
+              limits: LoadLimits | None = None, train_needed: bool = True,
+              calibration_samples: int | None = None) -> Dataset:
     """Load ``sample:NAME``, an .npz / .csv path, or None (synthetic inputs), bound to the model.
+
+    Args:
+        train_needed: whether a step of the run trains (`training_needed`); without one an upload has no train
+            split (see `load_data_bytes`).
+        calibration_samples: the calibration samples the run asks for (`calibration_samples`); a short
+            calibration split is reported by `Dataset.warnings`.
 
     Raises:
         BadInputError: unreadable or unsafe file, unknown sample, or data that does not fit the model.
     """
     if spec is None or spec == "":
-        return synthetic_dataset(model, seed=seed, sequence_length=sequence_length)
-    if spec.startswith("sample:"):
-        return load_sample_dataset(spec.split(":", 1)[1], model, sequence_length=sequence_length)
-    limits = limits or LoadLimits.from_env()
-    path = Path(spec)
-    if path.suffix.lower() not in DATA_SUFFIXES:
-        raise BadInputError(f"{path.name}: unsupported data file type {path.suffix or '(none)'!r}; "
-                            f"allowed: {', '.join(DATA_SUFFIXES)}")
-    return load_data_bytes(read_capped(path, limits), spec, model, seed=seed, limits=limits)
+        dataset = synthetic_dataset(model, seed=seed, sequence_length=sequence_length, train_needed=train_needed)
+    elif spec.startswith("sample:"):
+        dataset = load_sample_dataset(spec.split(":", 1)[1], model, sequence_length=sequence_length)
+    else:
+        limits = limits or LoadLimits.from_env()
+        path = Path(spec)
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            raise BadInputError(f"{path.name}: unsupported data file type {path.suffix or '(none)'!r}; "
+                                f"allowed: {', '.join(DATA_SUFFIXES)}")
+        return load_data_bytes(read_capped(path, limits), spec, model, seed=seed, limits=limits,
+                               train_needed=train_needed, calibration_samples=calibration_samples)
+    dataset.calibration_asked = calibration_samples
+    return dataset

@@ -23,7 +23,7 @@ from core.jobs.queue import CANCEL_FLAG, OUTCOME, JobSpec
 from core.jobs.uploads import check_data_entry, inspect_entry  # noqa: F401 - the upload checks' entries live there
 from core.jobs.store import RunStore
 from core.measure.timing import set_core_gate
-from core.pipeline.run import run_recipe
+from core.pipeline.run import run_recipe, training_needed
 from core.spec.recipe import Recipe
 from core.teach import explainers as learn
 from core.pipeline.build import progress_forwarder
@@ -48,7 +48,8 @@ def run_recipe_entry(recipe_path: str, out_dir: str, model: str | None = None, d
         checked = load_model(model_spec)
         if data_spec and not data_spec.startswith("sample:"):
             phase(f"reading {Path(data_spec).name}")
-            load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
+            load_data(data_spec, checked, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length,
+                      train_needed=training_needed(recipe, checked))
     phase("running the recipe")
 
     def on_progress(event):

@@ -33,7 +33,8 @@ def check_data_entry(model_spec: str, data_spec: str | None, seed: int = 0) -> d
     phase(f"reading {Path(data_spec).name if data_spec and not data_spec.startswith('sample:') else data_spec}")
     if isinstance(model, DecoderCheckpoint):  # held-out text, tokenized with the checkpoint's own tokenizer
         return heldout_text(model, data_spec).summary
-    return load_data(data_spec, model, seed=seed).summary()
+    # An ONNX-only model never trains: its data is shown split as a run will use it (no train split).
+    return load_data(data_spec, model, seed=seed, train_needed=model.torch_module is not None).summary()
 
 
 __all__ = ["check_data_entry", "inspect_entry"]

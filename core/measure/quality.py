@@ -84,6 +84,7 @@ class Fidelity:
     confident_samples: int | None = None  # how many samples had a clear baseline margin (CONFIDENT_MARGIN)
     topk_overlap: float | None = None  # mean |top-k & baseline top-k| / k
     topk: int | None = None
+    kl: float | None = None  # mean KL(baseline || variant) over the samples, nats (classifiers)
     samples: int | None = None  # how many samples every number here is measured on
 
 
@@ -106,6 +107,15 @@ def top1_margin(logits: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
+def kl_divergence(outputs: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Per sample, KL(baseline || variant) in nats between the two class distributions (`class_probabilities`):
+    how much probability mass the variant moved, on every class, not only whether the top-1 changed."""
+    p = class_probabilities(baseline)
+    q = class_probabilities(outputs)
+    tiny = np.finfo(np.float64).tiny
+    return np.sum(np.where(p > 0, p * (np.log(np.maximum(p, tiny)) - np.log(np.maximum(q, tiny))), 0.0), axis=1)
+
+
 def topk_of(classes: int) -> int:
     """The k of top-k overlap for a classifier with `classes` outputs (see TOPK)."""
     return max(1, min(TOPK, classes - 1))
@@ -115,9 +125,9 @@ def prediction_changes(outputs: np.ndarray, baseline: np.ndarray) -> dict:
     """How a classifier's predictions differ from the baseline's on the same samples.
 
     Returns:
-        ``{"flips": {"count", "rate"}, "agreement_confident", "confident_samples", "topk_overlap", "topk",
-        "flipped": indices of the samples whose top-1 changed}``; agreement_confident is None when no sample has
-        a clear margin (CONFIDENT_MARGIN).
+        ``{"flips": {"count", "rate"}, "agreement_confident", "confident_samples", "topk_overlap", "topk", "kl"
+        (mean KL(baseline || variant), nats), "flipped": indices of the samples whose top-1 changed}``;
+        agreement_confident is None when no sample has a clear margin (CONFIDENT_MARGIN).
     """
     out = outputs.reshape(len(outputs), -1)
     base = baseline.reshape(len(baseline), -1)
@@ -133,7 +143,7 @@ def prediction_changes(outputs: np.ndarray, baseline: np.ndarray) -> dict:
     return {"flips": {"count": int(len(flipped)), "rate": float(len(flipped) / n) if n else 0.0},
             "agreement_confident": float(same[confident].mean()) if confident.any() else None,
             "confident_samples": int(confident.sum()), "topk_overlap": float(overlap.mean()) if n else None,
-            "topk": k, "flipped": flipped}
+            "topk": k, "kl": float(kl_divergence(out, base).mean()) if n else None, "flipped": flipped}
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ from core.measure.timing import CONFIDENCE, TARGET_HALF_WIDTH
 RESULT_FIELDS = ("name", "status", "error", "steps", "size_bytes", "compressed_bytes", "params", "accuracy",
                  "agreement", "cosine_mean", "cosine_min", "max_abs_error", "latency_ms", "throughput",
                  "artifact", "notes", "info", "build_s", "cpu_ms_per_sample", "energy", "compute", "cost", "flips",
-                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split", "speedup",
+                 "agreement_confident", "confident_samples", "topk_overlap", "topk", "split", "kl", "speedup",
                  "selection", "runtimes",
                  # decoders (core.pipeline.decoder)
                  "tokens_per_s", "ttft_ms", "peak_rss_mb", "perplexity", "kl_per_token", "next_token_agreement",
@@ -93,6 +93,7 @@ class VariantResult:
     confident_samples: int | None = None  # how many samples that was
     topk_overlap: float | None = None  # mean top-k set overlap with the baseline (k = `topk`)
     topk: int | None = None
+    kl: float | None = None  # classifiers: mean KL(baseline || variant) over the test split, nats
     split: dict = field(default_factory=dict)  # {"quality": "test", "n": N}: where every quality number is from;
     # the tuner adds "selection": "validation", "selection_n": M (what it chose on)
     speedup: dict = field(default_factory=dict)  # {bs: {ratio, low, high, rounds, converged}} vs the same-run
@@ -238,7 +239,7 @@ def measure_variant(name: str, proto, dataset: Dataset, baseline_outputs, task: 
         params=measure.logical_params(proto), accuracy=fid.accuracy, agreement=fid.agreement,
         cosine_mean=fid.cosine_mean, cosine_min=fid.cosine_min, max_abs_error=fid.max_abs_error,
         artifact=artifact.as_posix(), flips=fid.flips, agreement_confident=fid.agreement_confident,
-        confident_samples=fid.confident_samples, topk_overlap=fid.topk_overlap, topk=fid.topk,
+        confident_samples=fid.confident_samples, topk_overlap=fid.topk_overlap, topk=fid.topk, kl=fid.kl,
         split=quality_split(dataset),
         selection={"split": dataset.selection_name, "n": len(selection_split), "accuracy": chosen.accuracy,
                    "agreement": chosen.agreement, "cosine_mean": chosen.cosine_mean})
@@ -402,8 +403,10 @@ def contention_summary(batches: dict) -> dict:
 
 
 def quality_split(dataset: Dataset) -> dict:
-    """results.json's `split`: every quality number of a run comes from the held-out test split (dataset.eval)."""
-    return {"quality": SPLIT_NAMES["eval"], "n": len(dataset.eval)}
+    """results.json's `split`: every quality number of a run comes from the held-out test split (dataset.eval),
+    with what one of its samples is worth in points."""
+    n = len(dataset.eval)
+    return {"quality": SPLIT_NAMES["eval"], "n": n, "resolution_pt": round(100.0 / n, 4) if n else None}
 
 
 def baseline_fidelity(result: VariantResult, baseline_outputs: list, task: str) -> None:
@@ -415,6 +418,7 @@ def baseline_fidelity(result: VariantResult, baseline_outputs: list, task: str) 
         result.agreement_confident, result.confident_samples = changes["agreement_confident"], \
             changes["confident_samples"]
         result.topk_overlap, result.topk = changes["topk_overlap"], changes["topk"]
+        result.kl = changes["kl"]
     else:
         result.agreement = None
         result.cosine_mean, result.cosine_min = 1.0, 1.0

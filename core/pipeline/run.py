@@ -134,11 +134,18 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, model_spec: str | None = 
     if isinstance(model, DecoderCheckpoint):  # a causal LM: built and measured by core.pipeline.decoder
         return run_decoder(model, recipe.replace(model=model_spec, data=data_spec), out_dir,
                            on_progress=on_progress, should_stop=should_stop)
-    dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length)
+    dataset = load_data(data_spec, model, seed=recipe.seed, sequence_length=recipe.benchmark.sequence_length,
+                        train_needed=training_needed(recipe, model), calibration_samples=recipe.calibration_samples())
     runtime.check_runs(model.onnx_bytes(), dataset.eval.take(1).x)
     recipe = recipe.replace(model=model_spec, data=data_spec)
     return run(model, dataset, recipe, out_dir, on_progress=on_progress, should_stop=should_stop,
                executor=executor, ray_address=ray_address)
+
+
+def training_needed(recipe: Recipe, model: Model) -> bool:
+    """Whether the run trains on the data: a step that trains, on a model with a torch module to train. Without
+    one, the user's data is all calibration, validation and test (`core.io.data.load_data`)."""
+    return model.torch_module is not None and recipe.trains()
 
 
 def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Path, *,
@@ -212,4 +219,4 @@ def run_decoder(checkpoint: DecoderCheckpoint, recipe: Recipe, out_dir: str | Pa
     return finish_run(result, out_dir, progress, cancelled=cancelled, started=started)
 
 
-__all__ = ["run", "run_decoder", "run_recipe"]
+__all__ = ["run", "run_decoder", "run_recipe", "training_needed"]

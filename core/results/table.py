@@ -21,6 +21,24 @@ def resolution_text(samples: int | None) -> str:
     return "" if step is None else f"±1 sample = {step:.2f} pt"
 
 
+def split_sizes_text(splits: dict | None, classifier: bool = True) -> str:
+    """One line with each split's size and, for the held-out ones, what a sample is worth: "128 calibration ·
+    144 validation (1 sample = 0.69 pt) · 240 test (1 sample = 0.42 pt)"; a split with no samples is left out
+    ("" for runs that predate `dataset.splits`)."""
+    parts = []
+    for name, entry in (splits or {}).items():
+        n = (entry or {}).get("n")
+        if not n:
+            continue
+        text = f"{n:,} {name}"
+        if entry.get("asked") and entry["asked"] > n:
+            text += f" (of {entry['asked']:,} asked)"
+        if classifier and name in ("validation", "test"):
+            text += f" (1 sample = {100.0 / n:.2f} pt)"
+        parts.append(text)
+    return " · ".join(parts)
+
+
 def quality_split_of(results: dict) -> dict:
     """The split the run's quality numbers come from (the baseline's `split`), e.g. {"quality": "test", "n": 360};
     older runs without the field give {}."""
@@ -46,6 +64,12 @@ def quality_caption(results: dict) -> str:
     if split.get("selection"):
         text += (f" The tuner chose on the {split['selection']} split ({split.get('selection_n')} samples), "
                  "never on these.")
+    dataset = results.get("dataset") or {}
+    sizes = split_sizes_text(dataset.get("splits"), results.get("task", "classification") == "classification")
+    if sizes:
+        text += f" Data: {sizes}."
+    for warning in dataset.get("warnings") or []:
+        text += f" Warning: {warning}."
     return text
 
 
@@ -100,7 +124,7 @@ def results_frame(results: dict) -> pd.DataFrame:
         row.update({"flips": flips.get("count"), "flip_rate": flips.get("rate"),
                     "agreement_confident": v.get("agreement_confident"),
                     "confident_samples": v.get("confident_samples"),
-                    "topk_overlap": v.get("topk_overlap"), "topk": v.get("topk"),
+                    "topk_overlap": v.get("topk_overlap"), "topk": v.get("topk"), "kl": v.get("kl"),
                     "quality_split": split.get("quality"), "quality_n": split.get("n"),
                     "selection_split": split.get("selection")})
         chosen = v.get("selection") or {}

@@ -43,8 +43,12 @@ def quantize_options_label(data: dict) -> str:
         parts.append(str(data["calibration"]))
     if data.get("equalize"):
         parts.append("equalized")
+    if data.get("weight_rounding") == "learned":
+        parts.append("learned rounding")
     if data.get("bias_correction"):
         parts.append("bias-corrected")
+    if data.get("smooth_quant"):
+        parts.append("SmoothQuant")
     if data.get("calibration_overrides"):
         parts.append("calibration per tensor")
     if mode == "int4" and data.get("block_size", 32) != 32:

@@ -123,13 +123,16 @@ NEEDS_TORCH_QAT = "QAT needs the torch model (upload .pt/.safetensors weights of
 
 
 def _recover(card: dict) -> list:
-    """Plain static int8 per tensor and per channel, then the recovery steps in order of cost (issue 18)."""
+    """Plain static int8 per tensor and per channel, then each with every post-training recovery step (issue 27),
+    whose every unit (pair, layer, MatMul input) is kept only where the validation split improves, so neither
+    recovered variant is below its plain twin on validation; QAT where there is a torch model."""
     f = _facts(card)
     static = lambda **options: QuantizeConfig(mode="static", **options)  # noqa: E731
+    recover = dict(equalize=True, weight_rounding="learned", bias_correction=True, smooth_quant=f["matmul"])
     variants = [Variant("int8-per-tensor", (static(per_channel=False),)),
                 Variant("int8-per-channel", (static(per_channel=True),)),
-                Variant("int8-per-tensor-cle-bc", (static(per_channel=False, equalize=True, bias_correction=True),)),
-                Variant("int8-per-channel-bc", (static(per_channel=True, bias_correction=True),))]
+                Variant("int8-per-tensor-recovered", (static(per_channel=False, **recover),)),
+                Variant("int8-per-channel-recovered", (static(per_channel=True, **recover),))]
     if f["torch"]:
         # Per tensor: on shapes-mobile per-tensor QAT kept fp32 accuracy (0.0 pt) where per-channel lost 2.3 pt, all
         # of it in onnxruntime's AVX2 int8 kernels (the same QDQ graph run unfused keeps 97% agreement).
@@ -255,8 +258,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("Compare everything", "one variant per technique, to see what each does", _everything,
            decoder=_decoder_everything, decoder_description="int4, int8, int4 in blocks of 128, and int4 at "
            "accuracy_level 0 (float compute) beside the level chosen for this CPU"),
-    Preset("Recover accuracy", "static int8 per tensor and per channel, then cross-layer equalization, bias "
-           "correction and QAT: for models that lose accuracy under plain int8 (depthwise CNNs)", _recover),
+    Preset("Recover accuracy", "static int8 per tensor and per channel, each beside a twin with every recovery step "
+           "(equalization, learned rounding, bias correction, SmoothQuant on MatMuls), each step kept only where "
+           "the validation split improves, so a twin is never below plain int8 there; QAT with a torch model. "
+           "How much there is to recover depends on the model (BENCHMARKS.md: a pretrained EfficientNet-Lite1 "
+           "recovers a lot, the small shapes-mobile sample has little to recover)", _recover),
 )}
 
 

@@ -96,6 +96,7 @@ class QuantizeConfig(StepConfig):
     stage: ClassVar[str] = "onnx"
     MODES: ClassVar[tuple] = ("dynamic", "static", "fp16", "int4", "qat")
     CALIBRATIONS: ClassVar[tuple] = ("minmax", "entropy", "percentile")
+    ROUNDINGS: ClassVar[tuple] = ("nearest", "learned")
     ACCURACY_LEVELS: ClassVar[tuple] = (AUTO_ACCURACY_LEVEL, 0, 1, 2, 3, 4)
 
     mode: str = _option("static", "dynamic: int8 weights, activations quantized at run time (MatMul/Gemm); "
@@ -124,7 +125,15 @@ class QuantizeConfig(StepConfig):
                                     "against fp32, measured on the calibration data, back to its bias.")
     calibration_overrides: dict = _option({}, "Static: a calibration method per activation tensor "
                                           "({tensor: minmax | percentile | entropy}), overriding `calibration` "
-                                          "(the sensitivity scan's per-tensor choice writes it).")
+                                          "(the tuner's per-tensor choice writes it); each kept only where the "
+                                          "validation split improves.")
+    weight_rounding: str = _option("nearest", "Static: how weights are rounded to int8. nearest: each to its "
+                                   "closest level; learned: the levels that reproduce each layer's float output "
+                                   "on the calibration data (AdaRound's objective, solved as GPTQ does), kept only "
+                                   "where the validation split improves.", ("nearest", "learned"))
+    smooth_quant: bool = _option(False, "Static: SmoothQuant for MatMul layers (transformers): move activation "
+                                 "outliers into the weights per input channel (alpha 0.5), per MatMul input, "
+                                 "kept only where the validation split improves.")
     epochs: int = _option(3, "QAT only: fine-tuning epochs over the train split (distilled from fp32, no "
                           "labels).", minimum=1, maximum=1000)
     lr: float = _option(1e-4, "QAT only: learning rate (Adam) for weights and quantizer scales.",
@@ -144,7 +153,9 @@ class QuantizeConfig(StepConfig):
                                     f"not {brief_repr(self.mode)}; other modes: target 'onnxruntime'")
             unsupported = [name for name, used in (("calibration", self.calibration != "minmax"),
                                                    ("equalize", self.equalize),
-                                                   ("calibration_overrides", bool(self.calibration_overrides)))
+                                                   ("calibration_overrides", bool(self.calibration_overrides)),
+                                                   ("weight_rounding", self.weight_rounding != "nearest"),
+                                                   ("smooth_quant", self.smooth_quant))
                            if used]
             if unsupported:
                 raise BadInputError(f"quantize.target='openvino' (NNCF) does not take {', '.join(unsupported)}; "
@@ -154,6 +165,8 @@ class QuantizeConfig(StepConfig):
         check_bool("quantize.quantize_conv", self.quantize_conv)
         check_bool("quantize.equalize", self.equalize)
         check_bool("quantize.bias_correction", self.bias_correction)
+        check_bool("quantize.smooth_quant", self.smooth_quant)
+        check_choice("quantize.weight_rounding", self.weight_rounding, self.ROUNDINGS)
         check_range("quantize.epochs", self.epochs, 1, 1000, integer=True)
         check_range("quantize.lr", self.lr, 0.0, 1.0, low_open=True)
         overrides = self.calibration_overrides
@@ -175,6 +188,114 @@ class QuantizeConfig(StepConfig):
         if isinstance(exclude, str) or not all(isinstance(n, str) for n in exclude):
             raise BadInputError(f"quantize.exclude={brief_repr(exclude)} must be a list of node names")
         object.__setattr__(self, "exclude", tuple(exclude))
+        # An option the mode does not use takes its default: a recipe that spells every key still loads, two
+        # configs that build the same model compare equal, and nothing written carries an unused key.
+        used = SCHEME_FIELDS[self.mode]
+        for f in dataclasses.fields(self):
+            if f.name != "mode" and f.name not in used:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                object.__setattr__(self, f.name, tuple(default) if isinstance(default, list) else default)
+
+    def scheme(self) -> "QuantizeScheme":
+        """This step as its scheme's own config (`SCHEMES[mode]`), holding only the options the mode uses."""
+        return SCHEMES[self.mode](**{name: getattr(self, name) for name in SCHEME_FIELDS[self.mode]})
+
+    def to_dict(self) -> dict:
+        return self.scheme().to_dict()
+
+    def uses(self, option: str) -> bool:
+        """Whether this step's mode reads `option` (the forms disable the others)."""
+        return option == "mode" or option in SCHEME_FIELDS[self.mode]
+
+
+@dataclass(frozen=True)
+class QuantizeScheme(StepConfig):
+    """Base of the per-scheme quantize configs (torchao's shape: one config per scheme, holding only its options);
+    a recipe keeps the `{technique: quantize, mode: ...}` syntax, and `QuantizeConfig.scheme()` builds these."""
+
+    technique: ClassVar[str] = "quantize"
+    stage: ClassVar[str] = "onnx"
+    mode: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        out = {"technique": self.technique, "mode": self.mode}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, dict) else value
+        return out
+
+
+@dataclass(frozen=True)
+class DynamicInt8Config(QuantizeScheme):
+    """int8 weights, activations quantized at run time (MatMul / Gemm; Conv with quantize_conv)."""
+
+    mode: ClassVar[str] = "dynamic"
+    per_channel: bool = True
+    exclude: tuple = ()
+    quantize_conv: bool = False
+    accuracy_level: int | str = AUTO_ACCURACY_LEVEL
+
+
+@dataclass(frozen=True)
+class StaticInt8Config(QuantizeScheme):
+    """int8 weights and activations from calibration (QDQ), with the recovery steps each gated on validation."""
+
+    mode: ClassVar[str] = "static"
+    per_channel: bool = True
+    calibration: str = "minmax"
+    samples: int = 128
+    exclude: tuple = ()
+    equalize: bool = False
+    bias_correction: bool = False
+    calibration_overrides: dict = field(default_factory=dict)
+    weight_rounding: str = "nearest"
+    smooth_quant: bool = False
+    target: str = "onnxruntime"
+
+    def plain(self) -> "StaticInt8Config":
+        """The same scheme without any recovery step: what every recovery is compared with."""
+        return StaticInt8Config(per_channel=self.per_channel, calibration=self.calibration, samples=self.samples,
+                                target=self.target)
+
+    @property
+    def recovers(self) -> bool:
+        return self != self.plain()
+
+
+@dataclass(frozen=True)
+class Fp16Config(QuantizeScheme):
+    """Half-precision weights (activations stay float at the graph's inputs and outputs)."""
+
+    mode: ClassVar[str] = "fp16"
+    exclude: tuple = ()
+
+
+@dataclass(frozen=True)
+class Int4WeightOnlyConfig(QuantizeScheme):
+    """4-bit block-quantized MatMul weights (MatMulNBits)."""
+
+    mode: ClassVar[str] = "int4"
+    block_size: int = 32
+    accuracy_level: int | str = AUTO_ACCURACY_LEVEL
+    exclude: tuple = ()
+
+
+@dataclass(frozen=True)
+class QatInt8Config(QuantizeScheme):
+    """Static int8 whose scales and weights are fine-tuned with fake quantization (torch models)."""
+
+    mode: ClassVar[str] = "qat"
+    per_channel: bool = True
+    samples: int = 128
+    epochs: int = 3
+    lr: float = 1e-4
+    exclude: tuple = ()
+
+
+SCHEMES: dict[str, type] = {cls.mode: cls for cls in (DynamicInt8Config, StaticInt8Config, Fp16Config,
+                                                       Int4WeightOnlyConfig, QatInt8Config)}
+SCHEME_FIELDS: dict[str, tuple] = {mode: tuple(f.name for f in dataclasses.fields(cls))
+                                   for mode, cls in SCHEMES.items()}
 
 
 @dataclass(frozen=True)
@@ -521,6 +642,18 @@ class Recipe:
         if not 0 <= index < len(self.variants):
             raise BadInputError(f"no variant {index}: the recipe has {len(self.variants)}")
         return self.replace(variants=self.variants[:index] + self.variants[index + 1:])
+
+    def trains(self) -> bool:
+        """Whether a step of some variant trains on data (fine-tuning after pruning, distillation, QAT); a run
+        whose model has a torch module needs a train split only then."""
+        return any((isinstance(s, PruneConfig) and s.finetune_epochs > 0) or isinstance(s, DistillConfig)
+                   or (isinstance(s, QuantizeConfig) and s.mode == "qat") for v in self.variants for s in v.steps)
+
+    def calibration_samples(self) -> int:
+        """The most calibration samples any static / QAT quantize step asks for (the default when none does)."""
+        asked = [s.samples for v in self.variants for s in v.steps
+                 if isinstance(s, QuantizeConfig) and s.mode in ("static", "qat")]
+        return max(asked, default=QuantizeConfig.__dataclass_fields__["samples"].default)
 
     def with_batch_sizes(self, batch_sizes: tuple) -> "Recipe":
         """This recipe benchmarking at `batch_sizes` instead (its other benchmark settings kept)."""

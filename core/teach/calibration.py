@@ -1,5 +1,6 @@
-"""Activation calibration through onnxruntime's own calibrators: the ranges minmax, percentile and entropy pick
-on a model's real activations."""
+"""Activation calibration as the quantize step does it (onnxruntime's MinMax calibrator, and percentile and entropy
+on streaming histograms with onnxruntime's arithmetic): the ranges each method picks on a model's real
+activations."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import pandas as pd
 
 from core.errors import BadInputError, UnsupportedModelError
 from core.techniques import quantize
+from core.techniques.histogram import ActivationStatistics
 from core.io import runtime
 from core.teach.weights import error_stats, scale_zero_point
 from core.io.graph import fixed_batch_size
 
-# Activation calibration, through onnxruntime's calibrators
+# Activation calibration, through the quantize step's calibration
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 CALIBRATION_SAMPLES = 128  # the pipeline's default calibration sample count (QuantizeConfig.samples)
@@ -25,11 +27,6 @@ CALIBRATION_BATCH = 32
 DEFAULT_PERCENTILE = quantize.PERCENTILE  # what the quantize step uses
 DEFAULT_ENTROPY_BINS = quantize.ENTROPY_BINS  # what the quantize step uses (onnxruntime's own default is 128)
 ENTROPY_QUANTIZED_BINS = quantize.ENTROPY_QUANTIZED_BINS  # the entropy search needs at least this many bins
-
-
-def _calibration_reader(inputs: dict, fixed_batch: int | None = None):
-    """The pipeline's own calibration reader over every sample (so the explainer calibrates as a run does)."""
-    return quantize.CalibrationReader(inputs, len(next(iter(inputs.values()))), fixed_batch)
 
 
 def calibration_inputs(model, dataset, samples: int = CALIBRATION_SAMPLES) -> dict:
@@ -43,7 +40,7 @@ def calibration_inputs(model, dataset, samples: int = CALIBRATION_SAMPLES) -> di
 
 @dataclass(frozen=True)
 class CalibrationStudy:
-    """The activation range each onnxruntime calibrator chose, per calibrated tensor: tensor -> method -> (lo, hi)."""
+    """The activation range each calibration method chose, per calibrated tensor: tensor -> method -> (lo, hi)."""
 
     samples: int
     percentile: float
@@ -58,9 +55,9 @@ class CalibrationStudy:
 def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
                       percentile: float = DEFAULT_PERCENTILE, entropy_bins: int = DEFAULT_ENTROPY_BINS,
                       tensors: list[str] | None = None) -> CalibrationStudy:
-    """The range the quantize step's calibration (``core.techniques.quantize.calibration_ranges``: onnxruntime's
-    MinMax, Percentile and Entropy calibrators, with the quantizer's settings) picks for every tensor of the
-    baseline ONNX over the calibration split (or only `tensors`).
+    """The range the quantize step's calibration (``core.techniques.quantize.calibration_ranges``: min / max from
+    onnxruntime's calibrator, percentile and entropy from streaming histograms, with the quantizer's settings)
+    picks for every tensor of the baseline ONNX over the calibration split (or only `tensors`).
 
     With the defaults these are exactly the ranges a static int8 variant gets. The explainer lets the user move
     two knobs: the percentile, and the entropy histogram's bin count (onnxruntime's own default of 128 bins for
@@ -86,16 +83,19 @@ def calibration_study(model, dataset, *, samples: int = CALIBRATION_SAMPLES,
         if missing:
             raise BadInputError(f"no calibrated tensor named {missing[0]!r}")
     ranges: dict[str, dict[str, tuple[float, float]]] = {}
-    reader = _calibration_reader(inputs, fixed_batch_size(model.onnx_model))
+    fixed_batch = fixed_batch_size(model.onnx_model)
     with tempfile.TemporaryDirectory(prefix="fw-learn-calib-") as tmp:
+        statistics = None
         for method in CALIBRATION_METHODS:
             try:
-                data = quantize.calibration_ranges(model.onnx_model, reader, method, Path(tmp),
+                if statistics is None:  # one min / max pass (and one histogram pass per kind) for every method
+                    statistics = ActivationStatistics(model.onnx_model, inputs, Path(tmp), fixed_batch=fixed_batch)
+                data = quantize.calibration_ranges(model.onnx_model, inputs, method, Path(tmp),
                                                    percentile=float(percentile), entropy_bins=entropy_bins,
-                                                   tensors=tensors)
+                                                   tensors=tensors, statistics=statistics)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types on graphs it cannot augment
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-                raise UnsupportedModelError(f"onnxruntime's {method} calibrator failed on this graph: {first}") \
+                raise UnsupportedModelError(f"{method} calibration failed on this graph: {first}") \
                     from None
             for tensor in data:
                 lo, hi = (float(np.asarray(v, dtype=np.float64).ravel()[0]) for v in data[tensor].range_value)

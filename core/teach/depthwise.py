@@ -1,10 +1,12 @@
-"""The Learn explainer of why depthwise convolutions quantize badly: the spread of their per-channel weight ranges,
-on the model's real weights, before and after cross-layer equalization (core.techniques.equalize).
+"""The Learn explainer of depthwise convolutions under per-tensor int8: the spread of their per-channel weight
+ranges, on the model's real weights, before and after cross-layer equalization (core.techniques.equalize).
 
 A depthwise 3x3 conv has 9 weights per channel and, after BN is folded in, each channel's are scaled by that
-channel's BN factor, so channel ranges differ by orders of magnitude. One int8 scale per tensor must cover the
+channel's BN factor, so channel ranges can differ by orders of magnitude. One int8 scale per tensor must cover the
 largest, so the smallest channel is left with a handful of the 255 levels. Equalization moves the scale into the
-neighbouring convs, exactly, until every channel's range is alike.
+neighbouring convs until every channel's range is alike. How much a spread costs is measured, not assumed: a
+spread of a few times (the small shapes-mobile sample) costs next to nothing, one of hundreds collapses per-tensor
+int8 (`make bench`, BENCHMARKS.md).
 """
 
 from __future__ import annotations

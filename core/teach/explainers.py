@@ -3,7 +3,7 @@ encoding; the numbers behind them come from the teach modules, whose public name
 
     source        the model and data an explainer works on (LearnSource), the torch thread count
     weights       weight quantization exactly as onnxruntime's int8 scheme does it
-    calibration   activation ranges from onnxruntime's own calibrators
+    calibration   activation ranges from the quantize step's own calibration
     pruning       pruning masks and a quick accuracy-vs-sparsity sweep
     distillation  soft targets at a temperature and a live two-student distillation
     estimate      bytes per weight, arithmetic, and a size estimate before anything runs
@@ -83,7 +83,7 @@ def quantization_view(model, dataset, tensor: str, bits: int, symmetric: bool) -
 
 def calibration_view(model, dataset, percentile: float, entropy_bins: int, tensor: str | None,
                      samples: int) -> dict:
-    """onnxruntime's calibrators' ranges for every tensor (or one), as `calibration_study`."""
+    """The quantize step's calibration ranges for every tensor (or one), as `calibration_study`."""
     study = calibration_study(model, dataset, samples=samples, percentile=percentile, entropy_bins=entropy_bins,
                               tensors=None if tensor is None else [tensor])
     return {"ranges": study.ranges, "samples": study.samples}

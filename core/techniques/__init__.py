@@ -16,6 +16,8 @@ from core.spec.recipe import StepConfig
 _APPLY: dict[type, Callable] = {}
 _MODULES = {"quantize": "core.techniques.quantize", "prune": "core.techniques.prune",
             "distill": "core.techniques.distill"}
+# Quantize schemes with a module of their own (the others are core.techniques.quantize's).
+_SCHEME_MODULES = {"static": "core.techniques.static", "qat": "core.techniques.qat"}
 
 
 @dataclass
@@ -63,9 +65,15 @@ def register(config_type: type):
 
 
 def apply_step(config: StepConfig, candidate: Candidate, context: StepContext) -> Candidate:
-    """Run one step; errors that are not already ours become StepFailedError naming the technique."""
+    """Run one step; errors that are not already ours become StepFailedError naming the technique.
+
+    A quantize step runs as its scheme's config (`QuantizeConfig.scheme()`: only the options its mode uses)."""
+    scheme = getattr(config, "scheme", None)
+    if callable(scheme):
+        config = scheme()
     if type(config) not in _APPLY:
-        importlib.import_module(_MODULES[config.technique])
+        importlib.import_module(_SCHEME_MODULES.get(getattr(config, "mode", ""), _MODULES[config.technique])
+                                if config.technique == "quantize" else _MODULES[config.technique])
     fn = _APPLY[type(config)]
     try:
         return fn(config, candidate, context)

@@ -1,5 +1,6 @@
 """Cross-layer equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
-Correction", ICCV 2019) on any ONNX graph: BN folded first, then consecutive conv pairs rescaled per channel.
+Correction", ICCV 2019) on any ONNX graph: BN and zero Pads folded first, then consecutive conv pairs rescaled per
+channel.
 
 For a pair ``conv1 -> act -> conv2`` with a positively homogeneous activation, dividing conv1's output channel i
 (weights and bias) by s_i and multiplying conv2's input channel i by s_i computes the same function. Choosing
@@ -8,8 +9,18 @@ per-tensor int8 scale needs: a depthwise conv's channels otherwise span orders o
 round to a handful of levels.
 
 ReLU is homogeneous (relu(x / s) = relu(x) / s). ReLU6 (``Clip(0, 6)``) is not: its cap moves to 6 / s_i per
-channel. Nagel et al. and AIMET replace ReLU6 by ReLU, which changes the fp32 model; here the cap is kept
-exactly, as ``Relu`` followed by ``Min`` with a per-channel constant, so equalization is exact in fp32.
+channel, and a per-channel cap has no place in a per-tensor int8 graph (the old ``Relu`` + ``Min`` chain ran in
+float between Quantize / Dequantize pairs and made int8 slower than fp32). Two routes, neither adds a node:
+
+- with calibration data (`channel_max`: conv1's largest output per channel), the cap-aware route keeps
+  ``Clip(0, 6)`` and scales a channel only where calibration shows the cap never binds, and only so far that the
+  channel still stays under 6 (``s_i >= max_i / 6``); a channel that reaches 6 keeps ``s_i = 1``. The graph is
+  exact on every calibration input;
+- without data, AIMET's route: ``Clip(0, 6)`` becomes ``Relu`` (the fp32 model changes where the cap bound; the
+  quantize step measures that change and reports it).
+
+An equalized graph can be equalized again (its pairs are still ``Conv -> Relu | Clip -> Conv``; the scales come
+out ~1); a graph whose convs read no float weights (already quantized) has no pairs, and the report says why.
 """
 
 from __future__ import annotations
@@ -30,18 +41,27 @@ BN_EPSILON_DEFAULT = 1e-5
 
 @dataclass
 class EqualizationReport:
-    """What `equalize` did: folded BNs, equalized pairs, and per-channel range spread before and after."""
+    """What `equalize` did: folded BNs and Pads, equalized pairs, and per-channel range spread before and after."""
 
     folded_batch_norms: int = 0
+    folded_pads: int = 0
     pairs: list = field(default_factory=list)  # [(conv1 name, activation, conv2 name)]
     sweeps: int = 0
     # per conv name: ratio of the largest to the smallest per-output-channel max |w| (what per-tensor int8 sees)
     spread_before: dict = field(default_factory=dict)
     spread_after: dict = field(default_factory=dict)
+    relu6_to_relu: list = field(default_factory=list)  # conv1 names whose Clip(0, 6) became Relu (no data)
+    cap_bound_channels: int = 0  # channels left unscaled because calibration saw them reach the ReLU6 cap
+    reason: str = ""  # why nothing was equalized, when nothing was
+    # per pair (conv1 name, conv2 name): the tensors from conv1 to conv2 and the per-channel scale s (not in
+    # to_dict)
+    scales: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"folded_batch_norms": self.folded_batch_norms, "pairs": [list(p) for p in self.pairs],
-                "sweeps": self.sweeps, "spread_before": self.spread_before, "spread_after": self.spread_after}
+        return {"folded_batch_norms": self.folded_batch_norms, "folded_pads": self.folded_pads,
+                "pairs": [list(p) for p in self.pairs], "sweeps": self.sweeps, "spread_before": self.spread_before,
+                "spread_after": self.spread_after, "relu6_to_relu": list(self.relu6_to_relu),
+                "cap_bound_channels": self.cap_bound_channels, "reason": self.reason}
 
 
 def _consumers(graph) -> dict:
@@ -137,6 +157,75 @@ def fold_batch_norms(proto) -> int:
     return folded
 
 
+def fold_pads(proto) -> int:
+    """Fold every zero ``Pad`` that only Convs read into those Convs' own ``pads`` (exact; in place).
+
+    TF-style "same" padding exports as ``Pad -> Conv`` (EfficientNet-Lite's static padding, most converted TFLite
+    nets); the Pad between an activation and a conv hides the pair from equalization, and onnxruntime fuses it
+    into the Conv at load time anyway. Only constant-mode pads of value 0 on the spatial axes are folded.
+
+    Returns:
+        How many Pad nodes were folded away.
+    """
+    from onnx import helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    folded = []
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        mode = _attr(pad, "mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant" or pad.output[0] in outputs:
+            continue
+        pads = _attr(pad, "pads")  # opset < 11: an attribute; later: the second input
+        if pads is None:
+            if len(pad.input) < 2 or not pad.input[1]:
+                continue
+            value = _constant(pad.input[1], inits, graph)
+            if value is None:
+                continue
+            pads = [int(v) for v in value.reshape(-1)]
+        fill = _attr(pad, "value", 0.0)
+        if len(pad.input) > 2 and pad.input[2]:
+            constant = _constant(pad.input[2], inits, graph)
+            if constant is None or constant.size != 1:
+                continue
+            fill = float(constant.reshape(-1)[0])
+        if len(pad.input) > 3 and pad.input[3]:  # opset 18 axes: only the plain form is folded
+            continue
+        rank = len(pads) // 2
+        convs = readers.get(pad.output[0], [])
+        if (fill != 0.0 or rank < 3 or any(p < 0 for p in pads) or any(pads[i] or pads[rank + i] for i in (0, 1))
+                or not convs or any(c.op_type != "Conv" or c.input[0] != pad.output[0] for c in convs)):
+            continue
+        auto = _attr(convs[0], "auto_pad", b"NOTSET")
+        if any((_attr(c, "auto_pad", b"NOTSET") or b"NOTSET") not in (b"NOTSET", "NOTSET") for c in convs) or \
+                auto is None:
+            continue
+        spatial_begin, spatial_end = list(pads[2:rank]), list(pads[rank + 2:])
+        for conv in convs:
+            old = list(_attr(conv, "pads", [0] * (2 * (rank - 2))))
+            new = [a + b for a, b in zip(old, spatial_begin + spatial_end)]
+            kept = [a for a in conv.attribute if a.name != "pads"]
+            del conv.attribute[:]
+            conv.attribute.extend(kept + [helper.make_attribute("pads", new)])
+            conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        graph.node.remove(pad)
+    if folded:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        alive = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in read]
+        del graph.node[:]
+        graph.node.extend(alive)
+        keep = [i for i in graph.initializer if i.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return len(folded)
+
+
 @dataclass
 class _Pair:
     conv1: object
@@ -144,6 +233,7 @@ class _Pair:
     conv2: object
     relu6_cap: float | None  # the Clip's max when the activation is Clip(0, max)
     scale: np.ndarray | None = None  # cumulative per-channel scale s (conv1 / s, conv2 * s)
+    chain: list = field(default_factory=list)  # the tensors from conv1's output to conv2's input
 
 
 def _constant(name: str, inits: dict, graph) -> np.ndarray | None:
@@ -180,26 +270,34 @@ def _conv_weight_ok(node, inits: dict) -> bool:
             and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits))
 
 
-def find_pairs(proto) -> list[_Pair]:
-    """Every ``Conv -> [Relu | Clip(0, c)] -> Conv`` chain equalization may rescale exactly.
+# Per-channel pooling between a pair keeps it exact: max(x / s) = max(x) / s and mean(x / s) = mean(x) / s, s > 0.
+POOLS = ("MaxPool", "AveragePool")
 
-    conv1's output (and the activation's) must have exactly one reader and not be a graph output; conv2 must be
-    a plain conv (groups 1) or depthwise (one input channel per group), so input channel i maps to known weights.
+
+def find_pairs(proto) -> list[_Pair]:
+    """Every ``Conv -> [Relu | Clip(0, c)] -> [MaxPool | AveragePool] -> Conv`` chain equalization may rescale
+    exactly.
+
+    Every tensor between the convs must have exactly one reader and not be a graph output; conv2 must be a plain
+    conv (groups 1) or depthwise (one input channel per group), so input channel i maps to known weights.
     """
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     readers = _consumers(graph)
     outputs = {o.name for o in graph.output}
+
+    def single_reader(tensor: str):
+        return readers[tensor][0] if tensor not in outputs and len(readers.get(tensor, [])) == 1 else None
+
     pairs = []
     for conv1 in graph.node:
         if not _conv_weight_ok(conv1, inits):
             continue
         out = conv1.output[0]
-        if out in outputs or len(readers.get(out, [])) != 1:
-            continue
-        nxt = readers[out][0]
+        chain = [out]
+        nxt = single_reader(out)
         activation, cap = None, None
-        if nxt.op_type in ("Relu", "Clip"):
+        if nxt is not None and nxt.op_type in ("Relu", "Clip"):
             if nxt.op_type == "Clip":
                 bounds = _clip_bounds(nxt, inits, graph)
                 if bounds is None or bounds[0] is None or bounds[0] != 0.0:
@@ -207,10 +305,13 @@ def find_pairs(proto) -> list[_Pair]:
                 cap = bounds[1]
             activation = nxt
             out = nxt.output[0]
-            if out in outputs or len(readers.get(out, [])) != 1:
-                continue
-            nxt = readers[out][0]
-        if not _conv_weight_ok(nxt, inits) or nxt.input[0] != out:
+            chain.append(out)
+            nxt = single_reader(out)
+        if nxt is not None and nxt.op_type in POOLS and len(nxt.output) == 1:
+            out = nxt.output[0]
+            chain.append(out)
+            nxt = single_reader(out)
+        if nxt is None or not _conv_weight_ok(nxt, inits) or nxt.input[0] != out:
             continue
         weight1 = numpy_shape(inits[conv1.input[1]])
         weight2 = numpy_shape(inits[nxt.input[1]])
@@ -222,7 +323,7 @@ def find_pairs(proto) -> list[_Pair]:
             pass  # depthwise: input channel i is output channel i's only input
         else:
             continue
-        pairs.append(_Pair(conv1, activation, nxt, cap))
+        pairs.append(_Pair(conv1, activation, nxt, cap, chain=chain))
     return pairs
 
 
@@ -258,27 +359,41 @@ def conv_spreads(proto) -> dict:
             for n in proto.graph.node if _conv_weight_ok(n, inits)}
 
 
-def equalize(proto, *, fold: bool = True) -> EqualizationReport:
-    """Fold BNs, then equalize every pair `find_pairs` finds; works in place and is exact in fp32.
+def _why_no_pairs(proto) -> str:
+    inits = {i.name for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    if not convs:
+        return "the graph has no Conv layers"
+    if not any(len(n.input) > 1 and n.input[1] in inits for n in convs):
+        return ("no Conv reads float weights (the graph is already quantized: its weights come out of "
+                "DequantizeLinear); equalize the float model instead")
+    return ("no Conv feeds another Conv through nothing but Relu / Clip(0, c) / a zero Pad with a single reader "
+            "(residual branches, grouped convs that are not depthwise and other ops in between block a pair)")
+
+
+def equalize(proto, *, fold: bool = True, channel_max: dict | None = None) -> EqualizationReport:
+    """Fold BNs and zero Pads, then equalize every pair `find_pairs` finds; works in place.
 
     Args:
         proto: an ``onnx.ModelProto`` (changed in place).
-        fold: fold BatchNormalization into the Conv before it first (a BN between the pair blocks it).
+        fold: fold BatchNormalization (and zero Pads) into the Conv before them first (they block pairs).
+        channel_max: conv1 name -> its largest output per channel on calibration data. With it, ReLU6 pairs take
+            the cap-aware route (Clip kept, exact on the calibration data); without it, AIMET's (Clip -> Relu).
 
     Returns:
-        An EqualizationReport (folded BNs, pairs, sweeps, per-conv range spread before and after).
+        An EqualizationReport (folds, pairs, sweeps, per-conv range spread before and after, per-pair scales).
     """
-    from onnx import helper, numpy_helper
-
     report = EqualizationReport()
     if fold:
         report.folded_batch_norms = fold_batch_norms(proto)
+        report.folded_pads = fold_pads(proto)
     report.spread_before = conv_spreads(proto)
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     pairs = find_pairs(proto)
     if not pairs:
         report.spread_after = dict(report.spread_before)
+        report.reason = _why_no_pairs(proto)
         return report
     readers = _consumers(graph)
     weights: dict[str, np.ndarray] = {}
@@ -294,10 +409,12 @@ def equalize(proto, *, fold: bool = True) -> EqualizationReport:
                 conv.input[2] = _private_init(proto, inits, conv.input[2], readers)
                 biases[key] = _array(inits, conv.input[2])
         pair.scale = np.ones(weights[pair.conv1.name or pair.conv1.output[0]].shape[0])
+    low, high = _scale_bounds(pairs, channel_max or {})
+    report.cap_bound_channels = int(sum(((lo == 1.0) & (hi == 1.0)).sum() for lo, hi in zip(low, high)))
 
     for sweep in range(1, MAX_SWEEPS + 1):
         largest_move = 0.0
-        for pair in pairs:
+        for index, pair in enumerate(pairs):
             k1, k2 = pair.conv1.name or pair.conv1.output[0], pair.conv2.name or pair.conv2.output[0]
             depthwise = int(_attr(pair.conv2, "group", 1)) > 1
             r1 = output_channel_ranges(weights[k1])
@@ -306,7 +423,7 @@ def equalize(proto, *, fold: bool = True) -> EqualizationReport:
                 s = np.sqrt(r1 / r2)
             s = np.where(np.isfinite(s) & (r1 > 0) & (r2 > 0), s, 1.0)
             s = np.clip(s, 1.0 / SCALE_LIMIT, SCALE_LIMIT)
-            s = np.clip(pair.scale * s, 1.0 / SCALE_LIMIT, SCALE_LIMIT) / pair.scale  # cumulative limit
+            s = np.clip(pair.scale * s, low[index], high[index]) / pair.scale  # cumulative limits (caps, range)
             shape1 = (-1,) + (1,) * (weights[k1].ndim - 1)
             weights[k1] = weights[k1] / s.reshape(shape1)
             if k1 in biases:
@@ -321,23 +438,28 @@ def equalize(proto, *, fold: bool = True) -> EqualizationReport:
         if largest_move < CONVERGED:
             break
 
-    replacements: dict[str, list] = {}  # Clip output -> the nodes that replace that Clip
+    relu_for: set[str] = set()  # Clip outputs that become Relu (no calibration data: AIMET's route)
     for pair in pairs:
+        k1, k2 = pair.conv1.name or pair.conv1.output[0], pair.conv2.name or pair.conv2.output[0]
         for conv in (pair.conv1, pair.conv2):
             key = conv.name or conv.output[0]
             _set_init(inits, graph, conv.input[1], weights[key])
             if key in biases:
                 _set_init(inits, graph, conv.input[2], biases[key])
-        if pair.activation is not None and pair.relu6_cap is not None:
-            replacements[pair.activation.output[0]] = _per_channel_cap(proto, pair, inits, helper, numpy_helper)
-        report.pairs.append((pair.conv1.name or pair.conv1.output[0],
-                             pair.activation.op_type if pair.activation is not None else "",
-                             pair.conv2.name or pair.conv2.output[0]))
-    if replacements:
+        if pair.activation is not None and pair.relu6_cap is not None and k1 not in (channel_max or {}) \
+                and not np.allclose(pair.scale, 1.0):
+            relu_for.add(pair.activation.output[0])
+            report.relu6_to_relu.append(k1)
+        report.pairs.append((k1, pair.activation.op_type if pair.activation is not None else "", k2))
+        report.scales[(k1, k2)] = (tuple(pair.chain), pair.scale.copy())
+    if relu_for:
+        from onnx import helper
+
         nodes = []
         for node in graph.node:
-            if node.op_type == "Clip" and node.output[0] in replacements:
-                nodes.extend(replacements[node.output[0]])
+            if node.op_type == "Clip" and node.output[0] in relu_for:
+                nodes.append(helper.make_node("Relu", [node.input[0]], [node.output[0]],
+                                              name=node.name or node.output[0]))
             else:
                 nodes.append(node)
         nodes = [type(n).FromString(n.SerializeToString()) for n in nodes]  # detach before clearing the list
@@ -345,19 +467,28 @@ def equalize(proto, *, fold: bool = True) -> EqualizationReport:
         nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in read]  # the Clips' bounds
         del graph.node[:]
         graph.node.extend(nodes)
+        keep = [i for i in graph.initializer if i.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
     report.spread_after = conv_spreads(proto)
     return report
 
 
-def _per_channel_cap(proto, pair: _Pair, inits: dict, helper, numpy_helper) -> list:
-    """The nodes that replace ``Clip(0, c)`` after a rescaled conv: ``Relu`` then ``Min(c / s_i)``, the same
-    values exactly."""
-    clip = pair.activation
-    weight = numpy_helper.to_array(inits[pair.conv1.input[1]])
-    caps = (pair.relu6_cap / pair.scale).astype(weight.dtype).reshape(-1, *([1] * (weight.ndim - 2)))
-    name = clip.name or clip.output[0]
-    cap_name = f"{name}_channel_cap"
-    proto.graph.initializer.append(numpy_helper.from_array(caps, cap_name))
-    relu_out = f"{clip.output[0]}_relu"
-    return [helper.make_node("Relu", [clip.input[0]], [relu_out], name=f"{name}_relu"),
-            helper.make_node("Min", [relu_out, cap_name], [clip.output[0]], name=f"{name}_cap")]
+def _scale_bounds(pairs: list, channel_max: dict) -> tuple[list, list]:
+    """Per pair, the lowest and highest cumulative scale each channel may take: [1/SCALE_LIMIT, SCALE_LIMIT], and
+    for a ReLU6 pair with calibration maxima, s = 1 where the channel reaches the cap and s >= max / cap elsewhere
+    (the channel, divided by s, stays under the cap, so Clip(0, cap) still computes ReLU6 exactly)."""
+    low, high = [], []
+    for pair in pairs:
+        channels = len(pair.scale)
+        lo, hi = np.full(channels, 1.0 / SCALE_LIMIT), np.full(channels, SCALE_LIMIT)
+        name = pair.conv1.name or pair.conv1.output[0]
+        if pair.relu6_cap is not None and name in channel_max:
+            peak = np.asarray(channel_max[name], np.float64).reshape(-1)
+            cap = float(pair.relu6_cap)
+            binds = peak >= cap * (1 - 1e-6)
+            lo = np.maximum(lo, np.where(binds, 1.0, np.maximum(peak, 0.0) / cap))
+            hi = np.where(binds, 1.0, hi)
+        low.append(lo)
+        high.append(hi)
+    return low, high

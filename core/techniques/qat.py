@@ -18,14 +18,12 @@ import copy
 import dataclasses
 import functools
 
-from typing import Callable
-
 import numpy as np
 
 from core.errors import UnsupportedModelError
 from core.io.model import export_onnx
-from core.spec.recipe import QuantizeConfig
-from core.techniques import Candidate, StepContext
+from core.spec.recipe import QatInt8Config, StaticInt8Config
+from core.techniques import Candidate, StepContext, register
 
 QAT_BATCH = 64
 TEMPERATURE = 2.0  # soft targets; the loss is T^2 * KL(teacher_T || student_T)
@@ -229,12 +227,12 @@ def _match_layers(float_proto, wrapped) -> dict:
     return matched
 
 
-def quantize_aware_training(config, candidate: Candidate, context: StepContext, quantize: Callable) -> Candidate:
+@register(QatInt8Config)
+def quantize_aware_training(config: QatInt8Config, candidate: Candidate, context: StepContext) -> Candidate:
     """The ``mode: qat`` quantize step: fine-tune with fake quantization, export QDQ ONNX with the learned scales.
 
-    `quantize` is the post-training quantize step (``core.techniques.quantize.quantize``), passed in by it: the
-    fine-tuned model goes through onnxruntime's QDQ quantizer like any static int8 model, and this module does
-    not import the module that calls it.
+    The fine-tuned model goes through the static int8 step (`core.techniques.static`, onnxruntime's QDQ quantizer)
+    like any static int8 model, then gets the learned scales.
 
     Raises:
         UnsupportedModelError: no torch module (an ONNX-only upload), or nothing to quantize.
@@ -253,6 +251,9 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext, 
     if not wrapped:
         raise UnsupportedModelError("QAT found no Conv2d / Linear layer to quantize")
     train_x = context.dataset.train.first
+    if not len(train_x):
+        raise UnsupportedModelError("QAT fine-tunes on the train split, and this data has none (a run that no step "
+                                    "trains keeps none; sample:photos has none): use static quantization")
     calib_x = context.dataset.calib.take(config.samples).first
 
     context.report(f"observing ranges on {len(calib_x)} calibration samples", 0.02)
@@ -268,6 +269,7 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext, 
     scales = [p for _, fq in wrapped for p in (fq.weight_scale, fq.act_scale, fq.act_zero)]
     scale_ids = {id(p) for p in scales}
     weights = [p for p in student.parameters() if id(p) not in scale_ids]
+    start = [p.detach().clone() for p in weights + scales]  # to measure what training moved
     optimizer = torch.optim.Adam([{"params": weights, "lr": config.lr},
                                   {"params": scales, "lr": config.lr * SCALE_LR_FACTOR}])
     steps = config.epochs * -(-len(train_x) // QAT_BATCH)
@@ -294,6 +296,9 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext, 
             context.report(f"QAT epoch {epoch + 1}/{config.epochs}, distillation loss {last_loss:.4f}",
                            0.05 + 0.7 * done / steps)
     student.eval()
+    with torch.no_grad():
+        moved = {"weights": _relative_change(weights, start[:len(weights)]),
+                 "scales": _relative_change(scales, start[len(weights):])}
 
     # The fine-tuned float model, plain layers back in place, exported and quantized by onnxruntime.
     learned_by_layer = {}
@@ -309,17 +314,29 @@ def quantize_aware_training(config, candidate: Candidate, context: StepContext, 
     layer_by_node = _match_layers(float_proto, [(n, fq) for n, fq in wrapped])
     learned = {node: learned_by_layer[id(fq.layer)] for node, fq in layer_by_node.items()}
     context.report("exporting QDQ ONNX with the learned scales", 0.8)
-    static = QuantizeConfig(mode="static", per_channel=config.per_channel, calibration="minmax", samples=config.samples,
-                            exclude=config.exclude)
-    result = quantize(static, dataclasses.replace(candidate, onnx_model=float_proto), context)
+    from core.techniques.static import quantize_static_int8  # the static step this one ends in
+
+    static = StaticInt8Config(per_channel=config.per_channel, calibration="minmax", samples=config.samples,
+                              exclude=config.exclude)
+    result = quantize_static_int8(static, dataclasses.replace(candidate, onnx_model=float_proto), context)
     written = write_learned_scales(result.onnx_model, float_proto, learned)
     info = dict(result.info)
     info["qat"] = {"epochs": config.epochs, "lr": config.lr, "folded_batch_norms": folded,
                    "fake_quant_layers": len(wrapped), "learned_scales_written": written,
                    "final_distillation_loss": round(last_loss, 6) if last_loss is not None else None,
+                   "relative_change": moved,
                    "train_samples": int(len(train_x))}
     return Candidate(onnx_model=result.onnx_model, torch_module=plain, architecture=candidate.architecture,
                      info=info, notes=result.notes)
+
+
+def _relative_change(after: list, before: list) -> float:
+    """||after - before|| / ||before|| over a list of tensors: how far training moved them (0: not at all)."""
+    import torch
+
+    moved = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
+    size = torch.sqrt(sum((b ** 2).sum() for b in before))
+    return round(float(moved / size) if float(size) > 0 else 0.0, 8)
 
 
 def _unwrap(module, wrapped):

@@ -1,4 +1,5 @@
-"""Quantization through onnxruntime's tools: dynamic int8, static int8 (QDQ), fp16 and int4 weight-only."""
+"""Quantization through onnxruntime's tools: dynamic int8, fp16 and int4 weight-only, and what static int8
+(`core.techniques.static`) shares: pre-processing, calibration ranges, keeping excluded nodes in float."""
 
 from __future__ import annotations
 
@@ -11,26 +12,24 @@ import numpy as np
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
-from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_layer_names, quantized_nodes
+from core.io.graph import quantized_layer_names, quantized_nodes
 from core.measure.nbits import choice_text, resolve_level
-from core.spec.recipe import QuantizeConfig, key_list
+from core.spec.recipe import DynamicInt8Config, Fp16Config, Int4WeightOnlyConfig, key_list
 from core.io.files import scratch_cwd
 from core.techniques import Candidate, StepContext, register
-from core.techniques.bias_correction import correct_biases
-from core.techniques.equalize import equalize
+from core.techniques.histogram import ActivationStatistics, percentile_range
 
 # Ops dynamic quantization touches by default: ConvInteger has no fast CPU kernel (measured several times slower
 # than fp32 Conv here), so Conv is left in float unless quantize_conv is set.
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
 # What static int8 quantizes in a graph with attention: the layers with weights (int8 kernels, int8 tables).
 STATIC_ATTENTION_OPS = {"Conv", "MatMul", "Gemm", "Gather"}
-CALIBRATION_BATCH = 32
 # Entropy (KL) calibration as TensorRT does it (Migacz, "8-bit Inference with TensorRT", GTC 2017): a 2048-bin
 # histogram, searched for the threshold whose 128 quantized levels lose the least information. onnxruntime's
 # defaults (128 bins for 128 quantized bins) leave a single candidate, the whole range, which is minmax.
 ENTROPY_BINS = 2048
 ENTROPY_QUANTIZED_BINS = 128
-PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile (over 2048 bins, symmetric)
+PERCENTILE = 99.999  # onnxruntime's default for CalibrationMethod.Percentile (over 2048 bins of |x|, symmetric)
 PERCENTILE_BINS = 2048
 
 
@@ -79,6 +78,13 @@ def gemm_to_matmul(proto):
     return proto
 
 
+# Ops onnxruntime's QDQ propagation moves a DequantizeLinear across when it loads a graph (DQ -> MaxPool becomes
+# MaxPool -> DQ): a float reader behind one of them would read a DQ output after all. Measured on shapes-cnn: its
+# second conv, excluded, read MaxPool(DQ(...)) and onnxruntime quantized its weights at load.
+PROPAGATED_OPS = {"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Resize", "Gather",
+                  "Split", "Expand", "DepthToSpace", "SpaceToDepth", "Identity"}
+
+
 def keep_excluded_in_float(proto, exclude, float_proto) -> int:
     """Feed excluded nodes the float value their input has in `float_proto`, not a Quantize -> Dequantize pair.
 
@@ -124,10 +130,15 @@ def keep_excluded_in_float(proto, exclude, float_proto) -> int:
             return name
         float_node, index = float_producers[name]
         kept = nodes_by_name.get(float_node.name) if float_node.name else producers.get(name)
-        if kept is not None and kept.op_type == float_node.op_type and index < len(kept.output):
+        reads_quantized = kept is not None and any(
+            producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in kept.input)
+        if kept is not None and kept.op_type == float_node.op_type and index < len(kept.output) and \
+                not (kept.op_type in PROPAGATED_OPS and reads_quantized):
             rebuilt[name] = kept.output[index]  # the same node writes it, perhaps under the removed op's name
             return rebuilt[name]
-        # The quantizer folded this node away (a removable activation): put a float copy back.
+        # The quantizer folded this node away (a removable activation), or it is an op that onnxruntime moves a
+        # DequantizeLinear across at load time (a MaxPool reading one would hand the excluded node a DQ output
+        # again, and its weights would be quantized after all): put a float copy back.
         copy = helper.make_node(float_node.op_type, [float_value(i) if i else "" for i in float_node.input],
                                 [f"{o}_float" if o else "" for o in float_node.output],
                                 name=f"{float_node.name or float_node.output[0]}_float", domain=float_node.domain)
@@ -207,27 +218,6 @@ def preprocess(proto, workdir: Path):
     return proto, {"skipped": True}
 
 
-class CalibrationReader:
-    """Feeds calibration batches to onnxruntime's calibrators (the CalibrationDataReader protocol)."""
-
-    def __init__(self, inputs: dict, count: int, fixed_batch: int | None = None):
-        self.batches = []
-        n = min(count, len(next(iter(inputs.values()))))
-        step = fixed_batch or CALIBRATION_BATCH
-        for start in range(0, n, step):
-            batch = {k: v[start:min(n, start + step)] for k, v in inputs.items()}
-            if fixed_batch and len(next(iter(batch.values()))) < fixed_batch:  # a graph that only takes full batches
-                batch = {k: np.resize(v, (fixed_batch, *v.shape[1:])) for k, v in batch.items()}
-            self.batches.append(batch)
-        self._iter = iter(self.batches)
-
-    def get_next(self):
-        return next(self._iter, None)
-
-    def rewind(self):
-        self._iter = iter(self.batches)
-
-
 def entropy_threshold(histogram, num_quantized_bins: int = ENTROPY_QUANTIZED_BINS):
     """The (low, high) range onnxruntime's entropy calibrator picks for one tensor's histogram.
 
@@ -275,85 +265,53 @@ def entropy_threshold(histogram, num_quantized_bins: int = ENTROPY_QUANTIZED_BIN
     return low, high
 
 
-def calibration_ranges(proto, reader, calibration: str, workdir: Path, *, percentile: float = PERCENTILE,
-                       entropy_bins: int = ENTROPY_BINS, tensors=None):
+def calibration_ranges(proto, inputs: dict, calibration: str, workdir: Path, *, percentile: float = PERCENTILE,
+                       entropy_bins: int = ENTROPY_BINS, tensors=None, fixed_batch: int | None = None,
+                       statistics: ActivationStatistics | None = None):
     """Calibrate `proto` as the static quantizer does and return onnxruntime's ``TensorsData``: each tensor's range.
 
     The quantize step hands exactly these ranges to ``quantize_static`` (through its calibration cache), and the
-    Learn page's calibration explainer shows them, so the two can never disagree.
+    Learn page's calibration explainer shows them, so the two can never disagree. Histograms are built batch by
+    batch (`core.techniques.histogram`): memory stays bounded however many samples calibrate.
 
     Args:
         proto: the float model (after pre-processing).
-        reader: a CalibrationDataReader over the calibration inputs.
+        inputs: the calibration inputs (name -> array, samples first).
         calibration: ``minmax``, ``entropy`` or ``percentile``.
         workdir: a scratch directory for the augmented model.
         percentile, entropy_bins: the knobs the Learn explainer lets a user move; the quantize step uses the
             defaults.
         tensors: only these tensors (the Learn page asks for one at a time), or None for all.
+        fixed_batch: the graph's fixed batch size, if it has one.
+        statistics: statistics already collected on these inputs (shared between methods), or None.
     """
-    import contextlib
-    import io
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
 
-    import onnx
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, create_calibrator
-
-    method, options = {
-        "minmax": (CalibrationMethod.MinMax, {"moving_average": False}),
-        "entropy": (CalibrationMethod.Entropy, {"num_bins": entropy_bins,
-                                                "num_quantized_bins": ENTROPY_QUANTIZED_BINS}),
-        "percentile": (CalibrationMethod.Percentile, {"num_bins": PERCENTILE_BINS, "percentile": percentile}),
-    }[calibration]
-    path = workdir / f"calibrate-{calibration}.onnx"
-    onnx.save(proto, str(path))
-    reader.rewind()
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-        calibrator = create_calibrator(path, None, augmented_model_path=str(workdir / f"augmented-{calibration}.onnx"),
-                                       calibrate_method=method, extra_options=options)
-        calibrator.collect_data(reader)
-        collector = getattr(calibrator, "collector", None)
-        if collector is not None and tensors is not None:  # the histogram threshold searches are the slow part
-            collector.histogram_dict = {k: v for k, v in collector.histogram_dict.items() if k in set(tensors)}
-        if method == CalibrationMethod.Entropy:
-            histograms = collector.histogram_dict
-            return TensorsData(method, {name: (*entropy_threshold(h), *h[:2]) for name, h in histograms.items()})
-        data = calibrator.compute_data()
-    if tensors is not None:
-        data = TensorsData(method, {k: data[k] for k in data if k in set(tensors)})
-    return data
+    stats = statistics or ActivationStatistics(proto, inputs, workdir, fixed_batch=fixed_batch)
+    wanted = [t for t in stats.tensors if tensors is None or t in set(tensors)]
+    if calibration == "minmax":
+        return TensorsData(CalibrationMethod.MinMax, {t: tuple(np.float32(v) for v in stats.minmax[t])
+                                                      for t in wanted})
+    bins = entropy_bins if calibration == "entropy" else PERCENTILE_BINS
+    histograms = stats.histograms(bins, wanted, absolute=calibration == "percentile")
+    if calibration == "entropy":
+        return TensorsData(CalibrationMethod.Entropy, {name: (*(np.float32(v) for v in entropy_threshold(h)),
+                                                              *h[:2]) for name, h in histograms.items()})
+    return TensorsData(CalibrationMethod.Percentile, {name: (*percentile_range(h, percentile), *h[:2])
+                                                      for name, h in histograms.items()})
 
 
-def merge_calibration(proto, reader, data, overrides: dict, workdir: Path):
-    """`data` (onnxruntime's TensorsData) with the tensors named in `overrides` calibrated by their own method.
-
-    Raises:
-        BadInputError: an override names a tensor the calibrator does not see (the message lists some it does).
-    """
-    from onnxruntime.quantization.calibrate import TensorsData
-
-    known = set(data.keys()) if hasattr(data, "keys") else {k for k in data}
-    unknown = [t for t in overrides if t not in known]
-    if unknown:
-        raise BadInputError(f"quantize.calibration_overrides names unknown tensor(s) {key_list(unknown)}; "
-                            f"allowed: {key_list(known)}")
-    merged = {k: data[k] for k in known}
-    for method in sorted(set(overrides.values())):
-        tensors = [t for t, m in overrides.items() if m == method]
-        other = calibration_ranges(proto, reader, method, workdir, tensors=tensors)
-        for tensor in tensors:
-            merged[tensor] = other[tensor]
-    return TensorsData(data.calibration_method, merged)
-
-
-@register(QuantizeConfig)
-def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext) -> Candidate:
-    """Quantize the candidate's ONNX graph as the config says; records quantized nodes and caveats.
+@register(DynamicInt8Config)
+@register(Fp16Config)
+@register(Int4WeightOnlyConfig)
+def quantize(config, candidate: Candidate, context: StepContext) -> Candidate:
+    """Dynamic int8, fp16 or int4 weight-only quantization of the candidate's ONNX graph (static int8 is
+    `core.techniques.static`, QAT `core.techniques.qat`); records quantized nodes and caveats.
 
     Raises:
         UnsupportedModelError: nothing in the graph can be quantized in this mode (e.g. int4 without MatMul).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, \
-        quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
@@ -365,24 +323,13 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
     ops_before = {n.op_type for n in proto.graph.node}
     notes = list(candidate.notes)
     info = dict(candidate.info)
-    if config.mode == "qat":
-        from core.techniques.qat import quantize_aware_training  # imports torch
-
-        return quantize_aware_training(config, candidate, context, quantize)
-    if config.target == "openvino":
-        from core.techniques.nncf_quantize import quantize_for_openvino  # imports nncf (optional, heavy)
-
-        return quantize_for_openvino(config, candidate, context)
-    if config.equalize and config.mode == "static":
-        context.report("cross-layer equalization", 0.05)
-        info["equalization"] = equalize(proto).to_dict()
     with tempfile.TemporaryDirectory(prefix="fw-quant-") as tmp:
         workdir = Path(tmp)
         out = workdir / "quantized.onnx"
         if config.mode in ("dynamic", "int4"):
             proto = gemm_to_matmul(proto)
         context.report(f"pre-processing the graph for {config.mode}", 0.1)
-        if config.mode in ("static", "dynamic"):
+        if config.mode == "dynamic":
             proto, pre = preprocess(proto, workdir)
             info["preprocess"] = "ok" if not pre else ", ".join(k for k in pre)
         context.check_stop()
@@ -404,46 +351,6 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
             if config.quantize_conv and "Conv" in ops_before:
                 notes.append("Conv layers run as ConvInteger, which is several times slower than float Conv "
                              "on CPUs; use static quantization instead.")
-        elif config.mode == "static":
-            inputs = context.dataset.calibration_inputs(config.samples)
-            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                      "percentile": CalibrationMethod.Percentile}[config.calibration]
-            used = min(config.samples, len(next(iter(inputs.values()))))
-            context.report(f"calibrating on {used} samples ({config.calibration})", 0.3)
-            reader = CalibrationReader(inputs, config.samples, fixed_batch_size(proto))
-            cache = workdir / "calibration.json"
-            ranges = calibration_ranges(proto, reader, config.calibration, workdir)
-            if config.calibration_overrides:
-                ranges = merge_calibration(proto, reader, ranges, config.calibration_overrides, workdir)
-                info["calibration_overrides"] = dict(config.calibration_overrides)
-            save_tensors_data(ranges, cache)
-            op_types = None  # onnxruntime's default: every operator it can quantize
-            attention = attention_softmaxes(proto)
-            if attention:
-                op_types = sorted(ops_before & STATIC_ATTENTION_OPS)
-                info["attention_softmaxes"] = len(attention)
-                notes.append(f"attention found ({len(attention)} softmax): static int8 quantizes the "
-                             f"{' / '.join(op_types)} layers only; the scores, the padding mask, softmax and the "
-                             "other elementwise ops stay in float (quantized together, the mask's large additive "
-                             "constant leaves the scores a few levels: MiniLM's cosine to fp32 fell to 0.37).")
-            quantize_static(proto, str(out), None,
-                            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=list(config.exclude), calibrate_method=method,
-                            calibration_cache_path=cache, op_types_to_quantize=op_types)
-            if config.exclude:
-                import onnx
-
-                kept = onnx.load(str(out))
-                info["float_inputs_restored"] = keep_excluded_in_float(kept, config.exclude, proto)
-                onnx.save(kept, str(out))
-            if config.bias_correction:
-                corrected = onnx.load(str(out))
-                info["bias_correction"] = correct_biases(
-                    corrected, proto, inputs, report=lambda m, f: context.report(m, 0.6 + 0.3 * f),
-                    should_stop=context.check_stop, fixed_batch=fixed_batch_size(proto)).to_dict()
-                onnx.save(corrected, str(out))
-            info["calibration_samples"] = used
         elif config.mode == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -474,7 +381,7 @@ def quantize(config: QuantizeConfig, candidate: Candidate, context: StepContext)
     info["quantized_nodes"] = quantized_nodes(result)
     info["quantized_layers"] = quantized_layer_names(result)
     info["excluded_nodes"] = list(config.exclude)
-    if not info["quantized_nodes"] and config.mode in ("static", "dynamic", "int4"):
+    if not info["quantized_nodes"]:
         notes.append("no node was quantized: the variant is the float model")
     return Candidate(onnx_model=result, torch_module=None, architecture=candidate.architecture, info=info,
                      notes=notes)

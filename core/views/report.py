@@ -19,7 +19,7 @@ from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_
 from core.io.runtimes import runtime_label
 from core.measure.quality import CONFIDENT_MARGIN
 from core.results.table import (batch_sizes_of, quality_caption, quality_split_of, resolution_text, results_frame,
-                                speedup_text, timing_caption)
+                                split_sizes_text, speedup_text, timing_caption)
 from core.io.text import summary_text
 from core.errors import FeatherweightError
 from core.results.summary import run_summary
@@ -362,6 +362,10 @@ def results_text_table(results: dict) -> str:
     lines = ["  ".join(h.ljust(w) if j < 2 else h.rjust(w) for j, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
               for row in rows]
+    dataset = results.get("dataset") or {}
+    sizes_line = split_sizes_text(dataset.get("splits"), results.get("task", "classification") == "classification")
+    if sizes_line:
+        lines.append(f"data: {sizes_line}")
     caption = timing_caption(results)
     return "\n".join(lines + ([caption] if caption else []))
 

@@ -13,13 +13,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # The preset's post-training variants with a short benchmark (QAT's epochs take minutes on 2 cores: its own test
 # is tests/test_recovery.py; the preset's QAT variant is checked in the form, not run here).
-RUN_VARIANTS = ("int8-per-tensor", "int8-per-tensor-cle-bc")
+RUN_VARIANTS = ("int8-per-tensor", "int8-per-tensor-recovered")
 E2E_BENCH = "benchmark: {batch_sizes: [1], threads: 1, warmup: 2, runs: 10, max_seconds: 1.0}\n"
 
 
 def test_recover_accuracy_preset_on_shapes_mobile(server, page):
-    """The preset lists plain and recovered int8 variants (and QAT) for shapes-mobile; its equalization + bias
-    correction variant runs to completion and shows on the Compare chart beside plain per-tensor int8."""
+    """The preset lists plain and recovered int8 variants (and QAT) for shapes-mobile; its recovered per-tensor
+    variant runs to completion and shows on the Compare chart beside plain per-tensor int8."""
     page.goto(server.url)
     wait_idle(page)
     button(page, "Use shapes-mobile").click()
@@ -29,7 +29,7 @@ def test_recover_accuracy_preset_on_shapes_mobile(server, page):
     page.get_by_role("button", name="Recover accuracy").or_(page.get_by_text("Recover accuracy", exact=True)) \
         .first.click()
     wait_idle(page)
-    for name in ("int8-per-tensor", "int8-per-tensor-cle-bc", "int8-qat"):
+    for name in ("int8-per-tensor", "int8-per-tensor-recovered", "int8-qat"):
         page.get_by_text(name, exact=False).first.wait_for(timeout=30_000)
 
     # Keep two of the preset's variants and a short benchmark: the YAML tab holds exactly what the preset made.
@@ -37,9 +37,10 @@ def test_recover_accuracy_preset_on_shapes_mobile(server, page):
     editor = page.get_by_role("textbox", name="Recipe (YAML)")
     text = editor.input_value()
     assert "equalize: true" in text and "bias_correction: true" in text and "mode: qat" in text
+    assert "weight_rounding: learned" in text and "epochs" not in text.split("mode: qat")[0]  # static: no epochs
     recipe = E2E_BENCH + "variants:\n" + "".join(
         f"- name: {name}\n  steps:\n  - {{technique: quantize, mode: static, per_channel: false"
-        + (", equalize: true, bias_correction: true" if name.endswith("cle-bc") else "") + "}\n"
+        + (", equalize: true, bias_correction: true" if name.endswith("recovered") else "") + "}\n"
         for name in RUN_VARIANTS)
     editor.fill(recipe)
     editor.press("Tab")
