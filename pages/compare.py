@@ -198,7 +198,7 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
                             config={"displayModeBar": False})
         if name != "baseline" and is_decoder_run(results):
             st.markdown("###### Greedy continuations vs fp32")
-            st.dataframe(generations_table(results, name), hide_index=True, width="stretch")
+            st.dataframe(generations_table(results, name), hide_index=True, placeholder=fmt.MISSING, width="stretch")
             st.caption("Each prompt's greedy tokens beside fp32's; after the first difference the two models "
                        "continue different texts, so only the matching prefix compares them.")
         elif name != "baseline":
@@ -227,7 +227,7 @@ def runtimes_detail_ui(results: dict, name: str, batch_size: int) -> None:
                      ("the reference" if runtime == "onnxruntime" else "–"),
                      "heavy layers": work, "note": entry.get("error") or ""})
     st.markdown("###### On each runtime")
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe(rows, hide_index=True, placeholder=fmt.MISSING, width="stretch")
     for runtime in run_runtimes(results):
         for note in why_not_faster_on(results, name, runtime, batch_size):
             st.info(f"**Why not faster on {runtime_label(runtime)}?** {note}", icon=":material/lightbulb:")
@@ -485,7 +485,8 @@ if bakeoff:
     st.subheader("Which runtime to ship")
     st.caption(f"Per variant, the runtime where it ran fastest at batch {batch_size}, against the baseline on "
                "onnxruntime (95% interval), and whether the runner-up is measurably slower.")
-    st.dataframe(ship_table(results, batch_size), hide_index=True, width="stretch", column_config={
+    st.dataframe(ship_table(results, batch_size), hide_index=True, placeholder=fmt.MISSING, width="stretch",
+                 column_config={
         "ship_on": "ship on", "speed": "vs onnxruntime fp32",
         "p50_ms": st.column_config.NumberColumn(f"p50 at batch {batch_size} (ms)", format="%.3f"),
         "runner_up": "runner-up"})
