@@ -27,6 +27,7 @@ PAGES = {
     ],
     "Workshop": [
         st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+        st.Page("pages/teacher.py", title="Teacher", icon=":material/co_present:"),
     ],
 }
 

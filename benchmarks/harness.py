@@ -924,6 +924,82 @@ TARGETS += [
 ]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The dashboard as a new browser sees it (issue 29): Learn's first render and a reference run's pages, on a real
+# server in headless Chromium (benchmarks/first_render.py); each lesson's exercise, timed as a recipe run.
+
+
+def run_first_render(spec: dict, out: Path):
+    from benchmarks.first_render import measure_first_renders
+
+    return measure_first_renders(out)["result"]
+
+
+def _render(run, key: str):
+    import json
+
+    path = Path(run["out"]) / "first_render.json"
+    return json.loads(path.read_text(encoding="utf-8")).get(key) if path.exists() else None
+
+
+TARGETS += [
+    Target("Dashboard: a new browser on an idle server", {}, [
+        Check("Learn's first render (the lesson path)", lambda f, r: _render(r, "learn_s"), "<=", 3.0, "s"),
+        Check("the floor: History with no run (any page's start in a new browser)", lambda f, r: _render(
+            r, "history_s"), "report", unit="s"),
+        Check("plain alternative: Learn opened on the Quantization explainer, fresh server", lambda f, r: _render(
+            r, "learn_explainer_first_s"), "report", unit="s"),
+        Check("reference run: Compare", lambda f, r: _render(r, "compare_s"), "<=", 3.0, "s"),
+        Check("of which to Compare's first words (before the browser compiles plotly.js for the first chart)",
+              lambda f, r: _render(r, "compare_first_words_s"), "report", unit="s"),
+        Check("reference run: Summary (clicked on Compare)", lambda f, r: _render(r, "summary_s"), "<=", 3.0, "s"),
+        Check("reference run: Graph", lambda f, r: _render(r, "graph_s"), "<=", 3.0, "s"),
+        Check("plain alternative: running that recipe yourself", lambda f, r: _render(r, "own_run_s"), "report",
+              unit="s"),
+        Check("first visit after the server starts (Learn, imports included)",
+              lambda f, r: _render(r, "first_visit_after_start_s"), "report", unit="s"),
+    ], requires=_no_chromium, execute=run_first_render),
+]
+
+
+def run_exercise(spec: dict, out: Path):
+    """A lesson's exercise as a dashboard worker runs it: torch on one thread (FEATHERWEIGHT_WORKER_THREADS=1).
+    With torch's default threads on a loaded 2-core box, lesson 5's two students took 301 s instead of ~10."""
+    from core.teach.source import torch_threads
+
+    with torch_threads(1):
+        return run_recipe(Recipe.from_dict(spec), out)
+
+
+def _lesson_targets() -> list:
+    """One target per lesson: its exercise recipe must finish within a minute (a shared 2-core server; the
+    dashboard adds a worker's start, a few seconds), and its sizes must be the lesson's."""
+    from core.teach.lessons import LESSONS
+    from core.teach.lessons import measured_value as lesson_value
+
+    targets = []
+    for number, item in enumerate(LESSONS, start=1):
+        checks = [Check("exercise run, wall time", wall_s, "<=", 60.0, "s")]
+        for e in item.expected:
+            def value(frame, run, e=e):
+                return lesson_value(frame, run["result"].to_dict(), e.variant, e.column)
+
+            shown = f"{e.low:g}" if e.low == e.high else f"{e.low:g}-{e.high:g}"
+            if e.column in ("x_smaller", "x_fewer_params", "x_smaller_compressed"):  # the same on any CPU
+                checks += [Check(f"{e.label} (the lesson says {shown})", value, ">=", round(e.low * 0.97, 3), e.unit),
+                           Check(f"{e.label} (the lesson says {shown})", value, "<=", round(e.high * 1.03, 3), e.unit)]
+            else:
+                checks.append(Check(f"{e.label} (the lesson says {shown})", value, "report", unit=e.unit,
+                                    isa_dependent="speed" in e.column or "faster" in e.label))
+        sample = item.model.split(":", 1)[1]
+        targets.append(Target(f"Lesson {number} exercise: {item.title}", item.recipe, checks,
+                              requires=lambda sample=sample: sample_unavailable(sample), execute=run_exercise))
+    return targets
+
+
+TARGETS += _lesson_targets()
+
+
 METHOD_PARAGRAPH = (
     "Every speed-up here comes from one method (`core.measure.timing`). The baseline and the variants of a run "
     "take turns of about 25 ms each, round after round, in one process on the same pinned core, so whatever "

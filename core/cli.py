@@ -151,6 +151,22 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_gallery(args) -> int:
+    # the pipeline, the graph worker and the samples load with the gallery: imported when it is built
+    from core.jobs.gallery import build_gallery
+    from core.jobs.store import RunStore, default_root
+
+    root = resolve_spec(args.home, os.getcwd()) if args.home else default_root()
+    store = RunStore(root)
+    print(f"reference gallery in {store.root}", flush=True)
+    entries = build_gallery(store, samples=args.samples or None, presets=args.presets or None,
+                            graph=not args.no_graph, force=args.force,
+                            on_message=lambda message: print(message, flush=True))
+    counts = {status: sum(e.status == status for e in entries) for status in ("built", "kept", "skipped", "failed")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    return 0
+
+
 def cmd_samples(args) -> int:
     from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS, available
 
@@ -224,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs after pruning")
     tune.add_argument("--seed", type=int, default=0)
     tune.set_defaults(func=cmd_tune)
+    gallery = sub.add_parser("gallery", help="build the reference gallery: every sample's presets run ahead, so "
+                                             "any visitor of the dashboard opens them at once (make demo)")
+    gallery.add_argument("--samples", nargs="*", metavar="NAME", help="only these samples (default: every sample "
+                                                                      "this install can load)")
+    gallery.add_argument("--presets", nargs="*", metavar="NAME", help="only these presets (default: all)")
+    gallery.add_argument("--home", help="the run store (default: FEATHERWEIGHT_HOME, else ~/.featherweight)")
+    gallery.add_argument("--no-graph", action="store_true", help="skip the Graph views (they take a few seconds "
+                                                                  "per variant)")
+    gallery.add_argument("--force", action="store_true", help="rebuild runs whose recipe is already in the "
+                                                               "gallery")
+    gallery.set_defaults(func=cmd_gallery)
     return parser
 
 

@@ -7,6 +7,9 @@ import re
 from typing import Any, Mapping
 
 
+MISSING = "–"  # what every table, card and message shows for a number that is not there
+
+
 def is_missing(value) -> bool:
     """None, NaN (float or numpy) or pandas' NA: a number that is not there, shown as '–'."""
     if value is None:

@@ -478,6 +478,13 @@ def save_session(state: MutableMapping, root: str | Path, owner: str) -> bool:
     return True
 
 
+def forget_saved_session(root: str | Path, owner: str) -> None:
+    """Delete the owner's saved model, data and recipe (a workshop teacher's reset); their runs are untouched."""
+    import shutil
+
+    shutil.rmtree(_owner_dir(root, owner), ignore_errors=True)
+
+
 def restore_saved_session(state: MutableMapping, root: str | Path, owner: str) -> bool:
     """Put the owner's saved model, data and recipe back into a fresh session (a reload, a server restart).
 

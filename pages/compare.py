@@ -15,6 +15,7 @@ from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_cave
                                   variant, within_budget)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import POINT_SEPARATOR, run_runtimes, runtime_entry, ship_table
+from core.results.summary import default_summary_variant, run_summary, summary_variants
 from core.io.runtimes import runtime_label
 from core.results.devices import DEFAULT_DEVICES, variants_fitting
 from core.errors import FeatherweightError
@@ -80,6 +81,9 @@ def budget_ui(frame, batch_size: int, run_id: str) -> Budget:
                           + (" Cosine loss = 100 × (1 − mean cosine to the baseline's outputs)." if shown != label
                              else ""))
         budget["max_drop_pt"] = None if value >= _ceil(high, 0.05) else value
+    # Each slider opens at its right end, which is no limit: an encoder's "15.6 pt" there read as a chosen budget.
+    st.caption("Budgets: a slider at its right end sets no limit. " + (
+        "None set." if not any(v is not None for v in budget.values()) else "Variants outside them are grey."))
     return Budget(**budget)
 
 
@@ -166,13 +170,23 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
         else:
             st.caption("The unmodified model, measured in the same run.")
         info = v.get("info") or {}
-        nodes = info.get("quantized_nodes")
-        if nodes:
-            st.markdown(f"###### Quantized nodes ({len(nodes)})")
-            st.dataframe({"node": nodes}, hide_index=True, height=min(300, 38 + 35 * len(nodes)), width="stretch")
+        nodes, layers = info.get("quantized_nodes"), info.get("quantized_layers")
+        if layers:  # the layers now in integers; the Q/DQ nodes around them are counted, not listed
+            st.markdown(f"###### Quantized layers ({len(layers)})")
+            st.dataframe({"layer": layers}, hide_index=True, placeholder=fmt.MISSING,
+                         height=min(300, 38 + 35 * len(layers)), width="stretch")
+            helpers = len([n for n in nodes or [] if n not in layers])
+            if helpers:
+                st.caption(f"and {helpers} Quantize / Dequantize nodes that convert between float and int8 "
+                           "around them")
+        elif nodes:  # a run from before quantized layers were recorded
+            st.markdown(f"###### Quantize / dequantize nodes ({len(nodes)})")
+            st.dataframe({"node": nodes}, hide_index=True, placeholder=fmt.MISSING,
+                         height=min(300, 38 + 35 * len(nodes)), width="stretch")
         if info.get("excluded_nodes"):
             st.caption("Kept in float: " + ", ".join(info["excluded_nodes"]))
-        extra = {k: val for k, val in info.items() if k not in ("quantized_nodes", "layer_sparsity", "excluded_nodes")}
+        shown = ("quantized_nodes", "quantized_layers", "layer_sparsity", "excluded_nodes")
+        extra = {k: val for k, val in info.items() if k not in shown}
         if extra:
             with st.expander("More details"):
                 st.json(extra, expanded=False)
@@ -184,7 +198,7 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
                             config={"displayModeBar": False})
         if name != "baseline" and is_decoder_run(results):
             st.markdown("###### Greedy continuations vs fp32")
-            st.dataframe(generations_table(results, name), hide_index=True, width="stretch")
+            st.dataframe(generations_table(results, name), hide_index=True, placeholder=fmt.MISSING, width="stretch")
             st.caption("Each prompt's greedy tokens beside fp32's; after the first difference the two models "
                        "continue different texts, so only the matching prefix compares them.")
         elif name != "baseline":
@@ -213,7 +227,7 @@ def runtimes_detail_ui(results: dict, name: str, batch_size: int) -> None:
                      ("the reference" if runtime == "onnxruntime" else "–"),
                      "heavy layers": work, "note": entry.get("error") or ""})
     st.markdown("###### On each runtime")
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe(rows, hide_index=True, placeholder=fmt.MISSING, width="stretch")
     for runtime in run_runtimes(results):
         for note in why_not_faster_on(results, name, runtime, batch_size):
             st.info(f"**Why not faster on {runtime_label(runtime)}?** {note}", icon=":material/lightbulb:")
@@ -242,14 +256,14 @@ def predictions_ui(run_id: str, name: str) -> None:
             titles = [f"{'✓' if a else '✗'} {b}→{o}" for a, b, o in zip(table["agree"], table["baseline"], table[name])]
             st.plotly_chart(viz.predictions_figure(result.images, titles, height=150), theme=None,
                             key=f"thumbs.{name}", config={"displayModeBar": False, "staticPlot": True})
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
+        st.dataframe(table, hide_index=True, placeholder=fmt.MISSING, width="stretch", column_config={
             "baseline_conf": st.column_config.NumberColumn("baseline p", format="percent"),
             f"{name}_conf": st.column_config.NumberColumn(f"{name} p", format="percent"),
             "agree": st.column_config.CheckboxColumn("same")})
     else:
         st.caption(f"The {len(table)} least faithful of {result.scanned or len(table)} test samples (lowest cosine "
                    "to the baseline) first.")
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
+        st.dataframe(table, hide_index=True, placeholder=fmt.MISSING, width="stretch", column_config={
             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
             "max_abs_diff": st.column_config.NumberColumn("max |Δ|", format="%.4g")})
 
@@ -312,6 +326,45 @@ def exports_ui(results: dict, frame, run_id: str, name: str | None, batch_size: 
                          on_click="ignore")
 
 
+def summary_ui(results: dict, run_id: str, sizes: list[int]) -> None:
+    """The one-screen summary: one variant against the baseline, with its PNG and PDF."""
+    names = summary_variants(results)
+    if not names:
+        st.info("No measured variant beside the baseline yet.", icon=":material/hourglass_top:")
+        return
+    c1, c2 = st.columns(2)
+    batch_size = c1.selectbox("Batch size", sizes, index=len(sizes) - 1, key=f"summary_bs.{run_id}")
+    default = default_summary_variant(results, batch_size)
+    name = c2.selectbox("Variant", names, index=names.index(default) if default in names else 0,
+                        key=f"summary_variant.{run_id}", help="Opens on the fastest variant that loses less than "
+                                                              "one test sample of quality.")
+    summary = run_summary(results, name, batch_size, run_id=run_id)
+    with st.container(border=True, key="summary_card"):
+        st.subheader(f"{summary.model} → {summary.variant}")
+        st.caption(f"Against the baseline measured in the same run · batch {summary.batch_size}")
+        c = st.columns(4)
+        c[0].metric("× smaller", fmt.format_ratio(summary.x_smaller), summary.size_text, delta_color="off",
+                    delta_arrow="off")
+        c[1].metric(f"× {summary.speed_label}", fmt.format_ratio(summary.speed_ratio), summary.speed_text,
+                    delta_color="off", delta_arrow="off",
+                    help="Timed interleaved with the baseline, with its 95% interval, where the run has it; else "
+                         "the ratio of the two p50 latencies of this one run.")
+        c[2].metric(f"{summary.quality_label.capitalize()} change", summary.quality_change,
+                    summary.quality_note or None, delta_color="off", delta_arrow="off")
+        c[3].metric(summary.cost_unit.capitalize(), fmt.format_usd(summary.cost_usd),
+                    f"baseline {fmt.format_usd(summary.base_cost_usd)}", delta_color="off", delta_arrow="off",
+                    help="Measured throughput priced at the run's cost assumptions (Cost page).")
+        st.success(summary.verdict, icon=":material/campaign:")
+        st.caption(f"Measured on {summary.measured_on} · run {run_id}")
+    c = st.columns(2)
+    for column, image_format, mime in ((c[0], "png", "image/png"), (c[1], "pdf", "application/pdf")):
+        column.download_button(f"Summary · {image_format.upper()}", width="stretch", icon=":material/download:",
+                               data=lambda f=image_format: services.run_summary_image(run_id, name, batch_size, f),
+                               file_name=f"featherweight-summary-{run_id}.{image_format}", mime=mime, key=f"dl_summary_{image_format}.{run_id}",
+                               on_click="ignore", help="The same summary as one 16:9 image (PNG 2560 × 1440) or "
+                                                       "one PDF page, for a slide or an e-mail.")
+
+
 st.title("Compare")
 # Only what Compare can show: recipe runs that are in progress or have results. Insight jobs (scans, tuning runs,
 # profiles, scaling) live in the store too but have no variants to compare; a run stopped before its baseline
@@ -347,6 +400,11 @@ st.caption(f"**{results.get('model')}** on **{scored_on or 'synthetic inputs'}**
 st.caption(quality_caption(results))
 if timing_caption(results):
     st.caption(timing_caption(results))
+view = st.segmented_control("View", ["Explore", "Summary"], default="Explore", key=f"compare_view.{run_id}",
+                            help="Summary: one variant against the baseline on one screen, as PNG or PDF.")
+if view == "Summary":
+    summary_ui(results, run_id, sizes)
+    st.stop()
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
@@ -382,6 +440,7 @@ if device_name != ANY_DEVICE:
                + ("" if "baseline" in fitting else "; the baseline does not fit and is shown for reference") + ".")
 
 best = best_variant(frame, budget, batch_size, objective)
+budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
 inside = within_budget(chosen_on(frame), budget, batch_size) & (frame["status"] == "ok")
 pick_key = f"variant_pick.{run_id}"
 chart_key = f"pareto.{run_id}"
@@ -397,7 +456,8 @@ else:
     row = frame[frame["name"] == best].iloc[0]
     drop, _ = quality_drop_pt(frame[frame["name"] == best])  # _: the drop's label
     caveats = best_caveats(frame, best, batch_size)
-    text = (f"**Best within budget ({objective}): {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
+    heading = f"Best within budget ({objective})" if budget_set else f"{objective.capitalize()} (no budget set)"
+    text = (f"**{heading}: {best}** — {fmt.format_ratio(row['x_smaller'])} smaller, "
             f"speed-up {speedup_text(row, batch_size)} at batch {batch_size}, "
             f"{'perplexity' if is_decoder_run(results) else 'quality drop'} {drop_text(drop.iloc[0], _)}. "
             + ("Chosen on the reported numbers (this run predates validation scoring)." if chose_on_reported(frame)
@@ -406,7 +466,7 @@ else:
     if bakeoff:  # the point names its runtime; its speed is against the one reference, onnxruntime fp32
         ratio, low, high = (row.get(f"vs_onnxruntime{k}_bs{batch_size}") for k in ("", "_low", "_high"))
         speed = fmt.format_speedup({"ratio": ratio, "low": low, "high": high}) if ratio else "–"
-        text = (f"**Best within budget ({objective}): {row['variant']} on {row['runtime_label']}** — "
+        text = (f"**{heading}: {row['variant']} on {row['runtime_label']}** — "
                 f"{fmt.format_ratio(row['x_smaller'])} smaller, {speed} against the baseline on onnxruntime at "
                 f"batch {batch_size}, quality drop {'–' if math.isnan(drop.iloc[0]) else f'{drop.iloc[0]:.2f} pt'} "
                 f"(measured on {row['runtime_label']}).")
@@ -416,7 +476,8 @@ else:
     else:
         st.success(text, icon=":material/star:")
 
-st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected),
+st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected,
+                                  best_label="best within budget" if budget_set else objective),
                 theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
                 selection_mode="points", config={"displaylogo": False})
 st.caption(chart_caption(results))
@@ -424,7 +485,8 @@ if bakeoff:
     st.subheader("Which runtime to ship")
     st.caption(f"Per variant, the runtime where it ran fastest at batch {batch_size}, against the baseline on "
                "onnxruntime (95% interval), and whether the runner-up is measurably slower.")
-    st.dataframe(ship_table(results, batch_size), hide_index=True, width="stretch", column_config={
+    st.dataframe(ship_table(results, batch_size), hide_index=True, placeholder=fmt.MISSING, width="stretch",
+                 column_config={
         "ship_on": "ship on", "speed": "vs onnxruntime fp32",
         "p50_ms": st.column_config.NumberColumn(f"p50 at batch {batch_size} (ms)", format="%.3f"),
         "runner_up": "runner-up"})

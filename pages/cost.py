@@ -11,6 +11,7 @@ from core.results import assumptions, cost
 from core.results import devices as device_profiles
 from core.views import cost as cost_view
 from core.errors import FeatherweightError
+from core.format import MISSING
 from ui import services
 from ui.process_cache import process_cached
 from ui.run_picker import run_picker_ui
@@ -157,7 +158,7 @@ def cost_page() -> None:
     st.caption("What each variant costs to serve, the energy it uses and whether it fits a target device. "
                "Throughput, CPU time and (where the CPU exposes them) energy counters are measured; prices, "
                "watts, grid intensity and device profiles are assumptions you can edit.")
-    records = [r for r in services.visible_runs() if services.results_mtime(r.id)]
+    records = [r for r in services.visible_runs() if services.results_mtime(r.id)] + services.gallery_runs()
     if not records:
         st.info("No runs yet. Run a recipe on the **Optimize** page (or `featherweight run`) and its cost, "
                 "energy and device fit appear here.", icon=":material/info:")
@@ -199,7 +200,7 @@ def cost_page() -> None:
                      for c in [cost.decoder_cost(v, assumptions, threads)]]
         st.caption(":material/token: A decoder run: a \"million\" below is a million generated tokens, priced at "
                    "the measured decode tokens/s at batch 1 (prompt tokens, priced at the prefill rate, cost less).")
-        st.dataframe(pd.DataFrame(per_token), hide_index=True, width="stretch", column_config={
+        st.dataframe(pd.DataFrame(per_token), hide_index=True, placeholder=MISSING, width="stretch", column_config={
             "usd_per_million_tokens": st.column_config.NumberColumn("USD / million generated tokens",
                                                                     format="$%.4g"),
             "usd_per_million_prompt_tokens": st.column_config.NumberColumn("USD / million prompt tokens",
@@ -233,13 +234,13 @@ def cost_page() -> None:
             config[f"fits: {d.name}"] = st.column_config.CheckboxColumn(f"Fits {d.name}")
             config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
                 f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
-        st.dataframe(shown[columns], hide_index=True, width="stretch", column_config=config)
+        st.dataframe(shown[columns], hide_index=True, placeholder=MISSING, width="stretch", column_config=config)
         st.plotly_chart(cost_view.cost_figure(frame, device=device, unit=unit), width="stretch")
     with st.expander("Device fit, variant by variant (estimates)"):
         st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
                    "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "
                    "operator support.")
-        st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, width="stretch")
+        st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, placeholder=MISSING, width="stretch")
 
 
 cost_page()

@@ -10,6 +10,7 @@ from core.errors import FeatherweightError
 from core.format import format_speedup
 from core.session import RUN_KEY
 from core.views.graph import PRECISION_COLOR
+from core.format import MISSING
 from ui import graph_explorer, services
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
@@ -24,9 +25,9 @@ NO_SCAN = ""
 
 
 def _graph_runs() -> list:
-    """The session's recipe runs with at least one measured variant beside the baseline."""
+    """The session's recipe runs with at least one measured variant beside the baseline, then the gallery's."""
     out = []
-    for record in services.runs_of_kind(("run",), limit=200):
+    for record in [*services.runs_of_kind(("run",), limit=200), *services.gallery_runs()]:
         variants = (services.run_results(record.id) or {}).get("variants") or []
         if len([v for v in variants if v.get("status") == "ok" and v.get("artifact")]) > 1:
             out.append(record)
@@ -122,7 +123,7 @@ legend_ui()
 focus = st.query_params.get(NODE_PARAM)
 graph_explorer.show(view["token"], focus=focus)
 with st.expander("Node by node", expanded=False):
-    st.dataframe(view["rows"], hide_index=True, key=f"graph_rows.{run_id}.{name}",
+    st.dataframe(view["rows"], hide_index=True, placeholder=MISSING, key=f"graph_rows.{run_id}.{name}",
                  column_config={"before_ms": st.column_config.NumberColumn("before (ms)", format="%.4f"),
                                 "after_ms": st.column_config.NumberColumn("after (ms)", format="%.4f"),
                                 "ratio": st.column_config.NumberColumn("after / before", format="%.2f")})

@@ -14,6 +14,7 @@ from core.jobs.insight import job_kind
 from core.results.table import batch_sizes_of
 from core.session import RUN_KEY
 from core.jobs.store import ACTIVE
+from core.format import MISSING
 from ui import services
 from ui.shell import ensure_app_shell
 from ui.tables import results_table_ui
@@ -67,7 +68,8 @@ if not records:
     st.stop()
 
 table = runs_frame(records, services.owner_id())
-st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(table)), column_config={
+st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(table)),
+             placeholder=MISSING, column_config={
     "created": st.column_config.DatetimeColumn("Started", format="D MMM, HH:mm"),
     "run": st.column_config.TextColumn("Run"), "model": st.column_config.TextColumn("Model"),
     "data": st.column_config.TextColumn("Data"), "status": st.column_config.TextColumn("Status", width="small"),

@@ -9,11 +9,12 @@ import streamlit as st
 
 from core.jobs import insight
 from core.errors import FeatherweightError
-from core.format import format_speedup
+from core.format import MISSING, format_bytes, format_speedup
 from core.views.insight import op_time_figure, scaling_figure, sensitivity_figure, sensitivity_heatmap, tune_figure
 from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSION_KEY
 from core.jobs.store import ACTIVE
 from ui import services
+from ui.forms import escape_markdown
 from ui.job_status import job_status_ui
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
@@ -159,7 +160,8 @@ def sensitivity_result_ui(result: dict) -> None:
         st.warning(f"{row['name']}: {row['error']}", icon=":material/warning:")
     st.dataframe([{"rank": "" if row.get("rank") is None else f"{row['rank']}{'=' if row.get('tied') else ''}",
                    **{k: row.get(k) for k in ("name", "type", "drop", "agreement", "sqnr_db", "params")}}
-                  for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS)
+                  for row in layers], hide_index=True, key="scan_table", column_config=SCAN_COLUMNS,
+                 placeholder=MISSING)
 
 
 def graph_link_ui(result: dict, scan_id: str) -> None:
@@ -235,9 +237,11 @@ def tune_result_ui(run_id: str, active: bool) -> None:
         trials = log.get("trials", [])
         best_trial = next((t for t in trials if t["name"] == best), {})
         c1, c2, c3 = st.columns(3)
-        c1.metric("Best so far" if log.get("status") == "running" else "Best", best)
+        # Not a metric: a metric cuts a long name ("int8-static[per_channel=F…"); markdown wraps it whole.
+        c1.markdown(f"<small>{'Best so far' if log.get('status') == 'running' else 'Best'}</small>  \n"
+                    f"**{escape_markdown(str(best or '–'))}**", unsafe_allow_html=True)
         if (log.get("config") or {}).get("objective") == "size":
-            c2.metric("Size", f"{(best_trial.get('size_bytes') or 0) / 1e3:,.1f} kB")
+            c2.metric("Size", format_bytes(best_trial.get("size_bytes")))
         else:
             reported = best_trial.get("reported_speedup")
             c2.metric(f"Speed-up at batch {log.get('timing_batch')}",
@@ -251,7 +255,8 @@ def tune_result_ui(run_id: str, active: bool) -> None:
         st.dataframe([{**{k: t.get(k) for k in ("name", "status", "drop_pt", "speedup")},
                        "reported": format_speedup(t.get("reported_speedup")) if t["name"] != "baseline" else "1x",
                        **{k: t.get(k) for k in ("size_bytes", "reason")}}
-                      for t in trials], hide_index=True, key=f"tune_table.{len(trials)}", column_config=TUNE_COLUMNS)
+                      for t in trials], hide_index=True, key=f"tune_table.{len(trials)}", column_config=TUNE_COLUMNS,
+                     placeholder=MISSING)
         best_yaml = directory / "best.yaml"
         if best_yaml.exists() and not active:
             c1, c2, c3 = st.columns(3)
@@ -359,7 +364,7 @@ def diagnostics_ui() -> None:
             st.success("No rule found a reason for a missing speed-up.", icon=":material/check_circle:")
         for finding in findings:
             st.warning(f"**{finding['message']}**  \nFix: {finding['fix']}", icon=":material/lightbulb:")
-        st.dataframe(part["comparison"], hide_index=True, key=f"ops_table.{name}")
+        st.dataframe(part["comparison"], hide_index=True, placeholder=MISSING, key=f"ops_table.{name}")
 
 
 def scaling_ui() -> None:
@@ -393,7 +398,8 @@ def scaling_ui() -> None:
                       format_func={"throughput": "throughput", "p50_ms": "latency",
                                    "ms_per_sample": "latency per sample"}.get)
     st.plotly_chart(scaling_figure(diag["scaling"], metric), key="scaling_chart")
-    st.dataframe(diag["scaling"], hide_index=True, key="scaling_table", column_config=SCALING_COLUMNS)
+    st.dataframe(diag["scaling"], hide_index=True, key="scaling_table", column_config=SCALING_COLUMNS,
+                 placeholder=MISSING)
 
 
 # --------------------------------------------------------------------------------------------------------------

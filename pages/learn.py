@@ -12,9 +12,11 @@ from core.teach import explainers as learn
 from core.views import learn as learn_viz
 from core.errors import FeatherweightError
 from core.session import learn_sources
-from core.format import format_bytes, format_count
+from core.format import MISSING, format_bytes, format_count
 from ui import services
 from ui.explain import explain, explain_live
+from ui.lessons import glossary_ui, lessons_ui
+from ui.process_cache import process_cached
 from ui.run_picker import run_picker_ui
 from ui.shell import ensure_app_shell
 
@@ -59,11 +61,16 @@ SEEN_CURRENT_KEY = "learn_seen_current"  # the session's current model when this
 INT4_SECTION = "int4 blocks (LM)"
 DECODING_SECTION = "Decoding (LM)"
 DEPTHWISE_SECTION = "Depthwise"
-SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION,
-            DECODING_SECTION]
+LESSONS_SECTION = "Lessons"  # the default: the lesson path loads no model, so a new visitor sees it at once
+GLOSSARY_SECTION = "Glossary"
+EXPLAINER_SECTIONS = ["Quantization", "Pruning", "Distillation", "Size & speed", DEPTHWISE_SECTION, INT4_SECTION,
+                      DECODING_SECTION]
+SECTIONS = [LESSONS_SECTION, *EXPLAINER_SECTIONS, GLOSSARY_SECTION]
 LM_SECTIONS = (INT4_SECTION, DECODING_SECTION)  # explain a decoder: the current model if it is one, else tiny-lm
 LM_SAMPLE = "sample:tiny-lm"
 DEFAULT_SPEC = "sample:digits-cnn"
+DEPTHWISE_DEFAULT = "sample:shapes-mobile"  # the Depthwise explainer opens on a net with depthwise layers
+DEPTHWISE_OPENED_KEY = "learn_depthwise_opened"
 LARGE_MODEL_PARAMS = 5_000_000
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
 ENTROPY_BINS = [128, 512, 2048, 4096]  # 2048: what the quantize step uses
@@ -209,7 +216,8 @@ def quantization_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     st.plotly_chart(learn_viz.activation_ranges_figure(learn.histogram(values, 120, (lo, hi)), ranges, log_y=log_y),
                     key="learn_calibration_chart", **CHART)
     table = learn.activation_range_table(values, ranges)
-    st.dataframe(table, hide_index=True, width="stretch", key="learn_calibration_table", column_config={
+    st.dataframe(table, hide_index=True, width="stretch", key="learn_calibration_table",
+                 placeholder=MISSING, column_config={
         "method": "Method", "low": st.column_config.NumberColumn("Low", format="%.4g"),
         "high": st.column_config.NumberColumn("High", format="%.4g"),
         "scale": st.column_config.NumberColumn("uint8 scale", format="%.4g"), "zero_point": "Zero point",
@@ -421,9 +429,12 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
     amount = c1.slider("Pruning amount (%)", 10, 90, 50, step=10, key=W_AMOUNT_KEY) / 100
     width = c2.select_slider("Student width", [0.125, 0.25, 0.5, 0.75], value=0.25, key=W_WIDTH_KEY)
     table = explain(source, "techniques", amount=amount, width=float(width))
-    left, right = st.columns([1, 1])
-    left.dataframe(table, hide_index=True, width="stretch", key="learn_technique_table", column_config={
-        "technique": "Technique", "size_bytes": st.column_config.NumberColumn("Est. size", format="bytes"),
+    # The table full width (beside the chart its MACs column was cut off), sizes as format_bytes writes them
+    # everywhere ("641 kB", where the column format gave "641KB"), then size and MACs side by side.
+    shown = table.assign(size_bytes=table["size_bytes"].map(format_bytes))
+    st.dataframe(shown, hide_index=True, width="stretch", key="learn_technique_table",
+                 placeholder=MISSING, column_config={
+        "technique": "Technique", "size_bytes": st.column_config.TextColumn("Est. size"),
         "x_smaller": st.column_config.NumberColumn("× smaller", format="%.1f×"),
         "bytes_per_weight": st.column_config.NumberColumn(
             "Bytes / weight", format="%.2f", help="Averaged over all of this model's weights, scales included; "
@@ -431,7 +442,7 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         "params": st.column_config.NumberColumn("Weights", format="localized"),
         "macs_per_sample": st.column_config.NumberColumn("MACs / sample", format="localized"),
         "arithmetic": "Arithmetic", "faster_on_cpu": "Faster on a CPU?"})
-    right.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
+    st.plotly_chart(learn_viz.technique_size_figure(table), key="learn_size_chart", **CHART)
     st.caption("Sizes are **estimates** from this model's layers: weights at 4 bytes (fp32), 2 (fp16), 1 (int8, plus "
                "a scale per channel) or half (int4, plus a scale per 32), plus the graph structure the quantizers add, "
                "a per-tensor overhead fitted to the quantized digits samples' files. Run a recipe to measure them; "
@@ -472,10 +483,12 @@ def size_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
         return
     left, right = st.columns([3, 2])
     left.plotly_chart(learn_viz.estimate_vs_measured_figure(compare), key="learn_compare_chart", **CHART)
-    right.dataframe(compare.drop(columns=["note"]), hide_index=True, width="stretch", key="learn_compare_table",
+    right.dataframe(compare.drop(columns=["note"]).assign(estimate_bytes=compare["estimate_bytes"].map(format_bytes),
+                                                          measured_bytes=compare["measured_bytes"].map(format_bytes)),
+                    hide_index=True, width="stretch", key="learn_compare_table", placeholder=MISSING,
                     column_config={"variant": "Variant", "steps": "Steps",
-                                   "estimate_bytes": st.column_config.NumberColumn("Estimated", format="bytes"),
-                                   "measured_bytes": st.column_config.NumberColumn("Measured", format="bytes"),
+                                   "estimate_bytes": st.column_config.TextColumn("Estimated"),
+                                   "measured_bytes": st.column_config.TextColumn("Measured"),
                                    "error_pct": st.column_config.NumberColumn("Error", format="%+.1f%%")})
     worst = compare["error_pct"].abs().max()
     st.caption(f"The estimate counts weights, scales and graph structure from the baseline's layers; it is within "
@@ -507,7 +520,7 @@ def depthwise_ui(key: str, source: learn.LearnSource, facts: dict) -> None:
                "Whether the spread costs accuracy is measured, not assumed: a spread of a few times costs next to "
                "nothing (make bench: shapes-mobile's plain per-tensor int8 within 0.1 pt of fp32), one of hundreds "
                "collapses per-tensor int8 (its spread fixture: more than 20 pt, equalization back within 1 pt).")
-    st.dataframe(layers, hide_index=True, width="stretch", key="learn_depthwise_table",
+    st.dataframe(layers, hide_index=True, placeholder=MISSING, width="stretch", key="learn_depthwise_table",
                  column_config={"spread_before": st.column_config.NumberColumn("Spread before", format="%.1fx"),
                                 "spread_after": st.column_config.NumberColumn("Spread after", format="%.1fx"),
                                 "smallest_levels_before": st.column_config.NumberColumn("Levels before",
@@ -540,6 +553,7 @@ def int4_ui(source: learn.LearnSource) -> None:
                          size=lambda t: t["total_bytes"].map(format_bytes),
                          error_pct=lambda t: (t["relative_rms_error"] * 100).round(2))
     st.dataframe(shown[["block", "bits_per_weight", "size", "error_pct", "max_abs_error"]], hide_index=True,
+                 placeholder=MISSING,
                  width="stretch")
     st.subheader("Why tiny-lm's int4 speed-up says little about memory")
     st.markdown("Decoding one token reads every weight once. tiny-lm's 2.4M weights are about 10 MB in fp32 and "
@@ -605,17 +619,35 @@ def decoding_ui(source: learn.LearnSource) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # The page
 
+def _open_section(section: str) -> None:
+    st.session_state[SECTION_KEY] = section
+
+
 st.title("Learn")
+section = st.segmented_control("Section", SECTIONS, default=SECTIONS[0], key=SECTION_KEY,
+                               label_visibility="collapsed") or SECTIONS[0]
+if section == LESSONS_SECTION:
+    st.caption("A path of short lessons, each with an exercise on a sample, what we measured, and a question "
+               "answered from your own run. The explainers (above) show each knob on a model's real weights.")
+    lessons_ui(_open_section, section_key=SECTION_KEY, explainers=EXPLAINER_SECTIONS,
+               glossary_section=GLOSSARY_SECTION)
+    st.stop()
+if section == GLOSSARY_SECTION:
+    glossary_ui(lambda: _open_section(LESSONS_SECTION))
+    st.stop()
 st.caption("What does each knob do? Move it and watch, on this model's real weights and data.")
 available, session_model = sources_ui()
 if session_model is not None and st.session_state.get(SEEN_CURRENT_KEY) != session_model:
     st.session_state[SEEN_CURRENT_KEY] = session_model  # a new current model: explain that one
     st.session_state[LEARN_MODEL_KEY] = session_model
+if section == DEPTHWISE_SECTION and session_model is None and not st.session_state.get(DEPTHWISE_OPENED_KEY) \
+        and DEPTHWISE_DEFAULT in available:
+    st.session_state[DEPTHWISE_OPENED_KEY] = True  # once: the visitor's own choice wins afterwards
+    st.session_state[LEARN_MODEL_KEY] = DEPTHWISE_DEFAULT
 _keep_valid(LEARN_MODEL_KEY, list(available), next(iter(available)))
-top_left, top_right = st.columns([1, 2])
+top_left, _ = st.columns([1, 2])
 model_key = top_left.selectbox("Model", list(available), format_func=lambda k: available[k].label,
                                key=LEARN_MODEL_KEY)
-section = top_right.segmented_control("Explainer", SECTIONS, default=SECTIONS[0], key=SECTION_KEY) or SECTIONS[0]
 current = available[model_key]
 try:
     model_facts = explain(current, "facts")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.format import MISSING
 from core.session import (DATA_KEY, DATA_UPLOAD_TYPES, MODEL_KEY, MODEL_UPLOAD_TYPES, NO_DATA, TEXT_UPLOAD_TYPES,
                           UPLOAD_SEEN_KEY, Outcome, apply_data_upload, apply_model_upload, choose_sample_data,
                           choose_sample_model)
@@ -68,15 +69,17 @@ def sample_gallery_ui(current_spec: str | None) -> str | None:
     columns = st.columns(min(3, max(1, len(SAMPLE_MODELS))))
     for i, sample in enumerate(SAMPLE_MODELS.values()):
         ok, note = available(sample)
-        with columns[i % len(columns)].container(border=True, height=236):  # equal cards, buttons aligned
+        # The button under the name: buttons line up across cards, and a long description (shapes-mobile's)
+        # only makes its card taller (in a fixed-height card it pushed the button out, clipped).
+        with columns[i % len(columns)].container(border=True):
             st.markdown(f"**{sample.name}**")
-            st.caption(sample.description)
-            st.caption(f"data: sample:{sample.dataset}")
             in_use = current_spec == f"sample:{sample.name}"
             if st.button(f"Use {sample.name}" if not in_use else f"{sample.name} in use", key=f"use_{sample.name}",
                          type="primary" if not in_use else "secondary", disabled=not ok or in_use,
                          help=note, width="stretch"):
                 clicked = sample.name
+            st.caption(sample.description)
+            st.caption(f"data: sample:{sample.dataset}")
     return clicked
 
 
@@ -192,7 +195,7 @@ def card_ui(model) -> None:
         st.markdown("###### Inputs and outputs")
         rows = [{"kind": kind, "name": t["name"], "shape": " × ".join(str(d) for d in t["shape"]), "dtype": t["dtype"]}
                 for kind, key in (("input", "inputs"), ("output", "outputs")) for t in card.get(key, [])]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=MISSING, width="stretch")
         st.markdown("###### What applies")
         for technique, text in (card.get("capabilities") or {}).items():
             icon = ":material/check_circle:" if text.startswith("yes") else ":material/info:"
@@ -213,7 +216,7 @@ def card_ui(model) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.dataframe(
-            layers, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(layers)),
+            layers, hide_index=True, placeholder=MISSING, width="stretch", height=min(420, 38 + 35 * len(layers)),
             column_config={
                 "name": st.column_config.TextColumn("Layer"), "type": st.column_config.TextColumn("Op type"),
                 "params": st.column_config.NumberColumn("Params", format="localized"),

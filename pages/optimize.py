@@ -376,8 +376,12 @@ def kept_text(results: dict) -> str:
 
 def _final_status_ui(status, record) -> None:
     results = services.run_results(record.id) or {}
-    duration = results.get("duration_s")
+    duration = results.get("duration_s")  # the worker's own measuring time
+    waited = record.updated_at - record.created_at  # from Run to the end: what the user waited
     took = f" in {duration:.1f} s" if duration else ""
+    if duration and waited > duration + 1.0:  # it said 17.1 s for a run the user waited 25.7 s for
+        took = (f" in {waited:.1f} s ({duration:.1f} s measuring; the rest in the queue and starting the "
+                "worker)")
     if status.state == "completed":
         st.success(f"Run completed{took}.", icon=":material/check_circle:")
     elif status.state == "cancelled":
@@ -449,9 +453,22 @@ else:
                  f"{launcher.runner.max_variants}. Remove some, or split the sweep into several runs.",
                  icon=":material/error:")
     slow_benchmark_ui(recipe, model)
+    # A variant this model cannot run would fail in the worker: say so here, offer to drop it, and hold Run.
+    doomed = [i for i, v in enumerate(recipe.variants) if forms.doomed_reason(v, model.card)]
+    if doomed:
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.warning(f"{len(doomed)} variant{'s' if len(doomed) != 1 else ''} cannot run on {model.label} ("
+                   + ", ".join(recipe.variants[i].name for i in doomed) + "): see above, change "
+                   + ("them" if len(doomed) != 1 else "it") + " or remove " + ("them" if len(doomed) != 1 else "it")
+                   + ".", icon=":material/warning:")
+        if c2.button("Remove them" if len(doomed) != 1 else "Remove it", key="remove_doomed", width="stretch"):
+            for index in reversed(doomed):
+                recipe = recipe.without_variant(index)
+            _set_recipe(recipe)
+            st.rerun()
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     clicked = c1.button(f"Run {count} variant{'s' if count != 1 else ''}", type="primary", icon=":material/play_arrow:",
-                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many or runnable == 0,
+                        disabled=bool(active_mine) or bool(errors) or count == 0 or too_many or bool(doomed),
                         key="run_button", width="stretch",
                         help="Each variant, and the baseline measured first, is built and timed.")
     c2.caption(("None of these variants can run on this model (each says why above): choose a preset or change "

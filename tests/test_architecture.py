@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("core.views", "core.teach"),
     ("core.analysis",),
     ("core.jobs",),
-    ("core.session", "core.cli"),
+    ("core.session", "core.cli", "core.workshop"),
 ]
 # core/__init__.py only re-exports lazily (PEP 562) and core/__main__.py only calls the CLI.
 EXEMPT = {"core", "core.__main__"}

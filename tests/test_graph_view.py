@@ -176,3 +176,51 @@ def test_view_json_carries_no_weight_values(static_view, run_dir):
     assert "__value" not in served
     for value in weight.flatten()[:8]:
         assert json.dumps(float(np.float32(value))) not in served
+
+
+def test_the_info_panel_starts_collapsed_in_the_served_app():
+    """Model Explorer's own script is patched so each pane's 370 px info panel starts collapsed (it covered three
+    quarters of a pane), opening to its default width; a script of another version is left as it is."""
+    from pathlib import Path
+
+    import model_explorer
+
+    from ui.graph_explorer import patch_app
+
+    script = next((Path(model_explorer.__file__).parent / "web_app").glob("main-*.js")).read_text(encoding="utf-8")
+    patched = patch_app(script)
+    assert patched != script and "resizing=!1;hide=!0;" in patched
+    assert "curSearchResults=void 0;width=0;minWidth=0;" in patched
+    assert patch_app("console.log('another version')") == "console.log('another version')"
+
+
+def test_a_large_graph_opens_one_readable_level_deep():
+    """A graph too large to open whole opens with the layers expanded down to the first depth showing at least 8
+    boxes (shapes-mobile read "Input -> main_graph -> Output"); initializer nodes, hidden, do not count."""
+    from core.views.graph import layers_to_expand
+
+    nodes = [{"id": "in", "label": "Input", "namespace": ""}, {"id": "out", "label": "Output", "namespace": ""}]
+    nodes += [{"id": f"w{i}", "label": "Initializer", "namespace": ""} for i in range(20)]
+    nodes += [{"id": f"conv{i}", "label": "Conv", "namespace": f"main_graph/features/features.{i}"} for i in range(9)]
+    nodes += [{"id": "fc", "label": "Gemm", "namespace": "main_graph/classifier"}]
+    expand = layers_to_expand({"graphs": [{"nodes": nodes}]})
+    assert expand == ["main_graph/classifier___group___", "main_graph/features___group___"]
+    data = explorer_data([{"name": "a", "graph_index": 0, "node_data": [], "expand": expand}], expand_all=False)
+    assert data["uiState"]["paneStates"][0]["deepestExpandedGroupNodeIds"] == expand
+    assert layers_to_expand({"graphs": [{"nodes": nodes[:3]}]}) == ["___all___"]  # nothing deeper: all open
+
+
+def test_helper_nodes_are_drawn_inside_the_layer_they_serve():
+    """A weight's DequantizeLinear the ONNX adapter puts in the top layer moves into its consumer's layer (84 of
+    them in main_graph made shapes-mobile's int8 pane one long row); one feeding two layers stays where it is."""
+    from core.views.graph import nest_helpers
+
+    nodes = [{"id": "w_dq", "label": "DequantizeLinear", "namespace": "main_graph"},
+             {"id": "shared_dq", "label": "DequantizeLinear", "namespace": "main_graph"},
+             {"id": "conv", "label": "Conv", "namespace": "main_graph/features/features.0",
+              "incomingEdges": [{"sourceNodeId": "w_dq"}, {"sourceNodeId": "shared_dq"}]},
+             {"id": "gemm", "label": "Gemm", "namespace": "main_graph/classifier",
+              "incomingEdges": [{"sourceNodeId": "shared_dq"}]}]
+    graphs = nest_helpers({"graphs": [{"nodes": nodes}]})
+    spaces = {n["id"]: n["namespace"] for n in graphs["graphs"][0]["nodes"]}
+    assert spaces["w_dq"] == "main_graph/features/features.0" and spaces["shared_dq"] == "main_graph"

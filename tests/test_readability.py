@@ -55,7 +55,7 @@ def test_report_table_scrolls_inside_the_page_and_counts_variants_without_baseli
     assert "<div class='table-wrap'><table>" in html and ".table-wrap { overflow-x: auto" in html
     others = sum(v["name"] != "baseline" for v in results["variants"])
     assert f"baseline and {others} variants" in html
-    assert html.count("plotly.js v") == 1  # the library is inlined once
+    assert html.count("Copyright 2012-") == 1  # the library is inlined once
 
 
 def test_display_table_has_one_size_format_and_no_none():
@@ -135,3 +135,36 @@ def test_dollars_never_in_scientific_notation():
     assert format_usd(3.5) == "$3.5" and format_usd(12345) == "$12,345"
     table = build_report(synthetic_results(), batch_size=256).split("<h2>Results")[1].split("<h2>")[0]
     assert not re.search(r"\$[0-9.]+e-", table)
+
+
+def test_every_dashboard_table_shows_a_dash_for_a_missing_number():
+    """Each st.dataframe of the pages and ui/ passes placeholder=MISSING ("–"): Streamlit writes "None" in the
+    empty cells otherwise (History's duration, the tuner's speed-up, Cost's devices, the model's label table)."""
+    import ast
+
+    from core.format import MISSING
+
+    assert MISSING == "–"
+    root = Path(__file__).resolve().parents[1]
+    missing = []
+    for path in sorted([*root.glob("pages/*.py"), *root.glob("ui/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "dataframe":
+                if not any(k.arg == "placeholder" for k in node.keywords):
+                    missing.append(f"{path.name}:{node.lineno}")
+    assert not missing, f"tables that would show 'None': {missing}"
+
+
+def test_a_quantize_step_with_other_options_reads_differently_from_the_plain_one():
+    """An int8 variant keeping a layer in float, or per tensor, or percentile-calibrated, no longer reads
+    "quantize static" like the plain one; the plain step still does."""
+    from core.spec.labels import step_label
+
+    plain = {"technique": "quantize", "mode": "static", "per_channel": True, "calibration": "minmax", "exclude": []}
+    assert step_label(plain) == "quantize static"
+    assert step_label({**plain, "exclude": ["/fc/Gemm"]}) == "quantize static, 1 layer in float"
+    assert step_label({**plain, "per_channel": False, "calibration": "percentile", "exclude": ["a", "b"]}) == \
+        "quantize static, per tensor, percentile, 2 layers in float"
+    assert step_label({**plain, "equalize": True, "bias_correction": True}) == \
+        "quantize static, equalized, bias-corrected"
+    assert step_label({"technique": "quantize", "mode": "int4", "block_size": 64}) == "quantize int4, block 64"

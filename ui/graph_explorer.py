@@ -25,13 +25,14 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from core.io.disk import DiskLimits, evict_least_recent, mark_used
+from core.io.files import prebuilt_path
 from core.io.model import cache_dir
 from core.jobs.graph import graph_view_isolated
 from ui import services
 
 COMPONENT = "model_explorer"
 VIEWS = "views"
-PATCH_VERSION = 4  # bump when patch_index changes: the patched copy in the cache is made once per version
+PATCH_VERSION = 5  # bump when patch_index / patch_app changes: the patched copy in the cache is made once per version
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _LOCK = threading.Lock()
 _ROOT: Path | None = None
@@ -114,6 +115,26 @@ def patch_index(html: str) -> str:
     return html
 
 
+# The info panel (370 px) starts collapsed: beside the dashboard's sidebar each pane is about 490 px wide at 1400 px,
+# and the open panel covered three quarters of it. Its own toggle (the chevron at the pane's edge) opens it. Model
+# Explorer has no setting for it (its `hideInfoPanel` config is only for embedders), so the app's info-panel class
+# is patched: it starts hidden at width 0 and remembers the default width to open to.
+_PANEL = re.compile(r"curSearchResults=void 0;width=([A-Za-z_$][\w$]*);minWidth=\1;")
+
+
+def patch_app(script: str) -> str:
+    """Model Explorer's main script with the info panel starting collapsed; unchanged when this version's code is
+    not the one patched for (the panel then starts open, as before)."""
+    found = _PANEL.search(script)
+    if not found or script.count("resizing=!1;hide=!1;") != 1 or \
+            script.count("savedWidth=0;visualizerThemeService") != 1:
+        return script
+    width = found.group(1)
+    script = script.replace(found.group(0), "curSearchResults=void 0;width=0;minWidth=0;", 1)
+    script = script.replace("resizing=!1;hide=!1;", "resizing=!1;hide=!0;", 1)
+    return script.replace("savedWidth=0;visualizerThemeService", f"savedWidth={width};visualizerThemeService", 1)
+
+
 def web_root() -> Path:
     """The served folder: a copy of Model Explorer's web app with the patched index.html, made once per version
     in the cache, plus ``views/``."""
@@ -130,6 +151,8 @@ def web_root() -> Path:
             shutil.copytree(source, staging)
             index = staging / "index.html"
             index.write_text(patch_index(index.read_text(encoding="utf-8")), encoding="utf-8")
+            for script in staging.glob("main-*.js"):
+                script.write_text(patch_app(script.read_text(encoding="utf-8")), encoding="utf-8")
             for sheet in staging.glob("*.css"):  # its fonts and icons, from beside the sheet
                 sheet.write_text(sheet.read_text(encoding="utf-8").replace("url(/static_files/", "url(static_files/"),
                                  encoding="utf-8")
@@ -205,9 +228,14 @@ def graph_view(run_id: str, variant: str, scan_id: str | None = None) -> dict:
     if cached is not None and view_dir(cached["token"]) is not None:
         mark_used(view_dir(cached["token"]))
         return cached
+    prebuilt = prebuilt_path(run_dir, "graph", variant)
     token, folder = new_view_dir()
     try:
-        summary = graph_view_isolated(run_dir, variant, folder, sensitivity_dir=scan_dir)
+        if scan_id is None and (prebuilt / "summary.json").is_file():  # a reference run: built with the gallery
+            shutil.copytree(prebuilt, folder, dirs_exist_ok=True)
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        else:
+            summary = graph_view_isolated(run_dir, variant, folder, sensitivity_dir=scan_dir)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -217,4 +245,5 @@ def graph_view(run_id: str, variant: str, scan_id: str | None = None) -> dict:
     return summary
 
 
-__all__ = ["COMPONENT", "graph_view", "new_view_dir", "patch_index", "register", "show", "view_dir", "view_url", "web_root"]
+__all__ = ["COMPONENT", "graph_view", "new_view_dir", "patch_app", "patch_index", "register", "show", "view_dir",
+           "view_url", "web_root"]

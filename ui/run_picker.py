@@ -11,6 +11,7 @@ import datetime as dt
 import streamlit as st
 
 from core.jobs.store import ACTIVE
+from core.results.table import measured_on
 from core.session import RUN_KEY
 from ui import services
 
@@ -52,6 +53,15 @@ def run_picker_ui(records: list, key: str, *, remember: str | None = None, label
         st.session_state[key] = current
     chosen = st.selectbox(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), on_change=on_change)
     record = by_id[chosen]
-    if record.status not in ACTIVE:  # queued / running: the page's live progress says so
+    if services.is_reference_run(record.id):
+        reference_banner_ui(services.run_results(record.id) or {})
+    elif record.status not in ACTIVE:  # queued / running: the page's live progress says so
         st.caption(f"Status: {record.status}")
     return record
+
+
+def reference_banner_ui(results: dict) -> None:
+    """What a gallery run is: a reference result, the machine it was measured on, read-only."""
+    st.info(f"**Reference result**, precomputed for every visitor (`make demo`) and measured on "
+            f"{measured_on(results)}. Read-only: your own runs stay private to your browser.",
+            icon=":material/verified:")

@@ -18,7 +18,7 @@ from core.errors import BadInputError
 from core.io.pool import Requester, acting_for, process_pool
 from core.jobs.queue import JobRunner
 from core.session import OWNER_KEY, RunLauncher, owner_from_cookie
-from core.jobs.store import ACTIVE, RunStore, default_root
+from core.jobs.store import ACTIVE, GALLERY_OWNER, RunStore, default_root
 from core.io.files import write_atomic
 from ui.process_cache import process_cached
 
@@ -115,7 +115,8 @@ def client_address() -> str | None:
 
 
 class SessionRuns:
-    """The run store as one session sees it: its owner's runs only (everyone's with FEATHERWEIGHT_SHARED_HISTORY=1).
+    """The run store as one session sees it: its owner's runs only (everyone's with FEATHERWEIGHT_SHARED_HISTORY=1),
+    plus the reference gallery's runs, which every session may read and none may change.
 
     Another owner's run behaves as if it did not exist ("no run"), whatever id a widget or a URL carries; the one
     write is `delete`, of the session's own runs. There is no other way from a page to the store.
@@ -131,7 +132,7 @@ class SessionRuns:
         return self._runs.root
 
     def _may_read(self, owner: str | None) -> bool:
-        return owner is None or owner == self._owner or self._shared
+        return owner is None or owner == self._owner or self._shared or owner == GALLERY_OWNER
 
     def list(self, owner: str | None = None, limit: int = 200) -> list:
         """The session's runs, newest first (`owner`: another owner's only with shared history)."""
@@ -143,6 +144,8 @@ class SessionRuns:
         """A run's record; BadInputError "no run" for a run the session may not see."""
         if not self._may_read(owner):
             raise BadInputError(f"no run {run_id!r}")
+        if owner is None and not self._shared and self.can_view(run_id):
+            return self._runs.get(run_id)  # the session's own, or a reference run of the gallery
         return self._runs.get(run_id, owner if owner is not None else (None if self._shared else self._owner))
 
     def can_view(self, run_id: str) -> bool:
@@ -158,7 +161,15 @@ class SessionRuns:
             if len(_OWNERS) >= _OWNERS_MAX:
                 _OWNERS.clear()
             _OWNERS[key] = owner
-        return self._shared or owner == self._owner
+        return self._shared or owner == self._owner or owner == GALLERY_OWNER
+
+    def is_reference(self, run_id: str) -> bool:
+        """Whether the run is one of the gallery's reference runs (read-only, the same for every visitor)."""
+        return self.can_view(run_id) and _OWNERS.get((str(self._runs.root), run_id)) == GALLERY_OWNER
+
+    def gallery(self, limit: int = 200) -> list:
+        """The reference gallery's completed runs, newest first (`make demo` builds them)."""
+        return [r for r in self._runs.list(GALLERY_OWNER, limit=limit) if r.status == "completed"]
 
     def run_dir(self, run_id: str) -> Path:
         """The run's directory, only for a run the session may see (else BadInputError "no run")."""
@@ -413,6 +424,27 @@ def run_latency(run_id: str):
 
 
 @process_cached(max_entries=32)
+def _summary_image(root: str, run_id: str, mtime: float, variant: str, batch_size: int, image_format: str) -> bytes:
+    from core.results.summary import run_summary
+    from core.views.summary import summary_image
+
+    results = _results(root, run_id, mtime) or {}
+    return summary_image(run_summary(results, variant, batch_size, run_id=run_id), image_format)
+
+
+def run_summary_image(run_id: str, variant: str, batch_size: int, image_format: str) -> bytes:
+    """The one-screen summary of a run's variant as PNG or PDF (rendered with kaleido, cached on the results file).
+
+    Raises:
+        BadInputError: a run this session may not open; StepFailedError: the image could not be rendered.
+    """
+    root = _readable_root(run_id)
+    if root is None:
+        raise BadInputError(f"no run {run_id!r}")
+    return _summary_image(root, run_id, results_mtime(run_id), variant, int(batch_size), image_format)
+
+
+@process_cached(max_entries=32)
 def _side_by_side(root: str, run_id: str, variant: str, mtime: float, count: int):
     from core.analysis.side_by_side import side_by_side_isolated
 
@@ -515,12 +547,24 @@ def runs_of_kind(kinds: tuple, *, with_results: bool = False, limit: int = 50) -
 
 
 def comparable_runs() -> list:
-    """Recipe runs with something to draw: still running, or with at least one measured variant."""
+    """Recipe runs with something to draw: still running, or with at least one measured variant; then the
+    reference gallery's runs."""
     from core.jobs.store import ACTIVE
 
     return [r for r in runs_of_kind(("run",), limit=200)
             if r.status in ACTIVE or any(v.get("status") == "ok"
-                                         for v in (run_results(r.id) or {}).get("variants") or [])]
+                                         for v in (run_results(r.id) or {}).get("variants") or [])] \
+        + gallery_runs()
+
+
+def gallery_runs() -> list:
+    """The reference gallery's runs (every visitor sees the same, read-only), newest first."""
+    return store().gallery()
+
+
+def is_reference_run(run_id: str) -> bool:
+    """Whether `run_id` is a reference run of the gallery."""
+    return store().is_reference(run_id)
 
 
 def runs_with_variants() -> list:
@@ -574,3 +618,86 @@ def submit_diagnosis(config: dict, record, label: str) -> str:
     model_spec = record.model if (record.model or "").startswith("sample:") else f"sample:run-{record.id}"
     return submit_job(launcher().runner, owner_id(), "diagnose", config, model_spec=model_spec, data_spec=None,
                       label=label)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Workshop mode: the session's own lesson progress, and the teacher's view behind the workshop token
+
+
+def lesson_progress():
+    """This session's place on the lesson path (`core.workshop.Progress`)."""
+    from core.workshop import load_progress
+
+    return load_progress(store().root, owner_id())
+
+
+def open_lesson(lesson_id: str):
+    """Record that this session has lesson `lesson_id` open."""
+    from core.workshop import open_lesson as record
+
+    return record(store().root, owner_id(), lesson_id)
+
+
+def lesson_passed(lesson_id: str):
+    """Record that this session's answer to lesson `lesson_id` was checked right."""
+    from core.workshop import mark_passed
+
+    return mark_passed(store().root, owner_id(), lesson_id)
+
+
+def set_attendee_name(name: str):
+    """The name this session's attendee gives the teacher."""
+    from core.workshop import set_name
+
+    return set_name(store().root, owner_id(), name)
+
+
+def lesson_runs(limit: int = 20) -> list[tuple]:
+    """This session's recipe runs since the teacher last reset it, newest first, each with its results.json."""
+    from core.workshop import runs_since_reset
+
+    runs = runs_since_reset(runs_of_kind(("run",), limit=limit), lesson_progress())
+    return [(record, run_results(record.id)) for record in runs]
+
+
+def apply_workshop_reset() -> bool:
+    """Drop what this session holds when the teacher reset it since it last looked (see core.workshop)."""
+    from core.workshop import apply_reset
+
+    try:
+        reset = apply_reset(st.session_state, store().root, owner_id())
+    except (OSError, BadInputError):
+        return False
+    if reset:  # the Learn page's own state (the lesson open, answers, checks) goes too
+        for key in [k for k in st.session_state if str(k).startswith("learn_")]:
+            del st.session_state[key]
+    return reset
+
+
+def workshop_room(token: str) -> dict:
+    """The teacher's view of the room (`core.workshop.room_overview`): counts, attendee codes, the queue and the
+    load, never anyone's models or data.
+
+    Raises:
+        BadInputError: `token` is not the workshop token (or workshop mode is off).
+    """
+    from core.workshop import require_teacher, room_overview
+
+    require_teacher(token)
+    found = process_launcher()
+    runner = found.runner
+    return room_overview(found.store, queue_length=runner.queue_length(), running=runner.running_count(),
+                         workers=runner.max_workers)
+
+
+def reset_attendee(token: str, code: str) -> str:
+    """Reset one attendee's session (cancel their jobs, forget their saved model, data, recipe and lesson progress).
+
+    Raises:
+        BadInputError: `token` is not the workshop token, or no attendee has `code`.
+    """
+    from core.workshop import require_teacher, reset_attendee as reset
+
+    require_teacher(token)
+    found = process_launcher()
+    return reset(found.store, code, cancel=found.runner.cancel)

@@ -28,6 +28,9 @@ def sidebar_ui() -> None:
     """Draw the sidebar: model, data, jobs (the jobs part refreshes itself while this session has a job).
 
     On a session's first run it first brings back the owner's saved model, data and recipe."""
+    if services.apply_workshop_reset():
+        st.toast("The workshop's teacher reset your session: start again from the lesson path.",
+                 icon=":material/restart_alt:")
     try:
         restore_saved_session(st.session_state, services.store().root, services.owner_id())
     except (OSError, FeatherweightError):

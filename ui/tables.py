@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.results.compare import quality_drop_pt
 from core.results.table import speedup_text
-from core.format import format_bytes
+from core.format import MISSING, format_bytes
 
 
 def display_frame(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.Series | None = None,
@@ -106,4 +106,5 @@ def results_table_ui(frame: pd.DataFrame, batch_sizes: list[int], *, inside: pd.
     _, drop_label = quality_drop_pt(frame)
     table = display_frame(frame, batch_sizes, inside=inside, best=best)
     st.dataframe(table, hide_index=True, width="stretch", key=key, column_config=column_config(batch_sizes, drop_label),
+                 placeholder=MISSING,
                  height=min(460, 38 + 35 * len(table)))

@@ -18,7 +18,7 @@ from core.io.safety import validate_onnx_bytes
 from core.io.sandbox import phase, run_isolated
 from core.measure.quality import class_probabilities, prediction_changes
 from core.results.compare import variant
-from core.io.files import inside_run
+from core.io.files import inside_run, prebuilt_path
 
 
 # Side by side searches at most this many test samples (evenly spaced) for flips: every sample of the samples'
@@ -150,7 +150,9 @@ def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> Sid
         FeatherweightError: the comparison failed (one line), or the worker crashed or ran out of time.
     """
 
-    value = run_isolated("core.analysis.side_by_side:side_by_side_entry", str(run_dir), name, int(count))
+    value = _prebuilt_reply(run_dir, name, count)
+    if value is None:
+        value = run_isolated("core.analysis.side_by_side:side_by_side_entry", str(run_dir), name, int(count))
     if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
 
         raise StepFailedError("the side-by-side worker sent a malformed reply")
@@ -160,6 +162,15 @@ def side_by_side_isolated(run_dir: str | Path, name: str, count: int = 8) -> Sid
     flips, scanned = value.get("flips"), value.get("scanned")
     return SideBySide(table, images, str(value.get("task") or "classification"),
                       flips if isinstance(flips, int) else None, scanned if isinstance(scanned, int) else None)
+
+
+def _prebuilt_reply(run_dir: str | Path, name: str, count: int) -> dict | None:
+    """The worker's reply computed when a reference run was built (core.jobs.gallery), or None."""
+    try:
+        saved = json.loads(prebuilt_path(run_dir, "side_by_side", name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved.get("reply") if isinstance(saved, dict) and saved.get("count") == count else None
 
 
 def side_by_side_entry(run_dir: str, name: str, count: int) -> dict:

@@ -5,6 +5,7 @@ directory for onnx / onnxruntime tools that leave files in the current one."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import tempfile
@@ -79,4 +80,14 @@ def inside_run(run_dir: str | Path, relative: str | Path) -> Path | None:
     return path if root in path.parents else None
 
 
-__all__ = ["inside_run", "scratch_cwd", "write_atomic"]
+PREBUILT_DIR = "prebuilt"  # in a reference (gallery) run: views computed when the gallery was built
+
+
+def prebuilt_path(run_dir: str | Path, kind: str, variant: str) -> Path:
+    """Where a reference run keeps a view of one variant computed ahead (`kind`: "graph" a folder, "side_by_side"
+    a JSON file), so a visitor opens it at once. Named by a digest: variant names may hold any character."""
+    digest = hashlib.sha256(variant.encode("utf-8")).hexdigest()[:20]
+    return Path(run_dir) / PREBUILT_DIR / kind / (digest + (".json" if kind == "side_by_side" else ""))
+
+
+__all__ = ["PREBUILT_DIR", "inside_run", "prebuilt_path", "scratch_cwd", "write_atomic"]

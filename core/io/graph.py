@@ -132,6 +132,28 @@ def layer_table(proto) -> list[dict]:
     return rows
 
 
+# Layers whose arithmetic is integer: onnxruntime's integer kernels, int4 MatMulNBits, and a float compute node whose
+# input and weight both come from DequantizeLinear (a QDQ pair onnxruntime fuses into one int8 kernel).
+INTEGER_COMPUTE_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul",
+                       "MatMulNBits")
+FLOAT_COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def quantized_layer_names(proto) -> list[str]:
+    """The compute layers (Conv, Gemm, MatMul and their integer forms) a quantized graph runs in integers, by node
+    name: what "quantized" means to a reader, without the Quantize / DequantizeLinear helpers around them."""
+    producer = {out: node for node in proto.graph.node for out in node.output if out}
+
+    def dequantized(name: str) -> bool:
+        node = producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    return [node.name or node.output[0] for node in proto.graph.node
+            if node.op_type in INTEGER_COMPUTE_OPS
+            or (node.op_type in FLOAT_COMPUTE_OPS and len(node.input) > 1 and dequantized(node.input[0])
+                and dequantized(node.input[1]))]
+
+
 def fixed_batch_of(inputs) -> int | None:
     """The batch size a set of inputs (anything with a ``shape``: TensorSpecs, onnxruntime's NodeArgs) fixes on
     axis 0, or None when axis 0 is symbolic (or absent): the one fixed-batch test."""

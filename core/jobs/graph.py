@@ -23,7 +23,8 @@ from core.jobs.store import INDEX_FILE, RunStore
 from core.measure.timing import set_core_gate
 from core.results.table import batch_sizes_of
 from core.views.graph import (EXPAND_ALL_MAX_NODES, OVERLAY_TITLES, STATUS_BASE, STATUS_VARIANT, add_node_attrs, adapter_graphs,
-                              explorer_data, node_data, rename_graph, rename_nodes, write_view)
+                              explorer_data, layers_to_expand, nest_helpers, node_data, rename_graph, rename_nodes,
+                              write_view)
 
 # Profile settings: both graphs profiled interleaved in rounds, as the run timed them (the one method), at the
 # run's largest timed batch size, the one Compare shows first, so the kernel-time ratio and Compare's speed-up
@@ -234,6 +235,7 @@ def build_graph_view(run_dir: str | Path, variant_name: str, out_dir: str | Path
     for pane, graphs in zip(panes, (base_graphs, var_graphs)):
         rename_graph(graphs, pane["name"])
         pane["graph_id"] = pane["name"]
+        pane["expand"] = layers_to_expand(nest_helpers(graphs))
     data = explorer_data(panes, expand_all=max(len(base_names), len(var_names)) <= EXPAND_ALL_MAX_NODES)
     write_view(out_dir, [base_graphs, var_graphs], overlays, data)
     counts = {"baseline_nodes": len(base_names), "variant_nodes": len(var_names),

@@ -51,6 +51,9 @@ TIMING_LOCK_POLL_S = 0.1
 FINAL = ("completed", "failed", "cancelled", "interrupted")
 STATUSES = ACTIVE + FINAL
 MANIFEST = "manifest.json"
+# The owner of the reference gallery's runs (core.jobs.gallery): every visitor may read them, none may change them.
+# Browser sessions are "browser-<digest>" or "session-<hex>", so no visitor is this owner.
+GALLERY_OWNER = "gallery"
 INDEX_FILE = "index.sqlite"
 RECORD_SUFFIXES = (".json", ".yaml")  # what a failed run keeps: its recipe, results so far, progress, manifest
 RECORD_MAX_BYTES = 2**20

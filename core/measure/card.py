@@ -126,8 +126,9 @@ def capabilities(model: Model) -> dict:
         "quantize": quantize,
         "prune": ("yes: structured, unstructured, 2:4" if has_torch
                   else "unstructured on the ONNX weights; structured pruning needs a torch model"),
-        "distill": ("yes" if task == "classification"
-                    else "needs a classifier (one 2-D logits output)"),
+        "distill": ("yes" if task == "classification" and has_torch and model.architecture
+                    else "needs a classifier (one 2-D logits output)" if task != "classification"
+                    else "needs the torch model of a bundled architecture (upload .pt / .safetensors weights)"),
         "batch sizes": ("yes: the batch axis is symbolic, any batch size can be timed" if batch is None else
                         f"the batch axis is fixed at {batch}: Featherweight makes it symbolic where the graph "
                         f"allows (checked in onnxruntime), else only batch {batch} is timed"),

@@ -73,6 +73,18 @@ def quality_caption(results: dict) -> str:
     return text
 
 
+def measured_on(results: dict) -> str:
+    """The machine and day a run was measured on, in words: "Intel(R) Xeon(R) Processor (int8: AMX), 2 cores,
+    1 thread, 2026-12-06"."""
+    env = results.get("environment") or {}
+    isa = f" (int8: {env['int8_isa']})" if env.get("int8_isa") else ""
+    threads = env.get("threads") or 1
+    parts = [f"{env.get('cpu') or 'an unrecorded CPU'}{isa}",
+             f"{env['cores']} cores" if env.get("cores") else None,
+             f"{threads} thread{'s' if threads != 1 else ''}", str(results.get("started_at") or "")[:10] or None]
+    return ", ".join(p for p in parts if p)
+
+
 def batch_sizes_of(results: dict) -> list[int]:
     """Every batch size timed in the run, ascending."""
     sizes = set()

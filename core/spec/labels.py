@@ -21,7 +21,7 @@ def step_label(step: dict | StepConfig) -> str:
     if technique == "quantize":
         target = data.get("target", QuantizeConfig.target)
         suffix = f" for {target}" if target != "onnxruntime" else ""
-        return f"quantize {data.get('mode', QuantizeConfig.mode)}{suffix}"
+        return f"quantize {data.get('mode', QuantizeConfig.mode)}{suffix}" + quantize_options_label(data)
     if technique == "prune":
         amount = data.get("amount", PruneConfig.amount)
         amount = f"{amount:.0%}" if isinstance(amount, (int, float)) else str(amount)
@@ -32,9 +32,36 @@ def step_label(step: dict | StepConfig) -> str:
     return str(technique)
 
 
+def quantize_options_label(data: dict) -> str:
+    """The options that set a quantize step apart from the plain one of its mode, as a suffix: ", per tensor,
+    percentile, 2 layers in float"; empty for the defaults (so a plain step reads "quantize static")."""
+    mode = data.get("mode", QuantizeConfig.mode)
+    parts = []
+    if mode in ("static", "qat", "dynamic") and data.get("per_channel", True) is False:
+        parts.append("per tensor")
+    if mode == "static" and data.get("calibration", "minmax") not in ("minmax", None):
+        parts.append(str(data["calibration"]))
+    if data.get("equalize"):
+        parts.append("equalized")
+    if data.get("weight_rounding") == "learned":
+        parts.append("learned rounding")
+    if data.get("bias_correction"):
+        parts.append("bias-corrected")
+    if data.get("smooth_quant"):
+        parts.append("SmoothQuant")
+    if data.get("calibration_overrides"):
+        parts.append("calibration per tensor")
+    if mode == "int4" and data.get("block_size", 32) != 32:
+        parts.append(f"block {data['block_size']}")
+    excluded = data.get("exclude") or []
+    if excluded:
+        parts.append(f"{len(excluded)} layer{'s' if len(excluded) != 1 else ''} in float")
+    return ", " + ", ".join(parts) if parts else ""
+
+
 def steps_label(steps, separator: str = " + ") -> str:
     """A variant's steps as one label ('prune structured 50% + quantize static'); 'none' without steps."""
     return separator.join(step_label(s) for s in steps or []) or "none"
 
 
-__all__ = ["step_label", "steps_label"]
+__all__ = ["quantize_options_label", "step_label", "steps_label"]

@@ -300,7 +300,8 @@ SCHEME_FIELDS: dict[str, tuple] = {mode: tuple(f.name for f in dataclasses.field
 
 @dataclass(frozen=True)
 class PruneConfig(StepConfig):
-    """Prune weights of the torch model, then optionally fine-tune on the train split."""
+    """Remove weights: whole channels or single weights (an ONNX-only model: single weights of its graph, no
+    fine-tuning), then optionally fine-tune on the train split."""
 
     technique: ClassVar[str] = "prune"
     stage: ClassVar[str] = "torch"

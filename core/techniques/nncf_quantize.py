@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from core.errors import BadInputError, StepFailedError
-from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_nodes
+from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_layer_names, quantized_nodes
 from core.io.model import ensure_opset
 from core.io.openvino_runtime import import_offline
 from core.io.repair import drop_initializer_inputs
@@ -89,6 +89,7 @@ def quantize_for_openvino(config: QuantizeConfig, candidate: Candidate, context:
     info = dict(candidate.info)
     info.update({"quantizer": f"NNCF {nncf_version() or ''}".strip(), "target": "openvino",
                  "calibration_samples": used, "quantized_nodes": quantized_nodes(quantized),
+                 "quantized_layers": quantized_layer_names(quantized),
                  "excluded_nodes": list(config.exclude), "bias_correction": bool(config.bias_correction)})
     if attention:
         info["attention_softmaxes"] = len(attention)

@@ -12,7 +12,7 @@ import numpy as np
 from core.errors import BadInputError, UnsupportedModelError
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
-from core.io.graph import quantized_nodes
+from core.io.graph import quantized_layer_names, quantized_nodes
 from core.measure.nbits import choice_text, resolve_level
 from core.spec.recipe import DynamicInt8Config, Fp16Config, Int4WeightOnlyConfig, key_list
 from core.io.files import scratch_cwd
@@ -379,6 +379,7 @@ def quantize(config, candidate: Candidate, context: StepContext) -> Candidate:
                 notes.append("int4 packs MatMul weights only; Conv layers stay in float.")
         result = onnx.load(str(out))
     info["quantized_nodes"] = quantized_nodes(result)
+    info["quantized_layers"] = quantized_layer_names(result)
     info["excluded_nodes"] = list(config.exclude)
     if not info["quantized_nodes"]:
         notes.append("no node was quantized: the variant is the float model")

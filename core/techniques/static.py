@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BadInputError, UnsupportedModelError
-from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_nodes, task_of
+from core.io.graph import attention_softmaxes, fixed_batch_size, quantized_layer_names, quantized_nodes, task_of
 from core.io.model import ensure_opset
 from core.io.repair import drop_initializer_inputs
 from core.spec.recipe import StaticInt8Config, key_list
@@ -464,6 +464,7 @@ def quantize_static_int8(config: StaticInt8Config, candidate: Candidate, context
         notes.append(f"calibrated on {used} samples, fewer than the {config.samples} asked for (the data has no "
                      "more calibration or train samples)")
     info["quantized_nodes"] = quantized_nodes(result)
+    info["quantized_layers"] = quantized_layer_names(result)
     info.setdefault("excluded_nodes", [])
     if not info["quantized_nodes"]:
         notes.append("no node was quantized: the variant is the float model")

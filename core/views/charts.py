@@ -165,11 +165,13 @@ def color_range(values: pd.Series, metric: str) -> tuple[float, float]:
 
 
 def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accuracy", budget: Budget | None = None,
-                  best: str | None = None, selected: str | None = None, height: int = 480) -> go.Figure:
+                  best: str | None = None, selected: str | None = None, height: int = 480,
+                  best_label: str = "best within budget") -> go.Figure:
     """Size vs p50 latency at `batch_size`, coloured by a quality metric, with the Pareto frontier drawn.
 
-    Variants outside the budget are grey; the best one inside is starred; the baseline is a black diamond.
-    Every marker's customdata starts with the variant name (for click-to-open).
+    Variants outside the budget are grey; the best one inside is starred (and labelled `best_label`: "fastest"
+    when no budget is set); the baseline is a black diamond. Every marker's customdata starts with the variant name
+    (for click-to-open).
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
         return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
@@ -207,7 +209,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     has_best = best is not None and best in set(names)
     bx = list(x) + ([float(x[names.index(best)])] if has_best else [])
     by = list(y) + ([float(y[names.index(best)])] if has_best else [])
-    placed = label_positions(bx, by, names + (["best within budget"] if has_best else []), x_range=(0.0, x_top),
+    placed = label_positions(bx, by, names + ([best_label] if has_best else []), x_range=(0.0, x_top),
                              y_range=(0.0, y_top), height_px=max(200, height - 120))
     positions = dict(zip(names, placed))
 
@@ -259,7 +261,7 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
         vertical, horizontal = placed[-1].split()
         ax = {"left": -70, "right": 70}.get(horizontal, 0)
         ay = {"top": -34, "bottom": 34}.get(vertical, 0)
-        fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text="best within budget", showarrow=True,
+        fig.add_annotation(x=point["size_bytes"] / scale, y=point[y_col], text=best_label, showarrow=True,
                            arrowhead=2, ax=ax or 40, ay=ay, font=dict(color=ACCENT, size=13), arrowcolor=ACCENT)
     if budget is not None and budget.max_latency_ms is not None:
         fig.add_hline(y=budget.max_latency_ms, line=dict(color=MUTED, dash="dash", width=1))

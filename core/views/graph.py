@@ -174,13 +174,69 @@ def node_data(name: str, kind: str, values: dict) -> dict | None:
 EXPAND_ALL_MAX_NODES = 100
 
 
+# Nodes that only serve another (a weight's DequantizeLinear, a Cast) are drawn inside their consumer's layer: left
+# in the top layer (the ONNX adapter puts them in "main_graph"), a QDQ graph's 84 DequantizeLinear nodes made one
+# long row of boxes, and the variant pane was unreadable dashes.
+HELPER_LABELS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "Cast")
+
+
+def nest_helpers(graphs: dict) -> dict:
+    """Move each helper node (HELPER_LABELS) into the namespace of the nodes it feeds when they all share one
+    inside its own (a deeper layer); repeated, so a chain of helpers follows its consumer."""
+    for graph in graphs.get("graphs", []):
+        nodes = graph.get("nodes", [])
+        consumers: dict = {}
+        for node in nodes:
+            for edge in node.get("incomingEdges", []):
+                consumers.setdefault(edge.get("sourceNodeId"), []).append(node)
+        for _ in range(3):
+            moved = 0
+            for node in nodes:
+                if node.get("label") not in HELPER_LABELS:
+                    continue
+                own = node.get("namespace") or ""
+                spaces = {c.get("namespace") or "" for c in consumers.get(node["id"], [])}
+                deeper = next(iter(spaces)) if len(spaces) == 1 else ""
+                if deeper and deeper != own and (not own or deeper.startswith(own + "/")):
+                    node["namespace"] = deeper
+                    moved += 1
+            if not moved:
+                break
+    return graphs
+
+
+# A large graph opens with its layers expanded down to the first depth that shows at least this many boxes: collapsed
+# to its top layer, shapes-mobile read "Input -> main_graph -> Output".
+READABLE_BOXES = 8
+
+
+def layers_to_expand(graphs: dict, readable_boxes: int = READABLE_BOXES) -> list[str]:
+    """Model Explorer group ids (``namespace___group___``) to expand so that a graph too large to open whole shows
+    one readable level: the layers of the shallowest depth at which at least `readable_boxes` boxes are visible."""
+    nodes = [n for n in (graphs.get("graphs") or [{}])[0].get("nodes") or []
+             if n.get("label") != "Initializer"]  # hidden by default (ui.graph_explorer), so not a box
+    spaces = {n.get("namespace") or "" for n in nodes}
+    # every ancestor namespace is a layer too
+    spaces = {"/".join(s.split("/")[:k]) for s in spaces if s for k in range(1, s.count("/") + 2)}
+    deepest = max((s.count("/") + 1 for s in spaces), default=0)
+    for depth in range(1, deepest + 1):
+        # boxes seen with every layer shallower than `depth` open: the layers at `depth` and the nodes above them
+        boxes = {s for s in spaces if s.count("/") + 1 == depth}
+        boxes |= {n["id"] for n in nodes if (n.get("namespace") or "").count("/") + 1 < depth
+                  or not n.get("namespace")}
+        if len(boxes) >= readable_boxes:
+            return sorted(f"{s}___group___" for s in spaces if s.count("/") + 1 == depth - 1)
+    return ["___all___"]
+
+
 def explorer_data(panes: list[dict], *, sync: bool = True, expand_all: bool = True) -> dict:
     """The ``data`` URL parameter of Model Explorer for side-by-side panes.
 
     Args:
         panes: ``[{"name", "graph_index", "node_data": [index, ...]}]``, baseline first.
         sync: navigate both panes together, matching node ids (mapped nodes carry the baseline's id).
-        expand_all: open every layer (else only the top level; see `EXPAND_ALL_MAX_NODES`).
+        expand_all: open every layer (else each pane's ``"expand"`` group ids, see `layers_to_expand`, or only the
+            top level; see `EXPAND_ALL_MAX_NODES`).
     """
     models, node_data_sources, targets, states = [], [], [], []
     for pane in panes:
@@ -188,7 +244,8 @@ def explorer_data(panes: list[dict], *, sync: bool = True, expand_all: bool = Tr
         for index, title in pane["node_data"]:
             node_data_sources.append(f"node_data://{title}/{index}")
             targets.append(pane["name"])
-        states.append({"deepestExpandedGroupNodeIds": ["___all___"] if expand_all else [], "selectedNodeId": "",
+        states.append({"deepestExpandedGroupNodeIds": ["___all___"] if expand_all else list(pane.get("expand") or []),
+                       "selectedNodeId": "",
                        "selectedGraphId": pane.get("graph_id", "main_graph"),
                        "selectedCollectionLabel": "", "widthFraction": 1 / len(panes),
                        "selected": len(states) == 0})
@@ -215,6 +272,7 @@ def write_view(out_dir: str | Path, graphs: list[dict], overlays: list[dict], da
     return written
 
 
-__all__ = ["EXPAND_ALL_MAX_NODES", "OVERLAYS", "OVERLAY_TITLES", "PRECISION_COLOR", "PRECISION_VALUE", "STATUS_BASE", "STATUS_VARIANT",
-           "add_node_attrs", "adapter_graphs", "explorer_data", "node_data", "rename_graph", "rename_nodes",
-           "strip_values", "write_view"]
+__all__ = ["EXPAND_ALL_MAX_NODES", "HELPER_LABELS", "OVERLAYS", "OVERLAY_TITLES", "PRECISION_COLOR", "PRECISION_VALUE",
+           "READABLE_BOXES", "STATUS_BASE", "STATUS_VARIANT", "add_node_attrs", "adapter_graphs", "explorer_data",
+           "layers_to_expand", "nest_helpers", "node_data", "rename_graph", "rename_nodes", "strip_values",
+           "write_view"]

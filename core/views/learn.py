@@ -28,6 +28,9 @@ def _layout(fig: go.Figure, *, height: int = 360, legend: bool = True, title: st
     return layout(fig, title=title, height=height, legend=legend, bargap=0.02)
 
 
+COMB_HEIGHT = 0.12  # the 8-bit grid's ticks, as a share of the histogram's height
+
+
 def _vertical_lines(xs, y_top: float) -> tuple[list, list]:
     """x / y arrays drawing one vertical segment per x in a single trace (None breaks the line)."""
     x_out, y_out = [], []
@@ -59,10 +62,17 @@ def weight_grid_figure(hist: dict, grid: list, level_counts: list, *, bits: int,
     fig = go.Figure()
     fig.add_bar(x=centres, y=counts, width=width, marker_color=ORIGINAL, name="weights (float32)",
                 hovertemplate="%{x:.4g}: %{y} weights<extra></extra>")
-    xs, ys = _vertical_lines(grid, top * 1.05)
-    fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=QUANTIZED, width=0.6 if len(grid) > 64 else 1.5),
-                    opacity=0.25 if len(grid) > 64 else 0.7, name=f"int{bits} grid ({len(grid)} levels)",
-                    hoverinfo="skip")
+    if len(grid) > 64:
+        # 255 full-height lines at 0.25 opacity were invisible: many levels are drawn as a comb of solid ticks
+        # under the histogram, one per level, dense where the grid is fine.
+        xs, ys = _vertical_lines(grid, -top * COMB_HEIGHT)
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=QUANTIZED, width=1), opacity=0.9,
+                        name=f"int{bits} grid ({len(grid)} levels, one tick each)", hoverinfo="skip")
+        fig.update_yaxes(range=[-top * COMB_HEIGHT * 1.15, top * 1.08])
+    else:
+        xs, ys = _vertical_lines(grid, top * 1.05)
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=QUANTIZED, width=1.5), opacity=0.7,
+                        name=f"int{bits} grid ({len(grid)} levels)", hoverinfo="skip")
     if len(grid) <= 64:  # with few levels, show where the weights pile up
         scale = top / max(1, max(level_counts))
         fig.add_scatter(x=grid, y=np.asarray(level_counts) * scale, mode="markers",
@@ -242,16 +252,25 @@ def distill_curves_figure(points: list, *, epochs: int | None = None, height: in
 
 
 def technique_size_figure(table: pd.DataFrame, height: int = 380) -> go.Figure:
-    """Estimated file size per technique (horizontal bars, baseline on top)."""
+    """Per technique (rows, baseline on top): the estimated file size (left) and the multiply-adds per sample
+    (right): size and arithmetic, the two things a technique changes."""
     unit, scale = size_unit(float(table["size_bytes"].max() or 1))
-    fig = go.Figure()
-    fig.add_bar(y=table["technique"], x=table["size_bytes"] / scale, orientation="h", marker_color=QUANTIZED,
-                customdata=np.stack([table["x_smaller"], table["bytes_per_weight"]], axis=1),
-                text=[f"{x:.1f}× smaller" if x > 1.05 else "same size" for x in table["x_smaller"]],
-                textposition="auto",
-                hovertemplate="%{y}: %{x:.1f} " + unit + " (%{customdata[1]:.2f} bytes per weight)<extra></extra>")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=(f"estimated size ({unit})", "multiply-adds per sample"))
+    fig.add_trace(go.Bar(y=table["technique"], x=table["size_bytes"] / scale, orientation="h",
+                         marker_color=QUANTIZED, customdata=np.stack([table["x_smaller"], table["bytes_per_weight"]],
+                                                                     axis=1),
+                         text=[f"{x:.1f}× smaller" if x > 1.05 else "same size" for x in table["x_smaller"]],
+                         textposition="auto", hovertemplate="%{y}: %{x:.1f} " + unit +
+                         " (%{customdata[1]:.2f} bytes per weight)<extra></extra>"), 1, 1)
+    if "macs_per_sample" in table:
+        macs = table["macs_per_sample"].astype(float)
+        base = float(macs.iloc[0]) if len(macs) and macs.iloc[0] else None
+        fig.add_trace(go.Bar(y=table["technique"], x=macs, orientation="h", marker_color=ORIGINAL,
+                             text=[f"{base / m:.1f}× fewer" if base and m and base / m > 1.05 else "same" for m in macs],
+                             textposition="auto", hovertemplate="%{y}: %{x:,.0f} MACs per sample<extra></extra>"),
+                      1, 2)
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text=f"estimated size ({unit})")
     return _layout(fig, height=height, legend=False)
 
 
@@ -325,7 +344,10 @@ def depthwise_spread_figure(view: dict, height: int = 380) -> go.Figure:
     fig.update_xaxes(title_text="conv layer, in graph order", showticklabels=False, row=1, col=2)
     fig.update_layout(barmode="overlay")
     fig.update_traces(opacity=0.75, selector=dict(type="bar"))
-    return _layout(fig, height=height)
+    _layout(fig, height=height)
+    # The legend under the plots: on top it sat on the subplot titles.
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                             margin=dict(t=40, b=70))
 
 
 # --------------------------------------------------------------------------------------------------------------

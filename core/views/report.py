@@ -1,5 +1,5 @@
-"""A self-contained HTML report of a run for stakeholders: summary, charts (plotly.js inlined, so it opens
-offline), the results table, "why no speedup?" notes, the environment and the exact settings (recipe)."""
+"""A self-contained HTML report of a run for stakeholders: summary and verdict, charts (plotly.js inlined once, so it
+opens offline), the results tables, "why no speedup?" notes, the environment and the exact settings (recipe)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (Budget, best_caveats, best_variant, chose_on_reported, latency_table, ok_rows,
-                                  quality_drop_pt)
+from core.results.compare import (OBJECTIVES, Budget, best_caveats, best_variant, chose_on_reported, latency_table,
+                                  ok_rows, quality_drop_pt)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_table
 from core.io.runtimes import runtime_label
@@ -22,7 +22,17 @@ from core.results.table import (batch_sizes_of, quality_caption, quality_split_o
                                 split_sizes_text, speedup_text, timing_caption)
 from core.io.text import summary_text
 from core.errors import FeatherweightError
+from core.results.summary import run_summary
 from core.spec.portable import portable_recipe
+
+# plotly.js for the report: the "basic" bundle (scatter, bar and pie traces: every chart the report draws), 1.2 MB
+# against the full bundle's 4.8 MB, from npm's plotly.js-basic-dist-min of the same version plotly.py writes for
+# (MIT, LICENSE beside it). A plotly.py of another version falls back to its own full bundle.
+PLOTLY_BASIC = Path(__file__).parent / "assets" / "plotly-basic.min.js"
+BASIC_TRACES = ("scatter", "bar", "pie")
+# Speed and cost columns per table: more batch sizes than this go into a second table, so that no table is wider
+# than a laptop screen (1280 px: 1 + 3 x 3 columns of numbers fit in the report's 1100 px).
+BATCHES_PER_TABLE = 3
 
 CSS = """
 body { font-family: Inter, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; color: #1f2937; margin: 0;
@@ -35,8 +45,10 @@ h1 { font-size: 28px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 36px 0 8p
 .card { border: 1px solid #e5e7eb; border-radius: 10px; padding: 12px 16px; }
 .card .k { color: #6b7280; font-size: 13px; } .card .v { font-size: 22px; font-weight: 600; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
-.table-wrap { overflow-x: auto; max-width: 100%; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin-bottom: 14px; }
 th, td { text-align: right; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; white-space: nowrap; }
+td.wrap { white-space: normal; min-width: 120px; }
+.verdict { background: #eef2ff; border-radius: 10px; padding: 12px 16px; font-size: 17px; margin: 14px 0 0; }
 th { white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 th { background: #f3f4f6; font-weight: 600; }
@@ -78,9 +90,20 @@ def _confident_text(row) -> str:
     return f"{'–' if value is None or pd.isna(value) else fmt.format_pct(value)} of {int(n)}"
 
 
+def _table_html(head: list[str], rows: list[tuple[str, list]], wrap: tuple[int, ...] = ()) -> str:
+    """One table: header cells, then (css class, cells) rows; columns in `wrap` may break their text."""
+    body = "".join(f"<tr class='{css}'>" + "".join(
+        f"<td class='wrap'>{_esc(c)}</td>" if j in wrap else f"<td>{_esc(c)}</td>" for j, c in enumerate(cells))
+        + "</tr>" for css, cells in rows)
+    # A table wider than the window still scrolls inside its box rather than widening the page.
+    return ("<div class='table-wrap'><table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + body + "</tbody></table></div>")
+
+
 def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | None) -> str:
-    """The results table with readable numbers and ratios to the baseline; classifiers also get flips, agreement
-    on clear-margin samples and top-k overlap."""
+    """The results as tables no wider than a laptop screen, ratios to the baseline: size and quality (classifiers
+    also get flips, agreement on clear-margin samples and top-k overlap), then speed and cost, at most
+    BATCHES_PER_TABLE batch sizes per table."""
     drop, drop_label = quality_drop_pt(frame)
     head = ["Variant", "Technique", "Status", "Size", "× smaller", "Params", "Accuracy", drop_label.capitalize()]
     fidelity = "flips" in frame and frame["flips"].notna().any()
@@ -88,8 +111,8 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
         k = frame["topk"].dropna()
         head += ["Flips", f"Agreement, margin ≥ {CONFIDENT_MARGIN:g}",
                  f"Top-{int(k.iloc[0]) if len(k) else 'k'} overlap"]
-    for bs in batch_sizes:
-        head += [f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)", f"$ / million @ {bs}"]
+    css = {r["name"]: "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
+           for _, r in frame.iterrows()}
     rows = []
     for i, r in frame.iterrows():
         technique = r["technique"] if isinstance(r["technique"], str) and r["technique"] else "–"
@@ -98,14 +121,17 @@ def results_table_html(frame: pd.DataFrame, batch_sizes: list[int], best: str | 
                  "–" if pd.isna(drop[i]) else f"{drop[i]:.2f}"]
         if fidelity:
             cells += [_flips_text(r), _confident_text(r), fmt.format_pct(r.get("topk_overlap"))]
-        for bs in batch_sizes:
-            cells += [fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
-                      fmt.format_usd(r.get(f"usd_per_million_bs{bs}"))]
-        css = "best" if r["name"] == best else ("failed" if r["status"] != "ok" else "")
-        rows.append(f"<tr class='{css}'>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
-    # Wide tables (many batch sizes) scroll inside their box instead of pushing the page wider than the window.
-    return ("<div class='table-wrap'><table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+        rows.append((css[r["name"]], cells))
+    tables = [_table_html(head, rows, wrap=(0, 1))]
+    for start in range(0, len(batch_sizes), BATCHES_PER_TABLE):
+        sizes = batch_sizes[start:start + BATCHES_PER_TABLE]
+        speed_head = ["Variant"] + [h for bs in sizes for h in (f"p50 @ {bs}", f"Speed-up @ {bs} (95% interval)",
+                                                                 f"$ / million @ {bs}")]
+        speed_rows = [(css[r["name"]], [r["name"]] + [c for bs in sizes for c in (
+            fmt.format_ms(r.get(f"p50_ms_bs{bs}")), speedup_text(r, bs),
+            fmt.format_usd(r.get(f"usd_per_million_bs{bs}")))]) for _, r in frame.iterrows()]
+        tables.append(_table_html(speed_head, speed_rows, wrap=(0,)))
+    return "".join(tables)
 
 
 def decoder_table_html(frame: pd.DataFrame) -> str:
@@ -118,7 +144,7 @@ def decoder_table_html(frame: pd.DataFrame) -> str:
             "Greedy prefix match", "$ / million tokens"]
     rows = []
     for _, r in frame.iterrows():
-        def num(key, digits=1):
+        def num(key, digits=1, r=r):
             value = r.get(key)
             return "–" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
 
@@ -128,16 +154,16 @@ def decoder_table_html(frame: pd.DataFrame) -> str:
                  "–" if pd.isna(r.get("kl_per_token")) else f"{r['kl_per_token']:.2e}",
                  viz.format_pct(r.get("next_token_agreement")), num("mean_first_divergence"),
                  viz.format_usd(r.get("usd_per_million_tokens"))]
-        rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+        rows.append(("", cells))
+    # Two tables of 8 and 7 columns: the 14 in one were wider than a laptop screen.
     return ("<h2>Decoding (batch 1, KV cache)</h2><p class='sub'>Measured with onnxruntime-genai, every variant in "
             "its own worker process in the same run: decode speed timed interleaved in rounds (the speed-up is the "
             "median per-round ratio with its 95% interval); perplexity, KL(fp32 ‖ variant) per token and next-token "
             "agreement with fp32 are teacher-forced on the held-out text; the greedy prefix match counts the tokens "
             "a variant generates exactly as fp32 does before the first difference; peak RSS is each worker's own "
-            "high-water mark; the cost prices generated tokens at the decode rate.</p><div class='table-wrap'>"
-            "<table><thead><tr>"
-            + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table></div>")
+            "high-water mark; the cost prices generated tokens at the decode rate.</p>"
+            + _table_html(head[:8], [(c, cells[:8]) for c, cells in rows], wrap=(0,))
+            + _table_html(head[:1] + head[8:], [(c, cells[:1] + cells[8:]) for c, cells in rows], wrap=(0,)))
 
 
 def build_report(results: dict, *, title: str | None = None, run_id: str | None = None,
@@ -153,7 +179,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         objective: what "best" means: fastest, smallest or most accurate.
 
     Returns:
-        The HTML document as a string (plotly.js inlined once, ~4-5 MB).
+        The HTML document as a string (plotly.js inlined once: about 1.3 MB with the basic bundle).
     """
     frame = results_frame(results)
     sizes = batch_sizes_of(results)
@@ -165,20 +191,33 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     title = title or f"Featherweight report: {results.get('model', 'model')}"
     env = results.get("environment") or {}
 
+    budget_set = any(v is not None for v in (budget.max_latency_ms, budget.max_size_bytes, budget.max_drop_pt))
     bakeoff = len(run_runtimes(results)) > 1
     points = runtime_frame(results) if bakeoff else frame
     best_point = best_variant(points, budget, batch_size, objective) if bakeoff and sizes else best
     figures = [("Size vs latency" + (", every variant on every runtime" if bakeoff else ""),
-                viz.pareto_figure(points, batch_size, budget=budget, best=best_point)),
+                viz.pareto_figure(points, batch_size, budget=budget, best=best_point,
+                                  best_label="best within budget" if budget_set else objective)),
                ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
                (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
                ("Batch-size scaling", viz.batch_scaling_figure(latency))]
+    script, basic = plotly_script()
     chart_html = []
-    for i, (heading, fig) in enumerate(figures):
-        chart_html.append(f"<h2>{_esc(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=i == 0,
+    for heading, fig in figures:
+        if basic and any(trace.type not in BASIC_TRACES for trace in fig.data):
+            script, basic = plotly_script(full=True)
+        chart_html.append(f"<h2>{_esc(heading)}</h2>" + fig.to_html(full_html=False, include_plotlyjs=False,
                                                                      config={"displaylogo": False}))
 
-    summary = _summary_cards(frame, best, batch_size, quality_split_of(results), results.get("task"))
+    summary = _summary_cards(frame, best, batch_size, quality_split_of(results), results.get("task"),
+                             best_label="Best within budget" if budget_set else
+                             f"{OBJECTIVES.get(objective, objective).capitalize()} (no budget set)")
+    verdict = ""
+    if best is not None and best != "baseline":
+        try:
+            verdict = f"<p class='verdict'>{_esc(run_summary(results, best, batch_size, run_id=run_id).verdict)}</p>"
+        except FeatherweightError:
+            verdict = ""
     notes = []
     for name in measured["name"] if not measured.empty else []:
         for note in why_no_speedup(results, name, batch_size):
@@ -200,7 +239,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         f"size ≤ {fmt.format_bytes(budget.max_size_bytes)}" if budget.max_size_bytes is not None else None,
         f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
     best_text = (f"best = {objective} within {budget_text}" if budget_text
-                 else f"best = {objective}, no budget set")
+                 else f"highlighted: the {OBJECTIVES.get(objective, objective)} (no budget set)")
     if results.get("task") == "text-generation":
         data_text = f"<p>Held-out text: {_esc(summary_text(dataset))}.</p>"
     else:
@@ -213,13 +252,15 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title><style>{CSS}</style></head>
+<title>{_esc(title)}</title><style>{CSS}</style>
+<script type="text/javascript">{script}</script></head>
 <body><main>
 <h1>{_esc(title)}</h1>
 <p class="sub">Model <b>{_esc(results.get('model'))}</b> · data <b>{_esc(results.get('data') or 'synthetic inputs')}</b>
 · run {_esc(run_id or '–')} · started {_esc(results.get('started_at') or '–')} · status {_esc(results.get('status'))}
 · baseline and {others} variant{'s' if others != 1 else ''} · {_esc(best_text)} at batch {batch_size}</p>
 {summary}
+{verdict}
 <h2>Results</h2>
 <p class="sub">Ratios are to the baseline measured in the same run. Latency is the median (p50) of timed runs
 after warm-up, single session, {env.get('threads', 1)} thread(s). {_esc(timing_caption(results))}
@@ -338,6 +379,22 @@ def results_table_text(out_dir) -> str:
     return results_text_table(results)
 
 
+def plotly_script(full: bool = False) -> tuple[str, bool]:
+    """plotly.js to inline once: (the script, whether it is the basic bundle). The basic bundle when it is there
+    and of the version plotly.py writes figures for (else plotly.py's full bundle), or the full one when asked."""
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    if not full:
+        try:
+            with open(PLOTLY_BASIC, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            text = ""
+        if f"v{get_plotlyjs_version()}\n" in text[:300]:
+            return text, True
+    return get_plotlyjs(), False
+
+
 def _choice_caption(frame: pd.DataFrame) -> str:
     """What the best within budget was chosen on (never the numbers shown for it)."""
     if chose_on_reported(frame):
@@ -347,7 +404,7 @@ def _choice_caption(frame: pd.DataFrame) -> str:
 
 
 def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split: dict | None = None,
-                   task: str | None = None) -> str:
+                   task: str | None = None, best_label: str = "Best within budget") -> str:
     measured = ok_rows(frame)
     base = measured[measured["name"] == "baseline"]
     cards = []
@@ -360,7 +417,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
     if best is not None:
         r = measured[measured["name"] == best].iloc[0]
         drop, _ = quality_drop_pt(measured[measured["name"] == best])
-        cards += [("Best within budget", best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
+        cards += [(best_label, best), ("Smaller", fmt.format_ratio(r["x_smaller"])),
                   (f"Speed-up at batch {batch_size}", speedup_text(r, batch_size)),
                   ("Quality change", fmt.format_pt(None if pd.isna(drop.iloc[0]) else drop.iloc[0])
                    + (f" ({resolution_text(split['n'])})" if split and split.get("n") and
@@ -369,7 +426,7 @@ def _summary_cards(frame: pd.DataFrame, best: str | None, batch_size: int, split
         if caveats:
             cards.append(("Caveat", "; ".join(caveats)))
     else:
-        cards.append(("Best within budget", "none"))
+        cards.append((best_label, "none"))
     return "<div class='cards'>" + "".join(f"<div class='card'><div class='k'>{_esc(k)}</div>"
                                            f"<div class='v'>{_esc(v)}</div></div>" for k, v in cards) + "</div>"
 

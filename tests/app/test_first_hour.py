@@ -230,3 +230,42 @@ def test_pickled_main_module_is_named_as_written(make_app):
     [error] = errors_of(at)
     assert r"\_\_main\_\_.MyCNN" in error
     assert "external\\_data=False" in error
+
+
+def test_onnx_upload_after_a_pruning_preset_holds_run_and_offers_to_drop_the_doomed_variant(make_app):
+    """A sample's structured-pruning preset kept after an ONNX upload is flagged at once: Run is held, one click
+    removes the variant; the card no longer says "distill: yes" and the prune form no longer says "torch model"
+    (issue 29's first hour: the variant failed at run time, after a reload)."""
+    at = make_app().run()
+    [b for b in at.button if b.label == "Use digits-cnn"][0].click().run()
+    at.switch_page("pages/optimize.py").run()
+    at.pills(key="preset_pills").set_value("Fastest on this CPU").run()
+    at.switch_page("pages/model.py").run()
+    at.segmented_control(key="model_source").set_value("Upload").run()
+    at.file_uploader(key="model_uploader").upload("convnet.onnx", _conv_only()).run()
+    assert not at.session_state["fw_model"].card["capabilities"]["distill"].startswith("yes")
+    at.switch_page("pages/optimize.py").run()
+    assert any("cannot run on convnet.onnx (pruned50-int8)" in w.value for w in at.warning)
+    assert at.button(key="run_button").disabled
+    assert not any("torch model, then" in m.value for m in at.markdown)
+    at.button(key="remove_doomed").click().run()
+    assert [v.name for v in at.session_state["fw_recipe"].variants] == ["int8-static"]
+    assert not at.button(key="run_button").disabled
+
+
+def test_the_run_banner_counts_the_wait_the_user_saw(make_app, fw_home):
+    """A run measured in 2 s that the user waited 10 s for (queue, worker start) says 10 s, and why (it said 17.1 s
+    for a run the user waited 25.7 s for)."""
+    import sqlite3
+
+    from app_support import add_run, sample_choice, synthetic_results
+    from core.session import MODEL_KEY, RUN_KEY
+
+    results = {**synthetic_results(), "duration_s": 2.0}
+    run_id = add_run(fw_home, results)
+    with sqlite3.connect(fw_home / "index.sqlite") as db:
+        db.execute("UPDATE runs SET created_at = updated_at - 10 WHERE id = ?", (run_id,))
+    at = make_app(**{MODEL_KEY: sample_choice("digits-mlp"), RUN_KEY: run_id}).run()
+    at.switch_page("pages/optimize.py").run()
+    banner = next(s.value for s in at.success if s.value.startswith("Run completed"))
+    assert "in 10.0 s (2.0 s measuring; the rest in the queue and starting the worker)" in banner, banner

@@ -14,9 +14,31 @@ TIMEOUT_S = 120  # the first run imports torch and calibrates; later runs hit th
 
 @pytest.fixture
 def page(tmp_path, monkeypatch):
-    """The Learn page on an empty run store of its own."""
+    """The Learn page on an empty run store of its own, opened on the Quantization explainer (it opens on the
+    lesson path otherwise)."""
     monkeypatch.setenv("FEATHERWEIGHT_HOME", str(tmp_path / "home"))
-    return AppTest.from_file(PAGE, default_timeout=TIMEOUT_S)
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S)
+    at.session_state["learn_section"] = "Quantization"
+    return at
+
+
+def test_the_page_opens_on_the_lesson_path_without_loading_a_model(tmp_path, monkeypatch):
+    """A new visitor lands on lesson 1 (goal, explainer link, exercise, expected results, the question); no model
+    is loaded and no worker starts until an explainer is opened; a glossary word opens the glossary there."""
+    monkeypatch.setenv("FEATHERWEIGHT_HOME", str(tmp_path / "home"))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.segmented_control(key="learn_section").value == "Lessons"
+    assert [s.value for s in at.subheader] == ["Lesson 1: What a number is"]
+    assert at.radio(key="learn_lesson").value == "numbers"
+    assert not at.selectbox and not at.get("plotly_chart")  # no model picker, no explainer chart
+    assert [b.label for b in at.button][:3] == ["Open the Quantization explainer", "Run the exercise",
+                                                "Check my answer"]
+    at.button(key="learn_check.numbers").click().run()
+    assert any("No finished run of this exercise yet" in e.value for e in at.error)
+    at.pills(key="learn_terms.numbers").set_value("sqnr").run()
+    assert at.segmented_control(key="learn_section").value == "Glossary"
+    assert any(m.value == "#### SQNR" for m in at.markdown)
 
 
 def _metric(at, label: str) -> str:
@@ -64,14 +86,17 @@ def test_default_render_explains_digits_cnn_quantization(page):
 
 
 def test_bit_width_slider_changes_the_grid_and_the_error(page):
-    """Dropping from 8 to 3 bits leaves 7 levels, a coarser grid and a larger error."""
+    """Dropping from 8 to 3 bits leaves 7 levels, a coarser grid and a larger error; the 8-bit grid is drawn as
+    solid ticks under the histogram (255 faint full-height lines were invisible)."""
     page.run()
     error_8 = _number(_metric(page, "Mean squared error"))
-    grid_8 = _chart(page, "learn_grid_chart")["data"][1]["name"]
+    comb = _chart(page, "learn_grid_chart")["data"][1]
+    grid_8 = comb["name"]
+    assert comb["opacity"] >= 0.9 and max(y for y in _values(comb["y"]) if y is not None) <= 0
     page.slider(key="learn_bits").set_value(3).run()
     assert _metric(page, "Levels") == "7"
     assert _number(_metric(page, "Mean squared error")) > 100 * error_8
-    assert _chart(page, "learn_grid_chart")["data"][1]["name"] != grid_8 == "int8 grid (255 levels)"
+    assert _chart(page, "learn_grid_chart")["data"][1]["name"] != grid_8 == "int8 grid (255 levels, one tick each)"
     page.toggle(key="learn_symmetric").set_value(False).run()
     assert _metric(page, "Levels") == "8" and _metric(page, "Zero point") != "0"
 

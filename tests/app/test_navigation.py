@@ -11,7 +11,7 @@ from app_support import OWNER, add_run, errors_of, sample_choice, synthetic_resu
 pytestmark = pytest.mark.timeout(120)
 
 PAGES = ("pages/model.py", "pages/optimize.py", "pages/compare.py", "pages/history.py", "pages/insight.py",
-         "pages/cost.py", "pages/learn.py")
+         "pages/cost.py", "pages/learn.py", "pages/teacher.py")
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -21,7 +21,7 @@ def test_every_page_renders_empty_without_error(make_app, page):
     at.switch_page(page).run()
     assert not errors_of(at)
     assert at.title and at.title[0].value.split(" ")[0] in ("Model", "Optimize", "Compare", "History", "Insight",
-                                                            "Cost", "Learn")
+                                                            "Cost", "Learn", "Teacher")
 
 
 def test_sidebar_shows_model_data_and_running_jobs(make_app, fw_home):

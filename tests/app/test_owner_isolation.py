@@ -140,7 +140,7 @@ def test_owner_b_sees_nothing_of_owner_a_on_any_page(make_app, fw_home):
                 leaks += [(page, query_run, s) for s in secrets if s in text]
             if query_run is None:
                 assert bob_run in _shown(at) or page in ("pages/model.py", "pages/optimize.py", "pages/learn.py",
-                                                          "pages/insight.py"), f"{page} lost B's own run"
+                                                          "pages/insight.py", "pages/teacher.py"), f"{page} lost B's own run"
     assert not leaks, f"owner B saw owner A's runs: {sorted({(p, s) for p, _, s in leaks})}"
     assert not errors, errors
     print(f"{len(pages)} pages, {renders} renders as B, {time.monotonic() - started:.1f} s")
