@@ -233,18 +233,31 @@ def test_pickled_main_module_is_named_as_written(make_app):
 
 
 def test_onnx_upload_after_a_pruning_preset_holds_run_and_offers_to_drop_the_doomed_variant(make_app):
-    """A sample's structured-pruning preset kept after an ONNX upload is flagged at once: Run is held, one click
-    removes the variant; the card no longer says "distill: yes" and the prune form no longer says "torch model"
-    (issue 29's first hour: the variant failed at run time, after a reload)."""
+    """A sample's structured-pruning preset is dropped with its model when an ONNX file is uploaded (the form says
+    so), and a recipe that still prunes (pasted, or saved) is flagged at once: Run is held, one click removes the
+    variant; the card no longer says "distill: yes" and the prune form no longer says "torch model" (issue 29's
+    first hour: the variant failed at run time, after a reload)."""
+    from core.session import RECIPE_VERSION_KEY
+    from core.spec.recipe import Recipe
+
     at = make_app().run()
     [b for b in at.button if b.label == "Use digits-cnn"][0].click().run()
     at.switch_page("pages/optimize.py").run()
     at.pills(key="preset_pills").set_value("Fastest on this CPU").run()
+    assert "pruned50-int8" in [v.name for v in at.session_state["fw_recipe"].variants]
     at.switch_page("pages/model.py").run()
     at.segmented_control(key="model_source").set_value("Upload").run()
     at.file_uploader(key="model_uploader").upload("convnet.onnx", _conv_only()).run()
     assert not at.session_state["fw_model"].card["capabilities"]["distill"].startswith("yes")
     at.switch_page("pages/optimize.py").run()
+    assert any("made for **digits-cnn**" in i.value for i in at.info)
+    assert "pruned50-int8" not in [v.name for v in at.session_state["fw_recipe"].variants]
+    at.session_state["fw_recipe"] = Recipe.from_dict({"variants": [
+        {"name": "pruned50-int8", "steps": [{"technique": "prune", "method": "structured", "amount": 0.5},
+                                            {"technique": "quantize", "mode": "static"}]},
+        {"name": "int8-static", "steps": [{"technique": "quantize", "mode": "static"}]}]})
+    at.session_state[RECIPE_VERSION_KEY] = at.session_state[RECIPE_VERSION_KEY] + 1  # the form's widgets start over
+    at.run()
     assert any("cannot run on convnet.onnx (pruned50-int8)" in w.value for w in at.warning)
     assert at.button(key="run_button").disabled
     assert not any("torch model, then" in m.value for m in at.markdown)

@@ -39,6 +39,7 @@ def test_every_section_works_with_a_decoder_as_the_current_model(tmp_path, monke
     monkeypatch.setenv("FEATHERWEIGHT_HOME", str(tmp_path / "home"))
     at = AppTest.from_file(PAGE, default_timeout=180)
     at.session_state[MODEL_KEY] = ModelChoice("sample:tiny-lm", "tiny-lm", sample_card("tiny-lm"))
+    at.session_state["learn_section"] = "Quantization"  # Learn opens on the lesson path, which loads no model
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="learn_model").value == "sample:tiny-lm"
