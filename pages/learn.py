@@ -624,6 +624,10 @@ def _open_section(section: str) -> None:
 
 
 st.title("Learn")
+# A link may open a section (?section=Quantization): a lesson's hand-out, or a teacher's slide
+linked = st.query_params.get("section")
+if linked in SECTIONS and SECTION_KEY not in st.session_state:
+    st.session_state[SECTION_KEY] = linked
 section = st.segmented_control("Section", SECTIONS, default=SECTIONS[0], key=SECTION_KEY,
                                label_visibility="collapsed") or SECTIONS[0]
 if section == LESSONS_SECTION:
