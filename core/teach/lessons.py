@@ -334,7 +334,7 @@ LESSONS: tuple[Lesson, ...] = (
             {"name": "student", "steps": [{"technique": "distill", "width": 0.25, "epochs": 25,
                                            "control": True}]}]),
         expected=(Expected("student: × fewer parameters", "student", "x_fewer_params", 15.43, 15.43, "×"),
-                  Expected("student: × faster at batch 32", "student", "speedup_bs32", 7.3, 26.0, "×",
+                  Expected("student: × faster at batch 32", "student", "speedup_bs32", 7.1, 26.0, "×",
                            note="so small a model's time is mostly per-call overhead: on a busy server its "
                                 "ratio moves a lot between runs"),
                   Expected("student: accuracy drop", "student", "accuracy_drop_pt", 2.22, 2.22, "pt"),
@@ -390,7 +390,7 @@ LESSONS: tuple[Lesson, ...] = (
             _quantize("int4", mode="int4", block_size=32, accuracy_level=4)]) | {
             "benchmark": {"batch_sizes": [1], "threads": 1, "warmup": 2, "runs": 10, "max_seconds": 1.0}},
         expected=(Expected("int4: × smaller", "int4", "x_smaller", 5.86, 5.86, "×"),
-                  Expected("int4: perplexity change", "int4", "perplexity_increase_pct", 0.046, 0.046, "%"),
+                  Expected("int4: perplexity change", "int4", "perplexity_increase_pct", 0.046, 0.091, "%"),
                   Expected("int4: × faster decode", "int4", "decode_speedup", 2.1, 3.7, "×",
                            note="kernels, not memory: tiny-lm fits in cache; moves a lot between CPUs")),
         question=Question("How many times smaller than fp32 is your **int4** model? (one decimal)", variant="int4",
