@@ -11,7 +11,7 @@ from core.views import charts as viz
 from core.results.compare import combine_runs
 from core.errors import FeatherweightError
 from core.jobs.insight import job_kind
-from core.results.table import batch_sizes_of
+from core.results.table import batch_sizes_of, speedup_text
 from core.session import RUN_KEY
 from core.jobs.store import ACTIVE
 from core.format import MISSING
@@ -41,7 +41,10 @@ def runs_frame(records, me: str) -> pd.DataFrame:
         if frame is not None and sizes:
             others = frame[(frame["name"] != "baseline") & (frame["status"] == "ok")]
             if not others.empty:
-                best_speed = others[f"speedup_bs{sizes[-1]}"].max()
+                ratios = others[f"speedup_bs{sizes[-1]}"]
+                if ratios.notna().any():  # the largest speed-up, with its interval and the variant it belongs to
+                    fastest = others.loc[ratios.idxmax()]
+                    best_speed = f"{speedup_text(fastest, sizes[-1])} · {fastest['name']}"
                 best_small = others["x_smaller"].max()
         rows.append({"created": dt.datetime.fromtimestamp(r.created_at), "run": r.label, "model": r.model,
                      "data": r.data or "synthetic", "status": r.status, "variants": f"{len(ok)}/{len(variants)}",
@@ -77,8 +80,9 @@ st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * 
                                             help="Variants that finished, of those in the recipe (the baseline, "
                                                  "measured in every run, is not counted)"),
     "best_x_smaller": st.column_config.NumberColumn("Best × smaller", format="%.2f×"),
-    "best_x_faster": st.column_config.NumberColumn("Best × faster", format="%.2f×",
-                                                   help="At the run's largest batch size"),
+    "best_x_faster": st.column_config.TextColumn("Best × faster",
+                                                 help="The largest speed-up at the run's largest batch size, with "
+                                                      "its 95% interval, and the variant it belongs to"),
     "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.1f"),
     "by": st.column_config.TextColumn("By", width="small"), "id": st.column_config.TextColumn("Id")})
 

@@ -25,6 +25,22 @@ def test_lists_runs_from_the_store(make_app, fw_home):
     assert list(table["run"]) == ["newer", "older"]
     assert table["variants"].iloc[0] == "3/4"  # the baseline is not counted, as in the run labels
     assert table["best_x_smaller"].iloc[0] == pytest.approx(7.5)
+    assert table["best_x_faster"].iloc[0] == "4.44x · pruned"  # a run from before intervals: the p50 ratio
+
+
+def test_best_speed_up_reads_with_its_interval_and_variant(make_app, fw_home):
+    """The History table's best speed-up is the run's own interleaved figure with its 95% interval, and names the
+    variant it belongs to (issue 26: a bare maximum over noisy ratios read as a sure number)."""
+    results = synthetic_results()
+    for variant in results["variants"]:
+        if variant["name"] == "pruned":
+            variant["speedup"] = {"256": {"ratio": 4.4, "low": 4.2, "high": 4.6, "rounds": 30, "converged": True}}
+        elif variant["name"] in ("int8-static", "fp16"):
+            variant["speedup"] = {"256": {"ratio": 1.01, "low": 0.97, "high": 1.04, "rounds": 30, "converged": True}}
+    add_run(fw_home, results, label="with intervals")
+    at = _history(make_app)
+    assert not errors_of(at)
+    assert at.dataframe[0].value["best_x_faster"].iloc[0] == "4.40x (4.20–4.60) · pruned"
 
 
 def test_only_own_runs_unless_shared(make_app, fw_home, monkeypatch):
