@@ -79,12 +79,12 @@ def _add_variant() -> None:
     st.session_state[NEW_VARIANT_NAME_KEY] = ""
 
 
-def _variant_summary(variant: Variant, key: str | None = None) -> str:
+def _variant_summary(variant: Variant, key: str | None = None, decoder: bool = False) -> str:
     """The variant's steps in a few words; with its form's `key`, as its widgets hold them now (the expander's
     title is drawn before them, and would otherwise show the previous run's values)."""
     steps = variant.steps if key is None else [
         forms.current_step(step, f"{key}.{i}.{step.technique}") for i, step in enumerate(variant.steps)]
-    return steps_label(steps, " → ") if steps else "no steps"
+    return steps_label(steps, " → ", decoder=decoder) if steps else "no steps"
 
 
 def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
@@ -100,7 +100,8 @@ def recipe_form_ui(recipe: Recipe, model) -> tuple[Recipe, list[str]]:
         shown_name = st.session_state.get(f"{key}.name", variant.name)
         # Keyed expanders keep their open / closed state when a message above them comes or goes.
         doomed = forms.doomed_reason(variant, model.card)
-        with st.expander(f"**{shown_name}** · {_variant_summary(variant, key)}" + (" · cannot run" if doomed else ""),
+        summary = _variant_summary(variant, key, decoder=is_decoder_card(model.card))
+        with st.expander(f"**{shown_name}** · {summary}" + (" · cannot run" if doomed else ""),
                          expanded=len(recipe.variants) <= 2 or bool(doomed), key=f"{key}.open",
                          icon=":material/warning:" if doomed else None):
             edited, error = forms.variant_ui(variant, key, node_names, model.card.get("format") == "torch+onnx",

@@ -27,6 +27,21 @@ def test_step_label_reads_dicts_and_configs_alike_with_defaults():
     assert steps_label([PruneConfig(), QuantizeConfig()], " → ") == "prune structured 50% → quantize static"
 
 
+def test_a_decoders_quantize_step_says_what_it_builds():
+    """For a decoder, mode dynamic builds int8 weight-only MatMulNBits (not dynamic int8) and int4 its weight-only
+    blocks: the label says so, in the results table and on Optimize (issue 28's 'quantize dynamic' on tiny-lm)."""
+    from core.results.table import results_frame
+
+    assert step_label({"technique": "quantize", "mode": "dynamic"}, decoder=True) == "int8 weight-only"
+    assert step_label(QuantizeConfig(mode="int4"), decoder=True) == "int4 weight-only"
+    assert step_label(QuantizeConfig(mode="int4", block_size=128), decoder=True) == "int4 weight-only, block 128"
+    assert step_label(QuantizeConfig(mode="dynamic")) == "quantize dynamic"  # an encoder's stays as it was
+    results = {"task": "text-generation", "variants": [
+        {"name": "baseline", "status": "ok", "steps": []},
+        {"name": "int8", "status": "ok", "steps": [{"technique": "quantize", "mode": "dynamic"}]}]}
+    assert list(results_frame(results)["technique"]) == ["none", "int8 weight-only"]
+
+
 @pytest.mark.parametrize("value, text", [(None, "–"), (float("nan"), "–"), (512, "512 B"), (1_100_000, "1.1 MB"),
                                          (1_000_000, "1 MB"), (160_000, "160 kB"), (2.5e12, "2,500 GB")])
 def test_format_bytes_is_none_safe_and_keeps_three_significant_digits(value, text):

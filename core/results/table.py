@@ -112,10 +112,11 @@ def results_frame(results: dict) -> pd.DataFrame:
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
     sizes = batch_sizes_of(results)
     threads = int((results.get("environment") or {}).get("threads") or 1)
+    decoder = results.get("task") == "text-generation"
     rows = []
     for v in variants:
         row = {"name": v.get("name"), "status": v.get("status"),
-               "technique": steps_label(v.get("steps")),
+               "technique": steps_label(v.get("steps"), decoder=decoder),
                "size_bytes": v.get("size_bytes"), "compressed_bytes": v.get("compressed_bytes"),
                "params": v.get("params"), "accuracy": v.get("accuracy"), "agreement": v.get("agreement"),
                "cosine_mean": v.get("cosine_mean"), "cosine_min": v.get("cosine_min")}

@@ -9,15 +9,24 @@ from typing import Any
 from core.spec.recipe import DistillConfig, PruneConfig, QuantizeConfig, StepConfig
 
 
-def step_label(step: dict | StepConfig) -> str:
+# What a quantize mode builds for a decoder (core.techniques.decoder): weight-only MatMulNBits at both precisions
+DECODER_QUANTIZE = {"int4": "int4 weight-only", "dynamic": "int8 weight-only"}
+
+
+def step_label(step: dict | StepConfig, decoder: bool = False) -> str:
     """A step (a results.json / recipe dict, or a step config) as a short label; an option the dict leaves out
-    reads as the config's default.
+    reads as the config's default. For a decoder (`decoder`), a quantize step says what it builds there.
 
     Returns:
-        'quantize static', 'prune structured 50%', 'distill to width 0.25'; another technique by its name.
+        'quantize static', 'prune structured 50%', 'distill to width 0.25', 'int8 weight-only' (a decoder's
+        dynamic mode); another technique by its name.
     """
     data: dict[str, Any] = step.to_dict() if isinstance(step, StepConfig) else dict(step or {})
     technique = data.get("technique")
+    if technique == "quantize" and decoder and data.get("mode", QuantizeConfig.mode) in DECODER_QUANTIZE:
+        mode = data.get("mode", QuantizeConfig.mode)
+        block = data.get("block_size", 32)
+        return DECODER_QUANTIZE[mode] + (f", block {block}" if mode == "int4" and block != 32 else "")
     if technique == "quantize":
         target = data.get("target", QuantizeConfig.target)
         suffix = f" for {target}" if target != "onnxruntime" else ""
@@ -59,9 +68,9 @@ def quantize_options_label(data: dict) -> str:
     return ", " + ", ".join(parts) if parts else ""
 
 
-def steps_label(steps, separator: str = " + ") -> str:
+def steps_label(steps, separator: str = " + ", decoder: bool = False) -> str:
     """A variant's steps as one label ('prune structured 50% + quantize static'); 'none' without steps."""
-    return separator.join(step_label(s) for s in steps or []) or "none"
+    return separator.join(step_label(s, decoder) for s in steps or []) or "none"
 
 
 __all__ = ["quantize_options_label", "step_label", "steps_label"]
