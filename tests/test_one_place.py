@@ -42,6 +42,16 @@ def test_a_decoders_quantize_step_says_what_it_builds():
     assert list(results_frame(results)["technique"]) == ["none", "int8 weight-only"]
 
 
+def test_the_timing_caption_says_where_a_decoder_was_timed():
+    """An encoder's variants are timed in one process; a decoder's each in a worker of its own, driven in turn."""
+    from core.results.table import timing_caption
+
+    timing = {"batches": {"1": {"rounds": 12, "converged": True}}}
+    assert "in one process" in timing_caption({"timing": timing})
+    decoder = timing_caption({"task": "text-generation", "timing": timing})
+    assert "each in its own worker process" in decoder and "in one process" not in decoder
+
+
 @pytest.mark.parametrize("value, text", [(None, "–"), (float("nan"), "–"), (512, "512 B"), (1_100_000, "1.1 MB"),
                                          (1_000_000, "1 MB"), (160_000, "160 kB"), (2.5e12, "2,500 GB")])
 def test_format_bytes_is_none_safe_and_keeps_three_significant_digits(value, text):

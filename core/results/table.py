@@ -199,7 +199,10 @@ def timing_caption(results: dict) -> str:
     rounds = ", ".join(f"{entry.get('rounds', 0)} rounds at batch {bs}" + ("" if entry.get("converged") else
                                                                               " (interval wider than ±5%)")
                        for bs, entry in timing["batches"].items())
-    text = (f"Speed-ups: the baseline and every variant timed interleaved in rounds in one process; median of "
+    # A decoder's variants are each timed in a worker process of their own (core.measure.decoding), driven in turn
+    where = ("each in its own worker process, driven in turn" if results.get("task") == "text-generation"
+             else "in one process")
+    text = (f"Speed-ups: the baseline and every variant timed interleaved in rounds {where}; median of "
             f"per-round ratios with a 95% interval ({rounds}). An interval containing 1 reads \"no measurable "
             f"difference\".")
     if timing.get("contended"):
