@@ -57,8 +57,11 @@ def test_own_checkpoint_and_text_end_to_end(server, page, tmp_path):
     wait_idle(page)
     page.get_by_role("button", name="Upload .txt / .jsonl").or_(
         page.get_by_role("radio", name="Upload .txt / .jsonl")).first.click()
+    # The text uploader itself, once it is drawn (under load, "the last file input" could still be the model's)
+    text_input = page.get_by_test_id("stFileUploader").filter(has_text="Upload text").locator("input[type=file]")
+    text_input.wait_for(state="attached", timeout=60_000)
     wait_idle(page)
-    page.locator("input[type=file]").last.set_input_files(str(text))
+    text_input.set_input_files(str(text))
     page.get_by_text(re.compile(r"mine\.txt: \d+ windows of 128 tokens")).wait_for(timeout=120_000)
     wait_idle(page)
 
