@@ -185,3 +185,20 @@ def test_config_errors_name_the_allowed_values():
     with pytest.raises(BadInputError, match="unknown key"):
         TuneConfig.from_dict({"max_drop": 1})
     assert TuneConfig.from_dict(TuneConfig(prune_amounts=(0.5, 0.3)).to_dict()).prune_amounts == (0.3, 0.5)
+
+
+def test_a_trial_name_fits_the_variant_name_cap_and_stays_unique():
+    """Every recovery option at once (the tuner's recovered variant with calibration overrides and a float layer)
+    gave a 73-character name, which the recipe refuses (MAX_VARIANT_NAME): the name is shortened, then cut with a
+    digest, so it fits and two different settings keep different names."""
+    from core.analysis.tuner import _quant_name
+    from core.spec.recipe import MAX_VARIANT_NAME, QuantizeConfig, Variant
+
+    every = dict(mode="static", per_channel=False, calibration="percentile", equalize=True, bias_correction=True,
+                 smooth_quant=True, weight_rounding="learned", exclude=("/a/Conv",))
+    names = {_quant_name(QuantizeConfig(**every, calibration_overrides={f"t{i}": "entropy" for i in range(n)}))
+             for n in (3, 12, 1000, 1001)}  # the last two only fit cut, with their digests
+    assert len(names) == 4 and all(len(n) <= MAX_VARIANT_NAME for n in names), names
+    for name in names:
+        Variant(name, (QuantizeConfig(mode="static"),))  # the recipe accepts it
+    assert _quant_name(QuantizeConfig(mode="static")) == "int8-static"

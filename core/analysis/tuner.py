@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -775,9 +776,15 @@ def _quant_name(quant: QuantizeConfig) -> str:
     if len(full) <= MAX_VARIANT_NAME:
         return full
     # names are capped (MAX_VARIANT_NAME): the same settings, shorter
-    short = [{"per_channel=False": "per-tensor", "equalize": "cle", "bias_correction": "bc"}.get(c, c)
-             .removeprefix("calibration=").replace("overrides=", "ov") for c in changed]
-    return name + f"[{','.join(short)}]"
+    short = [{"per_channel=False": "per-tensor", "equalize": "cle", "bias_correction": "bc", "smooth_quant": "sq",
+              "rounding=learned": "ar"}.get(c, c).removeprefix("calibration=").replace("overrides=", "ov")
+             for c in changed]
+    shorter = name + f"[{','.join(short)}]"
+    if len(shorter) <= MAX_VARIANT_NAME:
+        return shorter
+    # still too long: cut, and keep names of different settings apart by a digest of the full one
+    digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+    return f"{shorter[:MAX_VARIANT_NAME - len(digest) - 2]}-{digest}]"
 
 
 def _quant_label(quant: QuantizeConfig) -> str:
