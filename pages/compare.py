@@ -8,7 +8,7 @@ import math
 import streamlit as st
 
 from core import format as fmt
-from core.views import charts as viz
+from core.views import vega
 from core.results.compare import (OBJECTIVES, QUALITY_METRICS, Budget, best_caveats, best_variant, chart_caption,
                                   chose_on_reported, chosen_on, drop_text, generations_table, is_decoder_run,
                                   latency_label, layer_sparsity_table, ok_rows, quality_drop_pt, quality_metrics,
@@ -194,8 +194,8 @@ def detail_ui(results: dict, frame, run_id: str, name: str, batch_size: int) -> 
         sparsity = layer_sparsity_table(v.get("info") or {})
         if not sparsity.empty:
             st.markdown("###### Per-layer sparsity")
-            st.plotly_chart(viz.layer_sparsity_figure(sparsity, height=280), theme=None, key=f"sparsity.{name}",
-                            config={"displayModeBar": False})
+            st.vega_lite_chart(vega.layer_sparsity_spec(sparsity, height=280), theme=None, key=f"sparsity.{name}",
+                               width="stretch")
         if name != "baseline" and is_decoder_run(results):
             st.markdown("###### Greedy continuations vs fp32")
             st.dataframe(generations_table(results, name), hide_index=True, placeholder=fmt.MISSING, width="stretch")
@@ -254,8 +254,7 @@ def predictions_ui(run_id: str, name: str) -> None:
             st.caption(f"{agree} of {len(table)} samples get the same top-1 class as the baseline.")
         if result.images:
             titles = [f"{'✓' if a else '✗'} {b}→{o}" for a, b, o in zip(table["agree"], table["baseline"], table[name])]
-            st.plotly_chart(viz.predictions_figure(result.images, titles, height=150), theme=None,
-                            key=f"thumbs.{name}", config={"displayModeBar": False, "staticPlot": True})
+            st.image(vega.thumbnails(result.images), caption=titles, width=96)
         st.dataframe(table, hide_index=True, placeholder=fmt.MISSING, width="stretch", column_config={
             "baseline_conf": st.column_config.NumberColumn("baseline p", format="percent"),
             f"{name}_conf": st.column_config.NumberColumn(f"{name} p", format="percent"),
@@ -476,10 +475,10 @@ else:
     else:
         st.success(text, icon=":material/star:")
 
-st.plotly_chart(viz.pareto_figure(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected,
-                                  best_label="best within budget" if budget_set else objective),
-                theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
-                selection_mode="points", config={"displaylogo": False})
+st.vega_lite_chart(vega.pareto_spec(frame, batch_size, color_by=color_by, budget=budget, best=best, selected=selected,
+                                   best_label="best within budget" if budget_set else objective),
+                   theme=None, key=chart_key, on_select=lambda: _select_from_chart(chart_key, pick_key),
+                   selection_mode=vega.PICK, width="stretch")
 st.caption(chart_caption(results))
 if bakeoff:
     st.subheader("Which runtime to ship")
@@ -502,14 +501,15 @@ results_table_ui(table, sizes, inside=within_budget(table, budget, batch_size) &
 lat_tab, scale_tab, ratio_tab = st.tabs(["Latency percentiles", "Batch-size scaling", "Ratios"])
 latency = services.run_latency(run_id)
 with lat_tab:
-    st.plotly_chart(viz.latency_percentiles_figure(latency, batch_size), theme=None, key=f"lat.{run_id}")
+    st.vega_lite_chart(vega.latency_percentiles_spec(latency, batch_size), theme=None, key=f"lat.{run_id}",
+                       width="stretch")
 with scale_tab:
     metric = st.segmented_control("Show", ["throughput", "per_sample_ms"], default="throughput",
                                   format_func={"throughput": "Throughput", "per_sample_ms": "Latency per sample"}.get,
                                   key=f"scale_metric.{run_id}") or "throughput"
-    st.plotly_chart(viz.batch_scaling_figure(latency, metric), theme=None, key=f"scale.{run_id}")
+    st.vega_lite_chart(vega.batch_scaling_spec(latency, metric), theme=None, key=f"scale.{run_id}", width="stretch")
 with ratio_tab:
-    st.plotly_chart(viz.ratio_bars_figure(table, batch_size), theme=None, key=f"ratios.{run_id}")
+    st.vega_lite_chart(vega.ratio_bars_spec(table, batch_size), theme=None, key=f"ratios.{run_id}", width="stretch")
 
 st.subheader("Variant detail")
 st.selectbox("Variant", names, key=pick_key, help="Or click a point on the chart.")

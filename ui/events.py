@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from core.views.vega import PICK
+
 
 def clicked_variant(event) -> str | None:
-    """The variant name of the first point in a plotly selection event (st.plotly_chart on_select), if any.
-
-    Every marker trace of `core.views.charts.pareto_figure` puts the variant name first in its customdata.
-    """
+    """The variant name of the first selected point in a Vega-Lite selection event (st.vega_lite_chart on_select),
+    if any: the Pareto chart's markers carry the point selection `PICK` on the field `name`
+    (`core.views.vega.pareto_spec`), so the event reads {"selection": {PICK: [{"name": ...}]}}."""
     if event is None:
         return None
     selection = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
     if selection is None:
         return None
-    points = selection.get("points") if isinstance(selection, dict) else getattr(selection, "points", None)
+    points = selection.get(PICK) if isinstance(selection, dict) else getattr(selection, PICK, None)
     for point in points or []:
-        custom = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(custom, (list, tuple)) and custom:
-            return str(custom[0])
+        name = point.get("name") if isinstance(point, dict) else None
+        if name:
+            return str(name)
     return None

@@ -415,17 +415,6 @@ def ratio_bars_figure(frame: pd.DataFrame, batch_size: int, height: int = 360) -
     return layout(fig, height=max(height, 90 + 60 * len(rows)))
 
 
-def layer_sparsity_figure(table: pd.DataFrame, height: int = 360) -> go.Figure:
-    """Fraction of zero weights per layer after pruning."""
-    if table.empty or "sparsity" not in table:
-        return empty_figure("This variant reports no per-layer sparsity.")
-    fig = go.Figure(go.Bar(x=table["sparsity"] * 100, y=table["layer"], orientation="h", marker_color=PALETTE[2],
-                           hovertemplate="%{y}: %{x:.1f}% zeros<extra></extra>"))
-    fig.update_xaxes(title="Weights removed or zero (%)", range=[0, 100])
-    fig.update_yaxes(title=None, autorange="reversed")
-    return layout(fig, height=max(height, 80 + 28 * len(table)), legend=False)
-
-
 def history_figure(combined: pd.DataFrame, batch_size: int, height: int = 460) -> go.Figure:
     """Variants of several runs on one size-vs-latency chart, one colour per run."""
     y_col = latency_column(batch_size)
@@ -443,22 +432,6 @@ def history_figure(combined: pd.DataFrame, batch_size: int, height: int = 460) -
     fig.update_xaxes(title=f"Model file size ({unit})", rangemode="tozero")
     fig.update_yaxes(title=f"Latency p50 at batch {batch_size} (ms)", rangemode="tozero")
     return layout(fig, height=height)
-
-
-def predictions_figure(images: list, titles: list[str], height: int = 200) -> go.Figure:
-    """Small grey-scale thumbnails of input images with one caption each."""
-    from plotly.subplots import make_subplots
-
-    count = len(images)
-    fig = make_subplots(rows=1, cols=count, subplot_titles=titles, horizontal_spacing=0.02)
-    for i, image in enumerate(images, start=1):
-        fig.add_trace(go.Heatmap(z=np.asarray(image)[::-1], colorscale="Greys", showscale=False,
-                                 hoverinfo="skip"), row=1, col=i)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
-    layout(fig, height=height, legend=False)
-    fig.update_annotations(font=dict(size=12))
-    return fig
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -106,3 +106,20 @@ variants:
     run_recipe(recipe, store.run_dir(record.id))
     store.set_status(record.id, "completed")
     return record.id
+
+
+def vega_charts(at) -> list[dict]:
+    """The page's Vega-Lite charts (st.vega_lite_chart) as specs, each named dataset decoded back into a list of
+    records under spec["datasets"] (Streamlit sends them apart from the spec, as Arrow)."""
+    import json
+
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    charts = []
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        spec["datasets"] = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records")
+                            for d in element.proto.datasets}
+        spec["key"] = element.proto.id
+        charts.append(spec)
+    return charts

@@ -3,11 +3,10 @@ side-by-side predictions, and the exports."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from app_support import add_real_run, add_run, errors_of, synthetic_results
+from app_support import add_real_run, add_run, errors_of, synthetic_results, vega_charts
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -20,18 +19,18 @@ def _compare(make_app, run_id):
 
 
 def _chart(at, index: int = 0) -> dict:
-    return json.loads(at.get("plotly_chart")[index].proto.spec)
+    """The page's `index`-th Vega-Lite chart (the Pareto chart first), its datasets decoded."""
+    return vega_charts(at)[index]
 
 
-def _values(array) -> list:
-    """A plotly JSON array, decoded when plotly sent it as a typed array ({dtype, bdata})."""
-    if isinstance(array, dict) and "bdata" in array:
-        import base64
+def _points(spec: dict) -> dict:
+    """The Pareto chart's markers by variant name."""
+    return {p["name"]: p for p in spec["datasets"]["points"]}
 
-        import numpy as np
 
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
-    return list(array)
+def _axis_titles(spec: dict) -> tuple[str, str]:
+    markers = next(layer for layer in spec["layer"] if layer.get("name") == "markers")
+    return markers["encoding"]["x"]["title"], markers["encoding"]["y"]["title"]
 
 
 def _best_message(at) -> str:
@@ -52,13 +51,14 @@ def test_pareto_chart_has_every_measured_variant(make_app, fw_home):
     at = _compare(make_app, run_id)
     assert not errors_of(at)
     spec = _chart(at)
-    names = [n for trace in spec["data"] if trace.get("text") for n in trace["text"]]
-    assert sorted(names) == ["baseline", "fp16", "int8-static", "pruned"]
+    assert sorted(_points(spec)) == ["baseline", "fp16", "int8-static", "pruned"]
+    labels = [layer for layer in spec["layer"] if layer.get("name", "").startswith("labels_")]
+    assert labels and all(layer["encoding"]["text"] == {"field": "name"} for layer in labels)
     # pruned beats all: the frontier is one corner at it, run out to the plot's edges (the caption promises a line)
-    frontier = next(t for t in spec["data"] if t["name"] == "Pareto frontier")
-    assert _values(frontier["x"])[1] == 80.0 and _values(frontier["y"])[1] == 0.9 and len(_values(frontier["x"])) == 3
-    assert spec["layout"]["xaxis"]["title"]["text"] == "Model file size (kB)"
-    assert spec["layout"]["yaxis"]["title"]["text"] == "Latency p50 at batch 256 (ms)"
+    frontier = spec["datasets"]["frontier"]
+    assert frontier[1]["x"] == 80.0 and frontier[1]["y"] == 0.9 and len(frontier) == 3
+    assert _axis_titles(spec) == ("Model file size (kB)", "Latency p50 at batch 256 (ms)")
+    assert _points(spec)["pruned"]["shape"] != "circle" and _points(spec)["baseline"]["shape"] == "diamond"
     assert "pruned" in _best_message(at)
     assert any("broken" in c.value and "boom" in c.value for c in at.caption)
 
@@ -69,8 +69,8 @@ def test_pareto_frontier_drawn(make_app, fw_home):
     results["variants"][3]["latency_ms"]["256"]["p50"] = 1.6  # pruned: smallest, but slower than int8-static
     run_id = add_run(fw_home, results)
     at = _compare(make_app, run_id)
-    frontier = next(t for t in _chart(at)["data"] if t["name"] == "Pareto frontier")
-    assert _values(frontier["x"])[1:-1] == [80.0, 160.0] and _values(frontier["y"])[1:-1] == [1.6, 1.5]
+    frontier = _chart(at)["datasets"]["frontier"]
+    assert [f["x"] for f in frontier][1:-1] == [80.0, 160.0] and [f["y"] for f in frontier][1:-1] == [1.6, 1.5]
 
 
 def test_budgets_grey_out_and_rename_best(make_app, fw_home):
@@ -79,8 +79,7 @@ def test_budgets_grey_out_and_rename_best(make_app, fw_home):
     at = _compare(make_app, run_id)
     at.slider(key=f"budget.drop.{run_id}").set_value(1.0).run()
     assert "int8-static" in _best_message(at)
-    outside = next(t for t in _chart(at)["data"] if t["name"] == "outside budget")
-    assert outside["text"] == ["pruned"]
+    assert [n for n, p in _points(_chart(at)).items() if not p["inside"]] == ["pruned"]
     table = at.dataframe[0].value
     assert dict(zip(table["variant"], table["budget"]))["int8-static"] == "★ best"
 
@@ -93,7 +92,7 @@ def test_batch_size_and_objective_change_the_best(make_app, fw_home):
     run_id = add_run(fw_home, synthetic_results())
     at = _compare(make_app, run_id)
     at.selectbox(key=f"compare_bs.{run_id}").set_value(1).run()
-    assert _chart(at)["layout"]["yaxis"]["title"]["text"] == "Latency p50 at batch 1 (ms)"
+    assert _axis_titles(_chart(at))[1] == "Latency p50 at batch 1 (ms)"
     at.segmented_control(key=f"objective.{run_id}").set_value("most accurate").run()
     assert "baseline" in _best_message(at)  # ties at zero drop go to the fastest
 
@@ -123,7 +122,7 @@ def test_variant_detail_nodes_sparsity_and_notes(make_app, fw_home):
     at.selectbox(key=f"variant_pick.{run_id}").set_value("int8-static").run()
     assert any("Quantize / dequantize nodes (2)" in m.value for m in at.markdown)  # a run before quantized layers
     at.selectbox(key=f"variant_pick.{run_id}").set_value("pruned").run()
-    assert any(json.loads(c.proto.spec)["data"][0]["y"] == ["conv1", "fc"] for c in at.get("plotly_chart"))
+    assert any([r["layer"] for r in c["datasets"].get("sparsity", [])] == ["conv1", "fc"] for c in vega_charts(at))
     at.selectbox(key=f"variant_pick.{run_id}").set_value("fp16").run()
     assert any("fp16" in i.value and "Why no speed-up" in i.value for i in at.info)
     assert any("Predictions unavailable" in c.value for c in at.caption)  # synthetic run: no model files
@@ -139,19 +138,24 @@ def test_real_run_predictions_and_exports(make_app, fw_home):
     assert not errors_of(at)
     predictions = next(d.value for d in at.dataframe if "agree" in d.value.columns)
     assert len(predictions) == 8 and predictions["agree"].mean() >= 0.75
+    thumbnails = at.get("image")  # the inputs, drawn as images beside the table, captioned with both top-1s
+    assert thumbnails and len(thumbnails[0].captions) == 8 and all("→" in c for c in thumbnails[0].captions)
+    # Compare draws no plotly chart: a new browser would compile plotly.js's 4.7 MB before the first chart
+    # (~1.5 s of a 3.2-3.8 s first render, benchmarks/first_render.py); its charts are Vega-Lite.
+    assert not at.get("plotly_chart") and len(vega_charts(at)) >= 4
     downloads = [b.label for b in at.get("download_button")]
     assert downloads == ["Model · int8-dynamic.onnx", "Recipe · recipe.yaml", "Results · results.csv",
                          "Report · report.html"]
 
 
 def test_click_selection_opens_variant():
-    """A plotly click event's first point names the variant (the chart puts the name first in customdata)."""
+    """A Vega-Lite click event's selected point names the variant (the markers' point selection is on `name`)."""
+    from core.views.vega import PICK
     from ui.events import clicked_variant
 
-    event = {"selection": {"points": [{"customdata": ["int8-static", "quantize static"], "x": 1, "y": 2}],
-                           "point_indices": [0], "box": [], "lasso": []}}
-    assert clicked_variant(event) == "int8-static"
-    assert clicked_variant({"selection": {"points": []}}) is None
+    assert clicked_variant({"selection": {PICK: [{"name": "int8-static"}]}}) == "int8-static"
+    assert clicked_variant({"selection": {PICK: []}}) is None
+    assert clicked_variant({"selection": {}}) is None
     assert clicked_variant(None) is None
 
 
@@ -178,7 +182,7 @@ def test_device_filter_keeps_only_variants_that_fit(make_app, fw_home):
 
     run_id = add_real_run(fw_home)
     at = _compare(make_app, run_id)
-    everything = len(at.get("plotly_chart"))
+    everything = len(vega_charts(at))
     assert everything >= 1
     results = RunStore(fw_home).results(run_id)
     tiny = min(DEFAULT_DEVICES, key=lambda d: d.memory_bytes)
@@ -240,7 +244,7 @@ def test_bakeoff_puts_every_variant_x_runtime_on_one_pareto_and_names_the_runtim
     at = _compare(make_app, run_id)
     assert not errors_of(at)
     spec = _chart(at)
-    points = {n: sym for t in spec["data"] if t.get("text") for n, sym in zip(t["text"], t["marker"]["symbol"])}
+    points = {n: p["shape"] for n, p in _points(spec).items()}
     assert points["int8-static · OpenVINO"] == "square" and points["int8-static · onnxruntime"] == "circle"
     assert "pruned · OpenVINO" not in points  # it failed: not a point, but said
     assert "Fastest (no budget set): int8-static on OpenVINO" in _best_message(at)
@@ -250,7 +254,7 @@ def test_bakeoff_puts_every_variant_x_runtime_on_one_pareto_and_names_the_runtim
     assert any("On each runtime" in m.value for m in at.markdown)
     at.multiselect(key=f"compare_runtimes.{run_id}").set_value(["onnxruntime"]).run()
     assert not errors_of(at)
-    names = [n for t in _chart(at)["data"] if t.get("text") for n in t["text"]]
+    names = list(_points(_chart(at)))
     assert names and all(n.endswith("· onnxruntime") for n in names)
 
 

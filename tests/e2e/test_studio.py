@@ -34,14 +34,17 @@ def button(page, name: str):
     return page.get_by_role("button", name=name, exact=True)
 
 
+PARETO = "[data-testid='stVegaLiteChart']"  # Compare's charts are Vega-Lite, drawn as SVG; the Pareto chart first
+
+
 def point_labels(page, timeout_s: float = 30.0) -> list[str]:
-    """The text labels of the first plotly chart's markers (variant names), once drawn."""
-    chart = page.locator(".js-plotly-plot").first
+    """The text labels of Compare's Pareto chart markers (variant names), once drawn."""
+    chart = page.locator(PARETO).first
     chart.wait_for(timeout=timeout_s * 1000)
     deadline = time.monotonic() + timeout_s
     labels: list[str] = []
     while time.monotonic() < deadline:
-        labels = chart.locator(".textpoint").all_text_contents()
+        labels = chart.locator("[class*='labels_'] text").all_text_contents()
         if labels:
             break
         page.wait_for_timeout(250)
@@ -49,13 +52,13 @@ def point_labels(page, timeout_s: float = 30.0) -> list[str]:
 
 
 def click_point(page, name: str) -> None:
-    """Click the marker of variant `name` on the first plotly chart (markers and their labels share one order)."""
-    labels = point_labels(page)
-    points = page.locator(".js-plotly-plot").first.locator("path.point")
-    assert points.count() == len(labels), (points.count(), labels)
-    points.nth(labels.index(name)).scroll_into_view_if_needed()  # a mouse click outside the window is lost
-    box = points.nth(labels.index(name)).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's drag layer
+    """Click the marker of variant `name` on Compare's Pareto chart (each marker's aria label is its variant)."""
+    assert name in point_labels(page)
+    marker = page.locator(PARETO).first.locator(f"[class*='markers'] path[aria-label='{name}']")
+    assert marker.count() == 1, marker.count()
+    marker.scroll_into_view_if_needed()  # a mouse click outside the window is lost
+    box = marker.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 def nav(page, title: str) -> None:

@@ -150,7 +150,7 @@ def test_ten_sessions_submit_at_once(workshop_server, browser):
         other = run_of_page[(i + 1) % SESSIONS]
         page.goto(f"{workshop_server.url}/compare?run={other}")
         wait_idle(page)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # its own run's chart, opened instead
+        page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=30_000)  # its own run's chart, instead
         assert other not in page.url and run_of_page[i] in page.url, page.url
     for context in contexts:
         context.close()
