@@ -500,14 +500,17 @@ results_table_ui(table, sizes, inside=within_budget(table, budget, batch_size) &
 
 lat_tab, scale_tab, ratio_tab = st.tabs(["Latency percentiles", "Batch-size scaling", "Ratios"])
 latency = services.run_latency(run_id)
+decoder = is_decoder_run(results)  # its latency is per decoded token, its throughput tokens/s
 with lat_tab:
-    st.vega_lite_chart(vega.latency_percentiles_spec(latency, batch_size), theme=None, key=f"lat.{run_id}",
-                       width="stretch")
+    st.vega_lite_chart(vega.latency_percentiles_spec(latency, batch_size, decoder=decoder), theme=None,
+                       key=f"lat.{run_id}", width="stretch")
 with scale_tab:
     metric = st.segmented_control("Show", ["throughput", "per_sample_ms"], default="throughput",
-                                  format_func={"throughput": "Throughput", "per_sample_ms": "Latency per sample"}.get,
+                                  format_func={"throughput": "Throughput", "per_sample_ms": "Latency per token"
+                                               if decoder else "Latency per sample"}.get,
                                   key=f"scale_metric.{run_id}") or "throughput"
-    st.vega_lite_chart(vega.batch_scaling_spec(latency, metric), theme=None, key=f"scale.{run_id}", width="stretch")
+    st.vega_lite_chart(vega.batch_scaling_spec(latency, metric, decoder=decoder), theme=None, key=f"scale.{run_id}",
+                       width="stretch")
 with ratio_tab:
     st.vega_lite_chart(vega.ratio_bars_spec(table, batch_size), theme=None, key=f"ratios.{run_id}", width="stretch")
 

@@ -89,6 +89,10 @@ def test_timing_specs_and_thumbnails():
                  vega.layer_sparsity_spec(pd.DataFrame({"layer": ["conv1", "fc"], "sparsity": [0.5, 0.25]}))):
         json.dumps(spec)
         assert spec["datasets"] and all(spec["datasets"].values())
+    per_token = vega.latency_percentiles_spec(latency, 1, decoder=True)["encoding"]["y"]["title"]
+    assert per_token == "Decode latency per token, batch 1 (ms)"  # a decoder's latency_ms['1'] is per token
+    assert vega.batch_scaling_spec(latency, decoder=True)["encoding"]["y"]["title"] == "Decode throughput (tokens/s)"
+    assert charts.latency_percentiles_figure(latency, 1, decoder=True).layout.yaxis.title.text == per_token  # report
     ratios = vega.ratio_bars_spec(frame, 256)["datasets"]["ratios"]
     assert {r["name"] for r in ratios} == {"fp16", "int8-static", "pruned"}  # no baseline bar (1x by definition)
     digit = np.arange(64, dtype=np.float32).reshape(8, 8)

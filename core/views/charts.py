@@ -164,6 +164,19 @@ def color_range(values: pd.Series, metric: str) -> tuple[float, float]:
     return low, high
 
 
+def timed_rows(frame: pd.DataFrame, batch_size: int) -> tuple[pd.DataFrame | None, str | None]:
+    """The variants a size-vs-latency chart plots at `batch_size` (measured and timed there), or why there are
+    none (the chart's empty-state message)."""
+    rows = ok_rows(frame)
+    y_col = latency_column(batch_size)
+    if rows.empty:
+        return None, "No measured variants yet: results appear here as each variant finishes."
+    if y_col not in rows or rows[y_col].isna().all():
+        return None, ("Not timed yet: every variant is timed together once all are built (sizes and quality are in "
+                      "the table below).")
+    return rows[rows[y_col].notna()].reset_index(drop=True), None
+
+
 def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accuracy", budget: Budget | None = None,
                   best: str | None = None, selected: str | None = None, height: int = 480,
                   best_label: str = "best within budget") -> go.Figure:
@@ -175,14 +188,10 @@ def pareto_figure(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accu
     """
     if "decode_tok_s" in frame:  # a decoder run: tokens/s vs size vs perplexity
         return decoder_pareto_figure(frame, selected=selected, height=height, budget=budget, best=best)
-    rows = ok_rows(frame)
+    rows, why_empty = timed_rows(frame, batch_size)
+    if rows is None:
+        return empty_figure(why_empty)
     y_col = latency_column(batch_size)
-    if rows.empty:
-        return empty_figure("No measured variants yet: results appear here as each variant finishes.")
-    if y_col not in rows or rows[y_col].isna().all():
-        return empty_figure("Not timed yet: every variant is timed together once all are built (sizes and quality "
-                            "are in the table below).")
-    rows = rows[rows[y_col].notna()].reset_index(drop=True)
     unit, scale = size_unit(rows["size_bytes"].max())
     x = rows["size_bytes"] / scale
     y = rows[y_col]
@@ -350,8 +359,9 @@ def decoder_pareto_figure(frame: pd.DataFrame, *, selected: str | None = None, h
     return fig
 
 
-def latency_percentiles_figure(latency: pd.DataFrame, batch_size: int, height: int = 380) -> go.Figure:
-    """Grouped bars of p50 / p90 / p99 latency per variant at one batch size."""
+def latency_percentiles_figure(latency: pd.DataFrame, batch_size: int, height: int = 380, *,
+                               decoder: bool = False) -> go.Figure:
+    """Grouped bars of p50 / p90 / p99 latency per variant at one batch size (a decoder's: per decoded token)."""
     rows = latency[latency["batch_size"] == batch_size]
     if rows.empty:
         return empty_figure(f"No latency measured at batch {batch_size}.")
@@ -361,15 +371,19 @@ def latency_percentiles_figure(latency: pd.DataFrame, batch_size: int, height: i
                              hovertemplate=f"%{{x}}<br>{pct} %{{y:.4g}} ms<extra></extra>"))
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_xaxes(title="Variant")
-    fig.update_yaxes(title=f"Latency at batch {batch_size} (ms)", rangemode="tozero")
+    fig.update_yaxes(title="Decode latency per token, batch 1 (ms)" if decoder else f"Latency at batch {batch_size} (ms)",
+                     rangemode="tozero")
     return layout(fig, height=height)
 
 
-def batch_scaling_figure(latency: pd.DataFrame, metric: str = "throughput", height: int = 380) -> go.Figure:
-    """Throughput (samples/s) or latency per sample (ms) against batch size, one line per variant."""
+def batch_scaling_figure(latency: pd.DataFrame, metric: str = "throughput", height: int = 380, *,
+                         decoder: bool = False) -> go.Figure:
+    """Throughput (samples/s) or latency per sample (ms) against batch size, one line per variant (a decoder's:
+    decoded tokens)."""
     if latency.empty or latency["batch_size"].nunique() < 1:
         return empty_figure("No latency measured yet.")
-    labels = {"throughput": "Throughput (samples/s)", "per_sample_ms": "Latency per sample, p50 (ms)"}
+    labels = ({"throughput": "Decode throughput (tokens/s)", "per_sample_ms": "Latency per decoded token, p50 (ms)"}
+              if decoder else {"throughput": "Throughput (samples/s)", "per_sample_ms": "Latency per sample, p50 (ms)"})
     fig = go.Figure()
     for i, (name, part) in enumerate(latency.groupby("name", sort=False)):
         part = part.sort_values("batch_size")

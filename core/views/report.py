@@ -12,8 +12,8 @@ import pandas as pd
 
 from core import format as fmt
 from core.views import charts as viz
-from core.results.compare import (OBJECTIVES, Budget, best_caveats, best_variant, chose_on_reported, latency_table,
-                                  ok_rows, quality_drop_pt)
+from core.results.compare import (OBJECTIVES, Budget, best_caveats, best_variant, chose_on_reported, is_decoder_run,
+                                  latency_table, ok_rows, quality_drop_pt)
 from core.results.explain import why_no_speedup, why_not_faster_on
 from core.results.runtimes import point_name, run_runtimes, runtime_frame, ship_table
 from core.io.runtimes import runtime_label
@@ -199,8 +199,9 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
                 viz.pareto_figure(points, batch_size, budget=budget, best=best_point,
                                   best_label="best within budget" if budget_set else objective)),
                ("Ratios to the baseline", viz.ratio_bars_figure(frame, batch_size)),
-               (f"Latency percentiles at batch {batch_size}", viz.latency_percentiles_figure(latency, batch_size)),
-               ("Batch-size scaling", viz.batch_scaling_figure(latency))]
+               (f"Latency percentiles at batch {batch_size}",
+                viz.latency_percentiles_figure(latency, batch_size, decoder=is_decoder_run(results))),
+               ("Batch-size scaling", viz.batch_scaling_figure(latency, decoder=is_decoder_run(results)))]
     script, basic = plotly_script()
     chart_html = []
     for heading, fig in figures:

@@ -24,7 +24,7 @@ from core.results.compare import (QUALITY_METRICS, Budget, chosen_on, latency_co
 from core.results.runtimes import runtime_symbol
 from core.results.table import speedup_text
 from core.views.charts import (ACCENT, BASELINE_COLOR, FONT, GRID, INK, MUTED, OUT_OF_BUDGET, PALETTE,
-                               color_range, label_positions, latency_error_bars)
+                               color_range, label_positions, latency_error_bars, timed_rows)
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 PICK = "pick"  # the Pareto chart's selection parameter
@@ -131,14 +131,10 @@ def pareto_spec(frame: pd.DataFrame, batch_size: int, *, color_by: str = "accura
     `best_label`, the baseline a diamond, each latency with the speed-up's 95% interval as an error bar."""
     if "decode_tok_s" in frame:
         return decoder_pareto_spec(frame, selected=selected, height=height, budget=budget, best=best)
-    rows = ok_rows(frame)
+    rows, why_empty = timed_rows(frame, batch_size)
+    if rows is None:
+        return empty_spec(why_empty)
     y_col = latency_column(batch_size)
-    if rows.empty:
-        return empty_spec("No measured variants yet: results appear here as each variant finishes.")
-    if y_col not in rows or rows[y_col].isna().all():
-        return empty_spec("Not timed yet: every variant is timed together once all are built (sizes and quality "
-                          "are in the table below).")
-    rows = rows[rows[y_col].notna()].reset_index(drop=True)
     unit, scale = size_unit(rows["size_bytes"].max())
     x, y = rows["size_bytes"] / scale, rows[y_col].astype(float)
     x_top, y_top = float(x.max()) * 1.12 or 1.0, float(y.max()) * 1.12 or 1.0
@@ -277,8 +273,10 @@ def decoder_pareto_spec(frame: pd.DataFrame, *, selected: str | None = None, hei
     return _spec(height, layers, datasets=datasets)
 
 
-def latency_percentiles_spec(latency: pd.DataFrame, batch_size: int, height: int = 380) -> dict:
-    """Grouped bars of p50 / p90 / p99 latency per variant at one batch size."""
+def latency_percentiles_spec(latency: pd.DataFrame, batch_size: int, height: int = 380, *,
+                             decoder: bool = False) -> dict:
+    """Grouped bars of p50 / p90 / p99 latency per variant at one batch size (a decoder run's latency is per
+    decoded token: results.json's latency_ms['1'])."""
     rows = latency[latency["batch_size"] == batch_size]
     if rows.empty:
         return empty_spec(f"No latency measured at batch {batch_size}.")
@@ -289,7 +287,9 @@ def latency_percentiles_spec(latency: pd.DataFrame, batch_size: int, height: int
                  encoding={"x": {"field": "name", "type": "nominal", "sort": order, "title": "Variant",
                                  "axis": {"labelAngle": 0}},
                            "xOffset": {"field": "percentile", "sort": ["p50", "p90", "p99"]},
-                           "y": {"field": "ms", "type": "quantitative", "title": f"Latency at batch {batch_size} (ms)"},
+                           "y": {"field": "ms", "type": "quantitative",
+                                 "title": "Decode latency per token, batch 1 (ms)" if decoder
+                                 else f"Latency at batch {batch_size} (ms)"},
                            "color": {"field": "percentile", "type": "nominal", "title": None,
                                      "scale": {"domain": ["p50", "p90", "p99"],
                                                "range": [PALETTE[0], PALETTE[4], PALETTE[1]]}},
@@ -297,12 +297,14 @@ def latency_percentiles_spec(latency: pd.DataFrame, batch_size: int, height: int
                                        {"field": "ms", "format": ".4g"}]})
 
 
-def batch_scaling_spec(latency: pd.DataFrame, metric: str = "throughput", height: int = 380) -> dict:
+def batch_scaling_spec(latency: pd.DataFrame, metric: str = "throughput", height: int = 380, *,
+                       decoder: bool = False) -> dict:
     """Throughput (samples/s) or latency per sample (ms) against batch size, one line per variant (the baseline
-    dashed)."""
+    dashed); a decoder run's are decoded tokens."""
     if latency.empty:
         return empty_spec("No latency measured yet.")
-    labels = {"throughput": "Throughput (samples/s)", "per_sample_ms": "Latency per sample, p50 (ms)"}
+    labels = ({"throughput": "Decode throughput (tokens/s)", "per_sample_ms": "Latency per decoded token, p50 (ms)"}
+              if decoder else {"throughput": "Throughput (samples/s)", "per_sample_ms": "Latency per sample, p50 (ms)"})
     values = [{"name": r["name"], "batch_size": int(r["batch_size"]), "value": _clean(r[metric]),
                "baseline": r["name"] == "baseline"} for r in latency.to_dict("records")]
     order = list(dict.fromkeys(latency["name"]))
