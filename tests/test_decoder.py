@@ -291,8 +291,9 @@ def test_default_options_on_the_sample_are_measured_honestly(tiny_run):
 def test_the_export_zip_generates_with_onnxruntime_genai(tiny_run, tmp_path):
     """A variant's export is one zip (model.onnx, its data, genai_config.json, the tokenizer) that
     onnxruntime-genai loads as unzipped and generates 8 tokens from (before: a 47 KB model.onnx alone)."""
-    import onnxruntime_genai as og
     from tokenizers import Tokenizer
+
+    from tests.genai_support import greedy
 
     from core.io.decoder import export_zip
 
@@ -301,21 +302,11 @@ def test_the_export_zip_generates_with_onnxruntime_genai(tiny_run, tmp_path):
     names = set(zipfile.ZipFile(archive).namelist())
     assert {"int4/model.onnx", "int4/model.onnx.data", "int4/genai_config.json", "int4/tokenizer.json"} <= names
     zipfile.ZipFile(archive).extractall(tmp_path)
-    config = og.Config(str(tmp_path / "int4"))
-    config.clear_providers()
-    model = og.Model(config)
     # onnxruntime-genai's own tokenizer reads BPE / SentencePiece files, not tiny-lm's word-level one: the zip's
     # tokenizer.json is read with the tokenizers library here, as a user of the sample would.
     tokenizer = Tokenizer.from_file(str(tmp_path / "int4" / "tokenizer.json"))
     prompt = [tiny_lm.BOS_ID] + tokenizer.encode("count from three : four").ids
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + 8, min_length=len(prompt) + 8, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.asarray([prompt], dtype=np.int32))
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
+    tokens, _ = greedy(tmp_path / "int4", prompt, 8)
     assert len(tokens) == 8
     assert [tokenizer.id_to_token(t) for t in tokens[:3]] == ["five", "six", "."]  # the counting sentence, continued
     assert export_zip((out / result.variants[1].artifact).parent) == archive  # written once, then reused

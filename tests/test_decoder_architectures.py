@@ -14,6 +14,7 @@ from core.errors import UnsupportedModelError  # noqa: E402
 from core.io.decoder import SUPPORTED_ARCHITECTURES, check_config, open_folder  # noqa: E402
 from core.techniques.decoder import DecoderBuild, build_decoder  # noqa: E402
 from sample_models import tiny_lm  # noqa: E402
+from tests.genai_support import greedy  # noqa: E402
 
 # Tiny on purpose (two layers, width 64-128): each build takes a fraction of a second. Head sizes follow what the
 # builder's kernels need: GroupQueryAttention's rotary cache is head_size / 2 wide (partial rotary: less) and must
@@ -51,20 +52,7 @@ def _checkpoint(arch: str, tied: bool, folder):
 
 
 def _first_logits(model_dir) -> np.ndarray:
-    import onnxruntime_genai as og
-
-    config = og.Config(str(model_dir))
-    config.clear_providers()
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(PROMPT) + 4, min_length=len(PROMPT) + 4, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.asarray([PROMPT], dtype=np.int32))
-    logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0, -1]
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
+    tokens, logits = greedy(model_dir, PROMPT, 4)
     assert len(tokens) == 4 and all(0 <= t < BASE["vocab_size"] for t in tokens)
     return logits
 

@@ -9,11 +9,12 @@ import re
 import time
 import zipfile
 
-import numpy as np
 import pytest
 from playwright.sync_api import expect
 
 from test_studio import PARETO, button, nav, point_labels, wait_idle
+
+from tests.genai_support import greedy
 
 pytest.importorskip("onnxruntime_genai")
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -111,21 +112,8 @@ def test_own_checkpoint_and_text_end_to_end(server, page, tmp_path):
 
 
 def _generate(folder, count: int) -> list[int]:
-    """`count` greedy tokens from the exported folder with onnxruntime-genai (token ids: tiny-lm's word-level
-    tokenizer is read by the tokenizers library, not onnxruntime-genai's)."""
-    import onnxruntime_genai as og
+    """`count` greedy tokens from the exported folder with onnxruntime-genai."""
     from tokenizers import Tokenizer
 
-    config = og.Config(str(folder))
-    config.clear_providers()
-    model = og.Model(config)
     prompt = [1] + Tokenizer.from_file(str(folder / "tokenizer.json")).encode("count from two : three").ids
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + count, min_length=len(prompt) + count, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.asarray([prompt], dtype=np.int32))
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    return tokens
+    return greedy(folder, prompt, count)[0]
