@@ -68,7 +68,7 @@ def process_launcher() -> RunLauncher:
                     "interactive_workers": process_pool().limits.interactive_workers,
                     "max_queue": runner.max_queue, "jobs_per_session": runner.per_owner,
                     "jobs_per_address": os.environ.get(ADDRESS_LIMIT_VAR) or DEFAULT_JOBS_PER_ADDRESS,
-                    "recovered": len(runner.recovered)}, indent=2))
+                    "recovered": len(runner.recovered), "restarted": len(runner.restarted)}, indent=2))
             except OSError:
                 pass  # a read-only store still serves; server.json only describes it
     return found

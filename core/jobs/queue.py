@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.errors import BadInputError
 from core.format import hide_paths, one_line
-from core.io.disk import DiskLimits
+from core.io.disk import DiskLimits, tree_bytes
 from core.io.files import write_atomic
 from core.io.pool import WorkerPool
 from core.io.sandbox import (LOG_TAIL_BYTES, ResourceLimits, describe_exit, kill_group, log_failure, start_worker,
@@ -34,6 +34,9 @@ logger = logging.getLogger("featherweight.jobs")
 CANCEL_FLAG = "cancel.flag"
 OUTCOME = "outcome.json"
 JOB_FILE = "job.json"  # the queued job's JobSpec, so that a restarted server can queue it again
+RUN_INPUTS = ("recipe.yaml", "inputs", JOB_FILE)  # what a run was given: kept when it starts over
+MAX_RESTARTS = 1  # a run a server restart interrupted starts over this many times, then is left interrupted
+DISK_CHECK_S = 2.0  # how often a running job's owner is held to the disk quota (`_over_quota`)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -53,6 +56,7 @@ class JobSpec:
     executor: str = "local"  # "ray": the worker drives the run's variants as tasks on a Ray cluster
     ray_address: str | None = None
     core: int | None = None  # the core the worker pins itself to (`worker_core`), None: unpinned
+    restarts: int = 0  # times a server restart started this job over (at most MAX_RESTARTS)
 
 
 @dataclass
@@ -183,9 +187,12 @@ class JobRunner:
         self._queue: collections.deque[JobSpec] = collections.deque()
         self._running: dict[str, tuple[subprocess.Popen, float, JobSpec]] = {}
         self._cancel_at: dict[str, float] = {}
+        self._disk_watch: dict[str, list] = {}  # run id -> [owner, bytes of the owner's other runs, last check]
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.recovered = store.recover(keep_queued=lambda record: self._load_spec(record.id) is not None)
+        self.restarted: list[str] = []  # runs a dead server left running, started over (`_start_over`)
+        self.recovered = store.recover(keep_queued=lambda record: self._load_spec(record.id) is not None,
+                                       restart=self._start_over)
         self.requeued = self._requeue()
         self._thread = threading.Thread(target=self._dispatch, name="featherweight-jobs", daemon=True)
         self._thread.start()
@@ -278,8 +285,22 @@ class JobRunner:
             return None
         return dataclasses.replace(spec, run_dir=str(self.store.run_dir(run_id)))
 
+    def _start_over(self, record) -> bool:
+        """A run a dead server left running starts over from its saved spec and inputs, once (a second restart
+        while it runs leaves it interrupted): what it wrote is cleared and its restart counted in its spec."""
+        spec = self._load_spec(record.id)
+        if spec is None or spec.restarts >= MAX_RESTARTS:
+            return False
+        spec = dataclasses.replace(spec, restarts=spec.restarts + 1, core=None)
+        self.store.clear_outputs(record.id, keep=RUN_INPUTS)
+        write_atomic(self.store.run_dir(record.id) / JOB_FILE, json.dumps(dataclasses.asdict(spec), indent=1))
+        self.restarted.append(record.id)
+        logger.info("started over after a restart: %s (restart %d of %d)", record.id, spec.restarts, MAX_RESTARTS)
+        return True
+
     def _requeue(self) -> list[str]:
-        """Queue again, oldest first, the runs a previous server left queued (their inputs and spec are saved)."""
+        """Queue again, oldest first, the runs a previous server left queued or running (`_start_over`: their inputs
+        and spec are saved)."""
         requeued = []
         for record in self.store.active():
             if record.status != "queued":
@@ -341,6 +362,7 @@ class JobRunner:
                 self._release_slot()
                 self.store.set_status(run_id, "interrupted", "the server stopped before this run finished")
             self._running.clear()
+            self._disk_watch.clear()
             for spec in self._queue:
                 self.store.set_status(spec.run_id, "interrupted", "the server stopped before this run started")
             self._queue.clear()
@@ -396,6 +418,9 @@ class JobRunner:
                     continue
                 self._running[spec.run_id] = (process, time.monotonic(), spec)
                 self.store.set_status(spec.run_id, "running", pid=process.pid)
+                owner = self.store.get(spec.run_id).owner
+                others = self.store.owner_bytes(owner) - self._run_bytes(spec.run_id)
+                self._disk_watch[spec.run_id] = [owner, others, time.monotonic()]
 
     def _reap(self) -> None:
         with self._lock:
@@ -405,7 +430,8 @@ class JobRunner:
                 overdue = now - started > limits.wall_seconds
                 cancel_overdue = run_id in self._cancel_at and now - self._cancel_at[run_id] > 10
                 code, peak = wait_worker(process, block=False)
-                if code is None and not (overdue or cancel_overdue):
+                over_quota = code is None and self._over_quota(run_id, now)
+                if code is None and not (overdue or cancel_overdue or over_quota):
                     continue
                 if code is None:
                     kill_group(process)
@@ -416,6 +442,11 @@ class JobRunner:
                 elif overdue:
                     status, error = "failed", (f"timed out: the run took longer than {limits.wall_seconds:g} s "
                                                "and was stopped")
+                elif over_quota:
+                    status, error = "failed", (f"over the disk quota: your runs came to keep more than the "
+                                               f"{self.disk.owner_bytes / 2**20:,.0f} MiB each visitor may keep "
+                                               "on this server, and this run was stopped (delete older runs in "
+                                               "History, or ask for a smaller sweep)")
                 elif cancel_overdue:
                     status, error = "cancelled", "cancelled by the user"
                 else:
@@ -429,6 +460,20 @@ class JobRunner:
                 self._running.pop(run_id)
                 self._release_slot()
                 self._cancel_at.pop(run_id, None)
+                self._disk_watch.pop(run_id, None)
+
+    def _run_bytes(self, run_id: str) -> int:
+        return tree_bytes(self.store.run_dir(run_id)) + tree_bytes(self.logs_dir / f"{run_id}.log")
+
+    def _over_quota(self, run_id: str, now: float) -> bool:
+        """Whether a running job has taken its owner past the disk quota (checked every DISK_CHECK_S: what the
+        owner's other runs kept when it started, plus what this one has written so far, its log included). The
+        quota is checked at submit too; this catches a run that writes its way past it."""
+        watch = self._disk_watch.get(run_id)
+        if watch is None or now - watch[2] < DISK_CHECK_S:
+            return False
+        watch[2] = now
+        return watch[1] + self._run_bytes(run_id) > self.disk.owner_bytes
 
 
 def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
@@ -441,5 +486,5 @@ def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
-__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JOB_FILE", "JobRunner", "JobSpec", "JobStatus", "OUTCOME",
-           "worker_core"]
+__all__ = ["CANCEL_FLAG", "JOB_EXECUTOR_ENV", "JOB_FILE", "JobRunner", "JobSpec", "JobStatus", "MAX_RESTARTS",
+           "OUTCOME", "RUN_INPUTS", "worker_core"]

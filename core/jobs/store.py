@@ -14,7 +14,8 @@ Layout under the store root::
 
 Every file is written to a temporary name beside it and ``os.replace``d, so a reader never sees half a file and
 a process killed mid-write leaves the previous version. A run whose worker died mid-way (server restart, kill)
-is shown as ``interrupted`` after `recover`; earlier runs are never touched. One server (one `JobRunner`) owns a
+is started over once after `recover` when its server can run it again (else shown as ``interrupted``); earlier
+runs are never touched. One server (one `JobRunner`) owns a
 store at a time. Disk: `owner_bytes` measures what an owner keeps (the job runner's quota), and a failed run keeps
 only its records (`discard_outputs`).
 """
@@ -294,6 +295,13 @@ class RunStore:
             total += tree_bytes(self.run_dir(record.id)) + tree_bytes(self.root / "logs" / f"{record.id}.log")
         return total
 
+    def clear_outputs(self, run_id: str, keep: tuple[str, ...]) -> None:
+        """Remove everything in a run's folder but the top-level entries named in `keep` (what it was given), so
+        that the run can start over in it."""
+        for path in self.run_dir(run_id).iterdir():
+            if path.name not in keep:
+                remove(path)
+
     def discard_outputs(self, run_id: str) -> int:
         """Remove what a failed run wrote and was given (uploads, model files, anything but its small JSON / YAML
         records), and cut its log to the last 64 KiB: a refusal or a failure leaves nothing that fills the disk.
@@ -320,14 +328,16 @@ class RunStore:
             pass
         return before - tree_bytes(directory)
 
-    def recover(self, keep_queued=None) -> list[str]:
-        """After a restart: settle runs a dead server or worker left queued or running; return their ids.
+    def recover(self, keep_queued=None, restart=None) -> list[str]:
+        """After a restart: settle runs a dead server or worker left queued or running; return the ids of those
+        settled as final.
 
         A run whose manifest says it finished takes that status (the server died between the manifest and the
         index). Otherwise it becomes ``interrupted``, except a queued run for which `keep_queued(record)` is true
-        (the job runner re-queues those). A worker still alive from a dead server (adopted by init, so nobody will
-        collect its result) is killed first. Leftover temporary files are removed. Runs that are already final are
-        not touched.
+        and a running one for which `restart(record)` is true (it has cleared what the run wrote): those are
+        ``queued`` again, and the job runner queues them. A worker still alive from a dead server (adopted by init,
+        so nobody will collect its result) is killed first. Leftover temporary files are removed. Runs that are
+        already final are not touched.
         """
         settled = []
         for record in self.list(limit=1_000_000):
@@ -345,6 +355,9 @@ class RunStore:
             manifest = self.manifest(record.id)
             if manifest and manifest.get("status") in FINAL:
                 self.set_status(record.id, manifest["status"], manifest.get("error"))
+            elif record.status == "running" and restart is not None and restart(record):
+                self.set_status(record.id, "queued")
+                continue
             elif record.status == "queued":
                 self.set_status(record.id, "interrupted", "the server stopped before this run started")
             else:

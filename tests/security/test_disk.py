@@ -173,6 +173,37 @@ def test_an_owner_over_the_disk_quota_is_refused_in_one_line_and_others_are_not(
         runner.shutdown()
 
 
+def test_a_run_that_writes_its_owner_past_the_quota_is_stopped_while_it_runs(tmp_path, monkeypatch):
+    """The quota holds while a run writes, not only when it is submitted: an owner at 1.9 of 2 MiB may queue a run
+    (under the quota then), and the run, once its files take the owner past 2 MiB, is stopped within seconds and
+    fails with one line; what it wrote is removed, the owner's earlier run is untouched (before: the run went on
+    writing, and only the next submit was refused)."""
+    from core.jobs.queue import DISK_CHECK_S, JobRunner
+    from core.jobs.store import RunStore
+
+    monkeypatch.setenv("FEATHERWEIGHT_OWNER_DISK_MB", "2")
+    store = RunStore(tmp_path / "home")
+    old = store.create("writer", "variants: []\n")
+    (store.run_dir(old.id) / "inputs" / "big.onnx").write_bytes(b"\0" * (19 * MIB // 10))
+    store.set_status(old.id, "completed")
+    runner = JobRunner(store, poll_s=0.1)
+    # The baseline alone, warmed up 100,000 times at batch 256 (about 15 minutes): its exported model (0.6 MB) is
+    # written to the run before the warm-up starts.
+    endless = "model: sample:digits-cnn\nbenchmark: {batch_sizes: [256], threads: 1, warmup: 100000}\n"
+    try:
+        run_id = runner.submit("writer", endless, "sample:digits-cnn", None)
+        started = time.monotonic()
+        status = runner.wait(run_id, 180)
+        took = time.monotonic() - started
+    finally:
+        runner.shutdown()
+    assert status.state == "failed" and "over the disk quota" in status.error and "\n" not in status.error, status
+    assert took < 120, took  # it never ends by itself: the quota stopped it
+    assert tree_bytes(store.run_dir(run_id)) < 64 * 1024
+    assert tree_bytes(store.run_dir(old.id) / "inputs" / "big.onnx") == 19 * MIB // 10
+    assert DISK_CHECK_S <= 5
+
+
 def test_a_failed_run_keeps_its_records_and_nothing_else(hostile_zips, tmp_path, monkeypatch):
     """A job whose uploaded checkpoint is refused in its worker fails with one line; the upload (8.5 MiB) is removed,
     and what is left of the run (recipe, manifest, outcome) is under 64 KiB."""

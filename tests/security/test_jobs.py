@@ -140,9 +140,10 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_server_killed_mid_job_shows_interrupted_after_restart(store, runner):
+def test_server_killed_mid_job_starts_the_run_over_after_restart(store, runner):
     """A server process SIGKILLed mid-job takes its worker with it (parent-death signal); a new JobRunner on the
-    same store shows the orphan run as interrupted and keeps every earlier run intact."""
+    same store starts the orphan run over from its saved spec (before: it was left interrupted) and keeps every
+    earlier run intact."""
     before = _completed_runs(store)
     recipe = RECIPE.replace("runs: 5", "runs: 100000")
     server = subprocess.run([sys.executable, "-c", SERVER, str(store.root), recipe], capture_output=True, text=True,
@@ -153,10 +154,11 @@ def test_server_killed_mid_job_shows_interrupted_after_restart(store, runner):
     assert store.get(run_id).status == "running"  # nobody was left to record the end
     restarted = JobRunner(store, poll_s=0.1)
     try:
-        assert run_id in restarted.recovered
-        record = store.get(run_id)
-        assert record.status == "interrupted" and "server stopped" in record.error
-        assert store.manifest(run_id)["status"] == "interrupted"
+        assert restarted.restarted == [run_id] and run_id not in restarted.recovered
+        assert store.get(run_id).status in ("queued", "running") and store.manifest(run_id) is None
+        _wait_until(lambda: restarted.worker_pid(run_id) is not None, timeout=30)  # running again
+        restarted.cancel(run_id)  # it would run for minutes
+        assert restarted.wait(run_id, 60).state == "cancelled"
         assert _completed_runs(store) == before
     finally:
         restarted.shutdown()
