@@ -187,7 +187,7 @@ class JobRunner:
         self._queue: collections.deque[JobSpec] = collections.deque()
         self._running: dict[str, tuple[subprocess.Popen, float, JobSpec]] = {}
         self._cancel_at: dict[str, float] = {}
-        self._disk_watch: dict[str, list] = {}  # run id -> [owner, bytes of the owner's other runs, last check]
+        self._disk_watch: dict[str, list] = {}  # run id -> [bytes the owner's other runs keep, last check]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.restarted: list[str] = []  # runs a dead server left running, started over (`_start_over`)
@@ -418,9 +418,8 @@ class JobRunner:
                     continue
                 self._running[spec.run_id] = (process, time.monotonic(), spec)
                 self.store.set_status(spec.run_id, "running", pid=process.pid)
-                owner = self.store.get(spec.run_id).owner
-                others = self.store.owner_bytes(owner) - self._run_bytes(spec.run_id)
-                self._disk_watch[spec.run_id] = [owner, others, time.monotonic()]
+                others = self.store.owner_bytes(self.store.get(spec.run_id).owner) - self._run_bytes(spec.run_id)
+                self._disk_watch[spec.run_id] = [others, time.monotonic()]
 
     def _reap(self) -> None:
         with self._lock:
@@ -470,10 +469,10 @@ class JobRunner:
         owner's other runs kept when it started, plus what this one has written so far, its log included). The
         quota is checked at submit too; this catches a run that writes its way past it."""
         watch = self._disk_watch.get(run_id)
-        if watch is None or now - watch[2] < DISK_CHECK_S:
+        if watch is None or now - watch[1] < DISK_CHECK_S:
             return False
-        watch[2] = now
-        return watch[1] + self._run_bytes(run_id) > self.disk.owner_bytes
+        watch[1] = now
+        return watch[0] + self._run_bytes(run_id) > self.disk.owner_bytes
 
 
 def _tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:

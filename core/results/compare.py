@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from core.results.table import results_frame
+from core.results.table import is_decoder_run, results_frame
 
 
 QUALITY_METRICS = {
@@ -66,13 +66,6 @@ def quality_drop_pt(frame: pd.DataFrame) -> tuple[pd.Series, str]:
 
 def latency_column(batch_size: int) -> str:
     return f"p50_ms_bs{batch_size}"
-
-
-def is_decoder_run(results_or_frame) -> bool:
-    """A text-generation run (results.json's task, or a frame with decode tokens/s)."""
-    if isinstance(results_or_frame, dict):
-        return results_or_frame.get("task") == "text-generation"
-    return "decode_tok_s" in results_or_frame
 
 
 def latency_label(results: dict, batch_size: int) -> str:

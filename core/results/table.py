@@ -48,9 +48,16 @@ def quality_split_of(results: dict) -> dict:
     return {}
 
 
+def is_decoder_run(results_or_frame) -> bool:
+    """A text-generation run (results.json's task, or a frame with decode tokens/s)."""
+    if isinstance(results_or_frame, dict):
+        return results_or_frame.get("task") == "text-generation"
+    return "decode_tok_s" in results_or_frame
+
+
 def quality_caption(results: dict) -> str:
     """One sentence for a results table: which split each quality number is from, and what a sample is worth."""
-    if results.get("task") == "text-generation":
+    if is_decoder_run(results):
         return ("Perplexity, KL(fp32 ‖ variant) and next-token agreement are teacher-forced on the held-out text: "
                 f"{summary_text(results.get('dataset') or {})}.")
     split = quality_split_of(results)
@@ -112,7 +119,7 @@ def results_frame(results: dict) -> pd.DataFrame:
     base = next((v for v in variants if v.get("name") == "baseline"), variants[0] if variants else {})
     sizes = batch_sizes_of(results)
     threads = int((results.get("environment") or {}).get("threads") or 1)
-    decoder = results.get("task") == "text-generation"
+    decoder = is_decoder_run(results)
     rows = []
     for v in variants:
         row = {"name": v.get("name"), "status": v.get("status"),
@@ -161,7 +168,7 @@ def results_frame(results: dict) -> pd.DataFrame:
         # Cost per million, monthly saving vs baseline, energy (mJ) and CO2 per batch size under the assumptions
         # stored with the run, plus MACs / weight / peak activation bytes (core.results.cost).
         row.update(results_columns(v, base, sizes, threads))
-        if results.get("task") == "text-generation":
+        if decoder:
             row.update(decoder_columns(v, base))
         row["error"] = v.get("error")
         row["notes"] = " ".join(v.get("notes") or [])
@@ -200,8 +207,7 @@ def timing_caption(results: dict) -> str:
                                                                               " (interval wider than ±5%)")
                        for bs, entry in timing["batches"].items())
     # A decoder's variants are each timed in a worker process of their own (core.measure.decoding), driven in turn
-    where = ("each in its own worker process, driven in turn" if results.get("task") == "text-generation"
-             else "in one process")
+    where = "each in its own worker process, driven in turn" if is_decoder_run(results) else "in one process"
     text = (f"Speed-ups: the baseline and every variant timed interleaved in rounds {where}; median of "
             f"per-round ratios with a 95% interval ({rounds}). An interval containing 1 reads \"no measurable "
             f"difference\".")

@@ -25,8 +25,9 @@ def step_label(step: dict | StepConfig, decoder: bool = False) -> str:
     technique = data.get("technique")
     if technique == "quantize" and decoder and data.get("mode", QuantizeConfig.mode) in DECODER_QUANTIZE:
         mode = data.get("mode", QuantizeConfig.mode)
-        block = data.get("block_size", 32)
-        return DECODER_QUANTIZE[mode] + (f", block {block}" if mode == "int4" and block != 32 else "")
+        block = data.get("block_size", QuantizeConfig.block_size)
+        return DECODER_QUANTIZE[mode] + (f", block {block}" if mode == "int4" and block != QuantizeConfig.block_size
+                                         else "")
     if technique == "quantize":
         target = data.get("target", QuantizeConfig.target)
         suffix = f" for {target}" if target != "onnxruntime" else ""

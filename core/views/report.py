@@ -241,7 +241,7 @@ def build_report(results: dict, *, title: str | None = None, run_id: str | None 
         f"quality drop ≤ {budget.max_drop_pt:.2f} pt" if budget.max_drop_pt is not None else None]))
     best_text = (f"best = {objective} within {budget_text}" if budget_text
                  else f"highlighted: the {OBJECTIVES.get(objective, objective)} (no budget set)")
-    if results.get("task") == "text-generation":
+    if is_decoder_run(results):
         data_text = f"<p>Held-out text: {_esc(summary_text(dataset))}.</p>"
     else:
         data_text = (f"<p>{_esc(dataset.get('source', results.get('data') or 'synthetic'))}: "
@@ -341,7 +341,7 @@ def results_text_table(results: dict) -> str:
     frame = results_frame(results)
     if frame.empty:
         return ""
-    if results.get("task") == "text-generation":
+    if is_decoder_run(results):
         return decoder_text_table(frame, results)
     sizes = batch_sizes_of(results)
     drop, drop_label = quality_drop_pt(frame)
