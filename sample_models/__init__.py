@@ -106,7 +106,7 @@ def _build_shapes_mobile(width: float = 1.0):
 
 
 def _train_shapes_mobile() -> float:
-    from sample_models.train import train_shapes_mobile
+    from sample_models.shapes import train_shapes_mobile
 
     return train_shapes_mobile()
 

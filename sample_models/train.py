@@ -51,45 +51,6 @@ TRAINING = {
 }
 
 
-# shapes-mobile: trained as MobileNetV2s normally are (SGD with Nesterov momentum, weight decay on every weight,
-# a one-cycle schedule, BN in train mode), with the dihedral augmentation shapes-cnn uses; nothing is done to
-# make int8 look worse or better.
-SHAPES_MOBILE_TRAINING = {"epochs": 8, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 4e-5}
-
-
-def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
-    """Train ShapesMobileNet deterministically on the shapes train split and save its shipped weights.
-
-    Args:
-        seed: seeds initialisation, data order and augmentation.
-        on_epoch: optional callback (epoch, mean_train_loss).
-
-    Returns:
-        Accuracy on the eval split.
-    """
-    import torch
-    from safetensors.torch import save_file
-
-    from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS
-    from sample_models.shapes import train_augmented
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))  # a shared 2-core box
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    sample = SAMPLE_MODELS["shapes-mobile"]
-    splits = SAMPLE_DATASETS[sample.dataset].load()
-    x, y = (torch.from_numpy(a) for a in splits["train"])
-    module = sample.build(1.0)
-    train_augmented(module, x, y, SHAPES_MOBILE_TRAINING, generator, on_epoch)
-    module.eval()
-    acc = accuracy(module, *splits["eval"])
-    sample.weights_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(sample.weights_path),
-              metadata={"architecture": sample.name, "eval_accuracy": f"{acc:.4f}"})
-    return acc
-
-
 def train_sample(name: str) -> float:
     import torch
     from safetensors.torch import save_file
