@@ -128,8 +128,7 @@ def _with_profiles(run_dir: str, mtime: float, _results: dict) -> dict:
     from pathlib import Path
 
     for v in _results.get("variants") or []:
-        if not v.get("compute"):
-            v["compute"] = cost.profile_from_artifact(Path(run_dir), v) or {}
+        v["compute"] = cost.variant_profile(_results, v, Path(run_dir))
     return _results
 
 
@@ -229,17 +228,23 @@ def cost_page() -> None:
             config.update(usd_per_million=st.column_config.NumberColumn(f"USD / million {unit}s", format="$%.4g"),
                           energy_mj=st.column_config.NumberColumn(f"Energy / {unit} (mJ)", format="%.4g"),
                           gco2_per_million=st.column_config.NumberColumn(f"gCO2 / million {unit}s", format="%.4g"))
+        contexts = {(v.get("compute") or {}).get("context_tokens") for v in variants} - {None}
+        context = f", per {unit} with a {max(contexts)}-token KV cache" if contexts else ""
+        per_unit = " / token" if contexts else ""
         for d in devices if device is None else [d for d in devices if d.name == device]:
             columns += [f"fits: {d.name}", f"est. ms: {d.name}"]
             config[f"fits: {d.name}"] = st.column_config.CheckboxColumn(f"Fits {d.name}")
             config[f"est. ms: {d.name}"] = st.column_config.NumberColumn(
-                f"Est. ms on {d.name}", format="%.4g", help="Roofline estimate at batch 1, not a measurement")
+                f"Est. ms{per_unit} on {d.name}", format="%.4g", help=f"Roofline estimate at batch 1{context}, "
+                "not a measurement")
         st.dataframe(shown[columns], hide_index=True, placeholder=MISSING, width="stretch", column_config=config)
         st.plotly_chart(cost_view.cost_figure(frame, device=device, unit=unit), width="stretch")
     with st.expander("Device fit, variant by variant (estimates)"):
         st.caption("Latency = max(2 x MACs / device throughput for the variant's precision, bytes moved / "
                    "bandwidth) at batch 1: a roofline estimate that ignores caches, kernel overheads and "
-                   "operator support.")
+                   "operator support." + (" A decoder's is per generated token: every weight read once, plus the "
+                                          "KV cache; memory holds the weights and the KV cache."
+                                          if unit == "generated token" else ""))
         st.dataframe(cost.device_fit_frame(results, devices), hide_index=True, placeholder=MISSING, width="stretch")
 
 

@@ -292,6 +292,67 @@ def test_fit_checks_memory_and_a_separate_weight_store():
     assert fits(pd.Series(row), mcu) and fits({"compute": row}, mcu)
 
 
+def _llama_tensors(config: dict, *, tied: bool) -> list:
+    """The 2-d weights of a Llama checkpoint's safetensors headers (norms omitted: they hold no MACs)."""
+    hidden, inner, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv = config["num_key_value_heads"] * hidden // config["num_attention_heads"]
+    out = [("model.embed_tokens.weight", "F32", [vocab, hidden])]
+    for i in range(config["num_hidden_layers"]):
+        out += [(f"model.layers.{i}.self_attn.{n}_proj.weight", "F32", shape) for n, shape in
+                (("q", [hidden, hidden]), ("k", [kv, hidden]), ("v", [kv, hidden]), ("o", [hidden, hidden]))]
+        out += [(f"model.layers.{i}.mlp.{n}_proj.weight", "F32", shape) for n, shape in
+                (("gate", [inner, hidden]), ("up", [inner, hidden]), ("down", [hidden, inner]))]
+        out += [(f"model.layers.{i}.input_layernorm.weight", "F32", [hidden])]
+    return out if tied else out + [("lm_head.weight", "F32", [vocab, hidden])]
+
+
+def test_a_decoders_profile_is_per_decoded_token_with_its_kv_cache():
+    """tiny-lm's shapes (6 layers, width 192, 6 heads, 2 KV heads, 256-token window): each linear weight is one
+    MAC per token, attention 2 x 6 x 32 per past token per layer, the KV cache 2 x 6 x 2 x 32 x 4 bytes per token;
+    a tied embedding is the output head; int4 at accuracy level 4 computes in int8, at level 0 in float."""
+    from core.measure.compute import decoder_compute_profile
+
+    config = {"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 6,
+              "num_key_value_heads": 2, "max_position_embeddings": 256, "vocab_size": 1000}
+    per_layer = 2 * 192 * 192 + 2 * 64 * 192 + 3 * 192 * 512
+    head = 1000 * 192
+    fp32 = decoder_compute_profile(config, _llama_tensors(config, tied=False), weight_bytes=9_600_000,
+                                   precision="fp32")
+    assert fp32["context_tokens"] == 256  # the window, shorter than the default 2048
+    attention = 6 * 2 * 6 * 32 * 256
+    assert fp32["macs"] == fp32["float_macs"] == 6 * per_layer + head + attention and fp32["int8_macs"] == 0
+    assert fp32["kv_cache_bytes"] == 2 * 6 * 2 * 32 * 256 * 4
+    assert fp32["bytes_moved"] > fp32["weight_bytes"] + fp32["kv_cache_bytes"]
+    tied = decoder_compute_profile(config, _llama_tensors(config, tied=True), weight_bytes=8_800_000,
+                                   precision="fp32", context_tokens=64)
+    assert tied["macs"] == 6 * per_layer + head + 6 * 2 * 6 * 32 * 64 and tied["context_tokens"] == 64
+    int4 = decoder_compute_profile(config, _llama_tensors(config, tied=False), weight_bytes=1_600_000,
+                                   precision="int4", accuracy_level=4)
+    assert int4["int8_macs"] == 6 * per_layer + head and int4["float_macs"] == attention
+    assert int4["precision"] == "int4 weights, int8 compute"
+    level0 = decoder_compute_profile(config, _llama_tensors(config, tied=False), weight_bytes=1_600_000,
+                                     precision="int4", accuracy_level=0)
+    assert level0["int8_macs"] == 0 and level0["precision"] == "int4 weights, fp32 compute"
+    # Decoding is memory-bound on every default device, and the 6x smaller weights read faster.
+    for device in device_profiles.DEFAULT_DEVICES[:2]:
+        base_fit, int4_fit = device_fit(fp32, device), device_fit(int4, device)
+        assert base_fit["bound"] == "memory" and base_fit["fits"]
+        assert int4_fit["latency_ms_estimate"] < base_fit["latency_ms_estimate"] / 3
+        assert "KV cache at 256 tokens" in base_fit["reason"]
+    with pytest.raises(ValueError, match="hidden_size"):
+        decoder_compute_profile({"num_hidden_layers": 2}, [], weight_bytes=1, precision="fp32")
+
+
+def test_a_decoder_run_never_takes_an_artifacts_whole_sequence_profile(tmp_path):
+    """A decoder variant without a recorded profile has none (its artifact's would be a whole-sequence profile,
+    not one token's); a classifier's is read from its artifact."""
+    results = {"task": "text-generation", "variants": [{"name": "baseline", "status": "ok",
+                                                       "artifact": "variants/baseline/model.onnx"}]}
+    assert cost.variant_profile(results, results["variants"][0], tmp_path) == {}
+    recorded = {"weight_bytes": 1, "peak_activation_bytes": 1}
+    assert cost.variant_profile(results, {"compute": recorded}, tmp_path) == recorded
+
+
 def test_device_rows_round_trip_and_bad_rows_are_reported():
     """Default devices survive the editor's units; a row without a name or with zero bandwidth is named."""
     devices, errors = devices_from_rows(devices_to_rows(device_profiles.DEFAULT_DEVICES))

@@ -335,6 +335,15 @@ def test_a_decoder_run_reads_right_everywhere(tiny_run, tmp_path):
     generations = generations_table(results, "int4")
     assert len(generations) == 8 and generations["fp32"].str.len().min() > 0
     assert "KL / token" in build_report(results)
+    # Cost's device fit: a per-token roofline from each variant's recorded profile (before: empty for decoders).
+    from core.results.cost import cost_frame, device_fit_frame
+
+    assert all(v.compute["per"] == "decoded token" and v.compute["weight_bytes"] == v.size_bytes
+               for v in result.variants)
+    fit = cost_frame(results).set_index("name")
+    pi = "est. ms: Raspberry Pi 4 class"
+    assert fit["fits: Raspberry Pi 4 class"].all() and fit.loc["int4", pi] < fit.loc["baseline", pi]
+    assert set(device_fit_frame(results)["bound"]) >= {"memory"}
     view = build_graph_view(out, "int4", tmp_path / "graph", runs=2)
     assert view["counts"]["precision"]["int4"] > 0 and view["profile"]["after_total_ms"] > 0
 

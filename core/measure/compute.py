@@ -284,6 +284,61 @@ def model_compute_profile(proto, *, sequence_length: int = 128) -> dict:
             "bytes_moved": int(weight_bytes + traffic // per), "precision": precision, "unknown_shapes": unknown}
 
 
+# A decoder's device fit is taken at this context (or the model's window, when shorter): its KV cache, read once per
+# decoded token, grows with the context, and a chat of a few turns reaches ~2k tokens.
+DECODER_CONTEXT_TOKENS = 2048
+KV_CACHE_BYTES = 4  # per element: onnxruntime-genai's CPU models keep the KV cache in fp32 (int4 ones too)
+
+
+def decoder_compute_profile(config: dict, tensors, *, weight_bytes: int, precision: str, accuracy_level=None,
+                            context_tokens: int | None = None) -> dict:
+    """Multiply-accumulates and bytes of one decoded token (batch 1, KV cache), from the checkpoint's config and
+    weight shapes: the same keys as `model_compute_profile`, so `core.results.devices.device_fit` takes it.
+
+    Per token: every linear weight is used once (the tied embedding too, as the output head), and attention reads
+    the KV cache of the whole context (``2 x heads x head_dim`` MACs per layer per past token). Bytes moved are
+    the variant's weights (its files, the embedding table included: an upper bound, as one row is gathered) plus
+    the KV cache read; the memory it needs is its weights plus the KV cache at `context_tokens` plus one token's
+    activations and logits. MatMulNBits at accuracy level 4 computes in int8; otherwise weight-only int4 / int8
+    dequantizes to fp32, so its MACs count as float.
+
+    Args:
+        config: config.json (hidden_size, num_hidden_layers, num_attention_heads, optionally num_key_value_heads,
+            head_dim, intermediate_size, vocab_size, max_position_embeddings, tie_word_embeddings).
+        tensors: ``(name, dtype, shape)`` of every weight (the safetensors headers).
+        weight_bytes: the variant's model files in bytes.
+        precision: the builder's precision (fp32, fp16, int8, int4).
+        context_tokens: the context the KV cache holds; default `DECODER_CONTEXT_TOKENS`, capped at the window.
+    """
+    def number(key, default=None):
+        value = config.get(key, default)
+        return int(value) if isinstance(value, (int, float)) and value > 0 else default
+
+    hidden, layers, heads = number("hidden_size"), number("num_hidden_layers"), number("num_attention_heads")
+    if not (hidden and layers and heads):
+        raise ValueError("config.json lacks hidden_size, num_hidden_layers or num_attention_heads")
+    kv_heads = number("num_key_value_heads", heads)
+    head_dim = number("head_dim", hidden // heads)
+    window = number("max_position_embeddings", DECODER_CONTEXT_TOKENS)
+    context = min(context_tokens or DECODER_CONTEXT_TOKENS, window)
+    linear = sum(_prod(shape) for name, _, shape in tensors if len(shape) == 2 and "embed" not in name)
+    embedding = sum(_prod(shape) for name, _, shape in tensors if len(shape) == 2 and "embed" in name)
+    tied = config.get("tie_word_embeddings", True) and not any("lm_head" in name for name, _, _ in tensors)
+    weight_macs = linear + (embedding if tied else 0)
+    attention_macs = layers * 2 * heads * head_dim * context
+    int8_weights = precision in ("int4", "int8") and accuracy_level == 4
+    kv_cache = 2 * layers * kv_heads * head_dim * context * KV_CACHE_BYTES
+    vocab = number("vocab_size", 0) or 0
+    activations = 4 * (4 * hidden + 2 * (number("intermediate_size", 4 * hidden)) + vocab)
+    label = {"fp32": "fp32", "fp16": "fp16"}.get(precision, f"{precision} weights, "
+                                                           f"{'int8' if int8_weights else 'fp32'} compute")
+    return {"macs": int(weight_macs + attention_macs), "int8_macs": int(weight_macs if int8_weights else 0),
+            "float_macs": int(attention_macs + (0 if int8_weights else weight_macs)),
+            "weight_bytes": int(weight_bytes), "peak_activation_bytes": int(kv_cache + activations),
+            "kv_cache_bytes": int(kv_cache), "context_tokens": int(context),
+            "bytes_moved": int(weight_bytes + kv_cache + activations), "precision": label, "per": "decoded token"}
+
+
 def _tensor_bytes(tensor) -> int:
     from onnx import helper
 

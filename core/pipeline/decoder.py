@@ -19,7 +19,7 @@ from core.errors import FeatherweightError, StepFailedError
 from core.format import hide_paths
 from core.io.decoder import DecoderCheckpoint
 from core.io.text import PROMPTS, PROMPT_TOKENS, HeldoutText, heldout_text, tokenizer_of
-from core.measure import decoding
+from core.measure import compute, decoding
 from core.measure.nbits import choice_text
 from core.results import cost
 from core.techniques import decoder as technique
@@ -94,6 +94,12 @@ def variant_fields(checkpoint: DecoderCheckpoint, slug: str, build: technique.De
         "selection": measured["selection"],
         "notes": [],
     }
+    try:
+        fields["compute"] = compute.decoder_compute_profile(
+            checkpoint.config, checkpoint.tensors, weight_bytes=fields["size_bytes"], precision=build.precision,
+            accuracy_level=build.accuracy_level)
+    except ValueError as exc:  # a config without the sizes: the run loses its device-fit columns only
+        fields["notes"].append(f"no compute profile: {exc}")
     fields["cost"] = {**cost.variant_cost(fields, cost.CostAssumptions(), threads),
                       **cost.decoder_cost(fields, cost.CostAssumptions(), threads)}
     if is_baseline:

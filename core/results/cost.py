@@ -185,7 +185,7 @@ def cost_frame(results: dict, assumptions: CostAssumptions | None = None, device
                                         assumptions, source=(v.get("energy") or {}).get("source"),
                                         throughput_per_s=(v.get("throughput") or {}).get(key), threads=threads)
         monthly_joules = None if joules is None else joules * assumptions.requests_per_second * SECONDS_PER_MONTH
-        compute = v.get("compute") or (profile_from_artifact(run_dir, v) if run_dir else None) or {}
+        compute = variant_profile(results, v, run_dir)
         row = {"name": v.get("name"), "status": v.get("status"), "batch_size": batch_size,
                "throughput": (v.get("throughput") or {}).get(key),
                "usd_per_million": usd, "monthly_cost_usd": monthly,
@@ -230,13 +230,24 @@ def device_fit_frame(results: dict, devices=DEFAULT_DEVICES, *, run_dir: str | P
     for v in results.get("variants") or []:
         if v.get("status") not in (None, "ok"):
             continue
-        compute = v.get("compute") or (profile_from_artifact(run_dir, v) if run_dir else None) or {}
+        compute = variant_profile(results, v, run_dir)
         for device in devices:
             fit = device_fit(compute, device)
             rows.append({"variant": v.get("name"), "device": device.name, "fits": fit["fits"],
                          "est_latency_ms": fit["latency_ms_estimate"], "bound": fit["bound"],
                          "reason": fit["reason"]})
     return pd.DataFrame(rows, columns=["variant", "device", "fits", "est_latency_ms", "bound", "reason"])
+
+
+def variant_profile(results: dict, variant: dict, run_dir: str | Path | None = None) -> dict:
+    """A variant's compute profile: results.json's; for a run recorded before profiles existed, its artifact's when
+    `run_dir` is given. A decoder's profile is per decoded token and comes only from its run: an artifact's
+    whole-sequence profile would not be per token. Empty when there is none."""
+    if variant.get("compute"):
+        return variant["compute"]
+    if run_dir is None or cost_unit(results) == "generated token":
+        return {}
+    return profile_from_artifact(run_dir, variant) or {}
 
 
 def profile_from_artifact(run_dir, variant: dict) -> dict | None:
@@ -295,4 +306,4 @@ def summary_lines(results: dict, assumptions: CostAssumptions | None = None) -> 
 
 
 __all__ = ["cost_frame", "cost_per_million", "cost_unit", "device_fit_frame", "monthly_cost", "monthly_saving",
-           "profile_from_artifact", "results_columns", "summary_lines", "variant_cost"]
+           "profile_from_artifact", "results_columns", "summary_lines", "variant_cost", "variant_profile"]

@@ -84,10 +84,13 @@ def device_fit(profile: dict | None, device: DeviceProfile) -> dict:
                 "reason": "no compute profile recorded for this variant"}
     weights = int(profile["weight_bytes"])
     activations = int(profile["peak_activation_bytes"])
+    # A decoder's activations are mostly its KV cache at the context its profile was taken at.
+    held = (f"KV cache at {profile['context_tokens']} tokens + one token's activations"
+            if profile.get("kv_cache_bytes") is not None and profile.get("context_tokens") else "peak activations")
     if device.weight_memory_bytes is None:
         needed = weights + activations
         fits = needed <= device.memory_bytes
-        reason = (f"weights {format_bytes(weights)} + peak activations {format_bytes(activations)} = "
+        reason = (f"weights {format_bytes(weights)} + {held} {format_bytes(activations)} = "
                   f"{format_bytes(needed)} {'<=' if fits else '>'} memory {format_bytes(device.memory_bytes)}")
     else:
         needed = weights + activations
@@ -95,7 +98,7 @@ def device_fit(profile: dict | None, device: DeviceProfile) -> dict:
         activations_fit = activations <= device.memory_bytes
         fits = weights_fit and activations_fit
         reason = (f"weights {format_bytes(weights)} {'<=' if weights_fit else '>'} weight memory "
-                  f"{format_bytes(device.weight_memory_bytes)}; peak activations {format_bytes(activations)} "
+                  f"{format_bytes(device.weight_memory_bytes)}; {held} {format_bytes(activations)} "
                   f"{'<=' if activations_fit else '>'} memory {format_bytes(device.memory_bytes)}")
     int8_macs = profile.get("int8_macs")
     float_macs = profile.get("float_macs")

@@ -41,13 +41,13 @@ def store_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _add_run(home: Path, measured: bool = False, label: str = "digits-cnn test run") -> str:
+def _add_run(home: Path, measured: bool = False, label: str = "digits-cnn test run", results=None) -> str:
     from core.io.files import write_atomic
     from core.jobs.store import RunStore
 
     store = RunStore(home)
     record = store.create("tester", "variants: []\n", label=label, model="sample:digits-cnn", data="sample:digits")
-    write_atomic(store.run_dir(record.id) / "results.json", json.dumps(_results(measured)))
+    write_atomic(store.run_dir(record.id) / "results.json", json.dumps(results or _results(measured)))
     store.set_status(record.id, "completed")
     return record.id
 
@@ -173,3 +173,31 @@ def test_a_run_without_measured_variants_says_so(store_home):
     at = _page().run()
     assert not at.exception
     assert any("no measured variants" in i.value for i in at.info)
+
+
+def test_a_decoder_run_fits_devices_per_generated_token(store_home):
+    """A decoder run's device fit comes from its per-token profiles (before: every fit column was empty): both
+    variants fit the Pi, the int4 one reads faster, and the reasons name the KV cache."""
+    from core.measure.compute import decoder_compute_profile
+
+    config = {"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 6,
+              "num_key_value_heads": 2, "max_position_embeddings": 256, "vocab_size": 1000}
+    tensors = [("model.layers.0.mlp.up_proj.weight", "F32", [512, 192]), ("lm_head.weight", "F32", [1000, 192])]
+    results = {"task": "text-generation", "model": "sample:tiny-lm", "environment": {"threads": 1},
+               "status": "completed", "variants": [
+                   {"name": name, "status": "ok", "steps": [], "size_bytes": size, "throughput": {"1": tok_s},
+                    "latency_ms": {"1": {"p50": 1000 / tok_s}}, "tokens_per_s": {"prefill": 4 * tok_s,
+                                                                                 "decode": tok_s},
+                    "cpu_ms_per_sample": {"1": 1000 / tok_s}, "energy": {},
+                    "compute": decoder_compute_profile(config, tensors, weight_bytes=size, precision=precision,
+                                                       accuracy_level=4)}
+                   for name, size, tok_s, precision in (("baseline", 9_600_000, 200.0, "fp32"),
+                                                        ("int4", 1_600_000, 500.0, "int4"))]}
+    _add_run(store_home, label="tiny-lm run", results=results)
+    at = _page().run()
+    assert not at.exception
+    table = _table(at)
+    pi = "Raspberry Pi 4 class"
+    assert table[f"fits: {pi}"].all() and table.loc["int4", f"est. ms: {pi}"] < table.loc["baseline", f"est. ms: {pi}"]
+    reasons = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert reasons["reason"].str.contains("KV cache at 256 tokens").all()
