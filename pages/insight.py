@@ -13,6 +13,7 @@ from core.format import MISSING, format_bytes, format_speedup
 from core.views.insight import op_time_figure, scaling_figure, sensitivity_figure, sensitivity_heatmap, tune_figure
 from core.session import DATA_KEY, MODEL_KEY, NO_DATA, RECIPE_KEY, RECIPE_VERSION_KEY
 from core.jobs.store import ACTIVE
+from core.results.table import is_decoder_run
 from ui import services
 from ui.forms import escape_markdown
 from ui.job_status import job_status_ui
@@ -349,6 +350,10 @@ def diagnostics_ui() -> None:
     diag = insight.load_diagnostics(services.run_dir(diag_id))
     if state in ACTIVE or not diag:
         return
+    if diag.get("decode_step_past_tokens") is not None:
+        st.caption(f":material/token: A decoder: profiled one decode step (1 new token after "
+                   f"{diag['decode_step_past_tokens']} tokens of KV cache, batch 1), the step the run's per-token "
+                   "speed averages over.")
     for name, part in (diag.get("variants") or {}).items():
         speed = part.get("speedup")
         speed = {"ratio": speed} if isinstance(speed, (int, float)) else speed  # a diagnosis from before intervals
@@ -374,6 +379,10 @@ def scaling_ui() -> None:
                        label="Run")
     if record is None:
         st.info("No finished run yet: run a recipe (Optimize) or the tuner first.", icon=":material/info:")
+    elif is_decoder_run(services.run_results(record.id) or {}):
+        st.info("A language model decodes one token at a time at batch 1, with a KV cache: its run measured that "
+                "(tokens/s, with intervals, on **Compare**). Scaling over batch sizes applies to classifiers and "
+                "encoders; the **Diagnostics** tab profiles one decode step per operator.", icon=":material/info:")
     else:
         variants = _variants_of(record)
         c1, c2, c3 = st.columns(3)

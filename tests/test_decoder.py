@@ -344,6 +344,18 @@ def test_a_decoder_run_reads_right_everywhere(tiny_run, tmp_path):
     pi = "est. ms: Raspberry Pi 4 class"
     assert fit["fits: Raspberry Pi 4 class"].all() and fit.loc["int4", pi] < fit.loc["baseline", pi]
     assert set(device_fit_frame(results)["bound"]) >= {"memory"}
+    # Insight's diagnostics profile one decode step of the genai graphs, opened by path with their weights beside
+    # them (before: read as bytes, onnxruntime refused the external data); scaling over batch sizes says no.
+    from core.analysis.diagnose import diagnose_run
+    from core.analysis.scaling import run_scaling
+
+    diag = diagnose_run(out, results, ["int4"], runs=8, max_seconds=0.5)
+    assert diag["batch_size"] == 1 and diag["decode_step_past_tokens"] == results["dataset"]["prompt_tokens"] + 8
+    ops = {row["op"]: row for row in diag["variants"]["int4"]["comparison"]}
+    assert ops["MatMulNBits"]["after_ms"] > 0 and ops["MatMulNBits"]["before_ms"] == 0 and ops["MatMul"]["before_ms"] > 0
+    assert diag["variants"]["int4"]["speedup"] == results["variants"][1]["speedup"]["1"]
+    with pytest.raises(BadInputError, match="per token"):
+        run_scaling(out, results, ["int4"])
     view = build_graph_view(out, "int4", tmp_path / "graph", runs=2)
     assert view["counts"]["precision"]["int4"] > 0 and view["profile"]["after_total_ms"] > 0
 

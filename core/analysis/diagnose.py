@@ -24,9 +24,10 @@ import numpy as np
 from core.errors import BadInputError
 from core.format import format_speedup
 from core.measure.timing import cpu_clock_for, speedup_of, time_in_rounds, timing_cores
-from core.results.explain import CALL_OVERHEAD_MS, not_faster, reason
+from core.results.explain import CALL_OVERHEAD_MS, decoder_reasons, not_faster, reason
 from core.io.files import inside_run
 from core.io.data import synthetic_inputs
+from core.io.decoder import forward_inputs
 from core.io.graph import Model, graph_inputs
 from core.io.runtime import make_session, optimized_graph, session_fixed_batch
 from core.measure.quality import batch_inputs, cpu_info, int8_fast
@@ -418,17 +419,45 @@ def explain(cpu: dict, before: dict | None, after: dict | None, *, steps: list |
 # A run's variants, diagnosed
 
 
-def artifact_bytes(run_dir: Path, entry: dict) -> bytes:
+def artifact_path(run_dir: Path, entry: dict) -> Path:
+    """A variant's model file inside its run.
+
+    Raises:
+        BadInputError: the variant has no model file, or its path leaves the run directory.
+    """
     artifact = entry.get("artifact")
     if not artifact:
         raise BadInputError(f"variant {entry.get('name')!r} has no model file (status {entry.get('status')})")
     path = inside_run(run_dir, artifact)
     if path is None:
         raise BadInputError(f"variant {entry.get('name')!r}: artifact path {artifact!r} leaves the run directory")
+    return path
+
+
+def artifact_bytes(run_dir: Path, entry: dict) -> bytes:
+    path = artifact_path(run_dir, entry)
     try:
         return path.read_bytes()
     except OSError as exc:
         raise BadInputError(f"cannot read {path}: {exc}") from None
+
+
+def is_decoder_artifact(path: Path) -> bool:
+    """Whether a model file is an onnxruntime-genai decoder (genai_config.json beside it; its weights are external
+    data beside it too, so it is opened by path, never from bytes)."""
+    return (path.parent / "genai_config.json").is_file()
+
+
+def decode_step_inputs(model_path: Path, results: dict) -> tuple[dict, int]:
+    """One decode step's inputs for a decoder variant, at the middle of the run's timed decode (its prompt plus
+    half the timed new tokens of KV cache): what results.json's per-token latency averages over. Returns
+    (inputs, past tokens)."""
+    import onnx
+
+    dataset = results.get("dataset") or {}
+    past = int(dataset.get("prompt_tokens") or 16) + int(dataset.get("timed_new_tokens") or 16) // 2
+    specs = graph_inputs(onnx.load(str(model_path), load_external_data=False))
+    return forward_inputs(model_path.parent, specs, tokens=1, past=past), past
 
 
 def artifact_inputs(model_bytes: bytes, count: int = 64, sequence_length: int = 128, seed: int = 0) -> dict:
@@ -464,12 +493,19 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
         raise BadInputError(f"no variant named {', '.join(unknown)}; variants: {', '.join(entries)}")
     sizes = batch_sizes_of(results)
     batch = batch_size or (max(sizes) if sizes else 1)
-    sequence = ((results.get("recipe") or {}).get("benchmark") or {}).get("sequence_length", 128)
-    base_bytes = artifact_bytes(run_dir, entries["baseline"])
-    inputs = artifact_inputs(base_bytes, count=min(batch, 256), sequence_length=sequence)
     cpu = cpu_panel(threads)
     chosen = [n for n in dict.fromkeys(variants) if n != "baseline"]
-    models = {"baseline": base_bytes, **{name: artifact_bytes(run_dir, entries[name]) for name in chosen}}
+    base_path = artifact_path(run_dir, entries["baseline"])
+    decoder = is_decoder_artifact(base_path)
+    if decoder:  # a decoder's speed is per decoded token at batch 1: profile one decode step
+        models = {"baseline": base_path, **{name: artifact_path(run_dir, entries[name]) for name in chosen}}
+        inputs, past = decode_step_inputs(base_path, results)
+        batch = 1
+    else:
+        sequence = ((results.get("recipe") or {}).get("benchmark") or {}).get("sequence_length", 128)
+        base_bytes = artifact_bytes(run_dir, entries["baseline"])
+        inputs, past = artifact_inputs(base_bytes, count=min(batch, 256), sequence_length=sequence), None
+        models = {"baseline": base_bytes, **{name: artifact_bytes(run_dir, entries[name]) for name in chosen}}
     try:
         profiled = profile_in_rounds(models, inputs, batch_size=batch, threads=threads, max_rounds=runs,
                                      max_seconds=max_seconds, should_stop=should_stop)
@@ -482,20 +518,25 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     batch1 = (base_lat.get("1") or {}).get("p50")
     out = {"cpu": cpu, "batch_size": profiled["batch_size"], "baseline": before, "rounds": profiled["rounds"],
            "contention": profiled["contention"], "variants": {}}
+    if decoder:
+        out["decode_step_past_tokens"] = past
     for name in chosen:
         entry = entries[name]
         after = profiled["profiles"][name]
         speedup = (entry.get("speedup") or {}).get(str(profiled["batch_size"]))
-        # the nodes the quantize step kept in float (a static step keeps an `exclude` node only where that
-        # improved validation); older runs without the record: the nodes the step asked for
-        exclude = (entry.get("info") or {}).get("excluded_nodes")
-        if exclude is None:
-            exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
-                       for n in s.get("exclude") or []]
-        findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"),
-                           speedup=speedup or profiled["wall_speedup"].get(name), batch1_ms=batch1,
-                           requantized=requantized_excluded(models[name], exclude),
-                           profile_batch=profiled["batch_size"])
+        if decoder:  # the rules of a decoder's decode (Compare's notes say the same)
+            findings = [Finding(rule, *reason(rule, **numbers)) for rule, numbers in decoder_reasons(results, name)]
+        else:
+            # the nodes the quantize step kept in float (a static step keeps an `exclude` node only where that
+            # improved validation); older runs without the record: the nodes the step asked for
+            exclude = (entry.get("info") or {}).get("excluded_nodes")
+            if exclude is None:
+                exclude = [n for s in entry.get("steps") or [] if s.get("technique") == "quantize"
+                           for n in s.get("exclude") or []]
+            findings = explain(cpu, before, after, steps=entry.get("steps"), info=entry.get("info"),
+                               speedup=speedup or profiled["wall_speedup"].get(name), batch1_ms=batch1,
+                               requantized=requantized_excluded(models[name], exclude),
+                               profile_batch=profiled["batch_size"])
         out["variants"][name] = {"profile": after, "comparison": compare_ops(before, after), "speedup": speedup,
                                  "kernel_speedup": profiled["kernel_speedup"].get(name),
                                  "wall_speedup": profiled["wall_speedup"].get(name),
@@ -503,5 +544,6 @@ def diagnose_run(run_dir: str | Path, results: dict, variants: list[str], *, bat
     return out
 
 
-__all__ = ["Finding", "PROFILE_CALLS_PER_ROUND", "artifact_bytes", "compare_ops", "cpu_panel", "diagnose_run",
-           "explain", "parse_profile", "profile_in_rounds", "profile_ops", "requantized_excluded", "run_kernel_ms"]
+__all__ = ["Finding", "PROFILE_CALLS_PER_ROUND", "artifact_bytes", "artifact_path", "compare_ops", "cpu_panel",
+           "decode_step_inputs", "diagnose_run", "explain", "is_decoder_artifact", "parse_profile", "profile_in_rounds",
+           "profile_ops", "requantized_excluded", "run_kernel_ms"]

@@ -9,6 +9,7 @@ from core.errors import BadInputError
 from core.analysis.diagnose import artifact_bytes, artifact_inputs
 from core.io.graph import graph_inputs
 from core.measure import quality as measure
+from core.results.table import is_decoder_run
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 256)
 
@@ -68,8 +69,11 @@ def run_scaling(run_dir: str | Path, results: dict, variants: list[str], **grid)
     """`scaling_table` for variants of a finished run, read from their model files.
 
     Raises:
-        BadInputError: an unknown variant or one without a model file.
+        BadInputError: a decoder's run, an unknown variant or one without a model file.
     """
+    if is_decoder_run(results):
+        raise BadInputError("scaling times classifiers and encoders over batch sizes; a decoder's speed is per token "
+                            "at batch 1, which its run measured (Insight's diagnostics profile one decode step)")
     run_dir = Path(run_dir)
     entries = {v.get("name"): v for v in results.get("variants", [])}
     unknown = [n for n in variants if n not in entries]

@@ -509,10 +509,11 @@ def export_zip(model_dir: str | Path) -> Path:
     return target
 
 
-def prefill_inputs(model_dir: str | Path, input_specs, tokens: int = 16) -> dict:
-    """One prompt's inputs for a built decoder's graph, as onnxruntime-genai feeds its first forward pass: `tokens`
-    token ids at batch 1, an all-ones attention mask and an empty KV cache (past length 0; the KV heads and head size
-    from genai_config.json). For profiling the graph outside the generator (the Graph page).
+def forward_inputs(model_dir: str | Path, input_specs, *, tokens: int = 16, past: int = 0) -> dict:
+    """One forward pass's inputs for a built decoder's graph, as onnxruntime-genai feeds it: `tokens` token ids at
+    batch 1 after a KV cache of `past` tokens (0: a prompt's prefill; 1 token after N: one decode step), an all-ones
+    attention mask over both, and the KV heads and head size from genai_config.json. For profiling the graph outside
+    the generator (the Graph page, Insight): the cache holds zeros, as timing does not depend on its values.
 
     Raises:
         BadInputError: the folder has no genai_config.json, or the graph has an input the builder does not write.
@@ -528,11 +529,11 @@ def prefill_inputs(model_dir: str | Path, input_specs, tokens: int = 16) -> dict
         if spec.name == "input_ids":
             feed[spec.name] = np.ones((1, tokens), dtype=dtype)
         elif spec.name == "attention_mask":
-            feed[spec.name] = np.ones((1, tokens), dtype=dtype)
+            feed[spec.name] = np.ones((1, past + tokens), dtype=dtype)
         elif spec.name == "position_ids":
-            feed[spec.name] = np.arange(tokens, dtype=dtype)[None, :]
+            feed[spec.name] = np.arange(past, past + tokens, dtype=dtype)[None, :]
         elif spec.name.startswith("past_key_values"):
-            feed[spec.name] = np.zeros((1, kv_heads, 0, head_size), dtype=dtype)
+            feed[spec.name] = np.zeros((1, kv_heads, past, head_size), dtype=dtype)
         else:
             raise BadInputError(f"{Path(model_dir).name}: input {spec.name!r} is not one onnxruntime-genai's builder "
                                 "writes (input_ids, attention_mask, position_ids, past_key_values.*)")
@@ -548,5 +549,5 @@ def _common_folder(entries) -> str:
 
 
 __all__ = ["DECODER_SUFFIX", "DecoderCheckpoint", "EXPORT_SUFFIXES", "TokenInput", "SUPPORTED_ARCHITECTURES",
-           "ZIP_METHODS", "check_config", "check_zip_layout", "export_zip", "hold_checkpoint", "load_decoder_bytes",
-           "open_folder", "prefill_inputs", "refuse_remote_code", "weights_bytes"]
+           "ZIP_METHODS", "check_config", "check_zip_layout", "export_zip", "forward_inputs", "hold_checkpoint",
+           "load_decoder_bytes", "open_folder", "refuse_remote_code", "weights_bytes"]

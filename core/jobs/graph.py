@@ -15,7 +15,7 @@ from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graph
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
 from core.io.data import synthetic_inputs
-from core.io.decoder import prefill_inputs
+from core.io.decoder import forward_inputs
 from core.io.graph import graph_inputs
 from core.io.model import Model
 from core.io.sandbox import phase, run_isolated
@@ -94,7 +94,7 @@ def _profile(base_path: Path, base_proto, var_path: Path, var_proto, batch: int,
              threads: int) -> tuple[dict, dict, dict]:
     """Both graphs profiled interleaved in rounds: per-node kernel times of each, and the profile's facts."""
     if (base_path.parent / "genai_config.json").is_file():  # decoders: one prompt's prefill, weights beside them
-        inputs, batch = prefill_inputs(base_path.parent, graph_inputs(base_proto)), 1
+        inputs, batch = forward_inputs(base_path.parent, graph_inputs(base_proto)), 1
         models = {"baseline": base_path, "variant": var_path}
     else:
         # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.

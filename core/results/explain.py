@@ -182,35 +182,51 @@ def why_not_faster_on(results: dict, name: str, runtime: str, batch_size: int | 
     return list(dict.fromkeys(notes + list(entry.get("notes") or [])))
 def decoder_notes(results: dict, name: str) -> list[str]:
     """A decoder variant's notes, and when its decode is not faster than fp32 (interleaved speed-up below
-    NO_SPEEDUP_RATIO), why: float compute in MatMulNBits (accuracy_level below 4), no int8 dot-product instructions,
-    weights that fit in cache (decode not memory-bound), or a busy machine that left the interval around 1."""
-    v = variant(results, name) or {}
-    notes = list(v.get("notes") or [])
-    if name == "baseline":
+    NO_SPEEDUP_RATIO), how fast it was and why (`decoder_reasons`)."""
+    notes = list((variant(results, name) or {}).get("notes") or [])
+    interval = _decode_interval(results, name)
+    if name == "baseline" or not not_faster(interval):
         return notes
-    base = variant(results, "baseline") or {}
-    interval = (v.get("speedup") or {}).get("1") or {}
-    if not interval:  # a run from before interleaved decoder timing: the tokens/s ratio alone
-        rate, base_rate = (v.get("tokens_per_s") or {}).get("decode"), (base.get("tokens_per_s") or {}).get("decode")
-        interval = {"ratio": rate / base_rate} if rate and base_rate else {}
-    if not not_faster(interval):
-        return notes
+    found = [f"At batch 1 it decoded at {_measured(interval)} fp32's speed (same run)."]
+    found += [_note(rule, **numbers) for rule, numbers in decoder_reasons(results, name)]
+    return list(dict.fromkeys(notes + found))
+
+
+def decoder_reasons(results: dict, name: str) -> list[tuple[str, dict]]:
+    """Why a decoder variant's decode is not faster than fp32, as `reason` rules with their numbers: float compute
+    in MatMulNBits (accuracy_level below 4), no int8 dot-product instructions, weights that fit in cache (decode
+    not memory-bound), or a busy machine that left the interval around 1. Empty when it is faster."""
+    interval = _decode_interval(results, name)
+    if name == "baseline" or not not_faster(interval):
+        return []
+    v, base = variant(results, name) or {}, variant(results, "baseline") or {}
     build = (v.get("info") or {}).get("build") or {}
     precision, level = build.get("precision"), build.get("accuracy_level")
     environment = results.get("environment") or {}
     flags = set(environment.get("cpu_flags") or [])
-    found = [f"At batch 1 it decoded at {_measured(interval)} fp32's speed (same run)."]
+    found = []
     if precision in ("int4", "int8") and isinstance(level, int) and level < 4:
-        found.append(_note("nbits_float_compute", level=level, bits=4 if precision == "int4" else 8))
+        found.append(("nbits_float_compute", {"level": level, "bits": 4 if precision == "int4" else 8}))
     elif precision in ("int4", "int8") and flags and not int8_fast(flags):
-        found.append(_note("no_vnni"))
+        found.append(("no_vnni", {}))
     cache = environment.get("last_level_cache_bytes")
-    if len(found) == 1 and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
-        found.append(_note("cache_resident", bytes_=base["size_bytes"], cache=cache))
+    if not found and cache and base.get("size_bytes") and base["size_bytes"] <= cache:
+        found.append(("cache_resident", {"bytes_": base["size_bytes"], "cache": cache}))
     contended = (results.get("timing") or {}).get("contended")
-    if contended and interval and interval.get("low", 1.0) <= 1.0 <= interval.get("high", 1.0):
-        found.append(_note("contended"))
-    return list(dict.fromkeys(notes + found))
+    if contended and interval.get("low", 1.0) <= 1.0 <= interval.get("high", 1.0):
+        found.append(("contended", {}))
+    return found
+
+
+def _decode_interval(results: dict, name: str) -> dict:
+    """A decoder variant's decode speed-up at batch 1 (interleaved rounds); for a run from before interleaved
+    decoder timing, the tokens/s ratio alone."""
+    v, base = variant(results, name) or {}, variant(results, "baseline") or {}
+    interval = (v.get("speedup") or {}).get("1") or {}
+    if not interval:
+        rate, base_rate = (v.get("tokens_per_s") or {}).get("decode"), (base.get("tokens_per_s") or {}).get("decode")
+        interval = {"ratio": rate / base_rate} if rate and base_rate else {}
+    return interval
 
 
 def _speedup(base: dict, v: dict, batch_size: int | None) -> dict | None:
@@ -238,5 +254,6 @@ def _measured(entry: dict) -> str:
     return f"{text}: slower" if verdict == "slower" else text
 
 
-__all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "decoder_notes", "not_faster", "reason",
+__all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "decoder_notes", "decoder_reasons",
+           "not_faster", "reason",
            "why_no_speedup", "why_not_faster_on"]

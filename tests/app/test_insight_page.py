@@ -182,3 +182,31 @@ def test_scan_without_drop_is_not_an_alarm_and_tables_speak_words(home):
     table = next(d for d in at.dataframe if "sqnr_db" in d.value.columns)
     config = json.loads(table.proto.columns)
     assert config["sqnr_db"]["label"] == "SQNR (dB)" and config["drop"]["label"] == "Quality drop (pt)"
+
+
+def test_a_decoder_runs_profile_is_one_decode_step_and_scaling_says_why_not(home):
+    """A decoder's profile says it is one decode step and shows the decoder rule; the Scaling tab, given a decoder
+    run, explains that its speed is per token at batch 1 instead of offering a batch-size grid that fails."""
+    from core.io.files import write_atomic
+    from core.jobs.store import RunStore
+
+    store = RunStore(home)
+    record = store.create(OWNER, "variants: []\n", label="tiny-lm · int8", model="sample:tiny-lm")
+    write_atomic(store.run_dir(record.id) / "results.json", json.dumps({
+        "task": "text-generation", "variants": [{"name": "baseline", "status": "ok"},
+                                                {"name": "int8", "status": "ok"}]}))
+    store.set_status(record.id, "completed")
+    rule = ("MatMulNBits computes in float at accuracy_level 0", "Use accuracy_level auto")
+    diag = {"cpu": {}, "batch_size": 1, "decode_step_past_tokens": 24, "variants": {"int8": {
+        "speedup": {"ratio": 0.18, "low": 0.17, "high": 0.19}, "profile": {},
+        "comparison": [{"op": "MatMul", "before_ms": 0.8, "after_ms": 0.0},
+                       {"op": "MatMulNBits", "before_ms": 0.0, "after_ms": 11.0}],
+        "findings": [{"rule": "nbits_float_compute", "message": rule[0], "fix": rule[1]}]}}}
+    run_id = _add_job(home, "diagnose", {insight.DIAGNOSTICS_FILE: diag}, {"source_run": record.id,
+                                                                          "variants": ["int8"]})
+    at = _page({state_keys.DIAG_RUN_KEY: run_id, "fw_insight_scaling_source": record.id}).run()
+    assert not at.exception
+    assert any("one decode step" in c.value and "24 tokens of KV cache" in c.value for c in at.caption)
+    assert any(rule[0] in w.value and rule[1] in w.value for w in at.warning)
+    assert any("decodes one token at a time" in i.value for i in at.info)
+    assert not any(m.key == "scaling_variants" for m in at.multiselect)
