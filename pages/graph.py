@@ -64,12 +64,16 @@ def summary_ui(view: dict) -> None:
         before, after = profile["before_total_ms"], profile["after_total_ms"]
         kernel = profile.get("kernel_speedup")
         run = profile.get("run_speedup")
-        c[3].metric(f"Kernel time, batch {profile['batch_size']}", f"{after:.3f} ms",
+        step = profile.get("decode_step_past_tokens")
+        c[3].metric("Kernel time, one decoded token" if step is not None else
+                    f"Kernel time, batch {profile['batch_size']}", f"{after:.3f} ms",
                     (f"{format_speedup(kernel)} vs {before:.3f} ms" if kernel else
                      f"{before / after:.2f}x vs {before:.3f} ms" if after else None), delta_color="off",
                     delta_arrow="off", help="Sum of onnxruntime's per-node kernel times (profiler, warm-up excluded, "
                     f"mean per run), both graphs timed interleaved in rounds ({profile.get('rounds', '?')} rounds) "
                     "when this view was built; the speed-up is the median per-round ratio with its 95% interval"
+                    + (f"; a decoder's is one decode step after {step} tokens of KV cache" if step is not None
+                       else "")
                     + (f". Compare's speed-up at this batch: {format_speedup(run)}." if run else "."))
     st.caption(f"{counts['mapped']} of {counts['variant_nodes']} variant nodes traced to a baseline node "
                f"({counts['helpers']} added to serve one, such as Q/DQ pairs); {counts['added']} new; "

@@ -358,6 +358,7 @@ def test_a_decoder_run_reads_right_everywhere(tiny_run, tmp_path):
         run_scaling(out, results, ["int4"])
     view = build_graph_view(out, "int4", tmp_path / "graph", runs=2)
     assert view["counts"]["precision"]["int4"] > 0 and view["profile"]["after_total_ms"] > 0
+    assert view["profile"]["decode_step_past_tokens"] == results["dataset"]["prompt_tokens"] + 8  # one decode step
 
 
 def test_sample_loads_as_a_checkpoint_and_is_listed():

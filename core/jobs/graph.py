@@ -10,13 +10,11 @@ from pathlib import Path
 
 import onnx
 
-from core.analysis.diagnose import profile_in_rounds
+from core.analysis.diagnose import decode_step_inputs, is_decoder_artifact, profile_in_rounds
 from core.analysis.graph_map import (COMPUTE_OPS, float_for_no_reason, map_graphs, node_names, principal_renames,
                                      profile_node_times, weight_bytes)
 from core.errors import BadInputError, StepFailedError
 from core.io.data import synthetic_inputs
-from core.io.decoder import forward_inputs
-from core.io.graph import graph_inputs
 from core.io.model import Model
 from core.io.sandbox import phase, run_isolated
 from core.jobs.store import INDEX_FILE, RunStore
@@ -91,10 +89,11 @@ def _channels(variant: dict, base_proto) -> dict:
 
 
 def _profile(base_path: Path, base_proto, var_path: Path, var_proto, batch: int, runs: int,
-             threads: int) -> tuple[dict, dict, dict]:
+             threads: int, results: dict) -> tuple[dict, dict, dict]:
     """Both graphs profiled interleaved in rounds: per-node kernel times of each, and the profile's facts."""
-    if (base_path.parent / "genai_config.json").is_file():  # decoders: one prompt's prefill, weights beside them
-        inputs, batch = forward_inputs(base_path.parent, graph_inputs(base_proto)), 1
+    past = None
+    if is_decoder_artifact(base_path):  # decoders: one decode step, as Insight profiles it; weights beside them
+        (inputs, past), batch = decode_step_inputs(base_path, results), 1
         models = {"baseline": base_path, "variant": var_path}
     else:
         # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.
@@ -105,7 +104,8 @@ def _profile(base_path: Path, base_proto, var_path: Path, var_proto, batch: int,
     base, var = profiled["profiles"]["baseline"], profiled["profiles"]["variant"]
     info = {"batch_size": profiled["batch_size"], "rounds": profiled["rounds"], "before_total_ms": base["total_ms"],
             "after_total_ms": var["total_ms"], "kernel_speedup": profiled["kernel_speedup"].get("variant"),
-            "wall_speedup": profiled["wall_speedup"].get("variant"), "contention": profiled["contention"]}
+            "wall_speedup": profiled["wall_speedup"].get("variant"), "contention": profiled["contention"],
+            "decode_step_past_tokens": past}
     return profile_node_times(base_proto, base["nodes"]), profile_node_times(var_proto, var["nodes"]), info
 
 
@@ -144,7 +144,7 @@ def build_graph_view(run_dir: str | Path, variant_name: str, out_dir: str | Path
         sizes = batch_sizes_of(results)
         threads = int((results.get("environment") or {}).get("threads") or 1)
         before, after, profile_info = _profile(base_path, base_proto, var_path, var_proto,
-                                               batch_size or (max(sizes) if sizes else 1), runs, threads)
+                                               batch_size or (max(sizes) if sizes else 1), runs, threads, results)
         profile_info.update(before_runtime_ms=before.pop("", 0.0), after_runtime_ms=after.pop("", 0.0),
                             run_speedup=(var_entry.get("speedup") or {}).get(str(profile_info["batch_size"])))
     sensitivity, technique = _sensitivity(run_dir, sensitivity_dir, base_names)
