@@ -246,16 +246,10 @@ def train_augmented(module, x, y, config: dict, generator, on_epoch=None) -> Non
             on_epoch(epoch + 1, total / len(x))
 
 
-def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
-    """Train ShapesCNN deterministically on the train split and save the shipped weights.
-
-    Args:
-        seed: seeds initialisation, data order and augmentation.
-        on_epoch: optional callback (epoch, mean_train_loss).
-
-    Returns:
-        Accuracy on the eval split.
-    """
+def _train_and_save(build, config: dict, weights_path, name: str, seed: int, on_epoch) -> float:
+    """Train `build(1.0)` deterministically on the shapes train split with `train_augmented` and save its weights
+    as safetensors; returns the accuracy on the eval split. The module is built after seeding, so its
+    initialisation is seeded too."""
     import torch
     from safetensors.torch import save_file
 
@@ -267,15 +261,27 @@ def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
     generator = torch.Generator().manual_seed(seed)
     splits = shapes_splits()
     x, y = (torch.from_numpy(a) for a in splits["train"])
-    module = _build_shapes_cnn(1.0)
-    train_augmented(module, x, y, TRAINING, generator, on_epoch)
+    module = build(1.0)
+    train_augmented(module, x, y, config, generator, on_epoch)
     module.eval()
     acc = accuracy(module, *splits["eval"])
-    path = SHAPES_CNN.weights_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path),
-              metadata={"architecture": SHAPES_CNN.name, "eval_accuracy": f"{acc:.4f}"})
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(weights_path),
+              metadata={"architecture": name, "eval_accuracy": f"{acc:.4f}"})
     return acc
+
+
+def train_shapes_cnn(seed: int = 0, on_epoch=None) -> float:
+    """Train ShapesCNN deterministically on the train split and save the shipped weights.
+
+    Args:
+        seed: seeds initialisation, data order and augmentation.
+        on_epoch: optional callback (epoch, mean_train_loss).
+
+    Returns:
+        Accuracy on the eval split.
+    """
+    return _train_and_save(_build_shapes_cnn, TRAINING, SHAPES_CNN.weights_path, SHAPES_CNN.name, seed, on_epoch)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -309,24 +315,7 @@ def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
     Returns:
         Accuracy on the eval split.
     """
-    import torch
-    from safetensors.torch import save_file
+    from sample_models import SAMPLE_MODELS
 
-    from sample_models import SAMPLE_DATASETS, SAMPLE_MODELS
-    from sample_models.train import accuracy
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))  # a shared 2-core box
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     sample = SAMPLE_MODELS["shapes-mobile"]
-    splits = SAMPLE_DATASETS[sample.dataset].load()
-    x, y = (torch.from_numpy(a) for a in splits["train"])
-    module = sample.build(1.0)
-    train_augmented(module, x, y, SHAPES_MOBILE_TRAINING, generator, on_epoch)
-    module.eval()
-    acc = accuracy(module, *splits["eval"])
-    sample.weights_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(sample.weights_path),
-              metadata={"architecture": sample.name, "eval_accuracy": f"{acc:.4f}"})
-    return acc
+    return _train_and_save(sample.build, SHAPES_MOBILE_TRAINING, sample.weights_path, sample.name, seed, on_epoch)
