@@ -306,15 +306,8 @@ SHAPES_MOBILE_TRAINING = {"epochs": 8, "lr": 0.1, "batch_size": 64, "momentum": 
 
 
 def train_shapes_mobile(seed: int = 0, on_epoch=None) -> float:
-    """Train ShapesMobileNet deterministically on the shapes train split and save its shipped weights.
-
-    Args:
-        seed: seeds initialisation, data order and augmentation.
-        on_epoch: optional callback (epoch, mean_train_loss).
-
-    Returns:
-        Accuracy on the eval split.
-    """
+    """Train ShapesMobileNet as `train_shapes_cnn` trains ShapesCNN, with its own `SHAPES_MOBILE_TRAINING`, and
+    save its shipped weights; returns the accuracy on the eval split."""
     from sample_models import SAMPLE_MODELS
 
     sample = SAMPLE_MODELS["shapes-mobile"]
