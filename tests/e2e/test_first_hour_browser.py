@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import StudioServer
-from test_studio import button, nav, point_labels, wait_idle
+from test_studio import apply_yaml, button, nav, point_labels, wait_idle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnx_graphs import conv_only_classifier  # noqa: E402
@@ -62,14 +62,7 @@ def _sidebar(page) -> str:
 
 
 def _apply_yaml(page, text: str) -> None:
-    page.get_by_role("tab", name="YAML").click()
-    editor = page.get_by_role("textbox", name="Recipe (YAML)")
-    editor.fill(text)
-    editor.press("Tab")
-    wait_idle(page)
-    button(page, "Apply YAML").click()
-    page.get_by_text("Recipe applied.").wait_for(timeout=60_000)
-    wait_idle(page)
+    apply_yaml(page, text)
     page.get_by_role("tab", name="Form").click()
 
 

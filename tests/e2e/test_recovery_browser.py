@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_studio import button, nav, point_labels, wait_idle
+from tests.e2e.test_studio import apply_yaml, button, nav, point_labels, recipe_yaml, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -33,21 +33,14 @@ def test_recover_accuracy_preset_on_shapes_mobile(server, page):
         page.get_by_text(name, exact=False).first.wait_for(timeout=30_000)
 
     # Keep two of the preset's variants and a short benchmark: the YAML tab holds exactly what the preset made.
-    page.get_by_role("tab", name="YAML").click()
-    editor = page.get_by_role("textbox", name="Recipe (YAML)")
-    text = editor.input_value()
+    text = recipe_yaml(page)
     assert "equalize: true" in text and "bias_correction: true" in text and "mode: qat" in text
     assert "weight_rounding: learned" in text and "epochs" not in text.split("mode: qat")[0]  # static: no epochs
     recipe = E2E_BENCH + "variants:\n" + "".join(
         f"- name: {name}\n  steps:\n  - {{technique: quantize, mode: static, per_channel: false"
         + (", equalize: true, bias_correction: true" if name.endswith("recovered") else "") + "}\n"
         for name in RUN_VARIANTS)
-    editor.fill(recipe)
-    editor.press("Tab")
-    wait_idle(page)
-    button(page, "Apply YAML").click()
-    page.get_by_text("Recipe applied.").wait_for(timeout=60_000)
-    wait_idle(page)
+    apply_yaml(page, recipe)
     button(page, "Run 2 variants").click()
     started = time.perf_counter()
     page.get_by_text("Run completed").wait_for(timeout=300_000)

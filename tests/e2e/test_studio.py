@@ -75,6 +75,17 @@ def use_sample_with_recipe(page, url: str, sample: str, recipe: str) -> None:
     page.get_by_text(f"Model card · {sample}").wait_for(timeout=60_000)
     wait_idle(page)
     nav(page, "Optimize")
+    apply_yaml(page, recipe)
+
+
+def recipe_yaml(page) -> str:
+    """The Optimize page's recipe as its YAML tab shows it (the tab is left open)."""
+    page.get_by_role("tab", name="YAML").click()
+    return page.get_by_role("textbox", name="Recipe (YAML)").input_value()
+
+
+def apply_yaml(page, recipe: str) -> None:
+    """On the Optimize page: type `recipe` into the YAML tab and apply it."""
     page.get_by_role("tab", name="YAML").click()
     editor = page.get_by_role("textbox", name="Recipe (YAML)")
     editor.fill(recipe)
