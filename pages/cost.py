@@ -199,6 +199,9 @@ def cost_page() -> None:
                      for c in [cost.decoder_cost(v, assumptions, threads)]]
         st.caption(":material/token: A decoder run: a \"million\" below is a million generated tokens, priced at "
                    "the measured decode tokens/s at batch 1 (prompt tokens, priced at the prefill rate, cost less).")
+        if any(v.get("status") == "ok" and not v.get("compute") for v in variants):
+            st.caption(":material/info: This run was recorded before decoder runs kept a per-token compute profile: "
+                       "its device fit is empty. Run its recipe again to get one.")
         st.dataframe(pd.DataFrame(per_token), hide_index=True, placeholder=MISSING, width="stretch", column_config={
             "usd_per_million_tokens": st.column_config.NumberColumn("USD / million generated tokens",
                                                                     format="$%.4g"),

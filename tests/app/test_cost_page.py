@@ -201,3 +201,9 @@ def test_a_decoder_run_fits_devices_per_generated_token(store_home):
     assert table[f"fits: {pi}"].all() and table.loc["int4", f"est. ms: {pi}"] < table.loc["baseline", f"est. ms: {pi}"]
     reasons = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert reasons["reason"].str.contains("KV cache at 256 tokens").all()
+    assert not any("recorded before" in c.value for c in at.caption)
+    for v in results["variants"]:  # a decoder run from before the profiles: the page says why the fit is empty
+        v.pop("compute")
+    _add_run(store_home, label="older tiny-lm run", results=results)
+    at = _page().run()
+    assert any("recorded before decoder runs kept a per-token compute profile" in c.value for c in at.caption)
