@@ -100,6 +100,7 @@ def test_own_checkpoint_and_text_end_to_end(server, page, tmp_path):
     wait_idle(page, timeout=180_000)
     page.get_by_test_id("stMetric").filter(has_text="Quantized nodes").first.wait_for(timeout=180_000)
     assert int(_metric(page, "Quantized nodes")) > 0
+    assert float(_metric(page, "Kernel time, one decoded token").split()[0]) > 0  # a decode step, profiled
     assert not page.get_by_test_id("stAlertContentError").count()
 
     nav(page, "Learn")  # it opens on the lesson path; the explainers explain the current model
