@@ -93,7 +93,8 @@ def _profile(base_path: Path, base_proto, var_path: Path, var_proto, batch: int,
     """Both graphs profiled interleaved in rounds: per-node kernel times of each, and the profile's facts."""
     past = None
     if is_decoder_artifact(base_path):  # decoders: one decode step, as Insight profiles it; weights beside them
-        (inputs, past), batch = decode_step_inputs(base_path, results), 1
+        inputs, past = decode_step_inputs(base_path, results)
+        batch = 1
         models = {"baseline": base_path, "variant": var_path}
     else:
         # Latency does not depend on the values of these inputs, only on shapes and types: synthetic inputs suffice.

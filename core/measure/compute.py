@@ -330,8 +330,8 @@ def decoder_compute_profile(config: dict, tensors, *, weight_bytes: int, precisi
     kv_cache = 2 * layers * kv_heads * head_dim * context * KV_CACHE_BYTES
     vocab = number("vocab_size", 0) or 0
     activations = 4 * (4 * hidden + 2 * (number("intermediate_size", 4 * hidden)) + vocab)
-    label = {"fp32": "fp32", "fp16": "fp16"}.get(precision, f"{precision} weights, "
-                                                           f"{'int8' if int8_weights else 'fp32'} compute")
+    label = precision if precision in ("fp32", "fp16") else \
+        f"{precision} weights, {'int8' if int8_weights else 'fp32'} compute"
     return {"macs": int(weight_macs + attention_macs), "int8_macs": int(weight_macs if int8_weights else 0),
             "float_macs": int(attention_macs + (0 if int8_weights else weight_macs)),
             "weight_bytes": int(weight_bytes), "peak_activation_bytes": int(kv_cache + activations),

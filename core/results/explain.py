@@ -180,6 +180,8 @@ def why_not_faster_on(results: dict, name: str, runtime: str, batch_size: int | 
         others = ", ".join(f"{op} ×{n}" for op, n in (export.get("undelegated_ops") or {}).items()) or "none"
         notes.append(_note("edge_delegation", share=share, detail=others))
     return list(dict.fromkeys(notes + list(entry.get("notes") or [])))
+
+
 def decoder_notes(results: dict, name: str) -> list[str]:
     """A decoder variant's notes, and when its decode is not faster than fp32 (interleaved speed-up below
     NO_SPEEDUP_RATIO), how fast it was and why (`decoder_reasons`)."""
@@ -255,5 +257,4 @@ def _measured(entry: dict) -> str:
 
 
 __all__ = ["CALL_OVERHEAD_MS", "EDGE_DELEGATED_SHARE", "NO_SPEEDUP_RATIO", "decoder_notes", "decoder_reasons",
-           "not_faster", "reason",
-           "why_no_speedup", "why_not_faster_on"]
+           "not_faster", "reason", "why_no_speedup", "why_not_faster_on"]
