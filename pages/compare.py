@@ -425,8 +425,9 @@ with st.container(border=True):
         frame = points[points["runtime"].isin(shown)].reset_index(drop=True)
     device_names = [ANY_DEVICE] + [d.name for d in DEFAULT_DEVICES]
     device_name = st.selectbox("Fits on", device_names, key=f"compare_device.{run_id}",
-                               help="Show only variants whose weights and peak activations fit this device "
-                                    "(profiles and assumptions on the Cost page).")
+                               help="Show only variants whose weights and peak activations (a language "
+                                    "model's: its KV cache) fit this device (profiles and assumptions on the Cost "
+                                    "page).")
     budget = budget_ui(frame, batch_size, run_id)
 
 table = services.run_frame(run_id) if bakeoff else frame  # one row per variant (onnxruntime's figures)
