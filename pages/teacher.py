@@ -19,6 +19,7 @@ ensure_app_shell()
 TOKEN_KEY = "teacher_token"  # the token this session entered (kept only while it matches)
 TOKEN_INPUT_KEY = "teacher_token_input"
 RESET_PICK_KEY = "teacher_reset_pick"
+RESET_OUTCOME_KEY = "teacher_reset_outcome"  # (kind, message) of the last reset, shown until the next action
 REFRESH_S = 5.0  # the room view refreshes itself: a teacher watches it during the exercises
 WRONG_TOKEN_DELAY_S = 1.0  # each wrong guess costs the guesser a second
 
@@ -74,26 +75,39 @@ def room_ui(token: str) -> None:
                "attendees typed; models, data and runs stay theirs.")
 
 
+def _reset(token: str) -> None:
+    """The reset button's callback: it runs before the script, once per click, and leaves its outcome in the
+    session, so the message stays until the teacher acts again (a rerun cannot lose it)."""
+    code = st.session_state.get(RESET_PICK_KEY)
+    try:
+        services.reset_attendee(token, code)
+    except FeatherweightError as exc:
+        st.session_state[RESET_OUTCOME_KEY] = ("error", str(exc))
+    else:
+        st.session_state[RESET_OUTCOME_KEY] = ("success", f"Attendee {code} was reset.")
+
+
 def reset_ui(token: str) -> None:
     """Reset one attendee's session: their job is cancelled, their model, data, recipe and progress forgotten."""
     try:
         codes = [row["code"] for row in services.workshop_room(token)["rows"]]
     except FeatherweightError:
         return
-    with st.expander("Reset an attendee's session"):
+    outcome = st.session_state.get(RESET_OUTCOME_KEY)
+    with st.expander("Reset an attendee's session", expanded=outcome is not None):
+        if outcome is not None:
+            kind, text = outcome
+            (st.error if kind == "error" else st.success)(
+                text, icon=":material/error:" if kind == "error" else ":material/check_circle:")
         if not codes:
             st.caption("No attendee yet.")
             return
-        code = st.selectbox("Attendee code", codes, key=RESET_PICK_KEY)
+        st.selectbox("Attendee code", codes, key=RESET_PICK_KEY,
+                     on_change=lambda: st.session_state.pop(RESET_OUTCOME_KEY, None))
         st.caption("Cancels their queued or running job, forgets their model, data and recipe and their lesson "
                    "progress; their open page starts over. Their finished runs stay in their History.")
-        if st.button("Reset this attendee", key="teacher_reset", icon=":material/restart_alt:"):
-            try:
-                services.reset_attendee(token, code)
-            except FeatherweightError as exc:
-                st.error(str(exc), icon=":material/error:")
-            else:
-                st.success(f"Attendee {code} was reset.", icon=":material/check_circle:")
+        st.button("Reset this attendee", key="teacher_reset", icon=":material/restart_alt:", on_click=_reset,
+                  args=(token,))
 
 
 st.title("Teacher")
