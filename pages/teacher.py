@@ -97,8 +97,10 @@ def reset_ui(token: str) -> None:
     with st.expander("Reset an attendee's session", expanded=outcome is not None):
         if outcome is not None:
             kind, text = outcome
-            (st.error if kind == "error" else st.success)(
-                text, icon=":material/error:" if kind == "error" else ":material/check_circle:")
+            if kind == "error":
+                st.error(text, icon=":material/error:")
+            else:
+                st.success(text, icon=":material/check_circle:")
         if not codes:
             st.caption("No attendee yet.")
             return
